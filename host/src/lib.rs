@@ -1,0 +1,16 @@
+//! Kiosk: a WebAssembly plugin host for marketplace apps.
+//!
+//! See ARCHITECTURE.md at the repository root for the bird's-eye view and code map.
+
+pub mod cache;
+pub mod cli;
+pub mod digest;
+pub mod error;
+pub mod kv;
+pub mod limits;
+pub mod logs;
+pub mod manifest;
+pub mod metering;
+pub mod runtime;
+mod sandbox;
+pub mod world;

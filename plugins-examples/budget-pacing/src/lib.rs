@@ -1,0 +1,186 @@
+//! Budget Pacing: flags campaigns that over- or under-spend against plan.
+//!
+//! Operation `evaluate` takes a campaign's budget, flight length and daily spend rows,
+//! compares the spend so far with the straight-line plan and answers `over`, `under` or
+//! `on-track` using the tenant's configured `threshold`. The host meters one
+//! `pacing-check` per successful call; the app meters `rows-scanned` itself and reports
+//! the number of distinct campaigns it watched (`campaigns-monitored`) per usage window.
+
+// The bindings wit-bindgen generates for the canonical ABI are `unsafe` inside.
+#![allow(unsafe_code)]
+
+wit_bindgen::generate!({
+    path: "../../wit/app@0.1.0",
+    world: "app",
+});
+
+use exports::kiosk::app::calls;
+use exports::kiosk::app::lifecycle;
+use exports::kiosk::app::usage;
+use kiosk::app::types::{AppError, CallContext, UsageRecord, UsageWindow};
+use kiosk::app::{key_value, log, metering};
+use serde::Deserialize;
+
+struct BudgetPacing;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Config {
+    threshold: f64,
+    api_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EvaluateInput {
+    campaign_id: String,
+    budget: f64,
+    flight_days: u32,
+    daily_spend: Vec<f64>,
+}
+
+fn err(code: &str, message: impl Into<String>) -> AppError {
+    AppError {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn parse_config(config: &str) -> Result<Config, AppError> {
+    let config: Config = serde_json::from_str(config)
+        .map_err(|e| err("invalid-config", format!("configuration is not valid: {e}")))?;
+    if !(0.0..=1.0).contains(&config.threshold) {
+        return Err(err("invalid-config", "threshold must be between 0 and 1"));
+    }
+    if config.api_key.trim().is_empty() {
+        return Err(err("invalid-config", "apiKey must not be empty"));
+    }
+    Ok(config)
+}
+
+fn kv<T>(r: Result<T, key_value::KvError>) -> Result<T, AppError> {
+    r.map_err(|e| err("storage", format!("key-value storage failed: {e:?}")))
+}
+
+/// The key under which the app remembers the installation's configuration.
+const CONFIG_KEY: &str = "config";
+
+fn stored_config() -> Result<Config, AppError> {
+    let raw = kv(key_value::get(CONFIG_KEY))?
+        .ok_or_else(|| err("not-installed", "no configuration stored; install first"))?;
+    parse_config(&String::from_utf8_lossy(&raw))
+}
+
+fn evaluate(input: &str) -> Result<String, AppError> {
+    let config = stored_config()?;
+    let input: EvaluateInput = serde_json::from_str(input)
+        .map_err(|e| err("invalid-input", format!("input is not valid: {e}")))?;
+    if input.flight_days == 0 {
+        return Err(err("invalid-input", "flightDays must be positive"));
+    }
+    if input.daily_spend.len() > input.flight_days as usize {
+        return Err(err("invalid-input", "more dailySpend rows than flightDays"));
+    }
+    let rows = input.daily_spend.len() as u64;
+    let days = rows as f64;
+    let spent: f64 = input.daily_spend.iter().sum();
+    let planned = input.budget * days / f64::from(input.flight_days);
+    let deviation = if planned > 0.0 {
+        spent / planned - 1.0
+    } else {
+        0.0
+    };
+    let status = if deviation > config.threshold {
+        "over"
+    } else if deviation < -config.threshold {
+        "under"
+    } else {
+        "on-track"
+    };
+    if rows > 0 {
+        metering::record_usage("rows-scanned", rows)
+            .map_err(|e| err("metering", format!("could not meter rows: {e:?}")))?;
+    }
+    kv(key_value::set(
+        &format!("campaign/{}", input.campaign_id),
+        status.as_bytes(),
+    ))?;
+    log::log(
+        log::Level::Info,
+        &format!(
+            "campaign {} is {status} ({:+.1}%)",
+            input.campaign_id,
+            deviation * 100.0
+        ),
+    );
+    Ok(serde_json::json!({
+        "campaignId": input.campaign_id,
+        "status": status,
+        "spent": spent,
+        "planned": planned,
+        "deviation": deviation,
+        "threshold": config.threshold,
+        "rowsScanned": rows,
+    })
+    .to_string())
+}
+
+impl lifecycle::Guest for BudgetPacing {
+    fn install(_ctx: CallContext, config: String) -> Result<(), AppError> {
+        parse_config(&config)?;
+        kv(key_value::set(CONFIG_KEY, config.as_bytes()))?;
+        log::log(log::Level::Info, "installed");
+        Ok(())
+    }
+
+    fn validate_config(_ctx: CallContext, config: String) -> Result<(), AppError> {
+        parse_config(&config).map(|_| ())
+    }
+
+    fn configure(_ctx: CallContext, _old: String, new: String) -> Result<(), AppError> {
+        parse_config(&new)?;
+        kv(key_value::set(CONFIG_KEY, new.as_bytes()))
+    }
+
+    fn upgrade(_ctx: CallContext, from_version: String, config: String) -> Result<(), AppError> {
+        parse_config(&config)?;
+        kv(key_value::set(CONFIG_KEY, config.as_bytes()))?;
+        log::log(log::Level::Info, &format!("upgraded from {from_version}"));
+        Ok(())
+    }
+
+    fn uninstall(_ctx: CallContext) -> Result<(), AppError> {
+        Ok(())
+    }
+}
+
+impl calls::Guest for BudgetPacing {
+    fn invoke(_ctx: CallContext, operation: String, input: String) -> Result<String, AppError> {
+        match operation.as_str() {
+            "evaluate" => evaluate(&input),
+            other => Err(err(
+                "unknown-operation",
+                format!("no operation named {other:?}"),
+            )),
+        }
+    }
+}
+
+impl usage::Guest for BudgetPacing {
+    fn report(ctx: CallContext, window: UsageWindow) -> Result<Vec<UsageRecord>, AppError> {
+        let campaigns = kv(key_value::list_keys("campaign/"))?.len() as u64;
+        if campaigns == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(vec![UsageRecord {
+            sku: "campaigns-monitored".into(),
+            quantity: campaigns,
+            idempotency_key: format!(
+                "{}:campaigns-monitored:{}",
+                ctx.installation_id, window.start_ms
+            ),
+        }])
+    }
+}
+
+export!(BudgetPacing);
