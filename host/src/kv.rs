@@ -178,12 +178,12 @@ mod tests {
         let mut base = KvEntries::new();
         base.insert("a/1".into(), b"xx".to_vec());
         base.insert("b/1".into(), b"yy".to_vec());
-        let mut s = KvSession::new(Arc::new(base), 12, 64);
+        let mut s = KvSession::new(Arc::new(base), 20, 64);
         assert_eq!(s.get("a/1"), Some(&b"xx"[..]));
         s.set("a/2", b"zz".to_vec()).unwrap();
         assert!(s.delete("a/1"));
         assert_eq!(s.keys("a/"), ["a/2"]);
-        assert_eq!(s.set("c/1", b"0123456789".to_vec()), Err(12));
+        assert_eq!(s.set("c/1", b"0123456789".to_vec()), Err(20));
         s.set("a/2", b"z".to_vec()).unwrap();
         assert_eq!(s.into_changes().len(), 2);
     }

@@ -1,0 +1,112 @@
+//! Shared helpers for Kiosk's end-to-end tests: real components built from
+//! `plugins-examples/` and `tests/guests/` for wasm32-wasip2 (by `.ci/test`).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiosk::kv::MemoryKv;
+use kiosk::limits::SandboxLimits;
+use kiosk::logs::LogStore;
+use kiosk::manifest::Manifest;
+use kiosk::metering::MemorySink;
+use kiosk::runtime::{AppVersion, Runtime, RuntimeSettings, Services};
+use kiosk::world::HOST_API_VERSION;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Path of a guest component built by `.ci/test` (crate name with `_`).
+pub fn guest_path(crate_name: &str) -> PathBuf {
+    let dir = std::env::var_os("KIOSK_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/wasm32-wasip2/release"));
+    let path = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "guest component {} is missing: build the guests first (`bash .ci/test` does: \
+         cargo build --release --target wasm32-wasip2 -p budget-pacing -p negative-keywords -p hostile-guest)",
+        path.display()
+    );
+    path
+}
+
+pub fn guest_bytes(crate_name: &str) -> Vec<u8> {
+    std::fs::read(guest_path(crate_name)).expect("read guest component")
+}
+
+/// The manifest of an example app or test guest.
+pub fn manifest_path(crate_name: &str) -> PathBuf {
+    match crate_name {
+        "hostile-guest" => root().join("tests/guests/hostile/manifest.json"),
+        other => root()
+            .join("plugins-examples")
+            .join(other)
+            .join("manifest.json"),
+    }
+}
+
+pub fn manifest_json(crate_name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(manifest_path(crate_name)).expect("read manifest"))
+        .expect("manifest JSON")
+}
+
+pub fn parse_manifest(json: &serde_json::Value) -> Manifest {
+    Manifest::parse(json.to_string().as_bytes(), &HOST_API_VERSION).expect("valid manifest")
+}
+
+/// A runtime with in-memory services whose contents the test can inspect.
+pub struct Harness {
+    pub runtime: Runtime,
+    pub sink: Arc<MemorySink>,
+    pub kv: Arc<MemoryKv>,
+    pub logs: Arc<LogStore>,
+}
+
+impl Harness {
+    pub fn new(limits: SandboxLimits) -> Self {
+        Self::with_cache(limits, None)
+    }
+
+    pub fn with_cache(limits: SandboxLimits, cache_dir: Option<PathBuf>) -> Self {
+        let sink = Arc::new(MemorySink::default());
+        let kv = Arc::new(MemoryKv::default());
+        let logs = Arc::new(LogStore::new(limits.log_buffer_bytes));
+        let services = Services {
+            kv: kv.clone(),
+            logs: logs.clone(),
+            metering: sink.clone(),
+        };
+        let runtime =
+            Runtime::new(RuntimeSettings { limits, cache_dir }, services).expect("runtime starts");
+        Self {
+            runtime,
+            sink,
+            kv,
+            logs,
+        }
+    }
+
+    /// Loads a guest with its manifest (optionally edited).
+    pub fn app_with(
+        &self,
+        crate_name: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> AppVersion {
+        let mut json = manifest_json(crate_name);
+        edit(&mut json);
+        let component = self
+            .runtime
+            .load(&guest_bytes(crate_name))
+            .expect("component loads");
+        self.runtime
+            .prepare(parse_manifest(&json), Arc::new(component))
+    }
+
+    pub fn app(&self, crate_name: &str) -> AppVersion {
+        self.app_with(crate_name, |_| {})
+    }
+}
