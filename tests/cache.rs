@@ -1,5 +1,7 @@
 //! The compile cache across process starts, through the real `kiosk` binary.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

@@ -1,5 +1,7 @@
 //! `kiosk run`, the way a partner would use it.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::{Command, Output};

@@ -1,5 +1,7 @@
 //! The sandbox against hostile guests, and isolation between tenants.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

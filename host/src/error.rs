@@ -38,10 +38,17 @@ pub enum CallErrorKind {
 
 /// A call that did not complete, with who and what it was for.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{export} of {app}@{version} ({digest}) for tenant {tenant}, installation {installation}: {kind}"
-)]
+#[error("{call}: {kind}")]
 pub struct CallFailure {
+    /// Which call failed (boxed: keeps `Result<_, CallFailure>` small on the hot path).
+    pub call: Box<CallSite>,
+    pub kind: CallErrorKind,
+}
+
+/// Who and what a call was for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{export} of {app}@{version} ({digest}) for tenant {tenant}, installation {installation}")]
+pub struct CallSite {
     pub tenant: String,
     pub installation: String,
     pub app: String,
@@ -49,7 +56,6 @@ pub struct CallFailure {
     pub digest: Digest,
     /// The WIT export that was called, e.g. `calls.invoke`.
     pub export: &'static str,
-    pub kind: CallErrorKind,
 }
 
 /// A component could not be made ready to run.

@@ -311,10 +311,10 @@ fn apply_defaults(schema: &Value, value: &mut Value) {
         return;
     };
     for (name, prop_schema) in props {
-        if !obj.contains_key(name) {
-            if let Some(default) = prop_schema.get("default") {
-                obj.insert(name.clone(), default.clone());
-            }
+        if !obj.contains_key(name)
+            && let Some(default) = prop_schema.get("default")
+        {
+            obj.insert(name.clone(), default.clone());
         }
         if let Some(child) = obj.get_mut(name) {
             apply_defaults(prop_schema, child);
@@ -323,6 +323,7 @@ fn apply_defaults(schema: &Value, value: &mut Value) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

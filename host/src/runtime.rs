@@ -17,7 +17,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::cache::{self, CacheOutcome, CompileCache};
 use crate::digest::Digest;
-use crate::error::{CallErrorKind, CallFailure, LoadError};
+use crate::error::{CallErrorKind, CallFailure, CallSite, LoadError};
 use crate::kv::{KvScope, KvSession, KvStore};
 use crate::limits::{CallLimits, SandboxLimits};
 use crate::logs::{Level, LogLine, LogStore};
@@ -487,12 +487,14 @@ impl Runtime {
         kind: CallErrorKind,
     ) -> CallFailure {
         CallFailure {
-            tenant: inst.tenant.clone(),
-            installation: inst.id.clone(),
-            app: app.manifest.app.clone(),
-            version: app.manifest.version.to_string(),
-            digest: app.component.digest.clone(),
-            export,
+            call: Box::new(CallSite {
+                tenant: inst.tenant.clone(),
+                installation: inst.id.clone(),
+                app: app.manifest.app.clone(),
+                version: app.manifest.version.to_string(),
+                digest: app.component.digest.clone(),
+                export,
+            }),
             kind,
         }
     }

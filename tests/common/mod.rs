@@ -23,7 +23,12 @@ pub fn root() -> PathBuf {
 pub fn guest_path(crate_name: &str) -> PathBuf {
     let dir = std::env::var_os("KIOSK_GUEST_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/wasm32-wasip2/release"));
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().join("target"));
+            target.join("wasm32-wasip2/release")
+        });
     let path = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
     assert!(
         path.exists(),
