@@ -13,4 +13,5 @@ pub mod manifest;
 pub mod metering;
 pub mod runtime;
 mod sandbox;
+pub mod trust;
 pub mod world;
