@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view and code map.
 
+pub mod artifact;
 pub mod cache;
 pub mod cli;
 pub mod digest;

@@ -1,0 +1,476 @@
+//! The app artifact of SPEC §2: an OCI image manifest whose config is the app manifest,
+//! with exactly one `application/wasm` layer and OpenPGP signature layers. This module
+//! checks the contract, fetches every blob by digest with size caps enforced before
+//! reading, verifies signatures and the manifest, and only then hands out the bytes.
+//!
+//! Sources implement `BlobSource`; `LayoutSource` reads an OCI image layout directory
+//! (air-gapped installs, the demo). Registry pulls come with the OCI client.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::manifest::{Manifest, ManifestError};
+use crate::trust::{SignatureError, TrustStore, Verified};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const ARTIFACT_TYPE: &str = "application/vnd.alli-marketplace.app+type";
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.alli-marketplace.manifest.v1+json";
+pub const WASM_MEDIA_TYPE: &str = "application/wasm";
+pub const SIGNATURE_MEDIA_TYPE: &str = "application/pgp-signature";
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// An OCI content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An OCI image manifest (unknown fields, e.g. `subject`, are allowed: registries add them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciManifest {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Operator caps on artifact parts, checked against descriptors before any download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SizeCaps {
+    pub oci_manifest_bytes: u64,
+    pub app_manifest_bytes: u64,
+    pub component_bytes: u64,
+    pub signature_bytes: u64,
+}
+
+impl Default for SizeCaps {
+    fn default() -> Self {
+        Self {
+            // An artifact manifest lists 3-5 descriptors: a few KiB; 64 KiB is generous.
+            oci_manifest_bytes: 64 * 1024,
+            // SKUs and a config schema; 256 KiB leaves room for long descriptions.
+            app_manifest_bytes: 256 * 1024,
+            // Rust components are 0.1-5 MiB; 50 MiB bounds memory and compile time.
+            component_bytes: 50 * 1024 * 1024,
+            // A detached signature is < 1 KiB; a few signatures per layer at most.
+            signature_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Which part of the artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    OciManifest,
+    AppManifest,
+    Component,
+    Signature,
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Part::OciManifest => "OCI manifest",
+            Part::AppManifest => "app manifest (config blob)",
+            Part::Component => "component (wasm layer)",
+            Part::Signature => "signature layer",
+        })
+    }
+}
+
+/// Why an artifact was refused. Nothing is cached for a refused artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("tag {tag:?} not found in {source_name}")]
+    TagNotFound { tag: String, source_name: String },
+    #[error("{part} is {size} bytes, over the operator's cap of {cap} bytes")]
+    TooLarge { part: Part, size: u64, cap: u64 },
+    #[error("{part} {digest}: content does not match its digest (got {actual})")]
+    DigestMismatch {
+        part: Part,
+        digest: String,
+        actual: String,
+    },
+    #[error("{part} {digest}: expected {expected} bytes, found {actual}")]
+    SizeMismatch {
+        part: Part,
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{part}: unsupported digest {digest:?} (only sha256 is accepted)")]
+    BadDigest { part: Part, digest: String },
+    #[error("the OCI manifest is not valid: {0}")]
+    OciManifest(String),
+    #[error("{part} has media type {found:?}, expected {expected:?}")]
+    MediaType {
+        part: Part,
+        found: String,
+        expected: &'static str,
+    },
+    #[error("artifactType is {found:?}, expected {ARTIFACT_TYPE:?} (or absent)")]
+    ArtifactType { found: String },
+    #[error(
+        "the artifact has a layer of undeclared media type {found:?} (allowed: {WASM_MEDIA_TYPE}, {SIGNATURE_MEDIA_TYPE})"
+    )]
+    UndeclaredLayer { found: String },
+    #[error("the artifact must have exactly one {WASM_MEDIA_TYPE} layer, found {found}")]
+    WasmLayers { found: usize },
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("manifest version {version} does not equal the tag {tag:?}")]
+    VersionTag { version: String, tag: String },
+    #[error("manifest app {found:?} is not the app being registered, {expected:?}")]
+    AppMismatch { found: String, expected: String },
+    #[error("{source_name}: {message}")]
+    Source {
+        source_name: String,
+        message: String,
+    },
+}
+
+/// Where artifacts come from.
+pub trait BlobSource {
+    /// A name for messages (`oci-layout:/path`, `registry.example/acme/app`).
+    fn name(&self) -> String;
+    /// The descriptor of the manifest `tag` points at.
+    fn resolve(&self, tag: &str) -> Result<Descriptor, ArtifactError>;
+    /// The blob `desc` describes, at most `cap` bytes, checked against its digest.
+    fn fetch(&self, part: Part, desc: &Descriptor, cap: u64) -> Result<Vec<u8>, ArtifactError>;
+}
+
+/// Checks `desc` against `cap` before a download.
+pub fn check_cap(part: Part, desc: &Descriptor, cap: u64) -> Result<(), ArtifactError> {
+    if desc.size > cap {
+        return Err(ArtifactError::TooLarge {
+            part,
+            size: desc.size,
+            cap,
+        });
+    }
+    Ok(())
+}
+
+/// Reads `reader` (which claims to hold `desc`) to the end, refusing more than
+/// `desc.size` bytes and checking the digest.
+pub fn read_verified(
+    part: Part,
+    desc: &Descriptor,
+    reader: impl Read,
+) -> Result<Vec<u8>, ArtifactError> {
+    let Some(hex) = desc.digest.strip_prefix("sha256:") else {
+        return Err(ArtifactError::BadDigest {
+            part,
+            digest: desc.digest.clone(),
+        });
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ArtifactError::BadDigest {
+            part,
+            digest: desc.digest.clone(),
+        });
+    }
+    let mut bytes = Vec::with_capacity(desc.size.min(1 << 20) as usize);
+    reader
+        .take(desc.size + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ArtifactError::Source {
+            source_name: format!("{part}"),
+            message: e.to_string(),
+        })?;
+    if bytes.len() as u64 != desc.size {
+        return Err(ArtifactError::SizeMismatch {
+            part,
+            digest: desc.digest.clone(),
+            expected: desc.size,
+            actual: bytes.len() as u64,
+        });
+    }
+    let actual = Digest::of(&bytes);
+    if actual.as_str() != desc.digest {
+        return Err(ArtifactError::DigestMismatch {
+            part,
+            digest: desc.digest.clone(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// An artifact whose signatures, contract and manifest all checked out.
+#[derive(Debug, Clone)]
+pub struct VerifiedArtifact {
+    /// Digest of the OCI manifest: the identity that gets pinned.
+    pub digest: Digest,
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub component: Vec<u8>,
+    pub component_digest: Digest,
+    pub signers: Verified,
+}
+
+/// Pulls `tag` of `app` (`partner/name`) from `source` and verifies it (SPEC §2).
+pub fn fetch_verified(
+    source: &dyn BlobSource,
+    app: &str,
+    tag: &str,
+    trust: &TrustStore,
+    caps: &SizeCaps,
+    host_api: &semver::Version,
+) -> Result<VerifiedArtifact, ArtifactError> {
+    let desc = source.resolve(tag)?;
+    if desc.media_type != OCI_MANIFEST {
+        return Err(ArtifactError::MediaType {
+            part: Part::OciManifest,
+            found: desc.media_type,
+            expected: OCI_MANIFEST,
+        });
+    }
+    let oci_bytes = source.fetch(Part::OciManifest, &desc, caps.oci_manifest_bytes)?;
+    let oci: OciManifest = serde_json::from_slice(&oci_bytes)
+        .map_err(|e| ArtifactError::OciManifest(e.to_string()))?;
+    if let Some(mt) = &oci.media_type
+        && mt != OCI_MANIFEST
+    {
+        return Err(ArtifactError::MediaType {
+            part: Part::OciManifest,
+            found: mt.clone(),
+            expected: OCI_MANIFEST,
+        });
+    }
+    if let Some(at) = &oci.artifact_type
+        && at != ARTIFACT_TYPE
+    {
+        return Err(ArtifactError::ArtifactType { found: at.clone() });
+    }
+    if oci.config.media_type != CONFIG_MEDIA_TYPE {
+        return Err(ArtifactError::MediaType {
+            part: Part::AppManifest,
+            found: oci.config.media_type.clone(),
+            expected: CONFIG_MEDIA_TYPE,
+        });
+    }
+    let mut wasm = Vec::new();
+    let mut sigs = Vec::new();
+    for layer in &oci.layers {
+        match layer.media_type.as_str() {
+            WASM_MEDIA_TYPE => wasm.push(layer),
+            SIGNATURE_MEDIA_TYPE => sigs.push(layer),
+            other => {
+                return Err(ArtifactError::UndeclaredLayer {
+                    found: other.to_string(),
+                });
+            }
+        }
+    }
+    let [wasm] = wasm.as_slice() else {
+        return Err(ArtifactError::WasmLayers { found: wasm.len() });
+    };
+    // Every cap is checked before any blob is downloaded.
+    check_cap(Part::AppManifest, &oci.config, caps.app_manifest_bytes)?;
+    check_cap(Part::Component, wasm, caps.component_bytes)?;
+    for s in &sigs {
+        check_cap(Part::Signature, s, caps.signature_bytes)?;
+    }
+    let manifest_bytes = source.fetch(Part::AppManifest, &oci.config, caps.app_manifest_bytes)?;
+    let component = source.fetch(Part::Component, wasm, caps.component_bytes)?;
+    let signatures = sigs
+        .iter()
+        .map(|s| source.fetch(Part::Signature, s, caps.signature_bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    let partner = app.split_once('/').map_or(app, |(p, _)| p);
+    let signers = trust.verify_artifact(partner, &manifest_bytes, &component, &signatures)?;
+    let manifest = Manifest::parse(&manifest_bytes, host_api)?;
+    if manifest.version.to_string() != tag {
+        return Err(ArtifactError::VersionTag {
+            version: manifest.version.to_string(),
+            tag: tag.to_string(),
+        });
+    }
+    if manifest.app != app {
+        return Err(ArtifactError::AppMismatch {
+            found: manifest.app.clone(),
+            expected: app.to_string(),
+        });
+    }
+    Ok(VerifiedArtifact {
+        digest: Digest::of(&oci_bytes),
+        manifest,
+        manifest_bytes,
+        component_digest: Digest::of(&component),
+        component,
+        signers,
+    })
+}
+
+/// An OCI image layout directory (https://github.com/opencontainers/image-spec/blob/main/image-layout.md).
+#[derive(Debug, Clone)]
+pub struct LayoutSource {
+    dir: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Index {
+    schema_version: u32,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+impl LayoutSource {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        digest
+            .strip_prefix("sha256:")
+            .map(|hex| self.dir.join("blobs").join("sha256").join(hex))
+    }
+
+    fn source_err(&self, message: impl Into<String>) -> ArtifactError {
+        ArtifactError::Source {
+            source_name: self.name(),
+            message: message.into(),
+        }
+    }
+
+    fn index(&self) -> Result<Index, ArtifactError> {
+        let path = self.dir.join("index.json");
+        let bytes = fs::read(&path)
+            .map_err(|e| self.source_err(format!("cannot read {}: {e}", path.display())))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.source_err(format!("index.json is not valid: {e}")))
+    }
+
+    /// Writes an artifact into the layout under `tag` (replacing the tag if present);
+    /// returns the manifest's digest. Used by `kiosk publish --layout` and tests.
+    pub fn write(
+        &self,
+        tag: &str,
+        app_manifest: &[u8],
+        component: &[u8],
+        signatures: &[Vec<u8>],
+    ) -> std::io::Result<Digest> {
+        fs::create_dir_all(self.dir.join("blobs").join("sha256"))?;
+        let put = |bytes: &[u8], media_type: &str, title: &str| -> std::io::Result<Descriptor> {
+            let digest = Digest::of(bytes);
+            write_atomic(
+                &self.dir.join("blobs").join("sha256").join(digest.hex()),
+                bytes,
+            )?;
+            let mut annotations = BTreeMap::new();
+            if !title.is_empty() {
+                annotations.insert(
+                    "org.opencontainers.image.title".to_string(),
+                    title.to_string(),
+                );
+            }
+            Ok(Descriptor {
+                media_type: media_type.into(),
+                digest: digest.to_string(),
+                size: bytes.len() as u64,
+                annotations,
+            })
+        };
+        let config = put(app_manifest, CONFIG_MEDIA_TYPE, "")?;
+        let mut layers = vec![put(component, WASM_MEDIA_TYPE, "app.wasm")?];
+        for (i, sig) in signatures.iter().enumerate() {
+            layers.push(put(
+                sig,
+                SIGNATURE_MEDIA_TYPE,
+                &format!("signature-{i}.asc"),
+            )?);
+        }
+        let manifest = OciManifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            artifact_type: Some(ARTIFACT_TYPE.into()),
+            config,
+            layers,
+            annotations: BTreeMap::new(),
+        };
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
+        let mut desc = put(&manifest_bytes, OCI_MANIFEST, "")?;
+        desc.annotations.insert(REF_NAME.into(), tag.into());
+        write_atomic(
+            &self.dir.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
+        let mut index = self.index().unwrap_or(Index {
+            schema_version: 2,
+            manifests: Vec::new(),
+        });
+        index
+            .manifests
+            .retain(|m| m.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
+        index.manifests.push(desc);
+        write_atomic(
+            &self.dir.join("index.json"),
+            &serde_json::to_vec_pretty(&index).map_err(std::io::Error::other)?,
+        )?;
+        Ok(Digest::of(&manifest_bytes))
+    }
+}
+
+impl BlobSource for LayoutSource {
+    fn name(&self) -> String {
+        format!("oci-layout:{}", self.dir.display())
+    }
+
+    fn resolve(&self, tag: &str) -> Result<Descriptor, ArtifactError> {
+        self.index()?
+            .manifests
+            .into_iter()
+            .find(|m| m.annotations.get(REF_NAME).map(String::as_str) == Some(tag))
+            .ok_or_else(|| ArtifactError::TagNotFound {
+                tag: tag.to_string(),
+                source_name: self.name(),
+            })
+    }
+
+    fn fetch(&self, part: Part, desc: &Descriptor, cap: u64) -> Result<Vec<u8>, ArtifactError> {
+        check_cap(part, desc, cap)?;
+        let path = self
+            .blob_path(&desc.digest)
+            .ok_or_else(|| ArtifactError::BadDigest {
+                part,
+                digest: desc.digest.clone(),
+            })?;
+        let file = fs::File::open(&path)
+            .map_err(|e| self.source_err(format!("{part} {}: {e}", desc.digest)))?;
+        read_verified(part, desc, file)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
