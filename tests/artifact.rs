@@ -46,7 +46,7 @@ fn publish(p: &Partner, dir: &Path, tag: &str, manifest: &[u8], wasm: &[u8]) {
         .unwrap();
 }
 
-fn verify(
+async fn verify(
     p: &Partner,
     dir: &Path,
     tag: &str,
@@ -60,6 +60,7 @@ fn verify(
         &caps,
         &HOST_API_VERSION,
     )
+    .await
 }
 
 /// Rewrites the OCI manifest behind `tag` with `edit`, as a hostile registry could.
@@ -84,14 +85,16 @@ fn edit_oci_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
-#[test]
-fn a_signed_artifact_verifies_then_compiles_and_runs() {
+#[tokio::test]
+async fn a_signed_artifact_verifies_then_compiles_and_runs() {
     let p = partner();
     let dir = tempfile::tempdir().unwrap();
     let manifest = std::fs::read(manifest_path("budget-pacing")).unwrap();
     let wasm = guest_bytes("budget-pacing");
     publish(&p, dir.path(), "1.4.34", &manifest, &wasm);
-    let artifact = verify(&p, dir.path(), "1.4.34", SizeCaps::default()).unwrap();
+    let artifact = verify(&p, dir.path(), "1.4.34", SizeCaps::default())
+        .await
+        .unwrap();
     assert_eq!(artifact.manifest.app, "acme/budget-pacing");
     assert_eq!(artifact.signers.component.fingerprint, p.key);
     assert_eq!(artifact.component_digest, kiosk::digest::Digest::of(&wasm));
@@ -119,8 +122,8 @@ fn a_signed_artifact_verifies_then_compiles_and_runs() {
     );
 }
 
-#[test]
-fn every_broken_artifact_is_refused_with_its_own_reason() {
+#[tokio::test]
+async fn every_broken_artifact_is_refused_with_its_own_reason() {
     let p = partner();
     let manifest = std::fs::read(manifest_path("budget-pacing")).unwrap();
     let wasm = guest_bytes("budget-pacing");
@@ -135,7 +138,9 @@ fn every_broken_artifact_is_refused_with_its_own_reason() {
     LayoutSource::new(dir.path())
         .write("1.4.34", &manifest, &wasm, &[])
         .unwrap();
-    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default()).unwrap_err();
+    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, ArtifactError::Signature(SignatureError::Unsigned)),
         "{err}"
@@ -149,7 +154,9 @@ fn every_broken_artifact_is_refused_with_its_own_reason() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&blob, &bytes).unwrap();
-    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default()).unwrap_err();
+    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -171,7 +178,7 @@ fn every_broken_artifact_is_refused_with_its_own_reason() {
         app_manifest_bytes: 100,
         ..SizeCaps::default()
     };
-    let err = verify(&p, dir.path(), "1.4.34", small).unwrap_err();
+    let err = verify(&p, dir.path(), "1.4.34", small).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -187,7 +194,7 @@ fn every_broken_artifact_is_refused_with_its_own_reason() {
         component_bytes: 1024,
         ..SizeCaps::default()
     };
-    let err = verify(&p, dir.path(), "1.4.34", small).unwrap_err();
+    let err = verify(&p, dir.path(), "1.4.34", small).await.unwrap_err();
     assert!(
         err.to_string().contains(&format!(
             "component (wasm layer) is {} bytes, over the operator's cap of 1024",
@@ -199,7 +206,9 @@ fn every_broken_artifact_is_refused_with_its_own_reason() {
     // Version differs from the tag.
     let dir = tempfile::tempdir().unwrap();
     publish(&p, dir.path(), "1.4.35", &manifest, &wasm);
-    let err = verify(&p, dir.path(), "1.4.35", SizeCaps::default()).unwrap_err();
+    let err = verify(&p, dir.path(), "1.4.35", SizeCaps::default())
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         r#"manifest version 1.4.34 does not equal the tag "1.4.35""#
@@ -215,6 +224,7 @@ fn every_broken_artifact_is_refused_with_its_own_reason() {
         &SizeCaps::default(),
         &HOST_API_VERSION,
     )
+    .await
     .unwrap_err();
     assert!(matches!(err, ArtifactError::AppMismatch { .. }), "{err}");
 
@@ -223,7 +233,9 @@ fn every_broken_artifact_is_refused_with_its_own_reason() {
     edit_oci_manifest(dir.path(), |m| {
         m["layers"][1]["mediaType"] = "application/octet-stream".into()
     });
-    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default()).unwrap_err();
+    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains(r#"undeclared media type "application/octet-stream""#),
@@ -234,7 +246,9 @@ fn every_broken_artifact_is_refused_with_its_own_reason() {
         let wasm_layer = m["layers"][0].clone();
         m["layers"].as_array_mut().unwrap().push(wasm_layer);
     });
-    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default()).unwrap_err();
+    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, ArtifactError::WasmLayers { found: 2 }),
         "{err}"
@@ -243,18 +257,24 @@ fn every_broken_artifact_is_refused_with_its_own_reason() {
     edit_oci_manifest(dir.path(), |m| {
         m["artifactType"] = "application/vnd.other+type".into()
     });
-    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default()).unwrap_err();
+    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, ArtifactError::ArtifactType { .. }), "{err}");
     let dir = fresh();
     edit_oci_manifest(dir.path(), |m| {
         m.as_object_mut().unwrap().remove("artifactType");
     });
-    verify(&p, dir.path(), "1.4.34", SizeCaps::default()).expect("absent artifactType is accepted");
+    verify(&p, dir.path(), "1.4.34", SizeCaps::default())
+        .await
+        .expect("absent artifactType is accepted");
     let dir = fresh();
     edit_oci_manifest(dir.path(), |m| {
         m["config"]["mediaType"] = "application/json".into()
     });
-    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default()).unwrap_err();
+    let err = verify(&p, dir.path(), "1.4.34", SizeCaps::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -267,7 +287,9 @@ fn every_broken_artifact_is_refused_with_its_own_reason() {
     );
 
     // Unknown tag.
-    let err = verify(&p, dir.path(), "9.9.9", SizeCaps::default()).unwrap_err();
+    let err = verify(&p, dir.path(), "9.9.9", SizeCaps::default())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .starts_with(r#"tag "9.9.9" not found in oci-layout:"#),

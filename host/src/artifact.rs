@@ -149,13 +149,24 @@ pub enum ArtifactError {
 }
 
 /// Where artifacts come from.
-pub trait BlobSource {
+pub trait BlobSource: Sync {
     /// A name for messages (`oci-layout:/path`, `registry.example/acme/app`).
     fn name(&self) -> String;
-    /// The descriptor of the manifest `tag` points at.
-    fn resolve(&self, tag: &str) -> Result<Descriptor, ArtifactError>;
-    /// The blob `desc` describes, at most `cap` bytes, checked against its digest.
-    fn fetch(&self, part: Part, desc: &Descriptor, cap: u64) -> Result<Vec<u8>, ArtifactError>;
+    /// Resolves `tag` once: the manifest's descriptor and its bytes (at most `cap`,
+    /// checked against the descriptor's digest).
+    fn resolve(
+        &self,
+        tag: &str,
+        cap: u64,
+    ) -> impl Future<Output = Result<(Descriptor, Vec<u8>), ArtifactError>> + Send;
+    /// The blob `desc` describes, fetched by digest, at most `cap` bytes, checked
+    /// against its digest while streaming.
+    fn fetch(
+        &self,
+        part: Part,
+        desc: &Descriptor,
+        cap: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, ArtifactError>> + Send;
 }
 
 /// Checks `desc` against `cap` before a download.
@@ -229,15 +240,15 @@ pub struct VerifiedArtifact {
 }
 
 /// Pulls `tag` of `app` (`partner/name`) from `source` and verifies it (SPEC §2).
-pub fn fetch_verified(
-    source: &dyn BlobSource,
+pub async fn fetch_verified(
+    source: &impl BlobSource,
     app: &str,
     tag: &str,
     trust: &TrustStore,
     caps: &SizeCaps,
     host_api: &semver::Version,
 ) -> Result<VerifiedArtifact, ArtifactError> {
-    let desc = source.resolve(tag)?;
+    let (desc, oci_bytes) = source.resolve(tag, caps.oci_manifest_bytes).await?;
     if desc.media_type != OCI_MANIFEST {
         return Err(ArtifactError::MediaType {
             part: Part::OciManifest,
@@ -245,7 +256,6 @@ pub fn fetch_verified(
             expected: OCI_MANIFEST,
         });
     }
-    let oci_bytes = source.fetch(Part::OciManifest, &desc, caps.oci_manifest_bytes)?;
     let oci: OciManifest = serde_json::from_slice(&oci_bytes)
         .map_err(|e| ArtifactError::OciManifest(e.to_string()))?;
     if let Some(mt) = &oci.media_type
@@ -291,12 +301,20 @@ pub fn fetch_verified(
     for s in &sigs {
         check_cap(Part::Signature, s, caps.signature_bytes)?;
     }
-    let manifest_bytes = source.fetch(Part::AppManifest, &oci.config, caps.app_manifest_bytes)?;
-    let component = source.fetch(Part::Component, wasm, caps.component_bytes)?;
-    let signatures = sigs
-        .iter()
-        .map(|s| source.fetch(Part::Signature, s, caps.signature_bytes))
-        .collect::<Result<Vec<_>, _>>()?;
+    let manifest_bytes = source
+        .fetch(Part::AppManifest, &oci.config, caps.app_manifest_bytes)
+        .await?;
+    let component = source
+        .fetch(Part::Component, wasm, caps.component_bytes)
+        .await?;
+    let mut signatures = Vec::with_capacity(sigs.len());
+    for s in &sigs {
+        signatures.push(
+            source
+                .fetch(Part::Signature, s, caps.signature_bytes)
+                .await?,
+        );
+    }
     let partner = app.split_once('/').map_or(app, |(p, _)| p);
     let signers = trust.verify_artifact(partner, &manifest_bytes, &component, &signatures)?;
     let manifest = Manifest::parse(&manifest_bytes, host_api)?;
@@ -345,6 +363,19 @@ impl LayoutSource {
         digest
             .strip_prefix("sha256:")
             .map(|hex| self.dir.join("blobs").join("sha256").join(hex))
+    }
+
+    fn read_blob(&self, part: Part, desc: &Descriptor, cap: u64) -> Result<Vec<u8>, ArtifactError> {
+        check_cap(part, desc, cap)?;
+        let path = self
+            .blob_path(&desc.digest)
+            .ok_or_else(|| ArtifactError::BadDigest {
+                part,
+                digest: desc.digest.clone(),
+            })?;
+        let file = fs::File::open(&path)
+            .map_err(|e| self.source_err(format!("{part} {}: {e}", desc.digest)))?;
+        read_verified(part, desc, file)
     }
 
     fn source_err(&self, message: impl Into<String>) -> ArtifactError {
@@ -437,28 +468,27 @@ impl BlobSource for LayoutSource {
         format!("oci-layout:{}", self.dir.display())
     }
 
-    fn resolve(&self, tag: &str) -> Result<Descriptor, ArtifactError> {
-        self.index()?
+    async fn resolve(&self, tag: &str, cap: u64) -> Result<(Descriptor, Vec<u8>), ArtifactError> {
+        let desc = self
+            .index()?
             .manifests
             .into_iter()
             .find(|m| m.annotations.get(REF_NAME).map(String::as_str) == Some(tag))
             .ok_or_else(|| ArtifactError::TagNotFound {
                 tag: tag.to_string(),
                 source_name: self.name(),
-            })
+            })?;
+        let bytes = self.read_blob(Part::OciManifest, &desc, cap)?;
+        Ok((desc, bytes))
     }
 
-    fn fetch(&self, part: Part, desc: &Descriptor, cap: u64) -> Result<Vec<u8>, ArtifactError> {
-        check_cap(part, desc, cap)?;
-        let path = self
-            .blob_path(&desc.digest)
-            .ok_or_else(|| ArtifactError::BadDigest {
-                part,
-                digest: desc.digest.clone(),
-            })?;
-        let file = fs::File::open(&path)
-            .map_err(|e| self.source_err(format!("{part} {}: {e}", desc.digest)))?;
-        read_verified(part, desc, file)
+    async fn fetch(
+        &self,
+        part: Part,
+        desc: &Descriptor,
+        cap: u64,
+    ) -> Result<Vec<u8>, ArtifactError> {
+        self.read_blob(part, desc, cap)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod logs;
 pub mod manifest;
 pub mod metering;
+pub mod registry;
 pub mod runtime;
 mod sandbox;
 pub mod trust;
