@@ -11,9 +11,9 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use exports::kiosk::app::{calls, lifecycle, usage};
-pub use kiosk::app::types::{AppError, CallContext, UsageRecord, UsageWindow};
-pub use kiosk::app::{key_value, log, metering};
+pub use self::exports::kiosk::app::{calls, lifecycle, usage};
+pub use self::kiosk::app::types::{AppError, CallContext, UsageRecord, UsageWindow};
+pub use self::kiosk::app::{key_value, log, metering};
 
 /// The version of the WIT world this host implements; manifests' `hostApi` ranges are
 /// checked against it.
