@@ -15,38 +15,20 @@ fn kiosk_run(cache_dir: &Path) -> serde_json::Value {
         .arg(guest_path("budget-pacing"))
         .arg("--manifest")
         .arg(manifest_path("budget-pacing"))
-        .args([
-            "--tenant",
-            "acme-retail",
-            "--config",
-            r#"{"apiKey":"k-123"}"#,
-            "--invoke",
-            "evaluate",
-        ])
-        .args([
-            "--input",
-            r#"{"campaignId":"c1","budget":300,"flightDays":30,"dailySpend":[10,10,10]}"#,
-            "--json",
-        ])
+        .args(["--tenant", "acme-retail", "--config", r#"{"apiKey":"k-123"}"#, "--invoke", "evaluate"])
+        .args(["--input", r#"{"campaignId":"c1","budget":300,"flightDays":30,"dailySpend":[10,10,10]}"#, "--json"])
         .arg("--cache-dir")
         .arg(cache_dir)
         .output()
         .expect("run kiosk");
-    assert!(
-        out.status.success(),
-        "kiosk run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "kiosk run failed: {}", String::from_utf8_lossy(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     assert_eq!(doc["output"]["status"], "on-track", "{doc}");
     doc
 }
 
 fn cache_entries(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     entries.sort();
     entries
 }
@@ -57,31 +39,12 @@ fn a_second_process_loads_from_the_cache_and_a_corrupt_entry_is_rebuilt() {
     let first = kiosk_run(dir.path());
     assert_eq!(first["component"]["cache"], "compiled");
     let entries = cache_entries(dir.path());
-    assert_eq!(
-        entries.len(),
-        1,
-        "one entry, no temp files left: {entries:?}"
-    );
-    let digest = first["component"]["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    assert!(
-        entries[0]
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with(&digest),
-        "keyed by component digest"
-    );
+    assert_eq!(entries.len(), 1, "one entry, no temp files left: {entries:?}");
+    let digest = first["component"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    assert!(entries[0].file_name().unwrap().to_str().unwrap().starts_with(&digest), "keyed by component digest");
 
     let second = kiosk_run(dir.path());
-    assert_eq!(
-        second["component"]["cache"], "hit",
-        "the second process must not compile"
-    );
+    assert_eq!(second["component"]["cache"], "hit", "the second process must not compile");
 
     // Flip one byte in the middle of the compiled code.
     let mut bytes = std::fs::read(&entries[0]).unwrap();
@@ -90,26 +53,13 @@ fn a_second_process_loads_from_the_cache_and_a_corrupt_entry_is_rebuilt() {
     std::fs::write(&entries[0], &bytes).unwrap();
     let third = kiosk_run(dir.path());
     let cache = third["component"]["cache"].as_str().unwrap();
-    assert!(
-        cache.starts_with("rebuilt") && cache.contains("checksum mismatch"),
-        "{cache}"
-    );
-    assert_eq!(
-        kiosk_run(dir.path())["component"]["cache"],
-        "hit",
-        "the rebuilt entry is good"
-    );
+    assert!(cache.starts_with("rebuilt") && cache.contains("checksum mismatch"), "{cache}");
+    assert_eq!(kiosk_run(dir.path())["component"]["cache"], "hit", "the rebuilt entry is good");
 
     // A truncated entry (e.g. a crash of another writer) is rebuilt too.
     std::fs::write(&entries[0], &bytes[..20]).unwrap();
-    let cache = kiosk_run(dir.path())["component"]["cache"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        cache.starts_with("rebuilt") && cache.contains("bad header"),
-        "{cache}"
-    );
+    let cache = kiosk_run(dir.path())["component"]["cache"].as_str().unwrap().to_string();
+    assert!(cache.starts_with("rebuilt") && cache.contains("bad header"), "{cache}");
     assert_eq!(cache_entries(dir.path()).len(), 1);
 }
 
@@ -127,41 +77,19 @@ fn different_engine_settings_use_a_different_entry() {
             .arg(guest_path("budget-pacing"))
             .arg("--manifest")
             .arg(manifest_path("budget-pacing"))
-            .args([
-                "--tenant",
-                "t",
-                "--config",
-                r#"{"apiKey":"k"}"#,
-                "--invoke",
-                "evaluate",
-                "--json",
-            ])
-            .args([
-                "--input",
-                r#"{"campaignId":"c1","budget":300,"flightDays":30,"dailySpend":[10]}"#,
-            ])
+            .args(["--tenant", "t", "--config", r#"{"apiKey":"k"}"#, "--invoke", "evaluate", "--json"])
+            .args(["--input", r#"{"campaignId":"c1","budget":300,"flightDays":30,"dailySpend":[10]}"#])
             .arg("--operator-config")
             .arg(&config)
             .arg("--cache-dir")
             .arg(&cache_dir)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(doc["component"]["cache"], expected);
     }
-    let plain = cache_entries(dir.path())
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
-        .unwrap();
+    let plain = cache_entries(dir.path()).into_iter().find(|p| p.extension().is_some_and(|e| e == "cwasm")).unwrap();
     let fueled = cache_entries(&cache_dir).pop().unwrap();
-    assert_ne!(
-        plain.file_name(),
-        fueled.file_name(),
-        "engine settings are part of the key"
-    );
+    assert_ne!(plain.file_name(), fueled.file_name(), "engine settings are part of the key");
 }

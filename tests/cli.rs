@@ -9,12 +9,7 @@ use std::process::{Command, Output};
 use common::{guest_path, manifest_path, root};
 
 fn kiosk(args: &[&str], cache: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiosk"))
-        .args(args)
-        .arg("--cache-dir")
-        .arg(cache)
-        .output()
-        .expect("run kiosk")
+    Command::new(env!("CARGO_BIN_EXE_kiosk")).args(args).arg("--cache-dir").arg(cache).output().expect("run kiosk")
 }
 
 #[test]
@@ -40,11 +35,7 @@ fn budget_pacing_runs_end_to_end_and_prints_output_usage_and_logs() {
         cache.path(),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(r#""status": "over""#), "{stdout}");
     assert!(stdout.contains(r#""spent": 645.0"#), "{stdout}");
     let usage_line = |sku: &str| {
@@ -53,26 +44,11 @@ fn budget_pacing_runs_end_to_end_and_prints_output_usage_and_logs() {
             .find(|l| l.trim_start().starts_with(sku))
             .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>())
     };
-    assert_eq!(
-        usage_line("pacing-check"),
-        Some(vec!["pacing-check", "1", "host"])
-    );
-    assert_eq!(
-        usage_line("rows-scanned"),
-        Some(vec!["rows-scanned", "5", "guest"])
-    );
-    assert_eq!(
-        usage_line("campaigns-monitored"),
-        Some(vec!["campaigns-monitored", "1", "report"])
-    );
-    assert!(
-        stdout.contains("campaign spring-sale is over (+29.0%)"),
-        "{stdout}"
-    );
-    assert!(
-        !stdout.contains("sk-live-very-secret"),
-        "the secret config value is never printed"
-    );
+    assert_eq!(usage_line("pacing-check"), Some(vec!["pacing-check", "1", "host"]));
+    assert_eq!(usage_line("rows-scanned"), Some(vec!["rows-scanned", "5", "guest"]));
+    assert_eq!(usage_line("campaigns-monitored"), Some(vec!["campaigns-monitored", "1", "report"]));
+    assert!(stdout.contains("campaign spring-sale is over (+29.0%)"), "{stdout}");
+    assert!(!stdout.contains("sk-live-very-secret"), "the secret config value is never printed");
 }
 
 #[test]
@@ -96,22 +72,10 @@ fn negative_keywords_uses_its_defaults_and_storage() {
         ],
         cache.path(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        doc["output"],
-        serde_json::json!({"list": "brand-safety", "added": 2, "size": 2})
-    );
-    let skus: Vec<_> = doc["usage"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["sku"].as_str().unwrap())
-        .collect();
+    assert_eq!(doc["output"], serde_json::json!({"list": "brand-safety", "added": 2, "size": 2}));
+    let skus: Vec<_> = doc["usage"].as_array().unwrap().iter().map(|e| e["sku"].as_str().unwrap()).collect();
     assert_eq!(skus, ["keyword-write", "stored-lists"]);
 }
 
@@ -122,18 +86,7 @@ fn bad_inputs_are_refused_with_a_reason_naming_them() {
     let manifest = manifest_path("budget-pacing");
     let run = |config: &str, manifest: &str, wasm: &str| {
         let out = kiosk(
-            &[
-                "run",
-                wasm,
-                "--manifest",
-                manifest,
-                "--tenant",
-                "t",
-                "--config",
-                config,
-                "--invoke",
-                "evaluate",
-            ],
+            &["run", wasm, "--manifest", manifest, "--tenant", "t", "--config", config, "--invoke", "evaluate"],
             cache.path(),
         );
         assert!(!out.status.success());
@@ -150,23 +103,14 @@ fn bad_inputs_are_refused_with_a_reason_naming_them() {
     let err = run("{not json", m, w);
     assert!(err.contains("--config is not valid JSON"), "{err}");
     let err = run(r#"{"apiKey":"k"}"#, m, "/nonexistent/app.wasm");
-    assert!(
-        err.contains("cannot read component /nonexistent/app.wasm"),
-        "{err}"
-    );
+    assert!(err.contains("cannot read component /nonexistent/app.wasm"), "{err}");
     let bad_manifest = root().join("target/bad-manifest.json");
     let mut json = common::manifest_json("budget-pacing");
     json["capabilities"]["network"] = true.into();
     std::fs::write(&bad_manifest, json.to_string()).unwrap();
     let err = run(r#"{"apiKey":"k"}"#, bad_manifest.to_str().unwrap(), w);
-    assert!(
-        err.contains("capabilities") && err.contains("unknown field `network`"),
-        "{err}"
-    );
+    assert!(err.contains("capabilities") && err.contains("unknown field `network`"), "{err}");
     // The app's own validation reaches the user.
     let err = run(r#"{"apiKey":"   "}"#, m, w);
-    assert!(
-        err.contains("validate-config: the app refused: apiKey must not be empty (invalid-config)"),
-        "{err}"
-    );
+    assert!(err.contains("validate-config: the app refused: apiKey must not be empty (invalid-config)"), "{err}");
 }

@@ -31,67 +31,31 @@ fn root() -> PathBuf {
 }
 
 fn runtime(cache_dir: Option<PathBuf>, metering: Arc<dyn MeteringSink>) -> Runtime {
-    let services = Services {
-        kv: Arc::new(MemoryKv::default()),
-        logs: Arc::new(LogStore::new(64 * 1024)),
-        metering,
-    };
-    Runtime::new(
-        RuntimeSettings {
-            cache_dir,
-            ..Default::default()
-        },
-        services,
-    )
-    .expect("runtime")
+    let services = Services { kv: Arc::new(MemoryKv::default()), logs: Arc::new(LogStore::new(64 * 1024)), metering };
+    Runtime::new(RuntimeSettings { cache_dir, ..Default::default() }, services).expect("runtime")
 }
 
 fn benches(c: &mut Criterion) {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
     let wasm = std::fs::read(target.join("wasm32-wasip2/release/budget_pacing.wasm"))
         .expect("build the guests first: bash .ci/test");
-    let manifest_bytes =
-        std::fs::read(root().join("plugins-examples/budget-pacing/manifest.json")).unwrap();
+    let manifest_bytes = std::fs::read(root().join("plugins-examples/budget-pacing/manifest.json")).unwrap();
     let manifest = Manifest::parse(&manifest_bytes, &HOST_API_VERSION).unwrap();
 
     let rt = runtime(None, Arc::new(NullSink));
     let app = rt.prepare(manifest.clone(), Arc::new(rt.load(&wasm).unwrap()));
     let inst = Installation::new("bench-tenant", "bench-installation");
-    rt.install(&app, &inst, r#"{"apiKey":"k","threshold":0.1}"#)
-        .unwrap()
-        .result
-        .unwrap();
-    let input =
-        r#"{"campaignId":"c-1","budget":3000,"flightDays":30,"dailySpend":[100,120,90,110,105]}"#;
-    c.bench_function(
-        "budget-pacing invoke evaluate (fresh Store per call)",
-        |b| {
-            b.iter(|| {
-                rt.invoke(&app, &inst, "evaluate", input)
-                    .unwrap()
-                    .result
-                    .unwrap()
-            })
-        },
-    );
+    rt.install(&app, &inst, r#"{"apiKey":"k","threshold":0.1}"#).unwrap().result.unwrap();
+    let input = r#"{"campaignId":"c-1","budget":3000,"flightDays":30,"dailySpend":[100,120,90,110,105]}"#;
+    c.bench_function("budget-pacing invoke evaluate (fresh Store per call)", |b| {
+        b.iter(|| rt.invoke(&app, &inst, "evaluate", input).unwrap().result.unwrap())
+    });
 
     let memory_sink = runtime(None, Arc::new(MemorySink::default()));
     let app2 = memory_sink.prepare(manifest, Arc::new(memory_sink.load(&wasm).unwrap()));
-    memory_sink
-        .install(&app2, &inst, r#"{"apiKey":"k","threshold":0.1}"#)
-        .unwrap()
-        .result
-        .unwrap();
+    memory_sink.install(&app2, &inst, r#"{"apiKey":"k","threshold":0.1}"#).unwrap().result.unwrap();
     c.bench_function("budget-pacing invoke evaluate, usage kept in memory", |b| {
-        b.iter(|| {
-            memory_sink
-                .invoke(&app2, &inst, "evaluate", input)
-                .unwrap()
-                .result
-                .unwrap()
-        })
+        b.iter(|| memory_sink.invoke(&app2, &inst, "evaluate", input).unwrap().result.unwrap())
     });
 
     let dir = tempfile::tempdir().unwrap();
@@ -105,9 +69,7 @@ fn benches(c: &mut Criterion) {
     });
     let mut group = c.benchmark_group("compile");
     group.sample_size(10);
-    group.bench_function("compile budget-pacing (no cache)", |b| {
-        b.iter(|| rt.load(&wasm).unwrap())
-    });
+    group.bench_function("compile budget-pacing (no cache)", |b| b.iter(|| rt.load(&wasm).unwrap()));
     group.finish();
 }
 

@@ -103,28 +103,15 @@ pub enum ArtifactError {
     #[error("{part} is {size} bytes, over the operator's cap of {cap} bytes")]
     TooLarge { part: Part, size: u64, cap: u64 },
     #[error("{part} {digest}: content does not match its digest (got {actual})")]
-    DigestMismatch {
-        part: Part,
-        digest: String,
-        actual: String,
-    },
+    DigestMismatch { part: Part, digest: String, actual: String },
     #[error("{part} {digest}: expected {expected} bytes, found {actual}")]
-    SizeMismatch {
-        part: Part,
-        digest: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { part: Part, digest: String, expected: u64, actual: u64 },
     #[error("{part}: unsupported digest {digest:?} (only sha256 is accepted)")]
     BadDigest { part: Part, digest: String },
     #[error("the OCI manifest is not valid: {0}")]
     OciManifest(String),
     #[error("{part} has media type {found:?}, expected {expected:?}")]
-    MediaType {
-        part: Part,
-        found: String,
-        expected: &'static str,
-    },
+    MediaType { part: Part, found: String, expected: &'static str },
     #[error("artifactType is {found:?}, expected {ARTIFACT_TYPE:?} (or absent)")]
     ArtifactType { found: String },
     #[error(
@@ -142,10 +129,12 @@ pub enum ArtifactError {
     #[error("manifest app {found:?} is not the app being registered, {expected:?}")]
     AppMismatch { found: String, expected: String },
     #[error("{source_name}: {message}")]
-    Source {
-        source_name: String,
-        message: String,
-    },
+    Source { source_name: String, message: String },
+    #[error(
+        "tag {tag} of {app} now resolves to {found}, but {app}@{tag} is pinned to {pinned}: \
+         a published version never changes, so this is refused"
+    )]
+    MovedTag { app: String, tag: String, pinned: String, found: String },
 }
 
 /// Where artifacts come from.
@@ -154,11 +143,8 @@ pub trait BlobSource: Sync {
     fn name(&self) -> String;
     /// Resolves `tag` once: the manifest's descriptor and its bytes (at most `cap`,
     /// checked against the descriptor's digest).
-    fn resolve(
-        &self,
-        tag: &str,
-        cap: u64,
-    ) -> impl Future<Output = Result<(Descriptor, Vec<u8>), ArtifactError>> + Send;
+    fn resolve(&self, tag: &str, cap: u64)
+    -> impl Future<Output = Result<(Descriptor, Vec<u8>), ArtifactError>> + Send;
     /// The blob `desc` describes, fetched by digest, at most `cap` bytes, checked
     /// against its digest while streaming.
     fn fetch(
@@ -172,42 +158,25 @@ pub trait BlobSource: Sync {
 /// Checks `desc` against `cap` before a download.
 pub fn check_cap(part: Part, desc: &Descriptor, cap: u64) -> Result<(), ArtifactError> {
     if desc.size > cap {
-        return Err(ArtifactError::TooLarge {
-            part,
-            size: desc.size,
-            cap,
-        });
+        return Err(ArtifactError::TooLarge { part, size: desc.size, cap });
     }
     Ok(())
 }
 
 /// Reads `reader` (which claims to hold `desc`) to the end, refusing more than
 /// `desc.size` bytes and checking the digest.
-pub fn read_verified(
-    part: Part,
-    desc: &Descriptor,
-    reader: impl Read,
-) -> Result<Vec<u8>, ArtifactError> {
+pub fn read_verified(part: Part, desc: &Descriptor, reader: impl Read) -> Result<Vec<u8>, ArtifactError> {
     let Some(hex) = desc.digest.strip_prefix("sha256:") else {
-        return Err(ArtifactError::BadDigest {
-            part,
-            digest: desc.digest.clone(),
-        });
+        return Err(ArtifactError::BadDigest { part, digest: desc.digest.clone() });
     };
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ArtifactError::BadDigest {
-            part,
-            digest: desc.digest.clone(),
-        });
+        return Err(ArtifactError::BadDigest { part, digest: desc.digest.clone() });
     }
     let mut bytes = Vec::with_capacity(desc.size.min(1 << 20) as usize);
     reader
         .take(desc.size + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| ArtifactError::Source {
-            source_name: format!("{part}"),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| ArtifactError::Source { source_name: format!("{part}"), message: e.to_string() })?;
     if bytes.len() as u64 != desc.size {
         return Err(ArtifactError::SizeMismatch {
             part,
@@ -218,11 +187,7 @@ pub fn read_verified(
     }
     let actual = Digest::of(&bytes);
     if actual.as_str() != desc.digest {
-        return Err(ArtifactError::DigestMismatch {
-            part,
-            digest: desc.digest.clone(),
-            actual: actual.to_string(),
-        });
+        return Err(ArtifactError::DigestMismatch { part, digest: desc.digest.clone(), actual: actual.to_string() });
     }
     Ok(bytes)
 }
@@ -237,6 +202,8 @@ pub struct VerifiedArtifact {
     pub component: Vec<u8>,
     pub component_digest: Digest,
     pub signers: Verified,
+    /// Every blob read (OCI manifest included), by digest: what a blob cache may keep.
+    pub blobs: Vec<(String, Vec<u8>)>,
 }
 
 /// Pulls `tag` of `app` (`partner/name`) from `source` and verifies it (SPEC §2).
@@ -247,8 +214,19 @@ pub async fn fetch_verified(
     trust: &TrustStore,
     caps: &SizeCaps,
     host_api: &semver::Version,
+    pinned: Option<&Digest>,
 ) -> Result<VerifiedArtifact, ArtifactError> {
     let (desc, oci_bytes) = source.resolve(tag, caps.oci_manifest_bytes).await?;
+    if let Some(pinned) = pinned
+        && pinned.as_str() != desc.digest
+    {
+        return Err(ArtifactError::MovedTag {
+            app: app.to_string(),
+            tag: tag.to_string(),
+            pinned: pinned.to_string(),
+            found: desc.digest.clone(),
+        });
+    }
     if desc.media_type != OCI_MANIFEST {
         return Err(ArtifactError::MediaType {
             part: Part::OciManifest,
@@ -256,16 +234,11 @@ pub async fn fetch_verified(
             expected: OCI_MANIFEST,
         });
     }
-    let oci: OciManifest = serde_json::from_slice(&oci_bytes)
-        .map_err(|e| ArtifactError::OciManifest(e.to_string()))?;
+    let oci: OciManifest = serde_json::from_slice(&oci_bytes).map_err(|e| ArtifactError::OciManifest(e.to_string()))?;
     if let Some(mt) = &oci.media_type
         && mt != OCI_MANIFEST
     {
-        return Err(ArtifactError::MediaType {
-            part: Part::OciManifest,
-            found: mt.clone(),
-            expected: OCI_MANIFEST,
-        });
+        return Err(ArtifactError::MediaType { part: Part::OciManifest, found: mt.clone(), expected: OCI_MANIFEST });
     }
     if let Some(at) = &oci.artifact_type
         && at != ARTIFACT_TYPE
@@ -286,9 +259,7 @@ pub async fn fetch_verified(
             WASM_MEDIA_TYPE => wasm.push(layer),
             SIGNATURE_MEDIA_TYPE => sigs.push(layer),
             other => {
-                return Err(ArtifactError::UndeclaredLayer {
-                    found: other.to_string(),
-                });
+                return Err(ArtifactError::UndeclaredLayer { found: other.to_string() });
             }
         }
     }
@@ -301,34 +272,23 @@ pub async fn fetch_verified(
     for s in &sigs {
         check_cap(Part::Signature, s, caps.signature_bytes)?;
     }
-    let manifest_bytes = source
-        .fetch(Part::AppManifest, &oci.config, caps.app_manifest_bytes)
-        .await?;
-    let component = source
-        .fetch(Part::Component, wasm, caps.component_bytes)
-        .await?;
+    let manifest_bytes = source.fetch(Part::AppManifest, &oci.config, caps.app_manifest_bytes).await?;
+    let component = source.fetch(Part::Component, wasm, caps.component_bytes).await?;
     let mut signatures = Vec::with_capacity(sigs.len());
     for s in &sigs {
-        signatures.push(
-            source
-                .fetch(Part::Signature, s, caps.signature_bytes)
-                .await?,
-        );
+        signatures.push(source.fetch(Part::Signature, s, caps.signature_bytes).await?);
     }
+    let mut blobs = vec![(desc.digest.clone(), oci_bytes.clone()), (oci.config.digest.clone(), manifest_bytes.clone())];
+    blobs.push((wasm.digest.clone(), component.clone()));
+    blobs.extend(sigs.iter().map(|d| d.digest.clone()).zip(signatures.iter().cloned()));
     let partner = app.split_once('/').map_or(app, |(p, _)| p);
     let signers = trust.verify_artifact(partner, &manifest_bytes, &component, &signatures)?;
     let manifest = Manifest::parse(&manifest_bytes, host_api)?;
     if manifest.version.to_string() != tag {
-        return Err(ArtifactError::VersionTag {
-            version: manifest.version.to_string(),
-            tag: tag.to_string(),
-        });
+        return Err(ArtifactError::VersionTag { version: manifest.version.to_string(), tag: tag.to_string() });
     }
     if manifest.app != app {
-        return Err(ArtifactError::AppMismatch {
-            found: manifest.app.clone(),
-            expected: app.to_string(),
-        });
+        return Err(ArtifactError::AppMismatch { found: manifest.app.clone(), expected: app.to_string() });
     }
     Ok(VerifiedArtifact {
         digest: Digest::of(&oci_bytes),
@@ -337,6 +297,7 @@ pub async fn fetch_verified(
         component_digest: Digest::of(&component),
         component,
         signers,
+        blobs,
     })
 }
 
@@ -360,37 +321,26 @@ impl LayoutSource {
     }
 
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
-        digest
-            .strip_prefix("sha256:")
-            .map(|hex| self.dir.join("blobs").join("sha256").join(hex))
+        digest.strip_prefix("sha256:").map(|hex| self.dir.join("blobs").join("sha256").join(hex))
     }
 
     fn read_blob(&self, part: Part, desc: &Descriptor, cap: u64) -> Result<Vec<u8>, ArtifactError> {
         check_cap(part, desc, cap)?;
         let path = self
             .blob_path(&desc.digest)
-            .ok_or_else(|| ArtifactError::BadDigest {
-                part,
-                digest: desc.digest.clone(),
-            })?;
-        let file = fs::File::open(&path)
-            .map_err(|e| self.source_err(format!("{part} {}: {e}", desc.digest)))?;
+            .ok_or_else(|| ArtifactError::BadDigest { part, digest: desc.digest.clone() })?;
+        let file = fs::File::open(&path).map_err(|e| self.source_err(format!("{part} {}: {e}", desc.digest)))?;
         read_verified(part, desc, file)
     }
 
     fn source_err(&self, message: impl Into<String>) -> ArtifactError {
-        ArtifactError::Source {
-            source_name: self.name(),
-            message: message.into(),
-        }
+        ArtifactError::Source { source_name: self.name(), message: message.into() }
     }
 
     fn index(&self) -> Result<Index, ArtifactError> {
         let path = self.dir.join("index.json");
-        let bytes = fs::read(&path)
-            .map_err(|e| self.source_err(format!("cannot read {}: {e}", path.display())))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| self.source_err(format!("index.json is not valid: {e}")))
+        let bytes = fs::read(&path).map_err(|e| self.source_err(format!("cannot read {}: {e}", path.display())))?;
+        serde_json::from_slice(&bytes).map_err(|e| self.source_err(format!("index.json is not valid: {e}")))
     }
 
     /// Writes an artifact into the layout under `tag` (replacing the tag if present);
@@ -405,16 +355,10 @@ impl LayoutSource {
         fs::create_dir_all(self.dir.join("blobs").join("sha256"))?;
         let put = |bytes: &[u8], media_type: &str, title: &str| -> std::io::Result<Descriptor> {
             let digest = Digest::of(bytes);
-            write_atomic(
-                &self.dir.join("blobs").join("sha256").join(digest.hex()),
-                bytes,
-            )?;
+            write_atomic(&self.dir.join("blobs").join("sha256").join(digest.hex()), bytes)?;
             let mut annotations = BTreeMap::new();
             if !title.is_empty() {
-                annotations.insert(
-                    "org.opencontainers.image.title".to_string(),
-                    title.to_string(),
-                );
+                annotations.insert("org.opencontainers.image.title".to_string(), title.to_string());
             }
             Ok(Descriptor {
                 media_type: media_type.into(),
@@ -426,11 +370,7 @@ impl LayoutSource {
         let config = put(app_manifest, CONFIG_MEDIA_TYPE, "")?;
         let mut layers = vec![put(component, WASM_MEDIA_TYPE, "app.wasm")?];
         for (i, sig) in signatures.iter().enumerate() {
-            layers.push(put(
-                sig,
-                SIGNATURE_MEDIA_TYPE,
-                &format!("signature-{i}.asc"),
-            )?);
+            layers.push(put(sig, SIGNATURE_MEDIA_TYPE, &format!("signature-{i}.asc"))?);
         }
         let manifest = OciManifest {
             schema_version: 2,
@@ -443,22 +383,11 @@ impl LayoutSource {
         let manifest_bytes = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
         let mut desc = put(&manifest_bytes, OCI_MANIFEST, "")?;
         desc.annotations.insert(REF_NAME.into(), tag.into());
-        write_atomic(
-            &self.dir.join("oci-layout"),
-            br#"{"imageLayoutVersion":"1.0.0"}"#,
-        )?;
-        let mut index = self.index().unwrap_or(Index {
-            schema_version: 2,
-            manifests: Vec::new(),
-        });
-        index
-            .manifests
-            .retain(|m| m.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
+        write_atomic(&self.dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        let mut index = self.index().unwrap_or(Index { schema_version: 2, manifests: Vec::new() });
+        index.manifests.retain(|m| m.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
         index.manifests.push(desc);
-        write_atomic(
-            &self.dir.join("index.json"),
-            &serde_json::to_vec_pretty(&index).map_err(std::io::Error::other)?,
-        )?;
+        write_atomic(&self.dir.join("index.json"), &serde_json::to_vec_pretty(&index).map_err(std::io::Error::other)?)?;
         Ok(Digest::of(&manifest_bytes))
     }
 }
@@ -474,20 +403,12 @@ impl BlobSource for LayoutSource {
             .manifests
             .into_iter()
             .find(|m| m.annotations.get(REF_NAME).map(String::as_str) == Some(tag))
-            .ok_or_else(|| ArtifactError::TagNotFound {
-                tag: tag.to_string(),
-                source_name: self.name(),
-            })?;
+            .ok_or_else(|| ArtifactError::TagNotFound { tag: tag.to_string(), source_name: self.name() })?;
         let bytes = self.read_blob(Part::OciManifest, &desc, cap)?;
         Ok((desc, bytes))
     }
 
-    async fn fetch(
-        &self,
-        part: Part,
-        desc: &Descriptor,
-        cap: u64,
-    ) -> Result<Vec<u8>, ArtifactError> {
+    async fn fetch(&self, part: Part, desc: &Descriptor, cap: u64) -> Result<Vec<u8>, ArtifactError> {
         self.read_blob(part, desc, cap)
     }
 }

@@ -51,22 +51,17 @@ impl Hasher for ShaHasher {
 impl CompileCache {
     /// A cache in `dir` (created if absent) for artefacts of `engine`.
     pub fn open(dir: &Path, engine: &Engine) -> Result<Self, LoadError> {
-        fs::create_dir_all(dir)
-            .map_err(|e| cache_err(dir, format!("cannot create directory: {e}")))?;
+        fs::create_dir_all(dir).map_err(|e| cache_err(dir, format!("cannot create directory: {e}")))?;
         let mut hasher = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         hasher.write(env!("CARGO_PKG_VERSION").as_bytes());
         let engine_key = hex::encode(&hasher.0.finalize()[..12]);
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            engine_key,
-        })
+        Ok(Self { dir: dir.to_path_buf(), engine_key })
     }
 
     /// Where the entry for `digest` lives.
     pub fn entry_path(&self, digest: &Digest) -> PathBuf {
-        self.dir
-            .join(format!("{}-{}.cwasm", digest.hex(), self.engine_key))
+        self.dir.join(format!("{}-{}.cwasm", digest.hex(), self.engine_key))
     }
 
     /// The compiled component for `wasm` (whose digest is `digest`), from the cache or
@@ -90,9 +85,8 @@ impl CompileCache {
             Err(e) => Some(format!("unreadable: {e}")),
         };
         let component = compile(engine, wasm, digest)?;
-        let serialized = component
-            .serialize()
-            .map_err(|e| cache_err(&path, format!("cannot serialise compiled component: {e}")))?;
+        let serialized =
+            component.serialize().map_err(|e| cache_err(&path, format!("cannot serialise compiled component: {e}")))?;
         self.store(&path, &serialized)?;
         let outcome = match rebuilt {
             Some(reason) => CacheOutcome::Rebuilt { reason },
@@ -111,8 +105,7 @@ impl CompileCache {
             .and_then(|()| tmp.write_all(serialized))
             .and_then(|()| tmp.as_file().sync_all());
         written.map_err(|e| cache_err(path, format!("cannot write entry: {e}")))?;
-        tmp.persist(path)
-            .map_err(|e| cache_err(path, format!("cannot move entry into place: {}", e.error)))?;
+        tmp.persist(path).map_err(|e| cache_err(path, format!("cannot move entry into place: {}", e.error)))?;
         // Make the rename itself durable.
         if let Ok(dir) = fs::File::open(&self.dir) {
             let _ = dir.sync_all();
@@ -123,10 +116,7 @@ impl CompileCache {
 
 /// Compiles a component (no cache).
 pub fn compile(engine: &Engine, wasm: &[u8], digest: &Digest) -> Result<Component, LoadError> {
-    Component::new(engine, wasm).map_err(|e| LoadError::Compile {
-        digest: digest.clone(),
-        message: format!("{e:#}"),
-    })
+    Component::new(engine, wasm).map_err(|e| LoadError::Compile { digest: digest.clone(), message: format!("{e:#}") })
 }
 
 fn load_entry(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
@@ -147,8 +137,5 @@ fn load_entry(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
 }
 
 fn cache_err(path: &Path, message: String) -> LoadError {
-    LoadError::Cache {
-        path: path.display().to_string(),
-        message,
-    }
+    LoadError::Cache { path: path.display().to_string(), message }
 }

@@ -15,9 +15,7 @@ use crate::limits::SandboxLimits;
 use crate::logs::LogStore;
 use crate::manifest::{ConfigSchema, Manifest};
 use crate::metering::{MemorySink, now_ms};
-use crate::runtime::{
-    CallOutcome, Installation, Runtime, RuntimeSettings, Services, window_containing,
-};
+use crate::runtime::{CallOutcome, Installation, Runtime, RuntimeSettings, Services, window_containing};
 use crate::world::HOST_API_VERSION;
 
 /// Kiosk: a WebAssembly plugin host for marketplace apps.
@@ -80,10 +78,7 @@ struct OperatorConfig {
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KIOSK_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KIOSK_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
@@ -100,8 +95,7 @@ pub fn main() -> std::process::ExitCode {
 
 fn read_arg(value: &str, what: &str) -> anyhow::Result<Value> {
     let text = match value.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {what} file {path}"))?,
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {what} file {path}"))?,
         None => value.to_string(),
     };
     serde_json::from_str(&text).with_context(|| format!("--{what} is not valid JSON"))
@@ -126,83 +120,47 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read operator config {}", path.display()))?;
-            toml::from_str(&text)
-                .with_context(|| format!("operator config {} is not valid", path.display()))?
+            toml::from_str(&text).with_context(|| format!("operator config {} is not valid", path.display()))?
         }
         None => OperatorConfig::default(),
     };
-    let manifest_bytes = std::fs::read(&args.manifest)
-        .with_context(|| format!("cannot read manifest {}", args.manifest.display()))?;
+    let manifest_bytes =
+        std::fs::read(&args.manifest).with_context(|| format!("cannot read manifest {}", args.manifest.display()))?;
     let manifest = Manifest::parse(&manifest_bytes, &HOST_API_VERSION)
         .with_context(|| format!("manifest {} refused", args.manifest.display()))?;
     let schema = ConfigSchema::compile(&manifest.config)?;
-    let config = schema
-        .resolve(read_arg(&args.config, "config")?)
-        .context("--config refused")?;
+    let config = schema.resolve(read_arg(&args.config, "config")?).context("--config refused")?;
     let input = read_arg(&args.input, "input")?;
     let wasm = std::fs::read(&args.component)
         .with_context(|| format!("cannot read component {}", args.component.display()))?;
 
     let sink = Arc::new(MemorySink::default());
     let logs = Arc::new(LogStore::new(operator.sandbox.log_buffer_bytes));
-    let services = Services {
-        kv: Arc::new(MemoryKv::default()),
-        logs: logs.clone(),
-        metering: sink.clone(),
-    };
+    let services = Services { kv: Arc::new(MemoryKv::default()), logs: logs.clone(), metering: sink.clone() };
     let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
-    let runtime = Runtime::new(
-        RuntimeSettings {
-            limits: operator.sandbox,
-            cache_dir,
-        },
-        services,
-    )?;
+    let runtime = Runtime::new(RuntimeSettings { limits: operator.sandbox, cache_dir }, services)?;
 
     let started = Instant::now();
     let component = Arc::new(runtime.load(&wasm)?);
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
     let app = runtime.prepare(manifest, component.clone());
-    let name = app
-        .manifest
-        .app
-        .rsplit('/')
-        .next()
-        .unwrap_or("app")
-        .to_string();
-    let inst = Installation::new(
-        &args.tenant,
-        args.installation
-            .clone()
-            .unwrap_or_else(|| format!("{}-{name}", args.tenant)),
-    );
+    let name = app.manifest.app.rsplit('/').next().unwrap_or("app").to_string();
+    let inst =
+        Installation::new(&args.tenant, args.installation.clone().unwrap_or_else(|| format!("{}-{name}", args.tenant)));
 
     let config_text = config.to_string();
-    refused(
-        "validate-config",
-        &runtime.validate_config(&app, &inst, &config_text)?,
-    )?;
+    refused("validate-config", &runtime.validate_config(&app, &inst, &config_text)?)?;
     refused("install", &runtime.install(&app, &inst, &config_text)?)?;
     let started = Instant::now();
     let invoked = runtime.invoke(&app, &inst, &args.invoke, &input.to_string())?;
     let invoke_ms = started.elapsed().as_secs_f64() * 1000.0;
     let output = match &invoked.result {
-        Ok(text) => {
-            serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.clone()))
-        }
+        Ok(text) => serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.clone())),
         Err(refusal) => bail!("invoke {}: {refusal}", args.invoke),
     };
-    let reported = runtime.report(
-        &app,
-        &inst,
-        window_containing(now_ms(), Duration::from_secs(3600)),
-    )?;
+    let reported = runtime.report(&app, &inst, window_containing(now_ms(), Duration::from_secs(3600)))?;
     refused("report", &reported)?;
-    let refused_records = reported
-        .result
-        .as_ref()
-        .map(|r| r.refused.clone())
-        .unwrap_or_default();
+    let refused_records = reported.result.as_ref().map(|r| r.refused.clone()).unwrap_or_default();
 
     let cache = match &component.outcome {
         CacheOutcome::Hit => "hit".to_string(),
@@ -232,10 +190,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         "app        {}@{} for tenant {} (installation {})",
         app.manifest.app, app.manifest.version, inst.tenant, inst.id
     );
-    println!(
-        "component  {} ({cache}, ready in {load_ms:.1} ms)",
-        component.digest
-    );
+    println!("component  {} ({cache}, ready in {load_ms:.1} ms)", component.digest);
     println!("invoke     {} in {invoke_ms:.2} ms", args.invoke);
     println!("\noutput:\n{}", serde_json::to_string_pretty(&output)?);
     println!("\nusage:");
@@ -253,11 +208,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     println!("\nlogs:");
     for l in &log_lines {
-        println!(
-            "  {:<5} {}",
-            format!("{:?}", l.level).to_lowercase(),
-            l.message
-        );
+        println!("  {:<5} {}", format!("{:?}", l.level).to_lowercase(), l.message);
     }
     Ok(())
 }

@@ -50,10 +50,7 @@ mod tests {
     #[test]
     fn digest_of_empty_input_is_the_well_known_value() {
         let d = Digest::of(b"");
-        assert_eq!(
-            d.as_str(),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(d.as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         assert_eq!(d.short(), "sha256:e3b0c44298fc");
     }
 }

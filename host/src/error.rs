@@ -64,11 +64,7 @@ pub enum LoadError {
     #[error("component {digest} could not be compiled: {message}")]
     Compile { digest: Digest, message: String },
     #[error("component {digest} does not implement the kiosk:app@{world} world: {message}")]
-    NotAnApp {
-        digest: Digest,
-        world: semver::Version,
-        message: String,
-    },
+    NotAnApp { digest: Digest, world: semver::Version, message: String },
     #[error("compile cache at {path}: {message}")]
     Cache { path: String, message: String },
 }

@@ -24,14 +24,8 @@ pub type KvChanges = BTreeMap<String, Option<Vec<u8>>>;
 /// Storage failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KvStoreError {
-    #[error(
-        "key-value quota of {quota} bytes exceeded for installation {installation} of tenant {tenant}"
-    )]
-    QuotaExceeded {
-        tenant: String,
-        installation: String,
-        quota: u64,
-    },
+    #[error("key-value quota of {quota} bytes exceeded for installation {installation} of tenant {tenant}")]
+    QuotaExceeded { tenant: String, installation: String, quota: u64 },
     #[error("key-value storage unavailable: {0}")]
     Unavailable(String),
 }
@@ -85,10 +79,7 @@ impl KvStore for MemoryKv {
     }
 
     fn purge(&self, scope: &KvScope) -> Result<(), KvStoreError> {
-        self.scopes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(scope);
+        self.scopes.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
         Ok(())
     }
 }
@@ -106,13 +97,7 @@ pub(crate) struct KvSession {
 impl KvSession {
     pub(crate) fn new(snapshot: Arc<KvEntries>, quota: u64, max_key: u32) -> Self {
         let used = snapshot.iter().map(|(k, v)| entry_size(k, v)).sum();
-        Self {
-            snapshot,
-            changes: KvChanges::new(),
-            used,
-            quota,
-            max_key,
-        }
+        Self { snapshot, changes: KvChanges::new(), used, quota, max_key }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&[u8]> {
@@ -154,12 +139,7 @@ impl KvSession {
             .map(|(k, _)| k.clone())
             .filter(|k| !self.changes.contains_key(k))
             .collect();
-        keys.extend(
-            self.changes
-                .iter()
-                .filter(|(k, v)| v.is_some() && k.starts_with(prefix))
-                .map(|(k, _)| k.clone()),
-        );
+        keys.extend(self.changes.iter().filter(|(k, v)| v.is_some() && k.starts_with(prefix)).map(|(k, _)| k.clone()));
         keys.sort_unstable();
         keys
     }
@@ -192,20 +172,11 @@ mod tests {
     #[test]
     fn memory_store_commit_refuses_over_quota_and_keeps_old_data() {
         let kv = MemoryKv::default();
-        let scope = KvScope {
-            tenant: "t".into(),
-            installation: "i".into(),
-        };
-        kv.commit(&scope, [("k".to_string(), Some(b"v".to_vec()))].into(), 10)
-            .unwrap();
-        let err = kv
-            .commit(&scope, [("big".to_string(), Some(vec![0; 20]))].into(), 10)
-            .unwrap_err();
+        let scope = KvScope { tenant: "t".into(), installation: "i".into() };
+        kv.commit(&scope, [("k".to_string(), Some(b"v".to_vec()))].into(), 10).unwrap();
+        let err = kv.commit(&scope, [("big".to_string(), Some(vec![0; 20]))].into(), 10).unwrap_err();
         assert!(err.to_string().contains("quota of 10 bytes"), "{err}");
-        assert_eq!(
-            kv.load(&scope).unwrap().get("k").map(Vec::as_slice),
-            Some(&b"v"[..])
-        );
+        assert_eq!(kv.load(&scope).unwrap().get("k").map(Vec::as_slice), Some(&b"v"[..]));
         kv.purge(&scope).unwrap();
         assert!(kv.load(&scope).unwrap().is_empty());
     }

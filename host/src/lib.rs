@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view and code map.
 
 pub mod artifact;
+pub mod blobs;
 pub mod cache;
 pub mod cli;
 pub mod digest;
@@ -12,6 +13,7 @@ pub mod limits;
 pub mod logs;
 pub mod manifest;
 pub mod metering;
+pub mod publish;
 pub mod registry;
 pub mod runtime;
 mod sandbox;

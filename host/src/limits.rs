@@ -139,10 +139,7 @@ impl SandboxLimits {
             ("max-wasm-stack-kib", self.max_wasm_stack_kib),
             ("table-elements", self.table_elements),
             ("instances", u64::from(self.instances)),
-            (
-                "max-concurrent-instances",
-                u64::from(self.max_concurrent_instances),
-            ),
+            ("max-concurrent-instances", u64::from(self.max_concurrent_instances)),
             ("max-output-bytes", self.max_output_bytes),
         ];
         for (name, value) in positive {
@@ -151,10 +148,7 @@ impl SandboxLimits {
             }
         }
         if self.memory_mib > 4096 {
-            return Err(format!(
-                "sandbox.memory-mib is {} but wasm32 memories hold at most 4096 MiB",
-                self.memory_mib
-            ));
+            return Err(format!("sandbox.memory-mib is {} but wasm32 memories hold at most 4096 MiB", self.memory_mib));
         }
         if self.fuel == Some(0) {
             return Err("sandbox.fuel must be greater than 0 (omit it to disable fuel)".into());
@@ -170,22 +164,12 @@ mod tests {
 
     #[test]
     fn an_app_request_only_tightens_the_ceiling() {
-        let ceiling = SandboxLimits {
-            memory_mib: 64,
-            timeout_ms: 500,
-            ..Default::default()
-        };
-        let asks_more = RequestedLimits {
-            memory_mib: Some(1024),
-            timeout_ms: Some(60_000),
-        };
+        let ceiling = SandboxLimits { memory_mib: 64, timeout_ms: 500, ..Default::default() };
+        let asks_more = RequestedLimits { memory_mib: Some(1024), timeout_ms: Some(60_000) };
         let limits = ceiling.for_app(&asks_more);
         assert_eq!(limits.memory_bytes, 64 * MIB);
         assert_eq!(limits.timeout_ms, 500);
-        let asks_less = RequestedLimits {
-            memory_mib: Some(16),
-            timeout_ms: Some(50),
-        };
+        let asks_less = RequestedLimits { memory_mib: Some(16), timeout_ms: Some(50) };
         let limits = ceiling.for_app(&asks_less);
         assert_eq!(limits.memory_bytes, 16 * MIB);
         assert_eq!(limits.timeout_ms, 50);

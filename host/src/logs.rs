@@ -43,10 +43,7 @@ pub struct LogStore {
 impl LogStore {
     /// A store that keeps at most `capacity_bytes` of message text per installation.
     pub fn new(capacity_bytes: u64) -> Self {
-        Self {
-            capacity_bytes,
-            buffers: Mutex::default(),
-        }
+        Self { capacity_bytes, buffers: Mutex::default() }
     }
 
     /// Appends a call's lines, dropping the oldest lines beyond capacity.
@@ -71,18 +68,12 @@ impl LogStore {
     /// The lines kept for an installation, oldest first.
     pub fn lines(&self, scope: &KvScope) -> Vec<LogLine> {
         let buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
-        buffers
-            .get(scope)
-            .map(|(b, _)| b.iter().cloned().collect())
-            .unwrap_or_default()
+        buffers.get(scope).map(|(b, _)| b.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Forgets an installation's lines (uninstall).
     pub fn purge(&self, scope: &KvScope) {
-        self.buffers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(scope);
+        self.buffers.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
     }
 }
 
@@ -93,24 +84,14 @@ mod tests {
 
     #[test]
     fn control_characters_are_stripped() {
-        assert_eq!(
-            sanitize("a\u{1b}[31mred\u{7}\nnext\tline"),
-            "a[31mrednextline"
-        );
+        assert_eq!(sanitize("a\u{1b}[31mred\u{7}\nnext\tline"), "a[31mrednextline");
     }
 
     #[test]
     fn buffer_keeps_the_newest_lines_within_capacity() {
         let store = LogStore::new(10);
-        let scope = KvScope {
-            tenant: "t".into(),
-            installation: "i".into(),
-        };
-        let line = |m: &str| LogLine {
-            at_ms: 0,
-            level: Level::Info,
-            message: m.into(),
-        };
+        let scope = KvScope { tenant: "t".into(), installation: "i".into() };
+        let line = |m: &str| LogLine { at_ms: 0, level: Level::Info, message: m.into() };
         store.append(&scope, vec![line("aaaa"), line("bbbb"), line("cccc")]);
         let kept: Vec<_> = store.lines(&scope).into_iter().map(|l| l.message).collect();
         assert_eq!(kept, ["bbbb", "cccc"]);

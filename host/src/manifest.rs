@@ -86,27 +86,18 @@ pub enum ManifestError {
     Format { path: String, message: String },
     #[error("manifest field `{field}`: {rule}")]
     Invalid { field: String, rule: String },
-    #[error(
-        "manifest field `hostApi`: the app requires host API {required} but this host implements {host}"
-    )]
-    HostApi {
-        required: semver::VersionReq,
-        host: semver::Version,
-    },
+    #[error("manifest field `hostApi`: the app requires host API {required} but this host implements {host}")]
+    HostApi { required: semver::VersionReq, host: semver::Version },
 }
 
 fn invalid(field: impl Into<String>, rule: impl Into<String>) -> ManifestError {
-    ManifestError::Invalid {
-        field: field.into(),
-        rule: rule.into(),
-    }
+    ManifestError::Invalid { field: field.into(), rule: rule.into() }
 }
 
 fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
 }
 
@@ -119,10 +110,7 @@ impl Manifest {
                 p if p == "." => "(top level)".to_string(),
                 p => p,
             };
-            ManifestError::Format {
-                path,
-                message: e.into_inner().to_string(),
-            }
+            ManifestError::Format { path, message: e.into_inner().to_string() }
         })?;
         manifest.validate(host_api)?;
         Ok(manifest)
@@ -130,20 +118,14 @@ impl Manifest {
 
     fn validate(&self, host_api: &semver::Version) -> Result<(), ManifestError> {
         if self.schema_version != 1 {
-            return Err(invalid(
-                "schemaVersion",
-                format!("must be 1, found {}", self.schema_version),
-            ));
+            return Err(invalid("schemaVersion", format!("must be 1, found {}", self.schema_version)));
         }
         match self.app.split_once('/') {
             Some((partner, name)) if is_slug(partner) && is_slug(name) => {}
             _ => {
                 return Err(invalid(
                     "app",
-                    format!(
-                        "must be `partner/name` in lowercase letters, digits and '-', found {:?}",
-                        self.app
-                    ),
+                    format!("must be `partner/name` in lowercase letters, digits and '-', found {:?}", self.app),
                 ));
             }
         }
@@ -152,49 +134,31 @@ impl Manifest {
         }
         for (i, c) in self.categories.iter().enumerate() {
             if !is_slug(c) {
-                return Err(invalid(
-                    format!("categories[{i}]"),
-                    format!("{c:?} is not a lowercase slug"),
-                ));
+                return Err(invalid(format!("categories[{i}]"), format!("{c:?} is not a lowercase slug")));
             }
         }
         if !self.host_api.matches(host_api) {
-            return Err(ManifestError::HostApi {
-                required: self.host_api.clone(),
-                host: host_api.clone(),
-            });
+            return Err(ManifestError::HostApi { required: self.host_api.clone(), host: host_api.clone() });
         }
         let mut seen = HashSet::new();
         for (i, sku) in self.skus.iter().enumerate() {
             if !is_slug(&sku.id) {
-                return Err(invalid(
-                    format!("skus[{i}].id"),
-                    format!("{:?} is not a lowercase slug", sku.id),
-                ));
+                return Err(invalid(format!("skus[{i}].id"), format!("{:?} is not a lowercase slug", sku.id)));
             }
             if !seen.insert(sku.id.as_str()) {
-                return Err(invalid(
-                    format!("skus[{i}].id"),
-                    format!("SKU id {:?} is declared twice", sku.id),
-                ));
+                return Err(invalid(format!("skus[{i}].id"), format!("SKU id {:?} is declared twice", sku.id)));
             }
             if sku.unit.trim().is_empty() {
                 return Err(invalid(format!("skus[{i}].unit"), "must not be empty"));
             }
             for (j, op) in sku.operations.iter().enumerate() {
                 if op.is_empty() {
-                    return Err(invalid(
-                        format!("skus[{i}].operations[{j}]"),
-                        "must not be empty",
-                    ));
+                    return Err(invalid(format!("skus[{i}].operations[{j}]"), "must not be empty"));
                 }
             }
         }
         if let Err(e) = jsonschema::meta::validate(&self.config) {
-            return Err(invalid(
-                format!("config{}", e.instance_path()),
-                format!("not a valid JSON Schema: {e}"),
-            ));
+            return Err(invalid(format!("config{}", e.instance_path()), format!("not a valid JSON Schema: {e}")));
         }
         if self.config.get("type").and_then(Value::as_str) != Some("object") {
             return Err(invalid(
@@ -203,10 +167,9 @@ impl Manifest {
             ));
         }
         ConfigSchema::compile(&self.config)?;
-        for (field, value) in [
-            ("limits.memoryMiB", self.limits.memory_mib),
-            ("limits.timeoutMs", self.limits.timeout_ms),
-        ] {
+        for (field, value) in
+            [("limits.memoryMiB", self.limits.memory_mib), ("limits.timeoutMs", self.limits.timeout_ms)]
+        {
             if value == Some(0) {
                 return Err(invalid(field, "must be greater than 0"));
             }
@@ -221,9 +184,7 @@ impl Manifest {
 
     /// The SKUs metered by the host for each successful call of `operation`.
     pub fn skus_for_operation<'a>(&'a self, operation: &'a str) -> impl Iterator<Item = &'a Sku> {
-        self.skus
-            .iter()
-            .filter(move |s| s.operations.iter().any(|o| o == operation))
+        self.skus.iter().filter(move |s| s.operations.iter().any(|o| o == operation))
     }
 }
 
@@ -249,10 +210,7 @@ impl ConfigSchema {
             .with_draft(jsonschema::Draft::Draft202012)
             .build(schema)
             .map_err(|e| invalid("config", format!("schema does not compile: {e}")))?;
-        Ok(Self {
-            schema: schema.clone(),
-            validator,
-        })
+        Ok(Self { schema: schema.clone(), validator })
     }
 
     /// Applies the schema's `default`s to absent properties, then validates. Returns the
@@ -270,11 +228,7 @@ impl ConfigSchema {
                 format!("{at}: violates `{}`", schema_keyword(&e))
             })
             .collect();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError { problems })
-        }
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
     }
 
     /// The names of the `writeOnly` (secret) top-level properties.
@@ -295,19 +249,12 @@ impl ConfigSchema {
 
 fn schema_keyword(e: &jsonschema::ValidationError<'_>) -> String {
     let path = e.schema_path().to_string();
-    path.rsplit('/')
-        .next()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("schema")
-        .to_string()
+    path.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("schema").to_string()
 }
 
 /// Fills absent object properties with their schema `default`, recursively.
 fn apply_defaults(schema: &Value, value: &mut Value) {
-    let (Some(props), Some(obj)) = (
-        schema.get("properties").and_then(Value::as_object),
-        value.as_object_mut(),
-    ) else {
+    let (Some(props), Some(obj)) = (schema.get("properties").and_then(Value::as_object), value.as_object_mut()) else {
         return;
     };
     for (name, prop_schema) in props {
@@ -330,10 +277,7 @@ mod tests {
     const HOST: semver::Version = semver::Version::new(0, 1, 0);
 
     fn example() -> Value {
-        serde_json::from_str(include_str!(
-            "../../plugins-examples/budget-pacing/manifest.json"
-        ))
-        .unwrap()
+        serde_json::from_str(include_str!("../../plugins-examples/budget-pacing/manifest.json")).unwrap()
     }
 
     fn parse(v: &Value) -> Result<Manifest, ManifestError> {
@@ -344,12 +288,7 @@ mod tests {
     fn the_example_manifest_parses() {
         let m = parse(&example()).unwrap();
         assert_eq!(m.app, "acme/budget-pacing");
-        assert_eq!(
-            m.skus_for_operation("evaluate")
-                .map(|s| s.id.as_str())
-                .collect::<Vec<_>>(),
-            ["pacing-check"]
-        );
+        assert_eq!(m.skus_for_operation("evaluate").map(|s| s.id.as_str()).collect::<Vec<_>>(), ["pacing-check"]);
     }
 
     #[test]
@@ -357,10 +296,7 @@ mod tests {
         let mut v = example();
         v["skus"][1]["price"] = 3.into();
         let err = parse(&v).unwrap_err().to_string();
-        assert!(
-            err.contains("skus[1]") && err.contains("unknown field `price`"),
-            "{err}"
-        );
+        assert!(err.contains("skus[1]") && err.contains("unknown field `price`"), "{err}");
     }
 
     #[test]
@@ -368,10 +304,7 @@ mod tests {
         let mut v = example();
         v["skus"][1]["id"] = "pacing-check".into();
         let err = parse(&v).unwrap_err().to_string();
-        assert!(
-            err.contains("skus[1].id") && err.contains("declared twice"),
-            "{err}"
-        );
+        assert!(err.contains("skus[1].id") && err.contains("declared twice"), "{err}");
     }
 
     #[test]
@@ -379,10 +312,7 @@ mod tests {
         let mut v = example();
         v["hostApi"] = ">=0.2.0".into();
         let err = parse(&v).unwrap_err().to_string();
-        assert!(
-            err.contains("requires host API >=0.2.0") && err.contains("implements 0.1.0"),
-            "{err}"
-        );
+        assert!(err.contains("requires host API >=0.2.0") && err.contains("implements 0.1.0"), "{err}");
     }
 
     #[test]
@@ -390,10 +320,7 @@ mod tests {
         let mut v = example();
         v["config"]["properties"]["threshold"]["type"] = "decimal".into();
         let err = parse(&v).unwrap_err().to_string();
-        assert!(
-            err.contains("config") && err.contains("not a valid JSON Schema"),
-            "{err}"
-        );
+        assert!(err.contains("config") && err.contains("not a valid JSON Schema"), "{err}");
     }
 
     #[test]
@@ -410,15 +337,11 @@ mod tests {
         let schema = ConfigSchema::compile(&m.config).unwrap();
         let config = schema.resolve(serde_json::json!({"apiKey": "k"})).unwrap();
         assert_eq!(config["threshold"], 0.1);
-        let err = schema
-            .resolve(serde_json::json!({"apiKey": "", "threshold": 3}))
-            .unwrap_err();
+        let err = schema.resolve(serde_json::json!({"apiKey": "", "threshold": 3})).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("/threshold: violates `maximum`"), "{text}");
         assert!(text.contains("/apiKey: violates `minLength`"), "{text}");
-        let err = schema
-            .resolve(serde_json::json!({"threshold": 0.2}))
-            .unwrap_err();
+        let err = schema.resolve(serde_json::json!({"threshold": 0.2})).unwrap_err();
         assert!(err.to_string().contains("/: violates `required`"), "{err}");
         assert_eq!(schema.secret_properties(), ["apiKey"]);
     }

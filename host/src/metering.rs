@@ -38,9 +38,7 @@ pub struct UsageEvent {
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The sink refused or failed to store events.
@@ -64,19 +62,13 @@ pub struct MemorySink {
 impl MemorySink {
     /// Everything submitted so far.
     pub fn events(&self) -> Vec<UsageEvent> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
 impl MeteringSink for MemorySink {
     fn submit(&self, events: &[UsageEvent]) -> Result<(), MeteringSinkError> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(events);
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(events);
         Ok(())
     }
 }

@@ -83,9 +83,7 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("host", &self.host)
-            .finish_non_exhaustive()
+        f.debug_struct("Registry").field("host", &self.host).finish_non_exhaustive()
     }
 }
 
@@ -93,20 +91,13 @@ impl std::fmt::Debug for Registry {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryConfigError {
     #[error("registry {host}: cannot read CA bundle {path}: {error}")]
-    CaBundle {
-        host: String,
-        path: String,
-        error: String,
-    },
+    CaBundle { host: String, path: String, error: String },
     #[error("registry {host}: set either a token or username and password, not both")]
     Credentials { host: String },
 }
 
 impl Registry {
-    pub fn new(
-        settings: &RegistrySettings,
-        transfer: TransferSettings,
-    ) -> Result<Self, RegistryConfigError> {
+    pub fn new(settings: &RegistrySettings, transfer: TransferSettings) -> Result<Self, RegistryConfigError> {
         let host = settings.host.clone();
         let mut extra_root_certificates = Vec::new();
         if let Some(path) = &settings.ca_bundle {
@@ -115,19 +106,14 @@ impl Registry {
                 path: path.display().to_string(),
                 error: e.to_string(),
             })?;
-            extra_root_certificates.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            });
+            extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
         }
         let auth = match (&settings.token, &settings.username, &settings.password) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
                 return Err(RegistryConfigError::Credentials { host });
             }
             (Some(token), None, None) => RegistryAuth::Bearer(token.clone()),
-            (None, Some(user), pass) => {
-                RegistryAuth::Basic(user.clone(), pass.clone().unwrap_or_default())
-            }
+            (None, Some(user), pass) => RegistryAuth::Basic(user.clone(), pass.clone().unwrap_or_default()),
             _ => RegistryAuth::Anonymous,
         };
         let config = ClientConfig {
@@ -142,20 +128,12 @@ impl Registry {
             user_agent: concat!("kiosk/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
-        Ok(Self {
-            client: Client::new(config),
-            auth,
-            transfer,
-            host,
-        })
+        Ok(Self { client: Client::new(config), auth, transfer, host })
     }
 
     /// The source for one repository of this registry (`acme/budget-pacing`).
     pub fn repository(&self, repository: &str) -> RegistrySource<'_> {
-        RegistrySource {
-            registry: self,
-            repository: repository.to_string(),
-        }
+        RegistrySource { registry: self, repository: repository.to_string() }
     }
 
     pub fn client(&self) -> &Client {
@@ -171,11 +149,7 @@ impl Registry {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .transfer
-            .backoff_base_ms
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.transfer.backoff_max_ms);
+        let exp = self.transfer.backoff_base_ms.saturating_mul(1 << attempt.min(16)).min(self.transfer.backoff_max_ms);
         // Full jitter: spread retries of many replicas over the whole interval.
         Duration::from_millis(rand::rng().random_range(exp / 2..=exp.max(1)))
     }
@@ -188,25 +162,14 @@ impl Registry {
     {
         let mut attempt = 0;
         loop {
-            let outcome = tokio::time::timeout(
-                Duration::from_millis(self.transfer.request_timeout_ms),
-                op(),
-            )
-            .await;
+            let outcome = tokio::time::timeout(Duration::from_millis(self.transfer.request_timeout_ms), op()).await;
             let (message, transient) = match outcome {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) => (describe(&e), is_transient(&e)),
-                Err(_) => (
-                    format!("no answer within {} ms", self.transfer.request_timeout_ms),
-                    true,
-                ),
+                Err(_) => (format!("no answer within {} ms", self.transfer.request_timeout_ms), true),
             };
             if !transient || attempt >= self.transfer.retries {
-                let tries = if transient {
-                    format!(" (after {} attempts)", attempt + 1)
-                } else {
-                    String::new()
-                };
+                let tries = if transient { format!(" (after {} attempts)", attempt + 1) } else { String::new() };
                 return Err(ArtifactError::Source {
                     source_name: self.host.clone(),
                     message: format!("{what}: {message}{tries}"),
@@ -223,9 +186,7 @@ impl Registry {
 fn is_transient(e: &OciDistributionError) -> bool {
     match e {
         OciDistributionError::ServerError { code, .. } => *code == 429 || *code >= 500,
-        OciDistributionError::RequestError(e) => {
-            e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
-        }
+        OciDistributionError::RequestError(e) => e.is_connect() || e.is_timeout() || e.is_request() || e.is_body(),
         OciDistributionError::IoError(_) => true,
         _ => false,
     }
@@ -256,19 +217,11 @@ pub struct RegistrySource<'a> {
 
 impl RegistrySource<'_> {
     fn reference(&self, tag: &str) -> Reference {
-        Reference::with_tag(
-            self.registry.host.clone(),
-            self.repository.clone(),
-            tag.to_string(),
-        )
+        Reference::with_tag(self.registry.host.clone(), self.repository.clone(), tag.to_string())
     }
 
     fn by_digest(&self, digest: &str) -> Reference {
-        Reference::with_digest(
-            self.registry.host.clone(),
-            self.repository.clone(),
-            digest.to_string(),
-        )
+        Reference::with_digest(self.registry.host.clone(), self.repository.clone(), digest.to_string())
     }
 }
 
@@ -283,28 +236,19 @@ impl BlobSource for RegistrySource<'_> {
         let auth = &self.registry.auth;
         let result = self
             .registry
-            .with_retries(&format!("resolve tag {tag}"), || {
-                client.pull_manifest_raw(&reference, auth, &[OCI_MANIFEST])
-            })
+            .with_retries(&format!("resolve tag {tag}"), || client.pull_manifest_raw(&reference, auth, &[OCI_MANIFEST]))
             .await;
         let (bytes, digest) = match result {
             Ok(found) => found,
             Err(ArtifactError::Source { message, .. })
                 if message.contains("manifest unknown") || message.contains("not found") =>
             {
-                return Err(ArtifactError::TagNotFound {
-                    tag: tag.to_string(),
-                    source_name: self.name(),
-                });
+                return Err(ArtifactError::TagNotFound { tag: tag.to_string(), source_name: self.name() });
             }
             Err(e) => return Err(e),
         };
         if bytes.len() as u64 > cap {
-            return Err(ArtifactError::TooLarge {
-                part: Part::OciManifest,
-                size: bytes.len() as u64,
-                cap,
-            });
+            return Err(ArtifactError::TooLarge { part: Part::OciManifest, size: bytes.len() as u64, cap });
         }
         let desc = Descriptor {
             media_type: OCI_MANIFEST.into(),
@@ -316,12 +260,7 @@ impl BlobSource for RegistrySource<'_> {
         Ok((desc, bytes))
     }
 
-    async fn fetch(
-        &self,
-        part: Part,
-        desc: &Descriptor,
-        cap: u64,
-    ) -> Result<Vec<u8>, ArtifactError> {
+    async fn fetch(&self, part: Part, desc: &Descriptor, cap: u64) -> Result<Vec<u8>, ArtifactError> {
         check_cap(part, desc, cap)?;
         let reference = self.by_digest(&desc.digest);
         let layer = OciDescriptor {
@@ -361,11 +300,7 @@ impl BlobSource for RegistrySource<'_> {
                     }));
                 }
                 if actual != desc.digest {
-                    return Ok(Err(ArtifactError::DigestMismatch {
-                        part,
-                        digest: desc.digest.clone(),
-                        actual,
-                    }));
+                    return Ok(Err(ArtifactError::DigestMismatch { part, digest: desc.digest.clone(), actual }));
                 }
                 Ok(Ok(bytes))
             })

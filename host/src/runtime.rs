@@ -89,18 +89,12 @@ pub struct Installation {
 
 impl Installation {
     pub fn new(tenant: impl Into<String>, id: impl Into<String>) -> Self {
-        Self {
-            tenant: tenant.into(),
-            id: id.into(),
-        }
+        Self { tenant: tenant.into(), id: id.into() }
     }
 
     /// The key-value and log scope of this installation.
     pub fn scope(&self) -> KvScope {
-        KvScope {
-            tenant: self.tenant.clone(),
-            installation: self.id.clone(),
-        }
+        KvScope { tenant: self.tenant.clone(), installation: self.id.clone() }
     }
 }
 
@@ -114,10 +108,7 @@ pub struct AppRefusal {
 
 impl From<world::AppError> for AppRefusal {
     fn from(e: world::AppError) -> Self {
-        Self {
-            code: e.code,
-            message: e.message,
-        }
+        Self { code: e.code, message: e.message }
     }
 }
 
@@ -156,17 +147,12 @@ struct EpochTicker {
 impl EpochTicker {
     fn start(engine: Engine) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("kiosk-epoch".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
-                    engine.increment_epoch();
-                }
-            })?;
-        Ok(Self {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        let thread = std::thread::Builder::new().name("kiosk-epoch".into()).spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(Self { stop: Some(stop), thread: Some(thread) })
     }
 }
 
@@ -193,9 +179,7 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
+        f.debug_struct("Runtime").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
@@ -215,20 +199,13 @@ impl Runtime {
     pub fn new(settings: RuntimeSettings, services: Services) -> Result<Self, RuntimeError> {
         let limits = settings.limits;
         limits.validate().map_err(RuntimeError::Limits)?;
-        let engine = Engine::new(&engine_config(&limits))
-            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&engine_config(&limits)).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         App::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        let cache = settings
-            .cache_dir
-            .as_deref()
-            .map(|dir| CompileCache::open(dir, &engine))
-            .transpose()?;
-        let ticker =
-            EpochTicker::start(engine.clone()).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let cache = settings.cache_dir.as_deref().map(|dir| CompileCache::open(dir, &engine)).transpose()?;
+        let ticker = EpochTicker::start(engine.clone()).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         Ok(Self {
             engine,
             linker,
@@ -256,17 +233,10 @@ impl Runtime {
         let digest = Digest::of(wasm);
         let (component, outcome) = match &self.cache {
             Some(cache) => cache.get_or_compile(&self.engine, wasm, &digest)?,
-            None => (
-                cache::compile(&self.engine, wasm, &digest)?,
-                CacheOutcome::Compiled,
-            ),
+            None => (cache::compile(&self.engine, wasm, &digest)?, CacheOutcome::Compiled),
         };
         let pre = self.link(&component, &digest)?;
-        Ok(LoadedComponent {
-            digest,
-            outcome,
-            pre,
-        })
+        Ok(LoadedComponent { digest, outcome, pre })
     }
 
     fn link(&self, component: &Component, digest: &Digest) -> Result<AppPre<HostState>, LoadError> {
@@ -283,12 +253,7 @@ impl Runtime {
     pub fn prepare(&self, manifest: Manifest, component: Arc<LoadedComponent>) -> AppVersion {
         let limits = self.limits.for_app(&manifest.limits);
         let skus = Arc::new(manifest.sku_ids().map(str::to_string).collect());
-        AppVersion {
-            manifest: Arc::new(manifest),
-            component,
-            limits,
-            skus,
-        }
+        AppVersion { manifest: Arc::new(manifest), component, limits, skus }
     }
 
     /// `lifecycle.validate-config`.
@@ -298,22 +263,13 @@ impl Runtime {
         inst: &Installation,
         config: &str,
     ) -> Result<CallOutcome<()>, CallFailure> {
-        self.call(
-            app,
-            inst,
-            "lifecycle.validate-config",
-            config.len(),
-            |a, s, c| a.kiosk_app_lifecycle().call_validate_config(s, c, config),
-        )
+        self.call(app, inst, "lifecycle.validate-config", config.len(), |a, s, c| {
+            a.kiosk_app_lifecycle().call_validate_config(s, c, config)
+        })
     }
 
     /// `lifecycle.install`.
-    pub fn install(
-        &self,
-        app: &AppVersion,
-        inst: &Installation,
-        config: &str,
-    ) -> Result<CallOutcome<()>, CallFailure> {
+    pub fn install(&self, app: &AppVersion, inst: &Installation, config: &str) -> Result<CallOutcome<()>, CallFailure> {
         self.call(app, inst, "lifecycle.install", config.len(), |a, s, c| {
             a.kiosk_app_lifecycle().call_install(s, c, config)
         })
@@ -327,13 +283,9 @@ impl Runtime {
         old: &str,
         new: &str,
     ) -> Result<CallOutcome<()>, CallFailure> {
-        self.call(
-            app,
-            inst,
-            "lifecycle.configure",
-            old.len() + new.len(),
-            |a, s, c| a.kiosk_app_lifecycle().call_configure(s, c, old, new),
-        )
+        self.call(app, inst, "lifecycle.configure", old.len() + new.len(), |a, s, c| {
+            a.kiosk_app_lifecycle().call_configure(s, c, old, new)
+        })
     }
 
     /// `lifecycle.upgrade`, called on the new version.
@@ -350,24 +302,15 @@ impl Runtime {
     }
 
     /// `lifecycle.uninstall`; on success the installation's key-value data and logs are purged.
-    pub fn uninstall(
-        &self,
-        app: &AppVersion,
-        inst: &Installation,
-    ) -> Result<CallOutcome<()>, CallFailure> {
-        let outcome = self.call(app, inst, "lifecycle.uninstall", 0, |a, s, c| {
-            a.kiosk_app_lifecycle().call_uninstall(s, c)
-        })?;
+    pub fn uninstall(&self, app: &AppVersion, inst: &Installation) -> Result<CallOutcome<()>, CallFailure> {
+        let outcome =
+            self.call(app, inst, "lifecycle.uninstall", 0, |a, s, c| a.kiosk_app_lifecycle().call_uninstall(s, c))?;
         if outcome.result.is_ok() {
             let scope = inst.scope();
-            self.services.kv.purge(&scope).map_err(|e| {
-                self.failure(
-                    app,
-                    inst,
-                    "lifecycle.uninstall",
-                    CallErrorKind::Storage(e.to_string()),
-                )
-            })?;
+            self.services
+                .kv
+                .purge(&scope)
+                .map_err(|e| self.failure(app, inst, "lifecycle.uninstall", CallErrorKind::Storage(e.to_string())))?;
             self.services.logs.purge(&scope);
         }
         Ok(outcome)
@@ -382,46 +325,31 @@ impl Runtime {
         input: &str,
     ) -> Result<CallOutcome<String>, CallFailure> {
         let max_output = app.limits.max_output_bytes;
-        self.call(
-            app,
-            inst,
-            "calls.invoke",
-            operation.len() + input.len(),
-            |a, s, c| {
-                let result = a
-                    .kiosk_app_calls()
-                    .call_invoke(&mut *s, c, operation, input)?;
-                if let Ok(output) = &result {
-                    if output.len() as u64 > max_output {
-                        return Err(wasmtime::Error::new(CallErrorKind::OutputTooLarge {
-                            size: output.len() as u64,
-                            limit: max_output,
-                        }));
-                    }
-                    let host_metered =
-                        app.manifest
-                            .skus_for_operation(operation)
-                            .map(|sku| UsageEvent {
-                                tenant: c.tenant_id.clone(),
-                                installation: c.installation_id.clone(),
-                                app: c.app_id.clone(),
-                                version: c.app_version.clone(),
-                                sku: sku.id.clone(),
-                                quantity: 1,
-                                at_ms: now_ms(),
-                                source: UsageSource::Host,
-                                idempotency_key: format!(
-                                    "{}/host/{}",
-                                    s.data().who.call_id,
-                                    sku.id
-                                ),
-                            });
-                    let events: Vec<_> = host_metered.collect();
-                    s.data_mut().usage.extend(events);
+        self.call(app, inst, "calls.invoke", operation.len() + input.len(), |a, s, c| {
+            let result = a.kiosk_app_calls().call_invoke(&mut *s, c, operation, input)?;
+            if let Ok(output) = &result {
+                if output.len() as u64 > max_output {
+                    return Err(wasmtime::Error::new(CallErrorKind::OutputTooLarge {
+                        size: output.len() as u64,
+                        limit: max_output,
+                    }));
                 }
-                Ok(result)
-            },
-        )
+                let host_metered = app.manifest.skus_for_operation(operation).map(|sku| UsageEvent {
+                    tenant: c.tenant_id.clone(),
+                    installation: c.installation_id.clone(),
+                    app: c.app_id.clone(),
+                    version: c.app_version.clone(),
+                    sku: sku.id.clone(),
+                    quantity: 1,
+                    at_ms: now_ms(),
+                    source: UsageSource::Host,
+                    idempotency_key: format!("{}/host/{}", s.data().who.call_id, sku.id),
+                });
+                let events: Vec<_> = host_metered.collect();
+                s.data_mut().usage.extend(events);
+            }
+            Ok(result)
+        })
     }
 
     /// `usage.report` for `window`. Records with an undeclared SKU or zero quantity are
@@ -440,10 +368,7 @@ impl Runtime {
             let mut reported = ReportedUsage::default();
             for r in records {
                 let reason = if !app.skus.contains(&r.sku) {
-                    Some(format!(
-                        "SKU {:?} is not declared by {}@{}",
-                        r.sku, c.app_id, c.app_version
-                    ))
+                    Some(format!("SKU {:?} is not declared by {}@{}", r.sku, c.app_id, c.app_version))
                 } else if r.quantity == 0 {
                     Some("quantity must be positive".to_string())
                 } else if r.idempotency_key.is_empty() {
@@ -467,10 +392,7 @@ impl Runtime {
                         quantity: r.quantity,
                         at_ms: window.start_ms,
                         source: UsageSource::Report,
-                        idempotency_key: format!(
-                            "{}/report/{}",
-                            c.installation_id, r.idempotency_key
-                        ),
+                        idempotency_key: format!("{}/report/{}", c.installation_id, r.idempotency_key),
                     }),
                 }
             }
@@ -479,13 +401,7 @@ impl Runtime {
         })
     }
 
-    fn failure(
-        &self,
-        app: &AppVersion,
-        inst: &Installation,
-        export: &'static str,
-        kind: CallErrorKind,
-    ) -> CallFailure {
+    fn failure(&self, app: &AppVersion, inst: &Installation, export: &'static str, kind: CallErrorKind) -> CallFailure {
         CallFailure {
             call: Box::new(CallSite {
                 tenant: inst.tenant.clone(),
@@ -507,11 +423,7 @@ impl Runtime {
         inst: &Installation,
         export: &'static str,
         input_len: usize,
-        f: impl FnOnce(
-            &App,
-            &mut Store<HostState>,
-            &CallContext,
-        ) -> wasmtime::Result<Result<T, world::AppError>>,
+        f: impl FnOnce(&App, &mut Store<HostState>, &CallContext) -> wasmtime::Result<Result<T, world::AppError>>,
     ) -> Result<CallOutcome<T>, CallFailure> {
         let limits = &app.limits;
         if input_len as u64 > limits.max_input_bytes {
@@ -519,22 +431,17 @@ impl Runtime {
                 app,
                 inst,
                 export,
-                CallErrorKind::InputTooLarge {
-                    size: input_len as u64,
-                    limit: limits.max_input_bytes,
-                },
+                CallErrorKind::InputTooLarge { size: input_len as u64, limit: limits.max_input_bytes },
             ));
         }
         let scope = inst.scope();
         let kv = if app.manifest.capabilities.key_value {
-            let snapshot = self.services.kv.load(&scope).map_err(|e| {
-                self.failure(app, inst, export, CallErrorKind::Storage(e.to_string()))
-            })?;
-            Some(KvSession::new(
-                snapshot,
-                limits.kv_quota_bytes,
-                limits.kv_max_key_bytes,
-            ))
+            let snapshot = self
+                .services
+                .kv
+                .load(&scope)
+                .map_err(|e| self.failure(app, inst, export, CallErrorKind::Storage(e.to_string())))?;
+            Some(KvSession::new(snapshot, limits.kv_quota_bytes, limits.kv_max_key_bytes))
         } else {
             None
         };
@@ -543,11 +450,7 @@ impl Runtime {
             installation: inst.id.clone(),
             app: app.manifest.app.clone(),
             version: app.manifest.version.to_string(),
-            call_id: format!(
-                "{}-{}",
-                self.call_prefix,
-                self.call_seq.fetch_add(1, Ordering::Relaxed)
-            ),
+            call_id: format!("{}-{}", self.call_prefix, self.call_seq.fetch_add(1, Ordering::Relaxed)),
         });
         let ctx = CallContext {
             tenant_id: who.tenant.clone(),
@@ -557,10 +460,7 @@ impl Runtime {
         };
 
         let (result, mut state) = {
-            let mut store = Store::new(
-                &self.engine,
-                HostState::new(limits, who, app.skus.clone(), kv),
-            );
+            let mut store = Store::new(&self.engine, HostState::new(limits, who, app.skus.clone(), kv));
             store.limiter(|s| &mut s.limiter);
             store.set_epoch_deadline(limits.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
             store.epoch_deadline_trap();
@@ -569,8 +469,9 @@ impl Runtime {
                 let _ = store.set_fuel(fuel);
             }
             let result = match app.component.pre.instantiate(&mut store) {
-                Ok(instance) => f(&instance, &mut store, &ctx)
-                    .map_err(|e| self.classify(e, store.data().limiter.hit, limits)),
+                Ok(instance) => {
+                    f(&instance, &mut store, &ctx).map_err(|e| self.classify(e, store.data().limiter.hit, limits))
+                }
                 Err(e) => Err(match self.classify(e, store.data().limiter.hit, limits) {
                     CallErrorKind::Trap { message } => CallErrorKind::Instantiate { message },
                     other => other,
@@ -588,27 +489,17 @@ impl Runtime {
                         self.services
                             .kv
                             .commit(&scope, changes, limits.kv_quota_bytes)
-                            .map_err(|e| {
-                                self.failure(
-                                    app,
-                                    inst,
-                                    export,
-                                    CallErrorKind::Storage(e.to_string()),
-                                )
-                            })?;
+                            .map_err(|e| self.failure(app, inst, export, CallErrorKind::Storage(e.to_string())))?;
                     }
                 }
                 if !state.usage.is_empty() {
-                    self.services.metering.submit(&state.usage).map_err(|e| {
-                        self.failure(app, inst, export, CallErrorKind::Metering(e.to_string()))
-                    })?;
+                    self.services
+                        .metering
+                        .submit(&state.usage)
+                        .map_err(|e| self.failure(app, inst, export, CallErrorKind::Metering(e.to_string())))?;
                 }
                 self.services.logs.append(&scope, state.logs.clone());
-                Ok(CallOutcome {
-                    result: result.map_err(AppRefusal::from),
-                    usage: state.usage,
-                    logs: state.logs,
-                })
+                Ok(CallOutcome { result: result.map_err(AppRefusal::from), usage: state.usage, logs: state.logs })
             }
             Err(kind) => {
                 let mut lines = state.logs;
@@ -624,43 +515,26 @@ impl Runtime {
     }
 
     /// Names the limit or cause behind a failed call.
-    fn classify(
-        &self,
-        err: wasmtime::Error,
-        hit: Option<LimitHit>,
-        limits: &CallLimits,
-    ) -> CallErrorKind {
+    fn classify(&self, err: wasmtime::Error, hit: Option<LimitHit>, limits: &CallLimits) -> CallErrorKind {
         if let Some(kind) = err.downcast_ref::<CallErrorKind>() {
             return kind.clone();
         }
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => {
-                return CallErrorKind::Timeout {
-                    limit_ms: limits.timeout_ms,
-                };
+                return CallErrorKind::Timeout { limit_ms: limits.timeout_ms };
             }
             Some(Trap::OutOfFuel) => {
-                return CallErrorKind::FuelExhausted {
-                    fuel: limits.fuel.unwrap_or(0),
-                };
+                return CallErrorKind::FuelExhausted { fuel: limits.fuel.unwrap_or(0) };
             }
             Some(Trap::StackOverflow) => {
-                return CallErrorKind::StackOverflow {
-                    limit_kib: self.limits.max_wasm_stack_kib,
-                };
+                return CallErrorKind::StackOverflow { limit_kib: self.limits.max_wasm_stack_kib };
             }
             _ => {}
         }
         match hit {
-            Some(LimitHit::Log) => CallErrorKind::LogLimit {
-                limit_bytes: limits.max_log_bytes_per_call,
-            },
-            Some(LimitHit::Memory) => CallErrorKind::MemoryLimit {
-                limit_bytes: limits.memory_bytes,
-            },
-            Some(LimitHit::Table) => CallErrorKind::TableLimit {
-                limit_elements: limits.table_elements,
-            },
+            Some(LimitHit::Log) => CallErrorKind::LogLimit { limit_bytes: limits.max_log_bytes_per_call },
+            Some(LimitHit::Memory) => CallErrorKind::MemoryLimit { limit_bytes: limits.memory_bytes },
+            Some(LimitHit::Table) => CallErrorKind::TableLimit { limit_elements: limits.table_elements },
             None => CallErrorKind::Trap {
                 message: match err.downcast_ref::<Trap>() {
                     Some(trap) => trap.to_string(),
@@ -697,8 +571,5 @@ fn engine_config(limits: &SandboxLimits) -> Config {
 pub fn window_containing(at_ms: u64, len: Duration) -> UsageWindow {
     let len = len.as_millis() as u64;
     let start = at_ms - at_ms % len;
-    UsageWindow {
-        start_ms: start,
-        end_ms: start + len,
-    }
+    UsageWindow { start_ms: start, end_ms: start + len }
 }

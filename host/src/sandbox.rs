@@ -50,12 +50,7 @@ impl CallLimiter {
 }
 
 impl ResourceLimiter for CallLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.hit = Some(LimitHit::Memory);
             return Ok(false);
@@ -63,12 +58,7 @@ impl ResourceLimiter for CallLimiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.table_elements {
             self.hit = Some(LimitHit::Table);
             return Ok(false);
@@ -149,10 +139,7 @@ impl HostState {
         if raw.is_empty() {
             return;
         }
-        for line in String::from_utf8_lossy(&raw)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-        {
+        for line in String::from_utf8_lossy(&raw).lines().filter(|l| !l.trim().is_empty()) {
             self.logs.push(LogLine {
                 at_ms: now_ms(),
                 level: Level::Error,
@@ -164,21 +151,14 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
 impl types::Host for HostState {}
 
 impl metering::Host for HostState {
-    fn record_usage(
-        &mut self,
-        sku: String,
-        quantity: u64,
-    ) -> wasmtime::Result<Result<(), metering::MeteringError>> {
+    fn record_usage(&mut self, sku: String, quantity: u64) -> wasmtime::Result<Result<(), metering::MeteringError>> {
         if !self.skus.contains(&sku) {
             return Ok(Err(metering::MeteringError::UndeclaredSku(sku)));
         }
@@ -209,10 +189,7 @@ impl HostState {
         self.kv.as_mut().ok_or(key_value::KvError::NotEnabled)
     }
 
-    fn checked_key<'a>(
-        &mut self,
-        key: &'a str,
-    ) -> Result<(&mut KvSession, &'a str), key_value::KvError> {
+    fn checked_key<'a>(&mut self, key: &'a str) -> Result<(&mut KvSession, &'a str), key_value::KvError> {
         let session = self.kv_session()?;
         if key.is_empty() || key.len() > session.max_key as usize {
             return Err(key_value::KvError::InvalidKey(session.max_key));
@@ -222,33 +199,19 @@ impl HostState {
 }
 
 impl key_value::Host for HostState {
-    fn get(
-        &mut self,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>, key_value::KvError>> {
-        Ok(self
-            .checked_key(&key)
-            .map(|(s, k)| s.get(k).map(<[u8]>::to_vec)))
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, key_value::KvError>> {
+        Ok(self.checked_key(&key).map(|(s, k)| s.get(k).map(<[u8]>::to_vec)))
     }
 
-    fn set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), key_value::KvError>> {
-        Ok(self
-            .checked_key(&key)
-            .and_then(|(s, k)| s.set(k, value).map_err(key_value::KvError::QuotaExceeded)))
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), key_value::KvError>> {
+        Ok(self.checked_key(&key).and_then(|(s, k)| s.set(k, value).map_err(key_value::KvError::QuotaExceeded)))
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, key_value::KvError>> {
         Ok(self.checked_key(&key).map(|(s, k)| s.delete(k)))
     }
 
-    fn list_keys(
-        &mut self,
-        prefix: String,
-    ) -> wasmtime::Result<Result<Vec<String>, key_value::KvError>> {
+    fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Result<Vec<String>, key_value::KvError>> {
         Ok(self.kv_session().map(|s| s.keys(&prefix)))
     }
 }
@@ -272,11 +235,7 @@ impl log::Host for HostState {
             log::Level::Warn => Level::Warn,
             log::Level::Error => Level::Error,
         };
-        self.logs.push(LogLine {
-            at_ms: now_ms(),
-            level,
-            message: logs::sanitize(&message),
-        });
+        self.logs.push(LogLine { at_ms: now_ms(), level, message: logs::sanitize(&message) });
         Ok(())
     }
 }

@@ -62,35 +62,14 @@ impl fmt::Display for Blob {
 pub enum Rejection {
     Malformed(String),
     NoIssuer,
-    Unregistered {
-        key: String,
-    },
-    OtherPartner {
-        key: String,
-        owner: String,
-    },
-    Revoked {
-        cert: String,
-    },
-    Expired {
-        cert: String,
-    },
-    InvalidCert {
-        cert: String,
-        reason: String,
-    },
-    NotSigningKey {
-        cert: String,
-        key: String,
-        reason: String,
-    },
-    WeakSignature {
-        cert: String,
-        reason: String,
-    },
-    OtherBytes {
-        cert: String,
-    },
+    Unregistered { key: String },
+    OtherPartner { key: String, owner: String },
+    Revoked { cert: String },
+    Expired { cert: String },
+    InvalidCert { cert: String, reason: String },
+    NotSigningKey { cert: String, key: String, reason: String },
+    WeakSignature { cert: String, reason: String },
+    OtherBytes { cert: String },
 }
 
 impl fmt::Display for Rejection {
@@ -100,15 +79,11 @@ impl fmt::Display for Rejection {
                 write!(f, "a signature layer is not an OpenPGP signature ({e})")
             }
             Rejection::NoIssuer => write!(f, "a signature names no issuer key"),
-            Rejection::Unregistered { key } => write!(
-                f,
-                "signed by key {key}, which is not registered for any partner"
-            ),
+            Rejection::Unregistered { key } => {
+                write!(f, "signed by key {key}, which is not registered for any partner")
+            }
             Rejection::OtherPartner { key, owner } => {
-                write!(
-                    f,
-                    "signed by key {key}, which is registered for partner {owner:?}, not for this app's partner"
-                )
+                write!(f, "signed by key {key}, which is registered for partner {owner:?}, not for this app's partner")
             }
             Rejection::Revoked { cert } => {
                 write!(f, "signed by certificate {cert}, which is revoked")
@@ -123,10 +98,7 @@ impl fmt::Display for Rejection {
                 write!(f, "key {key} of certificate {cert} cannot sign: {reason}")
             }
             Rejection::WeakSignature { cert, reason } => {
-                write!(
-                    f,
-                    "signature by certificate {cert} is refused by policy: {reason}"
-                )
+                write!(f, "signature by certificate {cert} is refused by policy: {reason}")
             }
             Rejection::OtherBytes { cert } => {
                 write!(f, "signature by certificate {cert} is over other bytes")
@@ -143,22 +115,14 @@ pub enum SignatureError {
     #[error("no partner {partner:?} is registered, so no signature can be trusted for its app")]
     UnknownPartner { partner: String },
     #[error("the {blob} has no good signature from partner {partner:?}: {}", join(.rejections))]
-    NotSigned {
-        blob: Blob,
-        partner: String,
-        rejections: Vec<Rejection>,
-    },
+    NotSigned { blob: Blob, partner: String, rejections: Vec<Rejection> },
 }
 
 fn join(rejections: &[Rejection]) -> String {
     if rejections.is_empty() {
         return "none of the signatures covers it".to_string();
     }
-    rejections
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    rejections.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// The artifact's signers, one per blob.
@@ -184,16 +148,11 @@ impl TrustStore {
             }
             added.push(cert.fingerprint().to_hex());
             let certs = self.partners.entry(partner.to_string()).or_default();
-            match certs
-                .iter()
-                .position(|c| c.fingerprint() == cert.fingerprint())
-            {
+            match certs.iter().position(|c| c.fingerprint() == cert.fingerprint()) {
                 // Merging keeps revocations and new expiry dates the operator re-imports.
                 Some(i) => {
                     let old = certs.remove(i);
-                    let merged = old
-                        .merge_public(cert)
-                        .map_err(|e| CertError::Parse(e.to_string()))?;
+                    let merged = old.merge_public(cert).map_err(|e| CertError::Parse(e.to_string()))?;
                     certs.push(merged);
                 }
                 None => certs.push(cert),
@@ -218,9 +177,7 @@ impl TrustStore {
             return Err(SignatureError::Unsigned);
         }
         if !self.partners.contains_key(partner) {
-            return Err(SignatureError::UnknownPartner {
-                partner: partner.to_string(),
-            });
+            return Err(SignatureError::UnknownPartner { partner: partner.to_string() });
         }
         let mut signatures = Vec::new();
         let mut malformed = Vec::new();
@@ -234,74 +191,46 @@ impl TrustStore {
         let now = SystemTime::now();
         let checks: Vec<[Result<Signer, Rejection>; 2]> = signatures
             .iter()
-            .map(|sig| {
-                [
-                    self.check(partner, sig, manifest, now),
-                    self.check(partner, sig, component, now),
-                ]
-            })
+            .map(|sig| [self.check(partner, sig, manifest, now), self.check(partner, sig, component, now)])
             .collect();
         let signer_for = |i: usize, blob: Blob| -> Result<Signer, SignatureError> {
             if let Some(Ok(signer)) = checks.iter().map(|c| &c[i]).find(|r| r.is_ok()) {
                 return Ok(signer.clone());
             }
             // Signatures that are good for the other blob are not failures for this one.
-            let mut rejections: Vec<Rejection> = checks
-                .iter()
-                .filter(|c| c[1 - i].is_err())
-                .filter_map(|c| c[i].clone().err())
-                .collect();
+            let mut rejections: Vec<Rejection> =
+                checks.iter().filter(|c| c[1 - i].is_err()).filter_map(|c| c[i].clone().err()).collect();
             rejections.extend(malformed.iter().cloned());
             rejections.dedup();
-            Err(SignatureError::NotSigned {
-                blob,
-                partner: partner.to_string(),
-                rejections,
-            })
+            Err(SignatureError::NotSigned { blob, partner: partner.to_string(), rejections })
         };
-        Ok(Verified {
-            manifest: signer_for(0, Blob::Manifest)?,
-            component: signer_for(1, Blob::Component)?,
-        })
+        Ok(Verified { manifest: signer_for(0, Blob::Manifest)?, component: signer_for(1, Blob::Component)? })
     }
 
     fn owner_of(&self, issuers: &[KeyHandle]) -> Option<(&str, &Cert)> {
         self.partners.iter().find_map(|(partner, certs)| {
             certs
                 .iter()
-                .find(|c| {
-                    c.keys()
-                        .any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
-                })
+                .find(|c| c.keys().any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle()))))
                 .map(|c| (partner.as_str(), c))
         })
     }
 
-    fn check(
-        &self,
-        partner: &str,
-        sig: &Signature,
-        data: &[u8],
-        now: SystemTime,
-    ) -> Result<Signer, Rejection> {
+    fn check(&self, partner: &str, sig: &Signature, data: &[u8], now: SystemTime) -> Result<Signer, Rejection> {
         let issuers = sig.get_issuers();
         let Some(first) = issuers.first() else {
             return Err(Rejection::NoIssuer);
         };
         let own = self.partners.get(partner).and_then(|certs| {
-            certs.iter().find(|c| {
-                c.keys()
-                    .any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
-            })
+            certs.iter().find(|c| c.keys().any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle()))))
         });
         let cert = match own {
             Some(cert) => cert,
             None => {
                 return Err(match self.owner_of(&issuers) {
-                    Some((owner, cert)) => Rejection::OtherPartner {
-                        key: cert.fingerprint().to_hex(),
-                        owner: owner.to_string(),
-                    },
+                    Some((owner, cert)) => {
+                        Rejection::OtherPartner { key: cert.fingerprint().to_hex(), owner: owner.to_string() }
+                    }
                     None => Rejection::Unregistered { key: fpr(first) },
                 });
             }
@@ -313,28 +242,20 @@ impl TrustStore {
         }
         let valid = cert
             .with_policy(&policy, now)
-            .map_err(|e| Rejection::InvalidCert {
-                cert: cert_fpr.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Rejection::InvalidCert { cert: cert_fpr.clone(), reason: e.to_string() })?;
         if valid.alive().is_err() {
             return Err(Rejection::Expired { cert: cert_fpr });
         }
-        let key = valid
-            .keys()
-            .find(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
-            .ok_or_else(|| Rejection::NotSigningKey {
+        let key = valid.keys().find(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle()))).ok_or_else(|| {
+            Rejection::NotSigningKey {
                 cert: cert_fpr.clone(),
                 key: fpr(first),
                 reason: "no valid binding for this key".into(),
-            })?;
+            }
+        })?;
         let key_fpr = key.key().fingerprint().to_hex();
         if let RevocationStatus::Revoked(_) = key.revocation_status() {
-            return Err(Rejection::NotSigningKey {
-                cert: cert_fpr,
-                key: key_fpr,
-                reason: "the key is revoked".into(),
-            });
+            return Err(Rejection::NotSigningKey { cert: cert_fpr, key: key_fpr, reason: "the key is revoked".into() });
         }
         if key.alive().is_err() {
             return Err(Rejection::Expired { cert: cert_fpr });
@@ -347,28 +268,16 @@ impl TrustStore {
             });
         }
         if let Err(e) = policy.signature(sig, HashAlgoSecurity::CollisionResistance) {
-            return Err(Rejection::WeakSignature {
-                cert: cert_fpr,
-                reason: e.to_string(),
-            });
+            return Err(Rejection::WeakSignature { cert: cert_fpr, reason: e.to_string() });
         }
-        if sig
-            .signature_alive(now, std::time::Duration::from_secs(0))
-            .is_err()
-        {
+        if sig.signature_alive(now, std::time::Duration::from_secs(0)).is_err() {
             return Err(Rejection::WeakSignature {
                 cert: cert_fpr,
                 reason: "the signature has expired or is from the future".into(),
             });
         }
-        sig.verify_message(key.key(), data)
-            .map_err(|_| Rejection::OtherBytes {
-                cert: cert_fpr.clone(),
-            })?;
-        Ok(Signer {
-            partner: partner.to_string(),
-            fingerprint: cert_fpr,
-        })
+        sig.verify_message(key.key(), data).map_err(|_| Rejection::OtherBytes { cert: cert_fpr.clone() })?;
+        Ok(Signer { partner: partner.to_string(), fingerprint: cert_fpr })
     }
 }
 

@@ -9,20 +9,13 @@ pub struct Gpg {
 
 impl Drop for Gpg {
     fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args(["--kill", "gpg-agent"])
-            .output();
+        let _ = Command::new("gpgconf").arg("--homedir").arg(self.home.path()).args(["--kill", "gpg-agent"]).output();
     }
 }
 
 impl Gpg {
     pub fn new() -> Self {
-        let home = tempfile::Builder::new()
-            .prefix("kg")
-            .tempdir_in("/tmp")
-            .expect("gpg home");
+        let home = tempfile::Builder::new().prefix("kg").tempdir_in("/tmp").expect("gpg home");
         Self { home }
     }
 
@@ -30,35 +23,17 @@ impl Gpg {
         let out = Command::new("gpg")
             .arg("--homedir")
             .arg(self.home.path())
-            .args([
-                "--batch",
-                "--yes",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
+            .args(["--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""])
             .args(args)
             .output()
             .expect("gpg must be installed (apt-get install gnupg)");
-        assert!(
-            out.status.success(),
-            "gpg {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "gpg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     }
 
     /// Generates a key; `algo` like `ed25519` or `rsa3072`; `faked_time` like
     /// `20200101T000000` makes gpg believe it is that moment. Returns the fingerprint.
-    pub fn generate(
-        &self,
-        uid: &str,
-        algo: &str,
-        usage: &str,
-        expire: &str,
-        faked_time: Option<&str>,
-    ) -> String {
+    pub fn generate(&self, uid: &str, algo: &str, usage: &str, expire: &str, faked_time: Option<&str>) -> String {
         let mut args = Vec::new();
         let fake;
         if let Some(t) = faked_time {
@@ -79,10 +54,7 @@ impl Gpg {
         let listing = String::from_utf8(self.run(&["--with-colons", "--list-keys", uid])).unwrap();
         listing
             .lines()
-            .find_map(|l| {
-                l.strip_prefix("fpr:")
-                    .map(|rest| rest.trim_matches(':').to_string())
-            })
+            .find_map(|l| l.strip_prefix("fpr:").map(|rest| rest.trim_matches(':').to_string()))
             .expect("fingerprint in listing")
     }
 
@@ -97,11 +69,7 @@ impl Gpg {
 
     /// Revokes the key with the revocation certificate gpg made at generation.
     pub fn revoke(&self, fpr: &str) {
-        let rev = self
-            .home
-            .path()
-            .join("openpgp-revocs.d")
-            .join(format!("{fpr}.rev"));
+        let rev = self.home.path().join("openpgp-revocs.d").join(format!("{fpr}.rev"));
         let text = std::fs::read_to_string(&rev).expect("revocation certificate");
         let cleaned: PathBuf = self.home.path().join("revoke.asc");
         std::fs::write(&cleaned, text.replace(":-----BEGIN", "-----BEGIN")).unwrap();

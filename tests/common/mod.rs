@@ -23,14 +23,10 @@ pub fn root() -> PathBuf {
 
 /// Path of a guest component built by `.ci/test` (crate name with `_`).
 pub fn guest_path(crate_name: &str) -> PathBuf {
-    let dir = std::env::var_os("KIOSK_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root().join("target"));
-            target.join("wasm32-wasip2/release")
-        });
+    let dir = std::env::var_os("KIOSK_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+        target.join("wasm32-wasip2/release")
+    });
     let path = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
     assert!(
         path.exists(),
@@ -49,16 +45,12 @@ pub fn guest_bytes(crate_name: &str) -> Vec<u8> {
 pub fn manifest_path(crate_name: &str) -> PathBuf {
     match crate_name {
         "hostile-guest" => root().join("tests/guests/hostile/manifest.json"),
-        other => root()
-            .join("plugins-examples")
-            .join(other)
-            .join("manifest.json"),
+        other => root().join("plugins-examples").join(other).join("manifest.json"),
     }
 }
 
 pub fn manifest_json(crate_name: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(manifest_path(crate_name)).expect("read manifest"))
-        .expect("manifest JSON")
+    serde_json::from_slice(&std::fs::read(manifest_path(crate_name)).expect("read manifest")).expect("manifest JSON")
 }
 
 pub fn parse_manifest(json: &serde_json::Value) -> Manifest {
@@ -82,35 +74,17 @@ impl Harness {
         let sink = Arc::new(MemorySink::default());
         let kv = Arc::new(MemoryKv::default());
         let logs = Arc::new(LogStore::new(limits.log_buffer_bytes));
-        let services = Services {
-            kv: kv.clone(),
-            logs: logs.clone(),
-            metering: sink.clone(),
-        };
-        let runtime =
-            Runtime::new(RuntimeSettings { limits, cache_dir }, services).expect("runtime starts");
-        Self {
-            runtime,
-            sink,
-            kv,
-            logs,
-        }
+        let services = Services { kv: kv.clone(), logs: logs.clone(), metering: sink.clone() };
+        let runtime = Runtime::new(RuntimeSettings { limits, cache_dir }, services).expect("runtime starts");
+        Self { runtime, sink, kv, logs }
     }
 
     /// Loads a guest with its manifest (optionally edited).
-    pub fn app_with(
-        &self,
-        crate_name: &str,
-        edit: impl FnOnce(&mut serde_json::Value),
-    ) -> AppVersion {
+    pub fn app_with(&self, crate_name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> AppVersion {
         let mut json = manifest_json(crate_name);
         edit(&mut json);
-        let component = self
-            .runtime
-            .load(&guest_bytes(crate_name))
-            .expect("component loads");
-        self.runtime
-            .prepare(parse_manifest(&json), Arc::new(component))
+        let component = self.runtime.load(&guest_bytes(crate_name)).expect("component loads");
+        self.runtime.prepare(parse_manifest(&json), Arc::new(component))
     }
 
     pub fn app(&self, crate_name: &str) -> AppVersion {

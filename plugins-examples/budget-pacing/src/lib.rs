@@ -40,15 +40,12 @@ struct EvaluateInput {
 }
 
 fn err(code: &str, message: impl Into<String>) -> AppError {
-    AppError {
-        code: code.into(),
-        message: message.into(),
-    }
+    AppError { code: code.into(), message: message.into() }
 }
 
 fn parse_config(config: &str) -> Result<Config, AppError> {
-    let config: Config = serde_json::from_str(config)
-        .map_err(|e| err("invalid-config", format!("configuration is not valid: {e}")))?;
+    let config: Config =
+        serde_json::from_str(config).map_err(|e| err("invalid-config", format!("configuration is not valid: {e}")))?;
     if !(0.0..=1.0).contains(&config.threshold) {
         return Err(err("invalid-config", "threshold must be between 0 and 1"));
     }
@@ -73,8 +70,8 @@ fn stored_config() -> Result<Config, AppError> {
 
 fn evaluate(input: &str) -> Result<String, AppError> {
     let config = stored_config()?;
-    let input: EvaluateInput = serde_json::from_str(input)
-        .map_err(|e| err("invalid-input", format!("input is not valid: {e}")))?;
+    let input: EvaluateInput =
+        serde_json::from_str(input).map_err(|e| err("invalid-input", format!("input is not valid: {e}")))?;
     if input.flight_days == 0 {
         return Err(err("invalid-input", "flightDays must be positive"));
     }
@@ -85,11 +82,7 @@ fn evaluate(input: &str) -> Result<String, AppError> {
     let days = rows as f64;
     let spent: f64 = input.daily_spend.iter().sum();
     let planned = input.budget * days / f64::from(input.flight_days);
-    let deviation = if planned > 0.0 {
-        spent / planned - 1.0
-    } else {
-        0.0
-    };
+    let deviation = if planned > 0.0 { spent / planned - 1.0 } else { 0.0 };
     let status = if deviation > config.threshold {
         "over"
     } else if deviation < -config.threshold {
@@ -101,18 +94,8 @@ fn evaluate(input: &str) -> Result<String, AppError> {
         metering::record_usage("rows-scanned", rows)
             .map_err(|e| err("metering", format!("could not meter rows: {e:?}")))?;
     }
-    kv(key_value::set(
-        &format!("campaign/{}", input.campaign_id),
-        status.as_bytes(),
-    ))?;
-    log::log(
-        log::Level::Info,
-        &format!(
-            "campaign {} is {status} ({:+.1}%)",
-            input.campaign_id,
-            deviation * 100.0
-        ),
-    );
+    kv(key_value::set(&format!("campaign/{}", input.campaign_id), status.as_bytes()))?;
+    log::log(log::Level::Info, &format!("campaign {} is {status} ({:+.1}%)", input.campaign_id, deviation * 100.0));
     Ok(serde_json::json!({
         "campaignId": input.campaign_id,
         "status": status,
@@ -158,10 +141,7 @@ impl calls::Guest for BudgetPacing {
     fn invoke(_ctx: CallContext, operation: String, input: String) -> Result<String, AppError> {
         match operation.as_str() {
             "evaluate" => evaluate(&input),
-            other => Err(err(
-                "unknown-operation",
-                format!("no operation named {other:?}"),
-            )),
+            other => Err(err("unknown-operation", format!("no operation named {other:?}"))),
         }
     }
 }
@@ -175,10 +155,7 @@ impl usage::Guest for BudgetPacing {
         Ok(vec![UsageRecord {
             sku: "campaigns-monitored".into(),
             quantity: campaigns,
-            idempotency_key: format!(
-                "{}:campaigns-monitored:{}",
-                ctx.installation_id, window.start_ms
-            ),
+            idempotency_key: format!("{}:campaigns-monitored:{}", ctx.installation_id, window.start_ms),
         }])
     }
 }

@@ -48,10 +48,7 @@ struct CheckInput {
 }
 
 fn err(code: &str, message: impl Into<String>) -> AppError {
-    AppError {
-        code: code.into(),
-        message: message.into(),
-    }
+    AppError { code: code.into(), message: message.into() }
 }
 
 fn kv<T>(r: Result<T, key_value::KvError>) -> Result<T, AppError> {
@@ -59,12 +56,7 @@ fn kv<T>(r: Result<T, key_value::KvError>) -> Result<T, AppError> {
 }
 
 fn parse<'a, T: Deserialize<'a>>(what: &str, text: &'a str) -> Result<T, AppError> {
-    serde_json::from_str(text).map_err(|e| {
-        err(
-            &format!("invalid-{what}"),
-            format!("{what} is not valid: {e}"),
-        )
-    })
+    serde_json::from_str(text).map_err(|e| err(&format!("invalid-{what}"), format!("{what} is not valid: {e}")))
 }
 
 fn parse_config(config: &str) -> Result<Config, AppError> {
@@ -78,14 +70,8 @@ fn parse_config(config: &str) -> Result<Config, AppError> {
 const CONFIG_KEY: &str = "config";
 
 fn list_key(list: &str) -> Result<String, AppError> {
-    if list.is_empty()
-        || list.len() > 64
-        || !list.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(err(
-            "invalid-input",
-            "list names are 1-64 characters of a-z, 0-9 and '-'",
-        ));
+    if list.is_empty() || list.len() > 64 || !list.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(err("invalid-input", "list names are 1-64 characters of a-z, 0-9 and '-'"));
     }
     Ok(format!("list/{list}"))
 }
@@ -98,20 +84,13 @@ fn load_list(key: &str) -> Result<BTreeSet<String>, AppError> {
 }
 
 fn add(input: &str) -> Result<String, AppError> {
-    let raw =
-        kv(key_value::get(CONFIG_KEY))?.ok_or_else(|| err("not-installed", "install first"))?;
+    let raw = kv(key_value::get(CONFIG_KEY))?.ok_or_else(|| err("not-installed", "install first"))?;
     let config = parse_config(&String::from_utf8_lossy(&raw))?;
     let input: AddInput = parse("input", input)?;
     let key = list_key(&input.list)?;
     let mut list = load_list(&key)?;
     let before = list.len();
-    list.extend(
-        input
-            .keywords
-            .iter()
-            .map(|k| k.trim().to_lowercase())
-            .filter(|k| !k.is_empty()),
-    );
+    list.extend(input.keywords.iter().map(|k| k.trim().to_lowercase()).filter(|k| !k.is_empty()));
     if list.len() > config.max_keywords_per_list {
         return Err(err(
             "list-full",
@@ -125,18 +104,8 @@ fn add(input: &str) -> Result<String, AppError> {
     }
     let encoded = serde_json::to_vec(&list).map_err(|e| err("internal", e.to_string()))?;
     kv(key_value::set(&key, &encoded))?;
-    log::log(
-        log::Level::Info,
-        &format!(
-            "list {}: {} keywords added",
-            input.list,
-            list.len() - before
-        ),
-    );
-    Ok(
-        serde_json::json!({"list": input.list, "added": list.len() - before, "size": list.len()})
-            .to_string(),
-    )
+    log::log(log::Level::Info, &format!("list {}: {} keywords added", input.list, list.len() - before));
+    Ok(serde_json::json!({"list": input.list, "added": list.len() - before, "size": list.len()}).to_string())
 }
 
 fn check(input: &str) -> Result<String, AppError> {
@@ -147,9 +116,7 @@ fn check(input: &str) -> Result<String, AppError> {
         .iter()
         .filter_map(|term| {
             let lower = term.to_lowercase();
-            list.iter()
-                .find(|k| lower.contains(k.as_str()))
-                .map(|k| serde_json::json!({"term": term, "keyword": k}))
+            list.iter().find(|k| lower.contains(k.as_str())).map(|k| serde_json::json!({"term": term, "keyword": k}))
         })
         .collect();
     Ok(serde_json::json!({"list": input.list, "blocked": blocked}).to_string())
@@ -191,10 +158,7 @@ impl calls::Guest for NegativeKeywords {
             "add" => add(&input),
             "check" => check(&input),
             "lists" => lists(),
-            other => Err(err(
-                "unknown-operation",
-                format!("no operation named {other:?}"),
-            )),
+            other => Err(err("unknown-operation", format!("no operation named {other:?}"))),
         }
     }
 }
@@ -208,10 +172,7 @@ impl usage::Guest for NegativeKeywords {
             vec![UsageRecord {
                 sku: "stored-lists".into(),
                 quantity: lists,
-                idempotency_key: format!(
-                    "{}:stored-lists:{}",
-                    ctx.installation_id, window.start_ms
-                ),
+                idempotency_key: format!("{}:stored-lists:{}", ctx.installation_id, window.start_ms),
             }]
         })
     }

@@ -48,20 +48,14 @@ fn recurse(n: u64) -> u64 {
 }
 
 fn err(message: String) -> AppError {
-    AppError {
-        code: "hostile".into(),
-        message,
-    }
+    AppError { code: "hostile".into(), message }
 }
 
 impl lifecycle::Guest for Hostile {
     fn install(ctx: CallContext, config: String) -> Result<(), AppError> {
         maybe_loop(&ctx);
         if config.contains("refuse") {
-            return Err(AppError {
-                code: "licence".into(),
-                message: "no licence for this tenant".into(),
-            });
+            return Err(AppError { code: "licence".into(), message: "no licence for this tenant".into() });
         }
         Ok(())
     }
@@ -92,9 +86,7 @@ impl calls::Guest for Hostile {
             "counter" => Ok((COUNTER.fetch_add(1, Ordering::SeqCst) + 1).to_string()),
             "whoami" => Ok(format!("{}/{}", ctx.tenant_id, ctx.installation_id)),
             "kv-set" => {
-                let (k, v) = input
-                    .split_once('=')
-                    .ok_or_else(|| err("want key=value".into()))?;
+                let (k, v) = input.split_once('=').ok_or_else(|| err("want key=value".into()))?;
                 key_value::set(k, v.as_bytes()).map_err(|e| err(format!("{e:?}")))?;
                 Ok("ok".into())
             }
@@ -103,9 +95,7 @@ impl calls::Guest for Hostile {
                 None => Ok("<none>".into()),
             },
             "kv-set-then-trap" => {
-                let (k, v) = input
-                    .split_once('=')
-                    .ok_or_else(|| err("want key=value".into()))?;
+                let (k, v) = input.split_once('=').ok_or_else(|| err("want key=value".into()))?;
                 key_value::set(k, v.as_bytes()).map_err(|e| err(format!("{e:?}")))?;
                 metering::record_usage("events", 1).map_err(|e| err(format!("{e:?}")))?;
                 panic!("trap after writing");
@@ -134,10 +124,7 @@ impl calls::Guest for Hostile {
             "recurse" => Ok(recurse(black_box(u64::MAX)).to_string()),
             "trap" => panic!("hostile guest traps on purpose"),
             "log-flood" => loop {
-                log::log(
-                    log::Level::Error,
-                    "flood \u{1b}[31mred\u{7} line that goes on and on",
-                );
+                log::log(log::Level::Error, "flood \u{1b}[31mred\u{7} line that goes on and on");
             },
             "huge-output" => {
                 let bytes: usize = input.parse().map_err(|_| err("want a size".into()))?;
