@@ -4,17 +4,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::io::IsTerminal;
+
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::artifact::{ArtifactError, BlobSource, LayoutSource, VerifiedArtifact, fetch_verified};
+use crate::blobs::{BlobCache, Cached, PinStore};
 use crate::cache::CacheOutcome;
+use crate::config::OperatorConfig;
+use crate::digest::Digest;
 use crate::kv::MemoryKv;
-use crate::limits::SandboxLimits;
 use crate::logs::LogStore;
 use crate::manifest::{ConfigSchema, Manifest};
 use crate::metering::{MemorySink, now_ms};
+use crate::registry::Registry;
 use crate::runtime::{CallOutcome, Installation, Runtime, RuntimeSettings, Services, window_containing};
 use crate::world::HOST_API_VERSION;
 
@@ -31,6 +36,66 @@ enum Command {
     /// Runs one app for one tenant: validate-config, install, invoke, report; prints the
     /// output, the metered usage and the logs.
     Run(RunArgs),
+    /// Signs an app's manifest and component and pushes them as an OCI artifact
+    /// (to `host/repository:tag`, or `oci-layout:<dir>:<tag>`).
+    Publish(PublishArgs),
+    /// Pulls and verifies an artifact without installing it; prints app, version,
+    /// digests and signer.
+    Verify(SourceArgs),
+    /// Pulls, verifies, caches and pins an artifact, and compiles its component.
+    Pull(SourceArgs),
+}
+
+/// How to reach a registry (overrides the operator config for this host).
+#[derive(Debug, clap::Args)]
+struct RegistryArgs {
+    /// Use plain HTTP for the registry (only for registries you trust on the path).
+    #[arg(long)]
+    insecure: bool,
+    /// PEM file of CA certificates to trust for the registry.
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
+    /// Registry user (password from KIOSK_REGISTRY_PASSWORD).
+    #[arg(long, env = "KIOSK_REGISTRY_USERNAME")]
+    username: Option<String>,
+    #[arg(long, env = "KIOSK_REGISTRY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// A registry bearer token.
+    #[arg(long, env = "KIOSK_REGISTRY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Operator configuration (TOML): registries, partners, caps, data directory.
+    #[arg(long, env = "KIOSK_CONFIG")]
+    operator_config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PublishArgs {
+    /// An app directory (with manifest.json and one .wasm) or the two files, then the
+    /// target reference.
+    #[arg(required = true, num_args = 2..)]
+    inputs: Vec<PathBuf>,
+    /// The partner's OpenPGP secret key (unencrypted), e.g. from `gpg --export-secret-keys`.
+    #[arg(long)]
+    key: PathBuf,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct SourceArgs {
+    /// `host/repository:tag`, or `oci-layout:<dir>:<tag>`.
+    reference: String,
+    /// The app (`partner/name`); default: the last two path segments of the repository.
+    #[arg(long)]
+    app: Option<String>,
+    /// Trust a partner certificate: `partner=cert.asc` (in addition to the operator config).
+    #[arg(long = "cert", value_name = "PARTNER=FILE")]
+    certs: Vec<String>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,14 +131,6 @@ struct RunArgs {
     json: bool,
 }
 
-/// The operator configuration file, as far as the CLI uses it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OperatorConfig {
-    #[serde(default)]
-    sandbox: SandboxLimits,
-}
-
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -83,6 +140,9 @@ pub fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Publish(args) => tokio_runtime().and_then(|rt| rt.block_on(publish(args))),
+        Command::Verify(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, false))),
+        Command::Pull(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, true))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -116,12 +176,8 @@ fn refused<T>(step: &str, outcome: &CallOutcome<T>) -> anyhow::Result<()> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let operator: OperatorConfig = match &args.operator_config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read operator config {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("operator config {} is not valid", path.display()))?
-        }
+    let operator = match &args.operator_config {
+        Some(path) => OperatorConfig::load(path)?,
         None => OperatorConfig::default(),
     };
     let manifest_bytes =
@@ -211,4 +267,291 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("  {:<5} {}", format!("{:?}", l.level).to_lowercase(), l.message);
     }
     Ok(())
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// Where an artifact lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ArtifactRef {
+    Layout { dir: PathBuf, tag: String },
+    Registry { host: String, repository: String, tag: String },
+}
+
+impl ArtifactRef {
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        if let Some(rest) = text.strip_prefix("oci-layout:") {
+            let (dir, tag) = rest
+                .rsplit_once(':')
+                .with_context(|| format!("reference {text:?}: expected oci-layout:<dir>:<tag>"))?;
+            return Ok(Self::Layout { dir: dir.into(), tag: tag.into() });
+        }
+        let (name, tag) = match text.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name, tag),
+            _ => bail!("reference {text:?} has no tag: expected host/repository:tag"),
+        };
+        let (host, repository) = name
+            .split_once('/')
+            .filter(|(host, _)| host.contains('.') || host.contains(':') || *host == "localhost")
+            .with_context(|| format!("reference {text:?} must name its registry host: host[:port]/repository:tag"))?;
+        Ok(Self::Registry { host: host.into(), repository: repository.into(), tag: tag.into() })
+    }
+
+    fn tag(&self) -> &str {
+        match self {
+            Self::Layout { tag, .. } | Self::Registry { tag, .. } => tag,
+        }
+    }
+
+    fn default_app(&self) -> Option<String> {
+        match self {
+            Self::Layout { .. } => None,
+            Self::Registry { repository, .. } => {
+                let parts: Vec<&str> = repository.rsplitn(3, '/').collect();
+                (parts.len() >= 2).then(|| format!("{}/{}", parts[1], parts[0]))
+            }
+        }
+    }
+}
+
+fn registry_for(args: &RegistryArgs, config: &OperatorConfig, host: &str) -> anyhow::Result<Registry> {
+    let mut settings = config.registry(host);
+    settings.insecure |= args.insecure;
+    if args.ca_bundle.is_some() {
+        settings.ca_bundle.clone_from(&args.ca_bundle);
+    }
+    if args.username.is_some() {
+        settings.username.clone_from(&args.username);
+        settings.password.clone_from(&args.password);
+    }
+    if args.token.is_some() {
+        settings.token.clone_from(&args.token);
+    }
+    Ok(Registry::new(&settings, config.transfer)?)
+}
+
+fn load_config(args: &RegistryArgs) -> anyhow::Result<OperatorConfig> {
+    match &args.operator_config {
+        Some(path) => OperatorConfig::load(path),
+        None => Ok(OperatorConfig::default()),
+    }
+}
+
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let (reference, inputs) = args.inputs.split_last().context("missing the target reference")?;
+    let reference = ArtifactRef::parse(&reference.to_string_lossy())?;
+    let (mut manifest_path, mut wasm_path) = (None, None);
+    for input in inputs {
+        if input.is_dir() {
+            manifest_path.get_or_insert(input.join("manifest.json"));
+            let wasm: Vec<_> = std::fs::read_dir(input)
+                .with_context(|| format!("cannot read {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+                .collect();
+            match wasm.as_slice() {
+                [one] => wasm_path = Some(one.clone()),
+                [] => {}
+                _ => bail!("{} holds several .wasm files; name the component file", input.display()),
+            }
+        } else if input.extension().is_some_and(|e| e == "wasm") {
+            wasm_path = Some(input.clone());
+        } else {
+            manifest_path = Some(input.clone());
+        }
+    }
+    let manifest_path = manifest_path.context("no manifest.json given")?;
+    let wasm_path = wasm_path.context("no component (.wasm) given")?;
+    let manifest_bytes =
+        std::fs::read(&manifest_path).with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let wasm = std::fs::read(&wasm_path).with_context(|| format!("cannot read {}", wasm_path.display()))?;
+    let manifest = Manifest::parse(&manifest_bytes, &HOST_API_VERSION)
+        .with_context(|| format!("manifest {} refused", manifest_path.display()))?;
+    if manifest.version.to_string() != reference.tag() {
+        bail!(
+            "manifest version {} does not equal the tag {:?}; the tag must be the exact version",
+            manifest.version,
+            reference.tag()
+        );
+    }
+    let key = std::fs::read(&args.key).with_context(|| format!("cannot read key {}", args.key.display()))?;
+    let (manifest_sig, signer) = crate::publish::sign_detached(&key, &manifest_bytes)?;
+    let (wasm_sig, _) = crate::publish::sign_detached(&key, &wasm)?;
+    let blobs = crate::publish::assemble(&manifest_bytes, &wasm, &[manifest_sig, wasm_sig]);
+    let digest = match &reference {
+        ArtifactRef::Layout { dir, tag } => LayoutSource::new(dir).write(
+            tag,
+            &manifest_bytes,
+            &wasm,
+            &blobs.layers[1..].iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+        )?,
+        ArtifactRef::Registry { host, repository, tag } => {
+            let config = load_config(&args.registry)?;
+            let registry = registry_for(&args.registry, &config, host)?;
+            let total = blobs.config.size + blobs.layers.iter().map(|(d, _)| d.size).sum::<u64>();
+            let bar = progress_bar(total);
+            bar.set_message(format!("pushing {}@{}", manifest.app, manifest.version));
+            let digest = crate::publish::push(&registry, repository, tag, &blobs, |n| bar.inc(n)).await?;
+            bar.finish_and_clear();
+            digest
+        }
+    };
+    println!("published {}@{} as {digest}", manifest.app, manifest.version);
+    println!("signed by  {signer}");
+    Ok(())
+}
+
+async fn verify(args: SourceArgs, pull: bool) -> anyhow::Result<()> {
+    let reference = ArtifactRef::parse(&args.reference)?;
+    let app = args.app.clone().or_else(|| reference.default_app()).context("name the app with --app partner/name")?;
+    let config = load_config(&args.registry)?;
+    let mut trust = config.trust_store()?;
+    for cert in &args.certs {
+        let (partner, path) =
+            cert.split_once('=').with_context(|| format!("--cert {cert:?}: expected partner=FILE"))?;
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read certificate {path}"))?;
+        trust.add(partner, &bytes).with_context(|| format!("certificate {path}"))?;
+    }
+    let data_dir = config.data_dir();
+    let mut pins = PinStore::open(&data_dir.join("pins.json")).map_err(anyhow::Error::msg)?;
+    let pinned = match pins.get(&app, reference.tag()) {
+        Some(pin) => {
+            Some(Digest::parse(&pin.digest).with_context(|| format!("pin of {app}@{} is corrupt", reference.tag()))?)
+        }
+        None => None,
+    };
+    let cache = BlobCache::open(&data_dir.join("blobs")).context("cannot open the blob cache")?;
+    let started = Instant::now();
+    let artifact: VerifiedArtifact = match &reference {
+        ArtifactRef::Layout { dir, tag } => {
+            fetch_with(&LayoutSource::new(dir), &app, tag, &trust, &config, pinned.as_ref(), pull.then_some(&cache))
+                .await?
+        }
+        ArtifactRef::Registry { host, repository, tag } => {
+            let registry = registry_for(&args.registry, &config, host)?;
+            fetch_with(
+                &registry.repository(repository),
+                &app,
+                tag,
+                &trust,
+                &config,
+                pinned.as_ref(),
+                pull.then_some(&cache),
+            )
+            .await?
+        }
+    };
+    let fetch_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut doc = json!({
+        "app": artifact.manifest.app,
+        "version": artifact.manifest.version.to_string(),
+        "digest": artifact.digest.as_str(),
+        "componentDigest": artifact.component_digest.as_str(),
+        "manifestSigner": artifact.signers.manifest.fingerprint,
+        "componentSigner": artifact.signers.component.fingerprint,
+        "partner": artifact.signers.manifest.partner,
+        "fetchVerifyMs": fetch_ms,
+    });
+    if pull {
+        cache.put_artifact(&artifact).context("cannot store blobs in the cache")?;
+        pins.record(&artifact).context("cannot record the pin")?;
+        let services = Services {
+            kv: Arc::new(MemoryKv::default()),
+            logs: Arc::new(LogStore::new(1024)),
+            metering: Arc::new(MemorySink::default()),
+        };
+        let settings = RuntimeSettings { limits: config.sandbox.clone(), cache_dir: Some(data_dir.join("components")) };
+        let runtime = Runtime::new(settings, services)?;
+        let started = Instant::now();
+        let component = runtime.load(&artifact.component)?;
+        doc["compileMs"] = json!(started.elapsed().as_secs_f64() * 1000.0);
+        doc["compileCache"] = json!(match component.outcome {
+            CacheOutcome::Hit => "hit".to_string(),
+            CacheOutcome::Compiled => "compiled".to_string(),
+            CacheOutcome::Rebuilt { reason } => format!("rebuilt ({reason})"),
+        });
+        doc["pinned"] = json!(true);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("app        {}@{}", artifact.manifest.app, artifact.manifest.version);
+    println!("digest     {}", artifact.digest);
+    println!("component  {}", artifact.component_digest);
+    println!("signer     {} (partner {})", artifact.signers.manifest.fingerprint, artifact.signers.manifest.partner);
+    if artifact.signers.component.fingerprint != artifact.signers.manifest.fingerprint {
+        println!("component signer {}", artifact.signers.component.fingerprint);
+    }
+    println!("verified   in {fetch_ms:.1} ms");
+    if pull {
+        println!(
+            "compiled   in {:.1} ms ({}); pinned",
+            doc["compileMs"].as_f64().unwrap_or_default(),
+            doc["compileCache"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn fetch_with(
+    source: &impl BlobSource,
+    app: &str,
+    tag: &str,
+    trust: &crate::trust::TrustStore,
+    config: &OperatorConfig,
+    pinned: Option<&Digest>,
+    cache: Option<&BlobCache>,
+) -> Result<VerifiedArtifact, ArtifactError> {
+    match cache {
+        Some(cache) => {
+            let cached = Cached { inner: source, cache };
+            fetch_verified(&cached, app, tag, trust, &config.artifacts, &HOST_API_VERSION, pinned).await
+        }
+        None => fetch_verified(source, app, tag, trust, &config.artifacts, &HOST_API_VERSION, pinned).await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_parse() {
+        assert_eq!(
+            ArtifactRef::parse("127.0.0.1:5000/acme/budget-pacing:1.4.34").unwrap(),
+            ArtifactRef::Registry {
+                host: "127.0.0.1:5000".into(),
+                repository: "acme/budget-pacing".into(),
+                tag: "1.4.34".into()
+            }
+        );
+        let r = ArtifactRef::parse("registry.example/market/acme/budget-pacing:1.4.34").unwrap();
+        assert_eq!(r.default_app().as_deref(), Some("acme/budget-pacing"));
+        assert_eq!(
+            ArtifactRef::parse("oci-layout:/tmp/x:1.0.0").unwrap(),
+            ArtifactRef::Layout { dir: "/tmp/x".into(), tag: "1.0.0".into() }
+        );
+        assert!(
+            ArtifactRef::parse("acme/budget-pacing:1.0")
+                .unwrap_err()
+                .to_string()
+                .contains("must name its registry host")
+        );
+        assert!(ArtifactRef::parse("localhost:5000/acme/app").unwrap_err().to_string().contains("has no tag"));
+    }
 }

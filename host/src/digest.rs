@@ -14,6 +14,13 @@ impl Digest {
         Self(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
     }
 
+    /// Parses `sha256:<64 hex digits>`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = text.strip_prefix("sha256:")?;
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .then(|| Self(text.to_string()))
+    }
+
     /// The full `sha256:…` form.
     pub fn as_str(&self) -> &str {
         &self.0

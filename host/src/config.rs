@@ -1,0 +1,92 @@
+//! The operator configuration file (TOML). Every table refuses unknown keys by name;
+//! every default is in code with its reason.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::artifact::SizeCaps;
+use crate::limits::SandboxLimits;
+use crate::registry::{RegistrySettings, TransferSettings};
+use crate::trust::TrustStore;
+
+/// `kiosk.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OperatorConfig {
+    /// Where Kiosk keeps blobs, pins and compiled components
+    /// (default: `$XDG_DATA_HOME/kiosk`, else `~/.local/share/kiosk`).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub sandbox: SandboxLimits,
+    #[serde(default)]
+    pub artifacts: SizeCaps,
+    #[serde(default)]
+    pub transfer: TransferSettings,
+    #[serde(default)]
+    pub registries: Vec<RegistrySettings>,
+    #[serde(default)]
+    pub partners: Vec<PartnerSettings>,
+}
+
+/// A partner and the OpenPGP certificates that may sign its apps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PartnerSettings {
+    pub name: String,
+    /// Files of ASCII-armoured or binary public certificates.
+    pub certificates: Vec<PathBuf>,
+}
+
+impl OperatorConfig {
+    /// Reads `path`; errors name the file and the offending key.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read operator config {}", path.display()))?;
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("operator config {} is not valid", path.display()))?;
+        config
+            .sandbox
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("operator config {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// The data directory, resolved.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).unwrap_or_else(|| {
+                std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".local/share")
+            });
+            base.join("kiosk")
+        })
+    }
+
+    /// The settings for `host`: the configured entry, or HTTPS and anonymous.
+    pub fn registry(&self, host: &str) -> RegistrySettings {
+        self.registries
+            .iter()
+            .find(|r| r.host == host)
+            .cloned()
+            .unwrap_or_else(|| RegistrySettings { host: host.to_string(), ..RegistrySettings::default() })
+    }
+
+    /// The partners' certificates as a trust store.
+    pub fn trust_store(&self) -> anyhow::Result<TrustStore> {
+        use anyhow::Context as _;
+        let mut trust = TrustStore::default();
+        for partner in &self.partners {
+            for path in &partner.certificates {
+                let bytes =
+                    std::fs::read(path).with_context(|| format!("cannot read certificate {}", path.display()))?;
+                trust
+                    .add(&partner.name, &bytes)
+                    .with_context(|| format!("certificate {} of partner {}", path.display(), partner.name))?;
+            }
+        }
+        Ok(trust)
+    }
+}
