@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use rand::Rng;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -234,6 +234,8 @@ impl BlobSource for RegistrySource<'_> {
         let reference = self.reference(tag);
         let client = &self.registry.client;
         let auth = &self.registry.auth;
+        // Basic credentials or a token from the WWW-Authenticate flow, cached per repository.
+        self.registry.with_retries("authenticate", || client.auth(&reference, auth, RegistryOperation::Pull)).await?;
         let result = self
             .registry
             .with_retries(&format!("resolve tag {tag}"), || client.pull_manifest_raw(&reference, auth, &[OCI_MANIFEST]))
@@ -277,7 +279,20 @@ impl BlobSource for RegistrySource<'_> {
                 let mut hasher = Sha256::new();
                 let mut bytes = Vec::with_capacity(desc.size.min(1 << 20) as usize);
                 while let Some(chunk) = stream.stream.next().await {
-                    let chunk = chunk?;
+                    let chunk = match chunk {
+                        Ok(chunk) => chunk,
+                        // oci-client checks the digest too; its verdict is final, not transient.
+                        Err(e) => match e.get_ref().and_then(|inner| inner.downcast_ref::<DigestError>()) {
+                            Some(DigestError::VerificationError { actual, .. }) => {
+                                return Ok(Err(ArtifactError::DigestMismatch {
+                                    part,
+                                    digest: desc.digest.clone(),
+                                    actual: actual.clone(),
+                                }));
+                            }
+                            _ => return Err(e.into()),
+                        },
+                    };
                     if (bytes.len() + chunk.len()) as u64 > desc.size {
                         // Longer than its descriptor: refuse without reading further.
                         return Ok(Err(ArtifactError::SizeMismatch {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod gpg;
+pub mod registry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
