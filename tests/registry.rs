@@ -21,6 +21,9 @@ use kiosk::world::HOST_API_VERSION;
 
 const APP: &str = "acme/budget-pacing";
 
+/// A change a hostile registry makes to an OCI manifest.
+type ManifestEdit = Box<dyn Fn(&mut serde_json::Value)>;
+
 struct Partner {
     gpg: Gpg,
     key: String,
@@ -185,7 +188,7 @@ async fn every_rejection_has_its_own_message_and_leaves_nothing_cached() {
         old.sign(&expired, &file, false, Some("20200101T120000"))
     };
 
-    let mut cases: Vec<(&str, Vec<Vec<u8>>, Option<Box<dyn Fn(&mut serde_json::Value)>>, &str)> = vec![
+    let mut cases: Vec<(&str, Vec<Vec<u8>>, Option<ManifestEdit>, &str)> = vec![
         ("unsigned", vec![], None, "carries no signature layer"),
         ("unregistered", signed_by(&stranger, &m, &w), None, "which is not registered for any partner"),
         ("other-partner", signed_by(&globex, &m, &w), None, r#"registered for partner "globex""#),
