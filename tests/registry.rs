@@ -24,6 +24,9 @@ const APP: &str = "acme/budget-pacing";
 /// A change a hostile registry makes to an OCI manifest.
 type ManifestEdit = Box<dyn Fn(&mut serde_json::Value)>;
 
+/// A rejection case: repository, signature layers, manifest edit, expected message.
+type Case = (&'static str, Vec<Vec<u8>>, Option<ManifestEdit>, &'static str);
+
 struct Partner {
     gpg: Gpg,
     key: String,
@@ -188,7 +191,7 @@ async fn every_rejection_has_its_own_message_and_leaves_nothing_cached() {
         old.sign(&expired, &file, false, Some("20200101T120000"))
     };
 
-    let mut cases: Vec<(&str, Vec<Vec<u8>>, Option<ManifestEdit>, &str)> = vec![
+    let mut cases: Vec<Case> = vec![
         ("unsigned", vec![], None, "carries no signature layer"),
         ("unregistered", signed_by(&stranger, &m, &w), None, "which is not registered for any partner"),
         ("other-partner", signed_by(&globex, &m, &w), None, r#"registered for partner "globex""#),
