@@ -137,6 +137,32 @@ async fn publish_and_pull_over_plain_http_basic_auth_and_tls() {
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 }
 
+#[tokio::test]
+async fn bearer_token_flow_through_www_authenticate() {
+    let p = partner("Acme <release@acme.example>");
+    let trust = trust(&p);
+    let (realm, cert_pem) = common::registry::token_server();
+    let reg = TestRegistry::start(Mode::Token { realm, cert_pem });
+    let creds =
+        RegistrySettings { username: Some(USER.into()), password: Some(PASSWORD.into()), ..settings(&reg.host) };
+    let registry = Registry::new(&creds, quick_transfer()).unwrap();
+    publish_signed(&registry, APP, "1.4.34", &p).await;
+    let a =
+        fetch_verified(&registry.repository(APP), APP, "1.4.34", &trust, &SizeCaps::default(), &HOST_API_VERSION, None)
+            .await
+            .unwrap();
+    assert_eq!(a.manifest.app, APP);
+    // Wrong credentials: the token server refuses, and the error says so.
+    let wrong = RegistrySettings { password: Some("wrong".into()), ..creds };
+    let registry = Registry::new(&wrong, quick_transfer()).unwrap();
+    let err =
+        fetch_verified(&registry.repository(APP), APP, "1.4.34", &trust, &SizeCaps::default(), &HOST_API_VERSION, None)
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("authenticate") && err.contains("bad credentials"), "{err}");
+}
+
 /// Runs `kiosk <args>` with an operator config trusting `certs` and a data dir.
 fn kiosk(args: &[&str], config: &Path) -> (bool, String, String) {
     let out =

@@ -183,3 +183,75 @@ pub fn stalling_front() -> String {
     });
     addr.to_string()
 }
+
+/// A token server for the registry's token auth (the Docker `WWW-Authenticate: Bearer`
+/// flow): checks basic credentials, then issues an ES256 JWT whose `x5c` header carries
+/// a certificate the registry trusts (its `rootcertbundle`). Returns (realm URL, cert PEM).
+pub fn token_server() -> (String, String) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Kiosk Test Token Signer");
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_pem, cert_der) = (cert.pem(), cert.der().to_vec());
+    let rng = ring::rand::SystemRandom::new();
+    let signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key.serialize_der(), &rng).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let realm = format!("http://{}/token", listener.local_addr().unwrap());
+    let expected_auth = format!("Basic {}", STANDARD.encode(format!("{USER}:{PASSWORD}")));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = vec![0u8; 8192];
+            let n = std::io::Read::read(&mut conn, &mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let authorized = request.lines().any(|l| {
+                l.split_once(':')
+                    .is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected_auth)
+            });
+            if !authorized {
+                let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                continue;
+            }
+            let target = request.split_whitespace().nth(1).unwrap_or("");
+            let query = target.split_once('?').map_or("", |(_, q)| q);
+            let scope = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("scope="))
+                .map(|s| s.replace("%3A", ":").replace("%2F", "/").replace("%2C", ","))
+                .unwrap_or_default();
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) =
+                (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+            let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "x5c": [STANDARD.encode(&cert_der)]});
+            let claims = serde_json::json!({
+                "iss": "kiosk-test-issuer", "sub": USER, "aud": "kiosk-test-registry",
+                "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{n}"),
+                "access": [{"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}],
+            });
+            let signing_input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let sig = signer.sign(&rng, signing_input.as_bytes()).unwrap();
+            let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
+            let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (realm, cert_pem)
+}
