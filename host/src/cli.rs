@@ -44,6 +44,25 @@ enum Command {
     Verify(SourceArgs),
     /// Pulls, verifies, caches and pins an artifact, and compiles its component.
     Pull(SourceArgs),
+    /// Runs the HTTP API server.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "KIOSK_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// `sqlite://FILE` or `postgres://…` (default: SQLite in the data directory).
+    #[arg(long, env = "KIOSK_DATABASE_URL")]
+    database: Option<String>,
+    /// Operator configuration (TOML).
+    #[arg(long, env = "KIOSK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Demo: sign and register `manifest.json=component.wasm` from a local OCI layout,
+    /// create tenant `demo` and print tokens.
+    #[arg(long = "demo-app", value_name = "MANIFEST=WASM")]
+    demo_apps: Vec<String>,
 }
 
 /// How to reach a registry (overrides the operator config for this host).
@@ -135,7 +154,9 @@ struct RunArgs {
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KIOSK_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KIOSK_LOG").unwrap_or_else(|_| "warn,kiosk=info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
@@ -143,6 +164,14 @@ pub fn main() -> std::process::ExitCode {
         Command::Publish(args) => tokio_runtime().and_then(|rt| rt.block_on(publish(args))),
         Command::Verify(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, false))),
         Command::Pull(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, true))),
+        Command::Serve(args) => tokio_runtime().and_then(|rt| {
+            rt.block_on(crate::server::serve::run(crate::server::serve::ServeOptions {
+                listen: args.listen,
+                database: args.database,
+                config: args.config,
+                demo_apps: args.demo_apps,
+            }))
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -28,6 +28,25 @@ pub struct OperatorConfig {
     pub registries: Vec<RegistrySettings>,
     #[serde(default)]
     pub partners: Vec<PartnerSettings>,
+    #[serde(default)]
+    pub server: ServerSettings,
+}
+
+/// `[server]`: how `kiosk serve` listens and stores. Flags and `KIOSK_*` variables
+/// override these.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerSettings {
+    /// Address to listen on (default 127.0.0.1:8080: loopback until the operator opens it).
+    pub listen: Option<std::net::SocketAddr>,
+    /// `sqlite://FILE` or `postgres://…` (default: SQLite in the data directory).
+    pub database: Option<String>,
+    /// The operator bootstrap token (else KIOSK_OPERATOR_TOKEN, else generated and
+    /// printed once on first start).
+    pub operator_token: Option<String>,
+    /// 64 hex digits: the key sealing secret config values (else KIOSK_SECRETS_KEY,
+    /// else `secrets.key` in the data directory, created on first start).
+    pub secrets_key: Option<String>,
 }
 
 /// A partner and the OpenPGP certificates that may sign its apps.

@@ -18,5 +18,7 @@ pub mod publish;
 pub mod registry;
 pub mod runtime;
 mod sandbox;
+pub mod server;
+pub mod store;
 pub mod trust;
 pub mod world;

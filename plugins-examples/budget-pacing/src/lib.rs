@@ -59,17 +59,30 @@ fn kv<T>(r: Result<T, key_value::KvError>) -> Result<T, AppError> {
     r.map_err(|e| err("storage", format!("key-value storage failed: {e:?}")))
 }
 
-/// The key under which the app remembers the installation's configuration.
-const CONFIG_KEY: &str = "config";
+/// The key under which the app remembers the non-secret settings it needs per call.
+/// (Secrets such as `apiKey` stay with the host, which keeps them encrypted.)
+const SETTINGS_KEY: &str = "settings";
 
-fn stored_config() -> Result<Config, AppError> {
-    let raw = kv(key_value::get(CONFIG_KEY))?
-        .ok_or_else(|| err("not-installed", "no configuration stored; install first"))?;
-    parse_config(&String::from_utf8_lossy(&raw))
+#[derive(serde::Serialize, Deserialize)]
+struct Settings {
+    threshold: f64,
+}
+
+fn remember(config: &str) -> Result<(), AppError> {
+    let config = parse_config(config)?;
+    let settings =
+        serde_json::to_vec(&Settings { threshold: config.threshold }).map_err(|e| err("internal", e.to_string()))?;
+    kv(key_value::set(SETTINGS_KEY, &settings))
+}
+
+fn stored_settings() -> Result<Settings, AppError> {
+    let raw =
+        kv(key_value::get(SETTINGS_KEY))?.ok_or_else(|| err("not-installed", "no settings stored; install first"))?;
+    serde_json::from_slice(&raw).map_err(|e| err("corrupt-state", e.to_string()))
 }
 
 fn evaluate(input: &str) -> Result<String, AppError> {
-    let config = stored_config()?;
+    let config = stored_settings()?;
     let input: EvaluateInput =
         serde_json::from_str(input).map_err(|e| err("invalid-input", format!("input is not valid: {e}")))?;
     if input.flight_days == 0 {
@@ -110,8 +123,7 @@ fn evaluate(input: &str) -> Result<String, AppError> {
 
 impl lifecycle::Guest for BudgetPacing {
     fn install(_ctx: CallContext, config: String) -> Result<(), AppError> {
-        parse_config(&config)?;
-        kv(key_value::set(CONFIG_KEY, config.as_bytes()))?;
+        remember(&config)?;
         log::log(log::Level::Info, "installed");
         Ok(())
     }
@@ -121,13 +133,11 @@ impl lifecycle::Guest for BudgetPacing {
     }
 
     fn configure(_ctx: CallContext, _old: String, new: String) -> Result<(), AppError> {
-        parse_config(&new)?;
-        kv(key_value::set(CONFIG_KEY, new.as_bytes()))
+        remember(&new)
     }
 
     fn upgrade(_ctx: CallContext, from_version: String, config: String) -> Result<(), AppError> {
-        parse_config(&config)?;
-        kv(key_value::set(CONFIG_KEY, config.as_bytes()))?;
+        remember(&config)?;
         log::log(log::Level::Info, &format!("upgraded from {from_version}"));
         Ok(())
     }

@@ -1,0 +1,1033 @@
+//! The HTTP server (`kiosk serve`): axum handlers over the store, the registry client
+//! and the runtime. Handlers never touch a wasmtime Store: calls run on blocking threads
+//! through `Runtime`, and no database I/O happens while a Store is held (key-value
+//! snapshots are loaded before and committed after a call).
+
+pub mod error;
+pub mod seal;
+pub mod serve;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Router, response::IntoResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::OpenApi;
+
+pub use self::error::{ApiError, Json, Problem};
+use self::seal::Sealer;
+use crate::artifact::{ArtifactError, LayoutSource, fetch_verified};
+use crate::config::OperatorConfig;
+use crate::digest::Digest;
+use crate::error::CallFailure;
+use crate::manifest::{ConfigSchema, Manifest};
+use crate::metering::UsageEvent;
+use crate::runtime::{AppRefusal, AppVersion, CallOutcome, Installation, Runtime};
+use crate::store::{EntitlementRow, InstallationRow, Principal, Store, VersionRow};
+use crate::trust::TrustStore;
+use crate::world::HOST_API_VERSION;
+
+/// Shared state of the server.
+pub struct AppState {
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    pub config: Arc<OperatorConfig>,
+    pub sealer: Sealer,
+    /// Loaded app versions, by (app, version).
+    loaded: Mutex<HashMap<(String, String), AppVersion>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+type Shared = Arc<AppState>;
+type ApiResult<T> = Result<T, ApiError>;
+
+impl AppState {
+    pub fn new(store: Store, runtime: Arc<Runtime>, config: Arc<OperatorConfig>, sealer: Sealer) -> Self {
+        Self { store, runtime, config, sealer, loaded: Mutex::default() }
+    }
+
+    /// The trust store: certificates in the database plus those of the operator config.
+    async fn trust(&self) -> ApiResult<TrustStore> {
+        let mut trust = self.config.trust_store().map_err(ApiError::internal)?;
+        for (partner, cert) in self.store.certificates().await? {
+            trust.add(&partner, &cert).map_err(ApiError::internal)?;
+        }
+        Ok(trust)
+    }
+
+    /// The runnable form of a registered version (compiled once, then cached).
+    async fn app_version(&self, row: &VersionRow) -> ApiResult<AppVersion> {
+        let key = (row.app.clone(), row.version.clone());
+        if let Some(app) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(app.clone());
+        }
+        let manifest = Manifest::parse(row.manifest.as_bytes(), &HOST_API_VERSION).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "host-api-mismatch", e.to_string()).field("hostApi")
+        })?;
+        let bytes = self
+            .store
+            .component(&row.component_digest)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("component {} missing", row.component_digest)))?;
+        let runtime = self.runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+        let app = self.runtime.prepare(manifest, Arc::new(loaded));
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(key, app.clone());
+        Ok(app)
+    }
+}
+
+// --- auth ----------------------------------------------------------------------------
+
+/// The caller, from `Authorization: Bearer <token>`.
+#[derive(Debug)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return Err(ApiError::unauthorized());
+        };
+        match state.store.authenticate(token.trim()).await? {
+            Some(p) => Ok(Caller(p)),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+impl Caller {
+    fn operator(&self) -> ApiResult<()> {
+        match &self.0 {
+            Principal::Operator => Ok(()),
+            _ => Err(ApiError::forbidden("use the operator API")),
+        }
+    }
+
+    /// The partner itself (a foreign partner gets 404: existence is not revealed).
+    fn partner(&self, partner: &str) -> ApiResult<()> {
+        match &self.0 {
+            Principal::Partner(p) if p == partner => Ok(()),
+            Principal::Partner(_) => Err(ApiError::not_found(format!("no partner {partner:?}"))),
+            _ => Err(ApiError::forbidden("use the partner API")),
+        }
+    }
+
+    fn tenant(&self, tenant: &str) -> ApiResult<()> {
+        match &self.0 {
+            Principal::Tenant(t) if t == tenant => Ok(()),
+            Principal::Tenant(_) => Err(ApiError::not_found(format!("no tenant {tenant:?}"))),
+            _ => Err(ApiError::forbidden("use the tenant API")),
+        }
+    }
+}
+
+// --- router --------------------------------------------------------------------------
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kiosk API", description = "WebAssembly plugin host for marketplace apps (SPEC §8)."),
+    paths(
+        healthz, readyz, create_partner, add_certificate, create_tenant, create_token, set_entitlement, audit_log,
+        register_version, partner_apps, yank_version, categories, catalog_apps, catalog_app, catalog_versions,
+        catalog_version, install, list_installations, get_installation, configure, upgrade, uninstall, invoke
+    ),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth)
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every route of the API.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route("/v1/partners", post(create_partner))
+        .route("/v1/partners/{partner}/certificates", post(add_certificate))
+        .route("/v1/tenants", post(create_tenant))
+        .route("/v1/tokens", post(create_token))
+        .route("/v1/entitlements/{tenant}/{partner}/{name}", axum::routing::put(set_entitlement))
+        .route("/v1/audit", get(audit_log))
+        .route("/v1/partners/{partner}/apps", get(partner_apps))
+        .route("/v1/partners/{partner}/apps/{name}/versions", post(register_version))
+        .route("/v1/partners/{partner}/apps/{name}/versions/{version}/yank", post(yank_version))
+        .route("/v1/catalog/categories", get(categories))
+        .route("/v1/catalog/apps", get(catalog_apps))
+        .route("/v1/catalog/apps/{partner}/{name}", get(catalog_app))
+        .route("/v1/catalog/apps/{partner}/{name}/versions", get(catalog_versions))
+        .route("/v1/catalog/apps/{partner}/{name}/versions/{version}", get(catalog_version))
+        .route("/v1/tenants/{tenant}/installations", post(install).get(list_installations))
+        .route("/v1/tenants/{tenant}/installations/{id}", get(get_installation).patch(configure).delete(uninstall))
+        .route("/v1/tenants/{tenant}/installations/{id}/upgrade", post(upgrade))
+        .route("/v1/tenants/{tenant}/installations/{id}/invoke/{operation}", post(invoke))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(2 * 1024 * 1024))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "database reachable")))]
+async fn readyz(State(s): State<Shared>) -> ApiResult<&'static str> {
+    s.store.ping().await?;
+    Ok("ready")
+}
+
+// --- operator ------------------------------------------------------------------------
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewPartner {
+    name: String,
+    #[serde(default)]
+    display: Option<String>,
+}
+
+fn slug(field: &str, value: &str) -> ApiResult<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-name",
+            format!("{field} {value:?} must be 1-64 of a-z, 0-9, '-'"),
+        )
+        .field(field))
+    }
+}
+
+#[utoipa::path(post, path = "/v1/partners", request_body = NewPartner, responses((status = 201), (status = 409, body = Problem)))]
+async fn create_partner(
+    State(s): State<Shared>,
+    caller: Caller,
+    Json(body): Json<NewPartner>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    slug("name", &body.name)?;
+    if !s.store.create_partner(&body.name, body.display.as_deref().unwrap_or(&body.name)).await? {
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, "exists", format!("partner {:?} exists", body.name)).field("name")
+        );
+    }
+    s.store.audit(&caller.0.actor(), "partner.create", &body.name, "").await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"name": body.name}))))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewCertificate {
+    /// ASCII-armoured OpenPGP public certificate.
+    certificate: String,
+}
+
+#[utoipa::path(post, path = "/v1/partners/{partner}/certificates", request_body = NewCertificate, responses((status = 201)))]
+async fn add_certificate(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(partner): Path<String>,
+    Json(body): Json<NewCertificate>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    if !s.store.partner_exists(&partner).await? {
+        return Err(ApiError::not_found(format!("no partner {partner:?}")));
+    }
+    let fingerprints = TrustStore::default().add(&partner, body.certificate.as_bytes()).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-certificate", e.to_string()).field("certificate")
+    })?;
+    for fpr in &fingerprints {
+        s.store.add_certificate(&partner, fpr, body.certificate.as_bytes()).await?;
+    }
+    s.store.audit(&caller.0.actor(), "certificate.add", &partner, &fingerprints.join(",")).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"partner": partner, "fingerprints": fingerprints}))))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    id: String,
+    #[serde(default)]
+    display: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/tenants", request_body = NewTenant, responses((status = 201), (status = 409, body = Problem)))]
+async fn create_tenant(
+    State(s): State<Shared>,
+    caller: Caller,
+    Json(body): Json<NewTenant>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    slug("id", &body.id)?;
+    if !s.store.create_tenant(&body.id, body.display.as_deref().unwrap_or(&body.id)).await? {
+        return Err(ApiError::new(StatusCode::CONFLICT, "exists", format!("tenant {:?} exists", body.id)).field("id"));
+    }
+    s.store.audit(&caller.0.actor(), "tenant.create", &body.id, "").await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"id": body.id}))))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    /// `operator`, `partner` or `tenant`.
+    role: String,
+    /// The partner name or tenant id (not for operator tokens).
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/tokens", request_body = NewToken, responses((status = 201, description = "the secret, shown once")))]
+async fn create_token(
+    State(s): State<Shared>,
+    caller: Caller,
+    Json(body): Json<NewToken>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    let principal = match (body.role.as_str(), body.scope.clone()) {
+        ("operator", None) => Principal::Operator,
+        ("partner", Some(p)) if s.store.partner_exists(&p).await? => Principal::Partner(p),
+        ("tenant", Some(t)) if s.store.tenant_exists(&t).await? => Principal::Tenant(t),
+        ("partner" | "tenant", Some(scope)) => {
+            return Err(ApiError::not_found(format!("no {} {scope:?}", body.role)).field("scope"));
+        }
+        ("operator", Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-token",
+                "operator tokens have no scope",
+            )
+            .field("scope"));
+        }
+        ("partner" | "tenant", None) => {
+            return Err(
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-token", "scope is required").field("scope")
+            );
+        }
+        (other, _) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-token",
+                format!("unknown role {other:?}"),
+            )
+            .field("role"));
+        }
+    };
+    let label = body.label.unwrap_or_else(|| principal.actor());
+    let (id, secret) = s.store.create_token(&principal, &label).await?;
+    s.store.audit(&caller.0.actor(), "token.create", &principal.actor(), &id).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"id": id, "token": secret, "role": body.role, "scope": body.scope}))))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct EntitlementBody {
+    #[serde(default)]
+    expires_ms: Option<i64>,
+    #[serde(default)]
+    revoked: bool,
+}
+
+#[utoipa::path(put, path = "/v1/entitlements/{tenant}/{partner}/{name}", request_body = EntitlementBody, responses((status = 200)))]
+async fn set_entitlement(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, partner, name)): Path<(String, String, String)>,
+    Json(body): Json<EntitlementBody>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    if !s.store.tenant_exists(&tenant).await? {
+        return Err(ApiError::not_found(format!("no tenant {tenant:?}")));
+    }
+    let app = format!("{partner}/{name}");
+    if s.store.versions(&app).await?.is_empty() {
+        return Err(ApiError::not_found(format!("no app {app:?}")));
+    }
+    let row = EntitlementRow { tenant, app, expires_ms: body.expires_ms, revoked: body.revoked };
+    s.store.set_entitlement(&row, &caller.0.actor()).await?;
+    Ok(axum::Json(json!({"tenant": row.tenant, "app": row.app, "expiresMs": row.expires_ms, "revoked": row.revoked})))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/audit", responses((status = 200)))]
+async fn audit_log(
+    State(s): State<Shared>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    Ok(axum::Json(s.store.audit_log(q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+}
+
+// --- partner -------------------------------------------------------------------------
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RegisterVersion {
+    /// `host/repository:tag`, or `oci-layout:<dir>:<tag>` for air-gapped installs.
+    reference: String,
+}
+
+fn artifact_problem(e: ArtifactError) -> ApiError {
+    let (status, kind) = match &e {
+        ArtifactError::TagNotFound { .. } => (StatusCode::NOT_FOUND, "tag-not-found"),
+        ArtifactError::MovedTag { .. } => (StatusCode::CONFLICT, "moved-tag"),
+        ArtifactError::Signature(_) => (StatusCode::UNPROCESSABLE_ENTITY, "signature-refused"),
+        ArtifactError::Manifest(crate::manifest::ManifestError::HostApi { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "host-api-mismatch")
+        }
+        ArtifactError::Manifest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "manifest-invalid"),
+        ArtifactError::Source { .. } => (StatusCode::BAD_GATEWAY, "registry-unavailable"),
+        _ => (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"),
+    };
+    ApiError::new(status, kind, e.to_string()).field("reference")
+}
+
+#[utoipa::path(post, path = "/v1/partners/{partner}/apps/{name}/versions", request_body = RegisterVersion,
+    responses((status = 201), (status = 422, body = Problem), (status = 409, body = Problem)))]
+async fn register_version(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((partner, name)): Path<(String, String)>,
+    Json(body): Json<RegisterVersion>,
+) -> ApiResult<impl IntoResponse> {
+    caller.partner(&partner)?;
+    let app = format!("{partner}/{name}");
+    let reference = body.reference.trim();
+    let trust = s.trust().await?;
+    let caps = s.config.artifacts;
+    let (tag, artifact) = if let Some(rest) = reference.strip_prefix("oci-layout:") {
+        let (dir, tag) = rest.rsplit_once(':').ok_or_else(|| bad_reference(reference))?;
+        let pinned = pinned(&s, &app, tag).await?;
+        let a =
+            fetch_verified(&LayoutSource::new(dir), &app, tag, &trust, &caps, &HOST_API_VERSION, pinned.as_ref()).await;
+        (tag.to_string(), a)
+    } else {
+        let (name_part, tag) =
+            reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')).ok_or_else(|| bad_reference(reference))?;
+        let (host, repository) = name_part.split_once('/').ok_or_else(|| bad_reference(reference))?;
+        let registry =
+            crate::registry::Registry::new(&s.config.registry(host), s.config.transfer).map_err(ApiError::internal)?;
+        let pinned = pinned(&s, &app, tag).await?;
+        let a = fetch_verified(
+            &registry.repository(repository),
+            &app,
+            tag,
+            &trust,
+            &caps,
+            &HOST_API_VERSION,
+            pinned.as_ref(),
+        )
+        .await;
+        (tag.to_string(), a)
+    };
+    let artifact = artifact.map_err(artifact_problem)?;
+    if s.store.version(&app, &tag).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "version-exists",
+            format!("{app}@{tag} is already registered"),
+        ));
+    }
+    let manifest_json = String::from_utf8_lossy(&artifact.manifest_bytes).into_owned();
+    s.store
+        .register_version(
+            &artifact.manifest,
+            &manifest_json,
+            artifact.digest.as_str(),
+            artifact.component_digest.as_str(),
+            &artifact.component,
+            &artifact.signers.manifest.fingerprint,
+            reference,
+            &caller.0.actor(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "app": app, "version": tag, "digest": artifact.digest.as_str(),
+            "componentDigest": artifact.component_digest.as_str(), "signer": artifact.signers.manifest.fingerprint,
+        })),
+    ))
+}
+
+fn bad_reference(reference: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-reference",
+        format!("reference {reference:?}: expected host/repository:tag or oci-layout:<dir>:<tag>"),
+    )
+    .field("reference")
+}
+
+async fn pinned(s: &AppState, app: &str, tag: &str) -> ApiResult<Option<Digest>> {
+    Ok(s.store.version(app, tag).await?.and_then(|v| Digest::parse(&v.manifest_digest)))
+}
+
+#[utoipa::path(get, path = "/v1/partners/{partner}/apps", responses((status = 200)))]
+async fn partner_apps(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(partner): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    caller.partner(&partner)?;
+    let mut out = Vec::new();
+    for (id, display, _, _) in s.store.apps().await?.into_iter().filter(|a| a.0.starts_with(&format!("{partner}/"))) {
+        let versions: Vec<_> = s.store.versions(&id).await?.iter().map(version_summary).collect();
+        out.push(json!({"app": id, "name": display, "versions": versions}));
+    }
+    Ok(axum::Json(out))
+}
+
+#[utoipa::path(post, path = "/v1/partners/{partner}/apps/{name}/versions/{version}/yank", responses((status = 200)))]
+async fn yank_version(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((partner, name, version)): Path<(String, String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    caller.partner(&partner)?;
+    let app = format!("{partner}/{name}");
+    if !s.store.set_yanked(&app, &version, true, &caller.0.actor()).await? {
+        return Err(ApiError::not_found(format!("no version {app}@{version}")));
+    }
+    Ok(axum::Json(json!({"app": app, "version": version, "yanked": true})))
+}
+
+// --- catalog -------------------------------------------------------------------------
+
+fn version_summary(v: &VersionRow) -> Value {
+    json!({"version": v.version, "yanked": v.yanked, "digest": v.manifest_digest, "createdMs": v.created_ms})
+}
+
+#[utoipa::path(get, path = "/v1/catalog/categories", responses((status = 200)))]
+async fn categories(State(s): State<Shared>, _caller: Caller) -> ApiResult<impl IntoResponse> {
+    let mut all: Vec<String> = s.store.apps().await?.into_iter().flat_map(|a| a.3).collect();
+    all.sort();
+    all.dedup();
+    Ok(axum::Json(all))
+}
+
+#[derive(Deserialize)]
+struct CatalogQuery {
+    category: Option<String>,
+    q: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/catalog/apps", params(("category" = Option<String>, Query), ("q" = Option<String>, Query)), responses((status = 200)))]
+async fn catalog_apps(
+    State(s): State<Shared>,
+    _caller: Caller,
+    Query(q): Query<CatalogQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let needle = q.q.map(|t| t.to_lowercase());
+    let apps: Vec<_> = s
+        .store
+        .apps()
+        .await?
+        .into_iter()
+        .filter(|(_, _, _, cats)| q.category.as_ref().is_none_or(|c| cats.contains(c)))
+        .filter(|(id, display, description, _)| {
+            needle.as_ref().is_none_or(|n| [id, display, description].iter().any(|f| f.to_lowercase().contains(n)))
+        })
+        .map(|(id, display, description, cats)| json!({"app": id, "name": display, "description": description, "categories": cats}))
+        .collect();
+    Ok(axum::Json(apps))
+}
+
+async fn app_versions(s: &AppState, partner: &str, name: &str) -> ApiResult<(String, Vec<VersionRow>)> {
+    let app = format!("{partner}/{name}");
+    let versions = s.store.versions(&app).await?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!("no app {app:?}")).field("app"));
+    }
+    Ok((app, versions))
+}
+
+#[utoipa::path(get, path = "/v1/catalog/apps/{partner}/{name}", responses((status = 200), (status = 404, body = Problem)))]
+async fn catalog_app(
+    State(s): State<Shared>,
+    _caller: Caller,
+    Path((partner, name)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let (app, versions) = app_versions(&s, &partner, &name).await?;
+    let latest = versions.iter().find(|v| !v.yanked).map(|v| v.version.clone());
+    let manifest: Value = serde_json::from_str(&versions[0].manifest).unwrap_or_default();
+    Ok(axum::Json(json!({
+        "app": app, "name": manifest["name"], "description": manifest["description"],
+        "categories": manifest["categories"], "latest": latest,
+    })))
+}
+
+#[utoipa::path(get, path = "/v1/catalog/apps/{partner}/{name}/versions", responses((status = 200)))]
+async fn catalog_versions(
+    State(s): State<Shared>,
+    _caller: Caller,
+    Path((partner, name)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let (_, versions) = app_versions(&s, &partner, &name).await?;
+    Ok(axum::Json(versions.iter().map(version_summary).collect::<Vec<_>>()))
+}
+
+#[utoipa::path(get, path = "/v1/catalog/apps/{partner}/{name}/versions/{version}", responses((status = 200)))]
+async fn catalog_version(
+    State(s): State<Shared>,
+    _caller: Caller,
+    Path((partner, name, version)): Path<(String, String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let (app, versions) = app_versions(&s, &partner, &name).await?;
+    let v = versions
+        .iter()
+        .find(|v| v.version == version)
+        .ok_or_else(|| ApiError::not_found(format!("no version {app}@{version}")).field("version"))?;
+    let manifest: Value = serde_json::from_str(&v.manifest).unwrap_or_default();
+    Ok(axum::Json(json!({
+        "app": app, "version": v.version, "yanked": v.yanked, "digest": v.manifest_digest, "signer": v.signer,
+        "hostApi": manifest["hostApi"], "skus": manifest["skus"], "configSchema": manifest["config"],
+        "licensing": manifest["licensing"], "capabilities": manifest["capabilities"], "manifest": manifest,
+    })))
+}
+
+// --- tenant --------------------------------------------------------------------------
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct InstallBody {
+    /// `partner/name`.
+    app: String,
+    /// An exact version, or a semver range such as `^1.4`.
+    #[serde(default)]
+    version: Option<String>,
+    /// A track such as `1.4`: the highest version in it.
+    #[serde(default)]
+    track: Option<String>,
+    #[serde(default)]
+    config: Option<Value>,
+}
+
+/// Picks the version an install or upgrade asks for.
+fn resolve_version(
+    app: &str,
+    versions: &[VersionRow],
+    version: Option<&str>,
+    track: Option<&str>,
+) -> ApiResult<VersionRow> {
+    let unprocessable =
+        |kind, detail: String, field: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, kind, detail).field(field);
+    if let Some(exact) = version.filter(|v| semver::Version::parse(v).is_ok()) {
+        let v = versions
+            .iter()
+            .find(|v| v.version == exact)
+            .ok_or_else(|| ApiError::not_found(format!("{app} has no version {exact}")).field("version"))?;
+        if v.yanked {
+            return Err(unprocessable(
+                "version-yanked",
+                format!("{app}@{exact} is yanked: no new installs"),
+                "version",
+            ));
+        }
+        return Ok(v.clone());
+    }
+    let (req, field) = match (version, track) {
+        (Some(range), None) => (
+            semver::VersionReq::parse(range)
+                .map_err(|e| unprocessable("invalid-range", format!("version {range:?}: {e}"), "version"))?,
+            "version",
+        ),
+        (None, Some(track)) => (
+            semver::VersionReq::parse(&format!("={track}"))
+                .map_err(|e| unprocessable("invalid-track", format!("track {track:?}: {e}"), "track"))?,
+            "track",
+        ),
+        (None, None) => (semver::VersionReq::STAR, "version"),
+        (Some(_), Some(_)) => {
+            return Err(unprocessable("invalid-request", "give either version or track, not both".into(), "track"));
+        }
+    };
+    versions
+        .iter()
+        .filter(|v| !v.yanked)
+        .filter_map(|v| semver::Version::parse(&v.version).ok().filter(|sv| req.matches(sv)).map(|sv| (sv, v)))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| {
+            unprocessable("no-matching-version", format!("no non-yanked version of {app} matches {req}"), field)
+        })
+}
+
+/// Splits a resolved config into its public part and its secret (`writeOnly`) part.
+fn split_secrets(config: &Value, secret_names: &[String]) -> (Value, Map<String, Value>) {
+    let mut public = config.clone();
+    let mut secrets = Map::new();
+    if let Some(obj) = public.as_object_mut() {
+        for name in secret_names {
+            if let Some(v) = obj.remove(name) {
+                secrets.insert(name.clone(), v);
+            }
+        }
+    }
+    (public, secrets)
+}
+
+fn call_problem(e: CallFailure) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, "app-failed", e.to_string())
+}
+
+fn refusal_problem(step: &str, r: &AppRefusal) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "app-refused", format!("{step}: {} ({})", r.message, r.code))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InstallationView {
+    id: String,
+    tenant: String,
+    app: String,
+    version: String,
+    config: Value,
+    /// Names of secret values that are set (their values are never returned).
+    secrets_set: Vec<String>,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl AppState {
+    fn view(&self, row: &InstallationRow) -> InstallationView {
+        let secrets_set = self.open_secrets(row).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        InstallationView {
+            id: row.id.clone(),
+            tenant: row.tenant.clone(),
+            app: row.app.clone(),
+            version: row.version.clone(),
+            config: serde_json::from_str(&row.config).unwrap_or_default(),
+            secrets_set,
+            created_ms: row.created_ms,
+            updated_ms: row.updated_ms,
+        }
+    }
+
+    fn open_secrets(&self, row: &InstallationRow) -> ApiResult<Map<String, Value>> {
+        let plain =
+            self.sealer.open(&row.secrets, &format!("{}/{}", row.tenant, row.id)).map_err(ApiError::internal)?;
+        serde_json::from_slice(&plain).map_err(ApiError::internal)
+    }
+
+    /// The full config the app sees: public part plus opened secrets.
+    fn full_config(&self, row: &InstallationRow) -> ApiResult<Value> {
+        let mut config: Value = serde_json::from_str(&row.config).map_err(ApiError::internal)?;
+        if let Some(obj) = config.as_object_mut() {
+            obj.extend(self.open_secrets(row)?);
+        }
+        Ok(config)
+    }
+
+    async fn check_entitlement(&self, tenant: &str, app: &AppVersion) -> ApiResult<()> {
+        if !app.manifest.licensing.requires_entitlement {
+            return Ok(());
+        }
+        let forbidden = |kind, detail: String| ApiError::new(StatusCode::FORBIDDEN, kind, detail).field("app");
+        match self.store.entitlement(tenant, &app.manifest.app).await? {
+            None => Err(forbidden(
+                "entitlement-missing",
+                format!("tenant {tenant} has no licence for {}", app.manifest.app),
+            )),
+            Some(e) if e.revoked => Err(forbidden(
+                "entitlement-revoked",
+                format!("the licence of tenant {tenant} for {} was revoked", app.manifest.app),
+            )),
+            Some(e) if e.expires_ms.is_some_and(|x| x <= crate::metering::now_ms() as i64) => Err(forbidden(
+                "entitlement-expired",
+                format!("the licence of tenant {tenant} for {} has expired", app.manifest.app),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+fn resolve_config(app: &AppVersion, config: Option<Value>) -> ApiResult<(Value, Vec<String>)> {
+    let schema = ConfigSchema::compile(&app.manifest.config).map_err(ApiError::internal)?;
+    let config = config.unwrap_or_else(|| json!({}));
+    let resolved = schema.resolve(config).map_err(|e| {
+        let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "config-invalid", e.to_string());
+        err.field = e.problems.first().map(|p| format!("config{}", p.split(':').next().unwrap_or("")));
+        err.errors = e.problems;
+        err
+    })?;
+    Ok((resolved, schema.secret_properties()))
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/installations", request_body = InstallBody,
+    responses((status = 201), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn install(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Json(body): Json<InstallBody>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let (partner, name) =
+        body.app.split_once('/').ok_or_else(|| ApiError::not_found(format!("no app {:?}", body.app)).field("app"))?;
+    let (app_id, versions) = app_versions(&s, partner, name).await?;
+    let row = resolve_version(&app_id, &versions, body.version.as_deref(), body.track.as_deref())?;
+    let app = s.app_version(&row).await?;
+    s.check_entitlement(&tenant, &app).await?;
+    let (config, secret_names) = resolve_config(&app, body.config)?;
+    let inst = Installation::new(&tenant, uuid::Uuid::new_v4().to_string());
+    let config_text = config.to_string();
+    let (rt, a, i) = (s.runtime.clone(), app.clone(), inst.clone());
+    let outcome: Result<(), ApiError> = blocking(move || {
+        let checked = rt.validate_config(&a, &i, &config_text).map_err(call_problem)?;
+        checked.result.map_err(|r| refusal_problem("validate-config", &r))?;
+        let installed = rt.install(&a, &i, &config_text).map_err(call_problem)?;
+        installed.result.map_err(|r| refusal_problem("install", &r))
+    })
+    .await?;
+    let (public, secrets) = split_secrets(&config, &secret_names);
+    let now = crate::metering::now_ms() as i64;
+    let record = InstallationRow {
+        id: inst.id.clone(),
+        tenant: tenant.clone(),
+        app: app_id,
+        version: row.version.clone(),
+        config: public.to_string(),
+        secrets: s.sealer.seal(Value::Object(secrets).to_string().as_bytes(), &format!("{tenant}/{}", inst.id)),
+        created_ms: now,
+        updated_ms: now,
+    };
+    let recorded = match outcome {
+        Ok(()) => s.store.insert_installation(&record, &caller.0.actor()).await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
+        // Nothing left behind: the hooks may have written key-value data.
+        s.store.delete_installation_data(&tenant, &inst.id).await?;
+        return Err(e);
+    }
+    Ok((StatusCode::CREATED, axum::Json(s.view(&record))))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/installations", responses((status = 200)))]
+async fn list_installations(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let rows = s.store.installations(&tenant).await?;
+    Ok(axum::Json(rows.iter().map(|r| s.view(r)).collect::<Vec<_>>()))
+}
+
+async fn installation_of(s: &AppState, tenant: &str, id: &str) -> ApiResult<InstallationRow> {
+    s.store.installation(tenant, id).await?.ok_or_else(|| ApiError::not_found(format!("no installation {id:?}")))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/installations/{id}", responses((status = 200), (status = 404, body = Problem)))]
+async fn get_installation(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    Ok(axum::Json(s.view(&installation_of(&s, &tenant, &id).await?)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ConfigureBody {
+    /// The new configuration; secret values left out keep their current value.
+    config: Value,
+}
+
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}/installations/{id}", request_body = ConfigureBody, responses((status = 200), (status = 422, body = Problem)))]
+async fn configure(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    Json(body): Json<ConfigureBody>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let mut row = installation_of(&s, &tenant, &id).await?;
+    let version = s
+        .store
+        .version(&row.app, &row.version)
+        .await?
+        .ok_or_else(|| ApiError::internal("installed version missing"))?;
+    let app = s.app_version(&version).await?;
+    let old = s.full_config(&row)?;
+    let mut new = body.config;
+    if let (Some(new_obj), Some(old_secrets)) = (new.as_object_mut(), s.open_secrets(&row).ok()) {
+        for (k, v) in old_secrets {
+            new_obj.entry(k).or_insert(v);
+        }
+    }
+    let (config, secret_names) = resolve_config(&app, Some(new))?;
+    let (rt, a, i) = (s.runtime.clone(), app.clone(), Installation::new(&tenant, &id));
+    let (old_text, new_text) = (old.to_string(), config.to_string());
+    blocking(move || {
+        let checked = rt.validate_config(&a, &i, &new_text).map_err(call_problem)?;
+        checked.result.map_err(|r| refusal_problem("validate-config", &r))?;
+        let done = rt.configure(&a, &i, &old_text, &new_text).map_err(call_problem)?;
+        done.result.map_err(|r| refusal_problem("configure", &r))
+    })
+    .await??;
+    let (public, secrets) = split_secrets(&config, &secret_names);
+    row.config = public.to_string();
+    row.secrets = s.sealer.seal(Value::Object(secrets).to_string().as_bytes(), &format!("{tenant}/{id}"));
+    s.store.update_installation(&row, "installation.configure", &caller.0.actor()).await?;
+    let row = installation_of(&s, &tenant, &id).await?;
+    Ok(axum::Json(s.view(&row)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UpgradeBody {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    track: Option<String>,
+    /// Allow moving to a lower version.
+    #[serde(default)]
+    allow_downgrade: bool,
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/installations/{id}/upgrade", request_body = UpgradeBody, responses((status = 200), (status = 422, body = Problem)))]
+async fn upgrade(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    Json(body): Json<UpgradeBody>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let mut row = installation_of(&s, &tenant, &id).await?;
+    let versions = s.store.versions(&row.app).await?;
+    let target = resolve_version(&row.app, &versions, body.version.as_deref(), body.track.as_deref())?;
+    let (from, to) = (
+        semver::Version::parse(&row.version).map_err(ApiError::internal)?,
+        semver::Version::parse(&target.version).map_err(ApiError::internal)?,
+    );
+    if to == from {
+        return Err(ApiError::new(StatusCode::CONFLICT, "same-version", format!("installation is already on {to}"))
+            .field("version"));
+    }
+    if to < from && !body.allow_downgrade {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "downgrade-refused",
+            format!("{to} is lower than {from}; set allowDowngrade to downgrade"),
+        )
+        .field("version"));
+    }
+    let app = s.app_version(&target).await?;
+    s.check_entitlement(&tenant, &app).await?;
+    let (config, secret_names) = resolve_config(&app, Some(s.full_config(&row)?))?;
+    let (rt, a, i, from_text, cfg) =
+        (s.runtime.clone(), app.clone(), Installation::new(&tenant, &id), from.to_string(), config.to_string());
+    blocking(move || {
+        let done = rt.upgrade(&a, &i, &from_text, &cfg).map_err(call_problem)?;
+        done.result.map_err(|r| refusal_problem("upgrade", &r))
+    })
+    .await??;
+    let (public, secrets) = split_secrets(&config, &secret_names);
+    row.version = target.version.clone();
+    row.config = public.to_string();
+    row.secrets = s.sealer.seal(Value::Object(secrets).to_string().as_bytes(), &format!("{tenant}/{id}"));
+    s.store.update_installation(&row, "installation.upgrade", &caller.0.actor()).await?;
+    let row = installation_of(&s, &tenant, &id).await?;
+    Ok(axum::Json(s.view(&row)))
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/installations/{id}", responses((status = 204), (status = 404, body = Problem)))]
+async fn uninstall(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let row = installation_of(&s, &tenant, &id).await?;
+    let version = s
+        .store
+        .version(&row.app, &row.version)
+        .await?
+        .ok_or_else(|| ApiError::internal("installed version missing"))?;
+    let app = s.app_version(&version).await?;
+    let (rt, i) = (s.runtime.clone(), Installation::new(&tenant, &id));
+    blocking(move || {
+        let done = rt.uninstall(&app, &i).map_err(call_problem)?;
+        done.result.map_err(|r| refusal_problem("uninstall", &r))
+    })
+    .await??;
+    s.store.delete_installation(&tenant, &id, &caller.0.actor()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/installations/{id}/invoke/{operation}",
+    responses((status = 200, description = "the operation's output and metered usage"), (status = 422, body = Problem), (status = 502, body = Problem)))]
+async fn invoke(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id, operation)): Path<(String, String, String)>,
+    Json(input): Json<Value>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let row = installation_of(&s, &tenant, &id).await?;
+    let version = s
+        .store
+        .version(&row.app, &row.version)
+        .await?
+        .ok_or_else(|| ApiError::internal("installed version missing"))?;
+    let app = s.app_version(&version).await?;
+    let (rt, i, op, text) = (s.runtime.clone(), Installation::new(&tenant, &id), operation.clone(), input.to_string());
+    let outcome: CallOutcome<String> =
+        blocking(move || rt.invoke(&app, &i, &op, &text)).await?.map_err(call_problem)?;
+    let output = outcome.result.map_err(|r| refusal_problem(&operation, &r))?;
+    let output: Value = serde_json::from_str(&output).unwrap_or(Value::String(output));
+    let usage: Vec<Value> = outcome.usage.iter().map(usage_view).collect();
+    Ok(axum::Json(json!({"output": output, "usage": usage})))
+}
+
+fn usage_view(e: &UsageEvent) -> Value {
+    json!({"sku": e.sku, "quantity": e.quantity, "source": e.source, "atMs": e.at_ms})
+}
