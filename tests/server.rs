@@ -117,8 +117,35 @@ fn paths_with_secret(dir: &Path) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_whole_journey_bad_inputs_and_the_authorization_matrix() {
-    let mut w = world(None).await;
+async fn the_whole_journey_on_sqlite() {
+    journey(None).await;
+}
+
+#[tokio::test]
+async fn the_whole_journey_on_postgresql() {
+    journey(Some(common::fresh_postgres_database().await)).await;
+}
+
+/// Every table's text and bytes, searched for the secret (PostgreSQL has no file to scan).
+async fn postgres_holds_secret(url: &str) -> bool {
+    use sqlx::{Connection as _, Row as _};
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT config AS t, secrets AS b FROM installations UNION ALL SELECT key, value FROM kv
+         UNION ALL SELECT detail, NULL FROM audit UNION ALL SELECT manifest, NULL FROM versions",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    rows.iter().any(|r| {
+        let t: String = r.get("t");
+        let b: Option<Vec<u8>> = r.get("b");
+        t.contains(SECRET) || b.is_some_and(|b| b.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()))
+    })
+}
+
+async fn journey(database: Option<String>) {
+    let mut w = world(database.clone()).await;
     let op = w.operator.clone();
     let gpg = Gpg::new();
     let acme_key = gpg.generate("Acme <release@acme.example>", "ed25519", "sign", "1y", None);
@@ -367,6 +394,11 @@ async fn the_whole_journey_bad_inputs_and_the_authorization_matrix() {
     // The authorization matrix: every route, every other role and foreign scope.
     authorization_matrix(&w, &id).await;
 
+    // While the installation is live, its secret is sealed everywhere it is stored.
+    assert_eq!(paths_with_secret(w._dir.path()), Vec::<String>::new());
+    if let Some(url) = &database {
+        assert!(!postgres_holds_secret(url).await, "the secret is in PostgreSQL in plain text");
+    }
     let (s, _) = w.call(Some(&t1), Method::DELETE, &base, None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(w.call(Some(&t1), Method::GET, &base, None).await.0, StatusCode::NOT_FOUND);
@@ -374,8 +406,16 @@ async fn the_whole_journey_bad_inputs_and_the_authorization_matrix() {
     // The secret never came back and is not in the database files in plain text.
     assert!(w.seen.lock().unwrap().iter().all(|body| !body.contains(SECRET)), "a response leaked the secret");
     store.close().await;
-    assert!(w.db_file.exists());
-    assert_eq!(paths_with_secret(w._dir.path()), Vec::<String>::new());
+    match &database {
+        None => {
+            assert!(w.db_file.exists());
+            assert_eq!(paths_with_secret(w._dir.path()), Vec::<String>::new());
+        }
+        Some(url) => {
+            assert!(!postgres_holds_secret(url).await, "the secret is in PostgreSQL in plain text");
+            assert_eq!(paths_with_secret(w._dir.path()), Vec::<String>::new());
+        }
+    }
     w.acme.clear();
 }
 

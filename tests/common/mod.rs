@@ -92,3 +92,22 @@ impl Harness {
         self.app_with(crate_name, |_| {})
     }
 }
+
+/// The PostgreSQL server tests use (`KIOSK_TEST_POSTGRES`, default the local one).
+pub fn postgres_admin_url() -> String {
+    std::env::var("KIOSK_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty PostgreSQL database for one test; returns its URL. Fails loudly when
+/// PostgreSQL is not reachable (never skips).
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection as _;
+    let admin = postgres_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL must be running at {admin} (set KIOSK_TEST_POSTGRES): {e}"));
+    let name = format!("kiosk_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
