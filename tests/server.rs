@@ -72,11 +72,7 @@ async fn world(database: Option<String>) -> World {
     let config = dir.path().join("kiosk.toml");
     std::fs::write(
         &config,
-        format!(
-            "data-dir = \"{}\"\n[server]\noperator-token = \"{operator}\"\n[[registries]]\nhost = \"{}\"\ninsecure = true\n",
-            dir.path().join("data").display(),
-            registry.host
-        ),
+        format!("data-dir = \"{}\"\n[server]\noperator-token = \"{operator}\"\n", dir.path().join("data").display()),
     )
     .unwrap();
     let options = ServeOptions { config: Some(config), database: database.clone(), ..Default::default() };
@@ -191,6 +187,14 @@ async fn journey(database: Option<String>) {
     (w.acme, w.globex, w.t1, w.t2) =
         (tokens["acme"].clone(), tokens["globex"].clone(), tokens["t1"].clone(), tokens["t2"].clone());
 
+    // Operator: the registry, with write-only credentials (the plain registry ignores them).
+    let reg = json!({"insecure": true, "username": "kiosk-reader", "password": SECRET});
+    let (st, b) = w.call(Some(&op), Method::PUT, &format!("/v1/registries/{}", w.registry_host), Some(reg)).await;
+    assert_eq!((st, b["credentialsSet"].as_bool()), (StatusCode::OK, Some(true)), "{b}");
+    let (_, list) = w.call(Some(&op), Method::GET, "/v1/registries", None).await;
+    assert_eq!(list[0]["username"], "kiosk-reader");
+    assert!(list[0].get("password").is_none(), "{list}");
+
     // Partner: publish two versions to the registry and register them.
     let registry = Registry::new(
         &RegistrySettings { host: w.registry_host.clone(), insecure: true, ..Default::default() },
@@ -250,6 +254,7 @@ async fn journey(database: Option<String>) {
     future["hostApi"] = ">=0.2.0".into();
     publish(&registry, &acme_secret, "acme/budget-pacing", &future, &wasm).await;
     let r = format!("{}/acme/budget-pacing:2.0.0", w.registry_host);
+    let before = w.started.state.store.table_counts().await.unwrap();
     let (s, b) = w
         .call(
             Some(&w.acme),
@@ -263,6 +268,8 @@ async fn journey(database: Option<String>) {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("urn:kiosk:problem:host-api-mismatch")),
         "{b}"
     );
+    assert!(b["detail"].as_str().unwrap().contains("requires host API >=0.2.0"), "{b}");
+    assert_eq!(w.started.state.store.table_counts().await.unwrap(), before, "a refused registration records nothing");
 
     // Tenant: browse the catalog.
     let t1 = w.t1.clone();
@@ -376,6 +383,26 @@ async fn journey(database: Option<String>) {
         assert!(b.to_string().contains(needle), "{kind}: {b}");
         assert_eq!(store.table_counts().await.unwrap(), before, "{kind}: the database is unchanged");
     }
+    // A revoked licence is refused with its own reason.
+    let revoked = json!({"revoked": true});
+    assert_eq!(
+        w.call(Some(&op), Method::PUT, "/v1/entitlements/t2/acme/pacing-pro", Some(revoked)).await.0,
+        StatusCode::OK
+    );
+    let before = store.table_counts().await.unwrap();
+    let pro = json!({"app": "acme/pacing-pro", "config": {"apiKey": "k"}});
+    let (st, b) = w.call(Some(&w.t2), Method::POST, "/v1/tenants/t2/installations", Some(pro.clone())).await;
+    assert_eq!((st, b["type"].as_str()), (StatusCode::FORBIDDEN, Some("urn:kiosk:problem:entitlement-revoked")), "{b}");
+    assert_eq!(store.table_counts().await.unwrap(), before);
+    // A licence in force lets the install through.
+    let valid = json!({"expiresMs": 4_102_444_800_000i64});
+    assert_eq!(
+        w.call(Some(&op), Method::PUT, "/v1/entitlements/t2/acme/pacing-pro", Some(valid)).await.0,
+        StatusCode::OK
+    );
+    let (st, b) = w.call(Some(&w.t2), Method::POST, "/v1/tenants/t2/installations", Some(pro)).await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+
     let before = store.table_counts().await.unwrap();
     let resp = w
         .http
@@ -437,6 +464,9 @@ async fn authorization_matrix(w: &World, inst: &str) {
         (Method::POST, "/v1/tokens".into(), Some(json!({"role": "tenant", "scope": "t1"})), "operator"),
         (Method::PUT, "/v1/entitlements/t1/acme/budget-pacing".into(), Some(json!({})), "operator"),
         (Method::GET, "/v1/audit".into(), None, "operator"),
+        (Method::GET, "/v1/registries".into(), None, "operator"),
+        (Method::PUT, "/v1/registries/matrix.example".into(), Some(json!({})), "operator"),
+        (Method::DELETE, "/v1/registries/matrix.example".into(), None, "operator"),
         (Method::GET, "/v1/partners/acme/apps".into(), None, "acme"),
         (
             Method::POST,

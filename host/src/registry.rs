@@ -32,6 +32,9 @@ pub struct RegistrySettings {
     /// system's roots).
     #[serde(default)]
     pub ca_bundle: Option<PathBuf>,
+    /// The same, inline (PEM text), as the operator API stores it.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
     /// Basic-auth (and token-flow) credentials.
     #[serde(default)]
     pub username: Option<String>,
@@ -100,6 +103,10 @@ impl Registry {
     pub fn new(settings: &RegistrySettings, transfer: TransferSettings) -> Result<Self, RegistryConfigError> {
         let host = settings.host.clone();
         let mut extra_root_certificates = Vec::new();
+        if let Some(pem) = &settings.ca_pem {
+            extra_root_certificates
+                .push(Certificate { encoding: CertificateEncoding::Pem, data: pem.as_bytes().to_vec() });
+        }
         if let Some(path) = &settings.ca_bundle {
             let data = std::fs::read(path).map_err(|e| RegistryConfigError::CaBundle {
                 host: host.clone(),

@@ -28,7 +28,7 @@ use crate::error::CallFailure;
 use crate::manifest::{ConfigSchema, Manifest};
 use crate::metering::UsageEvent;
 use crate::runtime::{AppRefusal, AppVersion, CallOutcome, Installation, Runtime};
-use crate::store::{EntitlementRow, InstallationRow, Principal, Store, VersionRow};
+use crate::store::{EntitlementRow, InstallationRow, Principal, RegistryRow, Store, VersionRow};
 use crate::trust::TrustStore;
 use crate::world::HOST_API_VERSION;
 
@@ -143,7 +143,7 @@ impl Caller {
 #[openapi(
     info(title = "Kiosk API", description = "WebAssembly plugin host for marketplace apps (SPEC §8)."),
     paths(
-        healthz, readyz, create_partner, add_certificate, create_tenant, create_token, set_entitlement, audit_log,
+        healthz, readyz, list_registries, put_registry, delete_registry, create_partner, add_certificate, create_tenant, create_token, set_entitlement, audit_log,
         register_version, partner_apps, yank_version, categories, catalog_apps, catalog_app, catalog_versions,
         catalog_version, install, list_installations, get_installation, configure, upgrade, uninstall, invoke
     ),
@@ -178,6 +178,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/tokens", post(create_token))
         .route("/v1/entitlements/{tenant}/{partner}/{name}", axum::routing::put(set_entitlement))
         .route("/v1/audit", get(audit_log))
+        .route("/v1/registries", get(list_registries))
+        .route("/v1/registries/{host}", axum::routing::put(put_registry).delete(delete_registry))
         .route("/v1/partners/{partner}/apps", get(partner_apps))
         .route("/v1/partners/{partner}/apps/{name}/versions", post(register_version))
         .route("/v1/partners/{partner}/apps/{name}/versions/{version}/yank", post(yank_version))
@@ -399,6 +401,125 @@ async fn audit_log(
     Ok(axum::Json(s.store.audit_log(q.limit.unwrap_or(100).clamp(1, 1000)).await?))
 }
 
+// --- registries (operator) ------------------------------------------------------------
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RegistryBody {
+    /// Plain HTTP (only for registries on a trusted path).
+    #[serde(default)]
+    insecure: bool,
+    /// PEM of CA certificates to trust for this registry.
+    #[serde(default)]
+    ca_pem: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    /// Write-only: never returned.
+    #[serde(default)]
+    password: Option<String>,
+    /// Write-only: never returned.
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct RegistrySecret {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+fn registry_view(r: &RegistryRow) -> Value {
+    json!({"host": r.host, "insecure": r.insecure, "caPemSet": r.ca_pem.is_some(), "username": r.username,
+           "credentialsSet": r.secret.is_some()})
+}
+
+#[utoipa::path(get, path = "/v1/registries", responses((status = 200, description = "registries; credentials are never returned")))]
+async fn list_registries(State(s): State<Shared>, caller: Caller) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    Ok(axum::Json(s.store.registries().await?.iter().map(registry_view).collect::<Vec<_>>()))
+}
+
+#[utoipa::path(put, path = "/v1/registries/{host}", request_body = RegistryBody, responses((status = 200), (status = 422, body = Problem)))]
+async fn put_registry(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(host): Path<String>,
+    Json(body): Json<RegistryBody>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    let invalid = |field: &str, detail: &str| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-registry", detail).field(field)
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(invalid("host", "host must be host[:port]"));
+    }
+    if body.token.is_some() && (body.username.is_some() || body.password.is_some()) {
+        return Err(invalid("token", "give either a token or username and password"));
+    }
+    if body.password.is_some() && body.username.is_none() {
+        return Err(invalid("username", "a password needs a username"));
+    }
+    if let Some(pem) = &body.ca_pem
+        && !pem.contains("-----BEGIN CERTIFICATE-----")
+    {
+        return Err(invalid("caPem", "caPem must hold PEM certificates"));
+    }
+    let secret = (body.password.is_some() || body.token.is_some()).then(|| {
+        let plain = serde_json::to_vec(&RegistrySecret { password: body.password.clone(), token: body.token.clone() })
+            .unwrap_or_default();
+        s.sealer.seal(&plain, &format!("registry/{host}"))
+    });
+    let row = RegistryRow {
+        host: host.clone(),
+        insecure: body.insecure,
+        ca_pem: body.ca_pem,
+        username: body.username,
+        secret,
+    };
+    s.store.put_registry(&row, &caller.0.actor()).await?;
+    Ok(axum::Json(registry_view(&row)))
+}
+
+#[utoipa::path(delete, path = "/v1/registries/{host}", responses((status = 204), (status = 404, body = Problem)))]
+async fn delete_registry(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(host): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    if !s.store.delete_registry(&host, &caller.0.actor()).await? {
+        return Err(ApiError::not_found(format!("no registry {host:?}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+impl AppState {
+    /// Settings for `host`: the operator API's entry, else the config file's.
+    async fn registry_settings(&self, host: &str) -> ApiResult<crate::registry::RegistrySettings> {
+        let Some(row) = self.store.registries().await?.into_iter().find(|r| r.host == host) else {
+            return Ok(self.config.registry(host));
+        };
+        let secret: RegistrySecret = match &row.secret {
+            Some(sealed) => {
+                let plain = self.sealer.open(sealed, &format!("registry/{host}")).map_err(ApiError::internal)?;
+                serde_json::from_slice(&plain).map_err(ApiError::internal)?
+            }
+            None => RegistrySecret::default(),
+        };
+        Ok(crate::registry::RegistrySettings {
+            host: row.host,
+            insecure: row.insecure,
+            ca_bundle: None,
+            ca_pem: row.ca_pem,
+            username: row.username,
+            password: secret.password,
+            token: secret.token,
+        })
+    }
+}
+
 // --- partner -------------------------------------------------------------------------
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -446,8 +567,8 @@ async fn register_version(
         let (name_part, tag) =
             reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')).ok_or_else(|| bad_reference(reference))?;
         let (host, repository) = name_part.split_once('/').ok_or_else(|| bad_reference(reference))?;
-        let registry =
-            crate::registry::Registry::new(&s.config.registry(host), s.config.transfer).map_err(ApiError::internal)?;
+        let settings = s.registry_settings(host).await?;
+        let registry = crate::registry::Registry::new(&settings, s.config.transfer).map_err(ApiError::internal)?;
         let pinned = pinned(&s, &app, tag).await?;
         let a = fetch_verified(
             &registry.repository(repository),

@@ -108,6 +108,17 @@ pub struct EntitlementRow {
     pub revoked: bool,
 }
 
+/// A registry the operator configured over the API.
+#[derive(Debug, Clone)]
+pub struct RegistryRow {
+    pub host: String,
+    pub insecure: bool,
+    pub ca_pem: Option<String>,
+    pub username: Option<String>,
+    /// Sealed JSON of the password or token.
+    pub secret: Option<Vec<u8>>,
+}
+
 /// An audit record.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
@@ -686,6 +697,62 @@ impl Store {
         Ok(Ok(()))
     }
 
+    // --- registries -------------------------------------------------------------------
+
+    /// Creates or replaces a registry's settings; `secret` is already sealed.
+    pub async fn put_registry(&self, r: &RegistryRow, actor: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        sqlx::query(
+            "INSERT INTO registries (host, insecure, ca_pem, username, secret, updated_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (host) DO UPDATE SET insecure = excluded.insecure, ca_pem = excluded.ca_pem,
+             username = excluded.username, secret = excluded.secret, updated_ms = excluded.updated_ms",
+        )
+        .bind(&r.host)
+        .bind(i64::from(r.insecure))
+        .bind(&r.ca_pem)
+        .bind(&r.username)
+        .bind(&r.secret)
+        .bind(now_ms() as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("store registry"))?;
+        audit(&mut tx, actor, "registry.put", &r.host, "").await?;
+        tx.commit().await.map_err(ctx("commit"))
+    }
+
+    pub async fn registries(&self) -> Result<Vec<RegistryRow>, StoreError> {
+        let rows = sqlx::query("SELECT host, insecure, ca_pem, username, secret FROM registries ORDER BY host")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ctx("list registries"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(RegistryRow {
+                    host: r.try_get("host")?,
+                    insecure: r.try_get::<i64, _>("insecure")? != 0,
+                    ca_pem: r.try_get("ca_pem")?,
+                    username: r.try_get("username")?,
+                    secret: r.try_get("secret")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx("read registries"))
+    }
+
+    pub async fn delete_registry(&self, host: &str, actor: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let done = sqlx::query("DELETE FROM registries WHERE host = $1")
+            .bind(host)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("delete registry"))?;
+        if done.rows_affected() == 1 {
+            audit(&mut tx, actor, "registry.delete", host, "").await?;
+        }
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     // --- audit ------------------------------------------------------------------------
 
     pub async fn audit(&self, actor: &str, action: &str, target: &str, detail: &str) -> Result<(), StoreError> {
@@ -730,6 +797,7 @@ impl Store {
             "installations",
             "kv",
             "audit",
+            "registries",
         ] {
             let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
                 .fetch_one(&self.pool)
