@@ -876,6 +876,24 @@ impl AppState {
         serde_json::from_slice(&plain).map_err(ApiError::internal)
     }
 
+    /// The version an installation runs, ready to call.
+    async fn installed_app(&self, row: &InstallationRow) -> ApiResult<AppVersion> {
+        let version = self
+            .store
+            .version(&row.app, &row.version)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("installed version {}@{} missing", row.app, row.version)))?;
+        self.app_version(&version).await
+    }
+
+    /// Stores `config` on the row: the public part as JSON, the secret part sealed.
+    fn set_config(&self, row: &mut InstallationRow, config: &Value, secret_names: &[String]) {
+        let (public, secrets) = split_secrets(config, secret_names);
+        row.config = public.to_string();
+        row.secrets =
+            self.sealer.seal(Value::Object(secrets).to_string().as_bytes(), &format!("{}/{}", row.tenant, row.id));
+    }
+
     /// The full config the app sees: public part plus opened secrets.
     fn full_config(&self, row: &InstallationRow) -> ApiResult<Value> {
         let mut config: Value = serde_json::from_str(&row.config).map_err(ApiError::internal)?;
@@ -946,18 +964,18 @@ async fn install(
         installed.result.map_err(|r| refusal_problem("install", &r))
     })
     .await?;
-    let (public, secrets) = split_secrets(&config, &secret_names);
     let now = crate::metering::now_ms() as i64;
-    let record = InstallationRow {
+    let mut record = InstallationRow {
         id: inst.id.clone(),
         tenant: tenant.clone(),
         app: app_id,
         version: row.version.clone(),
-        config: public.to_string(),
-        secrets: s.sealer.seal(Value::Object(secrets).to_string().as_bytes(), &format!("{tenant}/{}", inst.id)),
+        config: String::new(),
+        secrets: Vec::new(),
         created_ms: now,
         updated_ms: now,
     };
+    s.set_config(&mut record, &config, &secret_names);
     let recorded = match outcome {
         Ok(()) => s.store.insert_installation(&record, &caller.0.actor()).await.map_err(ApiError::from),
         Err(e) => Err(e),
@@ -1011,12 +1029,7 @@ async fn configure(
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant(&tenant)?;
     let mut row = installation_of(&s, &tenant, &id).await?;
-    let version = s
-        .store
-        .version(&row.app, &row.version)
-        .await?
-        .ok_or_else(|| ApiError::internal("installed version missing"))?;
-    let app = s.app_version(&version).await?;
+    let app = s.installed_app(&row).await?;
     let old = s.full_config(&row)?;
     let mut new = body.config;
     if let (Some(new_obj), Some(old_secrets)) = (new.as_object_mut(), s.open_secrets(&row).ok()) {
@@ -1034,9 +1047,7 @@ async fn configure(
         done.result.map_err(|r| refusal_problem("configure", &r))
     })
     .await??;
-    let (public, secrets) = split_secrets(&config, &secret_names);
-    row.config = public.to_string();
-    row.secrets = s.sealer.seal(Value::Object(secrets).to_string().as_bytes(), &format!("{tenant}/{id}"));
+    s.set_config(&mut row, &config, &secret_names);
     s.store.update_installation(&row, "installation.configure", &caller.0.actor()).await?;
     let row = installation_of(&s, &tenant, &id).await?;
     Ok(axum::Json(s.view(&row)))
@@ -1091,10 +1102,8 @@ async fn upgrade(
         done.result.map_err(|r| refusal_problem("upgrade", &r))
     })
     .await??;
-    let (public, secrets) = split_secrets(&config, &secret_names);
     row.version = target.version.clone();
-    row.config = public.to_string();
-    row.secrets = s.sealer.seal(Value::Object(secrets).to_string().as_bytes(), &format!("{tenant}/{id}"));
+    s.set_config(&mut row, &config, &secret_names);
     s.store.update_installation(&row, "installation.upgrade", &caller.0.actor()).await?;
     let row = installation_of(&s, &tenant, &id).await?;
     Ok(axum::Json(s.view(&row)))
@@ -1108,12 +1117,7 @@ async fn uninstall(
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant(&tenant)?;
     let row = installation_of(&s, &tenant, &id).await?;
-    let version = s
-        .store
-        .version(&row.app, &row.version)
-        .await?
-        .ok_or_else(|| ApiError::internal("installed version missing"))?;
-    let app = s.app_version(&version).await?;
+    let app = s.installed_app(&row).await?;
     let (rt, i) = (s.runtime.clone(), Installation::new(&tenant, &id));
     blocking(move || {
         let done = rt.uninstall(&app, &i).map_err(call_problem)?;
@@ -1134,12 +1138,7 @@ async fn invoke(
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant(&tenant)?;
     let row = installation_of(&s, &tenant, &id).await?;
-    let version = s
-        .store
-        .version(&row.app, &row.version)
-        .await?
-        .ok_or_else(|| ApiError::internal("installed version missing"))?;
-    let app = s.app_version(&version).await?;
+    let app = s.installed_app(&row).await?;
     let (rt, i, op, text) = (s.runtime.clone(), Installation::new(&tenant, &id), operation.clone(), input.to_string());
     let outcome: CallOutcome<String> =
         blocking(move || rt.invoke(&app, &i, &op, &text)).await?.map_err(call_problem)?;
