@@ -30,6 +30,23 @@ pub struct OperatorConfig {
     pub partners: Vec<PartnerSettings>,
     #[serde(default)]
     pub server: ServerSettings,
+    #[serde(default)]
+    pub usage: UsageSettings,
+}
+
+/// `[usage]`: metering rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UsageSettings {
+    /// How old a reported usage record may be, in hours.
+    pub acceptance_window_hours: u64,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        // Partners batch daily; three days covers a weekend outage on their side.
+        Self { acceptance_window_hours: 72 }
+    }
 }
 
 /// `[server]`: how `kiosk serve` listens and stores. Flags and `KIOSK_*` variables

@@ -10,6 +10,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod kv;
+pub mod ledger;
 pub mod limits;
 pub mod logs;
 pub mod manifest;

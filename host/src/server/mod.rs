@@ -38,6 +38,7 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
     pub config: Arc<OperatorConfig>,
     pub sealer: Sealer,
+    pub ledger: crate::ledger::Ledger,
     /// Loaded app versions, by (app, version).
     loaded: Mutex<HashMap<(String, String), AppVersion>>,
 }
@@ -52,8 +53,14 @@ type Shared = Arc<AppState>;
 type ApiResult<T> = Result<T, ApiError>;
 
 impl AppState {
-    pub fn new(store: Store, runtime: Arc<Runtime>, config: Arc<OperatorConfig>, sealer: Sealer) -> Self {
-        Self { store, runtime, config, sealer, loaded: Mutex::default() }
+    pub fn new(
+        store: Store,
+        runtime: Arc<Runtime>,
+        config: Arc<OperatorConfig>,
+        sealer: Sealer,
+        ledger: crate::ledger::Ledger,
+    ) -> Self {
+        Self { store, runtime, config, sealer, ledger, loaded: Mutex::default() }
     }
 
     /// The trust store: certificates in the database plus those of the operator config.
@@ -144,7 +151,7 @@ impl Caller {
     info(title = "Kiosk API", description = "WebAssembly plugin host for marketplace apps (SPEC §8)."),
     paths(
         healthz, readyz, list_registries, put_registry, delete_registry, create_partner, add_certificate, create_tenant, create_token, set_entitlement, audit_log,
-        register_version, partner_apps, yank_version, categories, catalog_apps, catalog_app, catalog_versions,
+        register_version, partner_apps, partner_post_usage, partner_usage, tenant_usage, operator_usage, yank_version, categories, catalog_apps, catalog_app, catalog_versions,
         catalog_version, install, list_installations, get_installation, configure, upgrade, uninstall, invoke
     ),
     components(schemas(Problem)),
@@ -181,6 +188,9 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/registries", get(list_registries))
         .route("/v1/registries/{host}", axum::routing::put(put_registry).delete(delete_registry))
         .route("/v1/partners/{partner}/apps", get(partner_apps))
+        .route("/v1/partners/{partner}/usage", post(partner_post_usage).get(partner_usage))
+        .route("/v1/tenants/{tenant}/usage", get(tenant_usage))
+        .route("/v1/usage", get(operator_usage))
         .route("/v1/partners/{partner}/apps/{name}/versions", post(register_version))
         .route("/v1/partners/{partner}/apps/{name}/versions/{version}/yank", post(yank_version))
         .route("/v1/catalog/categories", get(categories))
@@ -1150,4 +1160,189 @@ async fn invoke(
 
 fn usage_view(e: &UsageEvent) -> Value {
     json!({"sku": e.sku, "quantity": e.quantity, "source": e.source, "atMs": e.at_ms})
+}
+
+// --- usage (SPEC §7) -------------------------------------------------------------------
+
+/// How far in the future a partner's usage timestamp may be (clock skew).
+const FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PartnerUsageBatch {
+    records: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PartnerUsageRecord {
+    tenant: String,
+    app: String,
+    sku: String,
+    quantity: Value,
+    /// Milliseconds since the Unix epoch.
+    timestamp_ms: i64,
+    idempotency_key: String,
+}
+
+#[utoipa::path(post, path = "/v1/partners/{partner}/usage", request_body = PartnerUsageBatch,
+    responses((status = 200, description = "one result per record: recorded, duplicate, conflict or refused with a reason")))]
+async fn partner_post_usage(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(partner): Path<String>,
+    Json(batch): Json<PartnerUsageBatch>,
+) -> ApiResult<impl IntoResponse> {
+    caller.partner(&partner)?;
+    let now = crate::metering::now_ms() as i64;
+    let window_ms = i64::try_from(s.config.usage.acceptance_window_hours).unwrap_or(i64::MAX / 4) * 3_600_000;
+    let mut results: Vec<Value> = vec![Value::Null; batch.records.len()];
+    let mut accepted: Vec<(usize, UsageEvent)> = Vec::new();
+    for (i, raw) in batch.records.into_iter().enumerate() {
+        match validate_partner_record(&s, &partner, raw, now, window_ms).await? {
+            Ok(event) => accepted.push((i, event)),
+            Err(reason) => results[i] = json!({"index": i, "status": "refused", "reason": reason}),
+        }
+    }
+    let outcomes =
+        s.ledger.record(accepted.iter().map(|(_, e)| e.clone()).collect()).await.map_err(ApiError::internal)?;
+    for ((i, _), outcome) in accepted.iter().zip(outcomes) {
+        let mut v = serde_json::to_value(outcome).unwrap_or_default();
+        v["index"] = json!(i);
+        if let crate::ledger::Recorded::Conflict { recorded_quantity } = outcome {
+            v["reason"] = json!(format!("idempotency key already recorded with quantity {recorded_quantity}"));
+        }
+        results[*i] = v;
+    }
+    Ok(axum::Json(json!({"results": results})))
+}
+
+/// Checks one partner record (SPEC §7); `Ok(Err(reason))` refuses it.
+async fn validate_partner_record(
+    s: &AppState,
+    partner: &str,
+    raw: Value,
+    now: i64,
+    window_ms: i64,
+) -> ApiResult<Result<UsageEvent, String>> {
+    let r: PartnerUsageRecord = match serde_json::from_value(raw) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(format!("not a usage record: {e}"))),
+    };
+    let Some(quantity) = r.quantity.as_u64().filter(|q| *q > 0) else {
+        return Ok(Err(format!("quantity must be a positive integer, found {}", r.quantity)));
+    };
+    if !r.app.starts_with(&format!("{partner}/")) {
+        return Ok(Err(format!("app {} is not an app of partner {partner}", r.app)));
+    }
+    if r.idempotency_key.is_empty() || r.idempotency_key.len() > 200 {
+        return Ok(Err("idempotencyKey must be 1-200 characters".into()));
+    }
+    if r.timestamp_ms > now + FUTURE_SKEW_MS {
+        return Ok(Err(format!("timestamp {} is more than 5 minutes in the future", r.timestamp_ms)));
+    }
+    if r.timestamp_ms < now - window_ms {
+        return Ok(Err(format!(
+            "timestamp {} is older than the acceptance window of {} hours",
+            r.timestamp_ms,
+            window_ms / 3_600_000
+        )));
+    }
+    let installs: Vec<_> = s.store.installations(&r.tenant).await?.into_iter().filter(|i| i.app == r.app).collect();
+    let Some(inst) = installs.first() else {
+        return Ok(Err(format!("tenant {} has no installation of {}", r.tenant, r.app)));
+    };
+    let version = s.store.version(&inst.app, &inst.version).await?;
+    let declared = version
+        .and_then(|v| Manifest::parse(v.manifest.as_bytes(), &HOST_API_VERSION).ok())
+        .is_some_and(|m| m.sku_ids().any(|id| id == r.sku));
+    if !declared {
+        return Ok(Err(format!("SKU {:?} is not declared by {}@{}", r.sku, inst.app, inst.version)));
+    }
+    Ok(Ok(UsageEvent {
+        tenant: r.tenant,
+        installation: inst.id.clone(),
+        app: r.app,
+        version: inst.version.clone(),
+        sku: r.sku,
+        quantity,
+        at_ms: r.timestamp_ms as u64,
+        source: crate::metering::UsageSource::Partner,
+        idempotency_key: format!("{partner}/{}", r.idempotency_key),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UsageQuery {
+    /// Start of the period, ms since the epoch (default: 30 days ago).
+    from_ms: Option<i64>,
+    /// End of the period, exclusive (default: now + 5 min).
+    to_ms: Option<i64>,
+    /// `hour` or `day` (default `hour`).
+    granularity: Option<String>,
+}
+
+async fn usage_report(s: &AppState, q: UsageQuery, tenant: Option<&str>, partner: Option<&str>) -> ApiResult<Value> {
+    let now = crate::metering::now_ms() as i64;
+    let (from, to) = (q.from_ms.unwrap_or(now - 30 * 86_400_000), q.to_ms.unwrap_or(now + FUTURE_SKEW_MS));
+    let bucket_ms: i64 = match q.granularity.as_deref().unwrap_or("hour") {
+        "hour" => 3_600_000,
+        "day" => 86_400_000,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                format!("granularity {other:?}: use hour or day"),
+            )
+            .field("granularity"));
+        }
+    };
+    let rows = crate::ledger::usage_between(&s.store, from, to, tenant, partner).await?;
+    let mut buckets: std::collections::BTreeMap<(i64, String, String, String, String), i64> = Default::default();
+    let mut totals: std::collections::BTreeMap<String, i64> = Default::default();
+    for r in rows {
+        let start = r.at_ms - r.at_ms.rem_euclid(bucket_ms);
+        *buckets.entry((start, r.tenant, r.app, r.version, r.sku.clone())).or_default() += r.quantity;
+        *totals.entry(r.sku).or_default() += r.quantity;
+    }
+    let usage: Vec<Value> = buckets
+        .into_iter()
+        .map(|((start, tenant, app, version, sku), quantity)| {
+            json!({"periodStartMs": start, "tenant": tenant, "app": app, "version": version, "sku": sku, "quantity": quantity})
+        })
+        .collect();
+    Ok(json!({"fromMs": from, "toMs": to, "usage": usage, "totals": totals}))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", responses((status = 200)))]
+async fn tenant_usage(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    Ok(axum::Json(usage_report(&s, q, Some(&tenant), None).await?))
+}
+
+#[utoipa::path(get, path = "/v1/partners/{partner}/usage", responses((status = 200)))]
+async fn partner_usage(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(partner): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    caller.partner(&partner)?;
+    Ok(axum::Json(usage_report(&s, q, None, Some(&partner)).await?))
+}
+
+#[utoipa::path(get, path = "/v1/usage", responses((status = 200)))]
+async fn operator_usage(
+    State(s): State<Shared>,
+    caller: Caller,
+    Query(q): Query<UsageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    Ok(axum::Json(usage_report(&s, q, None, None).await?))
 }

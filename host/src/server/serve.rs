@@ -12,7 +12,6 @@ use super::{AppState, router};
 use crate::artifact::{LayoutSource, fetch_verified};
 use crate::config::OperatorConfig;
 use crate::logs::LogStore;
-use crate::metering::MemorySink;
 use crate::runtime::{Runtime, RuntimeSettings, Services};
 use crate::store::{DbKv, Principal, Store, redact};
 use crate::world::HOST_API_VERSION;
@@ -52,16 +51,18 @@ pub async fn prepare(options: &ServeOptions) -> anyhow::Result<Arc<AppState>> {
     let store = Store::connect(&database).await.with_context(|| format!("database {}", redact(&database)))?;
     tracing::info!(database = %redact(&database), "database ready, migrations applied");
     let sealer = Sealer::from_hex(&secrets_key(&config, &data_dir)?).map_err(anyhow::Error::msg)?;
+    let ledger = crate::ledger::Ledger::start(store.clone());
+    let handle = tokio::runtime::Handle::current();
     let services = Services {
-        kv: Arc::new(DbKv { store: store.clone(), handle: tokio::runtime::Handle::current() }),
+        kv: Arc::new(DbKv { store: store.clone(), handle: handle.clone() }),
         logs: Arc::new(LogStore::new(config.sandbox.log_buffer_bytes)),
-        // The durable ledger is the metering issue's; until then usage is kept in memory.
-        metering: Arc::new(MemorySink::default()),
+        // Calls' usage is committed to the ledger before their answer is sent.
+        metering: Arc::new(crate::ledger::LedgerSink { ledger: ledger.clone(), handle }),
     };
     let settings = RuntimeSettings { limits: config.sandbox.clone(), cache_dir: Some(data_dir.join("components")) };
     let runtime = Arc::new(Runtime::new(settings, services)?);
     bootstrap_operator(&store, &config).await?;
-    let state = Arc::new(AppState::new(store, runtime, Arc::new(config), sealer));
+    let state = Arc::new(AppState::new(store, runtime, Arc::new(config), sealer, ledger));
     if !options.demo_apps.is_empty() {
         seed_demo(&state, &options.demo_apps, &data_dir).await?;
     }

@@ -212,6 +212,11 @@ impl Store {
         Ok(Self { pool, backend })
     }
 
+    /// The pool, for modules that own their tables (the ledger).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -1,0 +1,151 @@
+//! The metering ledger through the API, on SQLite and PostgreSQL: usage durable before
+//! the answer, partner batches idempotent per record, each refusal with its own reason,
+//! and hour buckets that split exactly at the hour.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use kiosk::server::serve::{ServeOptions, spawn};
+use kiosk::store::Principal;
+use serde_json::{Value, json};
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+    base: String,
+    tenant: String,
+    partner: String,
+    installation: String,
+}
+
+async fn setup(database: Option<String>) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiosk.toml");
+    std::fs::write(&config, format!("data-dir = \"{}\"\n", dir.path().join("data").display())).unwrap();
+    let demo = format!(
+        "{}={}",
+        common::manifest_path("budget-pacing").display(),
+        common::guest_path("budget-pacing").display()
+    );
+    let options = ServeOptions { config: Some(config), database, demo_apps: vec![demo], ..Default::default() };
+    let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let store = &started.state.store;
+    let (_, tenant) = store.create_token(&Principal::Tenant("demo".into()), "test").await.unwrap();
+    let (_, partner) = store.create_token(&Principal::Partner("acme".into()), "test").await.unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", started.addr);
+    let install = json!({"app": "acme/budget-pacing", "version": "1.4.34", "config": {"apiKey": "k"}});
+    let resp = http
+        .post(format!("{base}/v1/tenants/demo/installations"))
+        .bearer_auth(&tenant)
+        .json(&install)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let installation = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    Setup { _dir: dir, http, base, tenant, partner, installation }
+}
+
+impl Setup {
+    async fn post_usage(&self, records: Value) -> Vec<Value> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/partners/acme/usage", self.base))
+            .bearer_auth(&self.partner)
+            .json(&json!({"records": records}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<Value>().await.unwrap()["results"].as_array().unwrap().clone()
+    }
+
+    async fn tenant_usage(&self, query: &str) -> Value {
+        let url = format!("{}/v1/tenants/demo/usage{query}", self.base);
+        let resp = self.http.get(url).bearer_auth(&self.tenant).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+async fn ledger_suite(database: Option<String>) {
+    let s = setup(database).await;
+
+    // An invoke's usage is in the ledger when its answer arrives.
+    let input = json!({"campaignId": "c", "budget": 300, "flightDays": 30, "dailySpend": [10, 10]});
+    let url = format!("{}/v1/tenants/demo/installations/{}/invoke/evaluate", s.base, s.installation);
+    let resp = s.http.post(url).bearer_auth(&s.tenant).json(&input).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let totals = s.tenant_usage("").await["totals"].clone();
+    assert_eq!(totals, json!({"pacing-check": 1, "rows-scanned": 2}));
+
+    // A partner batch: recorded once; the replay is a duplicate; another quantity conflicts.
+    let t = now_ms() - 60_000;
+    let record = |key: &str, qty: Value| json!({"tenant": "demo", "app": "acme/budget-pacing", "sku": "rows-scanned", "quantity": qty, "timestampMs": t, "idempotencyKey": key});
+    let first = s.post_usage(json!([record("batch-1", json!(1000)), record("batch-2", json!(500))])).await;
+    assert_eq!(first.iter().map(|r| r["status"].as_str().unwrap()).collect::<Vec<_>>(), ["recorded", "recorded"]);
+    let replay = s.post_usage(json!([record("batch-1", json!(1000)), record("batch-2", json!(7))])).await;
+    assert_eq!(replay[0]["status"], "duplicate");
+    assert_eq!(replay[1]["status"], "conflict");
+    assert!(replay[1]["reason"].as_str().unwrap().contains("quantity 500"), "{replay:?}");
+    let totals = s.tenant_usage("").await["totals"].clone();
+    assert_eq!(totals["rows-scanned"], 2 + 1000 + 500, "the replay counted once, the conflict not at all");
+
+    // Each refused record says why, per record.
+    let refused = s
+        .post_usage(json!([
+            {"tenant": "demo", "app": "acme/budget-pacing", "sku": "no-such-sku", "quantity": 1, "timestampMs": t, "idempotencyKey": "r1"},
+            {"tenant": "demo", "app": "acme/budget-pacing", "sku": "rows-scanned", "quantity": 1, "timestampMs": now_ms() + 3_600_000, "idempotencyKey": "r2"},
+            {"tenant": "demo", "app": "acme/budget-pacing", "sku": "rows-scanned", "quantity": 1, "timestampMs": now_ms() - 30 * 86_400_000i64, "idempotencyKey": "r3"},
+            {"tenant": "demo", "app": "acme/budget-pacing", "sku": "rows-scanned", "quantity": 0, "timestampMs": t, "idempotencyKey": "r4"},
+            {"tenant": "demo", "app": "acme/budget-pacing", "sku": "rows-scanned", "quantity": 1.5, "timestampMs": t, "idempotencyKey": "r5"},
+            {"tenant": "nobody", "app": "acme/budget-pacing", "sku": "rows-scanned", "quantity": 1, "timestampMs": t, "idempotencyKey": "r6"},
+            {"tenant": "demo", "app": "globex/other", "sku": "rows-scanned", "quantity": 1, "timestampMs": t, "idempotencyKey": "r7"},
+            record("good-one", json!(3)),
+        ]))
+        .await;
+    let reasons: Vec<String> = refused.iter().map(|r| r["reason"].as_str().unwrap_or("").to_string()).collect();
+    assert!(reasons[0].contains(r#"SKU "no-such-sku" is not declared by acme/budget-pacing@1.4.34"#), "{reasons:?}");
+    assert!(reasons[1].contains("more than 5 minutes in the future"), "{reasons:?}");
+    assert!(reasons[2].contains("older than the acceptance window of 72 hours"), "{reasons:?}");
+    assert!(reasons[3].contains("positive integer") && reasons[4].contains("positive integer"), "{reasons:?}");
+    assert!(reasons[5].contains("tenant nobody has no installation"), "{reasons:?}");
+    assert!(reasons[6].contains("not an app of partner acme"), "{reasons:?}");
+    assert_eq!(refused[7]["status"], "recorded", "the good record of a mixed batch is recorded");
+
+    // 10:59:59.999 and 11:00:00.000 land in different hours.
+    let hour = (now_ms() - 2 * 3_600_000) / 3_600_000 * 3_600_000;
+    let edge = |key: &str, at: i64| json!({"tenant": "demo", "app": "acme/budget-pacing", "sku": "pacing-check", "quantity": 1, "timestampMs": at, "idempotencyKey": key});
+    s.post_usage(json!([edge("edge-before", hour - 1), edge("edge-at", hour)])).await;
+    let report =
+        s.tenant_usage(&format!("?fromMs={}&toMs={}&granularity=hour", hour - 3_600_000, hour + 3_600_000)).await;
+    let rows: Vec<(i64, i64)> = report["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["sku"] == "pacing-check")
+        .map(|r| (r["periodStartMs"].as_i64().unwrap(), r["quantity"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(rows, [(hour - 3_600_000, 1), (hour, 1)]);
+
+    // The partner reads its apps' usage; the operator reads everything.
+    let resp = s.http.get(format!("{}/v1/partners/acme/usage", s.base)).bearer_auth(&s.partner).send().await.unwrap();
+    let partner_view: Value = resp.json().await.unwrap();
+    assert_eq!(partner_view["totals"]["rows-scanned"], 2 + 1000 + 500 + 3);
+}
+
+#[tokio::test]
+async fn ledger_on_sqlite() {
+    ledger_suite(None).await;
+}
+
+#[tokio::test]
+async fn ledger_on_postgresql() {
+    ledger_suite(Some(common::fresh_postgres_database().await)).await;
+}
