@@ -134,6 +134,32 @@ async fn ledger_suite(database: Option<String>) {
         .collect();
     assert_eq!(rows, [(hour - 3_600_000, 1), (hour, 1)]);
 
+    // Exports: ids are UUIDv5 of (tenant, app, SKU, hour), the same in every export; CSV
+    // carries the same records; zeros fill a subscribed tenant's idle hours.
+    let q = format!("?fromMs={}&toMs={}&granularity=hour", hour - 3_600_000, hour + 3_600_000);
+    let (a, b) = (s.tenant_usage(&q).await, s.tenant_usage(&q).await);
+    assert_eq!(a["usage"], b["usage"]);
+    let expected = kiosk::server::export_id("demo", "acme/budget-pacing", "pacing-check", hour).to_string();
+    assert!(a["usage"].as_array().unwrap().iter().any(|r| r["id"] == expected.as_str() && r["periodStartMs"] == hour));
+    let csv = s
+        .http
+        .get(format!("{}/v1/tenants/demo/usage{q}&format=csv", s.base))
+        .bearer_auth(&s.tenant)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.starts_with("id,period_start_ms,tenant,app,sku,quantity\n"), "{csv}");
+    assert!(csv.contains(&format!("{expected},{hour},demo,acme/budget-pacing,pacing-check,1\n")), "{csv}");
+    assert_eq!(csv.lines().count(), 1 + a["usage"].as_array().unwrap().len());
+    let zeros = s.tenant_usage(&format!("{q}&zeros=true")).await;
+    let idle: Vec<_> =
+        zeros["usage"].as_array().unwrap().iter().filter(|r| r["sku"] == "campaigns-monitored").collect();
+    assert_eq!(idle.len(), 2, "one zero record per idle hour of a declared SKU: {zeros}");
+    assert!(idle.iter().all(|r| r["quantity"] == 0));
+
     // The partner reads its apps' usage; the operator reads everything.
     let resp = s.http.get(format!("{}/v1/partners/acme/usage", s.base)).bearer_auth(&s.partner).send().await.unwrap();
     let partner_view: Value = resp.json().await.unwrap();

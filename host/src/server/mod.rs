@@ -1281,38 +1281,109 @@ struct UsageQuery {
     to_ms: Option<i64>,
     /// `hour` or `day` (default `hour`).
     granularity: Option<String>,
+    /// `json` (default) or `csv`: CSV gives one line per record with its id.
+    format: Option<String>,
+    /// Also emit zero records for every installed (tenant, app, SKU) in idle periods.
+    zeros: Option<bool>,
 }
 
-async fn usage_report(s: &AppState, q: UsageQuery, tenant: Option<&str>, partner: Option<&str>) -> ApiResult<Value> {
+/// Namespace of export record ids (UUIDv5 of tenant, app, SKU and period start).
+const EXPORT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b69_6f73_6b2d_7573_6167_652d_6578_7031);
+
+/// The deterministic id of an export record: the same period and SKU give the same id.
+pub fn export_id(tenant: &str, app: &str, sku: &str, period_start_ms: i64) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&EXPORT_NAMESPACE, format!("{tenant}\n{app}\n{sku}\n{period_start_ms}").as_bytes())
+}
+
+async fn usage_report(
+    s: &AppState,
+    q: UsageQuery,
+    tenant: Option<&str>,
+    partner: Option<&str>,
+) -> ApiResult<axum::response::Response> {
     let now = crate::metering::now_ms() as i64;
     let (from, to) = (q.from_ms.unwrap_or(now - 30 * 86_400_000), q.to_ms.unwrap_or(now + FUTURE_SKEW_MS));
+    let bad =
+        |field: &str, detail: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid-query", detail).field(field);
     let bucket_ms: i64 = match q.granularity.as_deref().unwrap_or("hour") {
         "hour" => 3_600_000,
         "day" => 86_400_000,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-query",
-                format!("granularity {other:?}: use hour or day"),
-            )
-            .field("granularity"));
-        }
+        other => return Err(bad("granularity", format!("granularity {other:?}: use hour or day"))),
     };
+    if to <= from || (to - from) / bucket_ms > 24 * 400 {
+        return Err(bad("toMs", "the period must be positive and at most 400 days of hours".into()));
+    }
     let rows = crate::ledger::usage_between(&s.store, from, to, tenant, partner).await?;
-    let mut buckets: std::collections::BTreeMap<(i64, String, String, String, String), i64> = Default::default();
+    // (tenant, app, sku, period) -> quantity; the version is not part of the key: a
+    // billing period is per SKU whatever version metered it.
+    let mut buckets: std::collections::BTreeMap<(String, String, String, i64), i64> = Default::default();
     let mut totals: std::collections::BTreeMap<String, i64> = Default::default();
     for r in rows {
         let start = r.at_ms - r.at_ms.rem_euclid(bucket_ms);
-        *buckets.entry((start, r.tenant, r.app, r.version, r.sku.clone())).or_default() += r.quantity;
+        *buckets.entry((r.tenant, r.app, r.sku.clone(), start)).or_default() += r.quantity;
         *totals.entry(r.sku).or_default() += r.quantity;
     }
-    let usage: Vec<Value> = buckets
+    if q.zeros.unwrap_or(false) {
+        for (t, app, sku) in s.subscriptions(tenant, partner).await? {
+            let mut start = from - from.rem_euclid(bucket_ms);
+            while start < to {
+                buckets.entry((t.clone(), app.clone(), sku.clone(), start)).or_insert(0);
+                start += bucket_ms;
+            }
+        }
+    }
+    let records: Vec<Value> = buckets
         .into_iter()
-        .map(|((start, tenant, app, version, sku), quantity)| {
-            json!({"periodStartMs": start, "tenant": tenant, "app": app, "version": version, "sku": sku, "quantity": quantity})
+        .map(|((tenant, app, sku, start), quantity)| {
+            json!({"id": export_id(&tenant, &app, &sku, start).to_string(), "periodStartMs": start, "tenant": tenant, "app": app,
+                   "sku": sku, "quantity": quantity})
         })
         .collect();
-    Ok(json!({"fromMs": from, "toMs": to, "usage": usage, "totals": totals}))
+    if q.format.as_deref() == Some("csv") {
+        let mut csv = String::from("id,period_start_ms,tenant,app,sku,quantity\n");
+        for r in &records {
+            csv.push_str(&format!(
+                "{},{},{},{},{},{}\n",
+                r["id"].as_str().unwrap_or(""),
+                r["periodStartMs"],
+                r["tenant"].as_str().unwrap_or(""),
+                r["app"].as_str().unwrap_or(""),
+                r["sku"].as_str().unwrap_or(""),
+                r["quantity"]
+            ));
+        }
+        return Ok(([(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response());
+    }
+    if let Some(other) = q.format.as_deref().filter(|f| *f != "json") {
+        return Err(bad("format", format!("format {other:?}: use json or csv")));
+    }
+    Ok(axum::Json(json!({"fromMs": from, "toMs": to, "usage": records, "totals": totals})).into_response())
+}
+
+impl AppState {
+    /// (tenant, app, SKU) of every current installation, within the reader's scope.
+    async fn subscriptions(
+        &self,
+        tenant: Option<&str>,
+        partner: Option<&str>,
+    ) -> ApiResult<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        for inst in self.store.all_installations().await? {
+            if tenant.is_some_and(|t| t != inst.tenant)
+                || partner.is_some_and(|p| !inst.app.starts_with(&format!("{p}/")))
+            {
+                continue;
+            }
+            if let Some(v) = self.store.version(&inst.app, &inst.version).await?
+                && let Ok(m) = Manifest::parse(v.manifest.as_bytes(), &HOST_API_VERSION)
+            {
+                out.extend(m.sku_ids().map(|sku| (inst.tenant.clone(), inst.app.clone(), sku.to_string())));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", responses((status = 200)))]
@@ -1323,7 +1394,7 @@ async fn tenant_usage(
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant(&tenant)?;
-    Ok(axum::Json(usage_report(&s, q, Some(&tenant), None).await?))
+    usage_report(&s, q, Some(&tenant), None).await
 }
 
 #[utoipa::path(get, path = "/v1/partners/{partner}/usage", responses((status = 200)))]
@@ -1334,7 +1405,7 @@ async fn partner_usage(
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     caller.partner(&partner)?;
-    Ok(axum::Json(usage_report(&s, q, None, Some(&partner)).await?))
+    usage_report(&s, q, None, Some(&partner)).await
 }
 
 #[utoipa::path(get, path = "/v1/usage", responses((status = 200)))]
@@ -1344,5 +1415,5 @@ async fn operator_usage(
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
-    Ok(axum::Json(usage_report(&s, q, None, None).await?))
+    usage_report(&s, q, None, None).await
 }

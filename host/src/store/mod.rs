@@ -592,6 +592,15 @@ impl Store {
         rows.iter().map(installation_row).collect::<Result<_, _>>().map_err(ctx("read installations"))
     }
 
+    /// Every installation (exports: subscribed tenants' idle hours).
+    pub async fn all_installations(&self) -> Result<Vec<InstallationRow>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {INSTALLATION_COLUMNS} FROM installations ORDER BY tenant, id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ctx("list installations"))?;
+        rows.iter().map(installation_row).collect::<Result<_, _>>().map_err(ctx("read installations"))
+    }
+
     /// Replaces an installation's version and configuration (configure, upgrade).
     pub async fn update_installation(&self, i: &InstallationRow, action: &str, actor: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
