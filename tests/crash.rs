@@ -154,7 +154,7 @@ async fn crash_suite(database: String) {
     }
 
     // A client retries what was never acknowledged; then every key is there exactly once.
-    let t = tally.lock().unwrap();
+    let t = std::mem::take(&mut *tally.lock().unwrap());
     assert!(
         t.acked.len() > 100 && t.invokes_acked > 100,
         "the load ran: {} posts, {} invokes acknowledged",
