@@ -26,7 +26,12 @@ struct Server {
 fn start(dir: &Path, database: &str, round: usize) -> Server {
     let port = common::registry::free_port();
     let config = dir.join("kiosk.toml");
-    std::fs::write(&config, format!("data-dir = \"{}\"\n", dir.join("data").display())).unwrap();
+    // No usage window completes during the test: its totals count invokes and posts only.
+    std::fs::write(
+        &config,
+        format!("data-dir = \"{}\"\n[usage]\nwindow-seconds = 315360000\n", dir.join("data").display()),
+    )
+    .unwrap();
     let log_path = dir.join(format!("kiosk-{round}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
     let demo = format!(

@@ -22,7 +22,9 @@ struct Setup {
 async fn setup(database: Option<String>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kiosk.toml");
-    std::fs::write(&config, format!("data-dir = \"{}\"\n", dir.path().join("data").display())).unwrap();
+    // No usage window completes during the test: its totals count invokes and posts only.
+    let text = format!("data-dir = \"{}\"\n[usage]\nwindow-seconds = 315360000\n", dir.path().join("data").display());
+    std::fs::write(&config, text).unwrap();
     let demo = format!(
         "{}={}",
         common::manifest_path("budget-pacing").display(),

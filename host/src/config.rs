@@ -40,12 +40,22 @@ pub struct OperatorConfig {
 pub struct UsageSettings {
     /// How old a reported usage record may be, in hours.
     pub acceptance_window_hours: u64,
+    /// Length of the windows `usage.report` is collected for, in seconds.
+    pub window_seconds: u64,
+    /// How long a replica holds a window while collecting it, in seconds.
+    pub lease_seconds: u64,
 }
 
 impl Default for UsageSettings {
     fn default() -> Self {
-        // Partners batch daily; three days covers a weekend outage on their side.
-        Self { acceptance_window_hours: 72 }
+        Self {
+            // Partners batch daily; three days covers a weekend outage on their side.
+            acceptance_window_hours: 72,
+            // Hourly matches the export's granularity.
+            window_seconds: 3600,
+            // Far longer than a report call (bounded by the sandbox timeout).
+            lease_seconds: 60,
+        }
     }
 }
 

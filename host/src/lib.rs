@@ -6,6 +6,7 @@ pub mod artifact;
 pub mod blobs;
 pub mod cache;
 pub mod cli;
+pub mod collector;
 pub mod config;
 pub mod digest;
 pub mod error;

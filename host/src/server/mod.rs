@@ -887,7 +887,7 @@ impl AppState {
     }
 
     /// The version an installation runs, ready to call.
-    async fn installed_app(&self, row: &InstallationRow) -> ApiResult<AppVersion> {
+    pub(crate) async fn installed_app(&self, row: &InstallationRow) -> ApiResult<AppVersion> {
         let version = self
             .store
             .version(&row.app, &row.version)

@@ -66,6 +66,12 @@ pub async fn prepare(options: &ServeOptions) -> anyhow::Result<Arc<AppState>> {
     if !options.demo_apps.is_empty() {
         seed_demo(&state, &options.demo_apps, &data_dir).await?;
     }
+    let usage = &state.config.usage;
+    crate::collector::spawn(
+        state.clone(),
+        std::time::Duration::from_secs(usage.window_seconds.max(1)),
+        std::time::Duration::from_secs(usage.lease_seconds.max(1)),
+    );
     Ok(state)
 }
 

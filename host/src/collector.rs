@@ -1,0 +1,169 @@
+//! Collection of `usage.report` once per window per installation. Replicas sharing one
+//! database coordinate through a lease row per (installation, window): whoever takes the
+//! lease calls the app; a replica that dies mid-collection leaves a lease that expires,
+//! and another (or the restarted one) collects the window then. The app's idempotency
+//! keys make a repeated report harmless; the lease makes it rare.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metering::now_ms;
+use crate::runtime::Installation;
+use crate::server::AppState;
+use crate::store::StoreError;
+use crate::world::UsageWindow;
+
+fn err(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError { action: action.into(), source }
+}
+
+/// Takes the lease of (installation, window) for `replica` if nobody holds a live one and
+/// the window is not collected yet.
+pub async fn claim(
+    state: &AppState,
+    installation: &str,
+    window_start: i64,
+    replica: &str,
+    lease_ms: i64,
+) -> Result<bool, StoreError> {
+    let pool = state.store.pool();
+    sqlx::query(
+        "INSERT INTO usage_windows (installation, window_start, done, lease_until) VALUES ($1, $2, 0, 0)
+         ON CONFLICT (installation, window_start) DO NOTHING",
+    )
+    .bind(installation)
+    .bind(window_start)
+    .execute(pool)
+    .await
+    .map_err(err("open usage window"))?;
+    let now = now_ms() as i64;
+    let taken = sqlx::query(
+        "UPDATE usage_windows SET leased_by = $1, lease_until = $2
+         WHERE installation = $3 AND window_start = $4 AND done = 0 AND lease_until < $5",
+    )
+    .bind(replica)
+    .bind(now + lease_ms)
+    .bind(installation)
+    .bind(window_start)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map_err(err("lease usage window"))?;
+    Ok(taken.rows_affected() == 1)
+}
+
+async fn finish(state: &AppState, installation: &str, window_start: i64, replica: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE usage_windows SET done = 1 WHERE installation = $1 AND window_start = $2 AND leased_by = $3")
+        .bind(installation)
+        .bind(window_start)
+        .bind(replica)
+        .execute(state.store.pool())
+        .await
+        .map_err(err("close usage window"))?;
+    Ok(())
+}
+
+/// Windows a pass looks back over: a replica (or the whole fleet) that was down catches
+/// up on this many windows per installation.
+pub const MAX_BACKLOG: i64 = 48;
+
+async fn done_windows(state: &AppState, installation: &str, from: i64) -> Result<Vec<i64>, StoreError> {
+    use sqlx::Row as _;
+    let rows = sqlx::query(
+        "SELECT window_start FROM usage_windows WHERE installation = $1 AND window_start >= $2 AND done = 1",
+    )
+    .bind(installation)
+    .bind(from)
+    .fetch_all(state.store.pool())
+    .await
+    .map_err(err("read usage windows"))?;
+    rows.iter().map(|r| r.try_get("window_start")).collect::<Result<_, _>>().map_err(err("read usage windows"))
+}
+
+/// One pass: for every installation, collects each completed window of the last
+/// `MAX_BACKLOG` (since the installation existed) that is not collected yet and whose
+/// lease this replica can take. Returns how many windows it collected.
+pub async fn collect_once(
+    state: &Arc<AppState>,
+    replica: &str,
+    window_ms: i64,
+    lease_ms: i64,
+) -> Result<usize, StoreError> {
+    let now = now_ms() as i64;
+    let last = (now / window_ms - 1) * window_ms;
+    let mut collected = 0;
+    for row in state.store.all_installations().await? {
+        let first = (row.created_ms / window_ms * window_ms).max(last - (MAX_BACKLOG - 1) * window_ms);
+        let done = done_windows(state, &row.id, first).await?;
+        let mut start = first;
+        while start <= last {
+            let this = start;
+            start += window_ms;
+            if done.contains(&this) || !claim(state, &row.id, this, replica, lease_ms).await? {
+                continue;
+            }
+            if collect_window(state, &row, this, window_ms, replica).await? {
+                collected += 1;
+            }
+        }
+    }
+    Ok(collected)
+}
+
+/// Calls `usage.report` for one leased window; `true` once the window is closed.
+async fn collect_window(
+    state: &Arc<AppState>,
+    row: &crate::store::InstallationRow,
+    start: i64,
+    window_ms: i64,
+    replica: &str,
+) -> Result<bool, StoreError> {
+    let window = UsageWindow { start_ms: start as u64, end_ms: (start + window_ms) as u64 };
+    let app = match state.installed_app(row).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::warn!(installation = %row.id, detail = %e.detail, "cannot load the app to collect usage");
+            return Ok(false);
+        }
+    };
+    let (runtime, inst) = (state.runtime.clone(), Installation::new(&row.tenant, &row.id));
+    match tokio::task::spawn_blocking(move || runtime.report(&app, &inst, window)).await {
+        Ok(Ok(report)) => {
+            let detail = match &report.result {
+                Ok(r) => format!("window {start}: {} records, {} refused", r.accepted.len(), r.refused.len()),
+                Err(refusal) => format!("window {start}: the app refused: {}", refusal.message),
+            };
+            let target = format!("{}/{}", row.tenant, row.id);
+            state.store.audit(&format!("collector:{replica}"), "usage.collect", &target, &detail).await?;
+            finish(state, &row.id, start, replica).await?;
+            Ok(true)
+        }
+        // A failed call keeps the lease until it expires; the window is retried then.
+        Ok(Err(failure)) => {
+            tracing::warn!(%failure, "usage.report failed; will retry after the lease expires");
+            Ok(false)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "usage collection task failed");
+            Ok(false)
+        }
+    }
+}
+
+/// Runs `collect_once` every quarter window (at least every 250 ms) until the process ends.
+pub fn spawn(state: Arc<AppState>, window: Duration, lease: Duration) -> tokio::task::JoinHandle<()> {
+    let replica = uuid::Uuid::new_v4().to_string();
+    let window_ms = window.as_millis().max(1) as i64;
+    let lease_ms = lease.as_millis() as i64;
+    let tick = (window / 4).max(Duration::from_millis(250));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if let Err(e) = collect_once(&state, &replica, window_ms, lease_ms).await {
+                tracing::warn!(error = %e, "usage collection pass failed");
+            }
+        }
+    })
+}
