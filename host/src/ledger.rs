@@ -1,9 +1,7 @@
 //! The metering ledger: usage events stored once per (source, idempotency key), durable
-//! before they are acknowledged, with group commit: concurrent submitters' events are
-//! written in one transaction per few milliseconds, and each submitter is answered only
-//! after that transaction committed.
-
-use std::time::Duration;
+//! before they are acknowledged, with group commit: the events of all submitters that
+//! queued up while the previous transaction was being written go into the next one, and
+//! each submitter is answered only after that transaction committed.
 
 use sqlx::Row as _;
 use tokio::sync::{mpsc, oneshot};
@@ -40,8 +38,6 @@ pub struct Ledger {
     tx: mpsc::Sender<(Vec<UsageEvent>, Reply)>,
 }
 
-/// How long the writer waits for more submitters after the first (the group window).
-pub const GROUP_WINDOW: Duration = Duration::from_millis(2);
 /// Most events in one transaction.
 const MAX_GROUP: usize = 2_000;
 
@@ -60,12 +56,18 @@ impl Ledger {
         let (tx, mut rx) = mpsc::channel::<(Vec<UsageEvent>, Reply)>(4_096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
+                // Group commit without a timer: take whatever queued up while the previous
+                // transaction was in flight. A lone submitter pays one commit, no waiting;
+                // under load, batches grow by themselves.
                 let mut group = vec![first];
-                let deadline = tokio::time::Instant::now() + GROUP_WINDOW;
-                while group.iter().map(|g| g.0.len()).sum::<usize>() < MAX_GROUP {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(next)) => group.push(next),
-                        _ => break,
+                let mut size = group[0].0.len();
+                while size < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(next) => {
+                            size += next.0.len();
+                            group.push(next);
+                        }
+                        Err(_) => break,
                     }
                 }
                 let events: Vec<&UsageEvent> = group.iter().flat_map(|g| g.0.iter()).collect();
