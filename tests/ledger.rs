@@ -162,10 +162,24 @@ async fn ledger_suite(database: Option<String>) {
     assert_eq!(idle.len(), 2, "one zero record per idle hour of a declared SKU: {zeros}");
     assert!(idle.iter().all(|r| r["quantity"] == 0));
 
+    // After an uninstall, usage from while it was installed is still accepted; usage
+    // from after is refused.
+    let url = format!("{}/v1/tenants/demo/installations/{}", s.base, s.installation);
+    assert_eq!(s.http.delete(url).bearer_auth(&s.tenant).send().await.unwrap().status(), 204);
+    let late = s
+        .post_usage(json!([record("late-but-in-time", json!(4)), {"tenant": "demo", "app": "acme/budget-pacing",
+        "sku": "rows-scanned", "quantity": 1, "timestampMs": now_ms() + 1000, "idempotencyKey": "after-uninstall"}]))
+        .await;
+    assert_eq!(late[0]["status"], "recorded", "{late:?}");
+    assert!(
+        late[1]["reason"].as_str().unwrap().contains("no installation of acme/budget-pacing at that time"),
+        "{late:?}"
+    );
+
     // The partner reads its apps' usage; the operator reads everything.
     let resp = s.http.get(format!("{}/v1/partners/acme/usage", s.base)).bearer_auth(&s.partner).send().await.unwrap();
     let partner_view: Value = resp.json().await.unwrap();
-    assert_eq!(partner_view["totals"]["rows-scanned"], 2 + 1000 + 500 + 3);
+    assert_eq!(partner_view["totals"]["rows-scanned"], 2 + 1000 + 500 + 3 + 4);
 }
 
 #[tokio::test]

@@ -1248,22 +1248,30 @@ async fn validate_partner_record(
             window_ms / 3_600_000
         )));
     }
-    let installs: Vec<_> = s.store.installations(&r.tenant).await?.into_iter().filter(|i| i.app == r.app).collect();
-    let Some(inst) = installs.first() else {
-        return Ok(Err(format!("tenant {} has no installation of {}", r.tenant, r.app)));
+    // Installed now, or installed when the usage happened (uninstalled since).
+    let current =
+        s.store.installations(&r.tenant).await?.into_iter().find(|i| i.app == r.app).map(|i| (i.id, i.version));
+    let installation = match current {
+        Some(found) => Some(found),
+        None => s.store.uninstalled_since(&r.tenant, &r.app, r.timestamp_ms).await?,
     };
-    let version = s.store.version(&inst.app, &inst.version).await?;
-    let declared = version
+    let Some((installation, version)) = installation else {
+        return Ok(Err(format!("tenant {} has no installation of {} at that time", r.tenant, r.app)));
+    };
+    let declared = s
+        .store
+        .version(&r.app, &version)
+        .await?
         .and_then(|v| Manifest::parse(v.manifest.as_bytes(), &HOST_API_VERSION).ok())
         .is_some_and(|m| m.sku_ids().any(|id| id == r.sku));
     if !declared {
-        return Ok(Err(format!("SKU {:?} is not declared by {}@{}", r.sku, inst.app, inst.version)));
+        return Ok(Err(format!("SKU {:?} is not declared by {}@{version}", r.sku, r.app)));
     }
     Ok(Ok(UsageEvent {
         tenant: r.tenant,
-        installation: inst.id.clone(),
+        installation,
         app: r.app,
-        version: inst.version.clone(),
+        version,
         sku: r.sku,
         quantity,
         at_ms: r.timestamp_ms as u64,

@@ -618,9 +618,25 @@ impl Store {
         tx.commit().await.map_err(ctx("commit"))
     }
 
-    /// Removes an installation and its key-value data (its usage stays).
+    /// Removes an installation and its key-value data (its usage stays). The audit record
+    /// keeps `app@version`, so usage reported later for the time it was installed is
+    /// still accepted.
     pub async fn delete_installation(&self, tenant: &str, id: &str, actor: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let row = sqlx::query("SELECT app, version FROM installations WHERE tenant = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(ctx("find installation"))?;
+        let detail = match row {
+            Some(r) => format!(
+                "{}@{}",
+                r.try_get::<String, _>("app").map_err(ctx("read installation"))?,
+                r.try_get::<String, _>("version").map_err(ctx("read installation"))?
+            ),
+            None => String::new(),
+        };
         sqlx::query("DELETE FROM kv WHERE tenant = $1 AND installation = $2")
             .bind(tenant)
             .bind(id)
@@ -633,7 +649,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(ctx("delete installation"))?;
-        audit(&mut tx, actor, "installation.uninstall", &format!("{tenant}/{id}"), "").await?;
+        audit(&mut tx, actor, "installation.uninstall", &format!("{tenant}/{id}"), &detail).await?;
         tx.commit().await.map_err(ctx("commit"))
     }
 
@@ -647,6 +663,32 @@ impl Store {
             .await
             .map_err(ctx("purge key-value data"))?;
         Ok(())
+    }
+
+    /// An installation of `app` by `tenant` that was uninstalled at or after `since_ms`:
+    /// (installation id, version). For usage reported after an uninstall.
+    pub async fn uninstalled_since(
+        &self,
+        tenant: &str,
+        app: &str,
+        since_ms: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT target, detail FROM audit WHERE action = 'installation.uninstall' AND target LIKE $1
+             AND detail LIKE $2 AND at_ms >= $3 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(format!("{tenant}/%"))
+        .bind(format!("{app}@%"))
+        .bind(since_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(ctx("find past installation"))?;
+        let Some(row) = row else { return Ok(None) };
+        let target: String = row.try_get("target").map_err(ctx("read audit"))?;
+        let detail: String = row.try_get("detail").map_err(ctx("read audit"))?;
+        let id = target.split_once('/').map(|(_, id)| id.to_string()).unwrap_or_default();
+        let version = detail.split_once('@').map(|(_, v)| v.to_string()).unwrap_or_default();
+        Ok(Some((id, version)))
     }
 
     // --- key-value --------------------------------------------------------------------
