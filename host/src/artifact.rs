@@ -301,6 +301,50 @@ pub async fn fetch_verified(
     })
 }
 
+/// Where an artifact lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactRef {
+    Layout { dir: PathBuf, tag: String },
+    Registry { host: String, repository: String, tag: String },
+}
+
+impl ArtifactRef {
+    /// Parses `host[:port]/repository:tag` or `oci-layout:<dir>:<tag>`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(rest) = text.strip_prefix("oci-layout:") {
+            let (dir, tag) =
+                rest.rsplit_once(':').ok_or_else(|| format!("reference {text:?}: expected oci-layout:<dir>:<tag>"))?;
+            return Ok(Self::Layout { dir: dir.into(), tag: tag.into() });
+        }
+        let (name, tag) = match text.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name, tag),
+            _ => return Err(format!("reference {text:?} has no tag: expected host/repository:tag")),
+        };
+        let (host, repository) = name
+            .split_once('/')
+            .filter(|(host, _)| host.contains('.') || host.contains(':') || *host == "localhost")
+            .ok_or_else(|| format!("reference {text:?} must name its registry host: host[:port]/repository:tag"))?;
+        Ok(Self::Registry { host: host.into(), repository: repository.into(), tag: tag.into() })
+    }
+
+    pub fn tag(&self) -> &str {
+        match self {
+            Self::Layout { tag, .. } | Self::Registry { tag, .. } => tag,
+        }
+    }
+
+    /// `partner/name` from the last two path segments of a registry repository.
+    pub fn default_app(&self) -> Option<String> {
+        match self {
+            Self::Layout { .. } => None,
+            Self::Registry { repository, .. } => {
+                let parts: Vec<&str> = repository.rsplitn(3, '/').collect();
+                (parts.len() >= 2).then(|| format!("{}/{}", parts[1], parts[0]))
+            }
+        }
+    }
+}
+
 /// An OCI image layout directory (https://github.com/opencontainers/image-spec/blob/main/image-layout.md).
 #[derive(Debug, Clone)]
 pub struct LayoutSource {
@@ -424,4 +468,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_parse() {
+        assert_eq!(
+            ArtifactRef::parse("127.0.0.1:5000/acme/budget-pacing:1.4.34").unwrap(),
+            ArtifactRef::Registry {
+                host: "127.0.0.1:5000".into(),
+                repository: "acme/budget-pacing".into(),
+                tag: "1.4.34".into()
+            }
+        );
+        let r = ArtifactRef::parse("registry.example/market/acme/budget-pacing:1.4.34").unwrap();
+        assert_eq!(r.default_app().as_deref(), Some("acme/budget-pacing"));
+        assert_eq!(
+            ArtifactRef::parse("oci-layout:/tmp/x:1.0.0").unwrap(),
+            ArtifactRef::Layout { dir: "/tmp/x".into(), tag: "1.0.0".into() }
+        );
+        assert!(
+            ArtifactRef::parse("acme/budget-pacing:1.0")
+                .unwrap_err()
+                .to_string()
+                .contains("must name its registry host")
+        );
+        assert!(ArtifactRef::parse("localhost:5000/acme/app").unwrap_err().contains("has no tag"));
+    }
 }

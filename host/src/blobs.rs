@@ -51,15 +51,6 @@ impl BlobCache {
         }
         Ok(())
     }
-
-    /// Number of blobs held.
-    pub fn len(&self) -> usize {
-        fs::read_dir(self.dir.join("sha256")).map(|d| d.count()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A source that serves blobs from the cache when it has them. Tags are always resolved

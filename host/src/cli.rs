@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::artifact::{ArtifactError, BlobSource, LayoutSource, VerifiedArtifact, fetch_verified};
+use crate::artifact::{ArtifactError, ArtifactRef, BlobSource, LayoutSource, VerifiedArtifact, fetch_verified};
 use crate::blobs::{BlobCache, Cached, PinStore};
 use crate::cache::CacheOutcome;
 use crate::config::OperatorConfig;
@@ -302,49 +302,6 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-/// Where an artifact lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ArtifactRef {
-    Layout { dir: PathBuf, tag: String },
-    Registry { host: String, repository: String, tag: String },
-}
-
-impl ArtifactRef {
-    fn parse(text: &str) -> anyhow::Result<Self> {
-        if let Some(rest) = text.strip_prefix("oci-layout:") {
-            let (dir, tag) = rest
-                .rsplit_once(':')
-                .with_context(|| format!("reference {text:?}: expected oci-layout:<dir>:<tag>"))?;
-            return Ok(Self::Layout { dir: dir.into(), tag: tag.into() });
-        }
-        let (name, tag) = match text.rsplit_once(':') {
-            Some((name, tag)) if !tag.contains('/') => (name, tag),
-            _ => bail!("reference {text:?} has no tag: expected host/repository:tag"),
-        };
-        let (host, repository) = name
-            .split_once('/')
-            .filter(|(host, _)| host.contains('.') || host.contains(':') || *host == "localhost")
-            .with_context(|| format!("reference {text:?} must name its registry host: host[:port]/repository:tag"))?;
-        Ok(Self::Registry { host: host.into(), repository: repository.into(), tag: tag.into() })
-    }
-
-    fn tag(&self) -> &str {
-        match self {
-            Self::Layout { tag, .. } | Self::Registry { tag, .. } => tag,
-        }
-    }
-
-    fn default_app(&self) -> Option<String> {
-        match self {
-            Self::Layout { .. } => None,
-            Self::Registry { repository, .. } => {
-                let parts: Vec<&str> = repository.rsplitn(3, '/').collect();
-                (parts.len() >= 2).then(|| format!("{}/{}", parts[1], parts[0]))
-            }
-        }
-    }
-}
-
 fn registry_for(args: &RegistryArgs, config: &OperatorConfig, host: &str) -> anyhow::Result<Registry> {
     let mut settings = config.registry(host);
     settings.insecure |= args.insecure;
@@ -381,7 +338,7 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
 
 async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let (reference, inputs) = args.inputs.split_last().context("missing the target reference")?;
-    let reference = ArtifactRef::parse(&reference.to_string_lossy())?;
+    let reference = ArtifactRef::parse(&reference.to_string_lossy()).map_err(anyhow::Error::msg)?;
     let (mut manifest_path, mut wasm_path) = (None, None);
     for input in inputs {
         if input.is_dir() {
@@ -444,7 +401,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
 }
 
 async fn verify(args: SourceArgs, pull: bool) -> anyhow::Result<()> {
-    let reference = ArtifactRef::parse(&args.reference)?;
+    let reference = ArtifactRef::parse(&args.reference).map_err(anyhow::Error::msg)?;
     let app = args.app.clone().or_else(|| reference.default_app()).context("name the app with --app partner/name")?;
     let config = load_config(&args.registry)?;
     let mut trust = config.trust_store()?;
@@ -551,36 +508,5 @@ async fn fetch_with(
             fetch_verified(&cached, app, tag, trust, &config.artifacts, &HOST_API_VERSION, pinned).await
         }
         None => fetch_verified(source, app, tag, trust, &config.artifacts, &HOST_API_VERSION, pinned).await,
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_parse() {
-        assert_eq!(
-            ArtifactRef::parse("127.0.0.1:5000/acme/budget-pacing:1.4.34").unwrap(),
-            ArtifactRef::Registry {
-                host: "127.0.0.1:5000".into(),
-                repository: "acme/budget-pacing".into(),
-                tag: "1.4.34".into()
-            }
-        );
-        let r = ArtifactRef::parse("registry.example/market/acme/budget-pacing:1.4.34").unwrap();
-        assert_eq!(r.default_app().as_deref(), Some("acme/budget-pacing"));
-        assert_eq!(
-            ArtifactRef::parse("oci-layout:/tmp/x:1.0.0").unwrap(),
-            ArtifactRef::Layout { dir: "/tmp/x".into(), tag: "1.0.0".into() }
-        );
-        assert!(
-            ArtifactRef::parse("acme/budget-pacing:1.0")
-                .unwrap_err()
-                .to_string()
-                .contains("must name its registry host")
-        );
-        assert!(ArtifactRef::parse("localhost:5000/acme/app").unwrap_err().to_string().contains("has no tag"));
     }
 }

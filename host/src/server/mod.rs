@@ -21,7 +21,7 @@ use utoipa::OpenApi;
 
 pub use self::error::{ApiError, Json, Problem};
 use self::seal::Sealer;
-use crate::artifact::{ArtifactError, LayoutSource, fetch_verified};
+use crate::artifact::{ArtifactError, ArtifactRef, LayoutSource, fetch_verified};
 use crate::config::OperatorConfig;
 use crate::digest::Digest;
 use crate::error::CallFailure;
@@ -567,30 +567,21 @@ async fn register_version(
     let reference = body.reference.trim();
     let trust = s.trust().await?;
     let caps = s.config.artifacts;
-    let (tag, artifact) = if let Some(rest) = reference.strip_prefix("oci-layout:") {
-        let (dir, tag) = rest.rsplit_once(':').ok_or_else(|| bad_reference(reference))?;
-        let pinned = pinned(&s, &app, tag).await?;
-        let a =
-            fetch_verified(&LayoutSource::new(dir), &app, tag, &trust, &caps, &HOST_API_VERSION, pinned.as_ref()).await;
-        (tag.to_string(), a)
-    } else {
-        let (name_part, tag) =
-            reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')).ok_or_else(|| bad_reference(reference))?;
-        let (host, repository) = name_part.split_once('/').ok_or_else(|| bad_reference(reference))?;
-        let settings = s.registry_settings(host).await?;
-        let registry = crate::registry::Registry::new(&settings, s.config.transfer).map_err(ApiError::internal)?;
-        let pinned = pinned(&s, &app, tag).await?;
-        let a = fetch_verified(
-            &registry.repository(repository),
-            &app,
-            tag,
-            &trust,
-            &caps,
-            &HOST_API_VERSION,
-            pinned.as_ref(),
-        )
-        .await;
-        (tag.to_string(), a)
+    let parsed = ArtifactRef::parse(reference).map_err(|detail| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-reference", detail).field("reference")
+    })?;
+    let tag = parsed.tag().to_string();
+    let pinned = pinned(&s, &app, &tag).await?;
+    let artifact = match &parsed {
+        ArtifactRef::Layout { dir, tag } => {
+            fetch_verified(&LayoutSource::new(dir), &app, tag, &trust, &caps, &HOST_API_VERSION, pinned.as_ref()).await
+        }
+        ArtifactRef::Registry { host, repository, tag } => {
+            let settings = s.registry_settings(host).await?;
+            let registry = crate::registry::Registry::new(&settings, s.config.transfer).map_err(ApiError::internal)?;
+            let source = registry.repository(repository);
+            fetch_verified(&source, &app, tag, &trust, &caps, &HOST_API_VERSION, pinned.as_ref()).await
+        }
     };
     let artifact = artifact.map_err(artifact_problem)?;
     if s.store.version(&app, &tag).await?.is_some() {
@@ -620,15 +611,6 @@ async fn register_version(
             "componentDigest": artifact.component_digest.as_str(), "signer": artifact.signers.manifest.fingerprint,
         })),
     ))
-}
-
-fn bad_reference(reference: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid-reference",
-        format!("reference {reference:?}: expected host/repository:tag or oci-layout:<dir>:<tag>"),
-    )
-    .field("reference")
 }
 
 async fn pinned(s: &AppState, app: &str, tag: &str) -> ApiResult<Option<Digest>> {
