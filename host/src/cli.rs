@@ -160,7 +160,7 @@ pub fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run(args))),
         Command::Publish(args) => tokio_runtime().and_then(|rt| rt.block_on(publish(args))),
         Command::Verify(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, false))),
         Command::Pull(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, true))),
@@ -204,7 +204,20 @@ fn refused<T>(step: &str, outcome: &CallOutcome<T>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
+/// Guest text for a terminal: strings inside the output are stripped of control and
+/// bidi-override characters (serde_json escapes controls but not bidi overrides).
+fn terminal_safe(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(crate::logs::sanitize(s)),
+        Value::Array(items) => Value::Array(items.iter().map(terminal_safe).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (crate::logs::sanitize(k), terminal_safe(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
     let operator = match &args.operator_config {
         Some(path) => OperatorConfig::load(path)?,
         None => OperatorConfig::default(),
@@ -223,7 +236,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let logs = Arc::new(LogStore::new(operator.sandbox.log_buffer_bytes));
     let services = Services { kv: Arc::new(MemoryKv::default()), logs: logs.clone(), metering: sink.clone() };
     let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
-    let runtime = Runtime::new(RuntimeSettings { limits: operator.sandbox, cache_dir }, services)?;
+    let runtime = Runtime::new(
+        RuntimeSettings { limits: operator.sandbox, admission: operator.admission, cache_dir },
+        services,
+    )?;
 
     let started = Instant::now();
     let component = Arc::new(runtime.load(&wasm)?);
@@ -234,16 +250,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Installation::new(&args.tenant, args.installation.clone().unwrap_or_else(|| format!("{}-{name}", args.tenant)));
 
     let config_text = config.to_string();
-    refused("validate-config", &runtime.validate_config(&app, &inst, &config_text)?)?;
-    refused("install", &runtime.install(&app, &inst, &config_text)?)?;
+    refused("validate-config", &runtime.validate_config(&app, &inst, &config_text).await?)?;
+    refused("install", &runtime.install(&app, &inst, &config_text).await?)?;
     let started = Instant::now();
-    let invoked = runtime.invoke(&app, &inst, &args.invoke, &input.to_string())?;
+    let invoked = runtime.invoke(&app, &inst, &args.invoke, &input.to_string()).await?;
     let invoke_ms = started.elapsed().as_secs_f64() * 1000.0;
     let output = match &invoked.result {
-        Ok(text) => serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.clone())),
+        Ok(text) => serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_string())),
         Err(refusal) => bail!("invoke {}: {refusal}", args.invoke),
     };
-    let reported = runtime.report(&app, &inst, window_containing(now_ms(), Duration::from_secs(3600)))?;
+    let reported = runtime.report(&app, &inst, window_containing(now_ms(), Duration::from_secs(3600))).await?;
     refused("report", &reported)?;
     let refused_records = reported.result.as_ref().map(|r| r.refused.clone()).unwrap_or_default();
 
@@ -277,7 +293,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     println!("component  {} ({cache}, ready in {load_ms:.1} ms)", component.digest);
     println!("invoke     {} in {invoke_ms:.2} ms", args.invoke);
-    println!("\noutput:\n{}", serde_json::to_string_pretty(&output)?);
+    println!("\noutput:\n{}", serde_json::to_string_pretty(&terminal_safe(&output))?);
     println!("\nusage:");
     for e in &usage {
         println!(
@@ -459,7 +475,11 @@ async fn verify(args: SourceArgs, pull: bool) -> anyhow::Result<()> {
             logs: Arc::new(LogStore::new(1024)),
             metering: Arc::new(MemorySink::default()),
         };
-        let settings = RuntimeSettings { limits: config.sandbox.clone(), cache_dir: Some(data_dir.join("components")) };
+        let settings = RuntimeSettings {
+            limits: config.sandbox.clone(),
+            admission: config.admission.clone(),
+            cache_dir: Some(data_dir.join("components")),
+        };
         let runtime = Runtime::new(settings, services)?;
         let started = Instant::now();
         let component = runtime.load(&artifact.component)?;

@@ -3,9 +3,16 @@
 //! lease calls the app; a replica that dies mid-collection leaves a lease that expires,
 //! and another (or the restarted one) collects the window then. The app's idempotency
 //! keys make a repeated report harmless; the lease makes it rare.
+//!
+//! One app cannot stall collection: windows are collected concurrently (at most
+//! `PARALLELISM` calls at once), each call under its own deadline; a failing report is
+//! retried with exponential backoff at most `MAX_ATTEMPTS` times and then recorded as
+//! failed (`done = 2`, audited as `usage.collect-failed`), never retried forever.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::StreamExt as _;
 
 use crate::metering::now_ms;
 use crate::runtime::Installation;
@@ -70,7 +77,7 @@ pub const MAX_BACKLOG: i64 = 48;
 async fn done_windows(state: &AppState, installation: &str, from: i64) -> Result<Vec<i64>, StoreError> {
     use sqlx::Row as _;
     let rows = sqlx::query(
-        "SELECT window_start FROM usage_windows WHERE installation = $1 AND window_start >= $2 AND done = 1",
+        "SELECT window_start FROM usage_windows WHERE installation = $1 AND window_start >= $2 AND done <> 0",
     )
     .bind(installation)
     .bind(from)
@@ -80,9 +87,16 @@ async fn done_windows(state: &AppState, installation: &str, from: i64) -> Result
     rows.iter().map(|r| r.try_get("window_start")).collect::<Result<_, _>>().map_err(err("read usage windows"))
 }
 
+/// Report calls one replica runs at once.
+pub const PARALLELISM: usize = 16;
+
+/// Attempts of one window before it is recorded as failed.
+pub const MAX_ATTEMPTS: i64 = 5;
+
 /// One pass: for every installation, collects each completed window of the last
 /// `MAX_BACKLOG` (since the installation existed) that is not collected yet and whose
-/// lease this replica can take. Returns how many windows it collected.
+/// lease this replica can take, `PARALLELISM` at a time. Returns how many windows it
+/// closed (collected or recorded as failed).
 pub async fn collect_once(
     state: &Arc<AppState>,
     replica: &str,
@@ -91,23 +105,90 @@ pub async fn collect_once(
 ) -> Result<usize, StoreError> {
     let now = now_ms() as i64;
     let last = (now / window_ms - 1) * window_ms;
-    let mut collected = 0;
+    let mut due = Vec::new();
     for row in state.store.all_installations().await? {
         let first = (row.created_ms / window_ms * window_ms).max(last - (MAX_BACKLOG - 1) * window_ms);
         let done = done_windows(state, &row.id, first).await?;
         let mut start = first;
         while start <= last {
-            let this = start;
+            if !done.contains(&start) {
+                due.push((row.clone(), start));
+            }
             start += window_ms;
-            if done.contains(&this) || !claim(state, &row.id, this, replica, lease_ms).await? {
-                continue;
-            }
-            if collect_window(state, &row, this, window_ms, replica).await? {
-                collected += 1;
-            }
         }
     }
-    Ok(collected)
+    let results: Vec<Result<bool, StoreError>> = futures_util::stream::iter(due)
+        .map(|(row, start)| async move {
+            if !claim(state, &row.id, start, replica, lease_ms).await? {
+                return Ok(false);
+            }
+            collect_window(state, &row, start, window_ms, replica).await
+        })
+        .buffer_unordered(PARALLELISM)
+        .collect()
+        .await;
+    let mut closed = 0;
+    for r in results {
+        if r? {
+            closed += 1;
+        }
+    }
+    Ok(closed)
+}
+
+/// Records a failed attempt: the lease is extended by the backoff (the next attempt's
+/// time), and after `MAX_ATTEMPTS` the window is closed as failed and audited.
+async fn attempt_failed(
+    state: &AppState,
+    row: &crate::store::InstallationRow,
+    start: i64,
+    window_ms: i64,
+    replica: &str,
+    error: &str,
+) -> Result<bool, StoreError> {
+    use sqlx::Row as _;
+    let attempts: i64 = sqlx::query(
+        "UPDATE usage_windows SET attempts = attempts + 1, last_error = $1
+         WHERE installation = $2 AND window_start = $3 AND leased_by = $4 RETURNING attempts",
+    )
+    .bind(error)
+    .bind(&row.id)
+    .bind(start)
+    .bind(replica)
+    .fetch_optional(state.store.pool())
+    .await
+    .map_err(err("record a failed collection"))?
+    .map(|r| r.try_get("attempts"))
+    .transpose()
+    .map_err(err("record a failed collection"))?
+    .unwrap_or(0);
+    let target = format!("{}/{}", row.tenant, row.id);
+    if attempts >= MAX_ATTEMPTS {
+        sqlx::query("UPDATE usage_windows SET done = 2 WHERE installation = $1 AND window_start = $2 AND leased_by = $3")
+            .bind(&row.id)
+            .bind(start)
+            .bind(replica)
+            .execute(state.store.pool())
+            .await
+            .map_err(err("close a failed usage window"))?;
+        let detail = format!("window {start}: gave up after {attempts} attempts: {error}");
+        state.store.audit(&format!("collector:{replica}"), "usage.collect-failed", &target, &detail).await?;
+        tracing::warn!(installation = %row.id, window = start, %error, "usage collection failed for good");
+        return Ok(true);
+    }
+    // Exponential backoff from an eighth of the window (at least 250 ms), at most a window.
+    let base = (window_ms / 8).max(250);
+    let backoff = base.saturating_mul(1_i64 << (attempts - 1).clamp(0, 20)).min(window_ms.max(base));
+    sqlx::query("UPDATE usage_windows SET lease_until = $1 WHERE installation = $2 AND window_start = $3 AND leased_by = $4")
+        .bind(now_ms() as i64 + backoff)
+        .bind(&row.id)
+        .bind(start)
+        .bind(replica)
+        .execute(state.store.pool())
+        .await
+        .map_err(err("schedule a collection retry"))?;
+    tracing::warn!(installation = %row.id, window = start, attempts, %error, "usage.report failed; will retry");
+    Ok(false)
 }
 
 /// Calls `usage.report` for one leased window; `true` once the window is closed.
@@ -122,15 +203,23 @@ async fn collect_window(
     let app = match state.installed_app(row).await {
         Ok(app) => app,
         Err(e) => {
-            tracing::warn!(installation = %row.id, detail = %e.detail, "cannot load the app to collect usage");
-            return Ok(false);
+            return attempt_failed(state, row, start, window_ms, replica, &format!("cannot load the app: {}", e.detail))
+                .await;
         }
     };
-    let (runtime, inst) = (state.runtime.clone(), Installation::new(&row.tenant, &row.id));
-    match tokio::task::spawn_blocking(move || runtime.report(&app, &inst, window)).await {
-        Ok(Ok(report)) => {
+    let inst = Installation::new(&row.tenant, &row.id);
+    match state.runtime.report(&app, &inst, window).await {
+        Ok(report) => {
             let detail = match &report.result {
-                Ok(r) => format!("window {start}: {} records, {} refused", r.accepted.len(), r.refused.len()),
+                Ok(r) => {
+                    let reasons: Vec<String> = r.refused.iter().take(10).map(|x| x.reason.clone()).collect();
+                    format!(
+                        "window {start}: {} records, {} refused{}",
+                        r.accepted.len(),
+                        r.refused.len(),
+                        if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) }
+                    )
+                }
                 Err(refusal) => format!("window {start}: the app refused: {}", refusal.message),
             };
             let target = format!("{}/{}", row.tenant, row.id);
@@ -138,15 +227,7 @@ async fn collect_window(
             finish(state, &row.id, start, replica).await?;
             Ok(true)
         }
-        // A failed call keeps the lease until it expires; the window is retried then.
-        Ok(Err(failure)) => {
-            tracing::warn!(%failure, "usage.report failed; will retry after the lease expires");
-            Ok(false)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "usage collection task failed");
-            Ok(false)
-        }
+        Err(failure) => attempt_failed(state, row, start, window_ms, replica, &failure.kind.to_string()).await,
     }
 }
 

@@ -21,6 +21,8 @@ pub struct OperatorConfig {
     #[serde(default)]
     pub sandbox: SandboxLimits,
     #[serde(default)]
+    pub admission: crate::admission::AdmissionSettings,
+    #[serde(default)]
     pub artifacts: SizeCaps,
     #[serde(default)]
     pub transfer: TransferSettings,

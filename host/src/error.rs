@@ -22,6 +22,18 @@ pub enum CallErrorKind {
     StackOverflow { limit_kib: u64 },
     #[error("log limit reached: the call wrote more than {limit_bytes} bytes of log text")]
     LogLimit { limit_bytes: u64 },
+    #[error("stderr limit reached: the call wrote more than {limit_bytes} bytes to stderr")]
+    StderrLimit { limit_bytes: u64 },
+    #[error("random bytes limit reached: one wasi:random call may ask for at most {limit_bytes} bytes")]
+    RandomLimit { limit_bytes: u64 },
+    #[error("handle limit reached: the call may hold at most {limit} resource handles")]
+    HandleLimit { limit: u32 },
+    #[error("host copy limit reached: one host call or result may copy at most {limit_bytes} bytes out of the guest")]
+    HostCopyLimit { limit_bytes: u64 },
+    #[error("report too large: {records} usage records, the limit is {limit} per report")]
+    ReportTooLarge { records: u64, limit: u32 },
+    #[error("not admitted: {0}")]
+    Busy(crate::admission::Refusal),
     #[error("input too large: {size} bytes, the limit is {limit} bytes")]
     InputTooLarge { size: u64, limit: u64 },
     #[error("output too large: {size} bytes, the limit is {limit} bytes")]

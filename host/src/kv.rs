@@ -30,14 +30,16 @@ pub enum KvStoreError {
     Unavailable(String),
 }
 
-/// Durable key-value storage behind the `key-value` import.
+/// Durable key-value storage behind the `key-value` import. Called only before a call's
+/// Store exists and after it is gone, so implementations may do I/O.
+#[async_trait::async_trait]
 pub trait KvStore: Send + Sync {
     /// A consistent snapshot of the scope's entries.
-    fn load(&self, scope: &KvScope) -> Result<Arc<KvEntries>, KvStoreError>;
+    async fn load(&self, scope: &KvScope) -> Result<Arc<KvEntries>, KvStoreError>;
     /// Applies `changes` atomically, refusing them if the scope would exceed `quota`.
-    fn commit(&self, scope: &KvScope, changes: KvChanges, quota: u64) -> Result<(), KvStoreError>;
+    async fn commit(&self, scope: &KvScope, changes: KvChanges, quota: u64) -> Result<(), KvStoreError>;
     /// Removes every entry of the scope (uninstall).
-    fn purge(&self, scope: &KvScope) -> Result<(), KvStoreError>;
+    async fn purge(&self, scope: &KvScope) -> Result<(), KvStoreError>;
 }
 
 /// Bytes an entry counts against the quota.
@@ -51,13 +53,14 @@ pub struct MemoryKv {
     scopes: Mutex<HashMap<KvScope, Arc<KvEntries>>>,
 }
 
+#[async_trait::async_trait]
 impl KvStore for MemoryKv {
-    fn load(&self, scope: &KvScope) -> Result<Arc<KvEntries>, KvStoreError> {
+    async fn load(&self, scope: &KvScope) -> Result<Arc<KvEntries>, KvStoreError> {
         let scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         Ok(scopes.get(scope).cloned().unwrap_or_default())
     }
 
-    fn commit(&self, scope: &KvScope, changes: KvChanges, quota: u64) -> Result<(), KvStoreError> {
+    async fn commit(&self, scope: &KvScope, changes: KvChanges, quota: u64) -> Result<(), KvStoreError> {
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         let current = scopes.entry(scope.clone()).or_default();
         let mut next = (**current).clone();
@@ -78,7 +81,7 @@ impl KvStore for MemoryKv {
         Ok(())
     }
 
-    fn purge(&self, scope: &KvScope) -> Result<(), KvStoreError> {
+    async fn purge(&self, scope: &KvScope) -> Result<(), KvStoreError> {
         self.scopes.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
         Ok(())
     }
@@ -169,15 +172,15 @@ mod tests {
         assert_eq!(s.into_changes().len(), 2);
     }
 
-    #[test]
-    fn memory_store_commit_refuses_over_quota_and_keeps_old_data() {
+    #[tokio::test]
+    async fn memory_store_commit_refuses_over_quota_and_keeps_old_data() {
         let kv = MemoryKv::default();
         let scope = KvScope { tenant: "t".into(), installation: "i".into() };
-        kv.commit(&scope, [("k".to_string(), Some(b"v".to_vec()))].into(), 10).unwrap();
-        let err = kv.commit(&scope, [("big".to_string(), Some(vec![0; 20]))].into(), 10).unwrap_err();
+        kv.commit(&scope, [("k".to_string(), Some(b"v".to_vec()))].into(), 10).await.unwrap();
+        let err = kv.commit(&scope, [("big".to_string(), Some(vec![0; 20]))].into(), 10).await.unwrap_err();
         assert!(err.to_string().contains("quota of 10 bytes"), "{err}");
-        assert_eq!(kv.load(&scope).unwrap().get("k").map(Vec::as_slice), Some(&b"v"[..]));
-        kv.purge(&scope).unwrap();
-        assert!(kv.load(&scope).unwrap().is_empty());
+        assert_eq!(kv.load(&scope).await.unwrap().get("k").map(Vec::as_slice), Some(&b"v"[..]));
+        kv.purge(&scope).await.unwrap();
+        assert!(kv.load(&scope).await.unwrap().is_empty());
     }
 }

@@ -6,7 +6,7 @@
 use sqlx::Row as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metering::{MeteringSink, MeteringSinkError, UsageEvent, UsageSource, now_ms};
+use crate::metering::{MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent, UsageSource, now_ms};
 use crate::store::{Store, StoreError};
 
 /// What became of one event.
@@ -158,17 +158,25 @@ async fn write_group(store: &Store, events: &[&UsageEvent]) -> Result<Vec<Record
 #[derive(Debug, Clone)]
 pub struct LedgerSink {
     pub ledger: Ledger,
-    pub handle: tokio::runtime::Handle,
 }
 
+#[async_trait::async_trait]
 impl MeteringSink for LedgerSink {
-    fn submit(&self, events: &[UsageEvent]) -> Result<(), MeteringSinkError> {
-        let outcomes =
-            self.handle.block_on(self.ledger.record(events.to_vec())).map_err(|e| MeteringSinkError(e.to_string()))?;
-        match outcomes.iter().find(|o| matches!(o, Recorded::Conflict { .. })) {
-            Some(conflict) => Err(MeteringSinkError(format!("idempotency conflict: {conflict:?}"))),
-            None => Ok(()),
-        }
+    async fn submit(&self, events: &[UsageEvent]) -> Result<Vec<SinkOutcome>, MeteringSinkError> {
+        let outcomes = self.ledger.record(events.to_vec()).await.map_err(|e| {
+            tracing::error!(error = %e, "the ledger failed to record a call's usage");
+            MeteringSinkError("the usage ledger is unavailable; see the server log".into())
+        })?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| match o {
+                Recorded::Recorded => SinkOutcome::Stored,
+                Recorded::Duplicate => SinkOutcome::Duplicate,
+                Recorded::Conflict { recorded_quantity } => SinkOutcome::Refused(format!(
+                    "idempotency key already recorded with quantity {recorded_quantity}"
+                )),
+            })
+            .collect())
     }
 }
 

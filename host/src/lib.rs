@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view and code map.
 
+pub mod admission;
 pub mod artifact;
 pub mod blobs;
 pub mod cache;

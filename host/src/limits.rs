@@ -42,6 +42,12 @@ pub struct SandboxLimits {
     pub max_usage_events_per_call: u32,
     /// Sandboxes that can exist at once (pooling allocator slots).
     pub max_concurrent_instances: u32,
+    /// Bytes one `wasi:random` call may ask for.
+    pub max_random_bytes: u64,
+    /// Resource handles (WASI streams, pollables, component handles) a call may hold.
+    pub max_handles: u32,
+    /// Bytes the host copies out of the guest in one host call or one export result.
+    pub max_host_copy_bytes: u64,
 }
 
 impl Default for SandboxLimits {
@@ -76,6 +82,13 @@ impl Default for SandboxLimits {
             // Two cores serve far fewer concurrent calls than this; slots are cheap
             // virtual memory reservations.
             max_concurrent_instances: 256,
+            // UUIDs and nonces need bytes, not megabytes; wasmtime's default is 64 MiB.
+            max_random_bytes: 64 * 1024,
+            // A call holds a handful of streams and pollables; wasmtime allows ~1M.
+            max_handles: 1_000,
+            // Above the input/output caps (1 MiB each) with room for a key-value value;
+            // wasmtime's default of 128 MiB would let one call make the host allocate that.
+            max_host_copy_bytes: 4 * MIB,
         }
     }
 }
@@ -107,6 +120,9 @@ pub struct CallLimits {
     pub kv_quota_bytes: u64,
     pub kv_max_key_bytes: u32,
     pub max_usage_events_per_call: u32,
+    pub max_random_bytes: u64,
+    pub max_handles: u32,
+    pub max_host_copy_bytes: u64,
 }
 
 impl SandboxLimits {
@@ -128,12 +144,15 @@ impl SandboxLimits {
             kv_quota_bytes: self.kv_quota_bytes,
             kv_max_key_bytes: self.kv_max_key_bytes,
             max_usage_events_per_call: self.max_usage_events_per_call,
+            max_random_bytes: self.max_random_bytes,
+            max_handles: self.max_handles,
+            max_host_copy_bytes: self.max_host_copy_bytes,
         }
     }
 
     /// Checks that the limits can run anything at all.
     pub fn validate(&self) -> Result<(), String> {
-        let positive: [(&str, u64); 7] = [
+        let positive: [(&str, u64); 9] = [
             ("memory-mib", self.memory_mib),
             ("timeout-ms", self.timeout_ms),
             ("max-wasm-stack-kib", self.max_wasm_stack_kib),
@@ -141,6 +160,8 @@ impl SandboxLimits {
             ("instances", u64::from(self.instances)),
             ("max-concurrent-instances", u64::from(self.max_concurrent_instances)),
             ("max-output-bytes", self.max_output_bytes),
+            ("max-handles", u64::from(self.max_handles)),
+            ("max-host-copy-bytes", self.max_host_copy_bytes),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -149,6 +170,17 @@ impl SandboxLimits {
         }
         if self.memory_mib > 4096 {
             return Err(format!("sandbox.memory-mib is {} but wasm32 memories hold at most 4096 MiB", self.memory_mib));
+        }
+        let biggest_copy = self.max_input_bytes.max(self.max_output_bytes).max(self.kv_quota_bytes);
+        if self.max_host_copy_bytes < biggest_copy {
+            return Err(format!(
+                "sandbox.max-host-copy-bytes is {} but must be at least the largest input, output or key-value \
+                 quota ({biggest_copy} bytes), or such calls could never complete",
+                self.max_host_copy_bytes
+            ));
+        }
+        if self.timeout_ms > 3_600_000 {
+            return Err(format!("sandbox.timeout-ms is {} but a call may last at most one hour", self.timeout_ms));
         }
         if self.fuel == Some(0) {
             return Err("sandbox.fuel must be greater than 0 (omit it to disable fuel)".into());

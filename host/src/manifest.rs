@@ -157,6 +157,13 @@ impl Manifest {
                 }
             }
         }
+        let schema_bytes = serde_json::to_vec(&self.config).map_or(usize::MAX, |v| v.len());
+        if schema_bytes > MAX_SCHEMA_BYTES {
+            return Err(invalid(
+                "config",
+                format!("the configuration schema is {schema_bytes} bytes; at most {MAX_SCHEMA_BYTES} are accepted"),
+            ));
+        }
         if let Err(e) = jsonschema::meta::validate(&self.config) {
             return Err(invalid(format!("config{}", e.instance_path()), format!("not a valid JSON Schema: {e}")));
         }
@@ -188,6 +195,13 @@ impl Manifest {
     }
 }
 
+/// Largest configuration schema accepted at registration, bytes (serialised JSON). A
+/// form of a few hundred fields fits; a schema built to exhaust the validator does not.
+pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+
+/// Largest compiled size of one `pattern`/`patternProperties` regex, bytes.
+const MAX_REGEX_BYTES: usize = 1024 * 1024;
+
 /// A compiled configuration schema.
 #[derive(Debug)]
 pub struct ConfigSchema {
@@ -204,10 +218,16 @@ pub struct ConfigError {
 }
 
 impl ConfigSchema {
-    /// Compiles `schema` (already checked against the meta-schema).
+    /// Compiles `schema` (already checked against the meta-schema). `pattern` and
+    /// `patternProperties` run on the `regex` crate, whose matching time is linear in
+    /// the input: a pattern it cannot run (backreferences, lookaround) is refused here,
+    /// at registration, naming the schema.
     pub fn compile(schema: &Value) -> Result<Self, ManifestError> {
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
+            .with_pattern_options(
+                jsonschema::PatternOptions::regex().size_limit(MAX_REGEX_BYTES).dfa_size_limit(MAX_REGEX_BYTES),
+            )
             .build(schema)
             .map_err(|e| invalid("config", format!("schema does not compile: {e}")))?;
         Ok(Self { schema: schema.clone(), validator })

@@ -36,6 +36,12 @@ pub struct UsageEvent {
     pub idempotency_key: String,
 }
 
+/// The largest quantity of one event: 2^53 - 1, exact in JSON and in every backend.
+pub const MAX_QUANTITY: u64 = (1 << 53) - 1;
+
+/// The longest idempotency key a partner or a guest may give, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -46,11 +52,24 @@ pub fn now_ms() -> u64 {
 #[error("metering sink failed: {0}")]
 pub struct MeteringSinkError(pub String);
 
+/// What became of one submitted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkOutcome {
+    /// Stored durably.
+    Stored,
+    /// The same (source, key, quantity) was stored before: counted once.
+    Duplicate,
+    /// Not stored, with the reason (e.g. the key was recorded with another quantity).
+    Refused(String),
+}
+
 /// Receives the usage of completed calls. Called after the call's Store is gone, so an
 /// implementation may do I/O.
+#[async_trait::async_trait]
 pub trait MeteringSink: Send + Sync {
-    /// Stores `events` durably (or fails, and then none of them counts).
-    fn submit(&self, events: &[UsageEvent]) -> Result<(), MeteringSinkError>;
+    /// Stores `events` durably and says, per event, what became of it; `Err` means the
+    /// sink failed and none of them counts.
+    async fn submit(&self, events: &[UsageEvent]) -> Result<Vec<SinkOutcome>, MeteringSinkError>;
 }
 
 /// An in-memory sink.
@@ -66,9 +85,25 @@ impl MemorySink {
     }
 }
 
+#[async_trait::async_trait]
 impl MeteringSink for MemorySink {
-    fn submit(&self, events: &[UsageEvent]) -> Result<(), MeteringSinkError> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(events);
-        Ok(())
+    async fn submit(&self, events: &[UsageEvent]) -> Result<Vec<SinkOutcome>, MeteringSinkError> {
+        let mut stored = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut outcomes = Vec::with_capacity(events.len());
+        for e in events {
+            let same_key = stored.iter().find(|s| s.source == e.source && s.idempotency_key == e.idempotency_key);
+            outcomes.push(match same_key {
+                Some(s) if s.quantity == e.quantity => SinkOutcome::Duplicate,
+                Some(s) => SinkOutcome::Refused(format!(
+                    "idempotency key already recorded with quantity {}",
+                    s.quantity
+                )),
+                None => {
+                    stored.push(e.clone());
+                    SinkOutcome::Stored
+                }
+            });
+        }
+        Ok(outcomes)
     }
 }

@@ -13,17 +13,20 @@ use std::time::Duration;
 
 use serde::Serialize;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 
+use crate::admission::{Admission, AdmissionSettings, Origin};
 use crate::cache::{self, CacheOutcome, CompileCache};
 use crate::digest::Digest;
 use crate::error::{CallErrorKind, CallFailure, CallSite, LoadError};
 use crate::kv::{KvScope, KvSession, KvStore};
 use crate::limits::{CallLimits, SandboxLimits};
-use crate::logs::{Level, LogLine, LogStore};
+use crate::logs::{self, Level, LogLine, LogStore};
 use crate::manifest::Manifest;
-use crate::metering::{MeteringSink, UsageEvent, UsageSource, now_ms};
-use crate::sandbox::{Attribution, HostState, LimitHit};
+use crate::metering::{
+    MAX_IDEMPOTENCY_KEY_BYTES, MAX_QUANTITY, MeteringSink, SinkOutcome, UsageEvent, UsageSource, now_ms,
+};
+use crate::sandbox::{Attribution, HostState, LimitHit, StderrLimitExceeded};
 use crate::world::{self, App, AppPre, CallContext, UsageWindow};
 
 /// How often the ticker advances the engine's epoch. Calls time out within one tick
@@ -50,6 +53,8 @@ impl std::fmt::Debug for Services {
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeSettings {
     pub limits: SandboxLimits,
+    /// Admission control (per-tenant concurrency and rate, slot wait).
+    pub admission: AdmissionSettings,
     /// Directory of the compile cache; `None` compiles in memory only.
     pub cache_dir: Option<PathBuf>,
 }
@@ -77,7 +82,11 @@ pub struct AppVersion {
     pub manifest: Arc<Manifest>,
     pub component: Arc<LoadedComponent>,
     pub limits: CallLimits,
+    /// Every SKU the version declares.
     skus: Arc<HashSet<String>>,
+    /// The SKUs the guest may meter (those without `operations`: host-metered SKUs are
+    /// the host's alone, so a guest cannot bill them twice).
+    guest_skus: Arc<HashSet<String>>,
 }
 
 /// One tenant's installation of an app: the unit of isolation for state.
@@ -98,7 +107,13 @@ impl Installation {
     }
 }
 
-/// The app's refusal (WIT `app-error`), as the tenant will see it.
+/// Longest app-error message (and trap text) shown anywhere, bytes.
+pub const MAX_APP_TEXT_BYTES: usize = 4 * 1024;
+/// Longest app-error code, bytes.
+pub const MAX_APP_CODE_BYTES: usize = 128;
+
+/// The app's refusal (WIT `app-error`), as the tenant will see it: capped and stripped
+/// of control and bidi-override characters (guest text is hostile).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("the app refused: {message} ({code})")]
 pub struct AppRefusal {
@@ -108,7 +123,10 @@ pub struct AppRefusal {
 
 impl From<world::AppError> for AppRefusal {
     fn from(e: world::AppError) -> Self {
-        Self { code: e.code, message: e.message }
+        Self {
+            code: logs::sanitize_capped(&e.code, MAX_APP_CODE_BYTES),
+            message: logs::sanitize_capped(&e.message, MAX_APP_TEXT_BYTES),
+        }
     }
 }
 
@@ -126,6 +144,8 @@ pub struct CallOutcome<T> {
 pub struct ReportedUsage {
     pub accepted: Vec<UsageEvent>,
     pub refused: Vec<RefusedRecord>,
+    /// The sink's verdict per accepted event, before `report` sorts them.
+    verdicts: Vec<SinkOutcome>,
 }
 
 /// A reported usage record the host refused, with the reason.
@@ -171,6 +191,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
     limits: SandboxLimits,
+    admission: Admission,
     services: Services,
     call_prefix: String,
     call_seq: AtomicU64,
@@ -199,9 +220,11 @@ impl Runtime {
     pub fn new(settings: RuntimeSettings, services: Services) -> Result<Self, RuntimeError> {
         let limits = settings.limits;
         limits.validate().map_err(RuntimeError::Limits)?;
+        settings.admission.validate().map_err(RuntimeError::Limits)?;
+        let admission = Admission::new(settings.admission, limits.max_concurrent_instances);
         let engine = Engine::new(&engine_config(&limits)).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         App::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let cache = settings.cache_dir.as_deref().map(|dir| CompileCache::open(dir, &engine)).transpose()?;
@@ -211,6 +234,7 @@ impl Runtime {
             linker,
             cache,
             limits,
+            admission,
             services,
             call_prefix: uuid::Uuid::new_v4().simple().to_string(),
             call_seq: AtomicU64::new(0),
@@ -221,6 +245,11 @@ impl Runtime {
     /// The shared engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Admission control of this runtime's calls.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     /// The services calls commit to.
@@ -253,152 +282,127 @@ impl Runtime {
     pub fn prepare(&self, manifest: Manifest, component: Arc<LoadedComponent>) -> AppVersion {
         let limits = self.limits.for_app(&manifest.limits);
         let skus = Arc::new(manifest.sku_ids().map(str::to_string).collect());
-        AppVersion { manifest: Arc::new(manifest), component, limits, skus }
+        let guest_skus =
+            Arc::new(manifest.skus.iter().filter(|s| s.operations.is_empty()).map(|s| s.id.clone()).collect());
+        AppVersion { manifest: Arc::new(manifest), component, limits, skus, guest_skus }
     }
 
     /// `lifecycle.validate-config`.
-    pub fn validate_config(
+    pub async fn validate_config(
         &self,
         app: &AppVersion,
         inst: &Installation,
         config: &str,
     ) -> Result<CallOutcome<()>, CallFailure> {
-        self.call(app, inst, "lifecycle.validate-config", config.len(), |a, s, c| {
-            a.kiosk_app_lifecycle().call_validate_config(s, c, config)
-        })
+        self.call(app, inst, Export::ValidateConfig(config), Origin::Tenant).await.map(CallOutcome::done)
     }
 
     /// `lifecycle.install`.
-    pub fn install(&self, app: &AppVersion, inst: &Installation, config: &str) -> Result<CallOutcome<()>, CallFailure> {
-        self.call(app, inst, "lifecycle.install", config.len(), |a, s, c| {
-            a.kiosk_app_lifecycle().call_install(s, c, config)
-        })
+    pub async fn install(
+        &self,
+        app: &AppVersion,
+        inst: &Installation,
+        config: &str,
+    ) -> Result<CallOutcome<()>, CallFailure> {
+        self.call(app, inst, Export::Install(config), Origin::Tenant).await.map(CallOutcome::done)
     }
 
     /// `lifecycle.configure`.
-    pub fn configure(
+    pub async fn configure(
         &self,
         app: &AppVersion,
         inst: &Installation,
         old: &str,
         new: &str,
     ) -> Result<CallOutcome<()>, CallFailure> {
-        self.call(app, inst, "lifecycle.configure", old.len() + new.len(), |a, s, c| {
-            a.kiosk_app_lifecycle().call_configure(s, c, old, new)
-        })
+        self.call(app, inst, Export::Configure(old, new), Origin::Tenant).await.map(CallOutcome::done)
     }
 
     /// `lifecycle.upgrade`, called on the new version.
-    pub fn upgrade(
+    pub async fn upgrade(
         &self,
         app: &AppVersion,
         inst: &Installation,
         from: &str,
         config: &str,
     ) -> Result<CallOutcome<()>, CallFailure> {
-        self.call(app, inst, "lifecycle.upgrade", config.len(), |a, s, c| {
-            a.kiosk_app_lifecycle().call_upgrade(s, c, from, config)
-        })
+        self.call(app, inst, Export::Upgrade(from, config), Origin::Tenant).await.map(CallOutcome::done)
     }
 
     /// `lifecycle.uninstall`; on success the installation's key-value data and logs are purged.
-    pub fn uninstall(&self, app: &AppVersion, inst: &Installation) -> Result<CallOutcome<()>, CallFailure> {
-        let outcome =
-            self.call(app, inst, "lifecycle.uninstall", 0, |a, s, c| a.kiosk_app_lifecycle().call_uninstall(s, c))?;
+    pub async fn uninstall(&self, app: &AppVersion, inst: &Installation) -> Result<CallOutcome<()>, CallFailure> {
+        let outcome = self.call(app, inst, Export::Uninstall, Origin::Tenant).await.map(CallOutcome::done)?;
         if outcome.result.is_ok() {
             let scope = inst.scope();
-            self.services
-                .kv
-                .purge(&scope)
-                .map_err(|e| self.failure(app, inst, "lifecycle.uninstall", CallErrorKind::Storage(e.to_string())))?;
+            self.services.kv.purge(&scope).await.map_err(|e| {
+                self.failure(app, inst, "lifecycle.uninstall", CallErrorKind::Storage(e.to_string()))
+            })?;
             self.services.logs.purge(&scope);
         }
         Ok(outcome)
     }
 
     /// `calls.invoke`. A successful call meters one unit of every SKU listing `operation`.
-    pub fn invoke(
+    pub async fn invoke(
         &self,
         app: &AppVersion,
         inst: &Installation,
         operation: &str,
         input: &str,
     ) -> Result<CallOutcome<String>, CallFailure> {
-        let max_output = app.limits.max_output_bytes;
-        self.call(app, inst, "calls.invoke", operation.len() + input.len(), |a, s, c| {
-            let result = a.kiosk_app_calls().call_invoke(&mut *s, c, operation, input)?;
-            if let Ok(output) = &result {
-                if output.len() as u64 > max_output {
-                    return Err(wasmtime::Error::new(CallErrorKind::OutputTooLarge {
-                        size: output.len() as u64,
-                        limit: max_output,
-                    }));
-                }
-                let host_metered = app.manifest.skus_for_operation(operation).map(|sku| UsageEvent {
-                    tenant: c.tenant_id.clone(),
-                    installation: c.installation_id.clone(),
-                    app: c.app_id.clone(),
-                    version: c.app_version.clone(),
-                    sku: sku.id.clone(),
-                    quantity: 1,
-                    at_ms: now_ms(),
-                    source: UsageSource::Host,
-                    idempotency_key: format!("{}/host/{}", s.data().who.call_id, sku.id),
-                });
-                let events: Vec<_> = host_metered.collect();
-                s.data_mut().usage.extend(events);
-            }
-            Ok(result)
+        let outcome = self.call(app, inst, Export::Invoke(operation, input), Origin::Tenant).await?;
+        Ok(CallOutcome {
+            result: outcome.result.map(|answer| match answer {
+                Answer::Output(output) => output,
+                _ => String::new(),
+            }),
+            usage: outcome.usage,
+            logs: outcome.logs,
         })
     }
 
-    /// `usage.report` for `window`. Records with an undeclared SKU or zero quantity are
-    /// refused (and listed); the rest are submitted to the metering sink.
-    pub fn report(
+    /// `usage.report` for `window`, called by the host (collection): every record is
+    /// judged before anything is submitted (declared, guest-metered SKU; quantity
+    /// 1..=2^53-1; key 1-200 bytes without NUL; at most `max-usage-events-per-call`
+    /// records, else the whole report fails with a named limit); refused records come
+    /// back with their reasons, and so do records the ledger refuses (a key recorded
+    /// before with another quantity). Only accepted records count.
+    pub async fn report(
         &self,
         app: &AppVersion,
         inst: &Installation,
         window: UsageWindow,
     ) -> Result<CallOutcome<ReportedUsage>, CallFailure> {
-        self.call(app, inst, "usage.report", 0, |a, s, c| {
-            let records = match a.kiosk_app_usage().call_report(&mut *s, c, window)? {
-                Ok(records) => records,
-                Err(e) => return Ok(Err(e)),
-            };
-            let mut reported = ReportedUsage::default();
-            for r in records {
-                let reason = if !app.skus.contains(&r.sku) {
-                    Some(format!("SKU {:?} is not declared by {}@{}", r.sku, c.app_id, c.app_version))
-                } else if r.quantity == 0 {
-                    Some("quantity must be positive".to_string())
-                } else if r.idempotency_key.is_empty() {
-                    Some("idempotency key must not be empty".to_string())
-                } else {
-                    None
-                };
-                match reason {
-                    Some(reason) => reported.refused.push(RefusedRecord {
-                        sku: r.sku,
-                        quantity: r.quantity,
-                        idempotency_key: r.idempotency_key,
-                        reason,
-                    }),
-                    None => reported.accepted.push(UsageEvent {
-                        tenant: c.tenant_id.clone(),
-                        installation: c.installation_id.clone(),
-                        app: c.app_id.clone(),
-                        version: c.app_version.clone(),
-                        sku: r.sku,
-                        quantity: r.quantity,
-                        at_ms: window.start_ms,
-                        source: UsageSource::Report,
-                        idempotency_key: format!("{}/report/{}", c.installation_id, r.idempotency_key),
-                    }),
+        let outcome = self.call(app, inst, Export::Report(window), Origin::Host).await?;
+        let mut usage = outcome.usage;
+        let result = match outcome.result {
+            Ok(Answer::Reported(mut reported)) => {
+                // The ledger's verdicts on the accepted records (already committed by `call`).
+                let verdicts = std::mem::take(&mut reported.verdicts);
+                let mut accepted = Vec::with_capacity(reported.accepted.len());
+                for (event, verdict) in reported.accepted.drain(..).zip(verdicts) {
+                    match verdict {
+                        SinkOutcome::Stored | SinkOutcome::Duplicate => accepted.push(event),
+                        SinkOutcome::Refused(reason) => reported.refused.push(RefusedRecord {
+                            sku: event.sku.clone(),
+                            quantity: event.quantity,
+                            idempotency_key: event
+                                .idempotency_key
+                                .strip_prefix(&format!("{}/report/", inst.id))
+                                .unwrap_or(&event.idempotency_key)
+                                .to_string(),
+                            reason,
+                        }),
+                    }
                 }
+                usage.retain(|u| accepted.iter().any(|a| a.idempotency_key == u.idempotency_key));
+                reported.accepted = accepted;
+                Ok(reported)
             }
-            s.data_mut().usage.extend(reported.accepted.iter().cloned());
-            Ok(Ok(reported))
-        })
+            Ok(_) => Ok(ReportedUsage::default()),
+            Err(refusal) => Err(refusal),
+        };
+        Ok(CallOutcome { result, usage, logs: outcome.logs })
     }
 
     fn failure(&self, app: &AppVersion, inst: &Installation, export: &'static str, kind: CallErrorKind) -> CallFailure {
@@ -415,32 +419,42 @@ impl Runtime {
         }
     }
 
-    /// Runs one export in a fresh Store and, if it completed, commits its key-value
-    /// changes, usage and logs (in that order; the Store is gone by then).
-    fn call<T>(
+    /// Runs one export in a fresh Store under its wall-time deadline and, if it
+    /// completed, commits its key-value changes, usage and logs (in that order; the
+    /// Store is gone by then).
+    ///
+    /// The deadline holds whatever the guest does: wasm that computes is interrupted at
+    /// an epoch tick after the deadline (and yields to the executor every tick before
+    /// it), and a guest waiting in a host call (a WASI sleep or poll) is a pending
+    /// future that is dropped at the deadline, freeing its sandbox slot at once.
+    async fn call(
         &self,
         app: &AppVersion,
         inst: &Installation,
-        export: &'static str,
-        input_len: usize,
-        f: impl FnOnce(&App, &mut Store<HostState>, &CallContext) -> wasmtime::Result<Result<T, world::AppError>>,
-    ) -> Result<CallOutcome<T>, CallFailure> {
+        export: Export<'_>,
+        origin: Origin,
+    ) -> Result<CallOutcome<Answer>, CallFailure> {
+        let name = export.name();
         let limits = &app.limits;
-        if input_len as u64 > limits.max_input_bytes {
+        let input_len = export.input_len() as u64;
+        if input_len > limits.max_input_bytes {
             return Err(self.failure(
                 app,
                 inst,
-                export,
-                CallErrorKind::InputTooLarge { size: input_len as u64, limit: limits.max_input_bytes },
+                name,
+                CallErrorKind::InputTooLarge { size: input_len, limit: limits.max_input_bytes },
             ));
         }
+        let _permit =
+            self.admission.admit(&inst.tenant, origin).await.map_err(|r| self.failure(app, inst, name, CallErrorKind::Busy(r)))?;
         let scope = inst.scope();
         let kv = if app.manifest.capabilities.key_value {
             let snapshot = self
                 .services
                 .kv
                 .load(&scope)
-                .map_err(|e| self.failure(app, inst, export, CallErrorKind::Storage(e.to_string())))?;
+                .await
+                .map_err(|e| self.failure(app, inst, name, CallErrorKind::Storage(e.to_string())))?;
             Some(KvSession::new(snapshot, limits.kv_quota_bytes, limits.kv_max_key_bytes))
         } else {
             None
@@ -460,62 +474,170 @@ impl Runtime {
         };
 
         let (result, mut state) = {
-            let mut store = Store::new(&self.engine, HostState::new(limits, who, app.skus.clone(), kv));
+            let mut store = Store::new(&self.engine, HostState::new(limits, who, app.guest_skus.clone(), kv));
             store.limiter(|s| &mut s.limiter);
-            store.set_epoch_deadline(limits.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
-            store.epoch_deadline_trap();
+            store.set_hostcall_fuel(usize::try_from(limits.max_host_copy_bytes).unwrap_or(usize::MAX));
+            store.set_max_component_handles(limits.max_handles as usize);
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.timeout_ms);
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                Ok(if tokio::time::Instant::now() >= deadline {
+                    UpdateDeadline::Interrupt
+                } else {
+                    UpdateDeadline::Yield(1)
+                })
+            });
             if let Some(fuel) = limits.fuel {
                 // Fuel is enabled in the engine whenever the operator sets a budget.
                 let _ = store.set_fuel(fuel);
             }
-            let result = match app.component.pre.instantiate(&mut store) {
-                Ok(instance) => {
-                    f(&instance, &mut store, &ctx).map_err(|e| self.classify(e, store.data().limiter.hit, limits))
+            let run = tokio::time::timeout_at(deadline, self.run(app, &mut store, &ctx, export));
+            let result = match run.await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(RunError { instantiating, error })) => {
+                    Err(match self.classify(error, &store, limits) {
+                        CallErrorKind::Trap { message } if instantiating => CallErrorKind::Instantiate { message },
+                        other => other,
+                    })
                 }
-                Err(e) => Err(match self.classify(e, store.data().limiter.hit, limits) {
-                    CallErrorKind::Trap { message } => CallErrorKind::Instantiate { message },
-                    other => other,
-                }),
+                // The guest was waiting in a host call (or between ticks) at its deadline:
+                // its future is dropped here, and the Store with it below.
+                Err(_elapsed) => Err(CallErrorKind::Timeout { limit_ms: limits.timeout_ms }),
             };
             (result, store.into_data())
         };
         state.collect_stderr();
 
         match result {
-            Ok(result) => {
+            Ok(answer) => {
                 if let Some(session) = state.kv.take() {
                     let changes = session.into_changes();
                     if !changes.is_empty() {
                         self.services
                             .kv
                             .commit(&scope, changes, limits.kv_quota_bytes)
-                            .map_err(|e| self.failure(app, inst, export, CallErrorKind::Storage(e.to_string())))?;
+                            .await
+                            .map_err(|e| self.failure(app, inst, name, CallErrorKind::Storage(e.to_string())))?;
                     }
                 }
+                let mut answer = answer;
                 if !state.usage.is_empty() {
-                    self.services
+                    let verdicts = self
+                        .services
                         .metering
                         .submit(&state.usage)
-                        .map_err(|e| self.failure(app, inst, export, CallErrorKind::Metering(e.to_string())))?;
+                        .await
+                        .map_err(|e| self.failure(app, inst, name, CallErrorKind::Metering(e.to_string())))?;
+                    if let Ok(Answer::Reported(reported)) = &mut answer {
+                        reported.verdicts = verdicts;
+                    } else if let Some(SinkOutcome::Refused(reason)) =
+                        verdicts.into_iter().find(|v| matches!(v, SinkOutcome::Refused(_)))
+                    {
+                        // Host and guest keys are unique per call: a refusal here is a bug.
+                        return Err(self.failure(app, inst, name, CallErrorKind::Metering(reason)));
+                    }
                 }
                 self.services.logs.append(&scope, state.logs.clone());
-                Ok(CallOutcome { result: result.map_err(AppRefusal::from), usage: state.usage, logs: state.logs })
+                Ok(CallOutcome { result: answer.map_err(AppRefusal::from), usage: state.usage, logs: state.logs })
             }
             Err(kind) => {
                 let mut lines = state.logs;
                 lines.push(LogLine {
                     at_ms: now_ms(),
                     level: Level::Error,
-                    message: format!("kiosk: {export} failed: {kind}"),
+                    message: format!("kiosk: {name} failed: {kind}"),
                 });
                 self.services.logs.append(&scope, lines);
-                Err(self.failure(app, inst, export, kind))
+                Err(self.failure(app, inst, name, kind))
             }
         }
     }
 
+    /// Instantiates the component in `store` and calls one export.
+    async fn run(
+        &self,
+        app: &AppVersion,
+        store: &mut Store<HostState>,
+        ctx: &CallContext,
+        export: Export<'_>,
+    ) -> Result<Result<Answer, world::AppError>, RunError> {
+        let instance = app.component.pre.instantiate_async(&mut *store).await.map_err(RunError::instantiating)?;
+        let call = |e| RunError { instantiating: false, error: e };
+        let lifecycle = instance.kiosk_app_lifecycle();
+        let answer = match export {
+            Export::ValidateConfig(config) => {
+                lifecycle.call_validate_config(&mut *store, ctx, config).await.map_err(call)?.map(|()| Answer::Done)
+            }
+            Export::Install(config) => {
+                lifecycle.call_install(&mut *store, ctx, config).await.map_err(call)?.map(|()| Answer::Done)
+            }
+            Export::Configure(old, new) => {
+                lifecycle.call_configure(&mut *store, ctx, old, new).await.map_err(call)?.map(|()| Answer::Done)
+            }
+            Export::Upgrade(from, config) => {
+                lifecycle.call_upgrade(&mut *store, ctx, from, config).await.map_err(call)?.map(|()| Answer::Done)
+            }
+            Export::Uninstall => lifecycle.call_uninstall(&mut *store, ctx).await.map_err(call)?.map(|()| Answer::Done),
+            Export::Invoke(operation, input) => {
+                let result =
+                    instance.kiosk_app_calls().call_invoke(&mut *store, ctx, operation, input).await.map_err(call)?;
+                match result {
+                    Ok(output) => {
+                        let max_output = app.limits.max_output_bytes;
+                        if output.len() as u64 > max_output {
+                            return Err(call(wasmtime::Error::new(CallErrorKind::OutputTooLarge {
+                                size: output.len() as u64,
+                                limit: max_output,
+                            })));
+                        }
+                        let call_id = store.data().who.call_id.clone();
+                        let host_metered: Vec<UsageEvent> = app
+                            .manifest
+                            .skus_for_operation(operation)
+                            .map(|sku| UsageEvent {
+                                tenant: ctx.tenant_id.clone(),
+                                installation: ctx.installation_id.clone(),
+                                app: ctx.app_id.clone(),
+                                version: ctx.app_version.clone(),
+                                sku: sku.id.clone(),
+                                quantity: 1,
+                                at_ms: now_ms(),
+                                source: UsageSource::Host,
+                                idempotency_key: format!("{call_id}/host/{}", sku.id),
+                            })
+                            .collect();
+                        store.data_mut().usage.extend(host_metered);
+                        Ok(Answer::Output(output))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Export::Report(window) => {
+                let records = match instance.kiosk_app_usage().call_report(&mut *store, ctx, window).await.map_err(call)? {
+                    Ok(records) => records,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let limit = app.limits.max_usage_events_per_call;
+                if records.len() as u64 > u64::from(limit) {
+                    return Err(call(wasmtime::Error::new(CallErrorKind::ReportTooLarge {
+                        records: records.len() as u64,
+                        limit,
+                    })));
+                }
+                let reported = judge_report(app, ctx, window, records);
+                store.data_mut().usage.extend(reported.accepted.iter().cloned());
+                Ok(Answer::Reported(reported))
+            }
+        };
+        Ok(answer)
+    }
+
     /// Names the limit or cause behind a failed call.
-    fn classify(&self, err: wasmtime::Error, hit: Option<LimitHit>, limits: &CallLimits) -> CallErrorKind {
+    ///
+    /// Limits wasmtime and wasmtime-wasi enforce on our behalf (host copies, handles,
+    /// random bytes) surface as errors of private types; they are recognised by their
+    /// messages, which `tests/sandbox.rs` pins for the wasmtime version in use.
+    fn classify(&self, err: wasmtime::Error, store: &Store<HostState>, limits: &CallLimits) -> CallErrorKind {
         if let Some(kind) = err.downcast_ref::<CallErrorKind>() {
             return kind.clone();
         }
@@ -531,17 +653,140 @@ impl Runtime {
             }
             _ => {}
         }
-        match hit {
-            Some(LimitHit::Log) => CallErrorKind::LogLimit { limit_bytes: limits.max_log_bytes_per_call },
-            Some(LimitHit::Memory) => CallErrorKind::MemoryLimit { limit_bytes: limits.memory_bytes },
-            Some(LimitHit::Table) => CallErrorKind::TableLimit { limit_elements: limits.table_elements },
-            None => CallErrorKind::Trap {
-                message: match err.downcast_ref::<Trap>() {
-                    Some(trap) => trap.to_string(),
-                    None => format!("{err:#}"),
-                },
+        let state = store.data();
+        if state.stderr.overflowed() || err.downcast_ref::<StderrLimitExceeded>().is_some() {
+            return CallErrorKind::StderrLimit { limit_bytes: limits.max_log_bytes_per_call };
+        }
+        match state.limiter.hit {
+            Some(LimitHit::Log) => return CallErrorKind::LogLimit { limit_bytes: limits.max_log_bytes_per_call },
+            Some(LimitHit::Memory) => return CallErrorKind::MemoryLimit { limit_bytes: limits.memory_bytes },
+            Some(LimitHit::Table) => return CallErrorKind::TableLimit { limit_elements: limits.table_elements },
+            None => {}
+        }
+        if let Some(wasmtime::component::ResourceTableError::Full) =
+            err.downcast_ref::<wasmtime::component::ResourceTableError>()
+        {
+            return CallErrorKind::HandleLimit { limit: limits.max_handles };
+        }
+        let text = format!("{err:#}");
+        if text.contains("fuel allocated for hostcalls has been exhausted") {
+            return CallErrorKind::HostCopyLimit { limit_bytes: limits.max_host_copy_bytes };
+        }
+        if text.contains("store handle limit exceeded") || text.contains("resource table has no free keys") {
+            return CallErrorKind::HandleLimit { limit: limits.max_handles };
+        }
+        if text.contains("requested len") && text.contains("exceeds limit") {
+            return CallErrorKind::RandomLimit { limit_bytes: limits.max_random_bytes };
+        }
+        CallErrorKind::Trap {
+            message: match err.downcast_ref::<Trap>() {
+                Some(trap) => trap.to_string(),
+                None => logs::sanitize_capped(&text, MAX_APP_TEXT_BYTES),
             },
         }
+    }
+}
+
+/// Judges a report's records: accepted events and refused records with reasons.
+fn judge_report(app: &AppVersion, ctx: &CallContext, window: UsageWindow, records: Vec<world::UsageRecord>) -> ReportedUsage {
+    let mut reported = ReportedUsage::default();
+    let mut seen = HashSet::new();
+    for r in records {
+        let reason = if !app.skus.contains(&r.sku) {
+            Some(format!("SKU {:?} is not declared by {}@{}", logs::sanitize_capped(&r.sku, 200), ctx.app_id, ctx.app_version))
+        } else if !app.guest_skus.contains(&r.sku) {
+            Some(format!("SKU {:?} is metered by the host for its operations; the app may not report it", r.sku))
+        } else if r.quantity == 0 || r.quantity > MAX_QUANTITY {
+            Some(format!("quantity {} is outside 1..={MAX_QUANTITY}", r.quantity))
+        } else if r.idempotency_key.is_empty() || r.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+            Some(format!("idempotency key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes, found {}", r.idempotency_key.len()))
+        } else if r.idempotency_key.contains('\0') {
+            Some("idempotency key must not contain NUL (U+0000)".to_string())
+        } else if !seen.insert(r.idempotency_key.clone()) {
+            Some("idempotency key appears twice in this report".to_string())
+        } else {
+            None
+        };
+        let shown_key = logs::sanitize_capped(&r.idempotency_key, MAX_IDEMPOTENCY_KEY_BYTES);
+        match reason {
+            Some(reason) => {
+                reported.refused.push(RefusedRecord { sku: logs::sanitize_capped(&r.sku, 200), quantity: r.quantity, idempotency_key: shown_key, reason })
+            }
+            None => reported.accepted.push(UsageEvent {
+                tenant: ctx.tenant_id.clone(),
+                installation: ctx.installation_id.clone(),
+                app: ctx.app_id.clone(),
+                version: ctx.app_version.clone(),
+                sku: r.sku,
+                quantity: r.quantity,
+                at_ms: window.start_ms,
+                source: UsageSource::Report,
+                idempotency_key: format!("{}/report/{}", ctx.installation_id, r.idempotency_key),
+            }),
+        }
+    }
+    reported
+}
+
+/// The export a call runs, with its arguments.
+#[derive(Debug, Clone, Copy)]
+enum Export<'a> {
+    ValidateConfig(&'a str),
+    Install(&'a str),
+    Configure(&'a str, &'a str),
+    Upgrade(&'a str, &'a str),
+    Uninstall,
+    Invoke(&'a str, &'a str),
+    Report(UsageWindow),
+}
+
+impl Export<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::ValidateConfig(_) => "lifecycle.validate-config",
+            Self::Install(_) => "lifecycle.install",
+            Self::Configure(..) => "lifecycle.configure",
+            Self::Upgrade(..) => "lifecycle.upgrade",
+            Self::Uninstall => "lifecycle.uninstall",
+            Self::Invoke(..) => "calls.invoke",
+            Self::Report(_) => "usage.report",
+        }
+    }
+
+    fn input_len(&self) -> usize {
+        match self {
+            Self::ValidateConfig(c) | Self::Install(c) => c.len(),
+            Self::Configure(old, new) => old.len().saturating_add(new.len()),
+            Self::Upgrade(_, config) => config.len(),
+            Self::Invoke(operation, input) => operation.len().saturating_add(input.len()),
+            Self::Uninstall | Self::Report(_) => 0,
+        }
+    }
+}
+
+/// What a completed export answered.
+#[derive(Debug)]
+enum Answer {
+    Done,
+    Output(String),
+    Reported(ReportedUsage),
+}
+
+/// A call that stopped before the export returned.
+struct RunError {
+    instantiating: bool,
+    error: wasmtime::Error,
+}
+
+impl RunError {
+    fn instantiating(error: wasmtime::Error) -> Self {
+        Self { instantiating: true, error }
+    }
+}
+
+impl CallOutcome<Answer> {
+    fn done(self) -> CallOutcome<()> {
+        CallOutcome { result: self.result.map(drop), usage: self.usage, logs: self.logs }
     }
 }
 
@@ -552,6 +797,8 @@ fn engine_config(limits: &SandboxLimits) -> Config {
     config.consume_fuel(limits.fuel.is_some());
     config.max_wasm_stack((limits.max_wasm_stack_kib * 1024) as usize);
     config.memory_init_cow(true);
+    // Fiber stacks hold the wasm stack plus the host frames of a call.
+    config.async_stack_size((limits.max_wasm_stack_kib * 1024 + 1024 * 1024) as usize);
     let slots = limits.max_concurrent_instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
@@ -562,7 +809,9 @@ fn engine_config(limits: &SandboxLimits) -> Config {
         .max_memories_per_component(limits.memories)
         .max_tables_per_component(limits.tables)
         .max_memory_size((limits.memory_mib * MIB) as usize)
-        .table_elements(limits.table_elements as usize);
+        .table_elements(limits.table_elements as usize)
+        // One async fiber stack per concurrent call.
+        .total_stacks(slots);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }

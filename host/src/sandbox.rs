@@ -3,17 +3,19 @@
 //! runtime hands them on after the Store is gone.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::kv::KvSession;
 use crate::limits::CallLimits;
 use crate::logs::{self, Level, LogLine};
-use crate::metering::{UsageEvent, UsageSource, now_ms};
+use crate::metering::{MAX_QUANTITY, UsageEvent, UsageSource, now_ms};
 use crate::world::kiosk::app::types;
 use crate::world::{key_value, log, metering};
 
@@ -104,7 +106,117 @@ pub(crate) struct HostState {
     log_bytes: u64,
     pub(crate) logs: Vec<LogLine>,
     /// The guest's stderr (e.g. a Rust panic message), turned into log lines afterwards.
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stderr: CappedStderr,
+}
+
+/// The guest's stderr: kept in memory up to a cap; writing past the cap stops the call
+/// with a named limit (rather than wasmtime's anonymous pipe error).
+#[derive(Debug, Clone)]
+pub(crate) struct CappedStderr {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    capacity: usize,
+    overflowed: Arc<AtomicBool>,
+}
+
+/// The guest wrote more to stderr than one call may.
+#[derive(Debug, thiserror::Error)]
+#[error("stderr limit of {0} bytes per call exceeded")]
+pub(crate) struct StderrLimitExceeded(pub(crate) usize);
+
+impl CappedStderr {
+    fn new(capacity: usize) -> Self {
+        Self { buffer: Arc::default(), capacity, overflowed: Arc::default() }
+    }
+
+    pub(crate) fn contents(&self) -> Vec<u8> {
+        self.buffer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the guest tried to write past the cap.
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
+    fn over(&self) -> StreamError {
+        self.overflowed.store(true, Ordering::Relaxed);
+        StreamError::Trap(wasmtime::Error::new(StderrLimitExceeded(self.capacity)))
+    }
+}
+
+impl IsTerminal for CappedStderr {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CappedStderr {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStream for CappedStderr {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        let mut buf = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        if bytes.len() > self.capacity.saturating_sub(buf.len()) {
+            drop(buf);
+            return Err(self.over());
+        }
+        buf.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        let used = self.buffer.lock().unwrap_or_else(|p| p.into_inner()).len();
+        match self.capacity.saturating_sub(used) {
+            0 => Err(self.over()),
+            room => Ok(room),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for CappedStderr {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for CappedStderr {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let mut buf = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        if data.len() > self.capacity.saturating_sub(buf.len()) {
+            self.overflowed.store(true, Ordering::Relaxed);
+            return std::task::Poll::Ready(Err(std::io::Error::other(StderrLimitExceeded(self.capacity))));
+        }
+        buf.extend_from_slice(data);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 impl HostState {
@@ -114,13 +226,15 @@ impl HostState {
         skus: Arc<HashSet<String>>,
         kv: Option<KvSession>,
     ) -> Self {
-        let stderr = MemoryOutputPipe::new(limits.max_log_bytes_per_call as usize);
+        let stderr = CappedStderr::new(usize::try_from(limits.max_log_bytes_per_call).unwrap_or(usize::MAX));
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_handles as usize);
         Self {
             // No preopens, no environment, no arguments, no sockets, stdout discarded,
-            // stderr captured; clocks and randomness are allowed.
-            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            // stderr captured and capped; clocks and (capped) randomness are allowed.
+            wasi: WasiCtx::builder().stderr(stderr.clone()).max_random_size(limits.max_random_bytes).build(),
             stderr,
-            table: ResourceTable::new(),
+            table,
             limiter: CallLimiter::new(limits),
             who,
             skus,
@@ -162,7 +276,7 @@ impl metering::Host for HostState {
         if !self.skus.contains(&sku) {
             return Ok(Err(metering::MeteringError::UndeclaredSku(sku)));
         }
-        if quantity == 0 {
+        if quantity == 0 || quantity > MAX_QUANTITY {
             return Ok(Err(metering::MeteringError::InvalidQuantity));
         }
         if self.usage.len() >= self.max_usage_events {
@@ -191,7 +305,8 @@ impl HostState {
 
     fn checked_key<'a>(&mut self, key: &'a str) -> Result<(&mut KvSession, &'a str), key_value::KvError> {
         let session = self.kv_session()?;
-        if key.is_empty() || key.len() > session.max_key as usize {
+        // NUL cannot be stored by every backend (PostgreSQL TEXT), so it is refused on all.
+        if key.is_empty() || key.len() > session.max_key as usize || key.contains('\0') {
             return Err(key_value::KvError::InvalidKey(session.max_key));
         }
         Ok((session, key))

@@ -9,6 +9,9 @@ wasmtime::component::bindgen!({
     // Host imports may trap the call (e.g. the per-call log cap); each returns
     // `wasmtime::Result<_>` so the host can stop a guest cleanly.
     imports: { default: trappable },
+    // Exports run with `call_async`: a guest waiting in a host call (a WASI sleep or
+    // poll) is a pending future that its deadline drops.
+    exports: { default: async },
 });
 
 pub use self::exports::kiosk::app::{calls, lifecycle, usage};

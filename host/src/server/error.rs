@@ -14,6 +14,8 @@ pub struct ApiError {
     pub detail: String,
     pub field: Option<String>,
     pub errors: Vec<String>,
+    /// Seconds after which a retry may succeed (`Retry-After`, for 429 and 503).
+    pub retry_after_s: Option<u64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -31,7 +33,12 @@ pub struct Problem {
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, detail: detail.into(), field: None, errors: Vec::new() }
+        Self { status, kind, detail: detail.into(), field: None, errors: Vec::new(), retry_after_s: None }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds.max(1));
+        self
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -74,7 +81,12 @@ impl IntoResponse for ApiError {
             errors: self.errors,
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response()
+        let mut response =
+            (self.status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response();
+        if let Some(seconds) = self.retry_after_s {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

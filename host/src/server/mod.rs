@@ -821,16 +821,33 @@ fn split_secrets(config: &Value, secret_names: &[String]) -> (Value, Map<String,
     (public, secrets)
 }
 
+/// A call that did not complete, as a problem: admission refusals are 429 (the tenant's
+/// own limits) or 503 (no sandbox slot) with `Retry-After`; a call too big for its
+/// limits is 413; a host storage failure is 503; the app's own failure (a limit it hit,
+/// a trap) is 502. Every detail names the limit.
 fn call_problem(e: CallFailure) -> ApiError {
-    ApiError::new(StatusCode::BAD_GATEWAY, "app-failed", e.to_string())
+    use crate::admission::Refusal;
+    use crate::error::CallErrorKind as K;
+    match &e.kind {
+        K::Busy(refusal) => {
+            let (status, kind) = match refusal {
+                Refusal::TenantConcurrency { .. } => (StatusCode::TOO_MANY_REQUESTS, "tenant-concurrency-limit"),
+                Refusal::TenantRate { .. } => (StatusCode::TOO_MANY_REQUESTS, "tenant-rate-limit"),
+                Refusal::NoSlot { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no-sandbox-slot"),
+            };
+            ApiError::new(status, kind, refusal.to_string()).retry_after(refusal.retry_after_s())
+        }
+        K::InputTooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "input-too-large", e.to_string()),
+        K::Storage(_) | K::Metering(_) => {
+            tracing::error!(failure = %e, "a call could not commit its effects");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable", e.to_string()).retry_after(1)
+        }
+        _ => ApiError::new(StatusCode::BAD_GATEWAY, "app-failed", e.to_string()),
+    }
 }
 
 fn refusal_problem(step: &str, r: &AppRefusal) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "app-refused", format!("{step}: {} ({})", r.message, r.code))
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
 }
 
 #[derive(Serialize)]
@@ -918,16 +935,38 @@ impl AppState {
     }
 }
 
-fn resolve_config(app: &AppVersion, config: Option<Value>) -> ApiResult<(Value, Vec<String>)> {
-    let schema = ConfigSchema::compile(&app.manifest.config).map_err(ApiError::internal)?;
-    let config = config.unwrap_or_else(|| json!({}));
-    let resolved = schema.resolve(config).map_err(|e| {
-        let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "config-invalid", e.to_string());
-        err.field = e.problems.first().map(|p| format!("config{}", p.split(':').next().unwrap_or("")));
-        err.errors = e.problems;
-        err
-    })?;
-    Ok((resolved, schema.secret_properties()))
+/// How long validating one configuration may take. The schema's patterns run in linear
+/// time and its size is capped at registration, so this is a backstop, not a tuning knob.
+const CONFIG_VALIDATION_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Applies defaults and validates `config` against the app's schema, off the async
+/// workers (a blocking thread) and within `CONFIG_VALIDATION_BUDGET`.
+async fn resolve_config(app: &AppVersion, config: Option<Value>) -> ApiResult<(Value, Vec<String>)> {
+    let schema_json = app.manifest.config.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let schema = ConfigSchema::compile(&schema_json).map_err(ApiError::internal)?;
+        let config = config.unwrap_or_else(|| json!({}));
+        let resolved = schema.resolve(config).map_err(|e| {
+            let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "config-invalid", e.to_string());
+            err.field = e.problems.first().map(|p| format!("config{}", p.split(':').next().unwrap_or("")));
+            err.errors = e.problems;
+            err
+        })?;
+        Ok((resolved, schema.secret_properties()))
+    });
+    match tokio::time::timeout(CONFIG_VALIDATION_BUDGET, work).await {
+        Ok(joined) => joined.map_err(ApiError::internal)?,
+        Err(_) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "config-validation-timeout",
+            format!(
+                "validating the configuration against the schema of {} took longer than {} ms",
+                app.manifest.app,
+                CONFIG_VALIDATION_BUDGET.as_millis()
+            ),
+        )
+        .field("config")),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/installations", request_body = InstallBody,
@@ -945,17 +984,17 @@ async fn install(
     let row = resolve_version(&app_id, &versions, body.version.as_deref(), body.track.as_deref())?;
     let app = s.app_version(&row).await?;
     s.check_entitlement(&tenant, &app).await?;
-    let (config, secret_names) = resolve_config(&app, body.config)?;
+    let (config, secret_names) = resolve_config(&app, body.config).await?;
     let inst = Installation::new(&tenant, uuid::Uuid::new_v4().to_string());
     let config_text = config.to_string();
     let (rt, a, i) = (s.runtime.clone(), app.clone(), inst.clone());
-    let outcome: Result<(), ApiError> = blocking(move || {
-        let checked = rt.validate_config(&a, &i, &config_text).map_err(call_problem)?;
+    let outcome: Result<(), ApiError> = async {
+        let checked = rt.validate_config(&a, &i, &config_text).await.map_err(call_problem)?;
         checked.result.map_err(|r| refusal_problem("validate-config", &r))?;
-        let installed = rt.install(&a, &i, &config_text).map_err(call_problem)?;
+        let installed = rt.install(&a, &i, &config_text).await.map_err(call_problem)?;
         installed.result.map_err(|r| refusal_problem("install", &r))
-    })
-    .await?;
+    }
+    .await;
     let now = crate::metering::now_ms() as i64;
     let mut record = InstallationRow {
         id: inst.id.clone(),
@@ -1029,16 +1068,13 @@ async fn configure(
             new_obj.entry(k).or_insert(v);
         }
     }
-    let (config, secret_names) = resolve_config(&app, Some(new))?;
+    let (config, secret_names) = resolve_config(&app, Some(new)).await?;
     let (rt, a, i) = (s.runtime.clone(), app.clone(), Installation::new(&tenant, &id));
     let (old_text, new_text) = (old.to_string(), config.to_string());
-    blocking(move || {
-        let checked = rt.validate_config(&a, &i, &new_text).map_err(call_problem)?;
-        checked.result.map_err(|r| refusal_problem("validate-config", &r))?;
-        let done = rt.configure(&a, &i, &old_text, &new_text).map_err(call_problem)?;
-        done.result.map_err(|r| refusal_problem("configure", &r))
-    })
-    .await??;
+    let checked = rt.validate_config(&a, &i, &new_text).await.map_err(call_problem)?;
+    checked.result.map_err(|r| refusal_problem("validate-config", &r))?;
+    let done = rt.configure(&a, &i, &old_text, &new_text).await.map_err(call_problem)?;
+    done.result.map_err(|r| refusal_problem("configure", &r))?;
     s.set_config(&mut row, &config, &secret_names);
     s.store.update_installation(&row, "installation.configure", &caller.0.actor()).await?;
     let row = installation_of(&s, &tenant, &id).await?;
@@ -1086,14 +1122,11 @@ async fn upgrade(
     }
     let app = s.app_version(&target).await?;
     s.check_entitlement(&tenant, &app).await?;
-    let (config, secret_names) = resolve_config(&app, Some(s.full_config(&row)?))?;
+    let (config, secret_names) = resolve_config(&app, Some(s.full_config(&row)?)).await?;
     let (rt, a, i, from_text, cfg) =
         (s.runtime.clone(), app.clone(), Installation::new(&tenant, &id), from.to_string(), config.to_string());
-    blocking(move || {
-        let done = rt.upgrade(&a, &i, &from_text, &cfg).map_err(call_problem)?;
-        done.result.map_err(|r| refusal_problem("upgrade", &r))
-    })
-    .await??;
+    let done = rt.upgrade(&a, &i, &from_text, &cfg).await.map_err(call_problem)?;
+    done.result.map_err(|r| refusal_problem("upgrade", &r))?;
     row.version = target.version.clone();
     s.set_config(&mut row, &config, &secret_names);
     s.store.update_installation(&row, "installation.upgrade", &caller.0.actor()).await?;
@@ -1111,11 +1144,8 @@ async fn uninstall(
     let row = installation_of(&s, &tenant, &id).await?;
     let app = s.installed_app(&row).await?;
     let (rt, i) = (s.runtime.clone(), Installation::new(&tenant, &id));
-    blocking(move || {
-        let done = rt.uninstall(&app, &i).map_err(call_problem)?;
-        done.result.map_err(|r| refusal_problem("uninstall", &r))
-    })
-    .await??;
+    let done = rt.uninstall(&app, &i).await.map_err(call_problem)?;
+    done.result.map_err(|r| refusal_problem("uninstall", &r))?;
     s.store.delete_installation(&tenant, &id, &caller.0.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1132,8 +1162,7 @@ async fn invoke(
     let row = installation_of(&s, &tenant, &id).await?;
     let app = s.installed_app(&row).await?;
     let (rt, i, op, text) = (s.runtime.clone(), Installation::new(&tenant, &id), operation.clone(), input.to_string());
-    let outcome: CallOutcome<String> =
-        blocking(move || rt.invoke(&app, &i, &op, &text)).await?.map_err(call_problem)?;
+    let outcome: CallOutcome<String> = rt.invoke(&app, &i, &op, &text).await.map_err(call_problem)?;
     let output = outcome.result.map_err(|r| refusal_problem(&operation, &r))?;
     let output: Value = serde_json::from_str(&output).unwrap_or(Value::String(output));
     let usage: Vec<Value> = outcome.usage.iter().map(usage_view).collect();

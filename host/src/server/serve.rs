@@ -52,14 +52,17 @@ pub async fn prepare(options: &ServeOptions) -> anyhow::Result<Arc<AppState>> {
     tracing::info!(database = %redact(&database), "database ready, migrations applied");
     let sealer = Sealer::from_hex(&secrets_key(&config, &data_dir)?).map_err(anyhow::Error::msg)?;
     let ledger = crate::ledger::Ledger::start(store.clone());
-    let handle = tokio::runtime::Handle::current();
     let services = Services {
-        kv: Arc::new(DbKv { store: store.clone(), handle: handle.clone() }),
+        kv: Arc::new(DbKv { store: store.clone() }),
         logs: Arc::new(LogStore::new(config.sandbox.log_buffer_bytes)),
         // Calls' usage is committed to the ledger before their answer is sent.
-        metering: Arc::new(crate::ledger::LedgerSink { ledger: ledger.clone(), handle }),
+        metering: Arc::new(crate::ledger::LedgerSink { ledger: ledger.clone() }),
     };
-    let settings = RuntimeSettings { limits: config.sandbox.clone(), cache_dir: Some(data_dir.join("components")) };
+    let settings = RuntimeSettings {
+        limits: config.sandbox.clone(),
+        admission: config.admission.clone(),
+        cache_dir: Some(data_dir.join("components")),
+    };
     let runtime = Arc::new(Runtime::new(settings, services)?);
     bootstrap_operator(&store, &config).await?;
     let state = Arc::new(AppState::new(store, runtime, Arc::new(config), sealer, ledger));

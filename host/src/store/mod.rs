@@ -902,35 +902,38 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Key-value storage of installations in the database, for the runtime's blocking
-/// threads (the runtime calls it before and after a Store exists, never during).
+/// Key-value storage of installations in the database (the runtime calls it before
+/// and after a Store exists, never during). Database error text is logged, never
+/// handed on: it could reach a caller.
 #[derive(Debug, Clone)]
 pub struct DbKv {
     pub store: Store,
-    pub handle: tokio::runtime::Handle,
 }
 
+fn kv_unavailable(e: StoreError) -> KvStoreError {
+    tracing::error!(error = %e, "key-value storage failed");
+    KvStoreError::Unavailable("the database did not answer; see the server log".into())
+}
+
+#[async_trait::async_trait]
 impl KvStore for DbKv {
-    fn load(&self, scope: &KvScope) -> Result<Arc<KvEntries>, KvStoreError> {
-        self.handle
-            .block_on(self.store.kv_load(scope))
-            .map(Arc::new)
-            .map_err(|e| KvStoreError::Unavailable(e.to_string()))
+    async fn load(&self, scope: &KvScope) -> Result<Arc<KvEntries>, KvStoreError> {
+        self.store.kv_load(scope).await.map(Arc::new).map_err(kv_unavailable)
     }
 
-    fn commit(&self, scope: &KvScope, changes: KvChanges, quota: u64) -> Result<(), KvStoreError> {
-        match self.handle.block_on(self.store.kv_commit(scope, changes, quota)) {
+    async fn commit(&self, scope: &KvScope, changes: KvChanges, quota: u64) -> Result<(), KvStoreError> {
+        match self.store.kv_commit(scope, changes, quota).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(quota)) => Err(KvStoreError::QuotaExceeded {
                 tenant: scope.tenant.clone(),
                 installation: scope.installation.clone(),
                 quota,
             }),
-            Err(e) => Err(KvStoreError::Unavailable(e.to_string())),
+            Err(e) => Err(kv_unavailable(e)),
         }
     }
 
-    fn purge(&self, _scope: &KvScope) -> Result<(), KvStoreError> {
+    async fn purge(&self, _scope: &KvScope) -> Result<(), KvStoreError> {
         // Purged with the installation row, in one transaction (Store::delete_installation).
         Ok(())
     }
