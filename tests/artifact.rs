@@ -76,9 +76,11 @@ async fn a_signed_artifact_verifies_then_compiles_and_runs() {
     let component = h.runtime.load(&artifact.component).unwrap();
     let app = h.runtime.prepare(artifact.manifest, Arc::new(component));
     let inst = Installation::new("t1", "i1");
-    h.runtime.install(&app, &inst, r#"{"apiKey":"k","threshold":0.1}"#).unwrap().result.unwrap();
-    let out =
-        h.runtime.invoke(&app, &inst, "evaluate", r#"{"campaignId":"c","budget":30,"flightDays":30,"dailySpend":[1]}"#);
+    h.runtime.install(&app, &inst, r#"{"apiKey":"k","threshold":0.1}"#).await.unwrap().result.unwrap();
+    let out = h
+        .runtime
+        .invoke(&app, &inst, "evaluate", r#"{"campaignId":"c","budget":30,"flightDays":30,"dailySpend":[1]}"#)
+        .await;
     assert!(out.unwrap().result.unwrap().contains(r#""status":"on-track""#));
 }
 

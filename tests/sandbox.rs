@@ -22,8 +22,12 @@ fn limits() -> SandboxLimits {
     SandboxLimits { memory_mib: 64, timeout_ms: 1_000, ..SandboxLimits::default() }
 }
 
-fn invoke_err(rt: &Runtime, app: &AppVersion, inst: &Installation, op: &str, input: &str) -> CallErrorKind {
-    match rt.invoke(app, inst, op, input) {
+/// A bound on how long a stopped call may take that holds on a loaded machine; the
+/// precise overrun is measured by `cargo bench --bench timeout`.
+const STOPPED_WITHIN: Duration = Duration::from_secs(1);
+
+async fn invoke_err(rt: &Runtime, app: &AppVersion, inst: &Installation, op: &str, input: &str) -> CallErrorKind {
+    match rt.invoke(app, inst, op, input).await {
         Ok(outcome) => panic!("{op} should have failed, got {:?}", outcome.result),
         Err(failure) => {
             let text = failure.to_string();
@@ -87,78 +91,127 @@ fn evaluate_input(i: usize) -> String {
     format!(r#"{{"campaignId":"c-{i}","budget":3000,"flightDays":30,"dailySpend":[100,100,100,{}]}}"#, 100 + i % 50)
 }
 
-#[test]
-fn each_hostile_guest_gets_a_named_error_and_another_tenant_goes_on() {
+/// Calls `export` of `app` for `inst`; `Ok(())` when the export completed.
+async fn call_export(
+    rt: &Runtime,
+    app: &AppVersion,
+    inst: &Installation,
+    export: &str,
+) -> Result<(), kiosk::error::CallFailure> {
+    let window = UsageWindow { start_ms: 0, end_ms: 3_600_000 };
+    match export {
+        "validate-config" => rt.validate_config(app, inst, "{}").await.map(drop),
+        "install" => rt.install(app, inst, "{}").await.map(drop),
+        "configure" => rt.configure(app, inst, "{}", "{}").await.map(drop),
+        "upgrade" => rt.upgrade(app, inst, "0.0.0", "{}").await.map(drop),
+        "uninstall" => rt.uninstall(app, inst).await.map(drop),
+        "invoke" => rt.invoke(app, inst, "echo", "{}").await.map(drop),
+        "report" => rt.report(app, inst, window).await.map(drop),
+        other => panic!("no export {other}"),
+    }
+}
+
+const EXPORTS: [&str; 7] = ["validate-config", "install", "configure", "upgrade", "uninstall", "invoke", "report"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_loops_sleeps_or_blocks_in_any_export_times_out_naming_its_limit() {
     let h = Harness::new(limits());
     let rt = &h.runtime;
     let hostile = h.app("hostile-guest");
     assert_eq!(hostile.limits.timeout_ms, 200, "the app's request tightens the 1 s ceiling");
-    assert_eq!(hostile.limits.memory_bytes, 32 * MIB);
-
-    // An infinite loop in each export times out within the limit plus 50 ms.
-    let looping = Installation::new("mallory", "loop-1");
-    let window = UsageWindow { start_ms: 0, end_ms: 3_600_000 };
-    type Export<'a> = Box<dyn Fn() -> Result<(), kiosk::error::CallFailure> + 'a>;
-    let exports: Vec<(&str, Export)> = vec![
-        ("validate-config", Box::new(|| rt.validate_config(&hostile, &looping, "{}").map(drop))),
-        ("install", Box::new(|| rt.install(&hostile, &looping, "{}").map(drop))),
-        ("configure", Box::new(|| rt.configure(&hostile, &looping, "{}", "{}").map(drop))),
-        ("upgrade", Box::new(|| rt.upgrade(&hostile, &looping, "0.0.0", "{}").map(drop))),
-        ("uninstall", Box::new(|| rt.uninstall(&hostile, &looping).map(drop))),
-        ("invoke", Box::new(|| rt.invoke(&hostile, &looping, "echo", "{}").map(drop))),
-        ("report", Box::new(|| rt.report(&hostile, &looping, window).map(drop))),
-    ];
-    for (name, call) in exports {
-        let started = Instant::now();
-        let err = call().expect_err(name);
-        let elapsed = started.elapsed();
-        assert_eq!(err.kind, CallErrorKind::Timeout { limit_ms: 200 }, "{name}");
-        assert!(err.to_string().contains("wall-time limit of 200 ms"), "{err}");
-        assert!(elapsed >= Duration::from_millis(200), "{name} stopped early: {elapsed:?}");
-        assert!(elapsed < Duration::from_millis(250), "{name} overran: {elapsed:?}");
+    // A CPU loop, a 60 s `std::thread::sleep` (WASI poll under the hood) and a 60 s
+    // block on a wasi:clocks pollable, in each of the seven exports.
+    for prefix in ["loop", "sleep", "poll"] {
+        let inst = Installation::new("mallory", format!("{prefix}-1"));
+        for export in EXPORTS {
+            let started = Instant::now();
+            let err = call_export(rt, &hostile, &inst, export).await.expect_err(export);
+            let elapsed = started.elapsed();
+            assert_eq!(err.kind, CallErrorKind::Timeout { limit_ms: 200 }, "{prefix} in {export}");
+            assert!(err.to_string().contains("wall-time limit of 200 ms"), "{err}");
+            assert!(elapsed >= Duration::from_millis(200), "{prefix} in {export} stopped early: {elapsed:?}");
+            assert!(elapsed < STOPPED_WITHIN, "{prefix} in {export} was not stopped: {elapsed:?}");
+        }
     }
+    // Every slot was given back: nothing is left running.
+    assert_eq!(rt.admission().free_slots(), limits().max_concurrent_instances as usize);
+    assert_eq!(rt.admission().active("mallory"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_hostile_guest_gets_a_named_error_and_another_tenant_goes_on() {
+    let h = Harness::new(limits());
+    let rt = &h.runtime;
+    let hostile = h.app("hostile-guest");
+    assert_eq!(hostile.limits.memory_bytes, 32 * MIB);
 
     let mallory = Installation::new("mallory", "hostile-1");
     assert_eq!(
-        invoke_err(rt, &hostile, &mallory, "grow-memory", ""),
+        invoke_err(rt, &hostile, &mallory, "grow-memory", "").await,
         CallErrorKind::MemoryLimit { limit_bytes: 32 * MIB }
     );
-    assert_eq!(invoke_err(rt, &hostile, &mallory, "recurse", ""), CallErrorKind::StackOverflow { limit_kib: 512 });
-    match invoke_err(rt, &hostile, &mallory, "trap", "") {
+    assert_eq!(
+        invoke_err(rt, &hostile, &mallory, "recurse", "").await,
+        CallErrorKind::StackOverflow { limit_kib: 512 }
+    );
+    match invoke_err(rt, &hostile, &mallory, "trap", "").await {
         CallErrorKind::Trap { message } => assert!(message.contains("unreachable"), "{message}"),
         other => panic!("trap: {other:?}"),
     }
     // The panic message the guest wrote to stderr is kept, sanitised, in its log.
     let lines = h.logs.lines(&mallory.scope());
     assert!(lines.iter().any(|l| l.message.contains("hostile guest traps on purpose")), "{lines:?}");
-    assert_eq!(invoke_err(rt, &hostile, &mallory, "log-flood", ""), CallErrorKind::LogLimit { limit_bytes: 64 * 1024 });
+    assert_eq!(
+        invoke_err(rt, &hostile, &mallory, "log-flood", "").await,
+        CallErrorKind::LogLimit { limit_bytes: 64 * 1024 }
+    );
     let lines = h.logs.lines(&mallory.scope());
     assert!(lines.iter().all(|l| !l.message.chars().any(char::is_control)), "control characters stripped");
     let kept: usize = lines.iter().map(|l| l.message.len()).sum();
     assert!(kept as u64 <= limits().log_buffer_bytes, "log buffer bounded: {kept}");
     assert_eq!(
-        invoke_err(rt, &hostile, &mallory, "huge-output", &(2 * MIB).to_string()),
+        invoke_err(rt, &hostile, &mallory, "huge-output", &(2 * MIB).to_string()).await,
         CallErrorKind::OutputTooLarge { size: 2 * MIB, limit: MIB }
     );
     assert_eq!(
-        invoke_err(rt, &hostile, &mallory, "echo", &"x".repeat(MIB as usize + 1)),
+        invoke_err(rt, &hostile, &mallory, "echo", &"x".repeat(MIB as usize + 1)).await,
         CallErrorKind::InputTooLarge { size: MIB + 5, limit: MIB }
     );
 
     let bomb = rt.load(&table_bomb_component()).expect("table bomb loads");
     let bomb_app = rt.prepare(common::parse_manifest(&common::manifest_json("hostile-guest")), Arc::new(bomb));
     assert_eq!(
-        invoke_err(rt, &bomb_app, &mallory, "anything", ""),
+        invoke_err(rt, &bomb_app, &mallory, "anything", "").await,
         CallErrorKind::TableLimit { limit_elements: 10_000 }
     );
+    // Limits wasmtime and WASI enforce for Kiosk are named too.
+    assert_eq!(
+        invoke_err(rt, &hostile, &mallory, "stderr-flood", "").await,
+        CallErrorKind::StderrLimit { limit_bytes: 64 * 1024 }
+    );
+    assert_eq!(
+        invoke_err(rt, &hostile, &mallory, "random-huge", &(10 * MIB).to_string()).await,
+        CallErrorKind::RandomLimit { limit_bytes: 64 * 1024 }
+    );
+    assert_eq!(
+        invoke_err(rt, &hostile, &mallory, "handle-bomb", "").await,
+        CallErrorKind::HandleLimit { limit: 1_000 }
+    );
+    assert_eq!(
+        invoke_err(rt, &hostile, &mallory, "host-copy", &(8 * MIB).to_string()).await,
+        CallErrorKind::HostCopyLimit { limit_bytes: 4 * MIB }
+    );
     assert!(h.sink.events().is_empty(), "failed calls meter nothing");
+    // Within the limits the same operations work.
+    let ok = rt.invoke(&hostile, &mallory, "random-huge", "32").await.unwrap();
+    assert_eq!(ok.result.unwrap(), "32");
 
     // Another tenant's 1,000 following calls all succeed with correct output.
     let pacing = h.app("budget-pacing");
     let alice = Installation::new("alice", "alice-pacing");
-    rt.install(&pacing, &alice, r#"{"apiKey":"k","threshold":0.1}"#).unwrap().result.unwrap();
+    rt.install(&pacing, &alice, r#"{"apiKey":"k","threshold":0.1}"#).await.unwrap().result.unwrap();
     for i in 0..1_000 {
-        let out = rt.invoke(&pacing, &alice, "evaluate", &evaluate_input(i)).expect("call succeeds");
+        let out = rt.invoke(&pacing, &alice, "evaluate", &evaluate_input(i)).await.expect("call succeeds");
         let out: serde_json::Value = serde_json::from_str(&out.result.expect("app answers")).unwrap();
         let spent = 400.0 + (i % 50) as f64;
         assert_eq!(out["spent"], spent, "call {i}");
@@ -169,66 +222,67 @@ fn each_hostile_guest_gets_a_named_error_and_another_tenant_goes_on() {
     assert_eq!(checks, 1_000);
 }
 
-#[test]
-fn concurrent_tenants_never_see_each_others_state() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_tenants_never_see_each_others_state() {
     let h = Arc::new(Harness::new(limits()));
     let hostile = h.app("hostile-guest");
     let threads: Vec<_> = ["alice", "bob", "carol"]
         .into_iter()
         .map(|tenant| {
             let (h, app) = (h.clone(), hostile.clone());
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 let inst = Installation::new(tenant, format!("{tenant}-inst"));
                 for i in 0..300 {
-                    let counter = h.runtime.invoke(&app, &inst, "counter", "").unwrap().result.unwrap();
+                    let counter = h.runtime.invoke(&app, &inst, "counter", "").await.unwrap().result.unwrap();
                     assert_eq!(counter, "1", "{tenant} call {i}: the global counter starts from zero");
-                    let me = h.runtime.invoke(&app, &inst, "whoami", "").unwrap().result.unwrap();
+                    let me = h.runtime.invoke(&app, &inst, "whoami", "").await.unwrap().result.unwrap();
                     assert_eq!(me, format!("{tenant}/{tenant}-inst"));
-                    h.runtime.invoke(&app, &inst, "kv-set", &format!("secret={tenant}-{i}")).unwrap().result.unwrap();
-                    let read = h.runtime.invoke(&app, &inst, "kv-get", "secret").unwrap().result.unwrap();
+                    let set = h.runtime.invoke(&app, &inst, "kv-set", &format!("secret={tenant}-{i}")).await;
+                    set.unwrap().result.unwrap();
+                    let read = h.runtime.invoke(&app, &inst, "kv-get", "secret").await.unwrap().result.unwrap();
                     assert_eq!(read, format!("{tenant}-{i}"), "key-value data is per installation");
                 }
             })
         })
         .collect();
     for t in threads {
-        t.join().expect("tenant thread");
+        t.await.expect("tenant task");
     }
     // A second installation of the same tenant starts empty.
     let other = Installation::new("alice", "alice-second");
-    assert_eq!(h.runtime.invoke(&hostile, &other, "kv-get", "secret").unwrap().result.unwrap(), "<none>");
+    assert_eq!(h.runtime.invoke(&hostile, &other, "kv-get", "secret").await.unwrap().result.unwrap(), "<none>");
 }
 
-#[test]
-fn undeclared_sku_is_an_error_to_the_guest_and_records_nothing() {
+#[tokio::test]
+async fn undeclared_sku_is_an_error_to_the_guest_and_records_nothing() {
     let h = Harness::new(limits());
     let app = h.app("hostile-guest");
     let inst = Installation::new("alice", "a1");
-    let out = h.runtime.invoke(&app, &inst, "undeclared-sku", "").unwrap();
+    let out = h.runtime.invoke(&app, &inst, "undeclared-sku", "").await.unwrap();
     assert_eq!(out.result.unwrap(), r#"refused: MeteringError::UndeclaredSku("no-such-sku")"#);
     assert!(out.usage.is_empty());
     assert!(h.sink.events().is_empty());
 }
 
-#[test]
-fn usage_is_metered_from_host_guest_and_report() {
+#[tokio::test]
+async fn usage_is_metered_from_host_guest_and_report() {
     let h = Harness::new(limits());
     let app = h.app("hostile-guest");
     let inst = Installation::new("alice", "a1");
-    let echo = h.runtime.invoke(&app, &inst, "echo", "hi").unwrap();
+    let echo = h.runtime.invoke(&app, &inst, "echo", "hi").await.unwrap();
     assert_eq!(echo.result.unwrap(), "hi");
     assert_eq!(echo.usage.len(), 1);
     assert_eq!(
         (echo.usage[0].sku.as_str(), echo.usage[0].quantity, echo.usage[0].source),
         ("calls", 1, UsageSource::Host)
     );
-    let rec = h.runtime.invoke(&app, &inst, "record", "7").unwrap();
+    let rec = h.runtime.invoke(&app, &inst, "record", "7").await.unwrap();
     assert_eq!(
         (rec.usage[0].sku.as_str(), rec.usage[0].quantity, rec.usage[0].source),
         ("events", 7, UsageSource::Guest)
     );
     let window = UsageWindow { start_ms: 3_600_000, end_ms: 7_200_000 };
-    let reported = h.runtime.report(&app, &inst, window).unwrap().result.unwrap();
+    let reported = h.runtime.report(&app, &inst, window).await.unwrap().result.unwrap();
     assert_eq!(reported.accepted.len(), 1);
     assert_eq!(reported.accepted[0].source, UsageSource::Report);
     assert_eq!(reported.accepted[0].idempotency_key, "a1/report/a1:3600000");
@@ -239,39 +293,39 @@ fn usage_is_metered_from_host_guest_and_report() {
     assert_eq!(keys.len(), all.len(), "idempotency keys are unique");
 }
 
-#[test]
-fn a_trapped_call_commits_neither_storage_nor_usage() {
+#[tokio::test]
+async fn a_trapped_call_commits_neither_storage_nor_usage() {
     let h = Harness::new(limits());
     let app = h.app("hostile-guest");
     let inst = Installation::new("alice", "a1");
-    let err = h.runtime.invoke(&app, &inst, "kv-set-then-trap", "k=v").unwrap_err();
+    let err = h.runtime.invoke(&app, &inst, "kv-set-then-trap", "k=v").await.unwrap_err();
     assert!(matches!(err.kind, CallErrorKind::Trap { .. }), "{err}");
-    assert_eq!(h.runtime.invoke(&app, &inst, "kv-get", "k").unwrap().result.unwrap(), "<none>");
+    assert_eq!(h.runtime.invoke(&app, &inst, "kv-get", "k").await.unwrap().result.unwrap(), "<none>");
     assert!(h.sink.events().is_empty());
 }
 
-#[test]
-fn key_value_is_refused_when_the_manifest_does_not_ask_for_it_and_quota_holds() {
+#[tokio::test]
+async fn key_value_is_refused_when_the_manifest_does_not_ask_for_it_and_quota_holds() {
     let h = Harness::new(SandboxLimits { kv_quota_bytes: 64, ..limits() });
     let app = h.app_with("hostile-guest", |m| m["capabilities"]["keyValue"] = false.into());
     let inst = Installation::new("alice", "a1");
-    let refused = h.runtime.invoke(&app, &inst, "kv-set", "k=v").unwrap().result.unwrap_err();
+    let refused = h.runtime.invoke(&app, &inst, "kv-set", "k=v").await.unwrap().result.unwrap_err();
     assert!(refused.message.contains("NotEnabled"), "{refused:?}");
     let app = h.app("hostile-guest");
     let refused =
-        h.runtime.invoke(&app, &inst, "kv-set", &format!("k={}", "v".repeat(100))).unwrap().result.unwrap_err();
+        h.runtime.invoke(&app, &inst, "kv-set", &format!("k={}", "v".repeat(100))).await.unwrap().result.unwrap_err();
     assert!(refused.message.contains("QuotaExceeded(64)"), "{refused:?}");
 }
 
-#[test]
-fn uninstall_purges_key_value_data() {
+#[tokio::test]
+async fn uninstall_purges_key_value_data() {
     let h = Harness::new(limits());
     let app = h.app("hostile-guest");
     let inst = Installation::new("alice", "a1");
-    h.runtime.invoke(&app, &inst, "kv-set", "k=v").unwrap().result.unwrap();
-    h.runtime.uninstall(&app, &inst).unwrap().result.unwrap();
-    assert!(h.kv.load(&inst.scope()).unwrap().is_empty());
-    assert_eq!(h.runtime.invoke(&app, &inst, "kv-get", "k").unwrap().result.unwrap(), "<none>");
+    h.runtime.invoke(&app, &inst, "kv-set", "k=v").await.unwrap().result.unwrap();
+    h.runtime.uninstall(&app, &inst).await.unwrap().result.unwrap();
+    assert!(h.kv.load(&inst.scope()).await.unwrap().is_empty());
+    assert_eq!(h.runtime.invoke(&app, &inst, "kv-get", "k").await.unwrap().result.unwrap(), "<none>");
 }
 
 #[test]
@@ -289,4 +343,185 @@ fn a_component_that_does_not_implement_the_world_is_refused_clearly() {
     let core = wat::parse_str("(module)").unwrap();
     let err = h.runtime.load(&core).unwrap_err().to_string();
     assert!(err.contains("could not be compiled"), "{err}");
+}
+
+#[tokio::test]
+async fn app_errors_reach_callers_capped_and_without_control_or_bidi_characters() {
+    let h = Harness::new(limits());
+    let app = h.app("hostile-guest");
+    let inst = Installation::new("alice", "a1");
+    let refusal = h.runtime.invoke(&app, &inst, "long-error", "").await.unwrap().result.unwrap_err();
+    assert!(refusal.message.len() <= kiosk::runtime::MAX_APP_TEXT_BYTES, "{}", refusal.message.len());
+    assert!(refusal.code.len() <= kiosk::runtime::MAX_APP_CODE_BYTES, "{}", refusal.code.len());
+    for text in [&refusal.message, &refusal.code] {
+        assert!(!text.chars().any(|c| c.is_control() || ('\u{202A}'..='\u{202E}').contains(&c)), "{text:.80}");
+    }
+    assert!(refusal.message.starts_with("[2Jevil"), "{:.40}", refusal.message);
+    assert!(refusal.message.ends_with('…'), "a cut is marked");
+}
+
+#[tokio::test]
+async fn guest_text_a_backend_cannot_store_and_out_of_range_quantities_are_refused_to_the_guest() {
+    let h = Harness::new(limits());
+    let app = h.app("hostile-guest");
+    let inst = Installation::new("alice", "a1");
+    let nul = h.runtime.invoke(&app, &inst, "kv-nul", "").await.unwrap();
+    assert_eq!(nul.result.unwrap(), "refused: KvError::InvalidKey(512)");
+    for quantity in [u64::MAX, 1 << 53] {
+        let refused = h.runtime.invoke(&app, &inst, "record", &quantity.to_string()).await.unwrap();
+        let refusal = refused.result.unwrap_err();
+        assert!(refusal.message.contains("InvalidQuantity"), "{quantity}: {refusal:?}");
+    }
+    let largest = h.runtime.invoke(&app, &inst, "record", &((1u64 << 53) - 1).to_string()).await.unwrap();
+    assert_eq!(largest.result.unwrap(), "recorded");
+    assert_eq!(h.sink.events().iter().map(|e| e.quantity).collect::<Vec<_>>(), [(1 << 53) - 1]);
+}
+
+#[tokio::test]
+async fn a_report_is_judged_record_by_record_before_anything_counts() {
+    let h = Harness::new(limits());
+    let app = h.app("hostile-guest");
+    let inst = Installation::new("alice", "report-bad-1");
+    let window = UsageWindow { start_ms: 3_600_000, end_ms: 7_200_000 };
+    let reported = h.runtime.report(&app, &inst, window).await.unwrap().result.unwrap();
+    let accepted: Vec<_> = reported.accepted.iter().map(|e| (e.quantity, e.idempotency_key.as_str())).collect();
+    assert_eq!(
+        accepted,
+        [(5, "report-bad-1/report/good-3600000"), ((1 << 53) - 1, "report-bad-1/report/largest-3600000")]
+    );
+    let reasons: Vec<&str> = reported.refused.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 8, "{reasons:#?}");
+    for expected in [
+        "is not declared by test/hostile@0.0.1",
+        "\"calls\" is metered by the host for its operations",
+        "quantity 0 is outside 1..=9007199254740991",
+        "quantity 18446744073709551615 is outside",
+        "quantity 9007199254740992 is outside",
+        "idempotency key must be 1-200 bytes, found 1048576",
+        "must not contain NUL",
+        "appears twice in this report",
+    ] {
+        assert!(reasons.iter().any(|r| r.contains(expected)), "no refusal says {expected:?}: {reasons:#?}");
+    }
+    assert!(reported.refused.iter().all(|r| r.idempotency_key.len() <= 200), "shown keys are capped");
+    // Only the accepted records reached the sink.
+    assert_eq!(h.sink.events().iter().map(|e| e.quantity).sum::<u64>(), 5 + (1 << 53) - 1);
+}
+
+#[tokio::test]
+async fn a_report_over_the_record_cap_or_the_copy_limit_fails_naming_it_and_records_nothing() {
+    let h = Harness::new(limits());
+    let app = h.app("hostile-guest");
+    let window = UsageWindow { start_ms: 0, end_ms: 3_600_000 };
+    let some = Installation::new("alice", "report-some-1");
+    let err = h.runtime.report(&app, &some, window).await.unwrap_err();
+    assert_eq!(err.kind, CallErrorKind::ReportTooLarge { records: 5_000, limit: 1_000 });
+    // 200k records are never lifted into host memory: the copy stops at its limit.
+    let many = Installation::new("alice", "report-many-1");
+    let err = h.runtime.report(&app, &many, window).await.unwrap_err();
+    assert_eq!(err.kind, CallErrorKind::HostCopyLimit { limit_bytes: 4 * MIB });
+    assert!(h.sink.events().is_empty());
+}
+
+#[tokio::test]
+async fn a_conflicting_report_record_is_refused_alone_and_the_rest_counts() {
+    let h = Harness::new(limits());
+    let app = h.app("hostile-guest");
+    let inst = Installation::new("alice", "report-vary-1");
+    let first = UsageWindow { start_ms: 0, end_ms: 1_000 };
+    let second = UsageWindow { start_ms: 1_000, end_ms: 2_000 };
+    let r1 = h.runtime.report(&app, &inst, first).await.unwrap().result.unwrap();
+    assert_eq!(r1.accepted.len(), 2);
+    let r2 = h.runtime.report(&app, &inst, second).await.unwrap().result.unwrap();
+    assert_eq!(r2.accepted.len(), 1, "the new window's own record counts");
+    assert_eq!(r2.refused.len(), 1);
+    assert_eq!(r2.refused[0].idempotency_key, "fixed");
+    assert!(r2.refused[0].reason.contains("already recorded with quantity 1"), "{:?}", r2.refused[0]);
+    assert_eq!(h.sink.events().len(), 3);
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_sleepers_of_one_tenant_never_fail_another_tenants_calls() {
+    use kiosk::admission::{AdmissionSettings, Refusal};
+    // A tenant allowed many calls at once is still held to half the slots.
+    let admission = AdmissionSettings {
+        tenant_max_concurrent: 1_000,
+        tenant_slot_share_percent: 50,
+        tenant_calls_per_second: 10_000,
+        tenant_burst: 10_000,
+        ..AdmissionSettings::default()
+    };
+    let limits = SandboxLimits { timeout_ms: 30_000, ..limits() };
+    let h = Arc::new(Harness::with_settings(kiosk::runtime::RuntimeSettings { limits, admission, cache_dir: None }));
+    // The sleeper asks for 20 s, so they all sleep through the other tenant's calls.
+    let sleeper = h.app_with("hostile-guest", |m| m["limits"]["timeoutMs"] = 20_000.into());
+    let quick = h.app("hostile-guest");
+    let cap = h.runtime.admission().tenant_cap();
+    assert_eq!(cap, 128, "half of 256 slots");
+
+    let sleepers: Vec<_> = (0..300)
+        .map(|i| {
+            let (h, app) = (h.clone(), sleeper.clone());
+            tokio::spawn(async move {
+                let inst = Installation::new("mallory", format!("m-{i}"));
+                h.runtime.invoke(&app, &inst, "sleep", "").await
+            })
+        })
+        .collect();
+    // Wait (by observation, not by a timer) until mallory holds every place she may.
+    while h.runtime.admission().active("mallory") < cap {
+        tokio::task::yield_now().await;
+    }
+
+    let mut latencies = Vec::new();
+    let bob = Installation::new("bob", "bob-1");
+    for i in 0..300 {
+        let started = Instant::now();
+        let out = h.runtime.invoke(&quick, &bob, "echo", &format!("hello {i}")).await.expect("bob's call succeeds");
+        latencies.push(started.elapsed());
+        assert_eq!(out.result.unwrap(), format!("hello {i}"));
+    }
+    // Mallory's sleepers were still holding their slots all along.
+    assert_eq!(h.runtime.admission().active("mallory"), cap);
+    latencies.sort();
+    println!(
+        "bob's 300 calls beside 300 sleepers: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+
+    // Beyond her share mallory was refused at once, with a Retry-After; the rest sleep on.
+    let mut refused = 0;
+    let mut sleeping = Vec::new();
+    for s in sleepers {
+        if s.is_finished() {
+            match s.await.unwrap() {
+                Err(kiosk::error::CallFailure { kind: CallErrorKind::Busy(refusal), .. }) => {
+                    assert!(matches!(refusal, Refusal::TenantConcurrency { limit: 128, .. }), "{refusal}");
+                    assert_eq!(refusal.retry_after_s(), 1);
+                    refused += 1;
+                }
+                other => panic!("a finished sleeper must have been refused: {other:?}"),
+            }
+        } else {
+            sleeping.push(s);
+        }
+    }
+    assert_eq!(refused, 300 - 128, "every call beyond her share was refused at once");
+    assert_eq!(sleeping.len(), 128);
+    // A caller that goes away (an HTTP client disconnecting) drops its call: the slot
+    // comes back at once, sleep or no sleep.
+    for s in &sleeping {
+        s.abort();
+    }
+    for s in sleeping {
+        assert!(s.await.unwrap_err().is_cancelled());
+    }
+    assert_eq!(h.runtime.admission().active("mallory"), 0);
+    assert_eq!(h.runtime.admission().free_slots(), 256);
 }

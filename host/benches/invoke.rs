@@ -9,20 +9,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use kiosk::admission::AdmissionSettings;
 use kiosk::cache::CacheOutcome;
 use kiosk::kv::MemoryKv;
 use kiosk::logs::LogStore;
 use kiosk::manifest::Manifest;
-use kiosk::metering::{MemorySink, MeteringSink, MeteringSinkError, UsageEvent};
+use kiosk::metering::{MemorySink, MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent};
 use kiosk::runtime::{Installation, Runtime, RuntimeSettings, Services};
 use kiosk::world::HOST_API_VERSION;
 
 /// Discards usage so the bench measures the call, not a growing Vec.
 struct NullSink;
 
+#[async_trait::async_trait]
 impl MeteringSink for NullSink {
-    fn submit(&self, _events: &[UsageEvent]) -> Result<(), MeteringSinkError> {
-        Ok(())
+    async fn submit(&self, events: &[UsageEvent]) -> Result<Vec<SinkOutcome>, MeteringSinkError> {
+        Ok(vec![SinkOutcome::Stored; events.len()])
     }
 }
 
@@ -32,7 +34,10 @@ fn root() -> PathBuf {
 
 fn runtime(cache_dir: Option<PathBuf>, metering: Arc<dyn MeteringSink>) -> Runtime {
     let services = Services { kv: Arc::new(MemoryKv::default()), logs: Arc::new(LogStore::new(64 * 1024)), metering };
-    Runtime::new(RuntimeSettings { cache_dir, ..Default::default() }, services).expect("runtime")
+    // A benchmark is one tenant calling as fast as it can: no rate limit.
+    let admission =
+        AdmissionSettings { tenant_calls_per_second: u32::MAX, tenant_burst: u32::MAX, ..Default::default() };
+    Runtime::new(RuntimeSettings { cache_dir, admission, ..Default::default() }, services).expect("runtime")
 }
 
 fn benches(c: &mut Criterion) {
@@ -42,20 +47,22 @@ fn benches(c: &mut Criterion) {
     let manifest_bytes = std::fs::read(root().join("plugins-examples/budget-pacing/manifest.json")).unwrap();
     let manifest = Manifest::parse(&manifest_bytes, &HOST_API_VERSION).unwrap();
 
+    let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = tokio_rt.enter();
     let rt = runtime(None, Arc::new(NullSink));
     let app = rt.prepare(manifest.clone(), Arc::new(rt.load(&wasm).unwrap()));
     let inst = Installation::new("bench-tenant", "bench-installation");
-    rt.install(&app, &inst, r#"{"apiKey":"k","threshold":0.1}"#).unwrap().result.unwrap();
+    tokio_rt.block_on(rt.install(&app, &inst, r#"{"apiKey":"k","threshold":0.1}"#)).unwrap().result.unwrap();
     let input = r#"{"campaignId":"c-1","budget":3000,"flightDays":30,"dailySpend":[100,120,90,110,105]}"#;
     c.bench_function("budget-pacing invoke evaluate (fresh Store per call)", |b| {
-        b.iter(|| rt.invoke(&app, &inst, "evaluate", input).unwrap().result.unwrap())
+        b.iter(|| tokio_rt.block_on(rt.invoke(&app, &inst, "evaluate", input)).unwrap().result.unwrap())
     });
 
     let memory_sink = runtime(None, Arc::new(MemorySink::default()));
     let app2 = memory_sink.prepare(manifest, Arc::new(memory_sink.load(&wasm).unwrap()));
-    memory_sink.install(&app2, &inst, r#"{"apiKey":"k","threshold":0.1}"#).unwrap().result.unwrap();
+    tokio_rt.block_on(memory_sink.install(&app2, &inst, r#"{"apiKey":"k","threshold":0.1}"#)).unwrap().result.unwrap();
     c.bench_function("budget-pacing invoke evaluate, usage kept in memory", |b| {
-        b.iter(|| memory_sink.invoke(&app2, &inst, "evaluate", input).unwrap().result.unwrap())
+        b.iter(|| tokio_rt.block_on(memory_sink.invoke(&app2, &inst, "evaluate", input)).unwrap().result.unwrap())
     });
 
     let dir = tempfile::tempdir().unwrap();

@@ -13,16 +13,17 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kiosk::ledger::{Ledger, LedgerSink};
 use kiosk::logs::LogStore;
 use kiosk::manifest::Manifest;
-use kiosk::metering::{MeteringSink, MeteringSinkError, UsageEvent, UsageSource};
+use kiosk::metering::{MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent, UsageSource};
 use kiosk::runtime::{Installation, Runtime, RuntimeSettings, Services};
 use kiosk::store::{DbKv, Store};
 use kiosk::world::HOST_API_VERSION;
 
 struct NullSink;
 
+#[async_trait::async_trait]
 impl MeteringSink for NullSink {
-    fn submit(&self, _: &[UsageEvent]) -> Result<(), MeteringSinkError> {
-        Ok(())
+    async fn submit(&self, events: &[UsageEvent]) -> Result<Vec<SinkOutcome>, MeteringSinkError> {
+        Ok(vec![SinkOutcome::Stored; events.len()])
     }
 }
 
@@ -96,24 +97,31 @@ fn benches(c: &mut Criterion) {
     let ledger = rt.block_on(async { Ledger::start(store.clone()) });
     for (label, sink) in [
         ("metering off", Arc::new(NullSink) as Arc<dyn MeteringSink>),
-        ("metering to the ledger", Arc::new(LedgerSink { ledger: ledger.clone(), handle: rt.handle().clone() })),
+        ("metering to the ledger", Arc::new(LedgerSink { ledger: ledger.clone() })),
     ] {
         let services = Services {
-            kv: Arc::new(DbKv { store: store.clone(), handle: rt.handle().clone() }),
+            kv: Arc::new(DbKv { store: store.clone() }),
             logs: Arc::new(LogStore::new(64 * 1024)),
             metering: sink,
         };
-        let runtime = Runtime::new(RuntimeSettings::default(), services).unwrap();
+        let _guard = rt.enter();
+        // One tenant calling as fast as it can: no rate limit.
+        let admission = kiosk::admission::AdmissionSettings {
+            tenant_calls_per_second: u32::MAX,
+            tenant_burst: u32::MAX,
+            ..Default::default()
+        };
+        let runtime = Runtime::new(RuntimeSettings { admission, ..Default::default() }, services).unwrap();
         let manifest = Manifest::parse(&manifest_bytes, &HOST_API_VERSION).unwrap();
         let app = runtime.prepare(manifest, Arc::new(runtime.load(&wasm).unwrap()));
         let inst = Installation::new("bench", format!("inst-{label}"));
-        runtime.install(&app, &inst, r#"{"apiKey":"k","threshold":0.1}"#).unwrap().result.unwrap();
+        rt.block_on(runtime.install(&app, &inst, r#"{"apiKey":"k","threshold":0.1}"#)).unwrap().result.unwrap();
         let input = r#"{"campaignId":"c-1","budget":3000,"flightDays":30,"dailySpend":[100,120,90]}"#;
         c.bench_function(&format!("invoke budget-pacing, kv in SQLite, {label}"), |b| {
             b.iter_custom(|iters| {
                 let started = Instant::now();
                 for _ in 0..iters {
-                    runtime.invoke(&app, &inst, "evaluate", input).unwrap().result.unwrap();
+                    rt.block_on(runtime.invoke(&app, &inst, "evaluate", input)).unwrap().result.unwrap();
                 }
                 started.elapsed()
             })

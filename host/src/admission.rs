@@ -36,10 +36,11 @@ impl Default for AdmissionSettings {
             tenant_max_concurrent: 32,
             // Half the slots: even a tenant allowed many calls leaves the rest to others.
             tenant_slot_share_percent: 50,
-            // Two cores run a few thousand small calls per second in all.
-            tenant_calls_per_second: 200,
-            // Absorbs a page load's fan-out without tripping the rate.
-            tenant_burst: 400,
+            // Two cores run one to two thousand HTTP invokes per second in all; a tenant
+            // past 1,000/s is a runaway client (concurrency and share guard the rest).
+            tenant_calls_per_second: 1_000,
+            // Absorbs a batch job's fan-out without tripping the rate.
+            tenant_burst: 2_000,
             // Long enough to ride out a spike, short enough that clients retry elsewhere.
             slot_wait_ms: 2_000,
         }
@@ -86,7 +87,9 @@ pub enum Refusal {
     TenantConcurrency { tenant: String, limit: u32, retry_after_s: u64 },
     #[error("tenant {tenant} exceeded its rate of {per_second} calls per second; retry after {retry_after_s} s")]
     TenantRate { tenant: String, per_second: u32, retry_after_s: u64 },
-    #[error("no sandbox slot became free within {waited_ms} ms ({slots} slots, all busy); retry after {retry_after_s} s")]
+    #[error(
+        "no sandbox slot became free within {waited_ms} ms ({slots} slots, all busy); retry after {retry_after_s} s"
+    )]
     NoSlot { slots: u32, waited_ms: u64, retry_after_s: u64 },
 }
 
@@ -160,6 +163,16 @@ impl Admission {
         self.tenant_cap
     }
 
+    /// Calls of `tenant` running or waiting for a slot now.
+    pub fn active(&self, tenant: &str) -> u32 {
+        self.tenants.lock().unwrap_or_else(|p| p.into_inner()).get(tenant).map_or(0, |s| s.active)
+    }
+
+    /// Sandbox slots free now.
+    pub fn free_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+
     /// Admits one call of `tenant`, waiting at most `slot-wait-ms` for a sandbox slot.
     pub async fn admit(&self, tenant: &str, origin: Origin) -> Result<Permit, Refusal> {
         let place = match origin {
@@ -171,7 +184,11 @@ impl Admission {
             Ok(Ok(slot)) => Ok(Permit { _slot: slot, _tenant: place }),
             // Timed out (or the semaphore was closed, which this module never does):
             // the tenant place is given back when `place` drops.
-            _ => Err(Refusal::NoSlot { slots: self.total_slots, waited_ms: self.settings.slot_wait_ms, retry_after_s: 1 }),
+            _ => Err(Refusal::NoSlot {
+                slots: self.total_slots,
+                waited_ms: self.settings.slot_wait_ms,
+                retry_after_s: 1,
+            }),
         }
     }
 
@@ -183,7 +200,11 @@ impl Admission {
         let state =
             tenants.entry(tenant.to_string()).or_insert(TenantState { active: 0, tokens: burst, refilled: now });
         if state.active >= self.tenant_cap {
-            return Err(Refusal::TenantConcurrency { tenant: tenant.to_string(), limit: self.tenant_cap, retry_after_s: 1 });
+            return Err(Refusal::TenantConcurrency {
+                tenant: tenant.to_string(),
+                limit: self.tenant_cap,
+                retry_after_s: 1,
+            });
         }
         let elapsed = now.saturating_duration_since(state.refilled).as_secs_f64();
         state.tokens = (state.tokens + elapsed * rate).min(burst);
@@ -237,7 +258,10 @@ mod tests {
 
     #[tokio::test]
     async fn no_tenant_holds_more_than_its_share_of_the_slots() {
-        let admission = Admission::new(AdmissionSettings { tenant_max_concurrent: 100, tenant_slot_share_percent: 25, ..settings() }, 8);
+        let admission = Admission::new(
+            AdmissionSettings { tenant_max_concurrent: 100, tenant_slot_share_percent: 25, ..settings() },
+            8,
+        );
         assert_eq!(admission.tenant_cap(), 2);
     }
 

@@ -236,10 +236,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let logs = Arc::new(LogStore::new(operator.sandbox.log_buffer_bytes));
     let services = Services { kv: Arc::new(MemoryKv::default()), logs: logs.clone(), metering: sink.clone() };
     let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
-    let runtime = Runtime::new(
-        RuntimeSettings { limits: operator.sandbox, admission: operator.admission, cache_dir },
-        services,
-    )?;
+    let runtime =
+        Runtime::new(RuntimeSettings { limits: operator.sandbox, admission: operator.admission, cache_dir }, services)?;
 
     let started = Instant::now();
     let component = Arc::new(runtime.load(&wasm)?);

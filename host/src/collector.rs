@@ -164,13 +164,15 @@ async fn attempt_failed(
     .unwrap_or(0);
     let target = format!("{}/{}", row.tenant, row.id);
     if attempts >= MAX_ATTEMPTS {
-        sqlx::query("UPDATE usage_windows SET done = 2 WHERE installation = $1 AND window_start = $2 AND leased_by = $3")
-            .bind(&row.id)
-            .bind(start)
-            .bind(replica)
-            .execute(state.store.pool())
-            .await
-            .map_err(err("close a failed usage window"))?;
+        sqlx::query(
+            "UPDATE usage_windows SET done = 2 WHERE installation = $1 AND window_start = $2 AND leased_by = $3",
+        )
+        .bind(&row.id)
+        .bind(start)
+        .bind(replica)
+        .execute(state.store.pool())
+        .await
+        .map_err(err("close a failed usage window"))?;
         let detail = format!("window {start}: gave up after {attempts} attempts: {error}");
         state.store.audit(&format!("collector:{replica}"), "usage.collect-failed", &target, &detail).await?;
         tracing::warn!(installation = %row.id, window = start, %error, "usage collection failed for good");
@@ -179,14 +181,16 @@ async fn attempt_failed(
     // Exponential backoff from an eighth of the window (at least 250 ms), at most a window.
     let base = (window_ms / 8).max(250);
     let backoff = base.saturating_mul(1_i64 << (attempts - 1).clamp(0, 20)).min(window_ms.max(base));
-    sqlx::query("UPDATE usage_windows SET lease_until = $1 WHERE installation = $2 AND window_start = $3 AND leased_by = $4")
-        .bind(now_ms() as i64 + backoff)
-        .bind(&row.id)
-        .bind(start)
-        .bind(replica)
-        .execute(state.store.pool())
-        .await
-        .map_err(err("schedule a collection retry"))?;
+    sqlx::query(
+        "UPDATE usage_windows SET lease_until = $1 WHERE installation = $2 AND window_start = $3 AND leased_by = $4",
+    )
+    .bind(now_ms() as i64 + backoff)
+    .bind(&row.id)
+    .bind(start)
+    .bind(replica)
+    .execute(state.store.pool())
+    .await
+    .map_err(err("schedule a collection retry"))?;
     tracing::warn!(installation = %row.id, window = start, attempts, %error, "usage.report failed; will retry");
     Ok(false)
 }
@@ -203,8 +207,15 @@ async fn collect_window(
     let app = match state.installed_app(row).await {
         Ok(app) => app,
         Err(e) => {
-            return attempt_failed(state, row, start, window_ms, replica, &format!("cannot load the app: {}", e.detail))
-                .await;
+            return attempt_failed(
+                state,
+                row,
+                start,
+                window_ms,
+                replica,
+                &format!("cannot load the app: {}", e.detail),
+            )
+            .await;
         }
     };
     let inst = Installation::new(&row.tenant, &row.id);

@@ -172,9 +172,9 @@ impl MeteringSink for LedgerSink {
             .map(|o| match o {
                 Recorded::Recorded => SinkOutcome::Stored,
                 Recorded::Duplicate => SinkOutcome::Duplicate,
-                Recorded::Conflict { recorded_quantity } => SinkOutcome::Refused(format!(
-                    "idempotency key already recorded with quantity {recorded_quantity}"
-                )),
+                Recorded::Conflict { recorded_quantity } => {
+                    SinkOutcome::Refused(format!("idempotency key already recorded with quantity {recorded_quantity}"))
+                }
             })
             .collect())
     }

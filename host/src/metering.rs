@@ -94,10 +94,9 @@ impl MeteringSink for MemorySink {
             let same_key = stored.iter().find(|s| s.source == e.source && s.idempotency_key == e.idempotency_key);
             outcomes.push(match same_key {
                 Some(s) if s.quantity == e.quantity => SinkOutcome::Duplicate,
-                Some(s) => SinkOutcome::Refused(format!(
-                    "idempotency key already recorded with quantity {}",
-                    s.quantity
-                )),
+                Some(s) => {
+                    SinkOutcome::Refused(format!("idempotency key already recorded with quantity {}", s.quantity))
+                }
                 None => {
                     stored.push(e.clone());
                     SinkOutcome::Stored

@@ -334,9 +334,11 @@ impl Runtime {
         let outcome = self.call(app, inst, Export::Uninstall, Origin::Tenant).await.map(CallOutcome::done)?;
         if outcome.result.is_ok() {
             let scope = inst.scope();
-            self.services.kv.purge(&scope).await.map_err(|e| {
-                self.failure(app, inst, "lifecycle.uninstall", CallErrorKind::Storage(e.to_string()))
-            })?;
+            self.services
+                .kv
+                .purge(&scope)
+                .await
+                .map_err(|e| self.failure(app, inst, "lifecycle.uninstall", CallErrorKind::Storage(e.to_string())))?;
             self.services.logs.purge(&scope);
         }
         Ok(outcome)
@@ -445,8 +447,11 @@ impl Runtime {
                 CallErrorKind::InputTooLarge { size: input_len, limit: limits.max_input_bytes },
             ));
         }
-        let _permit =
-            self.admission.admit(&inst.tenant, origin).await.map_err(|r| self.failure(app, inst, name, CallErrorKind::Busy(r)))?;
+        let _permit = self
+            .admission
+            .admit(&inst.tenant, origin)
+            .await
+            .map_err(|r| self.failure(app, inst, name, CallErrorKind::Busy(r)))?;
         let scope = inst.scope();
         let kv = if app.manifest.capabilities.key_value {
             let snapshot = self
@@ -494,12 +499,10 @@ impl Runtime {
             let run = tokio::time::timeout_at(deadline, self.run(app, &mut store, &ctx, export));
             let result = match run.await {
                 Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(RunError { instantiating, error })) => {
-                    Err(match self.classify(error, &store, limits) {
-                        CallErrorKind::Trap { message } if instantiating => CallErrorKind::Instantiate { message },
-                        other => other,
-                    })
-                }
+                Ok(Err(RunError { instantiating, error })) => Err(match self.classify(error, &store, limits) {
+                    CallErrorKind::Trap { message } if instantiating => CallErrorKind::Instantiate { message },
+                    other => other,
+                }),
                 // The guest was waiting in a host call (or between ticks) at its deadline:
                 // its future is dropped here, and the Store with it below.
                 Err(_elapsed) => Err(CallErrorKind::Timeout { limit_ms: limits.timeout_ms }),
@@ -613,10 +616,11 @@ impl Runtime {
                 }
             }
             Export::Report(window) => {
-                let records = match instance.kiosk_app_usage().call_report(&mut *store, ctx, window).await.map_err(call)? {
-                    Ok(records) => records,
-                    Err(e) => return Ok(Err(e)),
-                };
+                let records =
+                    match instance.kiosk_app_usage().call_report(&mut *store, ctx, window).await.map_err(call)? {
+                        Ok(records) => records,
+                        Err(e) => return Ok(Err(e)),
+                    };
                 let limit = app.limits.max_usage_events_per_call;
                 if records.len() as u64 > u64::from(limit) {
                     return Err(call(wasmtime::Error::new(CallErrorKind::ReportTooLarge {
@@ -688,18 +692,31 @@ impl Runtime {
 }
 
 /// Judges a report's records: accepted events and refused records with reasons.
-fn judge_report(app: &AppVersion, ctx: &CallContext, window: UsageWindow, records: Vec<world::UsageRecord>) -> ReportedUsage {
+fn judge_report(
+    app: &AppVersion,
+    ctx: &CallContext,
+    window: UsageWindow,
+    records: Vec<world::UsageRecord>,
+) -> ReportedUsage {
     let mut reported = ReportedUsage::default();
     let mut seen = HashSet::new();
     for r in records {
         let reason = if !app.skus.contains(&r.sku) {
-            Some(format!("SKU {:?} is not declared by {}@{}", logs::sanitize_capped(&r.sku, 200), ctx.app_id, ctx.app_version))
+            Some(format!(
+                "SKU {:?} is not declared by {}@{}",
+                logs::sanitize_capped(&r.sku, 200),
+                ctx.app_id,
+                ctx.app_version
+            ))
         } else if !app.guest_skus.contains(&r.sku) {
             Some(format!("SKU {:?} is metered by the host for its operations; the app may not report it", r.sku))
         } else if r.quantity == 0 || r.quantity > MAX_QUANTITY {
             Some(format!("quantity {} is outside 1..={MAX_QUANTITY}", r.quantity))
         } else if r.idempotency_key.is_empty() || r.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-            Some(format!("idempotency key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes, found {}", r.idempotency_key.len()))
+            Some(format!(
+                "idempotency key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes, found {}",
+                r.idempotency_key.len()
+            ))
         } else if r.idempotency_key.contains('\0') {
             Some("idempotency key must not contain NUL (U+0000)".to_string())
         } else if !seen.insert(r.idempotency_key.clone()) {
@@ -709,9 +726,12 @@ fn judge_report(app: &AppVersion, ctx: &CallContext, window: UsageWindow, record
         };
         let shown_key = logs::sanitize_capped(&r.idempotency_key, MAX_IDEMPOTENCY_KEY_BYTES);
         match reason {
-            Some(reason) => {
-                reported.refused.push(RefusedRecord { sku: logs::sanitize_capped(&r.sku, 200), quantity: r.quantity, idempotency_key: shown_key, reason })
-            }
+            Some(reason) => reported.refused.push(RefusedRecord {
+                sku: logs::sanitize_capped(&r.sku, 200),
+                quantity: r.quantity,
+                idempotency_key: shown_key,
+                reason,
+            }),
             None => reported.accepted.push(UsageEvent {
                 tenant: ctx.tenant_id.clone(),
                 installation: ctx.installation_id.clone(),

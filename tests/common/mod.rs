@@ -9,6 +9,7 @@ pub mod registry;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use kiosk::admission::AdmissionSettings;
 use kiosk::kv::MemoryKv;
 use kiosk::limits::SandboxLimits;
 use kiosk::logs::LogStore;
@@ -72,11 +73,16 @@ impl Harness {
     }
 
     pub fn with_cache(limits: SandboxLimits, cache_dir: Option<PathBuf>) -> Self {
+        Self::with_settings(RuntimeSettings { limits, admission: AdmissionSettings::default(), cache_dir })
+    }
+
+    pub fn with_settings(settings: RuntimeSettings) -> Self {
+        let limits = settings.limits.clone();
         let sink = Arc::new(MemorySink::default());
         let kv = Arc::new(MemoryKv::default());
         let logs = Arc::new(LogStore::new(limits.log_buffer_bytes));
         let services = Services { kv: kv.clone(), logs: logs.clone(), metering: sink.clone() };
-        let runtime = Runtime::new(RuntimeSettings { limits, cache_dir }, services).expect("runtime starts");
+        let runtime = Runtime::new(settings, services).expect("runtime starts");
         Self { runtime, sink, kv, logs }
     }
 

@@ -81,8 +81,7 @@ impl IntoResponse for ApiError {
             errors: self.errors,
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
-        let mut response =
-            (self.status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response();
+        let mut response = (self.status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response();
         if let Some(seconds) = self.retry_after_s {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }

@@ -2,8 +2,11 @@
 //! Never shipped as an example.
 //!
 //! Lifecycle and usage exports: an installation id starting with `loop` makes every
-//! export spin forever; otherwise they succeed. `invoke` picks its behaviour from the
-//! operation name (see `invoke` below).
+//! export spin forever, `sleep` makes it sleep 60 s through `std::thread::sleep`, `poll`
+//! makes it block 60 s on a `wasi:clocks` pollable; otherwise they succeed. `report`
+//! also misbehaves by installation prefix (`report-*`, see `report`) or, for
+//! installations made through the server, by the `mode` an install config stored in
+//! key-value. `invoke` picks its behaviour from the operation name (see `invoke`).
 
 // The bindings wit-bindgen generates for the canonical ABI are `unsafe` inside.
 #![allow(unsafe_code)]
@@ -33,9 +36,22 @@ fn spin_forever() -> ! {
     }
 }
 
+const LONG: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn block_on_pollable() {
+    wasip2::clocks::monotonic_clock::subscribe_duration(LONG.as_nanos() as u64).block();
+}
+
 fn maybe_loop(ctx: &CallContext) {
-    if ctx.installation_id.starts_with("loop") {
+    let id = ctx.installation_id.as_str();
+    if id.starts_with("loop") {
         spin_forever();
+    }
+    if id.starts_with("sleep") {
+        std::thread::sleep(LONG);
+    }
+    if id.starts_with("poll") {
+        block_on_pollable();
     }
 }
 
@@ -54,6 +70,11 @@ fn err(message: String) -> AppError {
 impl lifecycle::Guest for Hostile {
     fn install(ctx: CallContext, config: String) -> Result<(), AppError> {
         maybe_loop(&ctx);
+        for mode in ["sleep-report", "sleep-invoke"] {
+            if config.contains(mode) {
+                key_value::set("mode", mode.as_bytes()).map_err(|e| err(format!("{e:?}")))?;
+            }
+        }
         if config.contains("refuse") {
             return Err(AppError { code: "licence".into(), message: "no licence for this tenant".into() });
         }
@@ -80,6 +101,9 @@ impl lifecycle::Guest for Hostile {
 impl calls::Guest for Hostile {
     fn invoke(ctx: CallContext, operation: String, input: String) -> Result<String, AppError> {
         maybe_loop(&ctx);
+        if mode() == "sleep-invoke" && operation != "echo" {
+            std::thread::sleep(LONG);
+        }
         match operation.as_str() {
             // Well-behaved operations.
             "echo" => Ok(input),
@@ -126,6 +150,40 @@ impl calls::Guest for Hostile {
             "log-flood" => loop {
                 log::log(log::Level::Error, "flood \u{1b}[31mred\u{7} line that goes on and on");
             },
+            "sleep" => {
+                std::thread::sleep(LONG);
+                Ok("woke".into())
+            }
+            "poll-block" => {
+                block_on_pollable();
+                Ok("woke".into())
+            }
+            "stderr-flood" => loop {
+                eprintln!("stderr \u{1b}[31mflood\u{7} line that goes on and on");
+            },
+            "random-huge" => {
+                let len: u64 = input.parse().map_err(|_| err("want a length".into()))?;
+                Ok(wasip2::random::random::get_random_bytes(len).len().to_string())
+            }
+            "handle-bomb" => loop {
+                std::mem::forget(wasip2::clocks::monotonic_clock::subscribe_duration(1));
+            },
+            "host-copy" => {
+                // A log message of `input` bytes: the host must copy it out to look at it.
+                let bytes: usize = input.parse().map_err(|_| err("want a size".into()))?;
+                log::log(log::Level::Info, &"c".repeat(bytes));
+                Ok("copied".into())
+            }
+            "long-error" => {
+                let mut message = String::from("\u{1b}[2J\u{202E}evil\u{0}");
+                // 3 MiB: under the host copy limit (4 MiB), far over what is shown.
+                message.push_str(&"e".repeat(3 * 1024 * 1024));
+                Err(AppError { code: format!("\u{1b}[31m{}", "c".repeat(1000)), message })
+            }
+            "kv-nul" => Ok(match key_value::set("a\0b", b"v") {
+                Ok(()) => "accepted".into(),
+                Err(e) => format!("refused: {e:?}"),
+            }),
             "huge-output" => {
                 let bytes: usize = input.parse().map_err(|_| err("want a size".into()))?;
                 Ok("x".repeat(bytes))
@@ -135,14 +193,52 @@ impl calls::Guest for Hostile {
     }
 }
 
+fn mode() -> String {
+    match key_value::get("mode") {
+        Ok(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
+        _ => String::new(),
+    }
+}
+
+fn record(sku: &str, quantity: u64, key: impl Into<String>) -> UsageRecord {
+    UsageRecord { sku: sku.into(), quantity, idempotency_key: key.into() }
+}
+
 impl usage::Guest for Hostile {
     fn report(ctx: CallContext, window: UsageWindow) -> Result<Vec<UsageRecord>, AppError> {
         maybe_loop(&ctx);
-        Ok(vec![UsageRecord {
-            sku: "events".into(),
-            quantity: 2,
-            idempotency_key: format!("{}:{}", ctx.installation_id, window.start_ms),
-        }])
+        if mode() == "sleep-report" {
+            std::thread::sleep(LONG);
+        }
+        let id = ctx.installation_id.as_str();
+        let w = window.start_ms;
+        if id.starts_with("report-many") {
+            // 200k records: more than the host will copy out of the guest.
+            return Ok((0..200_000).map(|i| record("events", 1, format!("{i}"))).collect());
+        }
+        if id.starts_with("report-some") {
+            // 5,000 records: small enough to copy, over the per-report cap.
+            return Ok((0..5_000).map(|i| record("events", 1, format!("{w}-{i}"))).collect());
+        }
+        if id.starts_with("report-bad") {
+            return Ok(vec![
+                record("events", 5, format!("good-{w}")),
+                record("no-such-sku", 1, format!("undeclared-{w}")),
+                record("calls", 1, format!("host-metered-{w}")),
+                record("events", 0, format!("zero-{w}")),
+                record("events", u64::MAX, format!("max-{w}")),
+                record("events", 1 << 53, format!("two-to-the-53-{w}")),
+                record("events", (1 << 53) - 1, format!("largest-{w}")),
+                record("events", 1, "k".repeat(1 << 20)),
+                record("events", 1, format!("nul-\0-{w}")),
+                record("events", 1, format!("good-{w}")),
+            ]);
+        }
+        if id.starts_with("report-vary") {
+            // The same key with another quantity in every window: a conflict from the second on.
+            return Ok(vec![record("events", 1 + (w / 1000) % 5, "fixed"), record("events", 1, format!("w-{w}"))]);
+        }
+        Ok(vec![record("events", 2, format!("{}:{}", ctx.installation_id, w))])
     }
 }
 
