@@ -238,6 +238,9 @@ async fn collect_window(
             finish(state, &row.id, start, replica).await?;
             Ok(true)
         }
+        // Stopped by a shutdown: not the app's fault; the lease expires and the window is
+        // collected then, by this replica restarted or another.
+        Err(failure) if failure.kind == crate::error::CallErrorKind::ShuttingDown => Ok(false),
         Err(failure) => attempt_failed(state, row, start, window_ms, replica, &failure.kind.to_string()).await,
     }
 }

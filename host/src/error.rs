@@ -32,6 +32,8 @@ pub enum CallErrorKind {
     HostCopyLimit { limit_bytes: u64 },
     #[error("report too large: {records} usage records, the limit is {limit} per report")]
     ReportTooLarge { records: u64, limit: u32 },
+    #[error("the host is shutting down; the call was stopped and nothing it did was kept")]
+    ShuttingDown,
     #[error("not admitted: {0}")]
     Busy(crate::admission::Refusal),
     #[error("input too large: {size} bytes, the limit is {limit} bytes")]

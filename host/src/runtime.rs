@@ -195,6 +195,8 @@ pub struct Runtime {
     services: Services,
     call_prefix: String,
     call_seq: AtomicU64,
+    /// Set once by `shut_down`: running calls end, new ones are refused.
+    shutdown: tokio::sync::watch::Sender<bool>,
     _ticker: EpochTicker,
 }
 
@@ -238,6 +240,7 @@ impl Runtime {
             services,
             call_prefix: uuid::Uuid::new_v4().simple().to_string(),
             call_seq: AtomicU64::new(0),
+            shutdown: tokio::sync::watch::Sender::new(false),
             _ticker: ticker,
         })
     }
@@ -245,6 +248,13 @@ impl Runtime {
     /// The shared engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Stops the runtime: calls in flight end now with `ShuttingDown` (their effects
+    /// dropped, as for any failed call) and new calls are refused, so a graceful server
+    /// shutdown never waits for a guest's deadline.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
     }
 
     /// Admission control of this runtime's calls.
@@ -447,6 +457,10 @@ impl Runtime {
                 CallErrorKind::InputTooLarge { size: input_len, limit: limits.max_input_bytes },
             ));
         }
+        let mut shutdown = self.shutdown.subscribe();
+        if *shutdown.borrow_and_update() {
+            return Err(self.failure(app, inst, name, CallErrorKind::ShuttingDown));
+        }
         let _permit = self
             .admission
             .admit(&inst.tenant, origin)
@@ -497,15 +511,26 @@ impl Runtime {
                 let _ = store.set_fuel(fuel);
             }
             let run = tokio::time::timeout_at(deadline, self.run(app, &mut store, &ctx, export));
-            let result = match run.await {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(RunError { instantiating, error })) => Err(match self.classify(error, &store, limits) {
+            let stopped = async {
+                // Resolves once the runtime shuts down (never, if the sender is gone).
+                if shutdown.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let outcome = tokio::select! {
+                outcome = run => Some(outcome),
+                () = stopped => None,
+            };
+            let result = match outcome {
+                None => Err(CallErrorKind::ShuttingDown),
+                Some(Ok(Ok(answer))) => Ok(answer),
+                Some(Ok(Err(RunError { instantiating, error }))) => Err(match self.classify(error, &store, limits) {
                     CallErrorKind::Trap { message } if instantiating => CallErrorKind::Instantiate { message },
                     other => other,
                 }),
                 // The guest was waiting in a host call (or between ticks) at its deadline:
                 // its future is dropped here, and the Store with it below.
-                Err(_elapsed) => Err(CallErrorKind::Timeout { limit_ms: limits.timeout_ms }),
+                Some(Err(_elapsed)) => Err(CallErrorKind::Timeout { limit_ms: limits.timeout_ms }),
             };
             (result, store.into_data())
         };

@@ -837,6 +837,9 @@ fn call_problem(e: CallFailure) -> ApiError {
             };
             ApiError::new(status, kind, refusal.to_string()).retry_after(refusal.retry_after_s())
         }
+        K::ShuttingDown => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting-down", e.to_string()).retry_after(1)
+        }
         K::InputTooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "input-too-large", e.to_string()),
         K::Storage(_) | K::Metering(_) => {
             tracing::error!(failure = %e, "a call could not commit its effects");

@@ -201,7 +201,14 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!("kiosk listening on http://{addr}");
     let store = state.store.clone();
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let runtime = state.runtime.clone();
+    let stopping = async move {
+        shutdown_signal().await;
+        // Calls in flight stop now (a sleeping guest would otherwise hold the shutdown
+        // until its deadline); their requests answer 503 and the server drains.
+        runtime.shut_down();
+    };
+    axum::serve(listener, router(state)).with_graceful_shutdown(stopping).await?;
     store.close().await;
     println!("kiosk stopped");
     Ok(())

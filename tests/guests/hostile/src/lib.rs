@@ -70,7 +70,7 @@ fn err(message: String) -> AppError {
 impl lifecycle::Guest for Hostile {
     fn install(ctx: CallContext, config: String) -> Result<(), AppError> {
         maybe_loop(&ctx);
-        for mode in ["sleep-report", "sleep-invoke"] {
+        for mode in ["sleep-report", "sleep-invoke", "trap-report"] {
             if config.contains(mode) {
                 key_value::set("mode", mode.as_bytes()).map_err(|e| err(format!("{e:?}")))?;
             }
@@ -207,8 +207,10 @@ fn record(sku: &str, quantity: u64, key: impl Into<String>) -> UsageRecord {
 impl usage::Guest for Hostile {
     fn report(ctx: CallContext, window: UsageWindow) -> Result<Vec<UsageRecord>, AppError> {
         maybe_loop(&ctx);
-        if mode() == "sleep-report" {
-            std::thread::sleep(LONG);
+        match mode().as_str() {
+            "sleep-report" => std::thread::sleep(LONG),
+            "trap-report" => panic!("this report always fails"),
+            _ => {}
         }
         let id = ctx.installation_id.as_str();
         let w = window.start_ms;
