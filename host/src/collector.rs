@@ -12,8 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-
 use crate::metering::now_ms;
 use crate::runtime::Installation;
 use crate::server::AppState;
@@ -93,47 +91,50 @@ pub const PARALLELISM: usize = 16;
 /// Attempts of one window before it is recorded as failed.
 pub const MAX_ATTEMPTS: i64 = 5;
 
-/// One pass: for every installation, collects each completed window of the last
-/// `MAX_BACKLOG` (since the installation existed) that is not collected yet and whose
-/// lease this replica can take, `PARALLELISM` at a time. Returns how many windows it
-/// closed (collected or recorded as failed).
+/// One pass: for every installation, finds each completed window of the last
+/// `MAX_BACKLOG` (since the installation existed) that is not collected yet, takes its
+/// lease if it can and starts collecting it as a task of its own, while fewer than
+/// `PARALLELISM` collections run. The pass never waits for a report: a slow one holds
+/// one of the `PARALLELISM` places until its deadline, and every other window goes on.
+/// Returns how many collections it started.
 pub async fn collect_once(
     state: &Arc<AppState>,
-    replica: &str,
+    places: &Arc<tokio::sync::Semaphore>,
+    replica: &Arc<str>,
     window_ms: i64,
     lease_ms: i64,
 ) -> Result<usize, StoreError> {
     let now = now_ms() as i64;
     let last = (now / window_ms - 1) * window_ms;
-    let mut due = Vec::new();
+    let mut started = 0;
     for row in state.store.all_installations().await? {
         let first = (row.created_ms / window_ms * window_ms).max(last - (MAX_BACKLOG - 1) * window_ms);
         let done = done_windows(state, &row.id, first).await?;
         let mut start = first;
         while start <= last {
-            if !done.contains(&start) {
-                due.push((row.clone(), start));
-            }
+            let this = start;
             start += window_ms;
-        }
-    }
-    let results: Vec<Result<bool, StoreError>> = futures_util::stream::iter(due)
-        .map(|(row, start)| async move {
-            if !claim(state, &row.id, start, replica, lease_ms).await? {
-                return Ok(false);
+            if done.contains(&this) {
+                continue;
             }
-            collect_window(state, &row, start, window_ms, replica).await
-        })
-        .buffer_unordered(PARALLELISM)
-        .collect()
-        .await;
-    let mut closed = 0;
-    for r in results {
-        if r? {
-            closed += 1;
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                // Every place is busy: the next pass goes on from here.
+                return Ok(started);
+            };
+            if !claim(state, &row.id, this, replica, lease_ms).await? {
+                continue;
+            }
+            let (state, row, replica) = (state.clone(), row.clone(), replica.clone());
+            tokio::spawn(async move {
+                if let Err(e) = collect_window(&state, &row, this, window_ms, &replica).await {
+                    tracing::warn!(installation = %row.id, window = this, error = %e, "usage collection failed");
+                }
+                drop(place);
+            });
+            started += 1;
         }
     }
-    Ok(closed)
+    Ok(started)
 }
 
 /// Records a failed attempt: the lease is extended by the backoff (the next attempt's
@@ -247,7 +248,8 @@ async fn collect_window(
 
 /// Runs `collect_once` every quarter window (at least every 250 ms) until the process ends.
 pub fn spawn(state: Arc<AppState>, window: Duration, lease: Duration) -> tokio::task::JoinHandle<()> {
-    let replica = uuid::Uuid::new_v4().to_string();
+    let replica: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    let places = Arc::new(tokio::sync::Semaphore::new(PARALLELISM));
     let window_ms = window.as_millis().max(1) as i64;
     let lease_ms = lease.as_millis() as i64;
     let tick = (window / 4).max(Duration::from_millis(250));
@@ -256,7 +258,7 @@ pub fn spawn(state: Arc<AppState>, window: Duration, lease: Duration) -> tokio::
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            if let Err(e) = collect_once(&state, &replica, window_ms, lease_ms).await {
+            if let Err(e) = collect_once(&state, &places, &replica, window_ms, lease_ms).await {
                 tracing::warn!(error = %e, "usage collection pass failed");
             }
         }
