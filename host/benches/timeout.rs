@@ -42,7 +42,11 @@ fn main() {
     };
     let settings = RuntimeSettings {
         limits: SandboxLimits::default(),
-        admission: AdmissionSettings { tenant_calls_per_second: u32::MAX, tenant_burst: u32::MAX, ..Default::default() },
+        admission: AdmissionSettings {
+            tenant_calls_per_second: u32::MAX,
+            tenant_burst: u32::MAX,
+            ..Default::default()
+        },
         cache_dir: None,
     };
     let runtime = Runtime::new(settings, services).unwrap();
@@ -62,11 +66,6 @@ fn main() {
             .collect();
         overruns.sort();
         let at = |p: f64| overruns[((overruns.len() - 1) as f64 * p).round() as usize];
-        println!(
-            "  {label:<17} p50 {:>8.2?}  p99 {:>8.2?}  max {:>8.2?}",
-            at(0.5),
-            at(0.99),
-            overruns.last().unwrap()
-        );
+        println!("  {label:<17} p50 {:>8.2?}  p99 {:>8.2?}  max {:>8.2?}", at(0.5), at(0.99), overruns.last().unwrap());
     }
 }

@@ -95,12 +95,24 @@ impl OperatorConfig {
             std::fs::read_to_string(path).with_context(|| format!("cannot read operator config {}", path.display()))?;
         let config: Self =
             toml::from_str(&text).with_context(|| format!("operator config {} is not valid", path.display()))?;
-        config
-            .sandbox
-            .validate()
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("operator config {}", path.display()))?;
+        config.validate().map_err(anyhow::Error::msg).with_context(|| format!("operator config {}", path.display()))?;
         Ok(config)
+    }
+
+    /// Checks the settings against each other: every table alone, and a usage lease that
+    /// outlives the longest report call (else a second replica would take a window whose
+    /// report is still running).
+    pub fn validate(&self) -> Result<(), String> {
+        self.sandbox.validate()?;
+        self.admission.validate()?;
+        let lease_ms = self.usage.lease_seconds.saturating_mul(1000);
+        if lease_ms <= self.sandbox.timeout_ms {
+            return Err(format!(
+                "usage.lease-seconds is {} but must be longer than a call may last (sandbox.timeout-ms = {})",
+                self.usage.lease_seconds, self.sandbox.timeout_ms
+            ));
+        }
+        Ok(())
     }
 
     /// The data directory, resolved.

@@ -293,6 +293,7 @@ fn apply_defaults(schema: &Value, value: &mut Value) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const HOST: semver::Version = semver::Version::new(0, 1, 0);
 
@@ -309,6 +310,28 @@ mod tests {
         let m = parse(&example()).unwrap();
         assert_eq!(m.app, "acme/budget-pacing");
         assert_eq!(m.skus_for_operation("evaluate").map(|s| s.id.as_str()).collect::<Vec<_>>(), ["pacing-check"]);
+    }
+
+    #[test]
+    fn a_pattern_needing_backtracking_or_an_oversized_schema_is_refused() {
+        let mut v = example();
+        v["config"]["properties"]["threshold"] = json!({"type": "string", "pattern": "^(\\w+)*\\1$"});
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(err.contains("config") && err.contains("schema does not compile"), "{err}");
+        // Patterns that backtrack catastrophically elsewhere compile and run in linear time.
+        v["config"]["properties"]["threshold"] = json!({"type": "string", "pattern": "^(a+)+$"});
+        let m = parse(&v).unwrap();
+        let schema = ConfigSchema::compile(&m.config).unwrap();
+        let started = std::time::Instant::now();
+        let refused = schema.resolve(json!({"apiKey": "k", "threshold": format!("{}!", "a".repeat(100_000))}));
+        assert!(refused.unwrap_err().problems[0].contains("/threshold: violates `pattern`"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        let mut big = example();
+        let props: serde_json::Map<String, Value> =
+            (0..3_000).map(|i| (format!("field{i}"), json!({"type": "string", "description": "x"}))).collect();
+        big["config"]["properties"] = Value::Object(props);
+        let err = parse(&big).unwrap_err().to_string();
+        assert!(err.contains("at most 65536 are accepted"), "{err}");
     }
 
     #[test]
