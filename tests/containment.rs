@@ -251,7 +251,7 @@ async fn a_backtracking_schema_is_refused_at_registration_and_a_heavy_pattern_ca
         m["config"] = json!({"type": "object", "properties": {"name": {"type": "string", "pattern": "^(\\w+)*\\1$"}}});
     });
     let options = ServeOptions { config: Some(config), demo_apps: vec![demo], ..Default::default() };
-    let err = spawn(options, "127.0.0.1:0".parse().unwrap()).await.err().expect("the schema is refused");
+    let err = spawn(options, "127.0.0.1:0".parse().unwrap()).await.expect_err("the schema is refused");
     let text = format!("{err:#}");
     assert!(text.contains("config") && text.contains("schema does not compile"), "{text}");
 
