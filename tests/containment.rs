@@ -146,6 +146,62 @@ async fn over_a_tenants_limits_or_without_a_slot_callers_get_429_or_503_with_ret
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_http_sleepers_of_one_tenant_never_fail_another_tenants_calls() {
+    // Default admission; the sleepers' calls may last 20 s.
+    let extra = "[sandbox]\ntimeout-ms = 30000\n";
+    let server = Server::start(None, extra, |m| m["limits"]["timeoutMs"] = 20_000.into()).await;
+    let (demo, other) = (server.token("demo").await, server.token("other").await);
+    let sleepy = server.install(&demo, "demo", json!({"mode": "sleep-invoke"})).await;
+    let quick = server.install(&other, "other", json!({})).await;
+    let cap = server.started.state.runtime.admission().tenant_cap();
+
+    let sleepers: Vec<_> = (0..300).map(|_| tokio::spawn(server.invoke(&demo, "demo", &sleepy, "nap"))).collect();
+    server.until_active("demo", cap).await;
+    let mut latencies = Vec::new();
+    for i in 0..300 {
+        let started = Instant::now();
+        let (status, _, body) = server.invoke(&other, "other", &quick, "echo").await;
+        latencies.push(started.elapsed());
+        assert_eq!(status, StatusCode::OK, "call {i} of the other tenant: {body}");
+        assert_eq!(body["output"], "hello");
+    }
+    assert_eq!(server.started.state.runtime.admission().active("demo"), cap, "the sleepers slept throughout");
+    latencies.sort();
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "300 HTTP invokes beside 300 sleepers: p50 {:?}, p99 {:?}, max {:?}",
+        at(0.5),
+        at(0.99),
+        latencies.last().unwrap()
+    );
+    // Every call beyond demo's place is answered 429 at once (wait, bounded, for the
+    // answers still on the wire).
+    let refused = 300 - cap as usize;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sleepers.iter().filter(|s| s.is_finished()).count() < refused {
+        assert!(Instant::now() < deadline, "the calls over demo's limit were not answered");
+        tokio::task::yield_now().await;
+    }
+    let mut too_many = 0;
+    let mut sleeping = Vec::new();
+    for s in sleepers {
+        if s.is_finished() {
+            let (status, retry_after, problem) = s.await.unwrap();
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+            assert_eq!(retry_after.as_deref(), Some("1"));
+            too_many += 1;
+        } else {
+            sleeping.push(s);
+        }
+    }
+    assert_eq!(too_many, refused);
+    server.started.state.runtime.shut_down();
+    for s in sleeping {
+        assert_eq!(s.await.unwrap().0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_over_its_call_rate_gets_429_with_retry_after() {
     let extra = "[admission]\ntenant-calls-per-second = 1\ntenant-burst = 3\n";
     let server = Server::start(None, extra, |_| {}).await;
