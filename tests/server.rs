@@ -285,7 +285,7 @@ async fn journey(database: Option<String>) {
     let install = json!({"app": "acme/budget-pacing", "track": "1.4", "config": {"apiKey": SECRET, "threshold": 0.2}});
     let (s, inst) = w.call(Some(&t1), Method::POST, "/v1/tenants/t1/installations", Some(install)).await;
     assert_eq!(s, StatusCode::CREATED, "{inst}");
-    assert_eq!((inst["version"].as_str(), inst["secretsSet"].clone()), (Some("1.4.34"), json!(["apiKey"])));
+    assert_eq!((inst["version"].as_str(), inst["secretsSet"].clone()), (Some("1.4.34"), json!(["/apiKey"])));
     assert_eq!(inst["config"], json!({"threshold": 0.2}));
     let id = inst["id"].as_str().unwrap().to_string();
     let base = format!("/v1/tenants/t1/installations/{id}");
@@ -300,7 +300,7 @@ async fn journey(database: Option<String>) {
     // Change config (the secret is kept when left out), upgrade, uninstall.
     let (s, b) = w.call(Some(&t1), Method::PATCH, &base, Some(json!({"config": {"threshold": 0.5}}))).await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(b["secretsSet"], json!(["apiKey"]));
+    assert_eq!(b["secretsSet"], json!(["/apiKey"]));
     let (_, out) = w.call(Some(&t1), Method::POST, &format!("{base}/invoke/evaluate"), Some(input.clone())).await;
     assert_eq!(out["output"]["status"], "on-track", "{out}");
     let (s, b) = w.call(Some(&t1), Method::POST, &format!("{base}/upgrade"), Some(json!({"version": "1.5.0"}))).await;

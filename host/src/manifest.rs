@@ -251,19 +251,153 @@ impl ConfigSchema {
         if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
     }
 
-    /// The names of the `writeOnly` (secret) top-level properties.
-    pub fn secret_properties(&self) -> Vec<String> {
-        self.schema
-            .get("properties")
-            .and_then(Value::as_object)
-            .map(|props| {
-                props
-                    .iter()
-                    .filter(|(_, p)| p.get("writeOnly").and_then(Value::as_bool) == Some(true))
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The JSON pointers of the values in `config` that the schema marks `writeOnly`
+    /// (secrets), wherever the mark sits: nested properties, array items and
+    /// `prefixItems`, `additionalProperties`/`patternProperties`, behind local `$ref`s
+    /// (`$defs`), and in `allOf`/`anyOf`/`oneOf`/`if`/`then`/`else`/`dependentSchemas`.
+    /// When in doubt (a branch the value may not take, a pattern that does not compile)
+    /// a value counts as secret: hiding too much is safe, leaking is not.
+    pub fn secret_pointers(&self, config: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        collect_secrets(&self.schema, &self.schema, config, "", &mut out, 0);
+        out.sort();
+        out.dedup();
+        // A secret inside a secret is covered by the outer one.
+        let mut kept: Vec<String> = Vec::new();
+        for p in out {
+            if !kept.iter().any(|k| p.starts_with(&format!("{k}/"))) {
+                kept.push(p);
+            }
+        }
+        kept
+    }
+}
+
+/// Deepest schema nesting (and `$ref` chain) followed when looking for secrets.
+const MAX_SECRET_DEPTH: u32 = 64;
+
+fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn collect_secrets(schema: &Value, root: &Value, value: &Value, at: &str, out: &mut Vec<String>, depth: u32) {
+    let Some(obj) = schema.as_object() else { return };
+    if depth > MAX_SECRET_DEPTH {
+        // A schema this deep is refused nowhere else; err on the safe side.
+        out.push(at.to_string());
+        return;
+    }
+    if obj.get("writeOnly").and_then(Value::as_bool) == Some(true) {
+        out.push(at.to_string());
+        return;
+    }
+    let next = depth + 1;
+    if let Some(target) = obj.get("$ref").and_then(Value::as_str) {
+        match target.strip_prefix('#').and_then(|p| root.pointer(p)) {
+            Some(resolved) => collect_secrets(resolved, root, value, at, out, next),
+            // Only local references can be resolved (the schema is self-contained).
+            None => out.push(at.to_string()),
+        }
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        for sub in obj.get(key).and_then(Value::as_array).into_iter().flatten() {
+            collect_secrets(sub, root, value, at, out, next);
+        }
+    }
+    for key in ["if", "then", "else"] {
+        if let Some(sub) = obj.get(key) {
+            collect_secrets(sub, root, value, at, out, next);
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            let props = obj.get("properties").and_then(Value::as_object);
+            let patterns = obj.get("patternProperties").and_then(Value::as_object);
+            let dependent = obj.get("dependentSchemas").and_then(Value::as_object);
+            for (k, v) in map {
+                let here = format!("{at}/{}", escape_pointer(k));
+                let mut matched = false;
+                if let Some(ps) = props.and_then(|p| p.get(k)) {
+                    matched = true;
+                    collect_secrets(ps, root, v, &here, out, next);
+                }
+                for (pattern, ps) in patterns.into_iter().flatten() {
+                    if regex::Regex::new(pattern).map_or(true, |re| re.is_match(k)) {
+                        matched = true;
+                        collect_secrets(ps, root, v, &here, out, next);
+                    }
+                }
+                if !matched && let Some(extra) = obj.get("additionalProperties") {
+                    collect_secrets(extra, root, v, &here, out, next);
+                }
+                if let Some(ds) = dependent.and_then(|d| d.get(k)) {
+                    collect_secrets(ds, root, value, at, out, next);
+                }
+            }
+        }
+        Value::Array(items) => {
+            let prefix = obj.get("prefixItems").and_then(Value::as_array);
+            for (i, v) in items.iter().enumerate() {
+                let here = format!("{at}/{i}");
+                match prefix.and_then(|p| p.get(i)) {
+                    Some(ps) => collect_secrets(ps, root, v, &here, out, next),
+                    None => {
+                        if let Some(items_schema) = obj.get("items") {
+                            collect_secrets(items_schema, root, v, &here, out, next);
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Removes the value at JSON pointer `ptr` from `value` and returns it.
+pub fn take_pointer(value: &mut Value, ptr: &str) -> Option<Value> {
+    let (parent, last) = ptr.rsplit_once('/')?;
+    let key = last.replace("~1", "/").replace("~0", "~");
+    match value.pointer_mut(parent)? {
+        Value::Object(map) => map.remove(&key),
+        Value::Array(items) => {
+            let i: usize = key.parse().ok()?;
+            // Arrays keep their shape: the secret's place holds null in the public part.
+            items.get_mut(i).map(Value::take)
+        }
+        _ => None,
+    }
+}
+
+/// Puts `v` at JSON pointer `ptr` in `value`, creating missing objects on the way
+/// (array elements are only replaced, never created).
+pub fn put_pointer(value: &mut Value, ptr: &str, v: Value) -> bool {
+    let mut node = value;
+    let mut segments: Vec<String> =
+        ptr.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+    let Some(last) = segments.pop() else { return false };
+    for seg in segments {
+        node = match node {
+            Value::Object(map) => map.entry(seg).or_insert_with(|| Value::Object(Default::default())),
+            Value::Array(items) => match seg.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(item) => item,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match node {
+        Value::Object(map) => {
+            map.insert(last, v);
+            true
+        }
+        Value::Array(items) => match last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+            Some(slot) => {
+                *slot = v;
+                true
+            }
+            None => false,
+        },
+        _ => false,
     }
 }
 
@@ -335,6 +469,45 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_found_wherever_the_schema_marks_them() {
+        let schema = ConfigSchema::compile(&json!({
+            "type": "object",
+            "$defs": {"password": {"type": "string", "writeOnly": true}},
+            "properties": {
+                "auth": {"type": "object", "properties": {"token": {"type": "string", "writeOnly": true}, "user": {"type": "string"}}},
+                "db": {"type": "object", "properties": {"password": {"$ref": "#/$defs/password"}}},
+                "servers": {"type": "array", "items": {"type": "object", "properties": {"key": {"writeOnly": true}}}},
+                "either": {"anyOf": [{"type": "string", "writeOnly": true}, {"type": "number"}]},
+                "headers": {"type": "object", "additionalProperties": {"type": "string", "writeOnly": true}},
+                "plain": {"type": "string"}
+            }
+        }))
+        .unwrap();
+        let config = json!({
+            "auth": {"token": "t", "user": "u"}, "db": {"password": "p"},
+            "servers": [{"key": "k0"}, {"key": "k1"}], "either": "e", "headers": {"x-api/key": "h"}, "plain": "ok"
+        });
+        assert_eq!(
+            schema.secret_pointers(&config),
+            ["/auth/token", "/db/password", "/either", "/headers/x-api~1key", "/servers/0/key", "/servers/1/key"]
+        );
+        let mut public = config.clone();
+        let secrets: Vec<(String, Value)> = schema
+            .secret_pointers(&config)
+            .into_iter()
+            .map(|p| {
+                let v = take_pointer(&mut public, &p).unwrap();
+                (p, v)
+            })
+            .collect();
+        assert_eq!(public, json!({"auth": {"user": "u"}, "db": {}, "servers": [{}, {}], "headers": {}, "plain": "ok"}));
+        for (p, v) in secrets {
+            assert!(put_pointer(&mut public, &p, v));
+        }
+        assert_eq!(public, config);
+    }
+
+    #[test]
     fn unknown_field_is_named_with_its_path() {
         let mut v = example();
         v["skus"][1]["price"] = 3.into();
@@ -386,6 +559,6 @@ mod tests {
         assert!(text.contains("/apiKey: violates `minLength`"), "{text}");
         let err = schema.resolve(serde_json::json!({"threshold": 0.2})).unwrap_err();
         assert!(err.to_string().contains("/: violates `required`"), "{err}");
-        assert_eq!(schema.secret_properties(), ["apiKey"]);
+        assert_eq!(schema.secret_pointers(&json!({"apiKey": "k", "threshold": 1})), ["/apiKey"]);
     }
 }

@@ -807,15 +807,14 @@ fn resolve_version(
         })
 }
 
-/// Splits a resolved config into its public part and its secret (`writeOnly`) part.
-fn split_secrets(config: &Value, secret_names: &[String]) -> (Value, Map<String, Value>) {
+/// Splits a resolved config into its public part and its secret (`writeOnly`) part,
+/// keyed by JSON pointer (`/auth/token`, `/servers/0/key`).
+fn split_secrets(config: &Value, secret_pointers: &[String]) -> (Value, Map<String, Value>) {
     let mut public = config.clone();
     let mut secrets = Map::new();
-    if let Some(obj) = public.as_object_mut() {
-        for name in secret_names {
-            if let Some(v) = obj.remove(name) {
-                secrets.insert(name.clone(), v);
-            }
+    for ptr in secret_pointers {
+        if let Some(v) = crate::manifest::take_pointer(&mut public, ptr) {
+            secrets.insert(ptr.clone(), v);
         }
     }
     (public, secrets)
@@ -882,10 +881,16 @@ impl AppState {
         }
     }
 
+    /// The installation's secrets by JSON pointer (rows sealed before pointers were used
+    /// keyed top-level secrets by name: `apiKey` reads as `/apiKey`).
     fn open_secrets(&self, row: &InstallationRow) -> ApiResult<Map<String, Value>> {
         let plain =
             self.sealer.open(&row.secrets, &format!("{}/{}", row.tenant, row.id)).map_err(ApiError::internal)?;
-        serde_json::from_slice(&plain).map_err(ApiError::internal)
+        let stored: Map<String, Value> = serde_json::from_slice(&plain).map_err(ApiError::internal)?;
+        Ok(stored
+            .into_iter()
+            .map(|(k, v)| if k.starts_with('/') { (k, v) } else { (format!("/{}", k.replace('~', "~0").replace('/', "~1")), v) })
+            .collect())
     }
 
     /// The version an installation runs, ready to call.
@@ -909,8 +914,8 @@ impl AppState {
     /// The full config the app sees: public part plus opened secrets.
     fn full_config(&self, row: &InstallationRow) -> ApiResult<Value> {
         let mut config: Value = serde_json::from_str(&row.config).map_err(ApiError::internal)?;
-        if let Some(obj) = config.as_object_mut() {
-            obj.extend(self.open_secrets(row)?);
+        for (ptr, v) in self.open_secrets(row)? {
+            crate::manifest::put_pointer(&mut config, &ptr, v);
         }
         Ok(config)
     }
@@ -955,7 +960,8 @@ async fn resolve_config(app: &AppVersion, config: Option<Value>) -> ApiResult<(V
             err.errors = e.problems;
             err
         })?;
-        Ok((resolved, schema.secret_properties()))
+        let secrets = schema.secret_pointers(&resolved);
+        Ok((resolved, secrets))
     });
     match tokio::time::timeout(CONFIG_VALIDATION_BUDGET, work).await {
         Ok(joined) => joined.map_err(ApiError::internal)?,
@@ -1066,9 +1072,12 @@ async fn configure(
     let app = s.installed_app(&row).await?;
     let old = s.full_config(&row)?;
     let mut new = body.config;
-    if let (Some(new_obj), Some(old_secrets)) = (new.as_object_mut(), s.open_secrets(&row).ok()) {
-        for (k, v) in old_secrets {
-            new_obj.entry(k).or_insert(v);
+    // Secret values the new config leaves out keep their current value.
+    if new.is_object() {
+        for (ptr, v) in s.open_secrets(&row)? {
+            if new.pointer(&ptr).is_none() {
+                crate::manifest::put_pointer(&mut new, &ptr, v);
+            }
         }
     }
     let (config, secret_names) = resolve_config(&app, Some(new)).await?;
