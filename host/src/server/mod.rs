@@ -1189,7 +1189,7 @@ async fn partner_post_usage(
     let outcomes =
         s.ledger.record(accepted.iter().map(|(_, e)| e.clone()).collect()).await.map_err(ApiError::internal)?;
     for ((i, _), outcome) in accepted.iter().zip(outcomes) {
-        let mut v = serde_json::to_value(outcome).unwrap_or_default();
+        let mut v = serde_json::to_value(&outcome).unwrap_or_default();
         v["index"] = json!(i);
         if let crate::ledger::Recorded::Conflict { recorded_quantity } = outcome {
             v["reason"] = json!(format!("idempotency key already recorded with quantity {recorded_quantity}"));
