@@ -10,7 +10,7 @@ pub mod serve;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
-pub use self::error::{ApiError, Json, Problem};
+pub use self::error::{ApiError, Json, Path, Problem, Query};
 use self::seal::Sealer;
 use crate::artifact::{ArtifactError, ArtifactRef, LayoutSource, fetch_verified};
 use crate::config::OperatorConfig;
@@ -202,7 +202,13 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/tenants/{tenant}/installations/{id}", get(get_installation).patch(configure).delete(uninstall))
         .route("/v1/tenants/{tenant}/installations/{id}/upgrade", post(upgrade))
         .route("/v1/tenants/{tenant}/installations/{id}/invoke/{operation}", post(invoke))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(2 * 1024 * 1024))
+        // Routing rejections are problems too (SPEC §8), never axum's empty or plain-text bodies.
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")
+        })
+        // Bodies are read by the `Json` extractor, which answers 413 as a problem.
+        .layer(axum::extract::DefaultBodyLimit::max(error::BODY_LIMIT_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -822,7 +828,23 @@ fn split_secrets(config: &Value, secret_names: &[String]) -> (Value, Map<String,
 }
 
 fn call_problem(e: CallFailure) -> ApiError {
-    ApiError::new(StatusCode::BAD_GATEWAY, "app-failed", e.to_string())
+    use crate::error::CallErrorKind;
+    match &e.kind {
+        // The host's own storage failed: its text (database errors) stays in the log.
+        CallErrorKind::Storage(_) => ApiError::internal(e),
+        CallErrorKind::Metering(_) => {
+            tracing::error!(error = %e, "a call's usage was not recorded");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "usage-not-recorded",
+                format!(
+                    "{}: the call's usage could not be recorded, so the call does not count; see the server log",
+                    e.call
+                ),
+            )
+        }
+        _ => ApiError::new(StatusCode::BAD_GATEWAY, "app-failed", e.to_string()),
+    }
 }
 
 fn refusal_problem(step: &str, r: &AppRefusal) -> ApiError {
