@@ -350,7 +350,8 @@ async fn sigterm_stops_promptly_while_a_guest_sleeps_in_a_call() {
     std::fs::write(
         &config,
         format!(
-            "data-dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[sandbox]\ntimeout-ms = 120000\n",
+            "data-dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[sandbox]\ntimeout-ms = 120000\n\
+             [usage]\nlease-seconds = 300\n",
             dir.path().join("data").display()
         ),
     )

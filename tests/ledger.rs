@@ -191,3 +191,162 @@ async fn ledger_on_sqlite() {
 async fn ledger_on_postgresql() {
     ledger_suite(Some(common::fresh_postgres_database().await)).await;
 }
+
+// --- the ledger itself: refusals and isolation -----------------------------------------
+
+use kiosk::ledger::{Ledger, MAX_KEY_BYTES, MAX_QUANTITY, Recorded, Refusal};
+use kiosk::metering::{UsageEvent, UsageSource};
+use kiosk::store::Store;
+
+async fn store(database: Option<String>, dir: &std::path::Path) -> Store {
+    let url = database.unwrap_or_else(|| format!("sqlite://{}", dir.join("ledger.db").display()));
+    Store::connect(&url).await.unwrap()
+}
+
+fn event(key: &str, sku: &str, quantity: u64) -> UsageEvent {
+    UsageEvent {
+        tenant: "t".into(),
+        installation: "i".into(),
+        app: "acme/app".into(),
+        version: "1.0.0".into(),
+        sku: sku.into(),
+        quantity,
+        at_ms: now_ms() as u64,
+        source: UsageSource::Partner,
+        idempotency_key: key.into(),
+    }
+}
+
+/// (idempotency key, quantity) of every stored event.
+async fn stored(store: &Store) -> Vec<(String, i64)> {
+    use sqlx::Row as _;
+    let rows = sqlx::query("SELECT idem_key, quantity FROM usage_events").fetch_all(store.pool()).await.unwrap();
+    let mut events: Vec<(String, i64)> = rows.iter().map(|r| (r.get("idem_key"), r.get("quantity"))).collect();
+    events.sort();
+    events
+}
+
+async fn refusals_suite(database: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(database, dir.path()).await;
+    let ledger = Ledger::start(store.clone());
+    let with = |edit: fn(&mut UsageEvent)| {
+        let mut e = event("edited", "s", 1);
+        edit(&mut e);
+        e
+    };
+    let outcomes = ledger
+        .record(vec![
+            event("largest", "s", MAX_QUANTITY),
+            event("zero", "s", 0),
+            event("two-to-53", "s", MAX_QUANTITY + 1),
+            event("u64-max", "s", u64::MAX),
+            with(|e| e.tenant = "t\0".into()),
+            with(|e| e.sku = "s\0".into()),
+            with(|e| e.idempotency_key = "k\0".into()),
+            with(|e| e.installation = "\0".into()),
+            with(|e| e.idempotency_key = "k".repeat(MAX_KEY_BYTES + 1)),
+            with(|e| e.idempotency_key = String::new()),
+            with(|e| e.at_ms = u64::MAX),
+            event(&"k".repeat(MAX_KEY_BYTES), "s", 2),
+        ])
+        .await
+        .unwrap();
+    let refused = |reason| Recorded::Refused { reason };
+    assert_eq!(
+        outcomes,
+        [
+            Recorded::Recorded,
+            refused(Refusal::ZeroQuantity),
+            refused(Refusal::QuantityTooLarge { quantity: MAX_QUANTITY + 1 }),
+            refused(Refusal::QuantityTooLarge { quantity: u64::MAX }),
+            refused(Refusal::InvalidText { field: "tenant" }),
+            refused(Refusal::InvalidText { field: "sku" }),
+            refused(Refusal::InvalidText { field: "idempotency key" }),
+            refused(Refusal::InvalidText { field: "installation" }),
+            refused(Refusal::KeyTooLong { bytes: MAX_KEY_BYTES + 1 }),
+            refused(Refusal::EmptyKey),
+            refused(Refusal::TimeOutOfRange { at_ms: u64::MAX }),
+            Recorded::Recorded,
+        ]
+    );
+    // Serialized like the other outcomes, with the reason in words.
+    let json = serde_json::to_value(&outcomes[3]).unwrap();
+    assert_eq!(json["status"], "refused");
+    assert_eq!(json["reason"], "quantity 18446744073709551615 is over the maximum of 2^53 - 1 (9007199254740991)");
+    // Only the two storable events are stored, the largest quantity exactly.
+    assert_eq!(stored(&store).await, [("k".repeat(MAX_KEY_BYTES), 2), ("largest".into(), MAX_QUANTITY as i64)]);
+    // A batch of refusals only never reaches the database and still answers.
+    assert_eq!(ledger.record(vec![event("zero-again", "s", 0)]).await.unwrap(), [refused(Refusal::ZeroQuantity)]);
+    assert_eq!(stored(&store).await.len(), 2);
+}
+
+#[tokio::test]
+async fn ledger_refusals_on_sqlite() {
+    refusals_suite(None).await;
+}
+
+#[tokio::test]
+async fn ledger_refusals_on_postgresql() {
+    refusals_suite(Some(common::fresh_postgres_database().await)).await;
+}
+
+/// A submitter whose event the database refuses (a constraint the test adds: nothing the
+/// ledger checks could catch it) fails alone; everyone committing with it in the same
+/// group gets its events recorded.
+async fn isolation_suite(database: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = database.is_some();
+    let store = store(database, dir.path()).await;
+    let poison = if postgres {
+        "ALTER TABLE usage_events ADD CONSTRAINT poison CHECK (sku <> 'poison')"
+    } else {
+        "CREATE TRIGGER poison BEFORE INSERT ON usage_events WHEN NEW.sku = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poisoned event'); END"
+    };
+    sqlx::query(poison).execute(store.pool()).await.unwrap();
+    let ledger = Ledger::start(store.clone());
+    // Submitted together: on this single-threaded runtime every submitter is queued before
+    // the writer task runs, so they share one group (and its failed transaction).
+    let submitters = (0..40).map(|i| {
+        let mut events = vec![event(&format!("{i}-a"), "s", 1), event(&format!("{i}-b"), "s", 2)];
+        if i % 5 == 0 {
+            events.insert(1, event(&format!("{i}-poison"), "poison", 1));
+        }
+        if i % 7 == 0 {
+            events.push(event(&format!("{i}-refused"), "s", u64::MAX));
+        }
+        let ledger = ledger.clone();
+        async move { (i, ledger.record(events).await) }
+    });
+    let mut expected = Vec::new();
+    for (i, result) in futures_util::future::join_all(submitters).await {
+        if i % 5 == 0 {
+            assert!(result.is_err(), "submitter {i} holds the poisoned event: {result:?}");
+            continue;
+        }
+        let outcomes = result.unwrap_or_else(|e| panic!("submitter {i} failed because of another: {e}"));
+        assert_eq!(outcomes[..2], [Recorded::Recorded, Recorded::Recorded], "submitter {i}");
+        if i % 7 == 0 {
+            assert!(matches!(outcomes[2], Recorded::Refused { .. }), "submitter {i}: {outcomes:?}");
+        }
+        expected.extend([(format!("{i}-a"), 1), (format!("{i}-b"), 2)]);
+    }
+    expected.sort();
+    // The good submitters' events, each once; nothing of a failed submitter (its events
+    // commit together or not at all).
+    assert_eq!(stored(&store).await, expected);
+    // The writer goes on: the same events again are duplicates.
+    let again = ledger.record(vec![event("1-a", "s", 1), event("1-b", "s", 3)]).await.unwrap();
+    assert_eq!(again, [Recorded::Duplicate, Recorded::Conflict { recorded_quantity: 2 }]);
+}
+
+#[tokio::test]
+async fn ledger_isolation_on_sqlite() {
+    isolation_suite(None).await;
+}
+
+#[tokio::test]
+async fn ledger_isolation_on_postgresql() {
+    isolation_suite(Some(common::fresh_postgres_database().await)).await;
+}

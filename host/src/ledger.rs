@@ -9,8 +9,75 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metering::{MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent, UsageSource, now_ms};
 use crate::store::{Store, StoreError};
 
+/// Largest quantity of one event (SPEC §7): 2^53 − 1, exact in every JSON reader and
+/// far inside the `BIGINT` column, so no stored quantity is ever negative.
+pub use crate::metering::MAX_QUANTITY;
+
+/// Longest idempotency key a submitter may give (SPEC §7).
+pub use crate::metering::MAX_IDEMPOTENCY_KEY_BYTES as MAX_SUBMITTED_KEY_BYTES;
+
+/// Longest stored key: the submitter's key plus the namespace the host puts before it (a
+/// partner name and `/`, or an installation id and `/report/`: at most 72 bytes).
+pub const MAX_KEY_BYTES: usize = MAX_SUBMITTED_KEY_BYTES + 72;
+
+/// Why the ledger refused an event it cannot store. Checked per event before any
+/// transaction, behind the same checks at the API and in the runtime.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("quantity must be positive")]
+    ZeroQuantity,
+    #[error("quantity {quantity} is over the maximum of 2^53 - 1 ({MAX_QUANTITY})")]
+    QuantityTooLarge { quantity: u64 },
+    #[error("{field} contains U+0000 (NUL), which the ledger does not store")]
+    InvalidText { field: &'static str },
+    #[error("the idempotency key is empty")]
+    EmptyKey,
+    #[error("the idempotency key is {bytes} bytes; at most {MAX_KEY_BYTES}")]
+    KeyTooLong { bytes: usize },
+    #[error("time {at_ms} ms is out of range")]
+    TimeOutOfRange { at_ms: u64 },
+}
+
+/// Serialized as its human reason, like the API's other refusals.
+impl serde::Serialize for Refusal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Why `e` cannot be stored, if it cannot.
+pub fn refusal(e: &UsageEvent) -> Option<Refusal> {
+    let texts = [
+        ("tenant", &e.tenant),
+        ("installation", &e.installation),
+        ("app", &e.app),
+        ("version", &e.version),
+        ("sku", &e.sku),
+        ("idempotency key", &e.idempotency_key),
+    ];
+    if let Some((field, _)) = texts.iter().find(|(_, text)| text.contains('\0')) {
+        return Some(Refusal::InvalidText { field });
+    }
+    if e.quantity == 0 {
+        return Some(Refusal::ZeroQuantity);
+    }
+    if e.quantity > MAX_QUANTITY {
+        return Some(Refusal::QuantityTooLarge { quantity: e.quantity });
+    }
+    if e.idempotency_key.is_empty() {
+        return Some(Refusal::EmptyKey);
+    }
+    if e.idempotency_key.len() > MAX_KEY_BYTES {
+        return Some(Refusal::KeyTooLong { bytes: e.idempotency_key.len() });
+    }
+    if i64::try_from(e.at_ms).is_err() {
+        return Some(Refusal::TimeOutOfRange { at_ms: e.at_ms });
+    }
+    None
+}
+
 /// What became of one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case", tag = "status")]
 pub enum Recorded {
     /// Newly recorded.
@@ -19,6 +86,15 @@ pub enum Recorded {
     Duplicate,
     /// The same (source, key) was recorded with another quantity: refused.
     Conflict { recorded_quantity: u64 },
+    /// The ledger cannot store this event: refused, nothing recorded.
+    Refused { reason: Refusal },
+}
+
+impl Recorded {
+    /// The event counts (now or from before).
+    pub fn counted(&self) -> bool {
+        matches!(self, Self::Recorded | Self::Duplicate)
+    }
 }
 
 /// The ledger is unavailable.
@@ -50,48 +126,42 @@ fn source_name(s: UsageSource) -> &'static str {
     }
 }
 
+/// The quantity of a stored row. Quantities are bound as `i64` and are at most 2^53 − 1
+/// since the ledger refuses more; a row written before that check holds the bits of the
+/// `u64` that was submitted, and reads back as that `u64` (never negative).
+pub fn stored_quantity(column: i64) -> u64 {
+    column as u64
+}
+
 impl Ledger {
     /// Starts the writer task on the current tokio runtime.
     pub fn start(store: Store) -> Self {
         let (tx, mut rx) = mpsc::channel::<(Vec<UsageEvent>, Reply)>(4_096);
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
+            while let Some((events, reply)) = rx.recv().await {
                 // Group commit without a timer: take whatever queued up while the previous
                 // transaction was in flight. A lone submitter pays one commit, no waiting;
                 // under load, batches grow by themselves.
-                let mut group = vec![first];
-                let mut size = group[0].0.len();
+                let mut size = events.len();
+                let mut group = vec![Submission::new(events, reply)];
                 while size < MAX_GROUP {
                     match rx.try_recv() {
-                        Ok(next) => {
-                            size += next.0.len();
-                            group.push(next);
+                        Ok((events, reply)) => {
+                            size += events.len();
+                            group.push(Submission::new(events, reply));
                         }
                         Err(_) => break,
                     }
                 }
-                let events: Vec<&UsageEvent> = group.iter().flat_map(|g| g.0.iter()).collect();
-                match write_group(&store, &events).await {
-                    Ok(outcomes) => {
-                        let mut outcomes = outcomes.into_iter();
-                        for (events, reply) in group {
-                            let mine = outcomes.by_ref().take(events.len()).collect();
-                            let _ = reply.send(Ok(mine));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "ledger group commit failed; nothing in it was recorded");
-                        for (_, reply) in group {
-                            let _ = reply.send(Err(e.to_string()));
-                        }
-                    }
-                }
+                commit_group(&store, group).await;
             }
         });
         Self { tx }
     }
 
-    /// Records `events`; returns once they are committed (or refused as conflicts).
+    /// Records `events`; returns once they are committed (or refused: conflicts, and
+    /// events the ledger cannot store). The events of one call are committed together or
+    /// not at all; another submitter's failure never fails them.
     pub async fn record(&self, events: Vec<UsageEvent>) -> Result<Vec<Recorded>, LedgerError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -105,6 +175,79 @@ impl Ledger {
                 source: sqlx::Error::Protocol(message),
             })),
             Err(_) => Err(LedgerError::Closed),
+        }
+    }
+}
+
+/// One submitter's events in a group: those the ledger refused up front are answered
+/// without being written.
+struct Submission {
+    events: Vec<UsageEvent>,
+    refused: Vec<Option<Refusal>>,
+    reply: Reply,
+}
+
+impl Submission {
+    fn new(events: Vec<UsageEvent>, reply: Reply) -> Self {
+        let refused = events.iter().map(refusal).collect();
+        Self { events, refused, reply }
+    }
+
+    fn writable(&self) -> impl Iterator<Item = &UsageEvent> {
+        self.events.iter().zip(&self.refused).filter(|(_, r)| r.is_none()).map(|(e, _)| e)
+    }
+
+    /// Answers with `written` (the outcomes of `writable`, in order) and the refusals.
+    fn answer(self, written: Vec<Recorded>) {
+        let mut written = written.into_iter();
+        let outcomes = self
+            .refused
+            .into_iter()
+            .map(|r| match r {
+                Some(reason) => Some(Recorded::Refused { reason }),
+                None => written.next(),
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| "the ledger lost track of an event".to_string());
+        let _ = self.reply.send(outcomes);
+    }
+}
+
+/// Writes a group in one transaction. If it fails, each submitter is written again in a
+/// transaction of its own, so only the one whose events the database refuses gets the
+/// error (re-writing is safe: the key makes an event that did land a duplicate).
+async fn commit_group(store: &Store, group: Vec<Submission>) {
+    let all: Vec<&UsageEvent> = group.iter().flat_map(Submission::writable).collect();
+    let result = if all.is_empty() { Ok(Vec::new()) } else { write_group(store, &all).await };
+    drop(all);
+    match result {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            for submission in group {
+                let mine = outcomes.by_ref().take(submission.writable().count()).collect();
+                submission.answer(mine);
+            }
+        }
+        Err(e) if group.len() == 1 => {
+            tracing::error!(error = %e, "ledger commit failed; nothing in it was recorded");
+            for submission in group {
+                let _ = submission.reply.send(Err(e.to_string()));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, submitters = group.len(), "ledger group commit failed; writing each submitter alone");
+            for submission in group {
+                let mine: Vec<&UsageEvent> = submission.writable().collect();
+                let result = if mine.is_empty() { Ok(Vec::new()) } else { write_group(store, &mine).await };
+                drop(mine);
+                match result {
+                    Ok(outcomes) => submission.answer(outcomes),
+                    Err(e) => {
+                        tracing::error!(error = %e, "ledger commit failed; nothing of this submitter was recorded");
+                        let _ = submission.reply.send(Err(e.to_string()));
+                    }
+                }
+            }
         }
     }
 }
@@ -126,6 +269,7 @@ async fn write_group(store: &Store, events: &[&UsageEvent]) -> Result<Vec<Record
         .bind(&e.app)
         .bind(&e.version)
         .bind(&e.sku)
+        // Both fit: `refusal` passed (quantity <= 2^53 - 1, at_ms <= i64::MAX).
         .bind(e.quantity as i64)
         .bind(e.at_ms as i64)
         .bind(now)
@@ -142,11 +286,11 @@ async fn write_group(store: &Store, events: &[&UsageEvent]) -> Result<Vec<Record
             .fetch_one(&mut *tx)
             .await
             .map_err(err("read recorded usage"))?;
-        let recorded: i64 = row.try_get("quantity").map_err(err("read recorded usage"))?;
-        outcomes.push(if recorded as u64 == e.quantity {
+        let recorded = stored_quantity(row.try_get("quantity").map_err(err("read recorded usage"))?);
+        outcomes.push(if recorded == e.quantity {
             Recorded::Duplicate
         } else {
-            Recorded::Conflict { recorded_quantity: recorded as u64 }
+            Recorded::Conflict { recorded_quantity: recorded }
         });
     }
     tx.commit().await.map_err(err("commit usage"))?;
@@ -175,6 +319,7 @@ impl MeteringSink for LedgerSink {
                 Recorded::Conflict { recorded_quantity } => {
                     SinkOutcome::Refused(format!("idempotency key already recorded with quantity {recorded_quantity}"))
                 }
+                Recorded::Refused { reason } => SinkOutcome::Refused(reason.to_string()),
             })
             .collect())
     }

@@ -372,8 +372,7 @@ pub fn take_pointer(value: &mut Value, ptr: &str) -> Option<Value> {
 /// (array elements are only replaced, never created).
 pub fn put_pointer(value: &mut Value, ptr: &str, v: Value) -> bool {
     let mut node = value;
-    let mut segments: Vec<String> =
-        ptr.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+    let mut segments: Vec<String> = ptr.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
     let Some(last) = segments.pop() else { return false };
     for seg in segments {
         node = match node {

@@ -10,7 +10,7 @@ pub mod serve;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
-pub use self::error::{ApiError, Json, Problem};
+pub use self::error::{ApiError, Json, Path, Problem, Query};
 use self::seal::Sealer;
 use crate::artifact::{ArtifactError, ArtifactRef, LayoutSource, fetch_verified};
 use crate::config::OperatorConfig;
@@ -202,7 +202,13 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/tenants/{tenant}/installations/{id}", get(get_installation).patch(configure).delete(uninstall))
         .route("/v1/tenants/{tenant}/installations/{id}/upgrade", post(upgrade))
         .route("/v1/tenants/{tenant}/installations/{id}/invoke/{operation}", post(invoke))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(2 * 1024 * 1024))
+        // Routing rejections are problems too (SPEC §8), never axum's empty or plain-text bodies.
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")
+        })
+        // Bodies are read by the `Json` extractor, which answers 413 as a problem.
+        .layer(axum::extract::DefaultBodyLimit::max(error::BODY_LIMIT_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -840,9 +846,30 @@ fn call_problem(e: CallFailure) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting-down", e.to_string()).retry_after(1)
         }
         K::InputTooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "input-too-large", e.to_string()),
-        K::Storage(_) | K::Metering(_) => {
-            tracing::error!(failure = %e, "a call could not commit its effects");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable", e.to_string()).retry_after(1)
+        // The host's own storage failed: its text (database errors) stays in the log.
+        K::Storage(_) => {
+            tracing::error!(failure = %e, "a call could not commit its key-value changes");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage-unavailable",
+                format!(
+                    "{}: the host's storage is unavailable, nothing the call did was kept; see the server log",
+                    e.call
+                ),
+            )
+            .retry_after(1)
+        }
+        K::Metering(_) => {
+            tracing::error!(failure = %e, "a call's usage was not recorded");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "usage-not-recorded",
+                format!(
+                    "{}: the call's usage could not be recorded, so the call does not count; see the server log",
+                    e.call
+                ),
+            )
+            .retry_after(1)
         }
         _ => ApiError::new(StatusCode::BAD_GATEWAY, "app-failed", e.to_string()),
     }
@@ -889,7 +916,15 @@ impl AppState {
         let stored: Map<String, Value> = serde_json::from_slice(&plain).map_err(ApiError::internal)?;
         Ok(stored
             .into_iter()
-            .map(|(k, v)| if k.starts_with('/') { (k, v) } else { (format!("/{}", k.replace('~', "~0").replace('/', "~1")), v) })
+            .map(
+                |(k, v)| {
+                    if k.starts_with('/') {
+                        (k, v)
+                    } else {
+                        (format!("/{}", k.replace('~', "~0").replace('/', "~1")), v)
+                    }
+                },
+            )
             .collect())
     }
 
@@ -1190,6 +1225,9 @@ fn usage_view(e: &UsageEvent) -> Value {
 /// How far in the future a partner's usage timestamp may be (clock skew).
 const FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
 
+/// Most records in one partner batch (SPEC §7: every source has a cap).
+pub const MAX_BATCH_RECORDS: usize = 1_000;
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PartnerUsageBatch {
@@ -1217,8 +1255,16 @@ async fn partner_post_usage(
     Json(batch): Json<PartnerUsageBatch>,
 ) -> ApiResult<impl IntoResponse> {
     caller.partner(&partner)?;
-    let now = crate::metering::now_ms() as i64;
-    let window_ms = i64::try_from(s.config.usage.acceptance_window_hours).unwrap_or(i64::MAX / 4) * 3_600_000;
+    if batch.records.len() > MAX_BATCH_RECORDS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too-many-records",
+            format!("a batch holds at most {MAX_BATCH_RECORDS} records, found {}", batch.records.len()),
+        )
+        .field("records"));
+    }
+    let now = i64::try_from(crate::metering::now_ms()).unwrap_or(i64::MAX);
+    let window_ms = i64::try_from(s.config.usage.acceptance_window_hours).unwrap_or(i64::MAX).saturating_mul(3_600_000);
     let mut results: Vec<Value> = vec![Value::Null; batch.records.len()];
     let mut accepted: Vec<(usize, UsageEvent)> = Vec::new();
     for (i, raw) in batch.records.into_iter().enumerate() {
@@ -1230,7 +1276,7 @@ async fn partner_post_usage(
     let outcomes =
         s.ledger.record(accepted.iter().map(|(_, e)| e.clone()).collect()).await.map_err(ApiError::internal)?;
     for ((i, _), outcome) in accepted.iter().zip(outcomes) {
-        let mut v = serde_json::to_value(outcome).unwrap_or_default();
+        let mut v = serde_json::to_value(&outcome).unwrap_or_default();
         v["index"] = json!(i);
         if let crate::ledger::Recorded::Conflict { recorded_quantity } = outcome {
             v["reason"] = json!(format!("idempotency key already recorded with quantity {recorded_quantity}"));
@@ -1252,19 +1298,24 @@ async fn validate_partner_record(
         Ok(r) => r,
         Err(e) => return Ok(Err(format!("not a usage record: {e}"))),
     };
-    let Some(quantity) = r.quantity.as_u64().filter(|q| *q > 0) else {
-        return Ok(Err(format!("quantity must be a positive integer, found {}", r.quantity)));
+    let max = crate::ledger::MAX_QUANTITY;
+    let Some(quantity) = r.quantity.as_u64().filter(|q| (1..=max).contains(q)) else {
+        return Ok(Err(format!("quantity must be a positive integer at most 2^53 - 1 ({max}), found {}", r.quantity)));
     };
     if !r.app.starts_with(&format!("{partner}/")) {
         return Ok(Err(format!("app {} is not an app of partner {partner}", r.app)));
     }
-    if r.idempotency_key.is_empty() || r.idempotency_key.len() > 200 {
-        return Ok(Err("idempotencyKey must be 1-200 characters".into()));
+    let max_key = crate::ledger::MAX_SUBMITTED_KEY_BYTES;
+    if r.idempotency_key.is_empty() || r.idempotency_key.len() > max_key {
+        return Ok(Err(format!("idempotencyKey must be 1-{max_key} bytes, found {}", r.idempotency_key.len())));
     }
-    if r.timestamp_ms > now + FUTURE_SKEW_MS {
+    if r.timestamp_ms < 0 {
+        return Ok(Err(format!("timestampMs must be at least 0 (ms since the Unix epoch), found {}", r.timestamp_ms)));
+    }
+    if r.timestamp_ms > now.saturating_add(FUTURE_SKEW_MS) {
         return Ok(Err(format!("timestamp {} is more than 5 minutes in the future", r.timestamp_ms)));
     }
-    if r.timestamp_ms < now - window_ms {
+    if r.timestamp_ms < now.saturating_sub(window_ms) {
         return Ok(Err(format!(
             "timestamp {} is older than the acceptance window of {} hours",
             r.timestamp_ms,
@@ -1297,24 +1348,27 @@ async fn validate_partner_record(
         version,
         sku: r.sku,
         quantity,
-        at_ms: r.timestamp_ms as u64,
+        at_ms: u64::try_from(r.timestamp_ms).unwrap_or_default(),
         source: crate::metering::UsageSource::Partner,
         idempotency_key: format!("{partner}/{}", r.idempotency_key),
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct UsageQuery {
-    /// Start of the period, ms since the epoch (default: 30 days ago).
+    /// Start of the period, ms since the epoch, at least 0 (default: 30 days ago).
     from_ms: Option<i64>,
-    /// End of the period, exclusive (default: now + 5 min).
+    /// End of the period, exclusive (default: now + 5 min); at most 400 days after
+    /// `fromMs` by hour, 10 years by day.
     to_ms: Option<i64>,
     /// `hour` or `day` (default `hour`).
     granularity: Option<String>,
     /// `json` (default) or `csv`: CSV gives one line per record with its id.
     format: Option<String>,
-    /// Also emit zero records for every installed (tenant, app, SKU) in idle periods.
+    /// Also emit zero records for every installed (tenant, app, SKU) in idle periods (at
+    /// most 100,000 of them: subscriptions × periods).
     zeros: Option<bool>,
 }
 
@@ -1326,69 +1380,127 @@ pub fn export_id(tenant: &str, app: &str, sku: &str, period_start_ms: i64) -> uu
     uuid::Uuid::new_v5(&EXPORT_NAMESPACE, format!("{tenant}\n{app}\n{sku}\n{period_start_ms}").as_bytes())
 }
 
+/// Longest period of one read at hour granularity.
+const MAX_HOURLY_SPAN_MS: i64 = 400 * 86_400_000;
+/// Longest period of one read at day granularity (ten years).
+const MAX_DAILY_SPAN_MS: i64 = 3_653 * 86_400_000;
+/// Most zero records one read may add (subscriptions × periods).
+const MAX_ZERO_RECORDS: u64 = 100_000;
+
+/// One (tenant, app, SKU, period) of a usage read. Quantities are summed in `u128`: a sum
+/// of stored quantities (each below 2^64) never wraps.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageRecord {
+    id: String,
+    period_start_ms: i64,
+    tenant: String,
+    app: String,
+    sku: String,
+    quantity: u128,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageReport {
+    from_ms: i64,
+    to_ms: i64,
+    usage: Vec<UsageRecord>,
+    totals: std::collections::BTreeMap<String, u128>,
+}
+
 async fn usage_report(
     s: &AppState,
     q: UsageQuery,
     tenant: Option<&str>,
     partner: Option<&str>,
 ) -> ApiResult<axum::response::Response> {
-    let now = crate::metering::now_ms() as i64;
-    let (from, to) = (q.from_ms.unwrap_or(now - 30 * 86_400_000), q.to_ms.unwrap_or(now + FUTURE_SKEW_MS));
-    let bad =
-        |field: &str, detail: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid-query", detail).field(field);
-    let bucket_ms: i64 = match q.granularity.as_deref().unwrap_or("hour") {
-        "hour" => 3_600_000,
-        "day" => 86_400_000,
-        other => return Err(bad("granularity", format!("granularity {other:?}: use hour or day"))),
+    let invalid = |field: &str, detail: String| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-query", detail).field(field)
     };
-    if to <= from || (to - from) / bucket_ms > 24 * 400 {
-        return Err(bad("toMs", "the period must be positive and at most 400 days of hours".into()));
+    let granularity = q.granularity.as_deref().unwrap_or("hour");
+    let (bucket_ms, max_span_ms, max_span): (i64, i64, &str) = match granularity {
+        "hour" => (3_600_000, MAX_HOURLY_SPAN_MS, "400 days"),
+        "day" => (86_400_000, MAX_DAILY_SPAN_MS, "10 years"),
+        other => return Err(invalid("granularity", format!("granularity {other:?}: use hour or day"))),
+    };
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => return Err(invalid("format", format!("format {other:?}: use json or csv"))),
+    };
+    let now = i64::try_from(crate::metering::now_ms()).unwrap_or(i64::MAX);
+    let from = q.from_ms.unwrap_or_else(|| now.saturating_sub(30 * 86_400_000));
+    let to = q.to_ms.unwrap_or_else(|| now.saturating_add(FUTURE_SKEW_MS));
+    // The bound the caller gave is the one named when the period is wrong.
+    let period_field = if q.to_ms.is_some() || q.from_ms.is_none() { "toMs" } else { "fromMs" };
+    if from < 0 {
+        return Err(invalid("fromMs", format!("fromMs must be at least 0 (ms since the Unix epoch), found {from}")));
     }
+    if to <= from {
+        return Err(invalid(period_field, format!("toMs ({to}) must be greater than fromMs ({from})")));
+    }
+    // 0 <= from < to: the difference cannot overflow.
+    if to - from > max_span_ms {
+        return Err(invalid(period_field, format!("a read by {granularity} may span at most {max_span}")));
+    }
+    let first_period = from - from.rem_euclid(bucket_ms);
+    let periods = u64::try_from(to - first_period).unwrap_or(u64::MAX).div_ceil(bucket_ms.unsigned_abs());
+    let subscriptions = if q.zeros.unwrap_or(false) {
+        let subs = s.subscriptions(tenant, partner).await?;
+        let zero_records = u64::try_from(subs.len()).unwrap_or(u64::MAX).saturating_mul(periods);
+        if zero_records > MAX_ZERO_RECORDS {
+            return Err(invalid(
+                "zeros",
+                format!(
+                    "zeros would add up to {zero_records} records ({} subscriptions x {periods} periods); \
+                     at most {MAX_ZERO_RECORDS}: read a shorter period or by day",
+                    subs.len()
+                ),
+            ));
+        }
+        subs
+    } else {
+        Vec::new()
+    };
     let rows = crate::ledger::usage_between(&s.store, from, to, tenant, partner).await?;
     // (tenant, app, sku, period) -> quantity; the version is not part of the key: a
     // billing period is per SKU whatever version metered it.
-    let mut buckets: std::collections::BTreeMap<(String, String, String, i64), i64> = Default::default();
-    let mut totals: std::collections::BTreeMap<String, i64> = Default::default();
+    let mut buckets: std::collections::BTreeMap<(String, String, String, i64), u128> = Default::default();
+    let mut totals: std::collections::BTreeMap<String, u128> = Default::default();
     for r in rows {
         let start = r.at_ms - r.at_ms.rem_euclid(bucket_ms);
-        *buckets.entry((r.tenant, r.app, r.sku.clone(), start)).or_default() += r.quantity;
-        *totals.entry(r.sku).or_default() += r.quantity;
+        let quantity = u128::from(crate::ledger::stored_quantity(r.quantity));
+        *buckets.entry((r.tenant, r.app, r.sku.clone(), start)).or_default() += quantity;
+        *totals.entry(r.sku).or_default() += quantity;
     }
-    if q.zeros.unwrap_or(false) {
-        for (t, app, sku) in s.subscriptions(tenant, partner).await? {
-            let mut start = from - from.rem_euclid(bucket_ms);
-            while start < to {
-                buckets.entry((t.clone(), app.clone(), sku.clone(), start)).or_insert(0);
-                start += bucket_ms;
-            }
+    for (t, app, sku) in subscriptions {
+        let mut start = first_period;
+        while start < to {
+            buckets.entry((t.clone(), app.clone(), sku.clone(), start)).or_insert(0);
+            let Some(next) = start.checked_add(bucket_ms) else { break };
+            start = next;
         }
     }
-    let records: Vec<Value> = buckets
+    let records: Vec<UsageRecord> = buckets
         .into_iter()
-        .map(|((tenant, app, sku, start), quantity)| {
-            json!({"id": export_id(&tenant, &app, &sku, start).to_string(), "periodStartMs": start, "tenant": tenant, "app": app,
-                   "sku": sku, "quantity": quantity})
+        .map(|((tenant, app, sku, start), quantity)| UsageRecord {
+            id: export_id(&tenant, &app, &sku, start).to_string(),
+            period_start_ms: start,
+            tenant,
+            app,
+            sku,
+            quantity,
         })
         .collect();
-    if q.format.as_deref() == Some("csv") {
-        let mut csv = String::from("id,period_start_ms,tenant,app,sku,quantity\n");
+    if csv {
+        let mut out = String::from("id,period_start_ms,tenant,app,sku,quantity\n");
         for r in &records {
-            csv.push_str(&format!(
-                "{},{},{},{},{},{}\n",
-                r["id"].as_str().unwrap_or(""),
-                r["periodStartMs"],
-                r["tenant"].as_str().unwrap_or(""),
-                r["app"].as_str().unwrap_or(""),
-                r["sku"].as_str().unwrap_or(""),
-                r["quantity"]
-            ));
+            out.push_str(&format!("{},{},{},{},{},{}\n", r.id, r.period_start_ms, r.tenant, r.app, r.sku, r.quantity));
         }
-        return Ok(([(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response());
+        return Ok(([(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response());
     }
-    if let Some(other) = q.format.as_deref().filter(|f| *f != "json") {
-        return Err(bad("format", format!("format {other:?}: use json or csv")));
-    }
-    Ok(axum::Json(json!({"fromMs": from, "toMs": to, "usage": records, "totals": totals})).into_response())
+    Ok(axum::Json(UsageReport { from_ms: from, to_ms: to, usage: records, totals }).into_response())
 }
 
 impl AppState {
@@ -1417,7 +1529,7 @@ impl AppState {
     }
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", responses((status = 200)))]
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", params(UsageQuery), responses((status = 200), (status = 422, body = Problem)))]
 async fn tenant_usage(
     State(s): State<Shared>,
     caller: Caller,
@@ -1428,7 +1540,7 @@ async fn tenant_usage(
     usage_report(&s, q, Some(&tenant), None).await
 }
 
-#[utoipa::path(get, path = "/v1/partners/{partner}/usage", responses((status = 200)))]
+#[utoipa::path(get, path = "/v1/partners/{partner}/usage", params(UsageQuery), responses((status = 200), (status = 422, body = Problem)))]
 async fn partner_usage(
     State(s): State<Shared>,
     caller: Caller,
@@ -1439,7 +1551,7 @@ async fn partner_usage(
     usage_report(&s, q, None, Some(&partner)).await
 }
 
-#[utoipa::path(get, path = "/v1/usage", responses((status = 200)))]
+#[utoipa::path(get, path = "/v1/usage", params(UsageQuery), responses((status = 200), (status = 422, body = Problem)))]
 async fn operator_usage(
     State(s): State<Shared>,
     caller: Caller,
