@@ -36,6 +36,16 @@ fn spin_forever() -> ! {
     }
 }
 
+/// String values in `v` (at any depth) that start with `prefix`.
+fn count_strings_with_prefix(v: &serde_json::Value, prefix: &str) -> usize {
+    match v {
+        serde_json::Value::String(s) => usize::from(s.starts_with(prefix)),
+        serde_json::Value::Array(items) => items.iter().map(|i| count_strings_with_prefix(i, prefix)).sum(),
+        serde_json::Value::Object(map) => map.values().map(|i| count_strings_with_prefix(i, prefix)).sum(),
+        _ => 0,
+    }
+}
+
 const LONG: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn block_on_pollable() {
@@ -84,8 +94,15 @@ impl lifecycle::Guest for Hostile {
         maybe_loop(&ctx);
         Ok(())
     }
-    fn configure(ctx: CallContext, _old: String, _new: String) -> Result<(), AppError> {
+    fn configure(ctx: CallContext, _old: String, new: String) -> Result<(), AppError> {
         maybe_loop(&ctx);
+        // How many string values starting with the config's public `probe` the app was
+        // handed (the secrets test's secrets; it never stores their values).
+        let config: serde_json::Value = serde_json::from_str(&new).unwrap_or_default();
+        if let Some(probe) = config.get("probe").and_then(|p| p.as_str()).filter(|p| !p.is_empty()) {
+            let seen = count_strings_with_prefix(&config, probe) - 1;
+            key_value::set("seen-in-configure", seen.to_string().as_bytes()).map_err(|e| err(format!("{e:?}")))?;
+        }
         Ok(())
     }
     fn upgrade(ctx: CallContext, _from: String, _config: String) -> Result<(), AppError> {
@@ -114,7 +131,10 @@ impl calls::Guest for Hostile {
                 key_value::set(k, v.as_bytes()).map_err(|e| err(format!("{e:?}")))?;
                 Ok("ok".into())
             }
-            "kv-get" => match key_value::get(&input).map_err(|e| err(format!("{e:?}")))? {
+            // The key as given, or as a JSON string (inputs over HTTP are JSON).
+            "kv-get" => match key_value::get(&serde_json::from_str::<String>(&input).unwrap_or(input))
+                .map_err(|e| err(format!("{e:?}")))?
+            {
                 Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
                 None => Ok("<none>".into()),
             },
