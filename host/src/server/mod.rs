@@ -24,7 +24,7 @@ use self::seal::Sealer;
 use crate::artifact::{ArtifactError, ArtifactRef, LayoutSource, fetch_verified};
 use crate::config::OperatorConfig;
 use crate::digest::Digest;
-use crate::error::CallFailure;
+use crate::error::{CallErrorKind, CallFailure};
 use crate::manifest::{ConfigSchema, Manifest};
 use crate::metering::UsageEvent;
 use crate::runtime::{AppRefusal, AppVersion, CallOutcome, Installation, Runtime};
@@ -1181,7 +1181,10 @@ async fn upgrade(
     Ok(axum::Json(s.view(&row)))
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/installations/{id}", responses((status = 204), (status = 404, body = Problem)))]
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/installations/{id}",
+    responses((status = 204, description = "uninstalled; the app's hook succeeded"),
+              (status = 200, description = "uninstalled; the app's hook refused or failed, which is reported here and audited"),
+              (status = 404, body = Problem)))]
 async fn uninstall(
     State(s): State<Shared>,
     caller: Caller,
@@ -1189,12 +1192,33 @@ async fn uninstall(
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant(&tenant)?;
     let row = installation_of(&s, &tenant, &id).await?;
-    let app = s.installed_app(&row).await?;
-    let (rt, i) = (s.runtime.clone(), Installation::new(&tenant, &id));
-    let done = rt.uninstall(&app, &i).await.map_err(call_problem)?;
-    done.result.map_err(|r| refusal_problem("uninstall", &r))?;
-    s.store.delete_installation(&tenant, &id, &caller.0.actor()).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let i = Installation::new(&tenant, &id);
+    // The app's hook is asked, but never keeps the tenant in: a refusal, a trap or a limit
+    // is recorded (audit) and reported, and the installation goes anyway. Only what a
+    // retry can fix (admission, shutdown, the host's storage) stops the uninstall.
+    let hook_failure = match s.installed_app(&row).await {
+        Err(e) => Some(format!("the app could not be loaded: {}", e.detail)),
+        Ok(app) => match s.runtime.uninstall(&app, &i).await {
+            Ok(done) => done.result.err().map(|r| format!("the app refused: {} ({})", r.message, r.code)),
+            Err(e) => match e.kind {
+                CallErrorKind::Busy(_) | CallErrorKind::ShuttingDown | CallErrorKind::Storage(_) => {
+                    return Err(call_problem(e));
+                }
+                kind => Some(format!("the hook failed: {kind}")),
+            },
+        },
+    };
+    s.store.delete_installation_noting(&tenant, &id, &caller.0.actor(), hook_failure.as_deref()).await?;
+    // Logs of a hook that did not succeed were kept by the runtime; the installation is gone.
+    s.runtime.services().logs.purge(&i.scope());
+    match hook_failure {
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(detail) => Ok((
+            StatusCode::OK,
+            axum::Json(json!({"uninstalled": true, "hook": {"succeeded": false, "detail": detail}})),
+        )
+            .into_response()),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/installations/{id}/invoke/{operation}",

@@ -622,6 +622,18 @@ impl Store {
     /// keeps `app@version`, so usage reported later for the time it was installed is
     /// still accepted.
     pub async fn delete_installation(&self, tenant: &str, id: &str, actor: &str) -> Result<(), StoreError> {
+        self.delete_installation_noting(tenant, id, actor, None).await
+    }
+
+    /// `delete_installation`, also auditing (same transaction) why the app's uninstall
+    /// hook did not succeed, when it did not.
+    pub async fn delete_installation_noting(
+        &self,
+        tenant: &str,
+        id: &str,
+        actor: &str,
+        hook_failure: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
         let row = sqlx::query("SELECT app, version FROM installations WHERE tenant = $1 AND id = $2")
             .bind(tenant)
@@ -649,6 +661,9 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(ctx("delete installation"))?;
+        if let Some(failure) = hook_failure {
+            audit(&mut tx, actor, "installation.uninstall-hook-failed", &format!("{tenant}/{id}"), failure).await?;
+        }
         audit(&mut tx, actor, "installation.uninstall", &format!("{tenant}/{id}"), &detail).await?;
         tx.commit().await.map_err(ctx("commit"))
     }

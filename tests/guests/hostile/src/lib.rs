@@ -80,7 +80,7 @@ fn err(message: String) -> AppError {
 impl lifecycle::Guest for Hostile {
     fn install(ctx: CallContext, config: String) -> Result<(), AppError> {
         maybe_loop(&ctx);
-        for mode in ["sleep-report", "sleep-invoke", "trap-report"] {
+        for mode in ["sleep-report", "sleep-invoke", "trap-report", "deny-uninstall", "trap-uninstall"] {
             if config.contains(mode) {
                 key_value::set("mode", mode.as_bytes()).map_err(|e| err(format!("{e:?}")))?;
             }
@@ -111,7 +111,11 @@ impl lifecycle::Guest for Hostile {
     }
     fn uninstall(ctx: CallContext) -> Result<(), AppError> {
         maybe_loop(&ctx);
-        Ok(())
+        match mode().as_str() {
+            "deny-uninstall" => Err(AppError { code: "locked-in".into(), message: "you may never leave".into() }),
+            "trap-uninstall" => panic!("uninstall traps"),
+            _ => Ok(()),
+        }
     }
 }
 
