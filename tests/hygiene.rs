@@ -309,10 +309,12 @@ async fn numbers_suite(database: Option<String>) {
         .sum();
     assert_eq!(events, 2 * MAX_QUANTITY, "{csv}");
 
-    // Batches: at most 1,000 records, else the whole request is refused naming `records`;
-    // keys of 1..=200 bytes.
+    // Batches: at most MAX_BATCH_RECORDS records, else the whole request is refused
+    // naming `records`; keys of 1..=200 bytes.
     let before = e.counts().await;
-    let many: Vec<Value> = (0..1001).map(|i| record("rows-scanned", json!(1), &format!("many-{i}"))).collect();
+    let many: Vec<Value> = (0..=kiosk::server::MAX_BATCH_RECORDS)
+        .map(|i| record("rows-scanned", json!(1), &format!("many-{i}")))
+        .collect();
     let (s, b) = e.call(&e.partner, Method::POST, "/v1/partners/acme/usage", Some(json!({"records": many}))).await;
     assert_eq!((s, b["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("records")), "{b}");
     assert_eq!(b["type"], "urn:kiosk:problem:too-many-records");

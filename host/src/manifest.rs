@@ -94,7 +94,8 @@ fn invalid(field: impl Into<String>, rule: impl Into<String>) -> ManifestError {
     ManifestError::Invalid { field: field.into(), rule: rule.into() }
 }
 
-fn is_slug(s: &str) -> bool {
+/// Whether `s` is a lowercase slug: 1-64 of a-z, 0-9 and '-', not starting with '-'.
+pub(crate) fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

@@ -186,7 +186,10 @@ where
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body-too-large",
-                    format!("the body is larger than {BODY_LIMIT_BYTES} bytes"),
+                    format!(
+                        "the body is larger than this request accepts ({BODY_LIMIT_BYTES} bytes; partner usage \
+                         batches {USAGE_BATCH_BODY_LIMIT_BYTES} bytes)"
+                    ),
                 ));
             }
             Err(rejection) => {
@@ -210,6 +213,9 @@ where
 
 /// Largest request body (the router's `DefaultBodyLimit`).
 pub const BODY_LIMIT_BYTES: usize = 2 * 1024 * 1024;
+
+/// Largest partner usage batch body: room for `MAX_BATCH_RECORDS` records of ~150 bytes.
+pub const USAGE_BATCH_BODY_LIMIT_BYTES: usize = 8 * 1024 * 1024;
 
 /// Path parameters whose rejection is a problem+json (400 `invalid-path`) naming the
 /// parameter; a parameter holding U+0000 (`%00`) is a 422 `invalid-text` naming it.
