@@ -153,8 +153,9 @@ async fn ledger_suite(database: Option<String>) {
         .text()
         .await
         .unwrap();
-    assert!(csv.starts_with("id,period_start_ms,tenant,app,sku,quantity\n"), "{csv}");
-    assert!(csv.contains(&format!("{expected},{hour},demo,acme/budget-pacing,pacing-check,1\n")), "{csv}");
+    // RFC 4180: CRLF after every record.
+    assert!(csv.starts_with("id,period_start_ms,tenant,app,sku,quantity\r\n"), "{csv}");
+    assert!(csv.contains(&format!("{expected},{hour},demo,acme/budget-pacing,pacing-check,1\r\n")), "{csv}");
     assert_eq!(csv.lines().count(), 1 + a["usage"].as_array().unwrap().len());
     let zeros = s.tenant_usage(&format!("{q}&zeros=true")).await;
     let idle: Vec<_> =
