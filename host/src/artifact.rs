@@ -130,6 +130,9 @@ pub enum ArtifactError {
     AppMismatch { found: String, expected: String },
     #[error("{source_name}: {message}")]
     Source { source_name: String, message: String },
+    /// A registry request failed; in Kiosk's words (remote text only in the server log).
+    #[error("{0}")]
+    Remote(crate::registry::RemoteError),
     #[error(
         "tag {tag} of {app} now resolves to {found}, but {app}@{tag} is pinned to {pinned}: \
          a published version never changes, so this is refused"

@@ -105,6 +105,9 @@ impl OperatorConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.sandbox.validate()?;
         self.admission.validate()?;
+        for registry in &self.registries {
+            registry.validate().map_err(|e| e.message)?;
+        }
         let lease_ms = self.usage.lease_seconds.saturating_mul(1000);
         if lease_ms <= self.sandbox.timeout_ms {
             return Err(format!(

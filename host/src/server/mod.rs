@@ -526,6 +526,7 @@ impl AppState {
             username: row.username,
             password: secret.password,
             token: secret.token,
+            ..Default::default()
         })
     }
 }
@@ -539,6 +540,8 @@ struct RegisterVersion {
     reference: String,
 }
 
+/// The problem for a refused artifact. Registry failures are Kiosk's words
+/// (`RemoteFailure`): a remote body or error text never reaches the answer.
 fn artifact_problem(e: ArtifactError) -> ApiError {
     let (status, kind) = match &e {
         ArtifactError::TagNotFound { .. } => (StatusCode::NOT_FOUND, "tag-not-found"),
@@ -548,7 +551,9 @@ fn artifact_problem(e: ArtifactError) -> ApiError {
             (StatusCode::UNPROCESSABLE_ENTITY, "host-api-mismatch")
         }
         ArtifactError::Manifest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "manifest-invalid"),
-        ArtifactError::Source { .. } => (StatusCode::BAD_GATEWAY, "registry-unavailable"),
+        ArtifactError::Remote(r) if r.failure.is_policy() => (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"),
+        ArtifactError::Remote(r) if r.failure.is_refusal() => (StatusCode::BAD_GATEWAY, "registry-refused"),
+        ArtifactError::Remote(_) | ArtifactError::Source { .. } => (StatusCode::BAD_GATEWAY, "registry-unavailable"),
         _ => (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"),
     };
     ApiError::new(status, kind, e.to_string()).field("reference")
