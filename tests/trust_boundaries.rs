@@ -323,6 +323,22 @@ async fn redirects_realms_and_remote_bodies_stay_outside() {
     let bad_manifest = registry(None, |_| {
         reply(200, &[], &format!(r#"{{"schemaVersion":"{MARKER}","config":{{"mediaType":"{MARKER}"}}}}"#))
     });
+    // Well-formed manifests whose strings carry the marker: described, never quoted.
+    let zeros = format!("sha256:{}", "0".repeat(64));
+    let odd_type = {
+        let body = json!({"schemaVersion": 2, "artifactType": MARKER,
+                          "config": {"mediaType": "x/y", "digest": zeros, "size": 1}, "layers": []})
+        .to_string();
+        registry(None, move |_| reply(200, &[], &body))
+    };
+    let odd_digest = {
+        let config =
+            json!({"mediaType": "application/vnd.alli-marketplace.manifest.v1+json", "digest": zeros, "size": 1});
+        let body = json!({"schemaVersion": 2, "config": config,
+                          "layers": [{"mediaType": "application/wasm", "digest": format!("sha256:{MARKER}"), "size": 1}]})
+        .to_string();
+        registry(None, move |_| reply(200, &[], &body))
+    };
     let token_service = fake("127.0.0.1", None, |_| reply(401, &[], MARKER));
     let token_registry = {
         let realm = format!(r#"Bearer realm="http://{}/token",service="fake""#, token_service.host());
@@ -330,7 +346,7 @@ async fn redirects_realms_and_remote_bodies_stay_outside() {
     };
     let prefixes = r#"partners = { acme = ["acme/"] }"#;
     let mut toml = String::new();
-    for f in [&to_internal, &server_error, &unauthorized, &bad_manifest] {
+    for f in [&to_internal, &server_error, &unauthorized, &bad_manifest, &odd_type, &odd_digest] {
         toml.push_str(&registry_toml(&f.host(), prefixes));
     }
     toml.push_str(&registry_toml(
@@ -362,6 +378,12 @@ async fn redirects_realms_and_remote_bodies_stay_outside() {
     let (s, v) = w.register(&reference(&bad_manifest)).await;
     assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("the OCI manifest is not valid"), "{v}");
+    let (s, v) = w.register(&reference(&odd_type)).await;
+    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("artifactType is \"(not a media type)\""), "{v}");
+    let (s, v) = w.register(&reference(&odd_digest)).await;
+    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("digest sha256:… is not a sha256 digest"), "{v}");
 
     // HTTPS registries (the operator's CA): a same-host redirect to plain HTTP, a plain
     // HTTP token realm, and an HTTPS realm on a host not listed.
@@ -526,6 +548,20 @@ async fn registry_settings_are_validated_and_shown() {
         .unwrap();
     let err = format!("{:#}", kiosk::config::OperatorConfig::load(&path).unwrap_err());
     assert!(err.contains("blob-hosts"), "{err}");
+}
+
+#[test]
+fn signature_layers_that_are_not_signatures_are_not_quoted() {
+    let gpg = Gpg::new();
+    let key = gpg.generate("Acme <release@acme.example>", "ed25519", "sign", "1y", None);
+    let mut trust = TrustStore::default();
+    trust.add("acme", &gpg.export(&key)).unwrap();
+    let layers = [
+        MARKER.as_bytes().to_vec(),
+        format!("-----BEGIN PGP SIGNATURE-----\n\n{MARKER}\n-----END PGP SIGNATURE-----\n").into_bytes(),
+    ];
+    let err = trust.verify_artifact("acme", b"{}", b"wasm", &layers).unwrap_err().to_string();
+    assert!(err.contains("not an OpenPGP signature") && !err.contains(MARKER) && !err.contains("hunter2"), "{err}");
 }
 
 #[tokio::test]

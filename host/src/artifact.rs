@@ -106,7 +106,7 @@ pub enum ArtifactError {
     DigestMismatch { part: Part, digest: String, actual: String },
     #[error("{part} {digest}: expected {expected} bytes, found {actual}")]
     SizeMismatch { part: Part, digest: String, expected: u64, actual: u64 },
-    #[error("{part}: unsupported digest {digest:?} (only sha256 is accepted)")]
+    #[error("{part}: digest {digest} is not a sha256 digest (sha256: and 64 lowercase hex digits)")]
     BadDigest { part: Part, digest: String },
     #[error("the OCI manifest is not valid: {0}")]
     OciManifest(String),
@@ -171,7 +171,37 @@ pub fn check_cap(part: Part, desc: &Descriptor, cap: u64) -> Result<(), Artifact
 pub fn check_digest(part: Part, desc: &Descriptor) -> Result<(), ArtifactError> {
     match Digest::parse(&desc.digest) {
         Some(_) => Ok(()),
-        None => Err(ArtifactError::BadDigest { part, digest: crate::logs::sanitize_capped(&desc.digest, 100) }),
+        None => Err(ArtifactError::BadDigest { part, digest: shown_digest(&desc.digest) }),
+    }
+}
+
+/// A malformed digest, for a message: its algorithm only (`md5:…`), since the rest is
+/// remote (or file) content that must not be echoed.
+fn shown_digest(digest: &str) -> String {
+    match digest.split_once(':') {
+        Some((alg, _))
+            if !alg.is_empty()
+                && alg.len() <= 32
+                && alg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b)) =>
+        {
+            format!("{alg}:…")
+        }
+        _ => "(malformed)".to_string(),
+    }
+}
+
+/// A media type found in a manifest, for a message: shown if it is one (RFC 6838
+/// characters, type/subtype, at most 127 each), else a placeholder, so a manifest
+/// cannot carry arbitrary text into an answer.
+fn shown_media_type(found: &str) -> String {
+    let token = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 127
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    match found.split_once('/') {
+        Some((kind, subtype)) if token(kind) && token(subtype) => found.to_string(),
+        _ => "(not a media type)".to_string(),
     }
 }
 
@@ -250,7 +280,7 @@ pub async fn fetch_verified(
     if desc.media_type != OCI_MANIFEST {
         return Err(ArtifactError::MediaType {
             part: Part::OciManifest,
-            found: desc.media_type,
+            found: shown_media_type(&desc.media_type),
             expected: OCI_MANIFEST,
         });
     }
@@ -259,17 +289,21 @@ pub async fn fetch_verified(
     if let Some(mt) = &oci.media_type
         && mt != OCI_MANIFEST
     {
-        return Err(ArtifactError::MediaType { part: Part::OciManifest, found: mt.clone(), expected: OCI_MANIFEST });
+        return Err(ArtifactError::MediaType {
+            part: Part::OciManifest,
+            found: shown_media_type(mt),
+            expected: OCI_MANIFEST,
+        });
     }
     if let Some(at) = &oci.artifact_type
         && at != ARTIFACT_TYPE
     {
-        return Err(ArtifactError::ArtifactType { found: at.clone() });
+        return Err(ArtifactError::ArtifactType { found: shown_media_type(at) });
     }
     if oci.config.media_type != CONFIG_MEDIA_TYPE {
         return Err(ArtifactError::MediaType {
             part: Part::AppManifest,
-            found: oci.config.media_type.clone(),
+            found: shown_media_type(&oci.config.media_type),
             expected: CONFIG_MEDIA_TYPE,
         });
     }
@@ -280,7 +314,7 @@ pub async fn fetch_verified(
             WASM_MEDIA_TYPE => wasm.push(layer),
             SIGNATURE_MEDIA_TYPE => sigs.push(layer),
             other => {
-                return Err(ArtifactError::UndeclaredLayer { found: other.to_string() });
+                return Err(ArtifactError::UndeclaredLayer { found: shown_media_type(other) });
             }
         }
     }
@@ -454,7 +488,7 @@ impl LayoutSource {
         check_digest(part, desc)?;
         let path = self
             .blob_path(&desc.digest)
-            .ok_or_else(|| ArtifactError::BadDigest { part, digest: desc.digest.clone() })?;
+            .ok_or_else(|| ArtifactError::BadDigest { part, digest: shown_digest(&desc.digest) })?;
         let file =
             fs::File::open(&path).map_err(|e| self.source_err(format!("{part} {}: {}", desc.digest, e.kind())))?;
         read_verified(part, desc, file)

@@ -1071,8 +1071,9 @@ impl BlobSource for RegistrySource<'_> {
         check_cap(part, desc, cap)?;
         self.refuse_names()?;
         // The digest comes from the remote manifest: checked before it goes into a URL.
+        crate::artifact::check_digest(part, desc)?;
         let Some(digest) = Digest::parse(&desc.digest) else {
-            return Err(ArtifactError::BadDigest { part, digest: desc.digest.clone() });
+            return Err(ArtifactError::Source { source_name: self.name(), message: "malformed digest".into() });
         };
         let auth = self.authorization().await?;
         let url = self.url("blobs", digest.as_str());
