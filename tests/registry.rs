@@ -142,9 +142,15 @@ async fn bearer_token_flow_through_www_authenticate() {
     let p = partner("Acme <release@acme.example>");
     let trust = trust(&p);
     let (realm, cert_pem) = common::registry::token_server();
+    // The token service is another port: the operator lists it (it receives the credentials).
+    let token_host = realm.trim_start_matches("http://").split('/').next().unwrap().to_string();
     let reg = TestRegistry::start(Mode::Token { realm, cert_pem });
-    let creds =
-        RegistrySettings { username: Some(USER.into()), password: Some(PASSWORD.into()), ..settings(&reg.host) };
+    let creds = RegistrySettings {
+        username: Some(USER.into()),
+        password: Some(PASSWORD.into()),
+        token_hosts: vec![token_host],
+        ..settings(&reg.host)
+    };
     let registry = Registry::new(&creds, quick_transfer()).unwrap();
     publish_signed(&registry, APP, "1.4.34", &p).await;
     let a =
@@ -152,15 +158,25 @@ async fn bearer_token_flow_through_www_authenticate() {
             .await
             .unwrap();
     assert_eq!(a.manifest.app, APP);
-    // Wrong credentials: the token server refuses, and the error says so.
-    let wrong = RegistrySettings { password: Some("wrong".into()), ..creds };
+    // Wrong credentials: the token server refuses, and the error says so in Kiosk's words
+    // (the token server's body, "bad credentials", stays out of it).
+    let wrong = RegistrySettings { password: Some("wrong".into()), ..creds.clone() };
     let registry = Registry::new(&wrong, quick_transfer()).unwrap();
     let err =
         fetch_verified(&registry.repository(APP), APP, "1.4.34", &trust, &SizeCaps::default(), &HOST_API_VERSION, None)
             .await
             .unwrap_err()
             .to_string();
-    assert!(err.contains("authenticate") && err.contains("bad credentials"), "{err}");
+    assert!(err.contains("authenticate") && err.contains("token service answered HTTP 401"), "{err}");
+    assert!(!err.contains("bad credentials"), "{err}");
+    // The same registry without its token host listed: the realm is refused before it is fetched.
+    let unlisted = Registry::new(&RegistrySettings { token_hosts: vec![], ..creds }, quick_transfer()).unwrap();
+    let err =
+        fetch_verified(&unlisted.repository(APP), APP, "1.4.34", &trust, &SizeCaps::default(), &HOST_API_VERSION, None)
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("token realm") && err.contains("token-hosts"), "{err}");
 }
 
 /// Runs `kiosk <args>` with an operator config trusting `certs` and a data dir.
@@ -334,7 +350,7 @@ async fn faults_end_in_a_clear_error_or_success_within_bounded_time() {
     // Stalls: accepts and never answers.
     let (result, elapsed) = pull(stalling_front()).await;
     let err = result.unwrap_err();
-    assert!(matches!(err, ArtifactError::Source { .. }), "{err}");
+    assert!(matches!(err, ArtifactError::Remote(_)), "{err}");
     assert!(err.to_string().contains("after 3 attempts"), "{err}");
     assert!(elapsed < Duration::from_secs(8), "bounded by 3 × 2 s request timeout plus backoff: {elapsed:?}");
 }

@@ -187,12 +187,15 @@ async fn journey(database: Option<String>) {
     (w.acme, w.globex, w.t1, w.t2) =
         (tokens["acme"].clone(), tokens["globex"].clone(), tokens["t1"].clone(), tokens["t2"].clone());
 
-    // Operator: the registry, with write-only credentials (the plain registry ignores them).
-    let reg = json!({"insecure": true, "username": "kiosk-reader", "password": SECRET});
+    // Operator: the registry, with write-only credentials (the plain registry ignores them)
+    // and the repository prefixes each partner may register from.
+    let reg = json!({"insecure": true, "username": "kiosk-reader", "password": SECRET,
+                     "partners": {"acme": ["acme/"], "test": ["test/"]}});
     let (st, b) = w.call(Some(&op), Method::PUT, &format!("/v1/registries/{}", w.registry_host), Some(reg)).await;
     assert_eq!((st, b["credentialsSet"].as_bool()), (StatusCode::OK, Some(true)), "{b}");
     let (_, list) = w.call(Some(&op), Method::GET, "/v1/registries", None).await;
     assert_eq!(list[0]["username"], "kiosk-reader");
+    assert_eq!(list[0]["partners"]["acme"], json!(["acme/"]));
     assert!(list[0].get("password").is_none(), "{list}");
 
     // Partner: publish two versions to the registry and register them.

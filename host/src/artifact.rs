@@ -106,7 +106,7 @@ pub enum ArtifactError {
     DigestMismatch { part: Part, digest: String, actual: String },
     #[error("{part} {digest}: expected {expected} bytes, found {actual}")]
     SizeMismatch { part: Part, digest: String, expected: u64, actual: u64 },
-    #[error("{part}: unsupported digest {digest:?} (only sha256 is accepted)")]
+    #[error("{part}: digest {digest} is not a sha256 digest (sha256: and 64 lowercase hex digits)")]
     BadDigest { part: Part, digest: String },
     #[error("the OCI manifest is not valid: {0}")]
     OciManifest(String),
@@ -130,6 +130,9 @@ pub enum ArtifactError {
     AppMismatch { found: String, expected: String },
     #[error("{source_name}: {message}")]
     Source { source_name: String, message: String },
+    /// A registry request failed; in Kiosk's words (remote text only in the server log).
+    #[error("{0}")]
+    Remote(crate::registry::RemoteError),
     #[error(
         "tag {tag} of {app} now resolves to {found}, but {app}@{tag} is pinned to {pinned}: \
          a published version never changes, so this is refused"
@@ -163,15 +166,62 @@ pub fn check_cap(part: Part, desc: &Descriptor, cap: u64) -> Result<(), Artifact
     Ok(())
 }
 
+/// Refuses a descriptor whose digest is not `sha256:` + 64 lowercase hex digits, before
+/// the digest is used in a path or a URL.
+pub fn check_digest(part: Part, desc: &Descriptor) -> Result<(), ArtifactError> {
+    match Digest::parse(&desc.digest) {
+        Some(_) => Ok(()),
+        None => Err(ArtifactError::BadDigest { part, digest: shown_digest(&desc.digest) }),
+    }
+}
+
+/// A malformed digest, for a message: its algorithm only (`md5:…`), since the rest is
+/// remote (or file) content that must not be echoed.
+fn shown_digest(digest: &str) -> String {
+    match digest.split_once(':') {
+        Some((alg, _))
+            if !alg.is_empty()
+                && alg.len() <= 32
+                && alg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b)) =>
+        {
+            format!("{alg}:…")
+        }
+        _ => "(malformed)".to_string(),
+    }
+}
+
+/// A media type found in a manifest, for a message: shown if it is one (RFC 6838
+/// characters, type/subtype, at most 127 each), else a placeholder, so a manifest
+/// cannot carry arbitrary text into an answer.
+fn shown_media_type(found: &str) -> String {
+    let token = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 127
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    match found.split_once('/') {
+        Some((kind, subtype)) if token(kind) && token(subtype) => found.to_string(),
+        _ => "(not a media type)".to_string(),
+    }
+}
+
+/// Why a JSON document did not parse, without quoting it: the document is remote (or
+/// local file) content, and serde's messages can echo values.
+pub fn json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax => "is not well-formed JSON",
+        Category::Eof => "ends early",
+        Category::Data => "has a missing field or a field of the wrong type",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
+}
+
 /// Reads `reader` (which claims to hold `desc`) to the end, refusing more than
 /// `desc.size` bytes and checking the digest.
 pub fn read_verified(part: Part, desc: &Descriptor, reader: impl Read) -> Result<Vec<u8>, ArtifactError> {
-    let Some(hex) = desc.digest.strip_prefix("sha256:") else {
-        return Err(ArtifactError::BadDigest { part, digest: desc.digest.clone() });
-    };
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ArtifactError::BadDigest { part, digest: desc.digest.clone() });
-    }
+    check_digest(part, desc)?;
     let mut bytes = Vec::with_capacity(desc.size.min(1 << 20) as usize);
     reader
         .take(desc.size + 1)
@@ -230,25 +280,30 @@ pub async fn fetch_verified(
     if desc.media_type != OCI_MANIFEST {
         return Err(ArtifactError::MediaType {
             part: Part::OciManifest,
-            found: desc.media_type,
+            found: shown_media_type(&desc.media_type),
             expected: OCI_MANIFEST,
         });
     }
-    let oci: OciManifest = serde_json::from_slice(&oci_bytes).map_err(|e| ArtifactError::OciManifest(e.to_string()))?;
+    let oci: OciManifest =
+        serde_json::from_slice(&oci_bytes).map_err(|e| ArtifactError::OciManifest(json_error(&e)))?;
     if let Some(mt) = &oci.media_type
         && mt != OCI_MANIFEST
     {
-        return Err(ArtifactError::MediaType { part: Part::OciManifest, found: mt.clone(), expected: OCI_MANIFEST });
+        return Err(ArtifactError::MediaType {
+            part: Part::OciManifest,
+            found: shown_media_type(mt),
+            expected: OCI_MANIFEST,
+        });
     }
     if let Some(at) = &oci.artifact_type
         && at != ARTIFACT_TYPE
     {
-        return Err(ArtifactError::ArtifactType { found: at.clone() });
+        return Err(ArtifactError::ArtifactType { found: shown_media_type(at) });
     }
     if oci.config.media_type != CONFIG_MEDIA_TYPE {
         return Err(ArtifactError::MediaType {
             part: Part::AppManifest,
-            found: oci.config.media_type.clone(),
+            found: shown_media_type(&oci.config.media_type),
             expected: CONFIG_MEDIA_TYPE,
         });
     }
@@ -259,13 +314,19 @@ pub async fn fetch_verified(
             WASM_MEDIA_TYPE => wasm.push(layer),
             SIGNATURE_MEDIA_TYPE => sigs.push(layer),
             other => {
-                return Err(ArtifactError::UndeclaredLayer { found: other.to_string() });
+                return Err(ArtifactError::UndeclaredLayer { found: shown_media_type(other) });
             }
         }
     }
     let [wasm] = wasm.as_slice() else {
         return Err(ArtifactError::WasmLayers { found: wasm.len() });
     };
+    // Every digest is well-formed before any is used to fetch.
+    check_digest(Part::AppManifest, &oci.config)?;
+    check_digest(Part::Component, wasm)?;
+    for s in &sigs {
+        check_digest(Part::Signature, s)?;
+    }
     // Every cap is checked before any blob is downloaded.
     check_cap(Part::AppManifest, &oci.config, caps.app_manifest_bytes)?;
     check_cap(Part::Component, wasm, caps.component_bytes)?;
@@ -314,6 +375,9 @@ impl ArtifactRef {
         if let Some(rest) = text.strip_prefix("oci-layout:") {
             let (dir, tag) =
                 rest.rsplit_once(':').ok_or_else(|| format!("reference {text:?}: expected oci-layout:<dir>:<tag>"))?;
+            if !valid_tag(tag) {
+                return Err(format!("reference {text:?}: {tag:?} is not a valid tag"));
+            }
             return Ok(Self::Layout { dir: dir.into(), tag: tag.into() });
         }
         let (name, tag) = match text.rsplit_once(':') {
@@ -324,6 +388,20 @@ impl ArtifactRef {
             .split_once('/')
             .filter(|(host, _)| host.contains('.') || host.contains(':') || *host == "localhost")
             .ok_or_else(|| format!("reference {text:?} must name its registry host: host[:port]/repository:tag"))?;
+        if !valid_host(host) {
+            return Err(format!("reference {text:?}: {host:?} is not a valid host[:port]"));
+        }
+        if !valid_repository(repository) {
+            return Err(format!(
+                "reference {text:?}: {repository:?} is not a valid repository name (lowercase path components \
+                 of letters and digits joined by '.', '_', '__' or dashes)"
+            ));
+        }
+        if !valid_tag(tag) {
+            return Err(format!(
+                "reference {text:?}: {tag:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9._-], at most 128)"
+            ));
+        }
         Ok(Self::Registry { host: host.into(), repository: repository.into(), tag: tag.into() })
     }
 
@@ -345,6 +423,41 @@ impl ArtifactRef {
     }
 }
 
+/// `host[:port]`: letters, digits, dots, dashes, a port, or a bracketed IPv6 literal.
+pub fn valid_host(host: &str) -> bool {
+    !host.is_empty() && host.len() <= 255 && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+}
+
+/// An OCI repository name (distribution spec): `/`-separated components of lowercase
+/// letters and digits joined by `.`, `_`, `__` or runs of `-`. No empty or `..`
+/// components, so a name can be neither a path trick nor a prefix escape.
+pub fn valid_repository(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.split('/').all(|component| {
+            let bytes = component.as_bytes();
+            let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+            if bytes.first().is_none_or(|b| !alnum(b)) || bytes.last().is_none_or(|b| !alnum(b)) {
+                return false;
+            }
+            // Separators between alphanumeric runs: ".", "_", "__" or "-"+.
+            component
+                .split(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                .filter(|sep| !sep.is_empty())
+                .all(|sep| matches!(sep, "." | "_" | "__") || sep.bytes().all(|b| b == b'-'))
+                && bytes.iter().all(|b| alnum(b) || b"._-".contains(b))
+        })
+}
+
+/// An OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn valid_tag(tag: &str) -> bool {
+    let bytes = tag.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+}
+
 /// An OCI image layout directory (https://github.com/opencontainers/image-spec/blob/main/image-layout.md).
 #[derive(Debug, Clone)]
 pub struct LayoutSource {
@@ -364,16 +477,20 @@ impl LayoutSource {
         Self { dir: dir.into() }
     }
 
+    /// The blob's file; only for a well-formed digest (index.json and manifests are
+    /// input: a digest like `sha256:../../etc/passwd` never becomes a path).
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
-        digest.strip_prefix("sha256:").map(|hex| self.dir.join("blobs").join("sha256").join(hex))
+        Digest::parse(digest).map(|d| self.dir.join("blobs").join("sha256").join(d.hex()))
     }
 
     fn read_blob(&self, part: Part, desc: &Descriptor, cap: u64) -> Result<Vec<u8>, ArtifactError> {
         check_cap(part, desc, cap)?;
+        check_digest(part, desc)?;
         let path = self
             .blob_path(&desc.digest)
-            .ok_or_else(|| ArtifactError::BadDigest { part, digest: desc.digest.clone() })?;
-        let file = fs::File::open(&path).map_err(|e| self.source_err(format!("{part} {}: {e}", desc.digest)))?;
+            .ok_or_else(|| ArtifactError::BadDigest { part, digest: shown_digest(&desc.digest) })?;
+        let file =
+            fs::File::open(&path).map_err(|e| self.source_err(format!("{part} {}: {}", desc.digest, e.kind())))?;
         read_verified(part, desc, file)
     }
 
@@ -383,8 +500,8 @@ impl LayoutSource {
 
     fn index(&self) -> Result<Index, ArtifactError> {
         let path = self.dir.join("index.json");
-        let bytes = fs::read(&path).map_err(|e| self.source_err(format!("cannot read {}: {e}", path.display())))?;
-        serde_json::from_slice(&bytes).map_err(|e| self.source_err(format!("index.json is not valid: {e}")))
+        let bytes = fs::read(&path).map_err(|e| self.source_err(format!("cannot read index.json: {}", e.kind())))?;
+        serde_json::from_slice(&bytes).map_err(|e| self.source_err(format!("index.json {}", json_error(&e))))
     }
 
     /// Writes an artifact into the layout under `tag` (replacing the tag if present);

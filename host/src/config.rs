@@ -105,6 +105,9 @@ impl OperatorConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.sandbox.validate()?;
         self.admission.validate()?;
+        for registry in &self.registries {
+            registry.validate().map_err(|e| e.message)?;
+        }
         let lease_ms = self.usage.lease_seconds.saturating_mul(1000);
         if lease_ms <= self.sandbox.timeout_ms {
             return Err(format!(
@@ -125,11 +128,15 @@ impl OperatorConfig {
         })
     }
 
-    /// The settings for `host`: the configured entry, or HTTPS and anonymous.
+    /// The configured entry for `host`, if the operator configured one.
+    pub fn configured_registry(&self, host: &str) -> Option<&RegistrySettings> {
+        self.registries.iter().find(|r| r.host.eq_ignore_ascii_case(host))
+    }
+
+    /// The settings for `host`: the configured entry, or HTTPS and anonymous. For the
+    /// CLI, whose user is the operator; the partner API takes configured entries only.
     pub fn registry(&self, host: &str) -> RegistrySettings {
-        self.registries
-            .iter()
-            .find(|r| r.host == host)
+        self.configured_registry(host)
             .cloned()
             .unwrap_or_else(|| RegistrySettings { host: host.to_string(), ..RegistrySettings::default() })
     }

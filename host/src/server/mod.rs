@@ -21,7 +21,7 @@ use utoipa::OpenApi;
 
 pub use self::error::{ApiError, Json, Path, Problem, Query};
 use self::seal::Sealer;
-use crate::artifact::{ArtifactError, ArtifactRef, LayoutSource, fetch_verified};
+use crate::artifact::{ArtifactError, ArtifactRef, fetch_verified};
 use crate::config::OperatorConfig;
 use crate::digest::Digest;
 use crate::error::{CallErrorKind, CallFailure};
@@ -441,6 +441,23 @@ struct RegistryBody {
     /// Write-only: never returned.
     #[serde(default)]
     token: Option<String>,
+    /// Repository prefixes per partner (`{"acme": ["acme/", "shared/acme-"]}`): a partner
+    /// registers only from repositories under its prefixes; a partner without an entry
+    /// may not use this registry.
+    #[serde(default)]
+    partners: std::collections::BTreeMap<String, Vec<String>>,
+    /// Other hosts (`host[:port]`) the registry may redirect downloads to (its blob
+    /// storage). Redirects anywhere else, and from HTTPS to HTTP, are refused.
+    #[serde(default)]
+    blob_hosts: Vec<String>,
+    /// Hosts of the registry's token service (its `WWW-Authenticate` realm) other than
+    /// the registry itself; they receive the registry credentials.
+    #[serde(default)]
+    token_hosts: Vec<String>,
+    /// The registry's host names may resolve to loopback, link-local or private
+    /// addresses (an internal registry). Not needed for IP literals or `localhost`.
+    #[serde(default)]
+    private_addresses: bool,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -453,7 +470,8 @@ struct RegistrySecret {
 
 fn registry_view(r: &RegistryRow) -> Value {
     json!({"host": r.host, "insecure": r.insecure, "caPemSet": r.ca_pem.is_some(), "username": r.username,
-           "credentialsSet": r.secret.is_some()})
+           "credentialsSet": r.secret.is_some(), "partners": r.partners, "blobHosts": r.blob_hosts,
+           "tokenHosts": r.token_hosts, "privateAddresses": r.private_addresses})
 }
 
 #[utoipa::path(get, path = "/v1/registries", responses((status = 200, description = "registries; credentials are never returned")))]
@@ -473,8 +491,20 @@ async fn put_registry(
     let invalid = |field: &str, detail: &str| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-registry", detail).field(field)
     };
-    if host.is_empty() || host.contains('/') {
-        return Err(invalid("host", "host must be host[:port]"));
+    let settings = crate::registry::RegistrySettings {
+        host: host.clone(),
+        partners: body.partners.clone(),
+        blob_hosts: body.blob_hosts.clone(),
+        token_hosts: body.token_hosts.clone(),
+        ..Default::default()
+    };
+    if let Err(e) = settings.validate() {
+        let field = match e.field {
+            "blob-hosts" => "blobHosts",
+            "token-hosts" => "tokenHosts",
+            other => other,
+        };
+        return Err(invalid(field, &e.message));
     }
     if body.token.is_some() && (body.username.is_some() || body.password.is_some()) {
         return Err(invalid("token", "give either a token or username and password"));
@@ -498,6 +528,10 @@ async fn put_registry(
         ca_pem: body.ca_pem,
         username: body.username,
         secret,
+        partners: body.partners,
+        blob_hosts: body.blob_hosts,
+        token_hosts: body.token_hosts,
+        private_addresses: body.private_addresses,
     };
     s.store.put_registry(&row, &caller.0.actor()).await?;
     Ok(axum::Json(registry_view(&row)))
@@ -517,10 +551,11 @@ async fn delete_registry(
 }
 
 impl AppState {
-    /// Settings for `host`: the operator API's entry, else the config file's.
-    async fn registry_settings(&self, host: &str) -> ApiResult<crate::registry::RegistrySettings> {
-        let Some(row) = self.store.registries().await?.into_iter().find(|r| r.host == host) else {
-            return Ok(self.config.registry(host));
+    /// Settings for `host`: the operator API's entry, else the config file's; `None`
+    /// if the operator configured neither.
+    async fn registry_settings(&self, host: &str) -> ApiResult<Option<crate::registry::RegistrySettings>> {
+        let Some(row) = self.store.registries().await?.into_iter().find(|r| r.host.eq_ignore_ascii_case(host)) else {
+            return Ok(self.config.configured_registry(host).cloned());
         };
         let secret: RegistrySecret = match &row.secret {
             Some(sealed) => {
@@ -529,7 +564,7 @@ impl AppState {
             }
             None => RegistrySecret::default(),
         };
-        Ok(crate::registry::RegistrySettings {
+        Ok(Some(crate::registry::RegistrySettings {
             host: row.host,
             insecure: row.insecure,
             ca_bundle: None,
@@ -537,7 +572,11 @@ impl AppState {
             username: row.username,
             password: secret.password,
             token: secret.token,
-        })
+            partners: row.partners,
+            blob_hosts: row.blob_hosts,
+            token_hosts: row.token_hosts,
+            private_addresses: row.private_addresses,
+        }))
     }
 }
 
@@ -546,10 +585,14 @@ impl AppState {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterVersion {
-    /// `host/repository:tag`, or `oci-layout:<dir>:<tag>` for air-gapped installs.
+    /// `host/repository:tag`, on a registry the operator configured and under a
+    /// repository prefix the operator assigned to the partner there. (`oci-layout:`
+    /// directories are the operator's, through the CLI, never a partner's.)
     reference: String,
 }
 
+/// The problem for a refused artifact. Registry failures are Kiosk's words
+/// (`RemoteFailure`): a remote body or error text never reaches the answer.
 fn artifact_problem(e: ArtifactError) -> ApiError {
     let (status, kind) = match &e {
         ArtifactError::TagNotFound { .. } => (StatusCode::NOT_FOUND, "tag-not-found"),
@@ -559,14 +602,17 @@ fn artifact_problem(e: ArtifactError) -> ApiError {
             (StatusCode::UNPROCESSABLE_ENTITY, "host-api-mismatch")
         }
         ArtifactError::Manifest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "manifest-invalid"),
-        ArtifactError::Source { .. } => (StatusCode::BAD_GATEWAY, "registry-unavailable"),
+        ArtifactError::Remote(r) if r.failure.is_policy() => (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"),
+        ArtifactError::Remote(r) if r.failure.is_refusal() => (StatusCode::BAD_GATEWAY, "registry-refused"),
+        ArtifactError::Remote(_) | ArtifactError::Source { .. } => (StatusCode::BAD_GATEWAY, "registry-unavailable"),
         _ => (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"),
     };
     ApiError::new(status, kind, e.to_string()).field("reference")
 }
 
 #[utoipa::path(post, path = "/v1/partners/{partner}/apps/{name}/versions", request_body = RegisterVersion,
-    responses((status = 201), (status = 422, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 201), (status = 422, body = Problem, description = "artifact refused; also `registry-not-allowed` (unconfigured registry, repository outside the partner's prefixes, a refused redirect, token realm or address) and `layout-not-allowed`"),
+        (status = 409, body = Problem), (status = 502, body = Problem, description = "`registry-unavailable` or `registry-refused`")))]
 async fn register_version(
     State(s): State<Shared>,
     caller: Caller,
@@ -576,25 +622,55 @@ async fn register_version(
     caller.partner(&partner)?;
     let app = format!("{partner}/{name}");
     let reference = body.reference.trim();
-    let trust = s.trust().await?;
-    let caps = s.config.artifacts;
     let parsed = ArtifactRef::parse(reference).map_err(|detail| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-reference", detail).field("reference")
     })?;
-    let tag = parsed.tag().to_string();
-    let pinned = pinned(&s, &app, &tag).await?;
-    let artifact = match &parsed {
-        ArtifactRef::Layout { dir, tag } => {
-            fetch_verified(&LayoutSource::new(dir), &app, tag, &trust, &caps, &HOST_API_VERSION, pinned.as_ref()).await
+    // The operator's allowlist (SPEC §2 step 5), decided before any network I/O.
+    let (host, repository, tag) = match &parsed {
+        ArtifactRef::Layout { .. } => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "layout-not-allowed",
+                "oci-layout: directories are an operator's source (CLI, demo seed), not a partner's: \
+                 register from a registry the operator configured, host/repository:tag",
+            )
+            .field("reference"));
         }
-        ArtifactRef::Registry { host, repository, tag } => {
-            let settings = s.registry_settings(host).await?;
-            let registry = crate::registry::Registry::new(&settings, s.config.transfer).map_err(ApiError::internal)?;
-            let source = registry.repository(repository);
-            fetch_verified(&source, &app, tag, &trust, &caps, &HOST_API_VERSION, pinned.as_ref()).await
-        }
+        ArtifactRef::Registry { host, repository, tag } => (host, repository, tag),
     };
-    let artifact = artifact.map_err(artifact_problem)?;
+    let not_allowed = |detail: String| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed", detail).field("reference")
+    };
+    let Some(settings) = s.registry_settings(host).await? else {
+        return Err(not_allowed(format!(
+            "registry {host} is not configured by the operator: partners register only from registries the operator \
+             configured"
+        )));
+    };
+    if !settings.allows(&partner, repository) {
+        let prefixes = settings.prefixes(&partner);
+        return Err(not_allowed(if prefixes.is_empty() {
+            format!(
+                "repository {repository} on {host}: the operator assigned partner {partner} no repository prefix on \
+                 this registry"
+            )
+        } else {
+            format!(
+                "repository {repository} on {host} is outside the repository prefixes assigned to partner {partner} \
+                 there ({})",
+                prefixes.join(", ")
+            )
+        }));
+    }
+    let trust = s.trust().await?;
+    let caps = s.config.artifacts;
+    let pinned = pinned(&s, &app, tag).await?;
+    let registry = crate::registry::Registry::new(&settings, s.config.transfer).map_err(ApiError::internal)?;
+    let source = registry.repository(repository);
+    let artifact = fetch_verified(&source, &app, tag, &trust, &caps, &HOST_API_VERSION, pinned.as_ref())
+        .await
+        .map_err(artifact_problem)?;
+    let tag = tag.clone();
     if s.store.version(&app, &tag).await?.is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -117,6 +117,14 @@ pub struct RegistryRow {
     pub username: Option<String>,
     /// Sealed JSON of the password or token.
     pub secret: Option<Vec<u8>>,
+    /// Repository prefixes per partner.
+    pub partners: BTreeMap<String, Vec<String>>,
+    /// Hosts the registry may redirect downloads to.
+    pub blob_hosts: Vec<String>,
+    /// Hosts of the registry's token service.
+    pub token_hosts: Vec<String>,
+    /// Its names may resolve to private addresses.
+    pub private_addresses: bool,
 }
 
 /// An audit record.
@@ -774,9 +782,12 @@ impl Store {
     pub async fn put_registry(&self, r: &RegistryRow, actor: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
         sqlx::query(
-            "INSERT INTO registries (host, insecure, ca_pem, username, secret, updated_ms) VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO registries (host, insecure, ca_pem, username, secret, updated_ms, partners, blob_hosts,
+             token_hosts, private_addresses) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (host) DO UPDATE SET insecure = excluded.insecure, ca_pem = excluded.ca_pem,
-             username = excluded.username, secret = excluded.secret, updated_ms = excluded.updated_ms",
+             username = excluded.username, secret = excluded.secret, updated_ms = excluded.updated_ms,
+             partners = excluded.partners, blob_hosts = excluded.blob_hosts, token_hosts = excluded.token_hosts,
+             private_addresses = excluded.private_addresses",
         )
         .bind(&r.host)
         .bind(i64::from(r.insecure))
@@ -784,6 +795,10 @@ impl Store {
         .bind(&r.username)
         .bind(&r.secret)
         .bind(now_ms() as i64)
+        .bind(serde_json::to_string(&r.partners).unwrap_or_else(|_| "{}".into()))
+        .bind(serde_json::to_string(&r.blob_hosts).unwrap_or_else(|_| "[]".into()))
+        .bind(serde_json::to_string(&r.token_hosts).unwrap_or_else(|_| "[]".into()))
+        .bind(i64::from(r.private_addresses))
         .execute(&mut *tx)
         .await
         .map_err(ctx("store registry"))?;
@@ -792,10 +807,13 @@ impl Store {
     }
 
     pub async fn registries(&self) -> Result<Vec<RegistryRow>, StoreError> {
-        let rows = sqlx::query("SELECT host, insecure, ca_pem, username, secret FROM registries ORDER BY host")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(ctx("list registries"))?;
+        let rows = sqlx::query(
+            "SELECT host, insecure, ca_pem, username, secret, partners, blob_hosts, token_hosts, private_addresses
+             FROM registries ORDER BY host",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx("list registries"))?;
         rows.iter()
             .map(|r| {
                 Ok(RegistryRow {
@@ -804,6 +822,10 @@ impl Store {
                     ca_pem: r.try_get("ca_pem")?,
                     username: r.try_get("username")?,
                     secret: r.try_get("secret")?,
+                    partners: json_column(r.try_get("partners")?)?,
+                    blob_hosts: json_column(r.try_get("blob_hosts")?)?,
+                    token_hosts: json_column(r.try_get("token_hosts")?)?,
+                    private_addresses: r.try_get::<i64, _>("private_addresses")? != 0,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -878,6 +900,11 @@ impl Store {
         }
         Ok(counts)
     }
+}
+
+/// A JSON text column of the registries table.
+fn json_column<T: serde::de::DeserializeOwned>(text: String) -> Result<T, sqlx::Error> {
+    serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 async fn audit(
