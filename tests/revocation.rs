@@ -32,12 +32,16 @@ impl Server {
     /// Starts a server on `database` (SQLite in `dir` when `None`) whose config sets
     /// `operator_token`; the data directory is the same across restarts.
     async fn start(dir: &Path, database: Option<String>, operator_token: &str) -> Self {
+        Self::start_with(dir, database, operator_token, "").await
+    }
+
+    /// Like `start`, with more TOML after the `[server]` table.
+    async fn start_with(dir: &Path, database: Option<String>, operator_token: &str, extra: &str) -> Self {
         let config = dir.join(format!("kiosk-{}.toml", uuid::Uuid::new_v4().simple()));
-        std::fs::write(
-            &config,
-            format!("data-dir = \"{}\"\n[server]\noperator-token = \"{operator_token}\"\n", dir.join("data").display()),
-        )
-        .unwrap();
+        let data = dir.join("data");
+        let text =
+            format!("data-dir = \"{}\"\n[server]\noperator-token = \"{operator_token}\"\n{extra}", data.display());
+        std::fs::write(&config, text).unwrap();
         let options = ServeOptions { config: Some(config), database, ..Default::default() };
         let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.expect("the server starts");
         let base = format!("http://{}", started.addr);
@@ -76,12 +80,17 @@ fn now_ms() -> i64 {
 }
 
 async fn publish(registry: &Registry, secret_key: &[u8], version: &str) {
+    publish_app(registry, secret_key, "acme/budget-pacing", version).await;
+}
+
+async fn publish_app(registry: &Registry, secret_key: &[u8], app: &str, version: &str) {
     let mut manifest = manifest_json("budget-pacing");
     manifest["version"] = version.into();
+    manifest["app"] = app.into();
     let wasm = guest_bytes("budget-pacing");
     let m = serde_json::to_vec_pretty(&manifest).unwrap();
     let sigs = vec![sign_detached(secret_key, &m).unwrap().0, sign_detached(secret_key, &wasm).unwrap().0];
-    push(registry, "acme/budget-pacing", version, &assemble(&m, &wasm, &sigs), |_| {}).await.unwrap();
+    push(registry, app, version, &assemble(&m, &wasm, &sigs), |_| {}).await.unwrap();
 }
 
 async fn versions(s: &Server, token: &str) -> Value {
@@ -431,6 +440,79 @@ async fn revocation(database: Option<String>) {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn config_certificates_on_sqlite() {
+    config_certificates(None).await;
+}
+
+#[tokio::test]
+async fn config_certificates_on_postgresql() {
+    config_certificates(Some(common::fresh_postgres_database().await)).await;
+}
+
+/// A certificate of the operator config file: it cannot be removed over the API; gone
+/// from the file at a restart, the versions it signed are quarantined; back in the
+/// file, those versions are released (a config that lost it by mistake heals).
+async fn config_certificates(database: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let registry_server = TestRegistry::start(Mode::Plain);
+    let host = registry_server.host.clone();
+    let gpg = Gpg::new();
+    let key = gpg.generate("Globex <release@globex.example>", "rsa3072", "sign", "1y", None);
+    let cert_path = dir.path().join("globex.asc");
+    std::fs::write(&cert_path, gpg.export(&key)).unwrap();
+    let with_cert = format!("[[partners]]\nname = \"globex\"\ncertificates = [\"{}\"]\n", cert_path.display());
+    let op = "operator-token-config";
+    let s = Server::start_with(dir.path(), database.clone(), op, &with_cert).await;
+    let created = s.call(Some(op), Method::POST, "/v1/partners", Some(json!({"name": "globex"}))).await;
+    assert_eq!(created.0, StatusCode::CREATED);
+    assert_eq!(s.call(Some(op), Method::POST, "/v1/tenants", Some(json!({"id": "t1"}))).await.0, StatusCode::CREATED);
+    let (_, b) =
+        s.call(Some(op), Method::POST, "/v1/tokens", Some(json!({"role": "partner", "scope": "globex"}))).await;
+    let globex = b["token"].as_str().unwrap().to_string();
+    let (_, b) = s.call(Some(op), Method::POST, "/v1/tokens", Some(json!({"role": "tenant", "scope": "t1"}))).await;
+    let t1 = b["token"].as_str().unwrap().to_string();
+    let reg = s.call(Some(op), Method::PUT, &format!("/v1/registries/{host}"), Some(json!({"insecure": true}))).await;
+    assert_eq!(reg.0, StatusCode::OK);
+    let registry = Registry::new(
+        &RegistrySettings { host: host.clone(), insecure: true, ..Default::default() },
+        TransferSettings::default(),
+    )
+    .unwrap();
+    publish_app(&registry, &gpg.export_secret(&key), "globex/pacing", "2.0.0").await;
+    let body = json!({"reference": format!("{host}/globex/pacing:2.0.0")});
+    let (st, b) = s.call(Some(&globex), Method::POST, "/v1/partners/globex/apps/pacing/versions", Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let (_, certs) = s.call(Some(op), Method::GET, "/v1/partners/globex/certificates", None).await;
+    let first = &certs["items"][0];
+    assert_eq!((first["source"].as_str(), first["state"].as_str()), (Some("config"), Some("valid")), "{certs}");
+    let (st, b) = s.call(Some(op), Method::DELETE, &format!("/v1/partners/globex/certificates/{key}"), None).await;
+    assert_eq!((st, kind(&b)), (StatusCode::CONFLICT, "certificate-in-config"), "{b}");
+    s.stop().await;
+
+    // Restarted without the certificate: 2.0.0 is quarantined, installs refused.
+    let s = Server::start_with(dir.path(), database.clone(), op, "").await;
+    let path = "/v1/catalog/apps/globex/pacing/versions/2.0.0";
+    let (_, b) = s.call(Some(&t1), Method::GET, path, None).await;
+    assert_eq!(b["quarantined"], true, "{b}");
+    let install = json!({"app": "globex/pacing", "config": {"apiKey": "k"}});
+    let (st, b) = s.call(Some(&t1), Method::POST, "/v1/tenants/t1/installations", Some(install.clone())).await;
+    assert_eq!((st, kind(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "version-quarantined"), "{b}");
+    assert!(b["detail"].as_str().unwrap().contains(&key), "{b}");
+    assert!(audit_has(&s, op, "certificate.found-missing", "globex").await);
+    s.stop().await;
+
+    // Back in the file: released, installable again.
+    let s = Server::start_with(dir.path(), database, op, &with_cert).await;
+    let (_, b) = s.call(Some(&t1), Method::GET, path, None).await;
+    assert_eq!(b["quarantined"], false, "{b}");
+    assert!(audit_has(&s, op, "certificate.trust", "globex").await);
+    assert!(audit_has(&s, op, "version.release", "globex/pacing@2.0.0").await);
+    let (st, b) = s.call(Some(&t1), Method::POST, "/v1/tenants/t1/installations", Some(install)).await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    s.stop().await;
+}
+
 /// The store's guards, on both databases: a version registered after its signer was
 /// distrusted starts quarantined; installs and upgrades re-check their version as they
 /// write; the bootstrap token is created, kept, rotated, and never takes another
@@ -457,7 +539,7 @@ async fn store_guards(store: kiosk::store::Store) {
     let reason = "signing certificate AAAA was removed by the operator";
     let q = store.distrust("acme", "AAAA", "removed", reason, "certificate.found-removed", "kiosk").await.unwrap();
     assert_eq!(q, Some(vec!["acme/budget-pacing@1.4.34".to_string()]));
-    assert_eq!(store.distrust("acme", "AAAA", "removed", reason, "x", "kiosk").await.unwrap(), None, "once");
+    assert_eq!(store.distrust("acme", "AAAA", "missing", reason, "x", "kiosk").await.unwrap(), None, "once");
     manifest.version = semver::Version::new(1, 5, 0);
     register(manifest, "sha256:m2").await;
     let v = store.version("acme/budget-pacing", "1.5.0").await.unwrap().unwrap();

@@ -333,9 +333,10 @@ pub(super) async fn remove_certificate(
 }
 
 /// Brings the quarantine up to date with a trust store just built: a version's signer
-/// found revoked, or no longer registered for its partner (removed from the config
-/// file), quarantines every version it signed, once; a signer registered and valid
-/// again is no longer distrusted (its versions stay quarantined until released).
+/// found revoked, or no longer registered for its partner (gone from the config file),
+/// quarantines every version it signed, once; a signer registered and valid again is
+/// no longer distrusted (its versions stay quarantined until released, unless it was
+/// only missing: a config file that lost it by mistake heals when it is back).
 pub(super) async fn reconcile(s: &AppState, trust: &TrustStore) -> ApiResult<()> {
     let distrusted: HashMap<String, String> =
         s.store.distrusted_certs().await?.into_iter().map(|d| (d.fingerprint, d.state)).collect();
@@ -350,9 +351,9 @@ pub(super) async fn reconcile(s: &AppState, trust: &TrustStore) -> ApiResult<()>
             }
             Some(_) => None,
             None => Some((
-                "removed",
+                "missing",
                 format!("signing certificate {fpr} is no longer registered for partner {partner}"),
-                "certificate.found-removed",
+                "certificate.found-missing",
             )),
         };
         match finding {

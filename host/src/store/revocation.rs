@@ -38,7 +38,8 @@ pub struct CertUpdate {
 pub struct DistrustedCert {
     pub fingerprint: String,
     pub partner: String,
-    /// `revoked` or `removed`.
+    /// `revoked`, `removed` (by the operator, over the API) or `missing` (found no longer
+    /// registered when the trust store was rebuilt: gone from the config file).
     pub state: String,
     pub reason: String,
     pub at_ms: i64,
@@ -183,13 +184,83 @@ async fn quarantine_signed(
 
 fn state_rank(state: &str) -> u8 {
     match state {
-        "revoked" => 2,
-        "removed" => 1,
+        "revoked" => 3,
+        "removed" => 2,
+        "missing" => 1,
         _ => 0,
     }
 }
 
-/// Records `fingerprint` as distrusted (`revoked` or `removed`) and quarantines what it
+/// Forgets that `fingerprint` was distrusted: it is registered and valid again. The
+/// versions it signed stay quarantined until the operator releases them — except when
+/// it was only `missing` (e.g. a config file without it, by mistake): then the versions
+/// still quarantined for that reason alone are released with it.
+async fn trust_again_tx(
+    tx: &mut Transaction<'_, Any>,
+    partner: &str,
+    fingerprint: &str,
+    actor: &str,
+) -> Result<(), StoreError> {
+    let row = sqlx::query("SELECT state, reason FROM distrusted_certs WHERE fingerprint = $1")
+        .bind(fingerprint)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(ctx("find distrusted certificate"))?;
+    let Some(row) = row else { return Ok(()) };
+    let state: String = row.try_get("state").map_err(ctx("read distrusted certificate"))?;
+    let reason: String = row.try_get("reason").map_err(ctx("read distrusted certificate"))?;
+    sqlx::query("DELETE FROM distrusted_certs WHERE fingerprint = $1")
+        .bind(fingerprint)
+        .execute(&mut **tx)
+        .await
+        .map_err(ctx("trust certificate again"))?;
+    let mut released = Vec::new();
+    if state == "missing" {
+        let rows = sqlx::query(
+            "SELECT app, version FROM versions WHERE signer = $1 AND quarantined = 1 AND quarantine_reason = $2
+             AND app IN (SELECT id FROM apps WHERE partner = $3) ORDER BY app, major, minor, patch, version",
+        )
+        .bind(fingerprint)
+        .bind(&reason)
+        .bind(partner)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(ctx("find quarantined versions"))?;
+        for r in &rows {
+            let app: String = r.try_get("app").map_err(ctx("read version"))?;
+            let version: String = r.try_get("version").map_err(ctx("read version"))?;
+            released.push(format!("{app}@{version}"));
+        }
+        sqlx::query(
+            "UPDATE versions SET quarantined = 0, quarantine_reason = NULL, quarantined_ms = NULL
+             WHERE signer = $1 AND quarantined = 1 AND quarantine_reason = $2 AND app IN (SELECT id FROM apps WHERE partner = $3)",
+        )
+        .bind(fingerprint)
+        .bind(&reason)
+        .bind(partner)
+        .execute(&mut **tx)
+        .await
+        .map_err(ctx("release versions"))?;
+        for target in &released {
+            audit(
+                tx,
+                actor,
+                "version.release",
+                target,
+                &format!("signing certificate {fingerprint} is registered again"),
+            )
+            .await?;
+        }
+    }
+    let detail = if state == "missing" {
+        format!("{fingerprint}: registered again; {} version(s) it signed released", released.len())
+    } else {
+        format!("{fingerprint}: trusted again; the versions it signed stay quarantined until released")
+    };
+    audit(tx, actor, "certificate.trust", partner, &detail).await
+}
+
+/// Records `fingerprint` as distrusted (`revoked`, `removed`, `missing`) and quarantines what it
 /// signed (`Some`), unless it already is at least as distrusted (`None`): an operator's
 /// release of a version is not undone by the same news told again (a revoked
 /// certificate uploaded twice), only by worse news (a removed certificate found revoked).
@@ -314,18 +385,7 @@ impl Store {
                         quarantined.extend(newly);
                     }
                 }
-                None => {
-                    let cleared = sqlx::query("DELETE FROM distrusted_certs WHERE fingerprint = $1")
-                        .bind(&u.fingerprint)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(ctx("trust certificate again"))?;
-                    if cleared.rows_affected() > 0 {
-                        let detail =
-                            format!("{}: trusted again; the versions it signed stay quarantined", u.fingerprint);
-                        audit(&mut tx, actor, "certificate.trust", partner, &detail).await?;
-                    }
-                }
+                None => trust_again_tx(&mut tx, partner, &u.fingerprint, actor).await?,
             }
         }
         tx.commit().await.map_err(ctx("commit"))?;
@@ -381,19 +441,12 @@ impl Store {
         Ok(quarantined)
     }
 
-    /// Forgets that a certificate was distrusted (it is registered and valid again);
-    /// the versions it signed stay quarantined until the operator releases them.
+    /// Forgets that a certificate was distrusted: it is registered and valid again
+    /// (see `trust_again_tx`).
     pub async fn trust_again(&self, partner: &str, fingerprint: &str, actor: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
-        let done = sqlx::query("DELETE FROM distrusted_certs WHERE fingerprint = $1")
-            .bind(fingerprint)
-            .execute(&mut *tx)
-            .await
-            .map_err(ctx("trust certificate again"))?;
-        if done.rows_affected() > 0 {
-            let detail = format!("{fingerprint}: trusted again; the versions it signed stay quarantined");
-            audit(&mut tx, actor, "certificate.trust", partner, &detail).await?;
-        }
+        lock_partner(&mut tx, partner).await?;
+        trust_again_tx(&mut tx, partner, fingerprint, actor).await?;
         tx.commit().await.map_err(ctx("commit"))
     }
 
