@@ -494,6 +494,16 @@ async fn authorization_matrix(w: &World, inst: &str) {
         (Method::POST, format!("{i}/upgrade"), Some(json!({"version": "0.0.1"})), "t1"),
         (Method::POST, format!("{i}/invoke/evaluate"), Some(json!({})), "t1"),
         (Method::DELETE, "/v1/tenants/t1/installations/not-this-one".into(), None, "t1"),
+        // Trust revocation and token management: the operator's alone.
+        (Method::GET, "/v1/partners/acme/certificates".into(), None, "operator"),
+        (Method::DELETE, "/v1/partners/acme/certificates/0123456789ABCDEF".into(), None, "operator"),
+        (Method::GET, "/v1/tokens".into(), None, "operator"),
+        (Method::DELETE, "/v1/tokens/not-a-token".into(), None, "operator"),
+        (Method::GET, "/v1/versions/quarantined".into(), None, "operator"),
+        (Method::POST, "/v1/apps/acme/budget-pacing/versions/9.9.9/yank".into(), None, "operator"),
+        (Method::POST, "/v1/apps/acme/budget-pacing/versions/9.9.9/unyank".into(), None, "operator"),
+        (Method::POST, "/v1/apps/acme/budget-pacing/versions/9.9.9/quarantine".into(), None, "operator"),
+        (Method::POST, "/v1/apps/acme/budget-pacing/versions/9.9.9/release".into(), None, "operator"),
     ];
     for (method, path, body, allowed) in &routes {
         for (who, token) in &tokens {

@@ -147,21 +147,42 @@ impl TrustStore {
                 return Err(CertError::Secret(cert.fingerprint().to_hex()));
             }
             added.push(cert.fingerprint().to_hex());
-            let certs = self.partners.entry(partner.to_string()).or_default();
-            match certs.iter().position(|c| c.fingerprint() == cert.fingerprint()) {
-                // Merging keeps revocations and new expiry dates the operator re-imports.
-                Some(i) => {
-                    let old = certs.remove(i);
-                    let merged = old.merge_public(cert).map_err(|e| CertError::Parse(e.to_string()))?;
-                    certs.push(merged);
-                }
-                None => certs.push(cert),
-            }
+            self.insert(partner, cert)?;
         }
         if added.is_empty() {
             return Err(CertError::Empty);
         }
         Ok(added)
+    }
+
+    /// Registers, of the certificates in `bytes`, only the one whose primary key has
+    /// `fingerprint` (a stored row: older rows hold a whole upload); `false` if absent.
+    pub fn add_fingerprint(&mut self, partner: &str, bytes: &[u8], fingerprint: &str) -> Result<bool, CertError> {
+        for cert in CertParser::from_bytes(bytes).map_err(|e| CertError::Parse(e.to_string()))? {
+            let cert = cert.map_err(|e| CertError::Parse(e.to_string()))?;
+            if cert.fingerprint().to_hex() == fingerprint {
+                if cert.is_tsk() {
+                    return Err(CertError::Secret(fingerprint.to_string()));
+                }
+                self.insert(partner, cert)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn insert(&mut self, partner: &str, cert: Cert) -> Result<(), CertError> {
+        let certs = self.partners.entry(partner.to_string()).or_default();
+        match certs.iter().position(|c| c.fingerprint() == cert.fingerprint()) {
+            // Merging keeps revocations and new expiry dates the operator re-imports.
+            Some(i) => {
+                let old = certs.remove(i);
+                let merged = old.merge_public(cert).map_err(|e| CertError::Parse(e.to_string()))?;
+                certs.push(merged);
+            }
+            None => certs.push(cert),
+        }
+        Ok(())
     }
 
     /// Verifies that `manifest` and `component` each carry a good signature, among
@@ -294,4 +315,156 @@ fn parse_signatures(bytes: &[u8]) -> Result<Vec<Signature>, String> {
         ppr = next;
     }
     Ok(out)
+}
+
+// --- revocation (SPEC §2 step 6) ----------------------------------------------------------
+
+/// What a certificate is worth now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertState {
+    Valid,
+    Expired,
+    /// Revoked (by any revocation: a signature's creation time is the signer's word,
+    /// so a compromised key could backdate, and every revocation is taken as hard).
+    Revoked {
+        /// When the first revocation signature was made (ms since the epoch).
+        at_ms: Option<i64>,
+        /// The reason the revocation states, if any.
+        reason: Option<String>,
+    },
+    /// Refused by policy (e.g. no valid self-signature).
+    Invalid(String),
+}
+
+impl CertState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CertState::Valid => "valid",
+            CertState::Expired => "expired",
+            CertState::Revoked { .. } => "revoked",
+            CertState::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// The state of `cert` at `now`.
+pub fn cert_state(cert: &Cert, now: SystemTime) -> CertState {
+    let policy = StandardPolicy::new();
+    if let RevocationStatus::Revoked(sigs) = cert.revocation_status(&policy, now) {
+        let at_ms = sigs
+            .iter()
+            .filter_map(|s| s.signature_creation_time())
+            .min()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_millis()).ok());
+        let reason = sigs.iter().find_map(|s| s.reason_for_revocation()).map(|(code, message)| {
+            let message = String::from_utf8_lossy(message);
+            let message = crate::logs::sanitize_capped(message.trim(), 200);
+            if message.is_empty() { code.to_string() } else { format!("{code}: {message}") }
+        });
+        return CertState::Revoked { at_ms, reason };
+    }
+    match cert.with_policy(&policy, now) {
+        Err(e) => CertState::Invalid(e.to_string()),
+        Ok(valid) if valid.alive().is_err() => CertState::Expired,
+        Ok(_) => CertState::Valid,
+    }
+}
+
+/// What an operator uploaded for a partner.
+#[derive(Debug)]
+pub enum Upload {
+    /// Public certificates (possibly carrying revocations).
+    Certs(Vec<Cert>),
+    /// A revocation certificate: bare key revocation signatures, as
+    /// `gpg --gen-revoke` and `openpgp-revocs.d/*.rev` hold them.
+    Revocations(Vec<Signature>),
+}
+
+/// Parses an upload. The ':' gpg puts before the armour line of the revocation
+/// certificates it makes at key generation (so they are not imported by accident) is
+/// accepted.
+pub fn parse_upload(bytes: &[u8]) -> Result<Upload, CertError> {
+    let text = String::from_utf8_lossy(bytes);
+    let cleaned;
+    let bytes = if text.contains(":-----BEGIN PGP") {
+        cleaned = text.replace(":-----BEGIN PGP", "-----BEGIN PGP");
+        cleaned.as_bytes()
+    } else {
+        bytes
+    };
+    let first_is_signature = match PacketParser::from_bytes(bytes) {
+        Ok(PacketParserResult::Some(pp)) => matches!(pp.packet, Packet::Signature(_)),
+        Ok(PacketParserResult::EOF(_)) => return Err(CertError::Empty),
+        Err(e) => return Err(CertError::Parse(e.to_string())),
+    };
+    if first_is_signature {
+        let sigs = parse_signatures(bytes).map_err(CertError::Parse)?;
+        if let Some(other) = sigs.iter().find(|s| s.typ() != openpgp::types::SignatureType::KeyRevocation) {
+            return Err(CertError::Parse(format!(
+                "a bare signature of type {} is not a revocation certificate (expected a key revocation)",
+                other.typ()
+            )));
+        }
+        return Ok(Upload::Revocations(sigs));
+    }
+    let mut certs = Vec::new();
+    for cert in CertParser::from_bytes(bytes).map_err(|e| CertError::Parse(e.to_string()))? {
+        let cert = cert.map_err(|e| CertError::Parse(e.to_string()))?;
+        if cert.is_tsk() {
+            return Err(CertError::Secret(cert.fingerprint().to_hex()));
+        }
+        certs.push(cert);
+    }
+    if certs.is_empty() {
+        return Err(CertError::Empty);
+    }
+    Ok(Upload::Certs(certs))
+}
+
+/// `cert` with the revocation `sig` applied; refused if the result is not revoked (the
+/// signature is not a valid revocation of this certificate).
+pub fn apply_revocation(cert: Cert, sig: Signature) -> Result<Cert, CertError> {
+    let fingerprint = cert.fingerprint().to_hex();
+    let (revoked, _) = cert.insert_packets(Packet::from(sig)).map_err(|e| CertError::Parse(e.to_string()))?;
+    match cert_state(&revoked, SystemTime::now()) {
+        CertState::Revoked { .. } => Ok(revoked),
+        _ => Err(CertError::Parse(format!(
+            "the revocation certificate does not validly revoke certificate {fingerprint} (not made by its primary key)"
+        ))),
+    }
+}
+
+/// `old` and `new` merged: revocations and new expiry dates are kept, whichever copy
+/// carried them.
+pub fn merge(old: Cert, new: Cert) -> Result<Cert, CertError> {
+    old.merge_public(new).map_err(|e| CertError::Parse(e.to_string()))
+}
+
+/// The public certificate, ASCII-armoured.
+pub fn armored(cert: &Cert) -> Result<Vec<u8>, CertError> {
+    use openpgp::serialize::SerializeInto as _;
+    cert.armored().to_vec().map_err(|e| CertError::Parse(e.to_string()))
+}
+
+/// The user ids of a certificate, as text (for listings).
+pub fn user_ids(cert: &Cert) -> Vec<String> {
+    cert.userids().map(|u| crate::logs::sanitize_capped(&String::from_utf8_lossy(u.userid().value()), 200)).collect()
+}
+
+impl TrustStore {
+    /// Every certificate with its partner.
+    pub fn certificates(&self) -> impl Iterator<Item = (&str, &Cert)> {
+        self.partners.iter().flat_map(|(p, certs)| certs.iter().map(move |c| (p.as_str(), c)))
+    }
+
+    /// The certificate with this primary fingerprint, and its partner.
+    pub fn find(&self, fingerprint: &str) -> Option<(&str, &Cert)> {
+        self.certificates().find(|(_, c)| c.fingerprint().to_hex() == fingerprint)
+    }
+
+    /// The certificate holding one of `issuers` (any of its keys), and its partner.
+    pub fn find_issuer(&self, issuers: &[KeyHandle]) -> Option<(&str, &Cert)> {
+        self.owner_of(issuers)
+    }
 }

@@ -76,6 +76,13 @@ impl Gpg {
         self.run(&["--import", cleaned.to_str().unwrap()]);
     }
 
+    /// The revocation certificate gpg made at generation, as it is on disk (its armour
+    /// line starts with ':' so it is not imported by accident).
+    pub fn revocation_certificate(&self, fpr: &str) -> Vec<u8> {
+        std::fs::read(self.home.path().join("openpgp-revocs.d").join(format!("{fpr}.rev")))
+            .expect("revocation certificate")
+    }
+
     /// A detached signature of `file` by `fpr` (armoured unless `binary`).
     pub fn sign(&self, fpr: &str, file: &Path, binary: bool, faked_time: Option<&str>) -> Vec<u8> {
         let user = fpr.to_string();

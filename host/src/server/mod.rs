@@ -3,6 +3,7 @@
 //! through `Runtime`, and no database I/O happens while a Store is held (key-value
 //! snapshots are loaded before and committed after a call).
 
+mod admin;
 pub mod error;
 pub mod seal;
 pub mod serve;
@@ -28,7 +29,7 @@ use crate::error::{CallErrorKind, CallFailure};
 use crate::manifest::{ConfigSchema, Manifest};
 use crate::metering::UsageEvent;
 use crate::runtime::{AppRefusal, AppVersion, CallOutcome, Installation, Runtime};
-use crate::store::{EntitlementRow, InstallationRow, Principal, RegistryRow, Store, VersionRow};
+use crate::store::{EntitlementRow, InstallationRow, NotInstallable, Principal, RegistryRow, Store, VersionRow};
 use crate::trust::TrustStore;
 use crate::world::HOST_API_VERSION;
 
@@ -64,11 +65,14 @@ impl AppState {
     }
 
     /// The trust store: certificates in the database plus those of the operator config.
+    /// Rebuilding it also quarantines what a signer found revoked or removed signed
+    /// (`admin::reconcile`).
     async fn trust(&self) -> ApiResult<TrustStore> {
         let mut trust = self.config.trust_store().map_err(ApiError::internal)?;
-        for (partner, cert) in self.store.certificates().await? {
-            trust.add(&partner, &cert).map_err(ApiError::internal)?;
+        for row in self.store.certificate_rows().await? {
+            trust.add_fingerprint(&row.partner, &row.cert, &row.fingerprint).map_err(ApiError::internal)?;
         }
+        admin::reconcile(self, &trust).await?;
         Ok(trust)
     }
 
@@ -152,7 +156,9 @@ impl Caller {
     paths(
         healthz, readyz, list_registries, put_registry, delete_registry, create_partner, add_certificate, create_tenant, create_token, set_entitlement, audit_log,
         register_version, partner_apps, partner_post_usage, partner_usage, tenant_usage, operator_usage, yank_version, categories, catalog_apps, catalog_app, catalog_versions,
-        catalog_version, install, list_installations, get_installation, configure, upgrade, uninstall, invoke
+        catalog_version, install, list_installations, get_installation, configure, upgrade, uninstall, invoke,
+        admin::list_certificates, admin::remove_certificate, admin::list_tokens, admin::revoke_token, admin::quarantined_versions,
+        admin::operator_yank, admin::operator_unyank, admin::operator_quarantine, admin::operator_release
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth)
@@ -180,9 +186,16 @@ pub fn router(state: Shared) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
         .route("/v1/partners", post(create_partner))
-        .route("/v1/partners/{partner}/certificates", post(add_certificate))
+        .route("/v1/partners/{partner}/certificates", post(add_certificate).get(admin::list_certificates))
+        .route("/v1/partners/{partner}/certificates/{fingerprint}", axum::routing::delete(admin::remove_certificate))
         .route("/v1/tenants", post(create_tenant))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", post(create_token).get(admin::list_tokens))
+        .route("/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
+        .route("/v1/versions/quarantined", get(admin::quarantined_versions))
+        .route("/v1/apps/{partner}/{name}/versions/{version}/yank", post(admin::operator_yank))
+        .route("/v1/apps/{partner}/{name}/versions/{version}/unyank", post(admin::operator_unyank))
+        .route("/v1/apps/{partner}/{name}/versions/{version}/quarantine", post(admin::operator_quarantine))
+        .route("/v1/apps/{partner}/{name}/versions/{version}/release", post(admin::operator_release))
         .route("/v1/entitlements/{tenant}/{partner}/{name}", axum::routing::put(set_entitlement))
         .route("/v1/audit", get(audit_log))
         .route("/v1/registries", get(list_registries))
@@ -280,7 +293,12 @@ struct NewCertificate {
     certificate: String,
 }
 
-#[utoipa::path(post, path = "/v1/partners/{partner}/certificates", request_body = NewCertificate, responses((status = 201)))]
+/// Certificates (new ones, or new copies of registered ones: merged), or a revocation
+/// certificate of a registered one. A fingerprint registered for another partner is a
+/// 409 and nothing is written; a revoked certificate quarantines what it signed.
+#[utoipa::path(post, path = "/v1/partners/{partner}/certificates", request_body = NewCertificate,
+    responses((status = 201, description = "registered"), (status = 200, description = "registered copies updated (e.g. revoked)"),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn add_certificate(
     State(s): State<Shared>,
     caller: Caller,
@@ -288,17 +306,7 @@ async fn add_certificate(
     Json(body): Json<NewCertificate>,
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
-    if !s.store.partner_exists(&partner).await? {
-        return Err(ApiError::not_found(format!("no partner {partner:?}")));
-    }
-    let fingerprints = TrustStore::default().add(&partner, body.certificate.as_bytes()).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-certificate", e.to_string()).field("certificate")
-    })?;
-    for fpr in &fingerprints {
-        s.store.add_certificate(&partner, fpr, body.certificate.as_bytes()).await?;
-    }
-    s.store.audit(&caller.0.actor(), "certificate.add", &partner, &fingerprints.join(",")).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({"partner": partner, "fingerprints": fingerprints}))))
+    admin::add_certificates(&s, &caller.0.actor(), &partner, &body.certificate).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -325,7 +333,7 @@ async fn create_tenant(
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewToken {
     /// `operator`, `partner` or `tenant`.
     role: String,
@@ -334,6 +342,9 @@ struct NewToken {
     scope: Option<String>,
     #[serde(default)]
     label: Option<String>,
+    /// When the token stops working (ms since the Unix epoch); never when absent.
+    #[serde(default)]
+    expires_ms: Option<i64>,
 }
 
 #[utoipa::path(post, path = "/v1/tokens", request_body = NewToken, responses((status = 201, description = "the secret, shown once")))]
@@ -372,10 +383,22 @@ async fn create_token(
             .field("role"));
         }
     };
+    if let Some(at) = body.expires_ms.filter(|at| *at <= crate::metering::now_ms() as i64) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-token",
+            format!("expiresMs {at} is not in the future"),
+        )
+        .field("expiresMs"));
+    }
     let label = body.label.unwrap_or_else(|| principal.actor());
-    let (id, secret) = s.store.create_token(&principal, &label).await?;
-    s.store.audit(&caller.0.actor(), "token.create", &principal.actor(), &id).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({"id": id, "token": secret, "role": body.role, "scope": body.scope}))))
+    let (id, secret) = s.store.create_token_by(&principal, &label, body.expires_ms, &caller.0.actor()).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(
+            json!({"id": id, "token": secret, "role": body.role, "scope": body.scope, "expiresMs": body.expires_ms}),
+        ),
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -736,7 +759,8 @@ async fn yank_version(
 // --- catalog -------------------------------------------------------------------------
 
 fn version_summary(v: &VersionRow) -> Value {
-    json!({"version": v.version, "yanked": v.yanked, "digest": v.manifest_digest, "createdMs": v.created_ms})
+    json!({"version": v.version, "yanked": v.yanked, "quarantined": v.quarantined,
+           "quarantineReason": v.quarantine_reason, "digest": v.manifest_digest, "createdMs": v.created_ms})
 }
 
 #[utoipa::path(get, path = "/v1/catalog/categories", responses((status = 200)))]
@@ -790,7 +814,8 @@ async fn catalog_app(
     Path((partner, name)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let (app, versions) = app_versions(&s, &partner, &name).await?;
-    let latest = versions.iter().find(|v| !v.yanked).map(|v| v.version.clone());
+    // What an install without a version gets: neither yanked nor quarantined.
+    let latest = resolve_version(&app, &versions, None, None).ok().map(|v| v.version);
     let manifest: Value = serde_json::from_str(&versions[0].manifest).unwrap_or_default();
     Ok(axum::Json(json!({
         "app": app, "name": manifest["name"], "description": manifest["description"],
@@ -821,7 +846,8 @@ async fn catalog_version(
         .ok_or_else(|| ApiError::not_found(format!("no version {app}@{version}")).field("version"))?;
     let manifest: Value = serde_json::from_str(&v.manifest).unwrap_or_default();
     Ok(axum::Json(json!({
-        "app": app, "version": v.version, "yanked": v.yanked, "digest": v.manifest_digest, "signer": v.signer,
+        "app": app, "version": v.version, "yanked": v.yanked, "quarantined": v.quarantined,
+        "quarantineReason": v.quarantine_reason, "digest": v.manifest_digest, "signer": v.signer,
         "hostApi": manifest["hostApi"], "skus": manifest["skus"], "configSchema": manifest["config"],
         "licensing": manifest["licensing"], "capabilities": manifest["capabilities"], "manifest": manifest,
     })))
@@ -844,7 +870,31 @@ struct InstallBody {
     config: Option<Value>,
 }
 
-/// Picks the version an install or upgrade asks for.
+/// Refuses a version that takes no new installs or upgrades: yanked, or quarantined
+/// (the problem names why, e.g. the revoked certificate that signed it).
+fn installable(app: &str, v: &VersionRow) -> ApiResult<()> {
+    if v.quarantined {
+        let why = v.quarantine_reason.as_deref().unwrap_or("quarantined");
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "version-quarantined",
+            format!("{app}@{} is quarantined ({why}): no new installs or upgrades", v.version),
+        )
+        .field("version"));
+    }
+    if v.yanked {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "version-yanked",
+            format!("{app}@{} is yanked: no new installs", v.version),
+        )
+        .field("version"));
+    }
+    Ok(())
+}
+
+/// Picks the version an install or upgrade asks for. Ranges, tracks and `latest` skip
+/// yanked and quarantined versions; an exact one that is either is refused.
 fn resolve_version(
     app: &str,
     versions: &[VersionRow],
@@ -858,13 +908,7 @@ fn resolve_version(
             .iter()
             .find(|v| v.version == exact)
             .ok_or_else(|| ApiError::not_found(format!("{app} has no version {exact}")).field("version"))?;
-        if v.yanked {
-            return Err(unprocessable(
-                "version-yanked",
-                format!("{app}@{exact} is yanked: no new installs"),
-                "version",
-            ));
-        }
+        installable(app, v)?;
         return Ok(v.clone());
     }
     let (req, field) = match (version, track) {
@@ -883,15 +927,20 @@ fn resolve_version(
             return Err(unprocessable("invalid-request", "give either version or track, not both".into(), "track"));
         }
     };
-    versions
-        .iter()
-        .filter(|v| !v.yanked)
-        .filter_map(|v| semver::Version::parse(&v.version).ok().filter(|sv| req.matches(sv)).map(|sv| (sv, v)))
-        .max_by(|a, b| a.0.cmp(&b.0))
-        .map(|(_, v)| v.clone())
-        .ok_or_else(|| {
-            unprocessable("no-matching-version", format!("no non-yanked version of {app} matches {req}"), field)
-        })
+    let matching = || {
+        versions
+            .iter()
+            .filter_map(|v| semver::Version::parse(&v.version).ok().filter(|sv| req.matches(sv)).map(|sv| (sv, v)))
+    };
+    if let Some((_, v)) = matching().filter(|(_, v)| !v.yanked && !v.quarantined).max_by(|a, b| a.0.cmp(&b.0)) {
+        return Ok(v.clone());
+    }
+    // Nothing installable: name the quarantine if that is what stands in the way.
+    if let Some((_, v)) = matching().filter(|(_, v)| !v.yanked).max_by(|a, b| a.0.cmp(&b.0)) {
+        installable(app, v)?;
+    }
+    let detail = format!("no version of {app} that is neither yanked nor quarantined matches {req}");
+    Err(unprocessable("no-matching-version", detail, field))
 }
 
 /// Splits a resolved config into its public part and its secret (`writeOnly`) part,
@@ -1132,8 +1181,14 @@ async fn install(
         updated_ms: now,
     };
     s.set_config(&mut record, &config, &secret_names);
+    // The version is checked again as the row is written: a yank or a quarantine
+    // committed while the hooks ran wins.
     let recorded = match outcome {
-        Ok(()) => s.store.insert_installation(&record, &caller.0.actor()).await.map_err(ApiError::from),
+        Ok(()) => match s.store.install_if_installable(&record, &caller.0.actor()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(NotInstallable(now))) => installable(&record.app, &now),
+            Err(e) => Err(ApiError::from(e)),
+        },
         Err(e) => Err(e),
     };
     if let Err(e) = recorded {
@@ -1257,7 +1312,11 @@ async fn upgrade(
     done.result.map_err(|r| refusal_problem("upgrade", &r))?;
     row.version = target.version.clone();
     s.set_config(&mut row, &config, &secret_names);
-    s.store.update_installation(&row, "installation.upgrade", &caller.0.actor()).await?;
+    // Checked again as the row is written (a yank or quarantine during the hook wins);
+    // the old version keeps running.
+    if let Err(NotInstallable(now)) = s.store.upgrade_installation(&row, &caller.0.actor()).await? {
+        installable(&row.app, &now)?;
+    }
     let row = installation_of(&s, &tenant, &id).await?;
     Ok(axum::Json(s.view(&row)))
 }

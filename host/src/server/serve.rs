@@ -66,6 +66,8 @@ pub async fn prepare(options: &ServeOptions) -> anyhow::Result<Arc<AppState>> {
     let runtime = Arc::new(Runtime::new(settings, services)?);
     bootstrap_operator(&store, &config).await?;
     let state = Arc::new(AppState::new(store, runtime, Arc::new(config), sealer, ledger));
+    // Quarantine what a certificate revoked or removed since the last start signed.
+    state.trust().await.map_err(|e| anyhow::anyhow!("trust store: {}", e.detail))?;
     if !options.demo_apps.is_empty() {
         seed_demo(&state, &options.demo_apps, &data_dir).await?;
     }
@@ -100,10 +102,12 @@ fn secrets_key(config: &OperatorConfig, data_dir: &Path) -> anyhow::Result<Strin
     }
 }
 
+/// The configured operator token (config file, else `KIOSK_OPERATOR_TOKEN`) replaces
+/// the previous bootstrap token, so rotating it is editing the setting and restarting;
+/// without one, a token is generated and printed once when no operator token works.
 async fn bootstrap_operator(store: &Store, config: &OperatorConfig) -> anyhow::Result<()> {
     if let Some(token) = config.server.operator_token.clone().or_else(|| std::env::var("KIOSK_OPERATOR_TOKEN").ok()) {
-        store.insert_token("bootstrap-operator", &token, &Principal::Operator, "bootstrap (config)").await?;
-        return Ok(());
+        return super::admin::bootstrap(store, token.trim()).await;
     }
     if store.count_operator_tokens().await? == 0 {
         let (_, secret) = store.create_token(&Principal::Operator, "bootstrap (generated)").await?;
@@ -143,7 +147,9 @@ async fn seed_demo(state: &AppState, apps: &[String], data_dir: &Path) -> anyhow
         let cert = sequoia_openpgp::Cert::from_bytes(&tsk)?;
         let public = cert.armored().to_vec()?;
         state.store.create_partner(&partner, &partner).await?;
-        state.store.add_certificate(&partner, &cert.fingerprint().to_hex(), &public).await?;
+        if !state.store.add_certificate(&partner, &cert.fingerprint().to_hex(), &public).await? {
+            anyhow::bail!("demo: the demo key of {partner} is registered for another partner");
+        }
         let version = manifest.version.to_string();
         if state.store.version(&manifest.app, &version).await?.is_none() {
             let (m_sig, _) = crate::publish::sign_detached(&tsk, &manifest_bytes)?;

@@ -15,6 +15,12 @@ use sqlx::{AnyPool, Row};
 use crate::kv::{KvChanges, KvEntries, KvScope, KvStore, KvStoreError, entry_size};
 use crate::metering::now_ms;
 
+mod revocation;
+pub use revocation::{
+    BootstrapToken, CertUpdate, CertificateRow, DistrustedCert, NotInstallable, QuarantinedVersion, TokenRevocation,
+    TokenRow,
+};
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -84,6 +90,10 @@ pub struct VersionRow {
     pub reference: String,
     pub yanked: bool,
     pub created_ms: i64,
+    /// No new installs or upgrades (signer revoked or removed, or the operator's call);
+    /// running installations go on.
+    pub quarantined: bool,
+    pub quarantine_reason: Option<String>,
 }
 
 /// A stored installation.
@@ -154,6 +164,8 @@ fn version_row(r: &AnyRow) -> Result<VersionRow, sqlx::Error> {
         reference: r.try_get("reference")?,
         yanked: r.try_get::<i64, _>("yanked")? != 0,
         created_ms: r.try_get("created_ms")?,
+        quarantined: r.try_get::<i64, _>("quarantined")? != 0,
+        quarantine_reason: r.try_get("quarantine_reason")?,
     })
 }
 
@@ -172,6 +184,9 @@ fn installation_row(r: &AnyRow) -> Result<InstallationRow, sqlx::Error> {
 
 const VERSION_COLUMNS: &str =
     "app, version, manifest, manifest_digest, component_digest, signer, reference, yanked, created_ms";
+/// What a read of a version selects: the inserted columns plus the quarantine.
+const VERSION_SELECT: &str = "app, version, manifest, manifest_digest, component_digest, signer, reference, yanked, \
+     created_ms, quarantined, quarantine_reason";
 const INSTALLATION_COLUMNS: &str = "id, tenant, app, version, config, secrets, created_ms, updated_ms";
 
 impl Store {
@@ -274,13 +289,17 @@ impl Store {
         Ok(())
     }
 
-    /// The principal a token secret stands for, if it is known and not revoked.
+    /// The principal a token secret stands for, if it is known, not revoked and not
+    /// expired. Asked on every request: a revocation holds from the next request on.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, StoreError> {
-        let row = sqlx::query("SELECT role, scope FROM tokens WHERE hash = $1 AND revoked = 0")
-            .bind(token_hash(secret))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(ctx("authenticate"))?;
+        let row = sqlx::query(
+            "SELECT role, scope FROM tokens WHERE hash = $1 AND revoked = 0 AND (expires_ms IS NULL OR expires_ms > $2)",
+        )
+        .bind(token_hash(secret))
+        .bind(now_ms() as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(ctx("authenticate"))?;
         let Some(row) = row else { return Ok(None) };
         let role: String = row.try_get("role").map_err(ctx("read token"))?;
         let scope: Option<String> = row.try_get("scope").map_err(ctx("read token"))?;
@@ -293,10 +312,14 @@ impl Store {
     }
 
     pub async fn count_operator_tokens(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE role = 'operator' AND revoked = 0")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(ctx("count tokens"))?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM tokens WHERE role = 'operator' AND revoked = 0
+             AND (expires_ms IS NULL OR expires_ms > $1)",
+        )
+        .bind(now_ms() as i64)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(ctx("count tokens"))?;
         row.try_get("n").map_err(ctx("count tokens"))
     }
 
@@ -320,10 +343,13 @@ impl Store {
         exists(&self.pool, "SELECT 1 FROM partners WHERE name = $1", name).await.map_err(ctx("find partner"))
     }
 
-    pub async fn add_certificate(&self, partner: &str, fingerprint: &str, cert: &[u8]) -> Result<(), StoreError> {
-        sqlx::query(
+    /// Registers a certificate for `partner` (or replaces its bytes); `false` when the
+    /// fingerprint belongs to another partner (nothing is written). The operator API
+    /// uses `put_certificates`, which also merges, audits and quarantines.
+    pub async fn add_certificate(&self, partner: &str, fingerprint: &str, cert: &[u8]) -> Result<bool, StoreError> {
+        let done = sqlx::query(
             "INSERT INTO partner_certs (fingerprint, partner, cert, created_ms) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (fingerprint) DO UPDATE SET cert = excluded.cert",
+             ON CONFLICT (fingerprint) DO UPDATE SET cert = excluded.cert WHERE partner_certs.partner = excluded.partner",
         )
         .bind(fingerprint)
         .bind(partner)
@@ -332,7 +358,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(ctx("add certificate"))?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Every registered certificate: (partner, certificate bytes).
@@ -381,6 +407,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
         let partner = manifest.app.split_once('/').map_or("", |(p, _)| p);
+        // Serialised with a revocation or removal of the partner's certificates, so a
+        // version verified just before its signer was distrusted starts quarantined.
+        revocation::lock_partner(&mut tx, partner).await?;
         let categories = serde_json::to_string(&manifest.categories).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "INSERT INTO apps (id, partner, display, description, categories, created_ms) VALUES ($1, $2, $3, $4, $5, $6)
@@ -430,12 +459,13 @@ impl Store {
             &format!("{manifest_digest} from {reference}"),
         )
         .await?;
+        revocation::quarantine_if_distrusted(&mut tx, &manifest.app, &v.to_string(), signer, "kiosk").await?;
         tx.commit().await.map_err(ctx("commit"))?;
         Ok(())
     }
 
     pub async fn version(&self, app: &str, version: &str) -> Result<Option<VersionRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM versions WHERE app = $1 AND version = $2"))
+        let row = sqlx::query(&format!("SELECT {VERSION_SELECT} FROM versions WHERE app = $1 AND version = $2"))
             .bind(app)
             .bind(version)
             .fetch_optional(&self.pool)
@@ -447,7 +477,7 @@ impl Store {
     /// Versions of `app`, highest first.
     pub async fn versions(&self, app: &str) -> Result<Vec<VersionRow>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {VERSION_COLUMNS} FROM versions WHERE app = $1 ORDER BY major DESC, minor DESC, patch DESC, created_ms DESC"
+            "SELECT {VERSION_SELECT} FROM versions WHERE app = $1 ORDER BY major DESC, minor DESC, patch DESC, created_ms DESC"
         ))
         .bind(app)
         .fetch_all(&self.pool)
@@ -891,6 +921,7 @@ impl Store {
             "kv",
             "audit",
             "registries",
+            "distrusted_certs",
         ] {
             let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
                 .fetch_one(&self.pool)
