@@ -168,7 +168,8 @@ async fn revocation(database: Option<String>) {
     };
     let (_, acme) = token("partner", "acme").await;
     let (t1_id, t1) = token("tenant", "t1").await;
-    let reg = json!({"insecure": true});
+    // The registry, with the repository prefix acme may register from.
+    let reg = json!({"insecure": true, "partners": {"acme": ["acme/"]}});
     assert_eq!(s.call(Some(&op), Method::PUT, &format!("/v1/registries/{host}"), Some(reg)).await.0, StatusCode::OK);
 
     // Four real keys of acme: key1 signs 1.0.0 and 1.1.0, key2 signs 1.2.0, key3 signs
@@ -472,7 +473,8 @@ async fn config_certificates(database: Option<String>) {
     let globex = b["token"].as_str().unwrap().to_string();
     let (_, b) = s.call(Some(op), Method::POST, "/v1/tokens", Some(json!({"role": "tenant", "scope": "t1"}))).await;
     let t1 = b["token"].as_str().unwrap().to_string();
-    let reg = s.call(Some(op), Method::PUT, &format!("/v1/registries/{host}"), Some(json!({"insecure": true}))).await;
+    let reg = json!({"insecure": true, "partners": {"globex": ["globex/"]}});
+    let reg = s.call(Some(op), Method::PUT, &format!("/v1/registries/{host}"), Some(reg)).await;
     assert_eq!(reg.0, StatusCode::OK);
     let registry = Registry::new(
         &RegistrySettings { host: host.clone(), insecure: true, ..Default::default() },
