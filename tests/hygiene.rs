@@ -347,6 +347,20 @@ async fn numbers_suite(database: Option<String>) {
         ("?granularity=minute".into(), "granularity"),
         ("?format=xml".into(), "format"),
     ];
+    // The server runs in this process: its resident memory must not grow with the
+    // request (the unchecked span once made one GET grow a server from 52 MB to 1.6 GB).
+    let rss_kib = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    let before_rss = rss_kib();
+    for _ in 0..20 {
+        let (s, _) = e.call(t, Method::GET, &format!("/v1/tenants/demo/usage{huge}"), None).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let grown = rss_kib().saturating_sub(before_rss);
+    assert!(grown < 64 * 1024, "20 huge-range GETs grew the server by {grown} KiB");
     for (query, field) in cases {
         let (s, b) = e.call(t, Method::GET, &format!("/v1/tenants/demo/usage{query}"), None).await;
         assert_eq!((s, b["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(field)), "{query}: {b}");
