@@ -38,12 +38,7 @@ impl Server {
     /// A server on `database` (SQLite in its data directory when `None`) with the hostile
     /// app registered, the config `extra` (TOML) and tenants `demo` and `other`.
     async fn start(database: Option<String>, extra: &str, edit: impl FnOnce(&mut Value)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("kiosk.toml");
-        std::fs::write(&config, format!("data-dir = \"{}\"\n{extra}", dir.path().join("data").display())).unwrap();
-        let demo = hostile_manifest(dir.path(), edit);
-        let options = ServeOptions { config: Some(config), database, demo_apps: vec![demo], ..Default::default() };
-        let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (started, dir) = common::hostile_server(database, extra, edit).await;
         started.state.store.create_tenant("other", "Other").await.unwrap();
         let base = format!("http://{}", started.addr);
         Self { started, base, http: reqwest::Client::new(), _dir: dir }

@@ -8,7 +8,6 @@ mod common;
 
 use std::time::Instant;
 
-use kiosk::server::serve::{ServeOptions, spawn};
 use kiosk::store::Principal;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -19,16 +18,7 @@ fn now_ms() -> i64 {
 }
 
 async fn partner_usage(database: Option<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kiosk.toml");
-    std::fs::write(&config, format!("data-dir = \"{}\"\n", dir.path().join("data").display())).unwrap();
-    let demo = format!(
-        "{}={}",
-        common::manifest_path("hostile-guest").display(),
-        common::guest_path("hostile-guest").display()
-    );
-    let options = ServeOptions { config: Some(config), database, demo_apps: vec![demo], ..Default::default() };
-    let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (started, _dir) = common::hostile_server(database, "", |_| {}).await;
     let store = &started.state.store;
     let tenant = store.create_token(&Principal::Tenant("demo".into()), "t").await.unwrap().1;
     let partner = store.create_token(&Principal::Partner("test".into()), "p").await.unwrap().1;

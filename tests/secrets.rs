@@ -6,7 +6,6 @@
 
 mod common;
 
-use kiosk::server::serve::{ServeOptions, spawn};
 use kiosk::store::Principal;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -47,21 +46,7 @@ fn leaks(bytes: &[u8]) -> Vec<&'static str> {
 }
 
 async fn secrets_everywhere(database: Option<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("kiosk.toml");
-    std::fs::write(&config_path, format!("data-dir = \"{}\"\n", dir.path().join("data").display())).unwrap();
-    let mut manifest = common::manifest_json("hostile-guest");
-    manifest["config"] = schema();
-    let manifest_path = dir.path().join("manifest.json");
-    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
-    let demo = format!("{}={}", manifest_path.display(), common::guest_path("hostile-guest").display());
-    let options = ServeOptions {
-        config: Some(config_path),
-        database: database.clone(),
-        demo_apps: vec![demo],
-        ..Default::default()
-    };
-    let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (started, dir) = common::hostile_server(database.clone(), "", |m| m["config"] = schema()).await;
     let token = started.state.store.create_token(&Principal::Tenant("demo".into()), "t").await.unwrap().1;
     let base = format!("http://{}/v1/tenants/demo/installations", started.addr);
     let http = reqwest::Client::new();

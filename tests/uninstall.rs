@@ -6,23 +6,13 @@
 
 mod common;
 
-use kiosk::server::serve::{ServeOptions, spawn};
 use kiosk::store::Principal;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Row as _;
 
 async fn uninstall_cannot_be_refused(database: Option<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kiosk.toml");
-    std::fs::write(&config, format!("data-dir = \"{}\"\n", dir.path().join("data").display())).unwrap();
-    let demo = format!(
-        "{}={}",
-        common::manifest_path("hostile-guest").display(),
-        common::guest_path("hostile-guest").display()
-    );
-    let options = ServeOptions { config: Some(config), database, demo_apps: vec![demo], ..Default::default() };
-    let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (started, _dir) = common::hostile_server(database, "", |_| {}).await;
     let store = &started.state.store;
     let tenant = store.create_token(&Principal::Tenant("demo".into()), "t").await.unwrap().1;
     let partner = store.create_token(&Principal::Partner("test".into()), "p").await.unwrap().1;

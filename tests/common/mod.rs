@@ -117,3 +117,32 @@ pub async fn fresh_postgres_database() -> String {
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     format!("{base}/{name}")
 }
+
+/// `kiosk serve` in this process on `database` (SQLite in a fresh data directory when
+/// `None`), with the operator config `extra` (TOML) and the hostile test guest registered
+/// through the demo seed, its manifest edited by `edit`. Keep the directory alive.
+pub async fn hostile_server(
+    database: Option<String>,
+    extra: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> (kiosk::server::serve::Started, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("kiosk.toml");
+    std::fs::write(&config, format!("data-dir = \"{}\"\n{extra}", dir.path().join("data").display()))
+        .expect("write config");
+    let mut manifest = manifest_json("hostile-guest");
+    edit(&mut manifest);
+    let manifest_path = dir.path().join("hostile-manifest.json");
+    std::fs::write(&manifest_path, manifest.to_string()).expect("write manifest");
+    let demo = format!("{}={}", manifest_path.display(), guest_path("hostile-guest").display());
+    let options = kiosk::server::serve::ServeOptions {
+        config: Some(config),
+        database,
+        demo_apps: vec![demo],
+        ..Default::default()
+    };
+    let started = kiosk::server::serve::spawn(options, "127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("kiosk serve starts");
+    (started, dir)
+}
