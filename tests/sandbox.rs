@@ -438,6 +438,20 @@ async fn a_conflicting_report_record_is_refused_alone_and_the_rest_counts() {
     assert_eq!(r2.refused[0].idempotency_key, "fixed");
     assert!(r2.refused[0].reason.contains("already recorded with quantity 1"), "{:?}", r2.refused[0]);
     assert_eq!(h.sink.events().len(), 3);
+
+    // The same when the guest also meters through `record-usage` during its report: the
+    // ledger's verdicts stay with the records they are about.
+    let metering = Installation::new("alice", "report-vary-metering-1");
+    let r1 = h.runtime.report(&app, &metering, first).await.unwrap();
+    assert_eq!(r1.result.unwrap().accepted.len(), 2);
+    let r2 = h.runtime.report(&app, &metering, second).await.unwrap();
+    let sources: Vec<_> = r2.usage.iter().map(|u| (u.source, u.quantity)).collect();
+    assert_eq!(sources, [(UsageSource::Guest, 3), (UsageSource::Report, 1)], "refused records are not usage");
+    let reported = r2.result.unwrap();
+    assert_eq!(reported.accepted.len(), 1);
+    assert_eq!(reported.accepted[0].idempotency_key, "report-vary-metering-1/report/w-1000");
+    assert_eq!(reported.refused.len(), 1);
+    assert_eq!(reported.refused[0].idempotency_key, "fixed");
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

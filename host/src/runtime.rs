@@ -407,7 +407,11 @@ impl Runtime {
                         }),
                     }
                 }
-                usage.retain(|u| accepted.iter().any(|a| a.idempotency_key == u.idempotency_key));
+                // What the call metered, less the report records the sink refused (keys are
+                // unique within a call: `judge_report` refuses repeats).
+                let refused: HashSet<String> =
+                    reported.refused.iter().map(|r| format!("{}/report/{}", inst.id, r.idempotency_key)).collect();
+                usage.retain(|u| u.source != UsageSource::Report || !refused.contains(&u.idempotency_key));
                 reported.accepted = accepted;
                 Ok(reported)
             }
@@ -556,9 +560,14 @@ impl Runtime {
                         .submit(&state.usage)
                         .await
                         .map_err(|e| self.failure(app, inst, name, CallErrorKind::Metering(e.to_string())))?;
+                    let mut verdicts = verdicts;
+                    // A report's accepted records come last (after any `record-usage` the
+                    // guest made during the call); their verdicts go back to `report`.
                     if let Ok(Answer::Reported(reported)) = &mut answer {
-                        reported.verdicts = verdicts;
-                    } else if let Some(SinkOutcome::Refused(reason)) =
+                        let first = verdicts.len().saturating_sub(reported.accepted.len());
+                        reported.verdicts = verdicts.split_off(first);
+                    }
+                    if let Some(SinkOutcome::Refused(reason)) =
                         verdicts.into_iter().find(|v| matches!(v, SinkOutcome::Refused(_)))
                     {
                         // Host and guest keys are unique per call: a refusal here is a bug.

@@ -260,6 +260,10 @@ impl usage::Guest for Hostile {
                 record("events", 1, format!("good-{w}")),
             ]);
         }
+        if id.starts_with("report-vary-metering") {
+            // Meters through `record-usage` during the report, then reports as `report-vary`.
+            metering::record_usage("events", 3).map_err(|e| err(format!("{e:?}")))?;
+        }
         if id.starts_with("report-vary") {
             // The same key with another quantity in every window: a conflict from the second on.
             return Ok(vec![record("events", 1 + (w / 1000) % 5, "fixed"), record("events", 1, format!("w-{w}"))]);
