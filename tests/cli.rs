@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{guest_path, manifest_path, root};
+use common::{guest_path, manifest_path};
 
 fn kiosk(args: &[&str], cache: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiosk")).args(args).arg("--cache-dir").arg(cache).output().expect("run kiosk")
@@ -104,7 +104,10 @@ fn bad_inputs_are_refused_with_a_reason_naming_them() {
     assert!(err.contains("--config is not valid JSON"), "{err}");
     let err = run(r#"{"apiKey":"k"}"#, m, "/nonexistent/app.wasm");
     assert!(err.contains("cannot read component /nonexistent/app.wasm"), "{err}");
-    let bad_manifest = root().join("target/bad-manifest.json");
+    // Written to a temporary directory: the target directory may live elsewhere
+    // (CARGO_TARGET_DIR).
+    let scratch = tempfile::tempdir().unwrap();
+    let bad_manifest = scratch.path().join("bad-manifest.json");
     let mut json = common::manifest_json("budget-pacing");
     json["capabilities"]["network"] = true.into();
     std::fs::write(&bad_manifest, json.to_string()).unwrap();
