@@ -10,18 +10,25 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::artifact::{ArtifactError, ArtifactRef, BlobSource, LayoutSource, VerifiedArtifact, fetch_verified};
-use crate::blobs::{BlobCache, Cached, PinStore};
-use crate::cache::CacheOutcome;
-use crate::config::OperatorConfig;
-use crate::digest::Digest;
-use crate::kv::MemoryKv;
-use crate::logs::LogStore;
-use crate::manifest::{ConfigSchema, Manifest};
-use crate::metering::{MemorySink, now_ms};
-use crate::registry::Registry;
-use crate::runtime::{CallOutcome, Installation, Runtime, RuntimeSettings, Services, window_containing};
-use crate::world::HOST_API_VERSION;
+use kiosk_core::config::OperatorConfig;
+use kiosk_core::error::Failure;
+use kiosk_core::lifecycle::InstallRequest;
+use kiosk_core::local::register_local_build;
+use kiosk_distribution::artifact::{
+    ArtifactError, ArtifactRef, BlobSource, LayoutSource, VerifiedArtifact, fetch_verified,
+};
+use kiosk_distribution::blobs::{BlobCache, Cached, PinStore};
+use kiosk_distribution::registry::Registry;
+use kiosk_domain::digest::Digest;
+use kiosk_domain::kv::MemoryKv;
+use kiosk_domain::manifest::Manifest;
+use kiosk_domain::metering::MemorySink;
+use kiosk_domain::metering::now_ms;
+use kiosk_runtime::cache::CacheOutcome;
+use kiosk_runtime::logs::LogStore;
+use kiosk_runtime::runtime::{Installation, Runtime, RuntimeSettings, Services, window_containing};
+use kiosk_runtime::world::HOST_API_VERSION;
+use kiosk_store::EntitlementRow;
 
 /// Kiosk: a WebAssembly plugin host for marketplace apps.
 #[derive(Debug, Parser)]
@@ -142,6 +149,11 @@ struct RunArgs {
     /// Operator configuration (TOML) with a `[sandbox]` table of limits.
     #[arg(long, env = "KIOSK_CONFIG")]
     operator_config: Option<PathBuf>,
+    /// Run against this store (`sqlite://…` or `postgres://…`) instead of a fresh one:
+    /// its entitlements apply, and the build is registered there (a version already
+    /// registered must be this very build).
+    #[arg(long)]
+    database: Option<String>,
     /// Where compiled components are cached (default: $XDG_CACHE_HOME/kiosk/components).
     #[arg(long, env = "KIOSK_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -165,7 +177,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Verify(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, false))),
         Command::Pull(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, true))),
         Command::Serve(args) => tokio_runtime().and_then(|rt| {
-            rt.block_on(crate::server::serve::run(crate::server::serve::ServeOptions {
+            rt.block_on(kiosk_server::serve::run(kiosk_server::serve::ServeOptions {
                 listen: args.listen,
                 database: args.database,
                 config: args.config,
@@ -197,28 +209,35 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("kiosk").join("components"))
 }
 
-fn refused<T>(step: &str, outcome: &CallOutcome<T>) -> anyhow::Result<()> {
-    if let Err(refusal) = &outcome.result {
-        bail!("{step}: {refusal}");
-    }
-    Ok(())
-}
-
 /// Guest text for a terminal: strings inside the output are stripped of control and
 /// bidi-override characters (serde_json escapes controls but not bidi overrides).
 fn terminal_safe(value: &Value) -> Value {
     match value {
-        Value::String(s) => Value::String(crate::logs::sanitize(s)),
+        Value::String(s) => Value::String(kiosk_runtime::logs::sanitize(s)),
         Value::Array(items) => Value::Array(items.iter().map(terminal_safe).collect()),
         Value::Object(map) => {
-            Value::Object(map.iter().map(|(k, v)| (crate::logs::sanitize(k), terminal_safe(v))).collect())
+            Value::Object(map.iter().map(|(k, v)| (kiosk_runtime::logs::sanitize(k), terminal_safe(v))).collect())
         }
         other => other.clone(),
     }
 }
 
+/// A core failure for the terminal: the detail, then each problem found.
+fn failed(step: &str, f: Failure) -> anyhow::Error {
+    let mut text = format!("{step}: {}", f.detail);
+    for e in &f.errors {
+        text.push_str(&format!("\n  {e}"));
+    }
+    anyhow::anyhow!(text)
+}
+
+/// `kiosk run`: the partner's local loop, through the same lifecycle as the API. The
+/// build is signed with a local key and registered in a store — a fresh SQLite database
+/// in a temporary directory, or `--database` — then installed, invoked and asked for its
+/// usage report. In a fresh store the tenant is granted the licence the app requires (no
+/// one else could); in a given store, its entitlements apply as they would in the API.
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let operator = match &args.operator_config {
+    let mut operator = match &args.operator_config {
         Some(path) => OperatorConfig::load(path)?,
         None => OperatorConfig::default(),
     };
@@ -226,48 +245,73 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         std::fs::read(&args.manifest).with_context(|| format!("cannot read manifest {}", args.manifest.display()))?;
     let manifest = Manifest::parse(&manifest_bytes, &HOST_API_VERSION)
         .with_context(|| format!("manifest {} refused", args.manifest.display()))?;
-    let schema = ConfigSchema::compile(&manifest.config)?;
-    let config = schema.resolve(read_arg(&args.config, "config")?).context("--config refused")?;
+    let config = read_arg(&args.config, "config")?;
     let input = read_arg(&args.input, "input")?;
     let wasm = std::fs::read(&args.component)
         .with_context(|| format!("cannot read component {}", args.component.display()))?;
 
-    let sink = Arc::new(MemorySink::default());
-    let logs = Arc::new(LogStore::new(operator.sandbox.log_buffer_bytes));
-    let services = Services { kv: Arc::new(MemoryKv::default()), logs: logs.clone(), metering: sink.clone() };
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let ephemeral = args.database.is_none();
+    if ephemeral {
+        operator.data_dir = Some(scratch.path().to_path_buf());
+    }
     let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
-    let runtime =
-        Runtime::new(RuntimeSettings { limits: operator.sandbox, admission: operator.admission, cache_dir }, services)?;
+    let kiosk = kiosk_core::host::open(operator, args.database.clone(), cache_dir).await?;
+    let key_dir = kiosk.config.data_dir().join("local");
+    let version = register_local_build(&kiosk, &manifest_bytes, &wasm, &key_dir, "cli").await?;
+    kiosk.store.create_tenant(&args.tenant, &args.tenant).await?;
+    if ephemeral && manifest.licensing.requires_entitlement {
+        let grant =
+            EntitlementRow { tenant: args.tenant.clone(), app: version.app.clone(), expires_ms: None, revoked: false };
+        kiosk.store.set_entitlement(&grant, "cli").await?;
+    }
 
     let started = Instant::now();
-    let component = Arc::new(runtime.load(&wasm)?);
+    let app = kiosk.app_version(&version).await.map_err(|f| failed("load", f))?;
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let app = runtime.prepare(manifest, component.clone());
+    let component = app.component.clone();
     let name = app.manifest.app.rsplit('/').next().unwrap_or("app").to_string();
-    let inst =
-        Installation::new(&args.tenant, args.installation.clone().unwrap_or_else(|| format!("{}-{name}", args.tenant)));
-
-    let config_text = config.to_string();
-    refused("validate-config", &runtime.validate_config(&app, &inst, &config_text).await?)?;
-    refused("install", &runtime.install(&app, &inst, &config_text).await?)?;
-    let started = Instant::now();
-    let invoked = runtime.invoke(&app, &inst, &args.invoke, &input.to_string()).await?;
-    let invoke_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let output = match &invoked.result {
-        Ok(text) => serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_string())),
-        Err(refusal) => bail!("invoke {}: {refusal}", args.invoke),
+    let id = args.installation.clone().unwrap_or_else(|| format!("{}-{name}", args.tenant));
+    let request = InstallRequest {
+        app: version.app.clone(),
+        version: Some(version.version.clone()),
+        track: None,
+        config: Some(config),
+        id: Some(id),
     };
-    let reported = runtime.report(&app, &inst, window_containing(now_ms(), Duration::from_secs(3600))).await?;
-    refused("report", &reported)?;
-    let refused_records = reported.result.as_ref().map(|r| r.refused.clone()).unwrap_or_default();
+    let row = kiosk.install(&args.tenant, request, "cli").await.map_err(|f| match f.kind {
+        "config-invalid" => failed("--config refused", f),
+        _ => failed("install", f),
+    })?;
+    let inst = Installation::new(&row.tenant, &row.id);
+    let started = Instant::now();
+    let invoked = kiosk.invoke(&row.tenant, &row.id, &args.invoke, &input).await;
+    let invoke_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let log_lines = kiosk.runtime.services().logs.lines(&inst.scope());
+    let invoked = match invoked {
+        Ok(invoked) => invoked,
+        Err(f) => {
+            // The guest's logs (stderr included) are what explains a failed call.
+            for l in &log_lines {
+                eprintln!("log {:<5} {}", format!("{:?}", l.level).to_lowercase(), l.message);
+            }
+            return Err(failed(&format!("invoke {}", args.invoke), f));
+        }
+    };
+    let output = invoked.output;
+    let reported = kiosk
+        .report(&row, window_containing(now_ms(), Duration::from_secs(3600)))
+        .await
+        .map_err(|f| failed("report", f))?;
+    let refused_records = reported.refused.clone();
+    let log_lines = kiosk.runtime.services().logs.lines(&inst.scope());
 
     let cache = match &component.outcome {
         CacheOutcome::Hit => "hit".to_string(),
         CacheOutcome::Compiled => "compiled".to_string(),
         CacheOutcome::Rebuilt { reason } => format!("rebuilt ({reason})"),
     };
-    let usage = sink.events();
-    let log_lines = logs.lines(&inst.scope());
+    let usage: Vec<_> = invoked.usage.into_iter().chain(reported.accepted).collect();
     if args.json {
         let doc = json!({
             "app": app.manifest.app,
@@ -388,9 +432,9 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         );
     }
     let key = std::fs::read(&args.key).with_context(|| format!("cannot read key {}", args.key.display()))?;
-    let (manifest_sig, signer) = crate::publish::sign_detached(&key, &manifest_bytes)?;
-    let (wasm_sig, _) = crate::publish::sign_detached(&key, &wasm)?;
-    let blobs = crate::publish::assemble(&manifest_bytes, &wasm, &[manifest_sig, wasm_sig]);
+    let (manifest_sig, signer) = kiosk_distribution::publish::sign_detached(&key, &manifest_bytes)?;
+    let (wasm_sig, _) = kiosk_distribution::publish::sign_detached(&key, &wasm)?;
+    let blobs = kiosk_distribution::publish::assemble(&manifest_bytes, &wasm, &[manifest_sig, wasm_sig]);
     let digest = match &reference {
         ArtifactRef::Layout { dir, tag } => LayoutSource::new(dir).write(
             tag,
@@ -404,7 +448,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             let total = blobs.config.size + blobs.layers.iter().map(|(d, _)| d.size).sum::<u64>();
             let bar = progress_bar(total);
             bar.set_message(format!("pushing {}@{}", manifest.app, manifest.version));
-            let digest = crate::publish::push(&registry, repository, tag, &blobs, |n| bar.inc(n)).await?;
+            let digest = kiosk_distribution::publish::push(&registry, repository, tag, &blobs, |n| bar.inc(n)).await?;
             bar.finish_and_clear();
             digest
         }
@@ -515,7 +559,7 @@ async fn fetch_with(
     source: &impl BlobSource,
     app: &str,
     tag: &str,
-    trust: &crate::trust::TrustStore,
+    trust: &kiosk_distribution::trust::TrustStore,
     config: &OperatorConfig,
     pinned: Option<&Digest>,
     cache: Option<&BlobCache>,

@@ -1,27 +1,15 @@
-//! Kiosk: a WebAssembly plugin host for marketplace apps.
+//! Kiosk: a WebAssembly plugin host for marketplace apps. The `kiosk` binary (command
+//! line) over the workspace's crates; the modules below re-export them under the paths
+//! the tests and benchmarks use.
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view and code map.
 
-pub mod admission;
-pub mod artifact;
-pub mod blobs;
-pub mod cache;
 pub mod cli;
-pub mod collector;
-pub mod config;
-pub mod digest;
-pub mod error;
-pub mod kv;
-pub mod ledger;
-pub mod limits;
-pub mod logs;
-pub mod manifest;
-pub mod metering;
-pub mod publish;
-pub mod registry;
-pub mod runtime;
-mod sandbox;
-pub mod server;
-pub mod store;
-pub mod trust;
-pub mod world;
+
+pub use kiosk_core::{collector, config, seal};
+pub use kiosk_distribution::{artifact, blobs, publish, registry, trust};
+pub use kiosk_domain::{digest, kv, limits, manifest, metering, text};
+pub use kiosk_runtime::{admission, cache, error, logs, runtime, world};
+pub use kiosk_server as server;
+pub use kiosk_store as store;
+pub use kiosk_store::ledger;

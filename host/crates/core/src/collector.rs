@@ -1,0 +1,186 @@
+//! Collection of `usage.report` once per window per installation. Replicas sharing one
+//! database coordinate through a lease row per (installation, window): whoever takes the
+//! lease calls the app; a replica that dies mid-collection leaves a lease that expires,
+//! and another (or the restarted one) collects the window then. The app's idempotency
+//! keys make a repeated report harmless; the lease makes it rare.
+//!
+//! One app cannot stall collection: windows are collected concurrently (at most
+//! `PARALLELISM` calls at once), each call under its own deadline; a failing report is
+//! retried with exponential backoff at most `MAX_ATTEMPTS` times and then recorded as
+//! failed (`done = 2`, audited as `usage.collect-failed`), never retried forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::lifecycle::Kiosk as AppState;
+use kiosk_domain::metering::now_ms;
+use kiosk_runtime::runtime::Installation;
+use kiosk_runtime::world::UsageWindow;
+use kiosk_store::StoreError;
+
+/// Takes the lease of (installation, window) for `replica` if nobody holds a live one and
+/// the window is not collected yet.
+pub async fn claim(
+    state: &AppState,
+    installation: &str,
+    window_start: i64,
+    replica: &str,
+    lease_ms: i64,
+) -> Result<bool, StoreError> {
+    state.store.lease_window(installation, window_start, replica, now_ms() as i64, lease_ms).await
+}
+
+/// Windows a pass looks back over: a replica (or the whole fleet) that was down catches
+/// up on this many windows per installation.
+pub const MAX_BACKLOG: i64 = 48;
+
+/// Report calls one replica runs at once.
+pub const PARALLELISM: usize = 16;
+
+/// Attempts of one window before it is recorded as failed.
+pub const MAX_ATTEMPTS: i64 = 5;
+
+/// One pass: for every installation, finds each completed window of the last
+/// `MAX_BACKLOG` (since the installation existed) that is not collected yet, takes its
+/// lease if it can and starts collecting it as a task of its own, while fewer than
+/// `PARALLELISM` collections run. The pass never waits for a report: a slow one holds
+/// one of the `PARALLELISM` places until its deadline, and every other window goes on.
+/// Returns how many collections it started.
+pub async fn collect_once(
+    state: &Arc<AppState>,
+    places: &Arc<tokio::sync::Semaphore>,
+    replica: &Arc<str>,
+    window_ms: i64,
+    lease_ms: i64,
+) -> Result<usize, StoreError> {
+    let now = now_ms() as i64;
+    let last = (now / window_ms - 1) * window_ms;
+    let mut started = 0;
+    for row in state.store.all_installations().await? {
+        let first = (row.created_ms / window_ms * window_ms).max(last - (MAX_BACKLOG - 1) * window_ms);
+        let done = state.store.closed_windows(&row.id, first).await?;
+        let mut start = first;
+        while start <= last {
+            let this = start;
+            start += window_ms;
+            if done.contains(&this) {
+                continue;
+            }
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                // Every place is busy: the next pass goes on from here.
+                return Ok(started);
+            };
+            if !claim(state, &row.id, this, replica, lease_ms).await? {
+                continue;
+            }
+            let (state, row, replica) = (state.clone(), row.clone(), replica.clone());
+            tokio::spawn(async move {
+                if let Err(e) = collect_window(&state, &row, this, window_ms, &replica).await {
+                    tracing::warn!(installation = %row.id, window = this, error = %e, "usage collection failed");
+                }
+                drop(place);
+            });
+            started += 1;
+        }
+    }
+    Ok(started)
+}
+
+/// Records a failed attempt: the lease is extended by the backoff (the next attempt's
+/// time), and after `MAX_ATTEMPTS` the window is closed as failed and audited.
+async fn attempt_failed(
+    state: &AppState,
+    row: &kiosk_store::InstallationRow,
+    start: i64,
+    window_ms: i64,
+    replica: &str,
+    error: &str,
+) -> Result<bool, StoreError> {
+    let attempts = state.store.window_attempt_failed(&row.id, start, replica, error).await?;
+    let target = format!("{}/{}", row.tenant, row.id);
+    if attempts >= MAX_ATTEMPTS {
+        let detail = format!("window {start}: gave up after {attempts} attempts: {error}");
+        let actor = format!("collector:{replica}");
+        state
+            .store
+            .close_window(&row.id, start, replica, true, &actor, "usage.collect-failed", &target, &detail)
+            .await?;
+        tracing::warn!(installation = %row.id, window = start, %error, "usage collection failed for good");
+        return Ok(true);
+    }
+    // Exponential backoff from an eighth of the window (at least 250 ms), at most a window.
+    let base = (window_ms / 8).max(250);
+    let backoff = base.saturating_mul(1_i64 << (attempts - 1).clamp(0, 20)).min(window_ms.max(base));
+    state.store.postpone_window(&row.id, start, replica, now_ms() as i64 + backoff).await?;
+    tracing::warn!(installation = %row.id, window = start, attempts, %error, "usage.report failed; will retry");
+    Ok(false)
+}
+
+/// Calls `usage.report` for one leased window; `true` once the window is closed.
+async fn collect_window(
+    state: &Arc<AppState>,
+    row: &kiosk_store::InstallationRow,
+    start: i64,
+    window_ms: i64,
+    replica: &str,
+) -> Result<bool, StoreError> {
+    let window = UsageWindow { start_ms: start as u64, end_ms: (start + window_ms) as u64 };
+    let app = match state.installed_app(row).await {
+        Ok(app) => app,
+        Err(e) => {
+            return attempt_failed(
+                state,
+                row,
+                start,
+                window_ms,
+                replica,
+                &format!("cannot load the app: {}", e.detail),
+            )
+            .await;
+        }
+    };
+    let inst = Installation::new(&row.tenant, &row.id);
+    match state.runtime.report(&app, &inst, window).await {
+        Ok(report) => {
+            let detail = match &report.result {
+                Ok(r) => {
+                    let reasons: Vec<String> = r.refused.iter().take(10).map(|x| x.reason.clone()).collect();
+                    format!(
+                        "window {start}: {} records, {} refused{}",
+                        r.accepted.len(),
+                        r.refused.len(),
+                        if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) }
+                    )
+                }
+                Err(refusal) => format!("window {start}: the app refused: {}", refusal.message),
+            };
+            let target = format!("{}/{}", row.tenant, row.id);
+            let actor = format!("collector:{replica}");
+            state.store.close_window(&row.id, start, replica, false, &actor, "usage.collect", &target, &detail).await?;
+            Ok(true)
+        }
+        // Stopped by a shutdown: not the app's fault; the lease expires and the window is
+        // collected then, by this replica restarted or another.
+        Err(failure) if failure.kind == kiosk_runtime::error::CallErrorKind::ShuttingDown => Ok(false),
+        Err(failure) => attempt_failed(state, row, start, window_ms, replica, &failure.kind.to_string()).await,
+    }
+}
+
+/// Runs `collect_once` every quarter window (at least every 250 ms) until the process ends.
+pub fn spawn(state: Arc<AppState>, window: Duration, lease: Duration) -> tokio::task::JoinHandle<()> {
+    let replica: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    let places = Arc::new(tokio::sync::Semaphore::new(PARALLELISM));
+    let window_ms = window.as_millis().max(1) as i64;
+    let lease_ms = lease.as_millis() as i64;
+    let tick = (window / 4).max(Duration::from_millis(250));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if let Err(e) = collect_once(&state, &places, &replica, window_ms, lease_ms).await {
+                tracing::warn!(error = %e, "usage collection pass failed");
+            }
+        }
+    })
+}

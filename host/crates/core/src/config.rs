@@ -1,0 +1,159 @@
+//! The operator configuration file (TOML). Every table refuses unknown keys by name;
+//! every default is in code with its reason.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use kiosk_distribution::artifact::SizeCaps;
+use kiosk_distribution::registry::{RegistrySettings, TransferSettings};
+use kiosk_distribution::trust::TrustStore;
+use kiosk_domain::limits::SandboxLimits;
+
+/// `kiosk.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OperatorConfig {
+    /// Where Kiosk keeps blobs, pins and compiled components
+    /// (default: `$XDG_DATA_HOME/kiosk`, else `~/.local/share/kiosk`).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub sandbox: SandboxLimits,
+    #[serde(default)]
+    pub admission: kiosk_runtime::admission::AdmissionSettings,
+    #[serde(default)]
+    pub artifacts: SizeCaps,
+    #[serde(default)]
+    pub transfer: TransferSettings,
+    #[serde(default)]
+    pub registries: Vec<RegistrySettings>,
+    #[serde(default)]
+    pub partners: Vec<PartnerSettings>,
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub usage: UsageSettings,
+}
+
+/// `[usage]`: metering rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UsageSettings {
+    /// How old a reported usage record may be, in hours.
+    pub acceptance_window_hours: u64,
+    /// Length of the windows `usage.report` is collected for, in seconds.
+    pub window_seconds: u64,
+    /// How long a replica holds a window while collecting it, in seconds.
+    pub lease_seconds: u64,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        Self {
+            // Partners batch daily; three days covers a weekend outage on their side.
+            acceptance_window_hours: 72,
+            // Hourly matches the export's granularity.
+            window_seconds: 3600,
+            // Far longer than a report call (bounded by the sandbox timeout).
+            lease_seconds: 60,
+        }
+    }
+}
+
+/// `[server]`: how `kiosk serve` listens and stores. Flags and `KIOSK_*` variables
+/// override these.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerSettings {
+    /// Address to listen on (default 127.0.0.1:8080: loopback until the operator opens it).
+    pub listen: Option<std::net::SocketAddr>,
+    /// `sqlite://FILE` or `postgres://…` (default: SQLite in the data directory).
+    pub database: Option<String>,
+    /// The operator bootstrap token (else KIOSK_OPERATOR_TOKEN, else generated and
+    /// printed once on first start).
+    pub operator_token: Option<String>,
+    /// 64 hex digits: the key sealing secret config values (else KIOSK_SECRETS_KEY,
+    /// else `secrets.key` in the data directory, created on first start).
+    pub secrets_key: Option<String>,
+}
+
+/// A partner and the OpenPGP certificates that may sign its apps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PartnerSettings {
+    pub name: String,
+    /// Files of ASCII-armoured or binary public certificates.
+    pub certificates: Vec<PathBuf>,
+}
+
+impl OperatorConfig {
+    /// Reads `path`; errors name the file and the offending key.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read operator config {}", path.display()))?;
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("operator config {} is not valid", path.display()))?;
+        config.validate().map_err(anyhow::Error::msg).with_context(|| format!("operator config {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks the settings against each other: every table alone, and a usage lease that
+    /// outlives the longest report call (else a second replica would take a window whose
+    /// report is still running).
+    pub fn validate(&self) -> Result<(), String> {
+        self.sandbox.validate()?;
+        self.admission.validate()?;
+        for registry in &self.registries {
+            registry.validate().map_err(|e| e.message)?;
+        }
+        let lease_ms = self.usage.lease_seconds.saturating_mul(1000);
+        if lease_ms <= self.sandbox.timeout_ms {
+            return Err(format!(
+                "usage.lease-seconds is {} but must be longer than a call may last (sandbox.timeout-ms = {})",
+                self.usage.lease_seconds, self.sandbox.timeout_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// The data directory, resolved.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).unwrap_or_else(|| {
+                std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".local/share")
+            });
+            base.join("kiosk")
+        })
+    }
+
+    /// The configured entry for `host`, if the operator configured one.
+    pub fn configured_registry(&self, host: &str) -> Option<&RegistrySettings> {
+        self.registries.iter().find(|r| r.host.eq_ignore_ascii_case(host))
+    }
+
+    /// The settings for `host`: the configured entry, or HTTPS and anonymous. For the
+    /// CLI, whose user is the operator; the partner API takes configured entries only.
+    pub fn registry(&self, host: &str) -> RegistrySettings {
+        self.configured_registry(host)
+            .cloned()
+            .unwrap_or_else(|| RegistrySettings { host: host.to_string(), ..RegistrySettings::default() })
+    }
+
+    /// The partners' certificates as a trust store.
+    pub fn trust_store(&self) -> anyhow::Result<TrustStore> {
+        use anyhow::Context as _;
+        let mut trust = TrustStore::default();
+        for partner in &self.partners {
+            for path in &partner.certificates {
+                let bytes =
+                    std::fs::read(path).with_context(|| format!("cannot read certificate {}", path.display()))?;
+                trust
+                    .add(&partner.name, &bytes)
+                    .with_context(|| format!("certificate {} of partner {}", path.display(), partner.name))?;
+            }
+        }
+        Ok(trust)
+    }
+}

@@ -1,0 +1,91 @@
+//! The core's error: a `Failure` with a typed `Class` (what kind of failure, not how a
+//! front end shows it), a stable slug, a detail that names the bad input, and the field
+//! at fault. The server turns the class into an HTTP status in one table
+//! (`kiosk_server::error`); `kiosk run` prints the detail.
+
+/// What kind of failure, independent of any front end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The request is malformed (a parameter out of range).
+    BadRequest,
+    /// No valid credentials.
+    Unauthorized,
+    /// The caller may not do this (role, licence).
+    Forbidden,
+    /// No such thing (or not the caller's to see).
+    NotFound,
+    /// The state changed or already is what was asked (exists, moved, same version).
+    Conflict,
+    /// Bigger than a limit allows.
+    TooLarge,
+    /// Well-formed but refused (a policy, a schema, the app's own refusal).
+    Unprocessable,
+    /// The caller's own rate or concurrency limit; retry later.
+    RateLimited,
+    /// The host cannot serve it now (no slot, storage, shutting down); retry later.
+    Unavailable,
+    /// Something Kiosk called failed: a registry, or the app itself (a trap, a limit).
+    Upstream,
+    /// Kiosk's own bug or corrupt state; the detail is in the server log only.
+    Internal,
+}
+
+/// A failed use case.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{detail}")]
+pub struct Failure {
+    pub class: Class,
+    /// Stable slug, e.g. `config-invalid`.
+    pub kind: &'static str,
+    pub detail: String,
+    /// The input at fault (`version`, `config/apiKey`, `reference`).
+    pub field: Option<String>,
+    /// Every problem found, when there are several (schema validation).
+    pub errors: Vec<String>,
+    /// Seconds after which a retry may succeed.
+    pub retry_after_s: Option<u64>,
+}
+
+impl Failure {
+    pub fn new(class: Class, kind: &'static str, detail: impl Into<String>) -> Self {
+        Self { class, kind, detail: detail.into(), field: None, errors: Vec::new(), retry_after_s: None }
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds.max(1));
+        self
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(Class::NotFound, "not-found", what)
+    }
+
+    pub fn unprocessable(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(Class::Unprocessable, kind, detail)
+    }
+
+    pub fn conflict(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(Class::Conflict, kind, detail)
+    }
+
+    pub fn forbidden(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(Class::Forbidden, kind, detail)
+    }
+
+    /// Kiosk's own fault: the cause goes to the log, the caller learns only that.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(Class::Internal, "internal", "internal error; see the server log")
+    }
+}
+
+impl From<kiosk_store::StoreError> for Failure {
+    fn from(e: kiosk_store::StoreError) -> Self {
+        Self::internal(e)
+    }
+}

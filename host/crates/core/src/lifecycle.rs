@@ -1,0 +1,806 @@
+//! The lifecycle of app versions and installations — register, install, configure,
+//! upgrade, uninstall, invoke — once, for every front end: the HTTP API, `kiosk run`,
+//! the demo seed and the collector all call `Kiosk`.
+//!
+//! Every use case takes already-authorised inputs (the front end checked the caller) and
+//! the actor to audit; every failure is a `Failure` naming the bad input.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use kiosk_distribution::artifact::{ArtifactError, ArtifactRef, BlobSource, VerifiedArtifact, fetch_verified};
+use kiosk_distribution::registry::RegistrySettings;
+use kiosk_distribution::trust::{self, CertState, TrustStore};
+use kiosk_domain::digest::Digest;
+use kiosk_domain::manifest::{ConfigSchema, Manifest};
+use kiosk_domain::metering::UsageEvent;
+use kiosk_runtime::error::{CallErrorKind, CallFailure};
+use kiosk_runtime::runtime::{AppRefusal, AppVersion, Installation, Runtime};
+use kiosk_runtime::world::HOST_API_VERSION;
+use kiosk_store::ledger::Ledger;
+use kiosk_store::{InstallationRow, NotInstallable, Store, VersionRow};
+
+use crate::config::OperatorConfig;
+use crate::error::{Class, Failure};
+use crate::seal::Sealer;
+
+type Result<T, E = Failure> = std::result::Result<T, E>;
+
+/// The actor of what Kiosk does by itself (quarantines found when the trust store is
+/// rebuilt).
+pub const SYSTEM: &str = "kiosk";
+
+/// Kiosk's use cases over one store, one runtime and one operator config.
+pub struct Kiosk {
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    pub config: Arc<OperatorConfig>,
+    pub sealer: Sealer,
+    pub ledger: Ledger,
+    /// Loaded app versions, by (app, version).
+    loaded: Mutex<HashMap<(String, String), AppVersion>>,
+}
+
+impl std::fmt::Debug for Kiosk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kiosk").finish_non_exhaustive()
+    }
+}
+
+/// A registered version, as registration reports it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registered {
+    pub app: String,
+    pub version: String,
+    pub digest: String,
+    pub component_digest: String,
+    pub signer: String,
+}
+
+/// What an install asks for.
+#[derive(Debug, Clone, Default)]
+pub struct InstallRequest {
+    /// `partner/name`.
+    pub app: String,
+    /// An exact version, or a semver range such as `^1.4`.
+    pub version: Option<String>,
+    /// A track such as `1.4`: the highest version in it.
+    pub track: Option<String>,
+    pub config: Option<Value>,
+    /// The installation id; a new UUID when absent. Only local front ends (`kiosk run`)
+    /// choose one; the HTTP API never does.
+    pub id: Option<String>,
+}
+
+/// What an upgrade asks for.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradeRequest {
+    pub version: Option<String>,
+    pub track: Option<String>,
+    /// Allow moving to a lower version.
+    pub allow_downgrade: bool,
+}
+
+/// An invoke's answer: the operation's output and the usage it metered.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    pub output: Value,
+    pub usage: Vec<UsageEvent>,
+}
+
+/// Registry credentials, sealed at rest.
+#[derive(Serialize, Deserialize, Default)]
+pub struct RegistrySecret {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistrySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySecret").finish_non_exhaustive()
+    }
+}
+
+impl Kiosk {
+    pub fn new(
+        store: Store,
+        runtime: Arc<Runtime>,
+        config: Arc<OperatorConfig>,
+        sealer: Sealer,
+        ledger: Ledger,
+    ) -> Self {
+        Self { store, runtime, config, sealer, ledger, loaded: Mutex::default() }
+    }
+
+    // --- trust and registries ---------------------------------------------------------
+
+    /// The trust store: certificates in the database plus those of the operator config.
+    /// Rebuilding it also quarantines what a signer found revoked or removed signed
+    /// (`reconcile`).
+    pub async fn trust(&self) -> Result<TrustStore> {
+        let mut trust = self.config.trust_store().map_err(Failure::internal)?;
+        for row in self.store.certificate_rows().await? {
+            trust.add_fingerprint(&row.partner, &row.cert, &row.fingerprint).map_err(Failure::internal)?;
+        }
+        self.reconcile(&trust).await?;
+        Ok(trust)
+    }
+
+    /// Quarantines the versions of every signer the trust store finds revoked or no
+    /// longer registered, and releases those whose signer is trusted again.
+    async fn reconcile(&self, trust: &TrustStore) -> Result<()> {
+        let distrusted: HashMap<String, String> =
+            self.store.distrusted_certs().await?.into_iter().map(|d| (d.fingerprint, d.state)).collect();
+        let mut signers: Vec<(String, String)> =
+            self.store.version_signers().await?.into_iter().map(|(p, f, _)| (p, f)).collect();
+        signers.dedup();
+        let now = SystemTime::now();
+        for (partner, fpr) in signers {
+            let finding = match find_for(trust, &partner, &fpr).map(|c| trust::cert_state(c, now)) {
+                Some(state @ CertState::Revoked { .. }) => {
+                    Some(("revoked", revoked_reason(&fpr, &state), "certificate.found-revoked"))
+                }
+                Some(_) => None,
+                None => Some((
+                    "missing",
+                    format!("signing certificate {fpr} is no longer registered for partner {partner}"),
+                    "certificate.found-missing",
+                )),
+            };
+            match finding {
+                Some((state, reason, action)) => {
+                    if let Some(quarantined) =
+                        self.store.distrust(&partner, &fpr, state, &reason, action, SYSTEM).await?
+                    {
+                        tracing::warn!(partner, fingerprint = fpr, state, versions = ?quarantined, "signer distrusted: versions quarantined");
+                    }
+                }
+                None if distrusted.contains_key(&fpr) => self.store.trust_again(&partner, &fpr, SYSTEM).await?,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Settings for `host`: the operator API's entry, else the config file's; `None`
+    /// if the operator configured neither.
+    pub async fn registry_settings(&self, host: &str) -> Result<Option<RegistrySettings>> {
+        let Some(row) = self.store.registries().await?.into_iter().find(|r| r.host.eq_ignore_ascii_case(host)) else {
+            return Ok(self.config.configured_registry(host).cloned());
+        };
+        let secret: RegistrySecret = match &row.secret {
+            Some(sealed) => {
+                let plain = self.sealer.open(sealed, &format!("registry/{host}")).map_err(Failure::internal)?;
+                serde_json::from_slice(&plain).map_err(Failure::internal)?
+            }
+            None => RegistrySecret::default(),
+        };
+        Ok(Some(RegistrySettings {
+            host: row.host,
+            insecure: row.insecure,
+            ca_bundle: None,
+            ca_pem: row.ca_pem,
+            username: row.username,
+            password: secret.password,
+            token: secret.token,
+            partners: row.partners,
+            blob_hosts: row.blob_hosts,
+            token_hosts: row.token_hosts,
+            private_addresses: row.private_addresses,
+        }))
+    }
+
+    // --- registration -----------------------------------------------------------------
+
+    /// Registers `partner/name` from `reference` (`host/repository:tag`), a registry the
+    /// operator configured, under a repository prefix the operator assigned the partner.
+    /// The allowlist is decided before any network I/O.
+    pub async fn register_from_registry(
+        &self,
+        partner: &str,
+        name: &str,
+        reference: &str,
+        actor: &str,
+    ) -> Result<Registered> {
+        let app = format!("{partner}/{name}");
+        let reference = reference.trim();
+        let parsed = ArtifactRef::parse(reference)
+            .map_err(|detail| Failure::unprocessable("invalid-reference", detail).field("reference"))?;
+        let (host, repository, tag) = match &parsed {
+            ArtifactRef::Layout { .. } => {
+                return Err(Failure::unprocessable(
+                    "layout-not-allowed",
+                    "oci-layout: directories are an operator's source (CLI, demo seed), not a partner's: \
+                     register from a registry the operator configured, host/repository:tag",
+                )
+                .field("reference"));
+            }
+            ArtifactRef::Registry { host, repository, tag } => (host, repository, tag),
+        };
+        let not_allowed = |detail: String| Failure::unprocessable("registry-not-allowed", detail).field("reference");
+        let Some(settings) = self.registry_settings(host).await? else {
+            return Err(not_allowed(format!(
+                "registry {host} is not configured by the operator: partners register only from registries the \
+                 operator configured"
+            )));
+        };
+        if !settings.allows(partner, repository) {
+            let prefixes = settings.prefixes(partner);
+            return Err(not_allowed(if prefixes.is_empty() {
+                format!(
+                    "repository {repository} on {host}: the operator assigned partner {partner} no repository prefix \
+                     on this registry"
+                )
+            } else {
+                format!(
+                    "repository {repository} on {host} is outside the repository prefixes assigned to partner \
+                     {partner} there ({})",
+                    prefixes.join(", ")
+                )
+            }));
+        }
+        let registry =
+            kiosk_distribution::registry::Registry::new(&settings, self.config.transfer).map_err(Failure::internal)?;
+        let source = registry.repository(repository);
+        self.register(&source, &app, tag, reference, actor).await
+    }
+
+    /// Registers `app@tag` from `source` (a registry repository, or an OCI layout the
+    /// operator chose): verified against the trust store and the operator's size caps,
+    /// pinned to the digest already registered for the tag if there is one.
+    pub async fn register(
+        &self,
+        source: &impl BlobSource,
+        app: &str,
+        tag: &str,
+        reference: &str,
+        actor: &str,
+    ) -> Result<Registered> {
+        let trust = self.trust().await?;
+        let pinned = self.store.version(app, tag).await?.and_then(|v| Digest::parse(&v.manifest_digest));
+        let artifact =
+            fetch_verified(source, app, tag, &trust, &self.config.artifacts, &HOST_API_VERSION, pinned.as_ref())
+                .await
+                .map_err(artifact_failure)?;
+        self.record_version(app, tag, &artifact, reference, actor).await
+    }
+
+    async fn record_version(
+        &self,
+        app: &str,
+        tag: &str,
+        artifact: &VerifiedArtifact,
+        reference: &str,
+        actor: &str,
+    ) -> Result<Registered> {
+        if self.store.version(app, tag).await?.is_some() {
+            return Err(Failure::conflict("version-exists", format!("{app}@{tag} is already registered")));
+        }
+        let manifest_json = String::from_utf8_lossy(&artifact.manifest_bytes).into_owned();
+        self.store
+            .register_version(
+                &artifact.manifest,
+                &manifest_json,
+                artifact.digest.as_str(),
+                artifact.component_digest.as_str(),
+                &artifact.component,
+                &artifact.signers.manifest.fingerprint,
+                reference,
+                actor,
+            )
+            .await?;
+        Ok(Registered {
+            app: app.to_string(),
+            version: tag.to_string(),
+            digest: artifact.digest.as_str().to_string(),
+            component_digest: artifact.component_digest.as_str().to_string(),
+            signer: artifact.signers.manifest.fingerprint.clone(),
+        })
+    }
+
+    // --- versions ---------------------------------------------------------------------
+
+    /// The versions of `partner/name`, or 404 if it has none.
+    pub async fn app_versions(&self, partner: &str, name: &str) -> Result<(String, Vec<VersionRow>)> {
+        let app = format!("{partner}/{name}");
+        let versions = self.store.versions(&app).await?;
+        if versions.is_empty() {
+            return Err(Failure::not_found(format!("no app {app:?}")).field("app"));
+        }
+        Ok((app, versions))
+    }
+
+    /// The runnable form of a registered version (compiled once, then cached).
+    pub async fn app_version(&self, row: &VersionRow) -> Result<AppVersion> {
+        let key = (row.app.clone(), row.version.clone());
+        if let Some(app) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(app.clone());
+        }
+        let manifest = Manifest::parse(row.manifest.as_bytes(), &HOST_API_VERSION)
+            .map_err(|e| Failure::unprocessable("host-api-mismatch", e.to_string()).field("hostApi"))?;
+        let bytes = self
+            .store
+            .component(&row.component_digest)
+            .await?
+            .ok_or_else(|| Failure::internal(format!("component {} missing", row.component_digest)))?;
+        let runtime = self.runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+            .await
+            .map_err(Failure::internal)?
+            .map_err(Failure::internal)?;
+        let app = self.runtime.prepare(manifest, Arc::new(loaded));
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(key, app.clone());
+        Ok(app)
+    }
+
+    /// The version an installation runs, ready to call.
+    pub async fn installed_app(&self, row: &InstallationRow) -> Result<AppVersion> {
+        let version = self
+            .store
+            .version(&row.app, &row.version)
+            .await?
+            .ok_or_else(|| Failure::internal(format!("installed version {}@{} missing", row.app, row.version)))?;
+        self.app_version(&version).await
+    }
+
+    /// Refuses a tenant without a valid licence for an app that requires one: checked at
+    /// install, upgrade and on every call, so a revoked or expired licence stops the
+    /// installation's calls too.
+    pub async fn check_entitlement(&self, tenant: &str, app: &AppVersion) -> Result<()> {
+        if !app.manifest.licensing.requires_entitlement {
+            return Ok(());
+        }
+        let forbidden = |kind, detail: String| Failure::forbidden(kind, detail).field("app");
+        match self.store.entitlement(tenant, &app.manifest.app).await? {
+            None => Err(forbidden(
+                "entitlement-missing",
+                format!("tenant {tenant} has no licence for {}", app.manifest.app),
+            )),
+            Some(e) if e.revoked => Err(forbidden(
+                "entitlement-revoked",
+                format!("the licence of tenant {tenant} for {} was revoked", app.manifest.app),
+            )),
+            Some(e) if e.expires_ms.is_some_and(|x| x <= kiosk_domain::metering::now_ms() as i64) => Err(forbidden(
+                "entitlement-expired",
+                format!("the licence of tenant {tenant} for {} has expired", app.manifest.app),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    // --- secrets ----------------------------------------------------------------------
+
+    /// The installation's secrets by JSON pointer (rows sealed before pointers were used
+    /// keyed top-level secrets by name: `apiKey` reads as `/apiKey`).
+    pub fn open_secrets(&self, row: &InstallationRow) -> Result<Map<String, Value>> {
+        let plain = self.sealer.open(&row.secrets, &format!("{}/{}", row.tenant, row.id)).map_err(Failure::internal)?;
+        let stored: Map<String, Value> = serde_json::from_slice(&plain).map_err(Failure::internal)?;
+        Ok(stored
+            .into_iter()
+            .map(
+                |(k, v)| {
+                    if k.starts_with('/') {
+                        (k, v)
+                    } else {
+                        (format!("/{}", k.replace('~', "~0").replace('/', "~1")), v)
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// The JSON pointers of the secrets that are set (never their values).
+    pub fn secrets_set(&self, row: &InstallationRow) -> Vec<String> {
+        self.open_secrets(row).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Stores `config` on the row: the public part as JSON, the secret part sealed.
+    fn set_config(&self, row: &mut InstallationRow, config: &Value, secret_pointers: &[String]) {
+        let (public, secrets) = split_secrets(config, secret_pointers);
+        row.config = public.to_string();
+        row.secrets =
+            self.sealer.seal(Value::Object(secrets).to_string().as_bytes(), &format!("{}/{}", row.tenant, row.id));
+    }
+
+    /// The full config the app sees: public part plus opened secrets.
+    fn full_config(&self, row: &InstallationRow) -> Result<Value> {
+        let mut config: Value = serde_json::from_str(&row.config).map_err(Failure::internal)?;
+        for (ptr, v) in self.open_secrets(row)? {
+            kiosk_domain::manifest::put_pointer(&mut config, &ptr, v);
+        }
+        Ok(config)
+    }
+
+    // --- installations ----------------------------------------------------------------
+
+    pub async fn installation(&self, tenant: &str, id: &str) -> Result<InstallationRow> {
+        self.store.installation(tenant, id).await?.ok_or_else(|| Failure::not_found(format!("no installation {id:?}")))
+    }
+
+    /// Installs an app for `tenant`: resolve the version → load it → check the licence →
+    /// validate the config → `validate-config` and `install` hooks → record. Nothing is
+    /// left behind on failure (the hooks' key-value data is removed).
+    pub async fn install(&self, tenant: &str, request: InstallRequest, actor: &str) -> Result<InstallationRow> {
+        let (partner, name) = request
+            .app
+            .split_once('/')
+            .ok_or_else(|| Failure::not_found(format!("no app {:?}", request.app)).field("app"))?;
+        let (app_id, versions) = self.app_versions(partner, name).await?;
+        let row = resolve_version(&app_id, &versions, request.version.as_deref(), request.track.as_deref())?;
+        let app = self.app_version(&row).await?;
+        self.check_entitlement(tenant, &app).await?;
+        let (config, secret_pointers) = resolve_config(&app, request.config).await?;
+        let inst = Installation::new(tenant, request.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
+        let config_text = config.to_string();
+        let outcome: Result<()> = async {
+            let checked = self.runtime.validate_config(&app, &inst, &config_text).await.map_err(call_failure)?;
+            checked.result.map_err(|r| refusal_failure("validate-config", &r))?;
+            let installed = self.runtime.install(&app, &inst, &config_text).await.map_err(call_failure)?;
+            installed.result.map_err(|r| refusal_failure("install", &r))
+        }
+        .await;
+        let now = kiosk_domain::metering::now_ms() as i64;
+        let mut record = InstallationRow {
+            id: inst.id.clone(),
+            tenant: tenant.to_string(),
+            app: app_id,
+            version: row.version.clone(),
+            config: String::new(),
+            secrets: Vec::new(),
+            created_ms: now,
+            updated_ms: now,
+        };
+        self.set_config(&mut record, &config, &secret_pointers);
+        // The version is checked again as the row is written: a yank or a quarantine
+        // committed while the hooks ran wins.
+        let recorded = match outcome {
+            Ok(()) => match self.store.install_if_installable(&record, actor).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(NotInstallable(now))) => installable(&record.app, &now),
+                Err(e) => Err(Failure::from(e)),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            self.store.delete_installation_data(tenant, &inst.id).await?;
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    /// Replaces an installation's configuration: secret values the new config leaves
+    /// out keep their current value; `validate-config` and `configure` hooks run first.
+    pub async fn configure(&self, tenant: &str, id: &str, config: Value, actor: &str) -> Result<InstallationRow> {
+        let mut row = self.installation(tenant, id).await?;
+        let app = self.installed_app(&row).await?;
+        self.check_entitlement(tenant, &app).await?;
+        let old = self.full_config(&row)?;
+        let mut new = config;
+        if new.is_object() {
+            for (ptr, v) in self.open_secrets(&row)? {
+                if new.pointer(&ptr).is_none() {
+                    kiosk_domain::manifest::put_pointer(&mut new, &ptr, v);
+                }
+            }
+        }
+        let (config, secret_pointers) = resolve_config(&app, Some(new)).await?;
+        let inst = Installation::new(tenant, id);
+        let (old_text, new_text) = (old.to_string(), config.to_string());
+        let checked = self.runtime.validate_config(&app, &inst, &new_text).await.map_err(call_failure)?;
+        checked.result.map_err(|r| refusal_failure("validate-config", &r))?;
+        let done = self.runtime.configure(&app, &inst, &old_text, &new_text).await.map_err(call_failure)?;
+        done.result.map_err(|r| refusal_failure("configure", &r))?;
+        self.set_config(&mut row, &config, &secret_pointers);
+        self.store.update_installation(&row, "installation.configure", actor).await?;
+        self.installation(tenant, id).await
+    }
+
+    /// Moves an installation to another version through the new version's `upgrade`
+    /// hook. A downgrade needs `allow_downgrade`.
+    pub async fn upgrade(
+        &self,
+        tenant: &str,
+        id: &str,
+        request: UpgradeRequest,
+        actor: &str,
+    ) -> Result<InstallationRow> {
+        let mut row = self.installation(tenant, id).await?;
+        let versions = self.store.versions(&row.app).await?;
+        let target = resolve_version(&row.app, &versions, request.version.as_deref(), request.track.as_deref())?;
+        let (from, to) = (
+            semver::Version::parse(&row.version).map_err(Failure::internal)?,
+            semver::Version::parse(&target.version).map_err(Failure::internal)?,
+        );
+        if to == from {
+            return Err(Failure::conflict("same-version", format!("installation is already on {to}")).field("version"));
+        }
+        if to < from && !request.allow_downgrade {
+            return Err(Failure::unprocessable(
+                "downgrade-refused",
+                format!("{to} is lower than {from}; set allowDowngrade to downgrade"),
+            )
+            .field("version"));
+        }
+        let app = self.app_version(&target).await?;
+        self.check_entitlement(tenant, &app).await?;
+        let (config, secret_pointers) = resolve_config(&app, Some(self.full_config(&row)?)).await?;
+        let inst = Installation::new(tenant, id);
+        let done =
+            self.runtime.upgrade(&app, &inst, &from.to_string(), &config.to_string()).await.map_err(call_failure)?;
+        done.result.map_err(|r| refusal_failure("upgrade", &r))?;
+        row.version = target.version.clone();
+        self.set_config(&mut row, &config, &secret_pointers);
+        // Checked again as the row is written (a yank or quarantine during the hook wins);
+        // the old version keeps running.
+        if let Err(NotInstallable(now)) = self.store.upgrade_installation(&row, actor).await? {
+            installable(&row.app, &now)?;
+        }
+        self.installation(tenant, id).await
+    }
+
+    /// Removes an installation. The app's hook is asked, but never keeps the tenant in: a
+    /// refusal, a trap or a limit is recorded (audit) and returned as `Some(detail)`, and
+    /// the installation goes anyway. Only what a retry can fix (admission, shutdown, the
+    /// host's storage) stops the uninstall.
+    pub async fn uninstall(&self, tenant: &str, id: &str, actor: &str) -> Result<Option<String>> {
+        let row = self.installation(tenant, id).await?;
+        let inst = Installation::new(tenant, id);
+        let hook_failure = match self.installed_app(&row).await {
+            Err(e) => Some(format!("the app could not be loaded: {}", e.detail)),
+            Ok(app) => match self.runtime.uninstall(&app, &inst).await {
+                Ok(done) => done.result.err().map(|r| format!("the app refused: {} ({})", r.message, r.code)),
+                Err(e) => match e.kind {
+                    CallErrorKind::Busy(_) | CallErrorKind::ShuttingDown | CallErrorKind::Storage(_) => {
+                        return Err(call_failure(e));
+                    }
+                    kind => Some(format!("the hook failed: {kind}")),
+                },
+            },
+        };
+        self.store.delete_installation_noting(tenant, id, actor, hook_failure.as_deref()).await?;
+        // Logs of a hook that did not succeed were kept by the runtime; the installation is gone.
+        self.runtime.services().logs.purge(&inst.scope());
+        Ok(hook_failure)
+    }
+
+    /// Calls `operation` of an installation with `input` (JSON). The licence is checked
+    /// on every call.
+    pub async fn invoke(&self, tenant: &str, id: &str, operation: &str, input: &Value) -> Result<Invoked> {
+        let row = self.installation(tenant, id).await?;
+        let app = self.installed_app(&row).await?;
+        self.check_entitlement(tenant, &app).await?;
+        let inst = Installation::new(tenant, id);
+        let outcome = self.runtime.invoke(&app, &inst, operation, &input.to_string()).await.map_err(call_failure)?;
+        let output = outcome.result.map_err(|r| refusal_failure(operation, &r))?;
+        let output: Value = serde_json::from_str(&output).unwrap_or(Value::String(output));
+        Ok(Invoked { output, usage: outcome.usage })
+    }
+}
+
+/// What one `usage.report` call gave.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    pub accepted: Vec<UsageEvent>,
+    pub refused: Vec<kiosk_runtime::runtime::RefusedRecord>,
+}
+
+impl Kiosk {
+    /// Asks an installation for its usage in `window` now (the collector does this once
+    /// per window; `kiosk run` after its call).
+    pub async fn report(&self, row: &InstallationRow, window: kiosk_runtime::world::UsageWindow) -> Result<Reported> {
+        let app = self.installed_app(row).await?;
+        let inst = Installation::new(&row.tenant, &row.id);
+        let outcome = self.runtime.report(&app, &inst, window).await.map_err(call_failure)?;
+        let report = outcome.result.map_err(|r| refusal_failure("report", &r))?;
+        Ok(Reported { accepted: report.accepted, refused: report.refused })
+    }
+}
+
+pub fn find_for<'a>(trust: &'a TrustStore, partner: &str, fingerprint: &str) -> Option<&'a sequoia_openpgp::Cert> {
+    trust.certificates().find(|(p, c)| *p == partner && c.fingerprint().to_hex() == fingerprint).map(|(_, c)| c)
+}
+
+pub fn revoked_reason(fingerprint: &str, state: &CertState) -> String {
+    match state {
+        CertState::Revoked { reason: Some(reason), .. } => {
+            format!("signing certificate {fingerprint} was revoked ({reason})")
+        }
+        _ => format!("signing certificate {fingerprint} was revoked"),
+    }
+}
+
+/// The failure for a refused artifact. Registry failures are Kiosk's words
+/// (`RemoteFailure`): a remote body or error text never reaches the answer.
+pub fn artifact_failure(e: ArtifactError) -> Failure {
+    let (class, kind) = match &e {
+        ArtifactError::TagNotFound { .. } => (Class::NotFound, "tag-not-found"),
+        ArtifactError::MovedTag { .. } => (Class::Conflict, "moved-tag"),
+        ArtifactError::Signature(_) => (Class::Unprocessable, "signature-refused"),
+        ArtifactError::Manifest(kiosk_domain::manifest::ManifestError::HostApi { .. }) => {
+            (Class::Unprocessable, "host-api-mismatch")
+        }
+        ArtifactError::Manifest(_) => (Class::Unprocessable, "manifest-invalid"),
+        ArtifactError::Remote(r) if r.failure.is_policy() => (Class::Unprocessable, "registry-not-allowed"),
+        ArtifactError::Remote(r) if r.failure.is_refusal() => (Class::Upstream, "registry-refused"),
+        ArtifactError::Remote(_) | ArtifactError::Source { .. } => (Class::Upstream, "registry-unavailable"),
+        _ => (Class::Unprocessable, "artifact-refused"),
+    };
+    Failure::new(class, kind, e.to_string()).field("reference")
+}
+
+/// Refuses a version that takes no new installs or upgrades: yanked, or quarantined
+/// (the failure names why, e.g. the revoked certificate that signed it).
+pub fn installable(app: &str, v: &VersionRow) -> Result<()> {
+    if v.quarantined {
+        let why = v.quarantine_reason.as_deref().unwrap_or("quarantined");
+        return Err(Failure::unprocessable(
+            "version-quarantined",
+            format!("{app}@{} is quarantined ({why}): no new installs or upgrades", v.version),
+        )
+        .field("version"));
+    }
+    if v.yanked {
+        return Err(Failure::unprocessable(
+            "version-yanked",
+            format!("{app}@{} is yanked: no new installs", v.version),
+        )
+        .field("version"));
+    }
+    Ok(())
+}
+
+/// Picks the version an install or upgrade asks for. Ranges, tracks and `latest` skip
+/// yanked and quarantined versions; an exact one that is either is refused.
+pub fn resolve_version(
+    app: &str,
+    versions: &[VersionRow],
+    version: Option<&str>,
+    track: Option<&str>,
+) -> Result<VersionRow> {
+    let unprocessable = |kind, detail: String, field: &str| Failure::unprocessable(kind, detail).field(field);
+    if let Some(exact) = version.filter(|v| semver::Version::parse(v).is_ok()) {
+        let v = versions
+            .iter()
+            .find(|v| v.version == exact)
+            .ok_or_else(|| Failure::not_found(format!("{app} has no version {exact}")).field("version"))?;
+        installable(app, v)?;
+        return Ok(v.clone());
+    }
+    let (req, field) = match (version, track) {
+        (Some(range), None) => (
+            semver::VersionReq::parse(range)
+                .map_err(|e| unprocessable("invalid-range", format!("version {range:?}: {e}"), "version"))?,
+            "version",
+        ),
+        (None, Some(track)) => (
+            semver::VersionReq::parse(&format!("={track}"))
+                .map_err(|e| unprocessable("invalid-track", format!("track {track:?}: {e}"), "track"))?,
+            "track",
+        ),
+        (None, None) => (semver::VersionReq::STAR, "version"),
+        (Some(_), Some(_)) => {
+            return Err(unprocessable("invalid-request", "give either version or track, not both".into(), "track"));
+        }
+    };
+    let matching = || {
+        versions
+            .iter()
+            .filter_map(|v| semver::Version::parse(&v.version).ok().filter(|sv| req.matches(sv)).map(|sv| (sv, v)))
+    };
+    if let Some((_, v)) = matching().filter(|(_, v)| !v.yanked && !v.quarantined).max_by(|a, b| a.0.cmp(&b.0)) {
+        return Ok(v.clone());
+    }
+    // Nothing installable: name the quarantine if that is what stands in the way.
+    if let Some((_, v)) = matching().filter(|(_, v)| !v.yanked).max_by(|a, b| a.0.cmp(&b.0)) {
+        installable(app, v)?;
+    }
+    let detail = format!("no version of {app} that is neither yanked nor quarantined matches {req}");
+    Err(unprocessable("no-matching-version", detail, field))
+}
+
+/// Splits a resolved config into its public part and its secret (`writeOnly`) part,
+/// keyed by JSON pointer (`/auth/token`, `/servers/0/key`).
+fn split_secrets(config: &Value, secret_pointers: &[String]) -> (Value, Map<String, Value>) {
+    let mut public = config.clone();
+    let mut secrets = Map::new();
+    for ptr in secret_pointers {
+        if let Some(v) = kiosk_domain::manifest::take_pointer(&mut public, ptr) {
+            secrets.insert(ptr.clone(), v);
+        }
+    }
+    (public, secrets)
+}
+
+/// A call that did not complete: admission refusals are rate-limited (the tenant's own
+/// limits) or unavailable (no sandbox slot), with a retry time; a call too big for its
+/// limits is too large; a host storage or metering failure is unavailable; the app's own
+/// failure (a limit it hit, a trap) is upstream. Every detail names the limit.
+pub fn call_failure(e: CallFailure) -> Failure {
+    use kiosk_runtime::admission::Refusal;
+    use kiosk_runtime::error::CallErrorKind as K;
+    match &e.kind {
+        K::Busy(refusal) => {
+            let (class, kind) = match refusal {
+                Refusal::TenantConcurrency { .. } => (Class::RateLimited, "tenant-concurrency-limit"),
+                Refusal::TenantRate { .. } => (Class::RateLimited, "tenant-rate-limit"),
+                Refusal::NoSlot { .. } => (Class::Unavailable, "no-sandbox-slot"),
+            };
+            Failure::new(class, kind, refusal.to_string()).retry_after(refusal.retry_after_s())
+        }
+        K::ShuttingDown => Failure::new(Class::Unavailable, "shutting-down", e.to_string()).retry_after(1),
+        K::InputTooLarge { .. } => Failure::new(Class::TooLarge, "input-too-large", e.to_string()),
+        // The host's own storage failed: its text (database errors) stays in the log.
+        K::Storage(_) => {
+            tracing::error!(failure = %e, "a call could not commit its key-value changes");
+            Failure::new(
+                Class::Unavailable,
+                "storage-unavailable",
+                format!(
+                    "{}: the host's storage is unavailable, nothing the call did was kept; see the server log",
+                    e.call
+                ),
+            )
+            .retry_after(1)
+        }
+        K::Metering(_) => {
+            tracing::error!(failure = %e, "a call's usage was not recorded");
+            Failure::new(
+                Class::Unavailable,
+                "usage-not-recorded",
+                format!(
+                    "{}: the call's usage could not be recorded, so the call does not count; see the server log",
+                    e.call
+                ),
+            )
+            .retry_after(1)
+        }
+        _ => Failure::new(Class::Upstream, "app-failed", e.to_string()),
+    }
+}
+
+/// The app refused on purpose (its WIT error): its message reaches the caller.
+pub fn refusal_failure(step: &str, r: &AppRefusal) -> Failure {
+    Failure::unprocessable("app-refused", format!("{step}: the app refused: {} ({})", r.message, r.code))
+}
+
+/// How long validating one configuration may take. The schema's patterns run in linear
+/// time and its size is capped at registration, so this is a backstop, not a tuning knob.
+const CONFIG_VALIDATION_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Applies defaults and validates `config` against the app's schema, off the async
+/// workers (a blocking thread) and within `CONFIG_VALIDATION_BUDGET`. Returns the
+/// resolved config and the JSON pointers of its secrets.
+pub async fn resolve_config(app: &AppVersion, config: Option<Value>) -> Result<(Value, Vec<String>)> {
+    let schema_json = app.manifest.config.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let schema = ConfigSchema::compile(&schema_json).map_err(Failure::internal)?;
+        let config = config.unwrap_or_else(|| json!({}));
+        let resolved = schema.resolve(config).map_err(|e| {
+            let mut err = Failure::unprocessable("config-invalid", e.to_string());
+            err.field = e.problems.first().map(|p| format!("config{}", p.split(':').next().unwrap_or("")));
+            err.errors = e.problems;
+            err
+        })?;
+        let secrets = schema.secret_pointers(&resolved);
+        Ok((resolved, secrets))
+    });
+    match tokio::time::timeout(CONFIG_VALIDATION_BUDGET, work).await {
+        Ok(joined) => joined.map_err(Failure::internal)?,
+        Err(_) => Err(Failure::unprocessable(
+            "config-validation-timeout",
+            format!(
+                "validating the configuration against the schema of {} took longer than {} ms",
+                app.manifest.app,
+                CONFIG_VALIDATION_BUDGET.as_millis()
+            ),
+        )
+        .field("config")),
+    }
+}

@@ -1,0 +1,879 @@
+//! The runtime: one wasmtime `Engine` (pooling allocator, copy-on-write memory images,
+//! epoch interruption driven by a ticker thread, optional fuel), components compiled
+//! once per digest through the disk cache, an `InstancePre` per component, and a fresh
+//! `Store` per call owned by one tenant.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+
+use crate::admission::{Admission, AdmissionSettings, Origin};
+use crate::cache::{self, CacheOutcome, CompileCache};
+use crate::error::{CallErrorKind, CallFailure, CallSite, LoadError};
+use crate::kv_session::KvSession;
+use crate::logs::{self, Level, LogLine, LogStore};
+use crate::sandbox::{Attribution, HostState, LimitHit, StderrLimitExceeded};
+use crate::world::{self, App, AppPre, CallContext, UsageWindow};
+use kiosk_domain::digest::Digest;
+use kiosk_domain::kv::{KvScope, KvStore};
+use kiosk_domain::limits::{CallLimits, SandboxLimits};
+use kiosk_domain::manifest::Manifest;
+use kiosk_domain::metering::{
+    MAX_IDEMPOTENCY_KEY_BYTES, MAX_QUANTITY, MeteringSink, SinkOutcome, UsageEvent, UsageSource, now_ms,
+};
+
+/// How often the ticker advances the engine's epoch. Calls time out within one tick
+/// (plus scheduling) of their limit.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+const MIB: u64 = 1024 * 1024;
+
+/// Where a call's effects go once it completes.
+#[derive(Clone)]
+pub struct Services {
+    pub kv: Arc<dyn KvStore>,
+    pub logs: Arc<LogStore>,
+    pub metering: Arc<dyn MeteringSink>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
+}
+
+/// Operator settings of the runtime.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeSettings {
+    pub limits: SandboxLimits,
+    /// Admission control (per-tenant concurrency and rate, slot wait).
+    pub admission: AdmissionSettings,
+    /// Directory of the compile cache; `None` compiles in memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A component compiled and linked, ready to instantiate.
+pub struct LoadedComponent {
+    pub digest: Digest,
+    /// Whether it came from the disk cache.
+    pub outcome: CacheOutcome,
+    pre: AppPre<HostState>,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("digest", &self.digest)
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One app version ready to run: its manifest, component and effective limits.
+#[derive(Debug, Clone)]
+pub struct AppVersion {
+    pub manifest: Arc<Manifest>,
+    pub component: Arc<LoadedComponent>,
+    pub limits: CallLimits,
+    /// Every SKU the version declares.
+    skus: Arc<HashSet<String>>,
+    /// The SKUs the guest may meter (those without `operations`: host-metered SKUs are
+    /// the host's alone, so a guest cannot bill them twice).
+    guest_skus: Arc<HashSet<String>>,
+}
+
+/// One tenant's installation of an app: the unit of isolation for state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Installation {
+    pub tenant: String,
+    pub id: String,
+}
+
+impl Installation {
+    pub fn new(tenant: impl Into<String>, id: impl Into<String>) -> Self {
+        Self { tenant: tenant.into(), id: id.into() }
+    }
+
+    /// The key-value and log scope of this installation.
+    pub fn scope(&self) -> KvScope {
+        KvScope { tenant: self.tenant.clone(), installation: self.id.clone() }
+    }
+}
+
+/// Longest app-error message (and trap text) shown anywhere, bytes.
+pub const MAX_APP_TEXT_BYTES: usize = 4 * 1024;
+/// Longest app-error code, bytes.
+pub const MAX_APP_CODE_BYTES: usize = 128;
+
+/// The app's refusal (WIT `app-error`), as the tenant will see it: capped and stripped
+/// of control and bidi-override characters (guest text is hostile).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("the app refused: {message} ({code})")]
+pub struct AppRefusal {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<world::AppError> for AppRefusal {
+    fn from(e: world::AppError) -> Self {
+        Self {
+            code: logs::sanitize_capped(&e.code, MAX_APP_CODE_BYTES),
+            message: logs::sanitize_capped(&e.message, MAX_APP_TEXT_BYTES),
+        }
+    }
+}
+
+/// A call that completed: the app's answer (which may be a refusal), and the usage and
+/// log lines it produced (already committed and stored).
+#[derive(Debug)]
+pub struct CallOutcome<T> {
+    pub result: Result<T, AppRefusal>,
+    pub usage: Vec<UsageEvent>,
+    pub logs: Vec<LogLine>,
+}
+
+/// What `usage.report` returned, split into accepted events and refused records.
+#[derive(Debug, Clone, Default)]
+pub struct ReportedUsage {
+    pub accepted: Vec<UsageEvent>,
+    pub refused: Vec<RefusedRecord>,
+    /// The sink's verdict per accepted event, before `report` sorts them.
+    verdicts: Vec<SinkOutcome>,
+}
+
+/// A reported usage record the host refused, with the reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedRecord {
+    pub sku: String,
+    pub quantity: u64,
+    pub idempotency_key: String,
+    pub reason: String,
+}
+
+/// Advances the engine's epoch every `EPOCH_TICK` until dropped.
+#[derive(Debug)]
+struct EpochTicker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new().name("kiosk-epoch".into()).spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(Self { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The runtime.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<CompileCache>,
+    limits: SandboxLimits,
+    admission: Admission,
+    services: Services,
+    call_prefix: String,
+    call_seq: AtomicU64,
+    /// Set once by `shut_down`: running calls end, new ones are refused.
+    shutdown: tokio::sync::watch::Sender<bool>,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+/// The runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid sandbox limits: {0}")]
+    Limits(String),
+    #[error("cannot configure the wasm engine: {0}")]
+    Engine(String),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+impl Runtime {
+    /// Starts a runtime: engine, linker, compile cache and epoch ticker.
+    pub fn new(settings: RuntimeSettings, services: Services) -> Result<Self, RuntimeError> {
+        let limits = settings.limits;
+        limits.validate().map_err(RuntimeError::Limits)?;
+        settings.admission.validate().map_err(RuntimeError::Limits)?;
+        let admission = Admission::new(settings.admission, limits.max_concurrent_instances);
+        let engine = Engine::new(&engine_config(&limits)).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        App::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let cache = settings.cache_dir.as_deref().map(|dir| CompileCache::open(dir, &engine)).transpose()?;
+        let ticker = EpochTicker::start(engine.clone()).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            limits,
+            admission,
+            services,
+            call_prefix: uuid::Uuid::new_v4().simple().to_string(),
+            call_seq: AtomicU64::new(0),
+            shutdown: tokio::sync::watch::Sender::new(false),
+            _ticker: ticker,
+        })
+    }
+
+    /// The shared engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stops the runtime: calls in flight end now with `ShuttingDown` (their effects
+    /// dropped, as for any failed call) and new calls are refused, so a graceful server
+    /// shutdown never waits for a guest's deadline.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Admission control of this runtime's calls.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// The services calls commit to.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Compiles (or loads from the disk cache) and links a component.
+    pub fn load(&self, wasm: &[u8]) -> Result<LoadedComponent, LoadError> {
+        let digest = Digest::of(wasm);
+        let (component, outcome) = match &self.cache {
+            Some(cache) => cache.get_or_compile(&self.engine, wasm, &digest)?,
+            None => (cache::compile(&self.engine, wasm, &digest)?, CacheOutcome::Compiled),
+        };
+        let pre = self.link(&component, &digest)?;
+        Ok(LoadedComponent { digest, outcome, pre })
+    }
+
+    fn link(&self, component: &Component, digest: &Digest) -> Result<AppPre<HostState>, LoadError> {
+        let not_an_app = |e: wasmtime::Error| LoadError::NotAnApp {
+            digest: digest.clone(),
+            world: world::HOST_API_VERSION,
+            message: format!("{e:#}"),
+        };
+        let pre = self.linker.instantiate_pre(component).map_err(not_an_app)?;
+        AppPre::new(pre).map_err(not_an_app)
+    }
+
+    /// Binds a loaded component to its manifest, with the limits its calls will run under.
+    pub fn prepare(&self, manifest: Manifest, component: Arc<LoadedComponent>) -> AppVersion {
+        let limits = self.limits.for_app(&manifest.limits);
+        let skus = Arc::new(manifest.sku_ids().map(str::to_string).collect());
+        let guest_skus =
+            Arc::new(manifest.skus.iter().filter(|s| s.operations.is_empty()).map(|s| s.id.clone()).collect());
+        AppVersion { manifest: Arc::new(manifest), component, limits, skus, guest_skus }
+    }
+
+    /// `lifecycle.validate-config`.
+    pub async fn validate_config(
+        &self,
+        app: &AppVersion,
+        inst: &Installation,
+        config: &str,
+    ) -> Result<CallOutcome<()>, CallFailure> {
+        self.call(app, inst, Export::ValidateConfig(config), Origin::Tenant).await.map(CallOutcome::done)
+    }
+
+    /// `lifecycle.install`.
+    pub async fn install(
+        &self,
+        app: &AppVersion,
+        inst: &Installation,
+        config: &str,
+    ) -> Result<CallOutcome<()>, CallFailure> {
+        self.call(app, inst, Export::Install(config), Origin::Tenant).await.map(CallOutcome::done)
+    }
+
+    /// `lifecycle.configure`.
+    pub async fn configure(
+        &self,
+        app: &AppVersion,
+        inst: &Installation,
+        old: &str,
+        new: &str,
+    ) -> Result<CallOutcome<()>, CallFailure> {
+        self.call(app, inst, Export::Configure(old, new), Origin::Tenant).await.map(CallOutcome::done)
+    }
+
+    /// `lifecycle.upgrade`, called on the new version.
+    pub async fn upgrade(
+        &self,
+        app: &AppVersion,
+        inst: &Installation,
+        from: &str,
+        config: &str,
+    ) -> Result<CallOutcome<()>, CallFailure> {
+        self.call(app, inst, Export::Upgrade(from, config), Origin::Tenant).await.map(CallOutcome::done)
+    }
+
+    /// `lifecycle.uninstall`; on success the installation's key-value data and logs are purged.
+    pub async fn uninstall(&self, app: &AppVersion, inst: &Installation) -> Result<CallOutcome<()>, CallFailure> {
+        let outcome = self.call(app, inst, Export::Uninstall, Origin::Tenant).await.map(CallOutcome::done)?;
+        if outcome.result.is_ok() {
+            let scope = inst.scope();
+            self.services
+                .kv
+                .purge(&scope)
+                .await
+                .map_err(|e| self.failure(app, inst, "lifecycle.uninstall", CallErrorKind::Storage(e.to_string())))?;
+            self.services.logs.purge(&scope);
+        }
+        Ok(outcome)
+    }
+
+    /// `calls.invoke`. A successful call meters one unit of every SKU listing `operation`.
+    pub async fn invoke(
+        &self,
+        app: &AppVersion,
+        inst: &Installation,
+        operation: &str,
+        input: &str,
+    ) -> Result<CallOutcome<String>, CallFailure> {
+        let outcome = self.call(app, inst, Export::Invoke(operation, input), Origin::Tenant).await?;
+        Ok(CallOutcome {
+            result: outcome.result.map(|answer| match answer {
+                Answer::Output(output) => output,
+                _ => String::new(),
+            }),
+            usage: outcome.usage,
+            logs: outcome.logs,
+        })
+    }
+
+    /// `usage.report` for `window`, called by the host (collection): every record is
+    /// judged before anything is submitted (declared, guest-metered SKU; quantity
+    /// 1..=2^53-1; key 1-200 bytes without NUL; at most `max-usage-events-per-call`
+    /// records, else the whole report fails with a named limit); refused records come
+    /// back with their reasons, and so do records the ledger refuses (a key recorded
+    /// before with another quantity). Only accepted records count.
+    pub async fn report(
+        &self,
+        app: &AppVersion,
+        inst: &Installation,
+        window: UsageWindow,
+    ) -> Result<CallOutcome<ReportedUsage>, CallFailure> {
+        let outcome = self.call(app, inst, Export::Report(window), Origin::Host).await?;
+        let mut usage = outcome.usage;
+        let result = match outcome.result {
+            Ok(Answer::Reported(mut reported)) => {
+                // The ledger's verdicts on the accepted records (already committed by `call`).
+                let verdicts = std::mem::take(&mut reported.verdicts);
+                let mut accepted = Vec::with_capacity(reported.accepted.len());
+                for (event, verdict) in reported.accepted.drain(..).zip(verdicts) {
+                    match verdict {
+                        SinkOutcome::Stored | SinkOutcome::Duplicate => accepted.push(event),
+                        SinkOutcome::Refused(reason) => reported.refused.push(RefusedRecord {
+                            sku: event.sku.clone(),
+                            quantity: event.quantity,
+                            idempotency_key: event
+                                .idempotency_key
+                                .strip_prefix(&format!("{}/report/", inst.id))
+                                .unwrap_or(&event.idempotency_key)
+                                .to_string(),
+                            reason,
+                        }),
+                    }
+                }
+                // What the call metered, less the report records the sink refused (keys are
+                // unique within a call: `judge_report` refuses repeats).
+                let refused: HashSet<String> =
+                    reported.refused.iter().map(|r| format!("{}/report/{}", inst.id, r.idempotency_key)).collect();
+                usage.retain(|u| u.source != UsageSource::Report || !refused.contains(&u.idempotency_key));
+                reported.accepted = accepted;
+                Ok(reported)
+            }
+            Ok(_) => Ok(ReportedUsage::default()),
+            Err(refusal) => Err(refusal),
+        };
+        Ok(CallOutcome { result, usage, logs: outcome.logs })
+    }
+
+    fn failure(&self, app: &AppVersion, inst: &Installation, export: &'static str, kind: CallErrorKind) -> CallFailure {
+        CallFailure {
+            call: Box::new(CallSite {
+                tenant: inst.tenant.clone(),
+                installation: inst.id.clone(),
+                app: app.manifest.app.clone(),
+                version: app.manifest.version.to_string(),
+                digest: app.component.digest.clone(),
+                export,
+            }),
+            kind,
+        }
+    }
+
+    /// Runs one export in a fresh Store under its wall-time deadline and, if it
+    /// completed, commits its key-value changes, usage and logs (in that order; the
+    /// Store is gone by then).
+    ///
+    /// The deadline holds whatever the guest does: wasm that computes is interrupted at
+    /// an epoch tick after the deadline (and yields to the executor every tick before
+    /// it), and a guest waiting in a host call (a WASI sleep or poll) is a pending
+    /// future that is dropped at the deadline, freeing its sandbox slot at once.
+    async fn call(
+        &self,
+        app: &AppVersion,
+        inst: &Installation,
+        export: Export<'_>,
+        origin: Origin,
+    ) -> Result<CallOutcome<Answer>, CallFailure> {
+        let name = export.name();
+        let limits = &app.limits;
+        let input_len = export.input_len() as u64;
+        if input_len > limits.max_input_bytes {
+            return Err(self.failure(
+                app,
+                inst,
+                name,
+                CallErrorKind::InputTooLarge { size: input_len, limit: limits.max_input_bytes },
+            ));
+        }
+        let mut shutdown = self.shutdown.subscribe();
+        if *shutdown.borrow_and_update() {
+            return Err(self.failure(app, inst, name, CallErrorKind::ShuttingDown));
+        }
+        let _permit = self
+            .admission
+            .admit(&inst.tenant, origin)
+            .await
+            .map_err(|r| self.failure(app, inst, name, CallErrorKind::Busy(r)))?;
+        let scope = inst.scope();
+        let kv = if app.manifest.capabilities.key_value {
+            let snapshot = self
+                .services
+                .kv
+                .load(&scope)
+                .await
+                .map_err(|e| self.failure(app, inst, name, CallErrorKind::Storage(e.to_string())))?;
+            Some(KvSession::new(snapshot, limits.kv_quota_bytes, limits.kv_max_key_bytes))
+        } else {
+            None
+        };
+        let who = Arc::new(Attribution {
+            tenant: inst.tenant.clone(),
+            installation: inst.id.clone(),
+            app: app.manifest.app.clone(),
+            version: app.manifest.version.to_string(),
+            call_id: format!("{}-{}", self.call_prefix, self.call_seq.fetch_add(1, Ordering::Relaxed)),
+        });
+        let ctx = CallContext {
+            tenant_id: who.tenant.clone(),
+            installation_id: who.installation.clone(),
+            app_id: who.app.clone(),
+            app_version: who.version.clone(),
+        };
+
+        let (result, mut state) = {
+            let mut store = Store::new(&self.engine, HostState::new(limits, who, app.guest_skus.clone(), kv));
+            store.limiter(|s| &mut s.limiter);
+            store.set_hostcall_fuel(usize::try_from(limits.max_host_copy_bytes).unwrap_or(usize::MAX));
+            store.set_max_component_handles(limits.max_handles as usize);
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.timeout_ms);
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                Ok(if tokio::time::Instant::now() >= deadline {
+                    UpdateDeadline::Interrupt
+                } else {
+                    UpdateDeadline::Yield(1)
+                })
+            });
+            if let Some(fuel) = limits.fuel {
+                // Fuel is enabled in the engine whenever the operator sets a budget.
+                let _ = store.set_fuel(fuel);
+            }
+            let run = tokio::time::timeout_at(deadline, self.run(app, &mut store, &ctx, export));
+            let stopped = async {
+                // Resolves once the runtime shuts down (never, if the sender is gone).
+                if shutdown.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let outcome = tokio::select! {
+                outcome = run => Some(outcome),
+                () = stopped => None,
+            };
+            let result = match outcome {
+                None => Err(CallErrorKind::ShuttingDown),
+                Some(Ok(Ok(answer))) => Ok(answer),
+                Some(Ok(Err(RunError { instantiating, error }))) => Err(match self.classify(error, &store, limits) {
+                    CallErrorKind::Trap { message } if instantiating => CallErrorKind::Instantiate { message },
+                    other => other,
+                }),
+                // The guest was waiting in a host call (or between ticks) at its deadline:
+                // its future is dropped here, and the Store with it below.
+                Some(Err(_elapsed)) => Err(CallErrorKind::Timeout { limit_ms: limits.timeout_ms }),
+            };
+            (result, store.into_data())
+        };
+        state.collect_stderr();
+
+        match result {
+            Ok(answer) => {
+                if let Some(session) = state.kv.take() {
+                    let changes = session.into_changes();
+                    if !changes.is_empty() {
+                        self.services
+                            .kv
+                            .commit(&scope, changes, limits.kv_quota_bytes)
+                            .await
+                            .map_err(|e| self.failure(app, inst, name, CallErrorKind::Storage(e.to_string())))?;
+                    }
+                }
+                let mut answer = answer;
+                if !state.usage.is_empty() {
+                    let verdicts = self
+                        .services
+                        .metering
+                        .submit(&state.usage)
+                        .await
+                        .map_err(|e| self.failure(app, inst, name, CallErrorKind::Metering(e.to_string())))?;
+                    let mut verdicts = verdicts;
+                    // A report's accepted records come last (after any `record-usage` the
+                    // guest made during the call); their verdicts go back to `report`.
+                    if let Ok(Answer::Reported(reported)) = &mut answer {
+                        let first = verdicts.len().saturating_sub(reported.accepted.len());
+                        reported.verdicts = verdicts.split_off(first);
+                    }
+                    if let Some(SinkOutcome::Refused(reason)) =
+                        verdicts.into_iter().find(|v| matches!(v, SinkOutcome::Refused(_)))
+                    {
+                        // Host and guest keys are unique per call: a refusal here is a bug.
+                        return Err(self.failure(app, inst, name, CallErrorKind::Metering(reason)));
+                    }
+                }
+                self.services.logs.append(&scope, state.logs.clone());
+                Ok(CallOutcome { result: answer.map_err(AppRefusal::from), usage: state.usage, logs: state.logs })
+            }
+            Err(kind) => {
+                let mut lines = state.logs;
+                lines.push(LogLine {
+                    at_ms: now_ms(),
+                    level: Level::Error,
+                    message: format!("kiosk: {name} failed: {kind}"),
+                });
+                self.services.logs.append(&scope, lines);
+                Err(self.failure(app, inst, name, kind))
+            }
+        }
+    }
+
+    /// Instantiates the component in `store` and calls one export.
+    async fn run(
+        &self,
+        app: &AppVersion,
+        store: &mut Store<HostState>,
+        ctx: &CallContext,
+        export: Export<'_>,
+    ) -> Result<Result<Answer, world::AppError>, RunError> {
+        let instance = app.component.pre.instantiate_async(&mut *store).await.map_err(RunError::instantiating)?;
+        let call = |e| RunError { instantiating: false, error: e };
+        let lifecycle = instance.kiosk_app_lifecycle();
+        let answer = match export {
+            Export::ValidateConfig(config) => {
+                lifecycle.call_validate_config(&mut *store, ctx, config).await.map_err(call)?.map(|()| Answer::Done)
+            }
+            Export::Install(config) => {
+                lifecycle.call_install(&mut *store, ctx, config).await.map_err(call)?.map(|()| Answer::Done)
+            }
+            Export::Configure(old, new) => {
+                lifecycle.call_configure(&mut *store, ctx, old, new).await.map_err(call)?.map(|()| Answer::Done)
+            }
+            Export::Upgrade(from, config) => {
+                lifecycle.call_upgrade(&mut *store, ctx, from, config).await.map_err(call)?.map(|()| Answer::Done)
+            }
+            Export::Uninstall => lifecycle.call_uninstall(&mut *store, ctx).await.map_err(call)?.map(|()| Answer::Done),
+            Export::Invoke(operation, input) => {
+                let result =
+                    instance.kiosk_app_calls().call_invoke(&mut *store, ctx, operation, input).await.map_err(call)?;
+                match result {
+                    Ok(output) => {
+                        let max_output = app.limits.max_output_bytes;
+                        if output.len() as u64 > max_output {
+                            return Err(call(wasmtime::Error::new(CallErrorKind::OutputTooLarge {
+                                size: output.len() as u64,
+                                limit: max_output,
+                            })));
+                        }
+                        let call_id = store.data().who.call_id.clone();
+                        let host_metered: Vec<UsageEvent> = app
+                            .manifest
+                            .skus_for_operation(operation)
+                            .map(|sku| UsageEvent {
+                                tenant: ctx.tenant_id.clone(),
+                                installation: ctx.installation_id.clone(),
+                                app: ctx.app_id.clone(),
+                                version: ctx.app_version.clone(),
+                                sku: sku.id.clone(),
+                                quantity: 1,
+                                at_ms: now_ms(),
+                                source: UsageSource::Host,
+                                idempotency_key: format!("{call_id}/host/{}", sku.id),
+                            })
+                            .collect();
+                        store.data_mut().usage.extend(host_metered);
+                        Ok(Answer::Output(output))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Export::Report(window) => {
+                let records =
+                    match instance.kiosk_app_usage().call_report(&mut *store, ctx, window).await.map_err(call)? {
+                        Ok(records) => records,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                let limit = app.limits.max_usage_events_per_call;
+                if records.len() as u64 > u64::from(limit) {
+                    return Err(call(wasmtime::Error::new(CallErrorKind::ReportTooLarge {
+                        records: records.len() as u64,
+                        limit,
+                    })));
+                }
+                let reported = judge_report(app, ctx, window, records);
+                store.data_mut().usage.extend(reported.accepted.iter().cloned());
+                Ok(Answer::Reported(reported))
+            }
+        };
+        Ok(answer)
+    }
+
+    /// Names the limit or cause behind a failed call.
+    ///
+    /// Limits wasmtime and wasmtime-wasi enforce on our behalf (host copies, handles,
+    /// random bytes) surface as errors of private types; they are recognised by their
+    /// messages, which `tests/sandbox.rs` pins for the wasmtime version in use.
+    fn classify(&self, err: wasmtime::Error, store: &Store<HostState>, limits: &CallLimits) -> CallErrorKind {
+        if let Some(kind) = err.downcast_ref::<CallErrorKind>() {
+            return kind.clone();
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => {
+                return CallErrorKind::Timeout { limit_ms: limits.timeout_ms };
+            }
+            Some(Trap::OutOfFuel) => {
+                return CallErrorKind::FuelExhausted { fuel: limits.fuel.unwrap_or(0) };
+            }
+            Some(Trap::StackOverflow) => {
+                return CallErrorKind::StackOverflow { limit_kib: self.limits.max_wasm_stack_kib };
+            }
+            _ => {}
+        }
+        let state = store.data();
+        if state.stderr.overflowed() || err.downcast_ref::<StderrLimitExceeded>().is_some() {
+            return CallErrorKind::StderrLimit { limit_bytes: limits.max_log_bytes_per_call };
+        }
+        match state.limiter.hit {
+            Some(LimitHit::Log) => return CallErrorKind::LogLimit { limit_bytes: limits.max_log_bytes_per_call },
+            Some(LimitHit::Memory) => return CallErrorKind::MemoryLimit { limit_bytes: limits.memory_bytes },
+            Some(LimitHit::Table) => return CallErrorKind::TableLimit { limit_elements: limits.table_elements },
+            None => {}
+        }
+        if let Some(wasmtime::component::ResourceTableError::Full) =
+            err.downcast_ref::<wasmtime::component::ResourceTableError>()
+        {
+            return CallErrorKind::HandleLimit { limit: limits.max_handles };
+        }
+        let text = format!("{err:#}");
+        if text.contains("fuel allocated for hostcalls has been exhausted") {
+            return CallErrorKind::HostCopyLimit { limit_bytes: limits.max_host_copy_bytes };
+        }
+        if text.contains("store handle limit exceeded") || text.contains("resource table has no free keys") {
+            return CallErrorKind::HandleLimit { limit: limits.max_handles };
+        }
+        if text.contains("requested len") && text.contains("exceeds limit") {
+            return CallErrorKind::RandomLimit { limit_bytes: limits.max_random_bytes };
+        }
+        CallErrorKind::Trap {
+            message: match err.downcast_ref::<Trap>() {
+                Some(trap) => trap.to_string(),
+                None => logs::sanitize_capped(&text, MAX_APP_TEXT_BYTES),
+            },
+        }
+    }
+}
+
+/// Judges a report's records: accepted events and refused records with reasons.
+fn judge_report(
+    app: &AppVersion,
+    ctx: &CallContext,
+    window: UsageWindow,
+    records: Vec<world::UsageRecord>,
+) -> ReportedUsage {
+    let mut reported = ReportedUsage::default();
+    let mut seen = HashSet::new();
+    for r in records {
+        let reason = if !app.skus.contains(&r.sku) {
+            Some(format!(
+                "SKU {:?} is not declared by {}@{}",
+                logs::sanitize_capped(&r.sku, 200),
+                ctx.app_id,
+                ctx.app_version
+            ))
+        } else if !app.guest_skus.contains(&r.sku) {
+            Some(format!("SKU {:?} is metered by the host for its operations; the app may not report it", r.sku))
+        } else if r.quantity == 0 || r.quantity > MAX_QUANTITY {
+            Some(format!("quantity {} is outside 1..={MAX_QUANTITY}", r.quantity))
+        } else if r.idempotency_key.is_empty() || r.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+            Some(format!(
+                "idempotency key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes, found {}",
+                r.idempotency_key.len()
+            ))
+        } else if r.idempotency_key.contains('\0') {
+            Some("idempotency key must not contain NUL (U+0000)".to_string())
+        } else if !seen.insert(r.idempotency_key.clone()) {
+            Some("idempotency key appears twice in this report".to_string())
+        } else {
+            None
+        };
+        let shown_key = logs::sanitize_capped(&r.idempotency_key, MAX_IDEMPOTENCY_KEY_BYTES);
+        match reason {
+            Some(reason) => reported.refused.push(RefusedRecord {
+                sku: logs::sanitize_capped(&r.sku, 200),
+                quantity: r.quantity,
+                idempotency_key: shown_key,
+                reason,
+            }),
+            None => reported.accepted.push(UsageEvent {
+                tenant: ctx.tenant_id.clone(),
+                installation: ctx.installation_id.clone(),
+                app: ctx.app_id.clone(),
+                version: ctx.app_version.clone(),
+                sku: r.sku,
+                quantity: r.quantity,
+                at_ms: window.start_ms,
+                source: UsageSource::Report,
+                idempotency_key: format!("{}/report/{}", ctx.installation_id, r.idempotency_key),
+            }),
+        }
+    }
+    reported
+}
+
+/// The export a call runs, with its arguments.
+#[derive(Debug, Clone, Copy)]
+enum Export<'a> {
+    ValidateConfig(&'a str),
+    Install(&'a str),
+    Configure(&'a str, &'a str),
+    Upgrade(&'a str, &'a str),
+    Uninstall,
+    Invoke(&'a str, &'a str),
+    Report(UsageWindow),
+}
+
+impl Export<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::ValidateConfig(_) => "lifecycle.validate-config",
+            Self::Install(_) => "lifecycle.install",
+            Self::Configure(..) => "lifecycle.configure",
+            Self::Upgrade(..) => "lifecycle.upgrade",
+            Self::Uninstall => "lifecycle.uninstall",
+            Self::Invoke(..) => "calls.invoke",
+            Self::Report(_) => "usage.report",
+        }
+    }
+
+    fn input_len(&self) -> usize {
+        match self {
+            Self::ValidateConfig(c) | Self::Install(c) => c.len(),
+            Self::Configure(old, new) => old.len().saturating_add(new.len()),
+            Self::Upgrade(_, config) => config.len(),
+            Self::Invoke(operation, input) => operation.len().saturating_add(input.len()),
+            Self::Uninstall | Self::Report(_) => 0,
+        }
+    }
+}
+
+/// What a completed export answered.
+#[derive(Debug)]
+enum Answer {
+    Done,
+    Output(String),
+    Reported(ReportedUsage),
+}
+
+/// A call that stopped before the export returned.
+struct RunError {
+    instantiating: bool,
+    error: wasmtime::Error,
+}
+
+impl RunError {
+    fn instantiating(error: wasmtime::Error) -> Self {
+        Self { instantiating: true, error }
+    }
+}
+
+impl CallOutcome<Answer> {
+    fn done(self) -> CallOutcome<()> {
+        CallOutcome { result: self.result.map(drop), usage: self.usage, logs: self.logs }
+    }
+}
+
+fn engine_config(limits: &SandboxLimits) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(limits.fuel.is_some());
+    config.max_wasm_stack((limits.max_wasm_stack_kib * 1024) as usize);
+    config.memory_init_cow(true);
+    // Fiber stacks hold the wasm stack plus the host frames of a call.
+    config.async_stack_size((limits.max_wasm_stack_kib * 1024 + 1024 * 1024) as usize);
+    let slots = limits.max_concurrent_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * limits.instances)
+        .total_memories(slots * limits.memories)
+        .total_tables(slots * limits.tables)
+        .max_core_instances_per_component(limits.instances)
+        .max_memories_per_component(limits.memories)
+        .max_tables_per_component(limits.tables)
+        .max_memory_size((limits.memory_mib * MIB) as usize)
+        .table_elements(limits.table_elements as usize)
+        // One async fiber stack per concurrent call.
+        .total_stacks(slots);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// The usage window `[start, start + len)` containing `at_ms`, aligned to `len`.
+pub fn window_containing(at_ms: u64, len: Duration) -> UsageWindow {
+    let len = len.as_millis() as u64;
+    let start = at_ms - at_ms % len;
+    UsageWindow { start_ms: start, end_ms: start + len }
+}

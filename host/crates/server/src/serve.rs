@@ -1,0 +1,155 @@
+//! `kiosk serve`: configuration, bootstrap (operator token, secrets key), the demo
+//! seed, and the listener with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::{AppState, router};
+use kiosk_core::config::OperatorConfig;
+use kiosk_store::{Principal, Store};
+
+/// What `kiosk serve` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub listen: Option<SocketAddr>,
+    pub database: Option<String>,
+    pub config: Option<PathBuf>,
+    /// `manifest.json=component.wasm` pairs to sign and register for a demo.
+    pub demo_apps: Vec<String>,
+}
+
+/// A running server's address (for tests that start it in-process).
+#[derive(Debug)]
+pub struct Started {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+}
+
+/// Prepares the state: database, migrations, secrets key, runtime, bootstrap.
+pub async fn prepare(options: &ServeOptions) -> anyhow::Result<Arc<AppState>> {
+    let config = match &options.config {
+        Some(path) => OperatorConfig::load(path)?,
+        None => OperatorConfig::default(),
+    };
+    let data_dir = config.data_dir();
+    let state = Arc::new(kiosk_core::host::open(config, options.database.clone(), None).await?);
+    bootstrap_operator(&state.store, &state.config).await?;
+    // Quarantine what a certificate revoked or removed since the last start signed.
+    state.trust().await.map_err(|e| anyhow::anyhow!("trust store: {}", e.detail))?;
+    if !options.demo_apps.is_empty() {
+        seed_demo(&state, &options.demo_apps, &data_dir).await?;
+    }
+    let usage = &state.config.usage;
+    kiosk_core::collector::spawn(
+        state.clone(),
+        std::time::Duration::from_secs(usage.window_seconds.max(1)),
+        std::time::Duration::from_secs(usage.lease_seconds.max(1)),
+    );
+    Ok(state)
+}
+
+/// The configured operator token (config file, else `KIOSK_OPERATOR_TOKEN`) replaces
+/// the previous bootstrap token, so rotating it is editing the setting and restarting;
+/// without one, a token is generated and printed once when no operator token works.
+async fn bootstrap_operator(store: &Store, config: &OperatorConfig) -> anyhow::Result<()> {
+    if let Some(token) = config.server.operator_token.clone().or_else(|| std::env::var("KIOSK_OPERATOR_TOKEN").ok()) {
+        return super::admin::bootstrap(store, token.trim()).await;
+    }
+    if store.count_operator_tokens().await? == 0 {
+        let (_, secret) = store.create_token(&Principal::Operator, "bootstrap (generated)").await?;
+        println!("operator token (shown once, store it now): {secret}");
+    }
+    Ok(())
+}
+
+/// Signs the demo apps with a demo partner key, writes them to a local OCI layout, and
+/// registers them through the same verification path as the partner API; creates the
+/// demo tenant and prints tokens and a curl session.
+async fn seed_demo(state: &AppState, apps: &[String], data_dir: &Path) -> anyhow::Result<()> {
+    let key_dir = data_dir.join("demo");
+    let mut printed = Vec::new();
+    for pair in apps {
+        let (manifest_path, wasm_path) =
+            pair.split_once('=').with_context(|| format!("--demo-app {pair:?}: expected manifest.json=app.wasm"))?;
+        let manifest_bytes = std::fs::read(manifest_path).with_context(|| format!("cannot read {manifest_path}"))?;
+        let wasm =
+            std::fs::read(wasm_path).with_context(|| format!("cannot read {wasm_path} (build the examples first)"))?;
+        let row = kiosk_core::local::register_local_build(state, &manifest_bytes, &wasm, &key_dir, "demo")
+            .await
+            .with_context(|| format!("demo app {manifest_path}"))?;
+        printed.push(format!("{}@{}", row.app, row.version));
+    }
+    let layout_dir = key_dir.join("layout");
+    state.store.create_tenant("demo", "Demo tenant").await?;
+    let (_, operator) = state.store.create_token(&Principal::Operator, "demo operator").await?;
+    let (_, tenant) = state.store.create_token(&Principal::Tenant("demo".into()), "demo tenant").await?;
+    let (_, partner) = state.store.create_token(&Principal::Partner("acme".into()), "demo partner").await?;
+    println!("demo: registered {} from a signed OCI layout at {}", printed.join(", "), layout_dir.display());
+    println!("demo: tenant `demo`; tokens (shown once):");
+    println!("  export OPERATOR_TOKEN={operator}");
+    println!("  export PARTNER_TOKEN={partner}");
+    println!("  export TENANT_TOKEN={tenant}");
+    Ok(())
+}
+
+/// Binds and serves until SIGINT/SIGTERM, then finishes in-flight requests.
+pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
+    let state = prepare(&options).await?;
+    let listen = options
+        .listen
+        .or_else(|| std::env::var("KIOSK_LISTEN").ok().and_then(|l| l.parse().ok()))
+        .or(state.config.server.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("kiosk listening on http://{addr}");
+    let store = state.store.clone();
+    let runtime = state.runtime.clone();
+    let stopping = async move {
+        shutdown_signal().await;
+        // Calls in flight stop now (a sleeping guest would otherwise hold the shutdown
+        // until its deadline); their requests answer 503 and the server drains.
+        runtime.shut_down();
+    };
+    axum::serve(listener, router(state)).with_graceful_shutdown(stopping).await?;
+    store.close().await;
+    println!("kiosk stopped");
+    Ok(())
+}
+
+/// Starts the server on `listen` in the background (tests).
+pub async fn spawn(options: ServeOptions, listen: SocketAddr) -> anyhow::Result<Started> {
+    let state = prepare(&options).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = router(state.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Started { addr, state })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,1015 @@
+//! Persistence with sqlx: SQLite in a file by default (created on first start, WAL
+//! mode) or PostgreSQL. One set of queries over `AnyPool` (portable SQL with `$n`
+//! placeholders, integers/text/bytes only); migrations per backend, embedded in the
+//! binary and run at start.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{AnyPool, Row};
+
+use kiosk_domain::kv::{KvChanges, KvEntries, KvScope, KvStore, KvStoreError, entry_size};
+use kiosk_domain::metering::now_ms;
+
+mod collection;
+pub mod ledger;
+mod revocation;
+pub use revocation::{
+    BootstrapToken, CertUpdate, CertificateRow, DistrustedCert, NotInstallable, QuarantinedVersion, TokenRevocation,
+    TokenRow,
+};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("database: {action}: {source}")]
+pub struct StoreError {
+    pub action: String,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+fn ctx(action: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let action = action.into();
+    move |source| StoreError { action, source }
+}
+
+/// A role a token is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Operator,
+    Partner(String),
+    Tenant(String),
+}
+
+impl Principal {
+    fn parts(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Principal::Operator => ("operator", None),
+            Principal::Partner(p) => ("partner", Some(p)),
+            Principal::Tenant(t) => ("tenant", Some(t)),
+        }
+    }
+
+    /// Who, for the audit log.
+    pub fn actor(&self) -> String {
+        match self.parts() {
+            (role, Some(scope)) => format!("{role}:{scope}"),
+            (role, None) => role.to_string(),
+        }
+    }
+}
+
+/// The database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A stored app version.
+#[derive(Debug, Clone)]
+pub struct VersionRow {
+    pub app: String,
+    pub version: String,
+    pub manifest: String,
+    pub manifest_digest: String,
+    pub component_digest: String,
+    pub signer: String,
+    pub reference: String,
+    pub yanked: bool,
+    pub created_ms: i64,
+    /// No new installs or upgrades (signer revoked or removed, or the operator's call);
+    /// running installations go on.
+    pub quarantined: bool,
+    pub quarantine_reason: Option<String>,
+}
+
+/// A stored installation.
+#[derive(Debug, Clone)]
+pub struct InstallationRow {
+    pub id: String,
+    pub tenant: String,
+    pub app: String,
+    pub version: String,
+    pub config: String,
+    pub secrets: Vec<u8>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// A stored entitlement.
+#[derive(Debug, Clone)]
+pub struct EntitlementRow {
+    pub tenant: String,
+    pub app: String,
+    pub expires_ms: Option<i64>,
+    pub revoked: bool,
+}
+
+/// A registry the operator configured over the API.
+#[derive(Debug, Clone)]
+pub struct RegistryRow {
+    pub host: String,
+    pub insecure: bool,
+    pub ca_pem: Option<String>,
+    pub username: Option<String>,
+    /// Sealed JSON of the password or token.
+    pub secret: Option<Vec<u8>>,
+    /// Repository prefixes per partner.
+    pub partners: BTreeMap<String, Vec<String>>,
+    /// Hosts the registry may redirect downloads to.
+    pub blob_hosts: Vec<String>,
+    /// Hosts of the registry's token service.
+    pub token_hosts: Vec<String>,
+    /// Its names may resolve to private addresses.
+    pub private_addresses: bool,
+}
+
+/// An audit record.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+/// Hex SHA-256 of a token secret, as stored.
+pub fn token_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn version_row(r: &AnyRow) -> Result<VersionRow, sqlx::Error> {
+    Ok(VersionRow {
+        app: r.try_get("app")?,
+        version: r.try_get("version")?,
+        manifest: r.try_get("manifest")?,
+        manifest_digest: r.try_get("manifest_digest")?,
+        component_digest: r.try_get("component_digest")?,
+        signer: r.try_get("signer")?,
+        reference: r.try_get("reference")?,
+        yanked: r.try_get::<i64, _>("yanked")? != 0,
+        created_ms: r.try_get("created_ms")?,
+        quarantined: r.try_get::<i64, _>("quarantined")? != 0,
+        quarantine_reason: r.try_get("quarantine_reason")?,
+    })
+}
+
+fn installation_row(r: &AnyRow) -> Result<InstallationRow, sqlx::Error> {
+    Ok(InstallationRow {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        app: r.try_get("app")?,
+        version: r.try_get("version")?,
+        config: r.try_get("config")?,
+        secrets: r.try_get("secrets")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+const VERSION_COLUMNS: &str =
+    "app, version, manifest, manifest_digest, component_digest, signer, reference, yanked, created_ms";
+/// What a read of a version selects: the inserted columns plus the quarantine.
+const VERSION_SELECT: &str = "app, version, manifest, manifest_digest, component_digest, signer, reference, yanked, \
+     created_ms, quarantined, quarantine_reason";
+const INSTALLATION_COLUMNS: &str = "id, tenant, app, version, config, secrets, created_ms, updated_ms";
+
+impl Store {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`) and runs migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError {
+                action: format!("unsupported database URL {url:?} (use sqlite://FILE or postgres://…)"),
+                source: sqlx::Error::Configuration("unsupported scheme".into()),
+            });
+        };
+        if backend == Backend::Sqlite {
+            // Create the file and switch to WAL once, with the native driver.
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(ctx(format!("parse {url}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+            let pool = sqlx::SqlitePool::connect_with(options).await.map_err(ctx(format!("open {url}")))?;
+            pool.close().await;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Foreign keys and a write-lock wait per connection.
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(ctx(format!("connect to {}", redact(url))))?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await.map_err(|e| StoreError { action: "run migrations".into(), source: e.into() })?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The pool, for modules that own their tables (the ledger).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(ctx("ping"))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // --- tokens -------------------------------------------------------------------
+
+    /// Creates a token; returns (id, secret). Only the secret's hash is stored.
+    pub async fn create_token(&self, principal: &Principal, label: &str) -> Result<(String, String), StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let secret = format!("kiosk_{}", uuid::Uuid::new_v4().simple()) + &uuid::Uuid::new_v4().simple().to_string();
+        self.insert_token(&id, &secret, principal, label).await?;
+        Ok((id, secret))
+    }
+
+    /// Stores a token with a given secret (the operator bootstrap token from config).
+    pub async fn insert_token(
+        &self,
+        id: &str,
+        secret: &str,
+        principal: &Principal,
+        label: &str,
+    ) -> Result<(), StoreError> {
+        let (role, scope) = principal.parts();
+        sqlx::query(
+            "INSERT INTO tokens (id, hash, role, scope, label, created_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(id)
+        .bind(token_hash(secret))
+        .bind(role)
+        .bind(scope)
+        .bind(label)
+        .bind(now_ms() as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(ctx("create token"))?;
+        Ok(())
+    }
+
+    /// The principal a token secret stands for, if it is known, not revoked and not
+    /// expired. Asked on every request: a revocation holds from the next request on.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, StoreError> {
+        let row = sqlx::query(
+            "SELECT role, scope FROM tokens WHERE hash = $1 AND revoked = 0 AND (expires_ms IS NULL OR expires_ms > $2)",
+        )
+        .bind(token_hash(secret))
+        .bind(now_ms() as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(ctx("authenticate"))?;
+        let Some(row) = row else { return Ok(None) };
+        let role: String = row.try_get("role").map_err(ctx("read token"))?;
+        let scope: Option<String> = row.try_get("scope").map_err(ctx("read token"))?;
+        Ok(match (role.as_str(), scope) {
+            ("operator", _) => Some(Principal::Operator),
+            ("partner", Some(p)) => Some(Principal::Partner(p)),
+            ("tenant", Some(t)) => Some(Principal::Tenant(t)),
+            _ => None,
+        })
+    }
+
+    pub async fn count_operator_tokens(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM tokens WHERE role = 'operator' AND revoked = 0
+             AND (expires_ms IS NULL OR expires_ms > $1)",
+        )
+        .bind(now_ms() as i64)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(ctx("count tokens"))?;
+        row.try_get("n").map_err(ctx("count tokens"))
+    }
+
+    // --- partners, certificates, tenants -------------------------------------------
+
+    /// Creates a partner; `false` if it exists.
+    pub async fn create_partner(&self, name: &str, display: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO partners (name, display, created_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(display)
+        .bind(now_ms() as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(ctx("create partner"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn partner_exists(&self, name: &str) -> Result<bool, StoreError> {
+        exists(&self.pool, "SELECT 1 FROM partners WHERE name = $1", name).await.map_err(ctx("find partner"))
+    }
+
+    /// Registers a certificate for `partner` (or replaces its bytes); `false` when the
+    /// fingerprint belongs to another partner (nothing is written). The operator API
+    /// uses `put_certificates`, which also merges, audits and quarantines.
+    pub async fn add_certificate(&self, partner: &str, fingerprint: &str, cert: &[u8]) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO partner_certs (fingerprint, partner, cert, created_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (fingerprint) DO UPDATE SET cert = excluded.cert WHERE partner_certs.partner = excluded.partner",
+        )
+        .bind(fingerprint)
+        .bind(partner)
+        .bind(cert)
+        .bind(now_ms() as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(ctx("add certificate"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every registered certificate: (partner, certificate bytes).
+    pub async fn certificates(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query("SELECT partner, cert FROM partner_certs ORDER BY created_ms")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ctx("list certificates"))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("partner")?, r.try_get("cert")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx("read certificates"))
+    }
+
+    pub async fn create_tenant(&self, id: &str, display: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO tenants (id, display, created_ms) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(display)
+        .bind(now_ms() as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(ctx("create tenant"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn tenant_exists(&self, id: &str) -> Result<bool, StoreError> {
+        exists(&self.pool, "SELECT 1 FROM tenants WHERE id = $1", id).await.map_err(ctx("find tenant"))
+    }
+
+    // --- catalog --------------------------------------------------------------------
+
+    /// Registers a verified version (and its app, on first version) in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn register_version(
+        &self,
+        manifest: &kiosk_domain::manifest::Manifest,
+        manifest_json: &str,
+        manifest_digest: &str,
+        component_digest: &str,
+        component: &[u8],
+        signer: &str,
+        reference: &str,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let partner = manifest.app.split_once('/').map_or("", |(p, _)| p);
+        // Serialised with a revocation or removal of the partner's certificates, so a
+        // version verified just before its signer was distrusted starts quarantined.
+        revocation::lock_partner(&mut tx, partner).await?;
+        let categories = serde_json::to_string(&manifest.categories).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO apps (id, partner, display, description, categories, created_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET display = excluded.display, description = excluded.description,
+             categories = excluded.categories",
+        )
+        .bind(&manifest.app)
+        .bind(partner)
+        .bind(&manifest.name)
+        .bind(&manifest.description)
+        .bind(categories)
+        .bind(now_ms() as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("record app"))?;
+        sqlx::query("INSERT INTO components (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
+            .bind(component_digest)
+            .bind(component)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("store component"))?;
+        let v = &manifest.version;
+        sqlx::query(&format!(
+            "INSERT INTO versions ({VERSION_COLUMNS}, major, minor, patch, prerelease)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12)"
+        ))
+        .bind(&manifest.app)
+        .bind(v.to_string())
+        .bind(manifest_json)
+        .bind(manifest_digest)
+        .bind(component_digest)
+        .bind(signer)
+        .bind(reference)
+        .bind(now_ms() as i64)
+        .bind(v.major as i64)
+        .bind(v.minor as i64)
+        .bind(v.patch as i64)
+        .bind(v.pre.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx(format!("record {}@{v}", manifest.app)))?;
+        audit(
+            &mut tx,
+            actor,
+            "version.register",
+            &format!("{}@{v}", manifest.app),
+            &format!("{manifest_digest} from {reference}"),
+        )
+        .await?;
+        revocation::quarantine_if_distrusted(&mut tx, &manifest.app, &v.to_string(), signer, "kiosk").await?;
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(())
+    }
+
+    pub async fn version(&self, app: &str, version: &str) -> Result<Option<VersionRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {VERSION_SELECT} FROM versions WHERE app = $1 AND version = $2"))
+            .bind(app)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(ctx("find version"))?;
+        row.as_ref().map(version_row).transpose().map_err(ctx("read version"))
+    }
+
+    /// Versions of `app`, highest first.
+    pub async fn versions(&self, app: &str) -> Result<Vec<VersionRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {VERSION_SELECT} FROM versions WHERE app = $1 ORDER BY major DESC, minor DESC, patch DESC, created_ms DESC"
+        ))
+        .bind(app)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx("list versions"))?;
+        rows.iter().map(version_row).collect::<Result<_, _>>().map_err(ctx("read versions"))
+    }
+
+    pub async fn set_yanked(&self, app: &str, version: &str, yanked: bool, actor: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let done = sqlx::query("UPDATE versions SET yanked = $1 WHERE app = $2 AND version = $3")
+            .bind(i64::from(yanked))
+            .bind(app)
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("yank version"))?;
+        if done.rows_affected() == 1 {
+            audit(
+                &mut tx,
+                actor,
+                if yanked { "version.yank" } else { "version.unyank" },
+                &format!("{app}@{version}"),
+                "",
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT bytes FROM components WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(ctx("load component"))?;
+        row.map(|r| r.try_get("bytes")).transpose().map_err(ctx("read component"))
+    }
+
+    /// Apps with their partner, display name, description and categories.
+    pub async fn apps(&self) -> Result<Vec<(String, String, String, Vec<String>)>, StoreError> {
+        let rows = sqlx::query("SELECT id, display, description, categories FROM apps ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ctx("list apps"))?;
+        rows.iter()
+            .map(|r| {
+                let categories: String = r.try_get("categories")?;
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("display")?,
+                    r.try_get("description")?,
+                    serde_json::from_str(&categories).unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx("read apps"))
+    }
+
+    // --- entitlements ---------------------------------------------------------------
+
+    pub async fn set_entitlement(&self, e: &EntitlementRow, actor: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        sqlx::query(
+            "INSERT INTO entitlements (tenant, app, expires_ms, revoked, created_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant, app) DO UPDATE SET expires_ms = excluded.expires_ms, revoked = excluded.revoked",
+        )
+        .bind(&e.tenant)
+        .bind(&e.app)
+        .bind(e.expires_ms)
+        .bind(i64::from(e.revoked))
+        .bind(now_ms() as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("set entitlement"))?;
+        let detail = format!("expires_ms={:?} revoked={}", e.expires_ms, e.revoked);
+        audit(&mut tx, actor, "entitlement.set", &format!("{}:{}", e.tenant, e.app), &detail).await?;
+        tx.commit().await.map_err(ctx("commit"))
+    }
+
+    pub async fn entitlement(&self, tenant: &str, app: &str) -> Result<Option<EntitlementRow>, StoreError> {
+        let row =
+            sqlx::query("SELECT tenant, app, expires_ms, revoked FROM entitlements WHERE tenant = $1 AND app = $2")
+                .bind(tenant)
+                .bind(app)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(ctx("find entitlement"))?;
+        row.map(|r| {
+            Ok(EntitlementRow {
+                tenant: r.try_get("tenant")?,
+                app: r.try_get("app")?,
+                expires_ms: r.try_get("expires_ms")?,
+                revoked: r.try_get::<i64, _>("revoked")? != 0,
+            })
+        })
+        .transpose()
+        .map_err(ctx("read entitlement"))
+    }
+
+    // --- installations --------------------------------------------------------------
+
+    pub async fn insert_installation(&self, i: &InstallationRow, actor: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        sqlx::query(&format!(
+            "INSERT INTO installations ({INSTALLATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&i.id)
+        .bind(&i.tenant)
+        .bind(&i.app)
+        .bind(&i.version)
+        .bind(&i.config)
+        .bind(&i.secrets)
+        .bind(i.created_ms)
+        .bind(i.updated_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("record installation"))?;
+        audit(
+            &mut tx,
+            actor,
+            "installation.install",
+            &format!("{}/{}", i.tenant, i.id),
+            &format!("{}@{}", i.app, i.version),
+        )
+        .await?;
+        tx.commit().await.map_err(ctx("commit"))
+    }
+
+    pub async fn installation(&self, tenant: &str, id: &str) -> Result<Option<InstallationRow>, StoreError> {
+        let row =
+            sqlx::query(&format!("SELECT {INSTALLATION_COLUMNS} FROM installations WHERE tenant = $1 AND id = $2"))
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(ctx("find installation"))?;
+        row.as_ref().map(installation_row).transpose().map_err(ctx("read installation"))
+    }
+
+    pub async fn installations(&self, tenant: &str) -> Result<Vec<InstallationRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {INSTALLATION_COLUMNS} FROM installations WHERE tenant = $1 ORDER BY created_ms, id"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx("list installations"))?;
+        rows.iter().map(installation_row).collect::<Result<_, _>>().map_err(ctx("read installations"))
+    }
+
+    /// Every installation (exports: subscribed tenants' idle hours).
+    pub async fn all_installations(&self) -> Result<Vec<InstallationRow>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {INSTALLATION_COLUMNS} FROM installations ORDER BY tenant, id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ctx("list installations"))?;
+        rows.iter().map(installation_row).collect::<Result<_, _>>().map_err(ctx("read installations"))
+    }
+
+    /// Replaces an installation's version and configuration (configure, upgrade).
+    pub async fn update_installation(&self, i: &InstallationRow, action: &str, actor: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        sqlx::query("UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4 WHERE tenant = $5 AND id = $6")
+            .bind(&i.version)
+            .bind(&i.config)
+            .bind(&i.secrets)
+            .bind(now_ms() as i64)
+            .bind(&i.tenant)
+            .bind(&i.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("update installation"))?;
+        audit(&mut tx, actor, action, &format!("{}/{}", i.tenant, i.id), &format!("{}@{}", i.app, i.version)).await?;
+        tx.commit().await.map_err(ctx("commit"))
+    }
+
+    /// Removes an installation and its key-value data (its usage stays). The audit record
+    /// keeps `app@version`, so usage reported later for the time it was installed is
+    /// still accepted.
+    pub async fn delete_installation(&self, tenant: &str, id: &str, actor: &str) -> Result<(), StoreError> {
+        self.delete_installation_noting(tenant, id, actor, None).await
+    }
+
+    /// `delete_installation`, also auditing (same transaction) why the app's uninstall
+    /// hook did not succeed, when it did not.
+    pub async fn delete_installation_noting(
+        &self,
+        tenant: &str,
+        id: &str,
+        actor: &str,
+        hook_failure: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let row = sqlx::query("SELECT app, version FROM installations WHERE tenant = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(ctx("find installation"))?;
+        let detail = match row {
+            Some(r) => format!(
+                "{}@{}",
+                r.try_get::<String, _>("app").map_err(ctx("read installation"))?,
+                r.try_get::<String, _>("version").map_err(ctx("read installation"))?
+            ),
+            None => String::new(),
+        };
+        sqlx::query("DELETE FROM kv WHERE tenant = $1 AND installation = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("purge key-value data"))?;
+        sqlx::query("DELETE FROM installations WHERE tenant = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("delete installation"))?;
+        if let Some(failure) = hook_failure {
+            audit(&mut tx, actor, "installation.uninstall-hook-failed", &format!("{tenant}/{id}"), failure).await?;
+        }
+        audit(&mut tx, actor, "installation.uninstall", &format!("{tenant}/{id}"), &detail).await?;
+        tx.commit().await.map_err(ctx("commit"))
+    }
+
+    /// Removes key-value data written for an installation that was never recorded
+    /// (an install whose hooks or record failed).
+    pub async fn delete_installation_data(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM kv WHERE tenant = $1 AND installation = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(ctx("purge key-value data"))?;
+        Ok(())
+    }
+
+    /// An installation of `app` by `tenant` that was uninstalled at or after `since_ms`:
+    /// (installation id, version). For usage reported after an uninstall.
+    pub async fn uninstalled_since(
+        &self,
+        tenant: &str,
+        app: &str,
+        since_ms: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT target, detail FROM audit WHERE action = 'installation.uninstall' AND target LIKE $1
+             AND detail LIKE $2 AND at_ms >= $3 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(format!("{tenant}/%"))
+        .bind(format!("{app}@%"))
+        .bind(since_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(ctx("find past installation"))?;
+        let Some(row) = row else { return Ok(None) };
+        let target: String = row.try_get("target").map_err(ctx("read audit"))?;
+        let detail: String = row.try_get("detail").map_err(ctx("read audit"))?;
+        let id = target.split_once('/').map(|(_, id)| id.to_string()).unwrap_or_default();
+        let version = detail.split_once('@').map(|(_, v)| v.to_string()).unwrap_or_default();
+        Ok(Some((id, version)))
+    }
+
+    // --- key-value --------------------------------------------------------------------
+
+    pub async fn kv_load(&self, scope: &KvScope) -> Result<KvEntries, StoreError> {
+        let rows = sqlx::query("SELECT key, value FROM kv WHERE tenant = $1 AND installation = $2")
+            .bind(&scope.tenant)
+            .bind(&scope.installation)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ctx("load key-value data"))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
+            .collect::<Result<BTreeMap<String, Vec<u8>>, sqlx::Error>>()
+            .map_err(ctx("read key-value data"))
+    }
+
+    /// Applies `changes` in one transaction; refuses them (and rolls back) over `quota`.
+    pub async fn kv_commit(
+        &self,
+        scope: &KvScope,
+        changes: KvChanges,
+        quota: u64,
+    ) -> Result<Result<(), u64>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        for (key, value) in changes {
+            match value {
+                Some(v) => sqlx::query(
+                    "INSERT INTO kv (tenant, installation, key, value) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (tenant, installation, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(&scope.tenant)
+                .bind(&scope.installation)
+                .bind(key)
+                .bind(v),
+                None => sqlx::query("DELETE FROM kv WHERE tenant = $1 AND installation = $2 AND key = $3")
+                    .bind(&scope.tenant)
+                    .bind(&scope.installation)
+                    .bind(key),
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("write key-value data"))?;
+        }
+        let rows = sqlx::query("SELECT key, value FROM kv WHERE tenant = $1 AND installation = $2")
+            .bind(&scope.tenant)
+            .bind(&scope.installation)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(ctx("measure key-value data"))?;
+        let mut used = 0u64;
+        for r in &rows {
+            let (k, v): (String, Vec<u8>) =
+                (r.try_get("key").map_err(ctx("read"))?, r.try_get("value").map_err(ctx("read"))?);
+            used += entry_size(&k, &v);
+        }
+        if used > quota {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(Err(quota));
+        }
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(Ok(()))
+    }
+
+    // --- registries -------------------------------------------------------------------
+
+    /// Creates or replaces a registry's settings; `secret` is already sealed.
+    pub async fn put_registry(&self, r: &RegistryRow, actor: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        sqlx::query(
+            "INSERT INTO registries (host, insecure, ca_pem, username, secret, updated_ms, partners, blob_hosts,
+             token_hosts, private_addresses) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (host) DO UPDATE SET insecure = excluded.insecure, ca_pem = excluded.ca_pem,
+             username = excluded.username, secret = excluded.secret, updated_ms = excluded.updated_ms,
+             partners = excluded.partners, blob_hosts = excluded.blob_hosts, token_hosts = excluded.token_hosts,
+             private_addresses = excluded.private_addresses",
+        )
+        .bind(&r.host)
+        .bind(i64::from(r.insecure))
+        .bind(&r.ca_pem)
+        .bind(&r.username)
+        .bind(&r.secret)
+        .bind(now_ms() as i64)
+        .bind(serde_json::to_string(&r.partners).unwrap_or_else(|_| "{}".into()))
+        .bind(serde_json::to_string(&r.blob_hosts).unwrap_or_else(|_| "[]".into()))
+        .bind(serde_json::to_string(&r.token_hosts).unwrap_or_else(|_| "[]".into()))
+        .bind(i64::from(r.private_addresses))
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("store registry"))?;
+        audit(&mut tx, actor, "registry.put", &r.host, "").await?;
+        tx.commit().await.map_err(ctx("commit"))
+    }
+
+    pub async fn registries(&self) -> Result<Vec<RegistryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT host, insecure, ca_pem, username, secret, partners, blob_hosts, token_hosts, private_addresses
+             FROM registries ORDER BY host",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx("list registries"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(RegistryRow {
+                    host: r.try_get("host")?,
+                    insecure: r.try_get::<i64, _>("insecure")? != 0,
+                    ca_pem: r.try_get("ca_pem")?,
+                    username: r.try_get("username")?,
+                    secret: r.try_get("secret")?,
+                    partners: json_column(r.try_get("partners")?)?,
+                    blob_hosts: json_column(r.try_get("blob_hosts")?)?,
+                    token_hosts: json_column(r.try_get("token_hosts")?)?,
+                    private_addresses: r.try_get::<i64, _>("private_addresses")? != 0,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx("read registries"))
+    }
+
+    pub async fn delete_registry(&self, host: &str, actor: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let done = sqlx::query("DELETE FROM registries WHERE host = $1")
+            .bind(host)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("delete registry"))?;
+        if done.rows_affected() == 1 {
+            audit(&mut tx, actor, "registry.delete", host, "").await?;
+        }
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // --- audit ------------------------------------------------------------------------
+
+    pub async fn audit(&self, actor: &str, action: &str, target: &str, detail: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        audit(&mut tx, actor, action, target, detail).await?;
+        tx.commit().await.map_err(ctx("commit"))
+    }
+
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query("SELECT id, at_ms, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ctx("read audit log"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get("id")?,
+                    at_ms: r.try_get("at_ms")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx("read audit log"))
+    }
+
+    /// Row counts of every table, to check that a failed request changed nothing.
+    pub async fn table_counts(&self) -> Result<BTreeMap<&'static str, i64>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for table in [
+            "tokens",
+            "partners",
+            "partner_certs",
+            "tenants",
+            "apps",
+            "components",
+            "versions",
+            "entitlements",
+            "installations",
+            "kv",
+            "audit",
+            "registries",
+            "distrusted_certs",
+        ] {
+            let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(ctx(format!("count {table}")))?;
+            counts.insert(table, row.try_get("n").map_err(ctx("count"))?);
+        }
+        Ok(counts)
+    }
+}
+
+/// A JSON text column of the registries table.
+fn json_column<T: serde::de::DeserializeOwned>(text: String) -> Result<T, sqlx::Error> {
+    serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+async fn audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO audit (at_ms, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
+        .bind(now_ms() as i64)
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(detail)
+        .execute(&mut **tx)
+        .await
+        .map_err(ctx("write audit log"))?;
+    Ok(())
+}
+
+async fn exists(pool: &AnyPool, sql: &str, key: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(sql).bind(key).fetch_optional(pool).await?.is_some())
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Key-value storage of installations in the database (the runtime calls it before
+/// and after a Store exists, never during). Database error text is logged, never
+/// handed on: it could reach a caller.
+#[derive(Debug, Clone)]
+pub struct DbKv {
+    pub store: Store,
+}
+
+fn kv_unavailable(e: StoreError) -> KvStoreError {
+    tracing::error!(error = %e, "key-value storage failed");
+    KvStoreError::Unavailable("the database did not answer; see the server log".into())
+}
+
+#[async_trait::async_trait]
+impl KvStore for DbKv {
+    async fn load(&self, scope: &KvScope) -> Result<Arc<KvEntries>, KvStoreError> {
+        self.store.kv_load(scope).await.map(Arc::new).map_err(kv_unavailable)
+    }
+
+    async fn commit(&self, scope: &KvScope, changes: KvChanges, quota: u64) -> Result<(), KvStoreError> {
+        match self.store.kv_commit(scope, changes, quota).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(quota)) => Err(KvStoreError::QuotaExceeded {
+                tenant: scope.tenant.clone(),
+                installation: scope.installation.clone(),
+                quota,
+            }),
+            Err(e) => Err(kv_unavailable(e)),
+        }
+    }
+
+    async fn purge(&self, _scope: &KvScope) -> Result<(), KvStoreError> {
+        // Purged with the installation row, in one transaction (Store::delete_installation).
+        Ok(())
+    }
+}
