@@ -117,3 +117,53 @@ fn bad_inputs_are_refused_with_a_reason_naming_them() {
     let err = run(r#"{"apiKey":"   "}"#, m, w);
     assert!(err.contains("validate-config: the app refused: apiKey must not be empty (invalid-config)"), "{err}");
 }
+
+/// `kiosk run` goes through the core's install: in a fresh store the tenant gets the
+/// licence the app requires; in a store given with `--database` its entitlements apply,
+/// as they would over the API.
+#[tokio::test]
+async fn run_against_a_given_store_checks_the_tenants_licence() {
+    let cache = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let wasm = guest_path("budget-pacing");
+    let manifest = scratch.path().join("licensed-manifest.json");
+    let mut json = common::manifest_json("budget-pacing");
+    json["licensing"]["requiresEntitlement"] = true.into();
+    std::fs::write(&manifest, json.to_string()).unwrap();
+    let (w, m) = (wasm.to_str().unwrap(), manifest.to_str().unwrap());
+    let input = r#"{"campaignId":"c","budget":100,"flightDays":10,"dailySpend":[10]}"#;
+    let run = |extra: &[&str]| {
+        let mut args =
+            vec!["run", w, "--manifest", m, "--tenant", "t1", "--config", r#"{"apiKey":"k"}"#, "--invoke", "evaluate"];
+        args.extend(["--input", input]);
+        args.extend(extra);
+        // The keys and secrets key of a given store's run live in the data directory.
+        Command::new(env!("CARGO_BIN_EXE_kiosk"))
+            .args(&args)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .env("XDG_DATA_HOME", scratch.path())
+            .output()
+            .expect("run kiosk")
+    };
+    // A fresh store: the licence is granted locally, the run succeeds.
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A given store: no licence there, so the install is refused, naming it.
+    let db = format!("sqlite://{}", scratch.path().join("kiosk.db").display());
+    let out = run(&["--database", &db, "--installation", "first"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("tenant t1 has no licence for acme/budget-pacing"), "{err}");
+    // The operator grants it in that store: the same command now runs.
+    let store = kiosk::store::Store::connect(&db).await.unwrap();
+    let grant = kiosk::store::EntitlementRow {
+        tenant: "t1".into(),
+        app: "acme/budget-pacing".into(),
+        expires_ms: None,
+        revoked: false,
+    };
+    store.set_entitlement(&grant, "test").await.unwrap();
+    let out = run(&["--database", &db, "--installation", "second"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pacing-check"));
+}

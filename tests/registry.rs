@@ -203,12 +203,16 @@ fn operator_config(dir: &Path, host: &str, partners: &[(&str, &Path)], caps: &st
     path
 }
 
-fn cached_blobs(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("data/blobs/sha256")).map(|d| d.count()).unwrap_or(0)
+/// Versions of the app that `kiosk pull` registered in the operator's store (the one
+/// pin/blob system: the versions table pins a tag to its digest and keeps the component).
+async fn registered(dir: &Path) -> usize {
+    let url = format!("sqlite://{}", dir.join("data/kiosk.db").display());
+    let store = kiosk::store::Store::connect(&url).await.unwrap();
+    store.versions(APP).await.unwrap().len()
 }
 
 #[tokio::test]
-async fn every_rejection_has_its_own_message_and_leaves_nothing_cached() {
+async fn every_rejection_has_its_own_message_and_leaves_nothing_registered() {
     let work = tempfile::tempdir().unwrap();
     let reg = TestRegistry::start(Mode::Plain);
     let registry = Registry::new(&settings(&reg.host), quick_transfer()).unwrap();
@@ -259,7 +263,7 @@ async fn every_rejection_has_its_own_message_and_leaves_nothing_cached() {
         let reference = format!("{}/{repository}:1.4.34", reg.host);
         let (ok, _, stderr) = kiosk(&["pull", &reference, "--app", APP], &config);
         assert!(!ok && stderr.contains(expected), "{repo}: expected {expected:?} in {stderr}");
-        assert_eq!(cached_blobs(work.path()), 0, "{repo}: nothing cached");
+        assert_eq!(registered(work.path()).await, 0, "{repo}: nothing registered");
     }
 
     // Version differs from the tag.
@@ -277,7 +281,7 @@ async fn every_rejection_has_its_own_message_and_leaves_nothing_cached() {
     let small = operator_config(work.path(), &reg.host, &partners, "component-bytes = 1000");
     let (ok, _, stderr) = kiosk(&["pull", &reference], &small);
     assert!(!ok && stderr.contains("component (wasm layer) is") && stderr.contains("cap of 1000 bytes"), "{stderr}");
-    assert_eq!(cached_blobs(work.path()), 0);
+    assert_eq!(registered(work.path()).await, 0);
 
     // Tampered in the registry's storage: the component blob's bytes changed on disk.
     // (Registry storage is content-addressed across repositories: use a component of its own.)
@@ -291,13 +295,13 @@ async fn every_rejection_has_its_own_message_and_leaves_nothing_cached() {
     std::fs::write(&blob, &bytes).unwrap();
     let (ok, _, stderr) = kiosk(&["pull", &format!("{}/{tampered_repo}:1.4.34", reg.host), "--app", APP], &config);
     assert!(!ok && stderr.contains("does not match its digest"), "{stderr}");
-    assert_eq!(cached_blobs(work.path()), 0);
+    assert_eq!(registered(work.path()).await, 0);
 
-    // A good pull caches and pins; then the tag moves to other bytes and is refused.
+    // A good pull registers (and so pins) the version; then the tag moves to other bytes and is refused.
     let (ok, stdout, stderr) = kiosk(&["pull", &reference], &config);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("pinned"), "{stdout}");
-    assert!(cached_blobs(work.path()) >= 4);
+    assert_eq!(registered(work.path()).await, 1);
     let mut other = m.clone();
     other.extend_from_slice(b"\n");
     let sigs = signed_by(&acme, &other, &w);

@@ -1,7 +1,6 @@
 //! The `kiosk` command line.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::io::IsTerminal;
@@ -17,16 +16,11 @@ use kiosk_core::local::register_local_build;
 use kiosk_distribution::artifact::{
     ArtifactError, ArtifactRef, BlobSource, LayoutSource, VerifiedArtifact, fetch_verified,
 };
-use kiosk_distribution::blobs::{BlobCache, Cached, PinStore};
 use kiosk_distribution::registry::Registry;
-use kiosk_domain::digest::Digest;
-use kiosk_domain::kv::MemoryKv;
 use kiosk_domain::manifest::Manifest;
-use kiosk_domain::metering::MemorySink;
 use kiosk_domain::metering::now_ms;
 use kiosk_runtime::cache::CacheOutcome;
-use kiosk_runtime::logs::LogStore;
-use kiosk_runtime::runtime::{Installation, Runtime, RuntimeSettings, Services, window_containing};
+use kiosk_runtime::runtime::{Installation, window_containing};
 use kiosk_runtime::world::HOST_API_VERSION;
 use kiosk_store::EntitlementRow;
 
@@ -469,37 +463,19 @@ async fn verify(args: SourceArgs, pull: bool) -> anyhow::Result<()> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read certificate {path}"))?;
         trust.add(partner, &bytes).with_context(|| format!("certificate {path}"))?;
     }
-    let data_dir = config.data_dir();
-    let mut pins = PinStore::open(&data_dir.join("pins.json")).map_err(anyhow::Error::msg)?;
-    let pinned = match pins.get(&app, reference.tag()) {
-        Some(pin) => {
-            Some(Digest::parse(&pin.digest).with_context(|| format!("pin of {app}@{} is corrupt", reference.tag()))?)
-        }
-        None => None,
-    };
-    let cache = BlobCache::open(&data_dir.join("blobs")).context("cannot open the blob cache")?;
+    if pull {
+        return pull_into_store(args, reference, app, config).await;
+    }
     let started = Instant::now();
     let artifact: VerifiedArtifact = match &reference {
-        ArtifactRef::Layout { dir, tag } => {
-            fetch_with(&LayoutSource::new(dir), &app, tag, &trust, &config, pinned.as_ref(), pull.then_some(&cache))
-                .await?
-        }
+        ArtifactRef::Layout { dir, tag } => fetch_with(&LayoutSource::new(dir), &app, tag, &trust, &config).await?,
         ArtifactRef::Registry { host, repository, tag } => {
             let registry = registry_for(&args.registry, &config, host)?;
-            fetch_with(
-                &registry.repository(repository),
-                &app,
-                tag,
-                &trust,
-                &config,
-                pinned.as_ref(),
-                pull.then_some(&cache),
-            )
-            .await?
+            fetch_with(&registry.repository(repository), &app, tag, &trust, &config).await?
         }
     };
     let fetch_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut doc = json!({
+    let doc = json!({
         "app": artifact.manifest.app,
         "version": artifact.manifest.version.to_string(),
         "digest": artifact.digest.as_str(),
@@ -509,30 +485,6 @@ async fn verify(args: SourceArgs, pull: bool) -> anyhow::Result<()> {
         "partner": artifact.signers.manifest.partner,
         "fetchVerifyMs": fetch_ms,
     });
-    if pull {
-        cache.put_artifact(&artifact).context("cannot store blobs in the cache")?;
-        pins.record(&artifact).context("cannot record the pin")?;
-        let services = Services {
-            kv: Arc::new(MemoryKv::default()),
-            logs: Arc::new(LogStore::new(1024)),
-            metering: Arc::new(MemorySink::default()),
-        };
-        let settings = RuntimeSettings {
-            limits: config.sandbox.clone(),
-            admission: config.admission.clone(),
-            cache_dir: Some(data_dir.join("components")),
-        };
-        let runtime = Runtime::new(settings, services)?;
-        let started = Instant::now();
-        let component = runtime.load(&artifact.component)?;
-        doc["compileMs"] = json!(started.elapsed().as_secs_f64() * 1000.0);
-        doc["compileCache"] = json!(match component.outcome {
-            CacheOutcome::Hit => "hit".to_string(),
-            CacheOutcome::Compiled => "compiled".to_string(),
-            CacheOutcome::Rebuilt { reason } => format!("rebuilt ({reason})"),
-        });
-        doc["pinned"] = json!(true);
-    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -545,13 +497,6 @@ async fn verify(args: SourceArgs, pull: bool) -> anyhow::Result<()> {
         println!("component signer {}", artifact.signers.component.fingerprint);
     }
     println!("verified   in {fetch_ms:.1} ms");
-    if pull {
-        println!(
-            "compiled   in {:.1} ms ({}); pinned",
-            doc["compileMs"].as_f64().unwrap_or_default(),
-            doc["compileCache"].as_str().unwrap_or_default()
-        );
-    }
     Ok(())
 }
 
@@ -561,14 +506,85 @@ async fn fetch_with(
     tag: &str,
     trust: &kiosk_distribution::trust::TrustStore,
     config: &OperatorConfig,
-    pinned: Option<&Digest>,
-    cache: Option<&BlobCache>,
 ) -> Result<VerifiedArtifact, ArtifactError> {
-    match cache {
-        Some(cache) => {
-            let cached = Cached { inner: source, cache };
-            fetch_verified(&cached, app, tag, trust, &config.artifacts, &HOST_API_VERSION, pinned).await
+    fetch_verified(source, app, tag, trust, &config.artifacts, &HOST_API_VERSION, None).await
+}
+
+/// `kiosk pull`: registers the version in the operator's store through the core, exactly
+/// as the partner API would (trust reconciled, the tag pinned to its digest by the
+/// versions table, the component kept in the database), then compiles it. One pin/blob
+/// system: `kiosk serve` on the same store offers what was pulled.
+async fn pull_into_store(
+    args: SourceArgs,
+    reference: ArtifactRef,
+    app: String,
+    config: OperatorConfig,
+) -> anyhow::Result<()> {
+    let registry = match &reference {
+        ArtifactRef::Registry { host, .. } => Some(registry_for(&args.registry, &config, host)?),
+        ArtifactRef::Layout { .. } => None,
+    };
+    let kiosk = kiosk_core::host::open(config, None, None).await?;
+    let (partner, _) = app.split_once('/').context("--app must be partner/name")?;
+    kiosk.store.create_partner(partner, partner).await?;
+    // `--cert`: the operator trusts these certificates from now on, in the store like
+    // certificates added over the API (a version must stay verifiable by the store's
+    // trust, or the next reconcile would quarantine it).
+    for cert in &args.certs {
+        let (owner, path) = cert.split_once('=').with_context(|| format!("--cert {cert:?}: expected partner=FILE"))?;
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read certificate {path}"))?;
+        let mut parsed = kiosk_distribution::trust::TrustStore::default();
+        kiosk.store.create_partner(owner, owner).await?;
+        for fingerprint in parsed.add(owner, &bytes).with_context(|| format!("certificate {path}"))? {
+            if !kiosk.store.add_certificate(owner, &fingerprint, &bytes).await? {
+                bail!("certificate {fingerprint} ({path}) is registered for another partner");
+            }
         }
-        None => fetch_verified(source, app, tag, trust, &config.artifacts, &HOST_API_VERSION, pinned).await,
     }
+    let tag = reference.tag().to_string();
+    let started = Instant::now();
+    let registered = match (&reference, &registry) {
+        (ArtifactRef::Registry { repository, .. }, Some(registry)) => {
+            kiosk.register(&registry.repository(repository), &app, &tag, &args.reference, "cli").await
+        }
+        (ArtifactRef::Layout { dir, .. }, _) => {
+            kiosk.register(&LayoutSource::new(dir), &app, &tag, &args.reference, "cli").await
+        }
+        (ArtifactRef::Registry { .. }, None) => unreachable!("a registry reference has its registry"),
+    };
+    // Registered already with these very bytes (the pin held): nothing to add.
+    let already = match registered {
+        Ok(_) => false,
+        Err(f) if f.kind == "version-exists" => true,
+        Err(f) => return Err(failed("pull", f)),
+    };
+    let fetch_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let row = kiosk.store.version(&app, &tag).await?.context("the pulled version is not in the store")?;
+    let started = Instant::now();
+    let loaded = kiosk.app_version(&row).await.map_err(|f| failed("compile", f))?;
+    let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let cache = match &loaded.component.outcome {
+        CacheOutcome::Hit => "hit".to_string(),
+        CacheOutcome::Compiled => "compiled".to_string(),
+        CacheOutcome::Rebuilt { reason } => format!("rebuilt ({reason})"),
+    };
+    if args.json {
+        let doc = json!({
+            "app": row.app, "version": row.version, "digest": row.manifest_digest,
+            "componentDigest": row.component_digest, "signer": row.signer, "fetchVerifyMs": fetch_ms,
+            "compileMs": compile_ms, "compileCache": cache, "pinned": true, "alreadyRegistered": already,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("app        {}@{}", row.app, row.version);
+    println!("digest     {}", row.manifest_digest);
+    println!("component  {}", row.component_digest);
+    println!("signer     {}", row.signer);
+    println!(
+        "{}   in {fetch_ms:.1} ms",
+        if already { "verified (already registered)" } else { "verified and registered" }
+    );
+    println!("compiled   in {compile_ms:.1} ms ({cache}); pinned");
+    Ok(())
 }

@@ -7,7 +7,7 @@
 pub mod cli;
 
 pub use kiosk_core::{collector, config, seal};
-pub use kiosk_distribution::{artifact, blobs, publish, registry, trust};
+pub use kiosk_distribution::{artifact, publish, registry, trust};
 pub use kiosk_domain::{digest, kv, limits, manifest, metering, text};
 pub use kiosk_runtime::{admission, cache, error, logs, runtime, world};
 pub use kiosk_server as server;

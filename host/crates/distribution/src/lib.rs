@@ -5,7 +5,6 @@
 //! `VerifiedArtifact` exists only as the result of verification.
 
 pub mod artifact;
-pub mod blobs;
 pub mod publish;
 pub mod registry;
 pub mod trust;
