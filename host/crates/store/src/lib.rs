@@ -658,9 +658,9 @@ impl Store {
         tx.commit().await.map_err(ctx("commit"))
     }
 
-    /// Removes an installation and its key-value data (its usage stays). The audit record
-    /// keeps `app@version`, so usage reported later for the time it was installed is
-    /// still accepted.
+    /// Removes an installation and its key-value data (its usage stays). The removal is
+    /// recorded (`uninstalled`), so usage reported later for the time it was installed
+    /// is still accepted.
     pub async fn delete_installation(&self, tenant: &str, id: &str, actor: &str) -> Result<(), StoreError> {
         self.delete_installation_noting(tenant, id, actor, None).await
     }
@@ -681,14 +681,28 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await
             .map_err(ctx("find installation"))?;
-        let detail = match row {
-            Some(r) => format!(
-                "{}@{}",
+        let removed = match row {
+            Some(r) => Some((
                 r.try_get::<String, _>("app").map_err(ctx("read installation"))?,
-                r.try_get::<String, _>("version").map_err(ctx("read installation"))?
-            ),
-            None => String::new(),
+                r.try_get::<String, _>("version").map_err(ctx("read installation"))?,
+            )),
+            None => None,
         };
+        let detail = removed.as_ref().map(|(app, version)| format!("{app}@{version}")).unwrap_or_default();
+        if let Some((app, version)) = &removed {
+            sqlx::query(
+                "INSERT INTO uninstalled (tenant, id, app, version, removed_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant, id) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(app)
+            .bind(version)
+            .bind(now_ms() as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("record the removed installation"))?;
+        }
         sqlx::query("DELETE FROM kv WHERE tenant = $1 AND installation = $2")
             .bind(tenant)
             .bind(id)
@@ -729,21 +743,20 @@ impl Store {
         since_ms: i64,
     ) -> Result<Option<(String, String)>, StoreError> {
         let row = sqlx::query(
-            "SELECT target, detail FROM audit WHERE action = 'installation.uninstall' AND target LIKE $1
-             AND detail LIKE $2 AND at_ms >= $3 ORDER BY id DESC LIMIT 1",
+            "SELECT id, version FROM uninstalled WHERE tenant = $1 AND app = $2 AND removed_ms >= $3
+             ORDER BY removed_ms DESC LIMIT 1",
         )
-        .bind(format!("{tenant}/%"))
-        .bind(format!("{app}@%"))
+        .bind(tenant)
+        .bind(app)
         .bind(since_ms)
         .fetch_optional(&self.pool)
         .await
         .map_err(ctx("find past installation"))?;
         let Some(row) = row else { return Ok(None) };
-        let target: String = row.try_get("target").map_err(ctx("read audit"))?;
-        let detail: String = row.try_get("detail").map_err(ctx("read audit"))?;
-        let id = target.split_once('/').map(|(_, id)| id.to_string()).unwrap_or_default();
-        let version = detail.split_once('@').map(|(_, v)| v.to_string()).unwrap_or_default();
-        Ok(Some((id, version)))
+        Ok(Some((
+            row.try_get("id").map_err(ctx("read removed installation"))?,
+            row.try_get("version").map_err(ctx("read removed installation"))?,
+        )))
     }
 
     // --- key-value --------------------------------------------------------------------
@@ -923,6 +936,7 @@ impl Store {
             "kv",
             "audit",
             "registries",
+            "uninstalled",
             "distrusted_certs",
         ] {
             let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
