@@ -20,6 +20,23 @@ pub enum UsageSource {
     Partner,
 }
 
+impl UsageSource {
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Guest => "guest",
+            Self::Report => "report",
+            Self::Partner => "partner",
+        }
+    }
+
+    /// The source named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Host, Self::Guest, Self::Report, Self::Partner].into_iter().find(|s| s.as_str() == name)
+    }
+}
+
 /// One metered quantity of one SKU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageEvent {

@@ -117,15 +117,6 @@ pub struct Ledger {
 /// Most events in one transaction.
 const MAX_GROUP: usize = 2_000;
 
-fn source_name(s: UsageSource) -> &'static str {
-    match s {
-        UsageSource::Host => "host",
-        UsageSource::Guest => "guest",
-        UsageSource::Report => "report",
-        UsageSource::Partner => "partner",
-    }
-}
-
 /// The quantity of a stored row. Quantities are bound as `i64` and are at most 2^53 − 1
 /// since the ledger refuses more; a row written before that check holds the bits of the
 /// `u64` that was submitted, and reads back as that `u64` (never negative).
@@ -262,7 +253,7 @@ async fn write_group(store: &Store, events: &[&UsageEvent]) -> Result<Vec<Record
             "INSERT INTO usage_events (source, idem_key, tenant, installation, app, version, sku, quantity, at_ms, recorded_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (source, idem_key) DO NOTHING",
         )
-        .bind(source_name(e.source))
+        .bind(e.source.as_str())
         .bind(&e.idempotency_key)
         .bind(&e.tenant)
         .bind(&e.installation)
@@ -281,7 +272,7 @@ async fn write_group(store: &Store, events: &[&UsageEvent]) -> Result<Vec<Record
             continue;
         }
         let row = sqlx::query("SELECT quantity FROM usage_events WHERE source = $1 AND idem_key = $2")
-            .bind(source_name(e.source))
+            .bind(e.source.as_str())
             .bind(&e.idempotency_key)
             .fetch_one(&mut *tx)
             .await
@@ -334,7 +325,7 @@ pub struct StoredUsage {
     pub sku: String,
     pub quantity: i64,
     pub at_ms: i64,
-    pub source: String,
+    pub source: UsageSource,
 }
 
 /// Events with `from <= at_ms < to`, optionally of one tenant or of one partner's apps.
@@ -368,7 +359,12 @@ pub async fn usage_between(
                 sku: r.try_get("sku")?,
                 quantity: r.try_get("quantity")?,
                 at_ms: r.try_get("at_ms")?,
-                source: r.try_get("source")?,
+                source: {
+                    let name: String = r.try_get("source")?;
+                    UsageSource::parse(&name).ok_or_else(|| {
+                        sqlx::Error::Decode(format!("unknown usage source {name:?} in usage_events").into())
+                    })?
+                },
             })
         })
         .collect::<Result<_, sqlx::Error>>()
