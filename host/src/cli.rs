@@ -272,6 +272,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         track: None,
         config: Some(config),
         id: Some(id),
+        ..InstallRequest::default()
     };
     let row = kiosk.install(&args.tenant, request, "cli").await.map_err(|f| match f.kind {
         "config-invalid" => failed("--config refused", f),

@@ -650,6 +650,9 @@ struct InstallBody {
     /// A track such as `1.4`: the highest version in it.
     #[serde(default)]
     track: Option<String>,
+    /// Let a range, a track or no version pick a prerelease (an exact one needs no flag).
+    #[serde(default, rename = "includePrerelease")]
+    include_prerelease: bool,
     #[serde(default)]
     config: Option<Value>,
 }
@@ -690,8 +693,14 @@ async fn install(
     Json(body): Json<InstallBody>,
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant(&tenant)?;
-    let request =
-        InstallRequest { app: body.app, version: body.version, track: body.track, config: body.config, id: None };
+    let request = InstallRequest {
+        app: body.app,
+        version: body.version,
+        track: body.track,
+        include_prerelease: body.include_prerelease,
+        config: body.config,
+        id: None,
+    };
     let row = s.install(&tenant, request, &caller.0.actor()).await?;
     Ok((StatusCode::CREATED, axum::Json(view(&s, &row))))
 }
@@ -746,6 +755,12 @@ struct UpgradeBody {
     /// Allow moving to a lower version.
     #[serde(default)]
     allow_downgrade: bool,
+    /// Allow moving to another major version (for 0.x, another minor).
+    #[serde(default)]
+    allow_major: bool,
+    /// Let a range, a track or no version pick a prerelease.
+    #[serde(default)]
+    include_prerelease: bool,
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/installations/{id}/upgrade", request_body = UpgradeBody, responses((status = 200), (status = 422, body = Problem)))]
@@ -756,7 +771,13 @@ async fn upgrade(
     Json(body): Json<UpgradeBody>,
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant(&tenant)?;
-    let request = UpgradeRequest { version: body.version, track: body.track, allow_downgrade: body.allow_downgrade };
+    let request = UpgradeRequest {
+        version: body.version,
+        track: body.track,
+        allow_downgrade: body.allow_downgrade,
+        allow_major: body.allow_major,
+        include_prerelease: body.include_prerelease,
+    };
     let row = s.upgrade(&tenant, &id, request, &caller.0.actor()).await?;
     Ok(axum::Json(view(&s, &row)))
 }
