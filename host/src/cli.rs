@@ -259,7 +259,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let kiosk = kiosk_core::host::open(operator, args.database.clone(), cache_dir).await?;
     let key_dir = kiosk.config.data_dir().join("local");
     let version = register_local_build(&kiosk, &manifest_bytes, &wasm, &key_dir, "cli").await?;
-    kiosk.store.create_tenant(&args.tenant, &args.tenant).await?;
+    kiosk.store.create_tenant(&args.tenant, &args.tenant, "cli").await?;
     if ephemeral && manifest.licensing.requires_entitlement {
         let grant =
             EntitlementRow { tenant: args.tenant.clone(), app: version.app.clone(), expires_ms: None, revoked: false };
