@@ -53,7 +53,7 @@ async fn two_replicas_collect_each_window_once_and_take_over_a_dead_lease() {
     )
     .await
     .unwrap();
-    let (_, token) = a.state.store.create_token(&Principal::Tenant("demo".into()), "t").await.unwrap();
+    let (_, token) = a.state.store.create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap();
     let http = reqwest::Client::new();
     let base = format!("http://{}", a.addr);
     let install = json!({"app": "acme/budget-pacing", "version": "1.4.34", "config": {"apiKey": "k"}});

@@ -39,13 +39,13 @@ impl Server {
     /// app registered, the config `extra` (TOML) and tenants `demo` and `other`.
     async fn start(database: Option<String>, extra: &str, edit: impl FnOnce(&mut Value)) -> Self {
         let (started, dir) = common::hostile_server(database, extra, edit).await;
-        started.state.store.create_tenant("other", "Other").await.unwrap();
+        started.state.store.create_tenant("other", "Other", "operator").await.unwrap();
         let base = format!("http://{}", started.addr);
         Self { started, base, http: reqwest::Client::new(), _dir: dir }
     }
 
     async fn token(&self, tenant: &str) -> String {
-        self.started.state.store.create_token(&Principal::Tenant(tenant.into()), "test").await.unwrap().1
+        self.started.state.store.create_token(&Principal::Tenant(tenant.into()), "test", "operator").await.unwrap().1
     }
 
     async fn install(&self, token: &str, tenant: &str, config: Value) -> String {

@@ -48,8 +48,8 @@ async fn env(database: Option<String>) -> Env {
     };
     let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let store = &started.state.store;
-    let (_, tenant) = store.create_token(&Principal::Tenant("demo".into()), "test").await.unwrap();
-    let (_, partner) = store.create_token(&Principal::Partner("acme".into()), "test").await.unwrap();
+    let (_, tenant) = store.create_token(&Principal::Tenant("demo".into()), "test", "operator").await.unwrap();
+    let (_, partner) = store.create_token(&Principal::Partner("acme".into()), "test", "operator").await.unwrap();
     let mut env = Env {
         _dir: dir,
         started,
@@ -381,7 +381,8 @@ async fn numbers_suite(database: Option<String>) {
     for tenant in ["z1", "z2", "z3"] {
         let (s, _) = e.call(OPERATOR, Method::POST, "/v1/tenants", Some(json!({"id": tenant}))).await;
         assert_eq!(s, StatusCode::CREATED);
-        let (_, token) = e.started.state.store.create_token(&Principal::Tenant(tenant.into()), "z").await.unwrap();
+        let (_, token) =
+            e.started.state.store.create_token(&Principal::Tenant(tenant.into()), "z", "operator").await.unwrap();
         let body = json!({"app": "acme/budget-pacing", "config": {"apiKey": "k"}});
         let path = format!("/v1/tenants/{tenant}/installations");
         assert_eq!(e.call(&token, Method::POST, &path, Some(body)).await.0, StatusCode::CREATED);

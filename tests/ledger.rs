@@ -33,8 +33,8 @@ async fn setup(database: Option<String>) -> Setup {
     let options = ServeOptions { config: Some(config), database, demo_apps: vec![demo], ..Default::default() };
     let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let store = &started.state.store;
-    let (_, tenant) = store.create_token(&Principal::Tenant("demo".into()), "test").await.unwrap();
-    let (_, partner) = store.create_token(&Principal::Partner("acme".into()), "test").await.unwrap();
+    let (_, tenant) = store.create_token(&Principal::Tenant("demo".into()), "test", "operator").await.unwrap();
+    let (_, partner) = store.create_token(&Principal::Partner("acme".into()), "test", "operator").await.unwrap();
     let http = reqwest::Client::new();
     let base = format!("http://{}", started.addr);
     let install = json!({"app": "acme/budget-pacing", "version": "1.4.34", "config": {"apiKey": "k"}});

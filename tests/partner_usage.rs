@@ -20,8 +20,8 @@ fn now_ms() -> i64 {
 async fn partner_usage(database: Option<String>) {
     let (started, _dir) = common::hostile_server(database, "", |_| {}).await;
     let store = &started.state.store;
-    let tenant = store.create_token(&Principal::Tenant("demo".into()), "t").await.unwrap().1;
-    let partner = store.create_token(&Principal::Partner("test".into()), "p").await.unwrap().1;
+    let tenant = store.create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap().1;
+    let partner = store.create_token(&Principal::Partner("test".into()), "p", "operator").await.unwrap().1;
     let base = format!("http://{}", started.addr);
     let http = reqwest::Client::new();
     let install = || async {

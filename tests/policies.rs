@@ -30,8 +30,8 @@ impl Server {
     async fn start(database: Option<String>, extra: &str, edit: impl FnOnce(&mut Value)) -> Self {
         let (started, dir) = common::hostile_server(database, extra, edit).await;
         let store = &started.state.store;
-        let tenant = store.create_token(&Principal::Tenant("demo".into()), "t").await.unwrap().1;
-        let operator = store.create_token(&Principal::Operator, "op").await.unwrap().1;
+        let tenant = store.create_token(&Principal::Tenant("demo".into()), "t", "test").await.unwrap().1;
+        let operator = store.create_token(&Principal::Operator, "op", "test").await.unwrap().1;
         let base = format!("http://{}", started.addr);
         Self { started, base, http: reqwest::Client::new(), tenant, operator, dir }
     }

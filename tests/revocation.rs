@@ -400,7 +400,7 @@ async fn revocation(database: Option<String>) {
     let (st, b) = s.call(Some(&acme), Method::POST, "/v1/partners/acme/apps/budget-pacing/versions", Some(body)).await;
     assert_eq!(st, StatusCode::CREATED, "{b}");
     gpg.revoke(&keys[3]);
-    assert!(store.add_certificate("acme", &keys[3], &gpg.export(&keys[3])).await.unwrap());
+    assert!(store.add_certificate("acme", &keys[3], &gpg.export(&keys[3]), "operator").await.unwrap());
     let (_, b) = s.call(Some(&t1b), Method::GET, "/v1/catalog/apps/acme/budget-pacing/versions/1.5.0", None).await;
     assert_eq!(b["quarantined"], false, "not yet noticed");
 
@@ -521,11 +521,11 @@ async fn config_certificates(database: Option<String>) {
 /// token's secret.
 async fn store_guards(store: kiosk::store::Store) {
     use kiosk::store::{BootstrapToken, InstallationRow, NotInstallable, Principal};
-    assert!(store.create_partner("acme", "Acme").await.unwrap());
-    assert!(store.create_partner("globex", "Globex").await.unwrap());
-    assert!(store.create_tenant("t1", "T1").await.unwrap());
-    assert!(store.add_certificate("acme", "AAAA", b"cert").await.unwrap());
-    assert!(!store.add_certificate("globex", "AAAA", b"other").await.unwrap(), "owned by acme");
+    assert!(store.create_partner("acme", "Acme", "operator").await.unwrap());
+    assert!(store.create_partner("globex", "Globex", "operator").await.unwrap());
+    assert!(store.create_tenant("t1", "T1", "operator").await.unwrap());
+    assert!(store.add_certificate("acme", "AAAA", b"cert", "operator").await.unwrap());
+    assert!(!store.add_certificate("globex", "AAAA", b"other", "operator").await.unwrap(), "owned by acme");
     let text = std::fs::read_to_string(common::manifest_path("budget-pacing")).unwrap();
     let mut manifest = kiosk::manifest::Manifest::parse(text.as_bytes(), &kiosk::world::HOST_API_VERSION).unwrap();
     let register = |manifest: kiosk::manifest::Manifest, digest: &'static str| {
@@ -557,6 +557,7 @@ async fn store_guards(store: kiosk::store::Store) {
         secrets: vec![],
         created_ms: 1,
         updated_ms: 1,
+        row_version: 0,
     };
     let before = store.table_counts().await.unwrap();
     let Err(NotInstallable(v)) = store.install_if_installable(&row("1.5.0"), "tenant:t1").await.unwrap() else {
@@ -570,7 +571,12 @@ async fn store_guards(store: kiosk::store::Store) {
     assert_eq!(store.installation("t1", "i1").await.unwrap().unwrap().version, "1.4.34");
     assert!(store.set_quarantined("acme/budget-pacing", "1.5.0", None, "operator").await.unwrap());
     store.upgrade_installation(&row("1.5.0"), "tenant:t1").await.unwrap().unwrap();
-    assert_eq!(store.installation("t1", "i1").await.unwrap().unwrap().version, "1.5.0");
+    let upgraded = store.installation("t1", "i1").await.unwrap().unwrap();
+    assert_eq!((upgraded.version.as_str(), upgraded.row_version), ("1.5.0", 1));
+    // A write at the row version read before (0) finds it changed and writes nothing.
+    let stale = store.upgrade_installation(&row("1.5.0"), "tenant:t1").await.unwrap();
+    assert!(matches!(stale, Err(kiosk::store::UpgradeRefused::Changed(_))), "{stale:?}");
+    assert_eq!(store.installation("t1", "i1").await.unwrap().unwrap().row_version, 1);
     assert!(!store.set_quarantined("acme/budget-pacing", "9.9.9", Some("x"), "operator").await.unwrap());
 
     // The bootstrap token.

@@ -47,7 +47,7 @@ fn leaks(bytes: &[u8]) -> Vec<&'static str> {
 
 async fn secrets_everywhere(database: Option<String>) {
     let (started, dir) = common::hostile_server(database.clone(), "", |m| m["config"] = schema()).await;
-    let token = started.state.store.create_token(&Principal::Tenant("demo".into()), "t").await.unwrap().1;
+    let token = started.state.store.create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap().1;
     let base = format!("http://{}/v1/tenants/demo/installations", started.addr);
     let http = reqwest::Client::new();
     let mut answers: Vec<String> = Vec::new();

@@ -6,20 +6,20 @@ mod common;
 
 use kiosk::kv::KvScope;
 use kiosk::manifest::Manifest;
-use kiosk::store::{Backend, EntitlementRow, InstallationRow, Principal, Store};
+use kiosk::store::{Backend, Changed, EntitlementRow, InstallationRow, Principal, Store};
 use kiosk::world::HOST_API_VERSION;
 
 async fn suite(store: Store) {
     // Tokens: only the hash is stored; revoked or unknown secrets authenticate nobody.
-    assert!(store.create_tenant("t1", "Tenant One").await.unwrap());
-    let (_, secret) = store.create_token(&Principal::Tenant("t1".into()), "t1 token").await.unwrap();
+    assert!(store.create_tenant("t1", "Tenant One", "operator").await.unwrap());
+    let (_, secret) = store.create_token(&Principal::Tenant("t1".into()), "t1 token", "operator").await.unwrap();
     assert_eq!(store.authenticate(&secret).await.unwrap(), Some(Principal::Tenant("t1".into())));
     assert_eq!(store.authenticate("kiosk_not-a-token").await.unwrap(), None);
-    assert!(!store.create_tenant("t1", "again").await.unwrap(), "a tenant is created once");
+    assert!(!store.create_tenant("t1", "again", "operator").await.unwrap(), "a tenant is created once");
 
     // Partners and a version.
-    assert!(store.create_partner("acme", "Acme").await.unwrap());
-    store.add_certificate("acme", "ABCD", b"cert bytes").await.unwrap();
+    assert!(store.create_partner("acme", "Acme", "operator").await.unwrap());
+    store.add_certificate("acme", "ABCD", b"cert bytes", "operator").await.unwrap();
     assert_eq!(store.certificates().await.unwrap(), [("acme".to_string(), b"cert bytes".to_vec())]);
     let manifest_text = std::fs::read_to_string(common::manifest_path("budget-pacing")).unwrap();
     let manifest = Manifest::parse(manifest_text.as_bytes(), &HOST_API_VERSION).unwrap();
@@ -56,6 +56,7 @@ async fn suite(store: Store) {
         secrets: vec![1, 2, 3],
         created_ms: 1,
         updated_ms: 1,
+        row_version: 0,
     };
     store.insert_installation(&row, "tenant:t1").await.unwrap();
     assert_eq!(store.installations("t1").await.unwrap().len(), 1);
@@ -70,14 +71,44 @@ async fn suite(store: Store) {
     let delete = [("a".to_string(), None)].into();
     store.kv_commit(&scope, delete, 100).await.unwrap().unwrap();
     assert_eq!(store.kv_load(&scope).await.unwrap().len(), 1);
-    store.delete_installation("t1", "i1", "tenant:t1").await.unwrap();
+
+    // Writes of an installation apply only at the row version read, and bump it.
+    let read = store.installation("t1", "i1").await.unwrap().unwrap();
+    assert_eq!(read.row_version, 0, "a new installation starts at row version 0");
+    let configured = InstallationRow { config: r#"{"threshold":0.5}"#.into(), ..read.clone() };
+    store.update_installation(&configured, "installation.configure", "tenant:t1").await.unwrap().unwrap();
+    let now = store.installation("t1", "i1").await.unwrap().unwrap();
+    assert_eq!((now.row_version, now.config.as_str()), (1, r#"{"threshold":0.5}"#));
+    let stale = InstallationRow { config: "{}".into(), ..read.clone() };
+    assert_eq!(store.update_installation(&stale, "installation.configure", "tenant:t1").await.unwrap(), Err(Changed));
+    assert_eq!(store.delete_installation("t1", "i1", 0, "tenant:t1").await.unwrap(), Err(Changed));
+    let unchanged = store.installation("t1", "i1").await.unwrap().unwrap();
+    assert_eq!(
+        (unchanged.row_version, unchanged.config.as_str()),
+        (1, r#"{"threshold":0.5}"#),
+        "a stale write wrote nothing"
+    );
+    assert_eq!(store.kv_load(&scope).await.unwrap().len(), 1, "a stale uninstall purged nothing");
+    store.delete_installation("t1", "i1", 1, "tenant:t1").await.unwrap().unwrap();
     assert!(store.kv_load(&scope).await.unwrap().is_empty(), "uninstall purges key-value data");
+    assert_eq!(store.delete_installation("t1", "i1", 1, "tenant:t1").await.unwrap(), Err(Changed), "gone");
 
     // Every step is in the audit log, newest first.
-    let actions: Vec<_> = store.audit_log(10).await.unwrap().into_iter().map(|a| a.action).collect();
+    let actions: Vec<_> = store.audit_log(20).await.unwrap().into_iter().map(|a| a.action).collect();
     assert_eq!(
         actions,
-        ["installation.uninstall", "installation.install", "entitlement.set", "version.yank", "version.register"]
+        [
+            "installation.uninstall",
+            "installation.configure",
+            "installation.install",
+            "entitlement.set",
+            "version.yank",
+            "version.register",
+            "certificate.add",
+            "partner.create",
+            "token.create",
+            "tenant.create"
+        ]
     );
     store.close().await;
 }

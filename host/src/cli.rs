@@ -253,7 +253,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let kiosk = kiosk_core::host::open(operator, args.database.clone(), cache_dir).await?;
     let key_dir = kiosk.config.data_dir().join("local");
     let version = register_local_build(&kiosk, &manifest_bytes, &wasm, &key_dir, "cli").await?;
-    kiosk.store.create_tenant(&args.tenant, &args.tenant).await?;
+    kiosk.store.create_tenant(&args.tenant, &args.tenant, "cli").await?;
     if ephemeral && manifest.licensing.requires_entitlement {
         let grant =
             EntitlementRow { tenant: args.tenant.clone(), app: version.app.clone(), expires_ms: None, revoked: false };
@@ -527,7 +527,7 @@ async fn pull_into_store(
     };
     let kiosk = kiosk_core::host::open(config, None, None).await?;
     let (partner, _) = app.split_once('/').context("--app must be partner/name")?;
-    kiosk.store.create_partner(partner, partner).await?;
+    kiosk.store.create_partner(partner, partner, "cli").await?;
     // `--cert`: the operator trusts these certificates from now on, in the store like
     // certificates added over the API (a version must stay verifiable by the store's
     // trust, or the next reconcile would quarantine it).
@@ -535,9 +535,9 @@ async fn pull_into_store(
         let (owner, path) = cert.split_once('=').with_context(|| format!("--cert {cert:?}: expected partner=FILE"))?;
         let bytes = std::fs::read(path).with_context(|| format!("cannot read certificate {path}"))?;
         let mut parsed = kiosk_distribution::trust::TrustStore::default();
-        kiosk.store.create_partner(owner, owner).await?;
+        kiosk.store.create_partner(owner, owner, "cli").await?;
         for fingerprint in parsed.add(owner, &bytes).with_context(|| format!("certificate {path}"))? {
-            if !kiosk.store.add_certificate(owner, &fingerprint, &bytes).await? {
+            if !kiosk.store.add_certificate(owner, &fingerprint, &bytes, "cli").await? {
                 bail!("certificate {fingerprint} ({path}) is registered for another partner");
             }
         }

@@ -146,3 +146,33 @@ pub async fn hostile_server(
         .expect("kiosk serve starts");
     (started, dir)
 }
+
+/// `kiosk serve` in this process on `database` (SQLite in a fresh data directory when
+/// `None`) with the example app budget-pacing registered through the demo seed at each
+/// of `versions` (the same component, the manifest's version edited). Keep the directory
+/// alive.
+pub async fn budget_pacing_server(
+    database: Option<String>,
+    versions: &[&str],
+) -> (kiosk::server::serve::Started, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("kiosk.toml");
+    std::fs::write(&config, format!("data-dir = \"{}\"\n", dir.path().join("data").display())).expect("write config");
+    let wasm = guest_path("budget-pacing");
+    let demo_apps = versions
+        .iter()
+        .map(|version| {
+            let mut manifest = manifest_json("budget-pacing");
+            manifest["version"] = (*version).into();
+            let path = dir.path().join(format!("budget-pacing-{version}.json"));
+            std::fs::write(&path, manifest.to_string()).expect("write manifest");
+            format!("{}={}", path.display(), wasm.display())
+        })
+        .collect();
+    let options =
+        kiosk::server::serve::ServeOptions { config: Some(config), database, demo_apps, ..Default::default() };
+    let started = kiosk::server::serve::spawn(options, "127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("kiosk serve starts");
+    (started, dir)
+}

@@ -22,7 +22,7 @@ use kiosk_runtime::error::{CallErrorKind, CallFailure};
 use kiosk_runtime::runtime::{AppRefusal, AppVersion, Installation, Runtime};
 use kiosk_runtime::world::HOST_API_VERSION;
 use kiosk_store::ledger::Ledger;
-use kiosk_store::{InstallationRow, NotInstallable, Store, VersionRow};
+use kiosk_store::{Changed, InstallationRow, NotInstallable, Store, UpgradeRefused, VersionRow};
 
 use crate::config::OperatorConfig;
 use crate::error::{Class, Failure};
@@ -473,6 +473,7 @@ impl Kiosk {
             secrets: Vec::new(),
             created_ms: now,
             updated_ms: now,
+            row_version: 0,
         };
         self.set_config(&mut record, &config, &secret_pointers);
         // The version is checked again as the row is written: a yank or a quarantine
@@ -494,6 +495,8 @@ impl Kiosk {
 
     /// Replaces an installation's configuration: secret values the new config leaves
     /// out keep their current value; `validate-config` and `configure` hooks run first.
+    /// The row is written only if nothing else wrote it while the hooks ran
+    /// (`installation-changed` otherwise).
     pub async fn configure(&self, tenant: &str, id: &str, config: Value, actor: &str) -> Result<InstallationRow> {
         let mut row = self.installation(tenant, id).await?;
         let app = self.installed_app(&row).await?;
@@ -515,13 +518,16 @@ impl Kiosk {
         let done = self.runtime.configure(&app, &inst, &old_text, &new_text).await.map_err(call_failure)?;
         done.result.map_err(|r| refusal_failure("configure", &r))?;
         self.set_config(&mut row, &config, &secret_pointers);
-        self.store.update_installation(&row, "installation.configure", actor).await?;
+        if let Err(Changed) = self.store.update_installation(&row, "installation.configure", actor).await? {
+            return Err(self.changed(&row, "configure").await);
+        }
         self.installation(tenant, id).await
     }
 
     /// Moves an installation to another version (`upgrade_target`: a downgrade needs
     /// `allow_downgrade`, another major version `allow_major`) through the new version's
-    /// `upgrade` hook.
+    /// `upgrade` hook. The row is written only if nothing else wrote it while the hook
+    /// ran (`installation-changed` otherwise).
     pub async fn upgrade(
         &self,
         tenant: &str,
@@ -542,10 +548,13 @@ impl Kiosk {
         done.result.map_err(|r| refusal_failure("upgrade", &r))?;
         row.version = target.version.clone();
         self.set_config(&mut row, &config, &secret_pointers);
-        // Checked again as the row is written (a yank or quarantine during the hook wins);
-        // the old version keeps running.
-        if let Err(NotInstallable(now)) = self.store.upgrade_installation(&row, actor).await? {
-            installable(&row.app, &now)?;
+        // Checked again as the row is written (a yank or quarantine during the hook wins,
+        // and so does a configure, upgrade or uninstall that wrote first); the old version
+        // keeps running.
+        match self.store.upgrade_installation(&row, actor).await? {
+            Ok(()) => {}
+            Err(UpgradeRefused::NotInstallable(blocked)) => installable(&row.app, &blocked.0)?,
+            Err(UpgradeRefused::Changed(Changed)) => return Err(self.changed(&row, "upgrade").await),
         }
         self.installation(tenant, id).await
     }
@@ -553,7 +562,8 @@ impl Kiosk {
     /// Removes an installation. The app's hook is asked, but never keeps the tenant in: a
     /// refusal, a trap or a limit is recorded (audit) and returned as `Some(detail)`, and
     /// the installation goes anyway. Only what a retry can fix (admission, shutdown, the
-    /// host's storage) stops the uninstall.
+    /// host's storage) stops the uninstall, and so does a configure or upgrade that wrote
+    /// the installation while the hook ran (`installation-changed`).
     pub async fn uninstall(&self, tenant: &str, id: &str, actor: &str) -> Result<Option<String>> {
         let row = self.installation(tenant, id).await?;
         let inst = Installation::new(tenant, id);
@@ -569,10 +579,35 @@ impl Kiosk {
                 },
             },
         };
-        self.store.delete_installation_noting(tenant, id, actor, hook_failure.as_deref()).await?;
+        if let Err(Changed) =
+            self.store.delete_installation_noting(tenant, id, row.row_version, actor, hook_failure.as_deref()).await?
+        {
+            return Err(self.changed(&row, "uninstall").await);
+        }
         // Logs of a hook that did not succeed were kept by the runtime; the installation is gone.
         self.runtime.services().logs.purge(&inst.scope());
         Ok(hook_failure)
+    }
+
+    /// The failure of a lifecycle write that lost a race: the installation was written
+    /// (or removed) by another request after `read` was read.
+    async fn changed(&self, read: &InstallationRow, step: &str) -> Failure {
+        let now = match self.store.installation(&read.tenant, &read.id).await {
+            Ok(Some(now)) => format!("now at row version {} on {}", now.row_version, now.version),
+            Ok(None) => "it was uninstalled".to_string(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading a changed installation failed");
+                "it could not be read again".to_string()
+            }
+        };
+        Failure::conflict(
+            "installation-changed",
+            format!(
+                "installation {} changed while this request ran ({step} read it at row version {}, {now}); nothing \
+                 was written: read it again and retry",
+                read.id, read.row_version
+            ),
+        )
     }
 
     /// Calls `operation` of an installation with `input` (JSON). The licence is checked

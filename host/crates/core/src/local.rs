@@ -49,8 +49,8 @@ pub async fn register_local_build(
     };
     let cert = sequoia_openpgp::Cert::from_bytes(&tsk)?;
     let public = cert.armored().to_vec()?;
-    kiosk.store.create_partner(partner, partner).await?;
-    if !kiosk.store.add_certificate(partner, &cert.fingerprint().to_hex(), &public).await? {
+    kiosk.store.create_partner(partner, partner, actor).await?;
+    if !kiosk.store.add_certificate(partner, &cert.fingerprint().to_hex(), &public, actor).await? {
         anyhow::bail!("the local key of {partner} ({}) is registered for another partner", key_path.display());
     }
     let version = manifest.version.to_string();

@@ -207,12 +207,11 @@ async fn create_partner(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     slug("name", &body.name)?;
-    if !s.store.create_partner(&body.name, body.display.as_deref().unwrap_or(&body.name)).await? {
+    if !s.store.create_partner(&body.name, body.display.as_deref().unwrap_or(&body.name), &caller.0.actor()).await? {
         return Err(
             ApiError::new(StatusCode::CONFLICT, "exists", format!("partner {:?} exists", body.name)).field("name")
         );
     }
-    s.store.audit(&caller.0.actor(), "partner.create", &body.name, "").await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"name": body.name}))))
 }
 
@@ -255,10 +254,9 @@ async fn create_tenant(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     slug("id", &body.id)?;
-    if !s.store.create_tenant(&body.id, body.display.as_deref().unwrap_or(&body.id)).await? {
+    if !s.store.create_tenant(&body.id, body.display.as_deref().unwrap_or(&body.id), &caller.0.actor()).await? {
         return Err(ApiError::new(StatusCode::CONFLICT, "exists", format!("tenant {:?} exists", body.id)).field("id"));
     }
-    s.store.audit(&caller.0.actor(), "tenant.create", &body.id, "").await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"id": body.id}))))
 }
 
@@ -669,6 +667,9 @@ struct InstallationView {
     secrets_set: Vec<String>,
     created_ms: i64,
     updated_ms: i64,
+    /// Bumped by every configure and upgrade; a request that lost a race with another
+    /// writer of the installation is a 409 `installation-changed`.
+    row_version: i64,
 }
 
 fn view(s: &AppState, row: &InstallationRow) -> InstallationView {
@@ -681,6 +682,7 @@ fn view(s: &AppState, row: &InstallationRow) -> InstallationView {
         secrets_set: s.secrets_set(row),
         created_ms: row.created_ms,
         updated_ms: row.updated_ms,
+        row_version: row.row_version,
     }
 }
 

@@ -59,7 +59,8 @@ async fn bootstrap_operator(store: &Store, config: &OperatorConfig) -> anyhow::R
         return super::admin::bootstrap(store, token.trim()).await;
     }
     if store.count_operator_tokens().await? == 0 {
-        let (_, secret) = store.create_token(&Principal::Operator, "bootstrap (generated)").await?;
+        let (_, secret) =
+            store.create_token(&Principal::Operator, "bootstrap (generated)", kiosk_core::lifecycle::SYSTEM).await?;
         println!("operator token (shown once, store it now): {secret}");
     }
     Ok(())
@@ -83,10 +84,10 @@ async fn seed_demo(state: &AppState, apps: &[String], data_dir: &Path) -> anyhow
         printed.push(format!("{}@{}", row.app, row.version));
     }
     let layout_dir = key_dir.join("layout");
-    state.store.create_tenant("demo", "Demo tenant").await?;
-    let (_, operator) = state.store.create_token(&Principal::Operator, "demo operator").await?;
-    let (_, tenant) = state.store.create_token(&Principal::Tenant("demo".into()), "demo tenant").await?;
-    let (_, partner) = state.store.create_token(&Principal::Partner("acme".into()), "demo partner").await?;
+    state.store.create_tenant("demo", "Demo tenant", "demo").await?;
+    let (_, operator) = state.store.create_token(&Principal::Operator, "demo operator", "demo").await?;
+    let (_, tenant) = state.store.create_token(&Principal::Tenant("demo".into()), "demo tenant", "demo").await?;
+    let (_, partner) = state.store.create_token(&Principal::Partner("acme".into()), "demo partner", "demo").await?;
     println!("demo: registered {} from a signed OCI layout at {}", printed.join(", "), layout_dir.display());
     println!("demo: tenant `demo`; tokens (shown once):");
     println!("  export OPERATOR_TOKEN={operator}");

@@ -20,7 +20,7 @@ pub mod ledger;
 mod revocation;
 pub use revocation::{
     BootstrapToken, CertUpdate, CertificateRow, DistrustedCert, NotInstallable, QuarantinedVersion, TokenRevocation,
-    TokenRow,
+    TokenRow, UpgradeRefused,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -109,7 +109,16 @@ pub struct InstallationRow {
     pub secrets: Vec<u8>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// Bumped by every write of the row; a write applies only if it is still the one
+    /// read (`Changed` otherwise). A new installation starts at 0.
+    pub row_version: i64,
 }
+
+/// A conditional write of an installation found it changed (configured, upgraded or
+/// uninstalled) since it was read at the row version the writer gave: nothing was
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed;
 
 /// A stored entitlement.
 #[derive(Debug, Clone)]
@@ -181,6 +190,7 @@ fn installation_row(r: &AnyRow) -> Result<InstallationRow, sqlx::Error> {
         secrets: r.try_get("secrets")?,
         created_ms: r.try_get("created_ms")?,
         updated_ms: r.try_get("updated_ms")?,
+        row_version: r.try_get("row_version")?,
     })
 }
 
@@ -189,7 +199,10 @@ const VERSION_COLUMNS: &str =
 /// What a read of a version selects: the inserted columns plus the quarantine.
 const VERSION_SELECT: &str = "app, version, manifest, manifest_digest, component_digest, signer, reference, yanked, \
      created_ms, quarantined, quarantine_reason";
+/// The columns an insert of an installation writes (`row_version` starts at its default, 0).
 const INSTALLATION_COLUMNS: &str = "id, tenant, app, version, config, secrets, created_ms, updated_ms";
+/// What a read of an installation selects.
+const INSTALLATION_SELECT: &str = "id, tenant, app, version, config, secrets, created_ms, updated_ms, row_version";
 
 impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://…`) and runs migrations.
@@ -258,37 +271,15 @@ impl Store {
 
     // --- tokens -------------------------------------------------------------------
 
-    /// Creates a token; returns (id, secret). Only the secret's hash is stored.
-    pub async fn create_token(&self, principal: &Principal, label: &str) -> Result<(String, String), StoreError> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let secret = format!("kiosk_{}", uuid::Uuid::new_v4().simple()) + &uuid::Uuid::new_v4().simple().to_string();
-        self.insert_token(&id, &secret, principal, label).await?;
-        Ok((id, secret))
-    }
-
-    /// Stores a token with a given secret (the operator bootstrap token from config).
-    pub async fn insert_token(
+    /// Creates a token that never expires, with its audit row (`token.create`) in one
+    /// transaction; returns (id, secret). Only the secret's hash is stored.
+    pub async fn create_token(
         &self,
-        id: &str,
-        secret: &str,
         principal: &Principal,
         label: &str,
-    ) -> Result<(), StoreError> {
-        let (role, scope) = principal.parts();
-        sqlx::query(
-            "INSERT INTO tokens (id, hash, role, scope, label, created_ms) VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (hash) DO NOTHING",
-        )
-        .bind(id)
-        .bind(token_hash(secret))
-        .bind(role)
-        .bind(scope)
-        .bind(label)
-        .bind(now_ms() as i64)
-        .execute(&self.pool)
-        .await
-        .map_err(ctx("create token"))?;
-        Ok(())
+        actor: &str,
+    ) -> Result<(String, String), StoreError> {
+        self.create_token_by(principal, label, None, actor).await
     }
 
     /// The principal a token secret stands for, if it is known, not revoked and not
@@ -327,28 +318,62 @@ impl Store {
 
     // --- partners, certificates, tenants -------------------------------------------
 
-    /// Creates a partner; `false` if it exists.
-    pub async fn create_partner(&self, name: &str, display: &str) -> Result<bool, StoreError> {
+    /// Creates a partner with its audit row (`partner.create`) in one transaction;
+    /// `false` if it exists (nothing is written).
+    pub async fn create_partner(&self, name: &str, display: &str, actor: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
         let done = sqlx::query(
             "INSERT INTO partners (name, display, created_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(display)
         .bind(now_ms() as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(ctx("create partner"))?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(false);
+        }
+        audit(&mut tx, actor, "partner.create", name, "").await?;
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(true)
     }
 
     pub async fn partner_exists(&self, name: &str) -> Result<bool, StoreError> {
         exists(&self.pool, "SELECT 1 FROM partners WHERE name = $1", name).await.map_err(ctx("find partner"))
     }
 
-    /// Registers a certificate for `partner` (or replaces its bytes); `false` when the
+    /// Registers a certificate for `partner` (or replaces its bytes) with its audit row
+    /// (`certificate.add` or `certificate.update`) in one transaction; `false` when the
     /// fingerprint belongs to another partner (nothing is written). The operator API
-    /// uses `put_certificates`, which also merges, audits and quarantines.
-    pub async fn add_certificate(&self, partner: &str, fingerprint: &str, cert: &[u8]) -> Result<bool, StoreError> {
+    /// uses `put_certificates`, which also merges and quarantines.
+    pub async fn add_certificate(
+        &self,
+        partner: &str,
+        fingerprint: &str,
+        cert: &[u8],
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        // The write comes first: it takes the lock (SQLite's writer lock, PostgreSQL's
+        // row lock) before anything is read.
+        revocation::lock_partner(&mut tx, partner).await?;
+        let known: Option<Vec<u8>> =
+            sqlx::query("SELECT cert FROM partner_certs WHERE fingerprint = $1 AND partner = $2")
+                .bind(fingerprint)
+                .bind(partner)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(ctx("find certificate"))?
+                .map(|r| r.try_get("cert"))
+                .transpose()
+                .map_err(ctx("read certificate"))?;
+        if known.as_deref() == Some(cert) {
+            // Already registered as it is (`kiosk run` on every start): nothing to write.
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(true);
+        }
         let done = sqlx::query(
             "INSERT INTO partner_certs (fingerprint, partner, cert, created_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (fingerprint) DO UPDATE SET cert = excluded.cert WHERE partner_certs.partner = excluded.partner",
@@ -357,10 +382,17 @@ impl Store {
         .bind(partner)
         .bind(cert)
         .bind(now_ms() as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(ctx("add certificate"))?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(false);
+        }
+        let action = if known.is_some() { "certificate.update" } else { "certificate.add" };
+        audit(&mut tx, actor, action, partner, fingerprint).await?;
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(true)
     }
 
     /// Every registered certificate: (partner, certificate bytes).
@@ -375,17 +407,26 @@ impl Store {
             .map_err(ctx("read certificates"))
     }
 
-    pub async fn create_tenant(&self, id: &str, display: &str) -> Result<bool, StoreError> {
+    /// Creates a tenant with its audit row (`tenant.create`) in one transaction; `false`
+    /// if it exists (nothing is written).
+    pub async fn create_tenant(&self, id: &str, display: &str, actor: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
         let done = sqlx::query(
             "INSERT INTO tenants (id, display, created_ms) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
         .bind(display)
         .bind(now_ms() as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(ctx("create tenant"))?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(false);
+        }
+        audit(&mut tx, actor, "tenant.create", id, "").await?;
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(true)
     }
 
     pub async fn tenant_exists(&self, id: &str) -> Result<bool, StoreError> {
@@ -612,7 +653,7 @@ impl Store {
 
     pub async fn installation(&self, tenant: &str, id: &str) -> Result<Option<InstallationRow>, StoreError> {
         let row =
-            sqlx::query(&format!("SELECT {INSTALLATION_COLUMNS} FROM installations WHERE tenant = $1 AND id = $2"))
+            sqlx::query(&format!("SELECT {INSTALLATION_SELECT} FROM installations WHERE tenant = $1 AND id = $2"))
                 .bind(tenant)
                 .bind(id)
                 .fetch_optional(&self.pool)
@@ -623,7 +664,7 @@ impl Store {
 
     pub async fn installations(&self, tenant: &str) -> Result<Vec<InstallationRow>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {INSTALLATION_COLUMNS} FROM installations WHERE tenant = $1 ORDER BY created_ms, id"
+            "SELECT {INSTALLATION_SELECT} FROM installations WHERE tenant = $1 ORDER BY created_ms, id"
         ))
         .bind(tenant)
         .fetch_all(&self.pool)
@@ -634,35 +675,58 @@ impl Store {
 
     /// Every installation (exports: subscribed tenants' idle hours).
     pub async fn all_installations(&self) -> Result<Vec<InstallationRow>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {INSTALLATION_COLUMNS} FROM installations ORDER BY tenant, id"))
+        let rows = sqlx::query(&format!("SELECT {INSTALLATION_SELECT} FROM installations ORDER BY tenant, id"))
             .fetch_all(&self.pool)
             .await
             .map_err(ctx("list installations"))?;
         rows.iter().map(installation_row).collect::<Result<_, _>>().map_err(ctx("read installations"))
     }
 
-    /// Replaces an installation's version and configuration (configure, upgrade).
-    pub async fn update_installation(&self, i: &InstallationRow, action: &str, actor: &str) -> Result<(), StoreError> {
+    /// Replaces an installation's version and configuration (configure) if the row is
+    /// still at `i.row_version`, bumping it, with its audit row in one transaction;
+    /// `Ok(Err(Changed))` (nothing written) if it changed or went since it was read.
+    pub async fn update_installation(
+        &self,
+        i: &InstallationRow,
+        action: &str,
+        actor: &str,
+    ) -> Result<Result<(), Changed>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
-        sqlx::query("UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4 WHERE tenant = $5 AND id = $6")
-            .bind(&i.version)
-            .bind(&i.config)
-            .bind(&i.secrets)
-            .bind(now_ms() as i64)
-            .bind(&i.tenant)
-            .bind(&i.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(ctx("update installation"))?;
+        let done = sqlx::query(
+            "UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4,
+             row_version = row_version + 1 WHERE tenant = $5 AND id = $6 AND row_version = $7",
+        )
+        .bind(&i.version)
+        .bind(&i.config)
+        .bind(&i.secrets)
+        .bind(now_ms() as i64)
+        .bind(&i.tenant)
+        .bind(&i.id)
+        .bind(i.row_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("update installation"))?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(Err(Changed));
+        }
         audit(&mut tx, actor, action, &format!("{}/{}", i.tenant, i.id), &format!("{}@{}", i.app, i.version)).await?;
-        tx.commit().await.map_err(ctx("commit"))
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(Ok(()))
     }
 
-    /// Removes an installation and its key-value data (its usage stays). The removal is
-    /// recorded (`uninstalled`), so usage reported later for the time it was installed
-    /// is still accepted.
-    pub async fn delete_installation(&self, tenant: &str, id: &str, actor: &str) -> Result<(), StoreError> {
-        self.delete_installation_noting(tenant, id, actor, None).await
+    /// Removes an installation and its key-value data (its usage stays) if the row is
+    /// still at `row_version`; `Ok(Err(Changed))` (nothing removed) if it changed or went
+    /// since it was read. The removal is recorded (`uninstalled`), so usage reported
+    /// later for the time it was installed is still accepted.
+    pub async fn delete_installation(
+        &self,
+        tenant: &str,
+        id: &str,
+        row_version: i64,
+        actor: &str,
+    ) -> Result<Result<(), Changed>, StoreError> {
+        self.delete_installation_noting(tenant, id, row_version, actor, None).await
     }
 
     /// `delete_installation`, also auditing (same transaction) why the app's uninstall
@@ -671,55 +735,58 @@ impl Store {
         &self,
         tenant: &str,
         id: &str,
+        row_version: i64,
         actor: &str,
         hook_failure: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Result<(), Changed>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
-        let row = sqlx::query("SELECT app, version FROM installations WHERE tenant = $1 AND id = $2")
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(ctx("find installation"))?;
-        let removed = match row {
-            Some(r) => Some((
-                r.try_get::<String, _>("app").map_err(ctx("read installation"))?,
-                r.try_get::<String, _>("version").map_err(ctx("read installation"))?,
-            )),
-            None => None,
+        // The conditional delete comes first, so it takes the lock before anything is read.
+        let row = sqlx::query(
+            "DELETE FROM installations WHERE tenant = $1 AND id = $2 AND row_version = $3 RETURNING app, version",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(row_version)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(ctx("delete installation"))?;
+        let Some(row) = row else {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(Err(Changed));
         };
-        let detail = removed.as_ref().map(|(app, version)| format!("{app}@{version}")).unwrap_or_default();
-        if let Some((app, version)) = &removed {
-            sqlx::query(
-                "INSERT INTO uninstalled (tenant, id, app, version, removed_ms) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant, id) DO NOTHING",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(app)
-            .bind(version)
-            .bind(now_ms() as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(ctx("record the removed installation"))?;
-        }
+        let detail = format!(
+            "{}@{}",
+            row.try_get::<String, _>("app").map_err(ctx("read installation"))?,
+            row.try_get::<String, _>("version").map_err(ctx("read installation"))?
+        );
+        let (app, version): (String, String) = (
+            row.try_get("app").map_err(ctx("read installation"))?,
+            row.try_get("version").map_err(ctx("read installation"))?,
+        );
+        sqlx::query(
+            "INSERT INTO uninstalled (tenant, id, app, version, removed_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant, id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(&app)
+        .bind(&version)
+        .bind(now_ms() as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("record the removed installation"))?;
         sqlx::query("DELETE FROM kv WHERE tenant = $1 AND installation = $2")
             .bind(tenant)
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(ctx("purge key-value data"))?;
-        sqlx::query("DELETE FROM installations WHERE tenant = $1 AND id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(ctx("delete installation"))?;
         if let Some(failure) = hook_failure {
             audit(&mut tx, actor, "installation.uninstall-hook-failed", &format!("{tenant}/{id}"), failure).await?;
         }
         audit(&mut tx, actor, "installation.uninstall", &format!("{tenant}/{id}"), &detail).await?;
-        tx.commit().await.map_err(ctx("commit"))
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(Ok(()))
     }
 
     /// Removes key-value data written for an installation that was never recorded
@@ -892,12 +959,6 @@ impl Store {
     }
 
     // --- audit ------------------------------------------------------------------------
-
-    pub async fn audit(&self, actor: &str, action: &str, target: &str, detail: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
-        audit(&mut tx, actor, action, target, detail).await?;
-        tx.commit().await.map_err(ctx("commit"))
-    }
 
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
         let rows = sqlx::query("SELECT id, at_ms, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT $1")

@@ -8,7 +8,8 @@
 use sqlx::{Any, Row, Transaction};
 
 use super::{
-    InstallationRow, Principal, Store, StoreError, VERSION_SELECT, VersionRow, audit, ctx, token_hash, version_row,
+    Changed, InstallationRow, Principal, Store, StoreError, VERSION_SELECT, VersionRow, audit, ctx, token_hash,
+    version_row,
 };
 use kiosk_domain::metering::now_ms;
 
@@ -97,6 +98,15 @@ pub enum BootstrapToken {
 /// while its hooks ran: the version as it is now.
 #[derive(Debug, Clone)]
 pub struct NotInstallable(pub VersionRow);
+
+/// Why an upgrade wrote nothing.
+#[derive(Debug, Clone)]
+pub enum UpgradeRefused {
+    /// The target version became unavailable (yanked or quarantined) while the hooks ran.
+    NotInstallable(Box<NotInstallable>),
+    /// The installation changed (or went) since it was read.
+    Changed(Changed),
+}
 
 /// Takes the partner's row lock for the rest of the transaction: registrations and
 /// revocations of one partner are serialised (on SQLite every writer already is).
@@ -595,16 +605,18 @@ impl Store {
     }
 
     /// Moves an installation to `i.version` (with its new configuration) if that version
-    /// is still installable, like `install_if_installable`.
+    /// is still installable, like `install_if_installable`, and the row is still at
+    /// `i.row_version` (bumping it), with its audit row in one transaction.
     pub async fn upgrade_installation(
         &self,
         i: &InstallationRow,
         actor: &str,
-    ) -> Result<Result<(), NotInstallable>, StoreError> {
+    ) -> Result<Result<(), UpgradeRefused>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
         let done = sqlx::query(
-            "UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4
-             WHERE tenant = $5 AND id = $6 AND EXISTS
+            "UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4,
+             row_version = row_version + 1
+             WHERE tenant = $5 AND id = $6 AND row_version = $8 AND EXISTS
              (SELECT 1 FROM versions WHERE app = $7 AND version = $1 AND yanked = 0 AND quarantined = 0)",
         )
         .bind(&i.version)
@@ -614,14 +626,17 @@ impl Store {
         .bind(&i.tenant)
         .bind(&i.id)
         .bind(&i.app)
+        .bind(i.row_version)
         .execute(&mut *tx)
         .await
         .map_err(ctx("upgrade installation"))?;
         if done.rows_affected() != 1 {
-            // The version became unavailable, or the installation is gone (the caller
-            // reads it again and finds nothing).
+            // The version became unavailable, or the installation changed or went.
             tx.rollback().await.map_err(ctx("rollback"))?;
-            return self.not_installable(&i.app, &i.version).await;
+            return Ok(Err(match self.not_installable(&i.app, &i.version).await? {
+                Err(blocked) => UpgradeRefused::NotInstallable(Box::new(blocked)),
+                Ok(()) => UpgradeRefused::Changed(Changed),
+            }));
         }
         let (target, detail) = (format!("{}/{}", i.tenant, i.id), format!("{}@{}", i.app, i.version));
         audit(&mut tx, actor, "installation.upgrade", &target, &detail).await?;
