@@ -97,7 +97,7 @@ fn bad_inputs_are_refused_with_a_reason_naming_them() {
     assert!(
         err.contains("--config refused")
             && err.contains("/threshold: violates `maximum`")
-            && err.contains("/: violates `required`"),
+            && err.contains("/apiKey: is required"),
         "{err}"
     );
     let err = run("{not json", m, w);

@@ -238,15 +238,31 @@ impl ConfigSchema {
     /// configuration the app will see.
     pub fn resolve(&self, mut config: Value) -> Result<Value, ConfigError> {
         apply_defaults(&self.schema, &mut config);
+        use jsonschema::error::ValidationErrorKind;
         let problems: Vec<String> = self
             .validator
             .iter_errors(&config)
-            .map(|e| {
+            .flat_map(|e| {
                 let at = e.instance_path().to_string();
+                // A missing or unexpected property is named by its own pointer (its name is
+                // the schema's or the caller's, never a value).
+                match e.kind() {
+                    ValidationErrorKind::Required { property } => {
+                        let name = property.as_str().map(pointer_token).unwrap_or_default();
+                        return vec![format!("{at}/{name}: is required")];
+                    }
+                    ValidationErrorKind::AdditionalProperties { unexpected } => {
+                        return unexpected
+                            .iter()
+                            .map(|n| format!("{at}/{}: is not allowed", pointer_token(n)))
+                            .collect();
+                    }
+                    _ => {}
+                }
                 let at = if at.is_empty() { "/".to_string() } else { at };
                 // The message can quote the offending value, which may be a secret: name
                 // the rule by its keyword and the place, never the value.
-                format!("{at}: violates `{}`", schema_keyword(&e))
+                vec![format!("{at}: violates `{}`", schema_keyword(&e))]
             })
             .collect();
         if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
@@ -399,6 +415,11 @@ pub fn put_pointer(value: &mut Value, ptr: &str, v: Value) -> bool {
         },
         _ => false,
     }
+}
+
+/// One RFC 6901 reference token.
+fn pointer_token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
 }
 
 fn schema_keyword(e: &jsonschema::ValidationError<'_>) -> String {
@@ -558,7 +579,9 @@ mod tests {
         assert!(text.contains("/threshold: violates `maximum`"), "{text}");
         assert!(text.contains("/apiKey: violates `minLength`"), "{text}");
         let err = schema.resolve(serde_json::json!({"threshold": 0.2})).unwrap_err();
-        assert!(err.to_string().contains("/: violates `required`"), "{err}");
+        assert!(err.to_string().contains("/apiKey: is required"), "{err}");
+        let err = schema.resolve(serde_json::json!({"apiKey": "k", "extra/one": 1})).unwrap_err();
+        assert!(err.to_string().contains("/extra~1one: is not allowed"), "{err}");
         assert_eq!(schema.secret_pointers(&json!({"apiKey": "k", "threshold": 1})), ["/apiKey"]);
     }
 }

@@ -1,59 +1,69 @@
 //! Operator administration of trust and tokens (SPEC §2 step 6, §8): partner
 //! certificates (add with ownership and revocations, list with their state, remove),
 //! the quarantine of every version a revoked or removed certificate signed, the
-//! operator's yank and quarantine of any version, and tokens (list, revoke). Routes are
-//! in `super::router`, documents in `super::ApiDoc`.
+//! operator's yank and quarantine of any version, and tokens (list, revoke).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{ApiError, ApiResult, AppState, Caller, Shared};
+use super::{ApiError, ApiResult, AppState, Caller, Json, Page, Path, Problem, Query, Shared};
 use kiosk_core::lifecycle::{find_for, revoked_reason};
 use kiosk_distribution::trust::{self, CertState, TrustStore, Upload};
 use kiosk_store::{BootstrapToken, CertUpdate, TokenRevocation, VersionRow};
+
+pub(super) fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(add_certificate))
+        .routes(routes!(list_certificates))
+        .routes(routes!(remove_certificate))
+        .routes(routes!(list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(quarantined_versions))
+        .routes(routes!(operator_yank))
+        .routes(routes!(operator_unyank))
+        .routes(routes!(operator_quarantine))
+        .routes(routes!(operator_release))
+}
 
 // --- pages ---------------------------------------------------------------------------
 
 /// `?limit=&after=`: at most `limit` items (1-1000, default 100) after the cursor
 /// `after` (the `next` of the previous page).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PageQuery {
+    /// Most items on the page (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The `next` of the previous page.
     after: Option<String>,
 }
 
 impl PageQuery {
     fn limit(&self) -> ApiResult<i64> {
-        match self.limit.unwrap_or(100) {
-            n @ 1..=1000 => Ok(n),
-            other => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-query",
-                format!("limit {other} is out of range: use 1-1000"),
-            )
-            .field("limit")),
-        }
+        page_limit(self.limit)
     }
 }
 
-/// A page of `items` (already after the cursor, at most `limit` + 1 asked for) with
-/// the cursor of the next page.
-fn page(mut items: Vec<Value>, limit: i64, cursor: impl Fn(&Value) -> String) -> Value {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let next = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(&cursor)
-    } else {
-        None
-    };
-    json!({"items": items, "next": next})
+/// `limit`: 1-1000, default 100; out of range is a 400 `invalid-query`.
+pub(super) fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
+    match limit.unwrap_or(100) {
+        n @ 1..=1000 => Ok(n),
+        other => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            format!("limit {other} is out of range: use 1-1000"),
+        )
+        .field("limit")),
+    }
 }
 
 // --- certificates ----------------------------------------------------------------------
@@ -78,7 +88,6 @@ fn invalid_certificate(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-certificate", detail).field("certificate")
 }
 
-/// Why the versions a revoked certificate signed are quarantined.
 /// The certificates registered over the API, as a trust store.
 async fn stored_trust(s: &AppState) -> ApiResult<TrustStore> {
     let mut trust = TrustStore::default();
@@ -178,7 +187,7 @@ pub(super) async fn add_certificates(
             cert: trust::armored(cert).map_err(ApiError::internal)?,
             revoked,
         });
-        states.push(json!({"fingerprint": fpr, "state": state.name()}));
+        states.push(CertificateState { fingerprint: fpr.clone(), state: state.name().to_string() });
     }
     let quarantined = match s.store.put_certificates(partner, &updates, actor).await? {
         Ok(quarantined) => quarantined,
@@ -188,13 +197,85 @@ pub(super) async fn add_certificates(
         tracing::warn!(partner, versions = ?quarantined, "certificate revoked: versions quarantined");
     }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    let body = json!({"partner": partner, "fingerprints": order, "certificates": states, "quarantined": quarantined});
+    let body =
+        CertificatesAdded { partner: partner.to_string(), fingerprints: order, certificates: states, quarantined };
     Ok((status, axum::Json(body)).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewCertificate {
+    /// ASCII-armoured OpenPGP public certificate.
+    certificate: String,
+}
+
+/// Certificates (new ones, or new copies of registered ones: merged), or a revocation
+/// certificate of a registered one. A fingerprint registered for another partner is a
+/// 409 and nothing is written; a revoked certificate quarantines what it signed.
+#[utoipa::path(post, path = "/v1/partners/{partner}/certificates", tag = "operator", request_body = NewCertificate,
+    responses((status = 201, description = "registered (at least one certificate is new)", body = CertificatesAdded),
+              (status = 200, description = "registered copies updated (e.g. revoked)", body = CertificatesAdded),
+              (status = 409, description = "`certificate-owned`: a fingerprint is registered for another partner; nothing is written", body = Problem),
+              (status = 422, description = "`invalid-certificate`: not an OpenPGP certificate or revocation of a registered one", body = Problem)))]
+async fn add_certificate(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(partner): Path<String>,
+    Json(body): Json<NewCertificate>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    add_certificates(&s, &caller.0.actor(), &partner, &body.certificate).await
+}
+
+/// A certificate's fingerprint and state after an upload.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CertificateState {
+    fingerprint: String,
+    /// `valid`, `expired`, `revoked` or `invalid`.
+    state: String,
+}
+
+/// What an upload registered; `quarantined` lists the versions (`app@version`) a revoked
+/// certificate signed, quarantined in the same transaction.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CertificatesAdded {
+    partner: String,
+    fingerprints: Vec<String>,
+    certificates: Vec<CertificateState>,
+    quarantined: Vec<String>,
+}
+
+/// Why a certificate's versions were quarantined: `revoked`, `removed` by the operator,
+/// or `missing` (gone from the config file).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Distrust {
+    state: String,
+    reason: String,
+    at_ms: i64,
+}
+
+/// A partner's certificate: where it is registered (`api`, `config`, or `none` once
+/// removed), its state (`valid`, `expired`, `revoked`, `invalid`, `removed`) and the
+/// versions it signed.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct CertificateView {
+    fingerprint: String,
+    source: String,
+    state: String,
+    revoked_at_ms: Option<i64>,
+    revocation_reason: Option<String>,
+    user_ids: Vec<String>,
+    created_ms: Option<i64>,
+    signed_versions: u64,
+    quarantined_versions: u64,
+    distrusted: Option<Distrust>,
 }
 
 /// A partner's certificates (registered over the API or in the config file, and those
 /// removed whose versions were quarantined) with their state, by fingerprint.
-async fn certificate_views(s: &AppState, partner: &str) -> ApiResult<Vec<Value>> {
+async fn certificate_views(s: &AppState, partner: &str) -> ApiResult<Vec<CertificateView>> {
     let config = s.config.trust_store().map_err(ApiError::internal)?;
     let rows: Vec<_> = s.store.certificate_rows().await?.into_iter().filter(|r| r.partner == partner).collect();
     let distrusted: HashMap<String, _> = s
@@ -214,7 +295,7 @@ async fn certificate_views(s: &AppState, partner: &str) -> ApiResult<Vec<Value>>
         }
     }
     let now = SystemTime::now();
-    let mut views: BTreeMap<String, Value> = BTreeMap::new();
+    let mut views: BTreeMap<String, CertificateView> = BTreeMap::new();
     let mut view = |fpr: &str, source: &str, cert: Option<&sequoia_openpgp::Cert>, created_ms: Option<i64>| {
         let state = cert.map(|c| trust::cert_state(c, now));
         let (revoked_at, revocation_reason) = match &state {
@@ -222,16 +303,22 @@ async fn certificate_views(s: &AppState, partner: &str) -> ApiResult<Vec<Value>>
             _ => (None, None),
         };
         let (n, q) = signed.get(fpr).copied().unwrap_or_default();
-        let distrust = distrusted.get(fpr).map(|d| json!({"state": d.state, "reason": d.reason, "atMs": d.at_ms}));
+        let distrust =
+            distrusted.get(fpr).map(|d| Distrust { state: d.state.clone(), reason: d.reason.clone(), at_ms: d.at_ms });
         views.insert(
             fpr.to_string(),
-            json!({
-                "fingerprint": fpr, "source": source,
-                "state": state.as_ref().map_or("removed", CertState::name),
-                "revokedAtMs": revoked_at, "revocationReason": revocation_reason,
-                "userIds": cert.map(trust::user_ids).unwrap_or_default(), "createdMs": created_ms,
-                "signedVersions": n, "quarantinedVersions": q, "distrusted": distrust,
-            }),
+            CertificateView {
+                fingerprint: fpr.to_string(),
+                source: source.to_string(),
+                state: state.as_ref().map_or("removed", CertState::name).to_string(),
+                revoked_at_ms: revoked_at,
+                revocation_reason,
+                user_ids: cert.map(trust::user_ids).unwrap_or_default(),
+                created_ms,
+                signed_versions: n,
+                quarantined_versions: q,
+                distrusted: distrust,
+            },
         );
     };
     for row in &rows {
@@ -259,10 +346,10 @@ async fn certificate_views(s: &AppState, partner: &str) -> ApiResult<Vec<Value>>
     Ok(views.into_values().collect())
 }
 
-#[utoipa::path(get, path = "/v1/partners/{partner}/certificates",
-    params(("limit" = Option<i64>, Query), ("after" = Option<String>, Query)),
-    responses((status = 200, description = "the partner's certificates with fingerprint, source and state (valid, expired, revoked, invalid, removed)"), (status = 404, body = super::Problem)))]
-pub(super) async fn list_certificates(
+#[utoipa::path(get, path = "/v1/partners/{partner}/certificates", tag = "operator", params(PageQuery),
+    responses((status = 200, description = "the partner's certificates by fingerprint, with source and state", body = Page<CertificateView>),
+              (status = 404, description = "`not-found`: no such partner", body = Problem)))]
+async fn list_certificates(
     State(s): State<Shared>,
     caller: Caller,
     Path(partner): Path<String>,
@@ -274,18 +361,29 @@ pub(super) async fn list_certificates(
         return Err(ApiError::not_found(format!("no partner {partner:?}")));
     }
     let after = q.after.as_deref().map(normalize_fingerprint).unwrap_or_default();
-    let items: Vec<Value> = certificate_views(&s, &partner)
+    let items: Vec<CertificateView> = certificate_views(&s, &partner)
         .await?
         .into_iter()
-        .filter(|v| v["fingerprint"].as_str().is_some_and(|f| f > after.as_str()))
+        .filter(|v| v.fingerprint.as_str() > after.as_str())
         .take(usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1))
         .collect();
-    Ok(axum::Json(page(items, limit, |v| v["fingerprint"].as_str().unwrap_or_default().to_string())))
+    Ok(axum::Json(Page::of(items, limit, |v| v.fingerprint.clone())))
 }
 
-#[utoipa::path(delete, path = "/v1/partners/{partner}/certificates/{fingerprint}",
-    responses((status = 200, description = "removed; every version it signed is quarantined (listed)"), (status = 404, body = super::Problem), (status = 409, body = super::Problem)))]
-pub(super) async fn remove_certificate(
+/// A removed certificate and the versions (`app@version`) it signed, now quarantined.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CertificateRemoved {
+    partner: String,
+    fingerprint: String,
+    removed: bool,
+    quarantined: Vec<String>,
+}
+
+#[utoipa::path(delete, path = "/v1/partners/{partner}/certificates/{fingerprint}", tag = "operator",
+    responses((status = 200, description = "removed; every version it signed is quarantined (listed)", body = CertificateRemoved),
+              (status = 404, description = "`not-found`: no such partner or certificate", body = Problem),
+              (status = 409, description = "`certificate-in-config`: registered in the operator config file", body = Problem)))]
+async fn remove_certificate(
     State(s): State<Shared>,
     caller: Caller,
     Path((partner, fingerprint)): Path<(String, String)>,
@@ -313,14 +411,33 @@ pub(super) async fn remove_certificate(
     if !quarantined.is_empty() {
         tracing::warn!(partner, fingerprint = fpr, versions = ?quarantined, "certificate removed: versions quarantined");
     }
-    Ok(axum::Json(json!({"partner": partner, "fingerprint": fpr, "removed": true, "quarantined": quarantined})))
+    Ok(axum::Json(CertificateRemoved { partner, fingerprint: fpr, removed: true, quarantined }))
 }
 
 // --- versions (operator) -----------------------------------------------------------------
 
-fn version_state(v: &VersionRow) -> Value {
-    json!({"app": v.app, "version": v.version, "yanked": v.yanked, "quarantined": v.quarantined,
-           "quarantineReason": v.quarantine_reason, "signer": v.signer})
+/// A version's state as the operator sets it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct VersionState {
+    app: String,
+    version: String,
+    yanked: bool,
+    quarantined: bool,
+    quarantine_reason: Option<String>,
+    /// Fingerprint of the certificate that signed it.
+    signer: String,
+}
+
+fn version_state(v: &VersionRow) -> VersionState {
+    VersionState {
+        app: v.app.clone(),
+        version: v.version.clone(),
+        yanked: v.yanked,
+        quarantined: v.quarantined,
+        quarantine_reason: v.quarantine_reason.clone(),
+        signer: v.signer.clone(),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -336,7 +453,7 @@ async fn version_action(
     caller: &Caller,
     (partner, name, version): (String, String, String),
     action: VersionAction,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<VersionState>> {
     caller.operator()?;
     let app = format!("{partner}/{name}");
     let actor = caller.0.actor();
@@ -356,9 +473,9 @@ async fn version_action(
     Ok(axum::Json(version_state(&row)))
 }
 
-#[utoipa::path(post, path = "/v1/apps/{partner}/{name}/versions/{version}/yank",
-    responses((status = 200, description = "yanked: no new installs or upgrades"), (status = 404, body = super::Problem)))]
-pub(super) async fn operator_yank(
+#[utoipa::path(post, path = "/v1/apps/{partner}/{name}/versions/{version}/yank", tag = "operator",
+    responses((status = 200, body = VersionState, description = "yanked: no new installs or upgrades"), (status = 404, description = "`not-found`: no such version", body = Problem)))]
+async fn operator_yank(
     State(s): State<Shared>,
     caller: Caller,
     Path(p): Path<(String, String, String)>,
@@ -366,9 +483,9 @@ pub(super) async fn operator_yank(
     version_action(&s, &caller, p, VersionAction::Yank).await
 }
 
-#[utoipa::path(post, path = "/v1/apps/{partner}/{name}/versions/{version}/unyank",
-    responses((status = 200, description = "installable again unless quarantined"), (status = 404, body = super::Problem)))]
-pub(super) async fn operator_unyank(
+#[utoipa::path(post, path = "/v1/apps/{partner}/{name}/versions/{version}/unyank", tag = "operator",
+    responses((status = 200, body = VersionState, description = "installable again unless quarantined"), (status = 404, description = "`not-found`: no such version", body = Problem)))]
+async fn operator_unyank(
     State(s): State<Shared>,
     caller: Caller,
     Path(p): Path<(String, String, String)>,
@@ -376,9 +493,9 @@ pub(super) async fn operator_unyank(
     version_action(&s, &caller, p, VersionAction::Unyank).await
 }
 
-#[utoipa::path(post, path = "/v1/apps/{partner}/{name}/versions/{version}/quarantine",
-    responses((status = 200, description = "quarantined: no new installs or upgrades; running installations go on"), (status = 404, body = super::Problem)))]
-pub(super) async fn operator_quarantine(
+#[utoipa::path(post, path = "/v1/apps/{partner}/{name}/versions/{version}/quarantine", tag = "operator",
+    responses((status = 200, body = VersionState, description = "quarantined: no new installs or upgrades; running installations go on"), (status = 404, description = "`not-found`: no such version", body = Problem)))]
+async fn operator_quarantine(
     State(s): State<Shared>,
     caller: Caller,
     Path(p): Path<(String, String, String)>,
@@ -386,9 +503,9 @@ pub(super) async fn operator_quarantine(
     version_action(&s, &caller, p, VersionAction::Quarantine).await
 }
 
-#[utoipa::path(post, path = "/v1/apps/{partner}/{name}/versions/{version}/release",
-    responses((status = 200, description = "released from quarantine (whatever quarantined it)"), (status = 404, body = super::Problem)))]
-pub(super) async fn operator_release(
+#[utoipa::path(post, path = "/v1/apps/{partner}/{name}/versions/{version}/release", tag = "operator",
+    responses((status = 200, body = VersionState, description = "released from quarantine (whatever quarantined it)"), (status = 404, description = "`not-found`: no such version", body = Problem)))]
+async fn operator_release(
     State(s): State<Shared>,
     caller: Caller,
     Path(p): Path<(String, String, String)>,
@@ -396,10 +513,21 @@ pub(super) async fn operator_release(
     version_action(&s, &caller, p, VersionAction::Release).await
 }
 
-#[utoipa::path(get, path = "/v1/versions/quarantined",
-    params(("limit" = Option<i64>, Query), ("after" = Option<String>, Query, description = "`app@version` from `next`")),
-    responses((status = 200, description = "quarantined versions with their signer and reason")))]
-pub(super) async fn quarantined_versions(
+/// A quarantined version with its signer and the reason (`quarantinedMs`: when).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct QuarantinedVersion {
+    app: String,
+    version: String,
+    signer: String,
+    reason: String,
+    quarantined_ms: Option<i64>,
+}
+
+/// `after` is `app@version`, from `next`.
+#[utoipa::path(get, path = "/v1/versions/quarantined", tag = "operator", params(PageQuery),
+    responses((status = 200, description = "quarantined versions with their signer and reason", body = Page<QuarantinedVersion>)))]
+async fn quarantined_versions(
     State(s): State<Shared>,
     caller: Caller,
     Query(q): Query<PageQuery>,
@@ -408,18 +536,38 @@ pub(super) async fn quarantined_versions(
     let limit = q.limit()?;
     let after = q.after.as_deref().map(|a| a.rsplit_once('@').unwrap_or((a, "")));
     let rows = s.store.quarantined_versions(after, limit + 1).await?;
-    let items = rows.iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
-    Ok(axum::Json(page(items, limit, |v| {
-        format!("{}@{}", v["app"].as_str().unwrap_or_default(), v["version"].as_str().unwrap_or_default())
-    })))
+    let items = rows
+        .into_iter()
+        .map(|r| QuarantinedVersion {
+            app: r.app,
+            version: r.version,
+            signer: r.signer,
+            reason: r.reason,
+            quarantined_ms: r.quarantined_ms,
+        })
+        .collect();
+    Ok(axum::Json(Page::of(items, limit, |v| format!("{}@{}", v.app, v.version))))
 }
 
 // --- tokens ------------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/v1/tokens",
-    params(("limit" = Option<i64>, Query), ("after" = Option<String>, Query)),
-    responses((status = 200, description = "tokens: id, role, scope, label, created, expiry, revoked; never a secret or its hash")))]
-pub(super) async fn list_tokens(
+/// A token as the operator sees it: never its secret or the secret's hash.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct TokenView {
+    id: String,
+    role: String,
+    scope: Option<String>,
+    label: String,
+    created_ms: i64,
+    expires_ms: Option<i64>,
+    revoked: bool,
+    expired: bool,
+}
+
+#[utoipa::path(get, path = "/v1/tokens", tag = "operator", params(PageQuery),
+    responses((status = 200, description = "tokens by id; never a secret or its hash", body = Page<TokenView>)))]
+async fn list_tokens(
     State(s): State<Shared>,
     caller: Caller,
     Query(q): Query<PageQuery>,
@@ -432,22 +580,25 @@ pub(super) async fn list_tokens(
         .tokens(q.after.as_deref(), limit + 1)
         .await?
         .into_iter()
-        .map(|t| {
-            let mut v = serde_json::to_value(&t).unwrap_or_default();
-            v["expired"] = json!(t.expires_ms.is_some_and(|e| e <= now));
-            v
+        .map(|t| TokenView {
+            expired: t.expires_ms.is_some_and(|e| e <= now),
+            id: t.id,
+            role: t.role,
+            scope: t.scope,
+            label: t.label,
+            created_ms: t.created_ms,
+            expires_ms: t.expires_ms,
+            revoked: t.revoked,
         })
         .collect();
-    Ok(axum::Json(page(items, limit, |v| v["id"].as_str().unwrap_or_default().to_string())))
+    Ok(axum::Json(Page::of(items, limit, |v| v.id.clone())))
 }
 
-#[utoipa::path(delete, path = "/v1/tokens/{id}",
-    responses((status = 204, description = "revoked: the token fails from the next request on"), (status = 404, body = super::Problem), (status = 409, body = super::Problem)))]
-pub(super) async fn revoke_token(
-    State(s): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "operator",
+    responses((status = 204, description = "revoked: the token fails from the next request on"),
+              (status = 404, description = "`not-found`: no such token", body = Problem),
+              (status = 409, description = "`last-operator-token`: the last operator token that works", body = Problem)))]
+async fn revoke_token(State(s): State<Shared>, caller: Caller, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     match s.store.revoke_token(&id, &caller.0.actor()).await? {
         TokenRevocation::Revoked | TokenRevocation::AlreadyRevoked => Ok(StatusCode::NO_CONTENT),

@@ -1,0 +1,196 @@
+//! The catalog (any token): categories, apps, their versions, a version's manifest.
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ApiResult, Caller, Path, Problem, Query, Shared};
+use kiosk_store::VersionRow;
+
+pub(super) fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(categories))
+        .routes(routes!(catalog_apps))
+        .routes(routes!(catalog_app))
+        .routes(routes!(catalog_versions))
+        .routes(routes!(catalog_version))
+}
+
+/// A version of an app: whether it can be installed (neither yanked nor quarantined),
+/// its manifest digest and when it was registered.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct VersionSummary {
+    version: String,
+    yanked: bool,
+    quarantined: bool,
+    quarantine_reason: Option<String>,
+    digest: String,
+    created_ms: i64,
+}
+
+pub(super) fn version_summary(v: &VersionRow) -> VersionSummary {
+    VersionSummary {
+        version: v.version.clone(),
+        yanked: v.yanked,
+        quarantined: v.quarantined,
+        quarantine_reason: v.quarantine_reason.clone(),
+        digest: v.manifest_digest.clone(),
+        created_ms: v.created_ms,
+    }
+}
+
+#[utoipa::path(get, path = "/v1/catalog/categories", tag = "catalog",
+    responses((status = 200, description = "every category an app declares, sorted", body = Vec<String>)))]
+async fn categories(State(s): State<Shared>, _caller: Caller) -> ApiResult<impl IntoResponse> {
+    let mut all: Vec<String> = s.store.apps().await?.into_iter().flat_map(|a| a.3).collect();
+    all.sort();
+    all.dedup();
+    Ok(axum::Json(all))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CatalogQuery {
+    /// Only apps in this category (exact).
+    category: Option<String>,
+    /// Only apps whose id, name or description contains this text (any case).
+    q: Option<String>,
+}
+
+/// An app in the catalog (`partner/name`).
+#[derive(Serialize, utoipa::ToSchema)]
+struct CatalogApp {
+    app: String,
+    /// Display name.
+    name: String,
+    description: String,
+    categories: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/v1/catalog/apps", tag = "catalog", params(CatalogQuery),
+    responses((status = 200, description = "the apps that match", body = Vec<CatalogApp>)))]
+async fn catalog_apps(
+    State(s): State<Shared>,
+    _caller: Caller,
+    Query(q): Query<CatalogQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let needle = q.q.map(|t| t.to_lowercase());
+    let apps: Vec<CatalogApp> = s
+        .store
+        .apps()
+        .await?
+        .into_iter()
+        .filter(|(_, _, _, cats)| q.category.as_ref().is_none_or(|c| cats.contains(c)))
+        .filter(|(id, display, description, _)| {
+            needle.as_ref().is_none_or(|n| [id, display, description].iter().any(|f| f.to_lowercase().contains(n)))
+        })
+        .map(|(app, name, description, categories)| CatalogApp { app, name, description, categories })
+        .collect();
+    Ok(axum::Json(apps))
+}
+
+/// An app with its latest installable version (what an install without a version gets;
+/// null when every version is yanked or quarantined).
+#[derive(Serialize, utoipa::ToSchema)]
+struct CatalogAppDetail {
+    app: String,
+    name: String,
+    description: String,
+    categories: Vec<String>,
+    latest: Option<String>,
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+#[utoipa::path(get, path = "/v1/catalog/apps/{partner}/{name}", tag = "catalog",
+    responses((status = 200, description = "the app", body = CatalogAppDetail),
+              (status = 404, description = "`not-found`: no such app", body = Problem)))]
+async fn catalog_app(
+    State(s): State<Shared>,
+    _caller: Caller,
+    Path((partner, name)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let (app, versions) = s.app_versions(&partner, &name).await?;
+    // What an install without a version gets: neither yanked nor quarantined.
+    let latest = kiosk_core::lifecycle::resolve_version(&app, &versions, None, None).ok().map(|v| v.version);
+    let manifest: Value = serde_json::from_str(&versions[0].manifest).unwrap_or_default();
+    let categories = manifest["categories"].as_array().map(|c| c.iter().map(text).collect()).unwrap_or_default();
+    Ok(axum::Json(CatalogAppDetail {
+        app,
+        name: text(&manifest["name"]),
+        description: text(&manifest["description"]),
+        categories,
+        latest,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/catalog/apps/{partner}/{name}/versions", tag = "catalog",
+    responses((status = 200, description = "the app's versions", body = Vec<VersionSummary>),
+              (status = 404, description = "`not-found`: no such app", body = Problem)))]
+async fn catalog_versions(
+    State(s): State<Shared>,
+    _caller: Caller,
+    Path((partner, name)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let (_, versions) = s.app_versions(&partner, &name).await?;
+    Ok(axum::Json(versions.iter().map(version_summary).collect::<Vec<_>>()))
+}
+
+/// A version with what its manifest declares: host API, SKUs, the JSON Schema of its
+/// configuration, licensing, capabilities, and the manifest itself.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct CatalogVersion {
+    app: String,
+    version: String,
+    yanked: bool,
+    quarantined: bool,
+    quarantine_reason: Option<String>,
+    digest: String,
+    signer: String,
+    /// Semver requirement on the host API.
+    host_api: String,
+    skus: Vec<Value>,
+    /// JSON Schema (2020-12) of the installation configuration.
+    config_schema: Value,
+    licensing: Value,
+    capabilities: Value,
+    manifest: Value,
+}
+
+#[utoipa::path(get, path = "/v1/catalog/apps/{partner}/{name}/versions/{version}", tag = "catalog",
+    responses((status = 200, description = "the version and its manifest", body = CatalogVersion),
+              (status = 404, description = "`not-found`: no such app or version", body = Problem)))]
+async fn catalog_version(
+    State(s): State<Shared>,
+    _caller: Caller,
+    Path((partner, name, version)): Path<(String, String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let (app, versions) = s.app_versions(&partner, &name).await?;
+    let v = versions
+        .iter()
+        .find(|v| v.version == version)
+        .ok_or_else(|| ApiError::not_found(format!("no version {app}@{version}")).field("version"))?;
+    let manifest: Value = serde_json::from_str(&v.manifest).unwrap_or_default();
+    Ok(axum::Json(CatalogVersion {
+        app,
+        version: v.version.clone(),
+        yanked: v.yanked,
+        quarantined: v.quarantined,
+        quarantine_reason: v.quarantine_reason.clone(),
+        digest: v.manifest_digest.clone(),
+        signer: v.signer.clone(),
+        host_api: text(&manifest["hostApi"]),
+        skus: manifest["skus"].as_array().cloned().unwrap_or_default(),
+        config_schema: manifest["config"].clone(),
+        licensing: manifest["licensing"].clone(),
+        capabilities: manifest["capabilities"].clone(),
+        manifest,
+    }))
+}

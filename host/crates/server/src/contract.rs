@@ -1,0 +1,160 @@
+//! What every operation of the OpenAPI document says alike, added in one place after the
+//! routes (`routes!`) contributed their operations: the `bearer` security, the problems a
+//! request can meet before its handler runs (authentication, path, query and body
+//! rejections), the path parameters' patterns, and `application/problem+json` as the
+//! content type of every error response.
+
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi, Ref, RefOr};
+
+/// Operations anyone may call, without a token.
+pub const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/v1/openapi.json"];
+
+/// A name the API creates: partner names, tenant ids, app names (`is_slug`).
+pub const SLUG_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,63}$";
+
+/// The content type of every error.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The responses every operation may share, by status: name in `components.responses`
+/// and description.
+const SHARED: [(&str, &str, &str); 9] = [
+    ("400", "BadRequest", "`invalid-path`, `invalid-query` or `malformed-json`: the request names the field at fault"),
+    ("401", "Unauthorized", "`unauthorized`: no bearer token, or one that does not work (`WWW-Authenticate: Bearer`)"),
+    ("403", "Forbidden", "`forbidden`: the token's role may not use this operation"),
+    (
+        "404",
+        "NotFound",
+        "`not-found`: no such resource within the token's scope (another scope's resources are not revealed)",
+    ),
+    ("413", "TooLarge", "`body-too-large`: the body exceeds the request's limit"),
+    ("415", "UnsupportedMediaType", "`unsupported-media-type`: the body must be `application/json`"),
+    ("422", "Unprocessable", "`invalid-text` (U+0000 in a parameter or body value) or a refusal of the values sent"),
+    ("500", "Internal", "`internal`: an error of the server; details are in its log, never in the response"),
+    ("503", "Unavailable", "`unavailable` or `overloaded`: try again (`Retry-After` when known)"),
+];
+
+/// Completes the document (see the module documentation). Idempotent.
+#[derive(Debug)]
+pub struct Contract;
+
+impl utoipa::Modify for Contract {
+    fn modify(&self, doc: &mut OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        for (status, name, description) in SHARED {
+            let mut response = problem(description);
+            if status == "401" {
+                response.headers.insert(
+                    "WWW-Authenticate".into(),
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::String))
+                        .description(Some("`Bearer`"))
+                        .build(),
+                );
+            }
+            components.responses.insert(name.to_string(), RefOr::T(response));
+        }
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let public = PUBLIC_PATHS.contains(&path.as_str());
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for op in operations.into_iter().flatten() {
+                complete(path, public, op);
+            }
+        }
+    }
+}
+
+fn problem(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(PROBLEM_JSON, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build())
+        .build()
+}
+
+fn complete(path: &str, public: bool, op: &mut Operation) {
+    let params = op.parameters.get_or_insert_with(Vec::new);
+    for p in params.iter_mut().filter(|p| p.parameter_in == ParameterIn::Path) {
+        describe_path_parameter(path, p);
+    }
+    let has_path = params.iter().any(|p| p.parameter_in == ParameterIn::Path);
+    let has_query = params.iter().any(|p| p.parameter_in == ParameterIn::Query);
+    if params.is_empty() {
+        op.parameters = None;
+    }
+    let has_body = op.request_body.is_some();
+    let mut shared = Vec::new();
+    if !public {
+        op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+        shared.extend(["401", "500"]);
+        // The catalog is open to every token; every other operation is one role's.
+        if !path.starts_with("/v1/catalog/") {
+            shared.push("403");
+        }
+    }
+    if has_path || has_query || has_body {
+        shared.extend(["400", "422"]);
+    }
+    if has_path && !public {
+        shared.push("404");
+    }
+    if has_body {
+        shared.extend(["413", "415"]);
+    }
+    let responses = &mut op.responses.responses;
+    for (status, name, _) in SHARED.iter().filter(|(s, _, _)| shared.contains(s)) {
+        responses
+            .entry(status.to_string())
+            .or_insert_with(|| RefOr::Ref(Ref::new(format!("#/components/responses/{name}"))));
+    }
+    // Errors declared on the route with `body = Problem` are problem+json too.
+    for (status, response) in responses.iter_mut() {
+        let RefOr::T(response) = response else { continue };
+        if status.starts_with(['4', '5'])
+            && let Some(content) = response.content.shift_remove("application/json")
+        {
+            response.content.insert(PROBLEM_JSON.to_string(), content);
+        }
+    }
+}
+
+/// Path parameters by name: what they hold and, for slugs, their pattern.
+fn describe_path_parameter(path: &str, p: &mut utoipa::openapi::path::Parameter) {
+    let (description, pattern): (&str, Option<&str>) = match p.name.as_str() {
+        "tenant" => ("tenant id", Some(SLUG_PATTERN)),
+        "partner" => ("partner name", Some(SLUG_PATTERN)),
+        "name" => ("app name (the app is `partner/name`)", Some(SLUG_PATTERN)),
+        "version" => ("semantic version of the app", None),
+        "id" if path.starts_with("/v1/tokens/") => ("token id", None),
+        "id" => ("installation id", None),
+        "operation" => ("operation the app declares", None),
+        "fingerprint" => ("OpenPGP fingerprint (hex, any case, spaces allowed)", None),
+        "host" => ("registry host (`host[:port]`)", None),
+        _ => return,
+    };
+    if p.description.is_none() {
+        p.description = Some(description.to_string());
+    }
+    if let Some(pattern) = pattern {
+        let mut schema = ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern));
+        if let Some(RefOr::T(Schema::Object(old))) = &p.schema {
+            schema = schema.description(old.description.clone());
+        }
+        p.schema = Some(schema.into());
+    }
+}

@@ -1,0 +1,293 @@
+//! The tenant API: installations (install, read, configure, upgrade, uninstall, invoke).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AnyJson, ApiResult, AppState, Caller, Json, Path, Problem, Shared};
+use kiosk_core::lifecycle::{InstallRequest, UpgradeRequest};
+use kiosk_domain::metering::UsageEvent;
+use kiosk_store::InstallationRow;
+
+pub(super) fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(install))
+        .routes(routes!(list_installations))
+        .routes(routes!(get_installation))
+        .routes(routes!(configure))
+        .routes(routes!(upgrade))
+        .routes(routes!(uninstall))
+        .routes(routes!(invoke))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct InstallBody {
+    /// `partner/name`.
+    app: String,
+    /// An exact version, or a semver range such as `^1.4`.
+    #[serde(default)]
+    version: Option<String>,
+    /// A track such as `1.4`: the highest version in it.
+    #[serde(default)]
+    track: Option<String>,
+    /// Let a range, a track or no version pick a prerelease (an exact one needs no flag).
+    #[serde(default, rename = "includePrerelease")]
+    include_prerelease: bool,
+    /// The configuration, valid against the version's config schema.
+    #[serde(default)]
+    config: Option<Value>,
+}
+
+/// An installation: its app version and configuration (secret values are never
+/// returned, only which are set).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct InstallationView {
+    id: String,
+    tenant: String,
+    app: String,
+    version: String,
+    config: Value,
+    /// JSON pointers of the secret values that are set (their values are never returned).
+    secrets_set: Vec<String>,
+    created_ms: i64,
+    updated_ms: i64,
+    /// Bumped by every configure and upgrade; a request that lost a race with another
+    /// writer of the installation is a 409 `installation-changed`.
+    row_version: i64,
+}
+
+fn view(s: &AppState, row: &InstallationRow) -> InstallationView {
+    InstallationView {
+        id: row.id.clone(),
+        tenant: row.tenant.clone(),
+        app: row.app.clone(),
+        version: row.version.clone(),
+        config: serde_json::from_str(&row.config).unwrap_or_default(),
+        secrets_set: s.secrets_set(row),
+        created_ms: row.created_ms,
+        row_version: row.row_version,
+        updated_ms: row.updated_ms,
+    }
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/installations", tag = "tenant", request_body = InstallBody,
+    responses((status = 201, description = "installed", body = InstallationView),
+              (status = 403, description = "`forbidden`, or the tenant is not entitled to the app", body = Problem),
+              (status = 404, description = "`not-found`: no such tenant, app or version", body = Problem),
+              (status = 422, description = "`config-invalid` (the configuration against the schema: `errors` name the properties), a version or track that resolves to nothing installable", body = Problem),
+              (status = 502, description = "`app-failed`: the app's install hook failed", body = Problem),
+              (status = 503, description = "no sandbox slot, or shutting down", body = Problem)))]
+async fn install(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Json(body): Json<InstallBody>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let request = InstallRequest {
+        app: body.app,
+        version: body.version,
+        track: body.track,
+        include_prerelease: body.include_prerelease,
+        config: body.config,
+        id: None,
+    };
+    let row = s.install(&tenant, request, &caller.0.actor()).await?;
+    Ok((StatusCode::CREATED, axum::Json(view(&s, &row))))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/installations", tag = "tenant",
+    responses((status = 200, description = "the tenant's installations", body = Vec<InstallationView>)))]
+async fn list_installations(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let rows = s.store.installations(&tenant).await?;
+    Ok(axum::Json(rows.iter().map(|r| view(&s, r)).collect::<Vec<_>>()))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/installations/{id}", tag = "tenant",
+    responses((status = 200, description = "the installation", body = InstallationView),
+              (status = 404, description = "`not-found`: no such installation", body = Problem)))]
+async fn get_installation(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    Ok(axum::Json(view(&s, &s.installation(&tenant, &id).await?)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ConfigureBody {
+    /// The new configuration; secret values left out keep their current value.
+    config: Value,
+}
+
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}/installations/{id}", tag = "tenant", request_body = ConfigureBody,
+    responses((status = 200, description = "reconfigured", body = InstallationView),
+              (status = 404, description = "`not-found`: no such installation", body = Problem),
+              (status = 409, description = "the installation changed meanwhile", body = Problem),
+              (status = 422, description = "`config-invalid`: `errors` name the properties", body = Problem),
+              (status = 502, description = "`app-failed`: the app's configure hook failed", body = Problem),
+              (status = 503, description = "no sandbox slot, or shutting down", body = Problem)))]
+async fn configure(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    Json(body): Json<ConfigureBody>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let row = s.configure(&tenant, &id, body.config, &caller.0.actor()).await?;
+    Ok(axum::Json(view(&s, &row)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UpgradeBody {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    track: Option<String>,
+    /// Allow moving to a lower version.
+    #[serde(default)]
+    allow_downgrade: bool,
+    /// Allow moving to another major version (for 0.x, another minor).
+    #[serde(default)]
+    allow_major: bool,
+    /// Let a range, a track or no version pick a prerelease.
+    #[serde(default)]
+    include_prerelease: bool,
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/installations/{id}/upgrade", tag = "tenant", request_body = UpgradeBody,
+    responses((status = 200, description = "upgraded (or downgraded)", body = InstallationView),
+              (status = 403, description = "`forbidden`, or the tenant is no longer entitled to the app", body = Problem),
+              (status = 404, description = "`not-found`: no such installation or version", body = Problem),
+              (status = 409, description = "`same-version`, or the installation changed meanwhile", body = Problem),
+              (status = 422, description = "no installable version matches, a downgrade without `allowDowngrade`, a configuration the new version's schema refuses, or an upgrade the policy refuses", body = Problem),
+              (status = 502, description = "`app-failed`: the app's upgrade hook failed", body = Problem),
+              (status = 503, description = "no sandbox slot, or shutting down", body = Problem)))]
+async fn upgrade(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    Json(body): Json<UpgradeBody>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let request = UpgradeRequest {
+        version: body.version,
+        track: body.track,
+        allow_downgrade: body.allow_downgrade,
+        allow_major: body.allow_major,
+        include_prerelease: body.include_prerelease,
+    };
+    let row = s.upgrade(&tenant, &id, request, &caller.0.actor()).await?;
+    Ok(axum::Json(view(&s, &row)))
+}
+
+/// The app's uninstall hook, when it refused or failed.
+#[derive(Serialize, utoipa::ToSchema)]
+struct HookOutcome {
+    succeeded: bool,
+    detail: String,
+}
+
+/// An uninstall whose hook refused or failed (the installation is gone all the same).
+#[derive(Serialize, utoipa::ToSchema)]
+struct Uninstalled {
+    uninstalled: bool,
+    hook: HookOutcome,
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/installations/{id}", tag = "tenant",
+    responses((status = 204, description = "uninstalled; the app's hook succeeded"),
+              (status = 200, description = "uninstalled; the app's hook refused or failed, which is reported here and audited", body = Uninstalled),
+              (status = 404, description = "`not-found`: no such installation", body = Problem),
+              (status = 409, description = "the installation changed meanwhile", body = Problem)))]
+async fn uninstall(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    match s.uninstall(&tenant, &id, &caller.0.actor()).await? {
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(detail) => Ok((
+            StatusCode::OK,
+            axum::Json(Uninstalled { uninstalled: true, hook: HookOutcome { succeeded: false, detail } }),
+        )
+            .into_response()),
+    }
+}
+
+/// Where metered usage came from: `host` (one unit per call of an operation a SKU
+/// lists), `guest` (the app's `record-usage`), `report` (the app's usage report) or
+/// `partner` (the partner usage API).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+enum Source {
+    Host,
+    Guest,
+    Report,
+    Partner,
+}
+
+/// Usage one call metered.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct MeteredUsage {
+    sku: String,
+    quantity: u64,
+    source: Source,
+    /// ms since the Unix epoch.
+    at_ms: u64,
+}
+
+/// What an operation gave, and the usage the call metered.
+#[derive(Serialize, utoipa::ToSchema)]
+struct InvokeResult {
+    output: AnyJson,
+    usage: Vec<MeteredUsage>,
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/installations/{id}/invoke/{operation}", tag = "tenant",
+    request_body(content = AnyJson, description = "the operation's input: any JSON value"),
+    responses((status = 200, description = "the operation's output and metered usage", body = InvokeResult),
+              (status = 404, description = "`not-found`: no such installation or operation", body = Problem),
+              (status = 413, description = "`body-too-large`, or `input-too-large` for the app's limits", body = Problem),
+              (status = 422, body = Problem, description = "the app refused the input, or the installation cannot run (e.g. quarantined version, entitlement ended)"),
+              (status = 429, body = Problem, description = "the tenant's rate or concurrency limit (`Retry-After`)"),
+              (status = 502, body = Problem, description = "`app-failed`: the app trapped, ran out of time or memory, or broke its contract"),
+              (status = 503, body = Problem, description = "no sandbox slot, or shutting down (`Retry-After`)")))]
+async fn invoke(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id, operation)): Path<(String, String, String)>,
+    Json(input): Json<Value>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let invoked = s.invoke(&tenant, &id, &operation, &input).await?;
+    let usage = invoked.usage.iter().map(usage_view).collect();
+    Ok(axum::Json(InvokeResult { output: AnyJson(invoked.output), usage }))
+}
+
+fn usage_view(e: &UsageEvent) -> MeteredUsage {
+    use kiosk_domain::metering::UsageSource;
+    let source = match e.source {
+        UsageSource::Host => Source::Host,
+        UsageSource::Guest => Source::Guest,
+        UsageSource::Report => Source::Report,
+        UsageSource::Partner => Source::Partner,
+    };
+    MeteredUsage { sku: e.sku.clone(), quantity: e.quantity, source, at_ms: e.at_ms }
+}
