@@ -526,7 +526,8 @@ async fn pull_into_store(
         ArtifactRef::Layout { .. } => None,
     };
     let kiosk = kiosk_core::host::open(config, None, None).await?;
-    let (partner, _) = app.split_once('/').context("--app must be partner/name")?;
+    let id = kiosk_domain::ids::AppId::parse(&app)?;
+    let partner = id.partner();
     kiosk.store.create_partner(partner, partner, "cli").await?;
     // `--cert`: the operator trusts these certificates from now on, in the store like
     // certificates added over the API (a version must stay verifiable by the store's

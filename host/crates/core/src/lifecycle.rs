@@ -16,6 +16,7 @@ use kiosk_distribution::artifact::{ArtifactError, ArtifactRef, BlobSource, Verif
 use kiosk_distribution::registry::RegistrySettings;
 use kiosk_distribution::trust::{self, CertState, TrustStore};
 use kiosk_domain::digest::Digest;
+use kiosk_domain::ids::AppId;
 use kiosk_domain::manifest::{ConfigSchema, Manifest};
 use kiosk_domain::metering::UsageEvent;
 use kiosk_runtime::error::{CallErrorKind, CallFailure};
@@ -219,7 +220,7 @@ impl Kiosk {
         reference: &str,
         actor: &str,
     ) -> Result<Registered> {
-        let app = format!("{partner}/{name}");
+        let app = AppId::new(partner, name).map_err(|e| Failure::not_found(e.to_string()).field("name"))?.to_string();
         let reference = reference.trim();
         let parsed = ArtifactRef::parse(reference)
             .map_err(|detail| Failure::unprocessable("invalid-reference", detail).field("reference"))?;
@@ -319,7 +320,7 @@ impl Kiosk {
 
     /// The versions of `partner/name`, or 404 if it has none.
     pub async fn app_versions(&self, partner: &str, name: &str) -> Result<(String, Vec<VersionRow>)> {
-        let app = format!("{partner}/{name}");
+        let app = AppId::new(partner, name).map_err(|e| Failure::not_found(e.to_string()).field("app"))?.to_string();
         let versions = self.store.versions(&app).await?;
         if versions.is_empty() {
             return Err(Failure::not_found(format!("no app {app:?}")).field("app"));
@@ -438,11 +439,8 @@ impl Kiosk {
     /// validate the config → `validate-config` and `install` hooks → record. Nothing is
     /// left behind on failure (the hooks' key-value data is removed).
     pub async fn install(&self, tenant: &str, request: InstallRequest, actor: &str) -> Result<InstallationRow> {
-        let (partner, name) = request
-            .app
-            .split_once('/')
-            .ok_or_else(|| Failure::not_found(format!("no app {:?}", request.app)).field("app"))?;
-        let (app_id, versions) = self.app_versions(partner, name).await?;
+        let id = AppId::parse(&request.app).map_err(|e| Failure::not_found(e.to_string()).field("app"))?;
+        let (app_id, versions) = self.app_versions(id.partner(), id.name()).await?;
         let candidates = Candidates { include_prerelease: request.include_prerelease, ..Candidates::default() };
         let row = resolve_version_among(
             &app_id,

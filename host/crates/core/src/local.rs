@@ -29,7 +29,8 @@ pub async fn register_local_build(
     actor: &str,
 ) -> anyhow::Result<VersionRow> {
     let manifest = Manifest::parse(manifest_bytes, &HOST_API_VERSION)?;
-    let (partner, _) = manifest.app.split_once('/').context("manifest app is not partner/name")?;
+    let id = manifest.app_id().context("manifest app is not partner/name")?;
+    let partner = id.partner();
     let key_path = key_dir.join(format!("local-{partner}.key"));
     let tsk = match std::fs::read(&key_path) {
         Ok(bytes) => bytes,

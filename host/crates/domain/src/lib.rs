@@ -5,6 +5,7 @@
 //! Invariant: no I/O and no engine here — no wasmtime, sqlx, axum or network crates.
 
 pub mod digest;
+pub mod ids;
 pub mod kv;
 pub mod limits;
 pub mod manifest;

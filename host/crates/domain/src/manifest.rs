@@ -103,6 +103,11 @@ pub fn is_slug(s: &str) -> bool {
 }
 
 impl Manifest {
+    /// The app's id (checked by `parse`).
+    pub fn app_id(&self) -> Option<crate::ids::AppId> {
+        crate::ids::AppId::parse(&self.app).ok()
+    }
+
     /// Parses and validates a manifest against the host API version `host_api`.
     pub fn parse(bytes: &[u8], host_api: &semver::Version) -> Result<Self, ManifestError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
@@ -121,14 +126,11 @@ impl Manifest {
         if self.schema_version != 1 {
             return Err(invalid("schemaVersion", format!("must be 1, found {}", self.schema_version)));
         }
-        match self.app.split_once('/') {
-            Some((partner, name)) if is_slug(partner) && is_slug(name) => {}
-            _ => {
-                return Err(invalid(
-                    "app",
-                    format!("must be `partner/name` in lowercase letters, digits and '-', found {:?}", self.app),
-                ));
-            }
+        if crate::ids::AppId::parse(&self.app).is_err() {
+            return Err(invalid(
+                "app",
+                format!("must be `partner/name` in lowercase letters, digits and '-', found {:?}", self.app),
+            ));
         }
         if self.name.trim().is_empty() {
             return Err(invalid("name", "must not be empty"));

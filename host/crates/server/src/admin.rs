@@ -3,6 +3,7 @@
 //! the quarantine of every version a revoked or removed certificate signed, the
 //! operator's yank and quarantine of any version, and tokens (list, revoke).
 
+use kiosk_domain::ids::AppId;
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
@@ -455,7 +456,7 @@ async fn version_action(
     action: VersionAction,
 ) -> ApiResult<axum::Json<VersionState>> {
     caller.operator()?;
-    let app = format!("{partner}/{name}");
+    let app = AppId::new(&partner, &name).map_err(|e| ApiError::not_found(e.to_string()))?.to_string();
     let actor = caller.0.actor();
     let found = match action {
         VersionAction::Yank => s.store.set_yanked(&app, &version, true, &actor).await?,

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use kiosk_domain::ids::AppId;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -217,7 +218,7 @@ async fn set_entitlement(
     if !s.store.tenant_exists(&tenant).await? {
         return Err(ApiError::not_found(format!("no tenant {tenant:?}")));
     }
-    let app = format!("{partner}/{name}");
+    let app = AppId::new(&partner, &name).map_err(|e| ApiError::not_found(e.to_string()))?.to_string();
     if s.store.versions(&app).await?.is_empty() {
         return Err(ApiError::not_found(format!("no app {app:?}")));
     }

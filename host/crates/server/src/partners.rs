@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use kiosk_domain::ids::AppId;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -82,7 +83,7 @@ async fn partner_apps(
 ) -> ApiResult<impl IntoResponse> {
     caller.partner(&partner)?;
     let mut out = Vec::new();
-    for (id, display, _, _) in s.store.apps().await?.into_iter().filter(|a| a.0.starts_with(&format!("{partner}/"))) {
+    for (id, display, _, _) in s.store.apps().await?.into_iter().filter(|a| AppId::is_of(&a.0, &partner)) {
         let versions = s.store.versions(&id).await?.iter().map(version_summary).collect();
         out.push(PartnerApp { app: id, name: display, versions });
     }
@@ -106,7 +107,7 @@ async fn yank_version(
     Path((partner, name, version)): Path<(String, String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     caller.partner(&partner)?;
-    let app = format!("{partner}/{name}");
+    let app = AppId::new(&partner, &name).map_err(|e| ApiError::not_found(e.to_string()))?.to_string();
     if !s.store.set_yanked(&app, &version, true, &caller.0.actor()).await? {
         return Err(ApiError::not_found(format!("no version {app}@{version}")));
     }

@@ -1,5 +1,6 @@
 //! Usage (SPEC §7): partner batches, and usage reads for tenants, partners and the operator.
 
+use kiosk_domain::ids::AppId;
 use std::collections::HashMap;
 
 use axum::extract::State;
@@ -467,8 +468,7 @@ async fn subscriptions(
 ) -> ApiResult<Vec<(String, String, String)>> {
     let mut out = Vec::new();
     for inst in s.store.all_installations().await? {
-        if tenant.is_some_and(|t| t != inst.tenant) || partner.is_some_and(|p| !inst.app.starts_with(&format!("{p}/")))
-        {
+        if tenant.is_some_and(|t| t != inst.tenant) || partner.is_some_and(|p| !AppId::is_of(&inst.app, p)) {
             continue;
         }
         if let Some(v) = s.store.version(&inst.app, &inst.version).await?
