@@ -56,9 +56,9 @@ pub async fn register_local_build(
     }
     let version = manifest.version.to_string();
     let layout_dir = key_dir.join("layout");
-    let (m_sig, _) = kiosk_distribution::publish::sign_detached(&tsk, manifest_bytes)?;
-    let (w_sig, _) = kiosk_distribution::publish::sign_detached(&tsk, wasm)?;
     if kiosk.store.version(&manifest.app, &version).await?.is_none() {
+        let (m_sig, _) = kiosk_distribution::publish::sign_detached(&tsk, manifest_bytes)?;
+        let (w_sig, _) = kiosk_distribution::publish::sign_detached(&tsk, wasm)?;
         LayoutSource::new(&layout_dir).write(&version, manifest_bytes, wasm, &[m_sig, w_sig])?;
         let reference = format!("oci-layout:{}:{version}", layout_dir.display());
         kiosk

@@ -754,15 +754,11 @@ impl Store {
             tx.rollback().await.map_err(ctx("rollback"))?;
             return Ok(Err(Changed));
         };
-        let detail = format!(
-            "{}@{}",
-            row.try_get::<String, _>("app").map_err(ctx("read installation"))?,
-            row.try_get::<String, _>("version").map_err(ctx("read installation"))?
-        );
         let (app, version): (String, String) = (
             row.try_get("app").map_err(ctx("read installation"))?,
             row.try_get("version").map_err(ctx("read installation"))?,
         );
+        let detail = format!("{app}@{version}");
         sqlx::query(
             "INSERT INTO uninstalled (tenant, id, app, version, removed_ms) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (tenant, id) DO NOTHING",
