@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kiosk::server::serve::{ServeOptions, Started, spawn};
@@ -354,25 +354,11 @@ async fn sigterm_stops_promptly_while_a_guest_sleeps_in_a_call() {
     // The app may sleep for 100 s: far longer than any shutdown should take.
     let demo = hostile_manifest(dir.path(), |m| m["limits"]["timeoutMs"] = 100_000.into());
     let log_path = dir.path().join("kiosk.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiosk"))
-        .args(["serve", "--config", config.to_str().unwrap(), "--demo-app", &demo])
-        .env("KIOSK_LOG", "info,tower_http=debug")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let text = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("kiosk listening on") {
-            break text;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "kiosk serve exited: {text}");
-        assert!(Instant::now() < deadline, "kiosk serve did not start within 30 s: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut child, text) = common::spawn_serve(
+        &["--config", config.to_str().unwrap(), "--demo-app", &demo],
+        &[("KIOSK_LOG", "info,kiosk::access=debug")],
+        &log_path,
+    );
     let token = text.lines().find_map(|l| l.trim().strip_prefix("export TENANT_TOKEN=")).unwrap().to_string();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -403,7 +389,7 @@ async fn sigterm_stops_promptly_while_a_guest_sleeps_in_a_call() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.lines().any(|l| l.contains("/invoke/nap") && l.contains("started processing request")) {
+        if text.lines().any(|l| l.contains("invoke/{operation}") && l.contains("request received")) {
             break;
         }
         assert!(Instant::now() < deadline, "the invoke never reached the server: {text}");

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,29 +33,17 @@ fn start(dir: &Path, database: &str, round: usize) -> Server {
     )
     .unwrap();
     let log_path = dir.join(format!("kiosk-{round}.log"));
-    let log = std::fs::File::create(&log_path).unwrap();
     let demo = format!(
         "{}={}",
         common::manifest_path("budget-pacing").display(),
         common::guest_path("budget-pacing").display()
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_kiosk"))
-        .args(["serve", "--config", config.to_str().unwrap(), "--database", database, "--demo-app", &demo])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let text = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("kiosk listening on") {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "server did not start: {text}");
-        std::thread::sleep(Duration::from_millis(25));
-    };
+    let listen = format!("127.0.0.1:{port}");
+    let (child, text) = common::spawn_serve(
+        &["--config", config.to_str().unwrap(), "--database", database, "--demo-app", &demo, "--listen", &listen],
+        &[],
+        &log_path,
+    );
     let token = |name: &str| {
         text.lines().find_map(|l| l.trim().strip_prefix(&format!("export {name}=")).map(str::to_string)).unwrap()
     };

@@ -351,3 +351,91 @@ async fn ledger_isolation_on_sqlite() {
 async fn ledger_isolation_on_postgresql() {
     isolation_suite(Some(common::fresh_postgres_database().await)).await;
 }
+
+// --- a call's effects: key-value changes and usage in one write ------------------------
+
+use kiosk::effects::{CallEffects, KvWrite};
+use kiosk::kv::KvScope;
+use kiosk::store::logs::LogBounds;
+
+/// Bytes the scope's entries hold, counted from the rows themselves.
+async fn kv_bytes(store: &Store, scope: &KvScope) -> u64 {
+    store.kv_load(scope).await.unwrap().iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+}
+
+/// Calls committing at once to one installation share a group; their key-value changes
+/// are checked against the quota one after the other in it, so the calls that fit are
+/// kept whole (changes and usage) and the one that would go over keeps nothing; the
+/// byte count the writer keeps matches the rows after puts, overwrites and deletes.
+async fn effects_suite(database: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(database, dir.path()).await;
+    let ledger = Ledger::start(store.clone());
+    let scope = KvScope { tenant: "t".into(), installation: "i".into() };
+    let bounds = LogBounds { max_lines: 10, max_bytes: 1_000 };
+    // Each call puts a 12-byte entry ("kNN" + 9 bytes) and meters one unit: 8 fit in 100.
+    let calls = (10..40).map(|i| {
+        let effects = CallEffects {
+            scope: scope.clone(),
+            kv: Some(KvWrite { changes: [(format!("k{i}"), Some(vec![b'v'; 9]))].into(), quota: 100 }),
+            usage: vec![event(&format!("call-{i}"), "s", 1)],
+            lines: None,
+        };
+        let ledger = ledger.clone();
+        async move { (i, ledger.commit_call(effects, bounds).await.unwrap()) }
+    });
+    let mut kept = Vec::new();
+    for (i, written) in futures_util::future::join_all(calls).await {
+        match written {
+            Ok(outcomes) => {
+                assert_eq!(outcomes, [Recorded::Recorded], "call {i}");
+                kept.push(i);
+            }
+            Err(quota) => assert_eq!(quota, 100, "call {i}"),
+        }
+    }
+    assert_eq!(kept.len(), 8, "12-byte entries within a 100-byte quota: {kept:?}");
+    let entries = store.kv_load(&scope).await.unwrap();
+    let keys: Vec<String> = entries.keys().cloned().collect();
+    let expected: Vec<String> = kept.iter().map(|i| format!("k{i}")).collect();
+    assert_eq!(keys, expected, "exactly the kept calls' changes");
+    let usage: Vec<String> = stored(&store).await.into_iter().map(|(k, _)| k).collect();
+    let expected: Vec<String> = kept.iter().map(|i| format!("call-{i}")).collect();
+    assert_eq!(usage, expected, "exactly the kept calls' usage: a refused call keeps nothing");
+    assert_eq!(kv_bytes(&store, &scope).await, 96);
+
+    // Overwrite one entry with a longer value, delete another: the count follows, and the
+    // quota is judged on it (96 - 12 + 22 - 12 = 94 fits; one more 12-byte entry does not).
+    let first = format!("k{}", kept[0]);
+    let second = format!("k{}", kept[1]);
+    let change = CallEffects {
+        scope: scope.clone(),
+        kv: Some(KvWrite { changes: [(first, Some(vec![b'w'; 19])), (second, None)].into(), quota: 100 }),
+        usage: Vec::new(),
+        lines: None,
+    };
+    assert_eq!(ledger.commit_call(change, bounds).await.unwrap(), Ok(Vec::new()));
+    assert_eq!(kv_bytes(&store, &scope).await, 94);
+    let over = CallEffects {
+        scope: scope.clone(),
+        kv: Some(KvWrite { changes: [("k99".to_string(), Some(vec![b'v'; 9]))].into(), quota: 100 }),
+        usage: vec![event("over", "s", 1)],
+        lines: None,
+    };
+    assert_eq!(ledger.commit_call(over, bounds).await.unwrap(), Err(100));
+    assert!(!stored(&store).await.iter().any(|(k, _)| k == "over"), "a refused call's usage is not kept");
+    // The store's own commit judges by the same count.
+    let fits = [("k98".to_string(), Some(vec![b'v'; 3]))].into();
+    assert_eq!(store.kv_commit(&scope, fits, 100).await.unwrap(), Ok(()));
+    assert_eq!(kv_bytes(&store, &scope).await, 100);
+}
+
+#[tokio::test]
+async fn call_effects_on_sqlite() {
+    effects_suite(None).await;
+}
+
+#[tokio::test]
+async fn call_effects_on_postgresql() {
+    effects_suite(Some(common::fresh_postgres_database().await)).await;
+}

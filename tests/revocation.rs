@@ -105,7 +105,7 @@ fn find_version<'a>(list: &'a Value, version: &str) -> &'a Value {
 
 async fn audit_has(s: &Server, op: &str, action: &str, target: &str) -> bool {
     let (_, log) = s.call(Some(op), Method::GET, "/v1/audit?limit=1000", None).await;
-    log.as_array().unwrap().iter().any(|r| r["action"] == action && r["target"] == target)
+    log["items"].as_array().unwrap().iter().any(|r| r["action"] == action && r["target"] == target)
 }
 
 #[tokio::test]
@@ -558,6 +558,7 @@ async fn store_guards(store: kiosk::store::Store) {
         created_ms: 1,
         updated_ms: 1,
         row_version: 0,
+        upgrade_policy: Default::default(),
     };
     let before = store.table_counts().await.unwrap();
     let Err(NotInstallable(v)) = store.install_if_installable(&row("1.5.0"), "tenant:t1").await.unwrap() else {

@@ -154,21 +154,25 @@ async fn each_hostile_guest_gets_a_named_error_and_another_tenant_goes_on() {
         invoke_err(rt, &hostile, &mallory, "recurse", "").await,
         CallErrorKind::StackOverflow { limit_kib: 512 }
     );
-    match invoke_err(rt, &hostile, &mallory, "trap", "").await {
+    let trap = rt.invoke(&hostile, &mallory, "trap", "").await.expect_err("the trap fails the call");
+    match &trap.kind {
         CallErrorKind::Trap { message } => assert!(message.contains("unreachable"), "{message}"),
         other => panic!("trap: {other:?}"),
     }
-    // The panic message the guest wrote to stderr is kept, sanitised, in its log.
-    let lines = h.logs.lines(&mallory.scope());
+    // The panic message the guest wrote to stderr comes back, sanitised, with the
+    // failure, and a last line names the failure in the failure's own words.
+    let lines = trap.logs.clone().expect("the guest ran: its lines come back");
     assert!(lines.iter().any(|l| l.message.contains("hostile guest traps on purpose")), "{lines:?}");
-    assert_eq!(
-        invoke_err(rt, &hostile, &mallory, "log-flood", "").await,
-        CallErrorKind::LogLimit { limit_bytes: 64 * 1024 }
-    );
-    let lines = h.logs.lines(&mallory.scope());
+    let last = lines.last().expect("a last line");
+    assert_eq!(last.message, format!("call failed: {}", trap.kind));
+    let flood = rt.invoke(&hostile, &mallory, "log-flood", "").await.expect_err("the flood fails the call");
+    assert_eq!(flood.kind, CallErrorKind::LogLimit { limit_bytes: 64 * 1024 });
+    let lines = flood.logs.expect("the guest ran: its lines come back");
     assert!(lines.iter().all(|l| !l.message.chars().any(char::is_control)), "control characters stripped");
-    let kept: usize = lines.iter().map(|l| l.message.len()).sum();
-    assert!(kept as u64 <= limits().log_buffer_bytes, "log buffer bounded: {kept}");
+    let (guest, last) = lines.split_at(lines.len() - 1);
+    let kept: u64 = guest.iter().map(|l| l.message.len() as u64 + 1).sum();
+    assert!(kept <= 64 * 1024, "the call's log bounded: {kept}");
+    assert_eq!(last[0].message, format!("call failed: {}", flood.kind));
     assert_eq!(
         invoke_err(rt, &hostile, &mallory, "huge-output", &(2 * MIB).to_string()).await,
         CallErrorKind::OutputTooLarge { size: 2 * MIB, limit: MIB }
@@ -182,7 +186,7 @@ async fn each_hostile_guest_gets_a_named_error_and_another_tenant_goes_on() {
     let bomb_app = rt.prepare(common::parse_manifest(&common::manifest_json("hostile-guest")), Arc::new(bomb));
     assert_eq!(
         invoke_err(rt, &bomb_app, &mallory, "anything", "").await,
-        CallErrorKind::TableLimit { limit_elements: 10_000 }
+        CallErrorKind::TableLimit { limit_elements: SandboxLimits::default().table_elements }
     );
     // Limits wasmtime and WASI enforce for Kiosk are named too.
     assert_eq!(

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -25,32 +25,16 @@ async fn secrets_never_reach_the_log_and_sigterm_shuts_down_gracefully() {
     )
     .unwrap();
     let log_path = dir.path().join("kiosk.log");
-    let log = std::fs::File::create(&log_path).unwrap();
     let demo = format!(
         "{}={}",
         common::manifest_path("budget-pacing").display(),
         common::guest_path("budget-pacing").display()
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiosk"))
-        .args(["serve", "--config", config.to_str().unwrap(), "--demo-app", &demo])
-        .env("KIOSK_LOG", "trace")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-
-    // Wait (bounded) for the listener line; the demo tokens are printed before it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let text = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("kiosk listening on") {
-            break text;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "kiosk serve exited: {text}");
-        assert!(Instant::now() < deadline, "kiosk serve did not start within 30 s: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut child, text) = common::spawn_serve(
+        &["--config", config.to_str().unwrap(), "--demo-app", &demo],
+        &[("KIOSK_LOG", "trace")],
+        &log_path,
+    );
     let token = text.lines().find_map(|l| l.trim().strip_prefix("export TENANT_TOKEN=")).unwrap().to_string();
     assert!(text.contains("operator token (shown once"), "a bootstrap operator token is generated and printed");
     let base = format!("http://127.0.0.1:{port}");

@@ -194,9 +194,9 @@ async fn journey(database: Option<String>) {
     let (st, b) = w.call(Some(&op), Method::PUT, &format!("/v1/registries/{}", w.registry_host), Some(reg)).await;
     assert_eq!((st, b["credentialsSet"].as_bool()), (StatusCode::OK, Some(true)), "{b}");
     let (_, list) = w.call(Some(&op), Method::GET, "/v1/registries", None).await;
-    assert_eq!(list[0]["username"], "kiosk-reader");
-    assert_eq!(list[0]["partners"]["acme"], json!(["acme/"]));
-    assert!(list[0].get("password").is_none(), "{list}");
+    assert_eq!(list["items"][0]["username"], "kiosk-reader");
+    assert_eq!(list["items"][0]["partners"]["acme"], json!(["acme/"]));
+    assert!(list["items"][0].get("password").is_none(), "{list}");
 
     // Partner: publish two versions to the registry and register them.
     let registry = Registry::new(
@@ -488,8 +488,9 @@ async fn authorization_matrix(w: &World, inst: &str) {
         (Method::GET, "/v1/catalog/apps/acme/budget-pacing/versions".into(), None, "any"),
         (Method::GET, "/v1/catalog/apps/acme/budget-pacing/versions/1.4.34".into(), None, "any"),
         (Method::POST, "/v1/tenants/t1/installations".into(), Some(json!({"app": "acme/nope"})), "t1"),
-        (Method::GET, "/v1/tenants/t1/installations".into(), None, "t1"),
-        (Method::GET, i.clone(), None, "t1"),
+        // The operator reads a tenant's installations (GET only).
+        (Method::GET, "/v1/tenants/t1/installations".into(), None, "t1|operator"),
+        (Method::GET, i.clone(), None, "t1|operator"),
         (Method::PATCH, i.clone(), Some(json!({"config": {"threshold": 7}})), "t1"),
         (Method::POST, format!("{i}/upgrade"), Some(json!({"version": "0.0.1"})), "t1"),
         (Method::POST, format!("{i}/invoke/evaluate"), Some(json!({})), "t1"),
@@ -504,10 +505,27 @@ async fn authorization_matrix(w: &World, inst: &str) {
         (Method::POST, "/v1/apps/acme/budget-pacing/versions/9.9.9/unyank".into(), None, "operator"),
         (Method::POST, "/v1/apps/acme/budget-pacing/versions/9.9.9/quarantine".into(), None, "operator"),
         (Method::POST, "/v1/apps/acme/budget-pacing/versions/9.9.9/release".into(), None, "operator"),
+        // Limits, the estate and the operator's switches (issue 11).
+        (Method::GET, "/v1/limits".into(), None, "operator"),
+        (Method::PUT, "/v1/limits/defaults".into(), Some(json!({"timeoutMs": 10})), "operator"),
+        (Method::PUT, "/v1/limits/tenants/t1".into(), Some(json!({"timeoutMs": 10})), "operator"),
+        (Method::PUT, "/v1/limits/apps/acme/budget-pacing".into(), Some(json!({"timeoutMs": 10})), "operator"),
+        (Method::GET, "/v1/limits/tenants".into(), None, "operator"),
+        (Method::GET, "/v1/partners".into(), None, "operator"),
+        (Method::GET, "/v1/partners/acme".into(), None, "operator"),
+        (Method::GET, "/v1/tenants".into(), None, "operator"),
+        (Method::GET, "/v1/tenants/t1".into(), None, "operator"),
+        (Method::GET, "/v1/entitlements".into(), None, "operator"),
+        (Method::GET, "/v1/versions".into(), None, "operator"),
+        (Method::GET, "/v1/installations".into(), None, "operator"),
+        (Method::POST, "/v1/tenants/t1/suspend".into(), None, "operator"),
+        (Method::POST, "/v1/partners/acme/disable".into(), None, "operator"),
     ];
     for (method, path, body, allowed) in &routes {
         for (who, token) in &tokens {
-            let permitted = *who == *allowed || (*allowed == "any" && token.is_some());
+            let permitted = *who == *allowed
+                || (*allowed == "any" && token.is_some())
+                || (*allowed == "t1|operator" && (*who == "t1" || *who == "operator"));
             if permitted {
                 continue;
             }
@@ -516,7 +534,7 @@ async fn authorization_matrix(w: &World, inst: &str) {
                 "none" => &[StatusCode::UNAUTHORIZED],
                 // A foreign partner or tenant learns nothing: 404; another role: 403.
                 "globex" if *allowed == "acme" => &[StatusCode::NOT_FOUND],
-                "t2" if *allowed == "t1" => &[StatusCode::NOT_FOUND],
+                "t2" if allowed.starts_with("t1") => &[StatusCode::NOT_FOUND],
                 _ => &[StatusCode::FORBIDDEN],
             };
             assert!(expected.contains(&s), "{who} {method} {path}: got {s} {b}");

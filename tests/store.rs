@@ -57,6 +57,7 @@ async fn suite(store: Store) {
         created_ms: 1,
         updated_ms: 1,
         row_version: 0,
+        upgrade_policy: Default::default(),
     };
     store.insert_installation(&row, "tenant:t1").await.unwrap();
     assert_eq!(store.installations("t1").await.unwrap().len(), 1);

@@ -536,7 +536,7 @@ async fn registry_settings_are_validated_and_shown() {
     let (s, v) = w.put_registry("Registry.Example", body).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (_, list, _) = w.call(&w.operator, Method::GET, "/v1/registries", None).await;
-    let entry = &list[0];
+    let entry = &list["items"][0];
     assert_eq!(entry["partners"], json!({"acme": ["acme/", "shared/acme-"]}));
     assert_eq!(
         (entry["blobHosts"].clone(), entry["tokenHosts"].clone()),

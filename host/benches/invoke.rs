@@ -12,7 +12,6 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use kiosk::admission::AdmissionSettings;
 use kiosk::cache::CacheOutcome;
 use kiosk::kv::MemoryKv;
-use kiosk::logs::LogStore;
 use kiosk::manifest::Manifest;
 use kiosk::metering::{MemorySink, MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent};
 use kiosk::runtime::{Installation, Runtime, RuntimeSettings, Services};
@@ -33,7 +32,7 @@ fn root() -> PathBuf {
 }
 
 fn runtime(cache_dir: Option<PathBuf>, metering: Arc<dyn MeteringSink>) -> Runtime {
-    let services = Services { kv: Arc::new(MemoryKv::default()), logs: Arc::new(LogStore::new(64 * 1024)), metering };
+    let services = Services::separate(Arc::new(MemoryKv::default()), metering);
     // A benchmark is one tenant calling as fast as it can: no rate limit.
     let admission =
         AdmissionSettings { tenant_calls_per_second: u32::MAX, tenant_burst: u32::MAX, ..Default::default() };

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kiosk::ledger::{Ledger, LedgerSink};
-use kiosk::logs::LogStore;
 use kiosk::manifest::Manifest;
 use kiosk::metering::{MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent, UsageSource};
 use kiosk::runtime::{Installation, Runtime, RuntimeSettings, Services};
@@ -99,11 +98,7 @@ fn benches(c: &mut Criterion) {
         ("metering off", Arc::new(NullSink) as Arc<dyn MeteringSink>),
         ("metering to the ledger", Arc::new(LedgerSink { ledger: ledger.clone() })),
     ] {
-        let services = Services {
-            kv: Arc::new(DbKv { store: store.clone() }),
-            logs: Arc::new(LogStore::new(64 * 1024)),
-            metering: sink,
-        };
+        let services = Services::separate(Arc::new(DbKv { store: store.clone() }), sink);
         let _guard = rt.enter();
         // One tenant calling as fast as it can: no rate limit.
         let admission = kiosk::admission::AdmissionSettings {

@@ -15,7 +15,6 @@ use kiosk::admission::AdmissionSettings;
 use kiosk::error::CallErrorKind;
 use kiosk::kv::MemoryKv;
 use kiosk::limits::SandboxLimits;
-use kiosk::logs::LogStore;
 use kiosk::manifest::Manifest;
 use kiosk::metering::MemorySink;
 use kiosk::runtime::{Installation, Runtime, RuntimeSettings, Services};
@@ -35,11 +34,7 @@ fn main() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let _guard = rt.enter();
-    let services = Services {
-        kv: Arc::new(MemoryKv::default()),
-        logs: Arc::new(LogStore::new(64 * 1024)),
-        metering: Arc::new(MemorySink::default()),
-    };
+    let services = Services::separate(Arc::new(MemoryKv::default()), Arc::new(MemorySink::default()));
     let settings = RuntimeSettings {
         limits: SandboxLimits::default(),
         admission: AdmissionSettings {

@@ -47,6 +47,8 @@ enum Command {
     Pull(SourceArgs),
     /// Runs the HTTP API server.
     Serve(ServeArgs),
+    /// The operator's tasks over the HTTP API: partners, tenants, tokens, limits, logs, …
+    Admin(crate::admin::AdminArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +66,10 @@ struct ServeArgs {
     /// create tenant `demo` and print tokens.
     #[arg(long = "demo-app", value_name = "MANIFEST=WASM")]
     demo_apps: Vec<String>,
+    /// How the log (stderr) is written: `text` or `json` (default: `[server] log-format`
+    /// of the config, else text).
+    #[arg(long, env = "KIOSK_LOG_FORMAT")]
+    log_format: Option<kiosk_server::ops::LogFormat>,
 }
 
 /// How to reach a registry (overrides the operator config for this host).
@@ -156,28 +162,36 @@ struct RunArgs {
     json: bool,
 }
 
+/// Most log lines `kiosk run` prints (the installation's bound applies first).
+const RUN_LOG_LINES: i64 = 1000;
+
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KIOSK_LOG").unwrap_or_else(|_| "warn,kiosk=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        || tracing_subscriber::EnvFilter::try_from_env("KIOSK_LOG").unwrap_or_else(|_| "warn,kiosk=info".into());
+    // `kiosk serve` installs its own, once its log format is known (flag, variable, config).
+    if !matches!(cli.command, Command::Serve(_)) {
+        kiosk_server::ops::init_logging(kiosk_server::ops::LogFormat::Text, filter());
+    }
     let result = match cli.command {
         Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run(args))),
         Command::Publish(args) => tokio_runtime().and_then(|rt| rt.block_on(publish(args))),
         Command::Verify(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, false))),
         Command::Pull(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, true))),
         Command::Serve(args) => tokio_runtime().and_then(|rt| {
-            rt.block_on(kiosk_server::serve::run(kiosk_server::serve::ServeOptions {
-                listen: args.listen,
-                database: args.database,
-                config: args.config,
-                demo_apps: args.demo_apps,
-            }))
+            rt.block_on(kiosk_server::serve::run(
+                kiosk_server::serve::ServeOptions {
+                    listen: args.listen,
+                    database: args.database,
+                    config: args.config,
+                    demo_apps: args.demo_apps,
+                    log_format: args.log_format,
+                },
+                filter(),
+            ))
         }),
+        Command::Admin(args) => tokio_runtime().and_then(|rt| rt.block_on(crate::admin::run(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -282,13 +296,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let invoked = kiosk.invoke(&row.tenant, &row.id, &args.invoke, &input).await;
     let invoke_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let log_lines = kiosk.runtime.services().logs.lines(&inst.scope());
     let invoked = match invoked {
         Ok(invoked) => invoked,
         Err(f) => {
             // The guest's logs (stderr included) are what explains a failed call.
-            for l in &log_lines {
-                eprintln!("log {:<5} {}", format!("{:?}", l.level).to_lowercase(), l.message);
+            for l in kiosk.logs(&row, 0, RUN_LOG_LINES).await.unwrap_or_default() {
+                eprintln!("log {:<5} {}", l.level, l.message);
             }
             return Err(failed(&format!("invoke {}", args.invoke), f));
         }
@@ -299,7 +312,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .map_err(|f| failed("report", f))?;
     let refused_records = reported.refused.clone();
-    let log_lines = kiosk.runtime.services().logs.lines(&inst.scope());
+    let log_lines: Vec<Value> = kiosk
+        .logs(&row, 0, RUN_LOG_LINES)
+        .await
+        .map_err(|f| failed("logs", f))?
+        .into_iter()
+        .map(|l| {
+            json!({"cursor": l.seq, "at_ms": l.at_ms, "callId": l.call_id, "operation": l.operation,
+                   "level": l.level, "message": l.message})
+        })
+        .collect();
 
     let cache = match &component.outcome {
         CacheOutcome::Hit => "hit".to_string(),
@@ -346,7 +368,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     println!("\nlogs:");
     for l in &log_lines {
-        println!("  {:<5} {}", format!("{:?}", l.level).to_lowercase(), l.message);
+        let text = |k: &str| l.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        println!("  {:<5} {}", text("level"), text("message"));
     }
     Ok(())
 }

@@ -4,11 +4,12 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view and code map.
 
+mod admin;
 pub mod cli;
 
-pub use kiosk_core::{collector, config, seal};
+pub use kiosk_core::{collector, config, seal, upgrades, watch};
 pub use kiosk_distribution::{artifact, publish, registry, trust};
-pub use kiosk_domain::{digest, kv, limits, manifest, metering, text};
+pub use kiosk_domain::{digest, effects, kv, limits, manifest, metering, text, upgrade};
 pub use kiosk_runtime::{admission, cache, error, logs, runtime, world};
 pub use kiosk_server as server;
 pub use kiosk_store as store;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use kiosk::admission::AdmissionSettings;
 use kiosk::kv::MemoryKv;
 use kiosk::limits::SandboxLimits;
-use kiosk::logs::LogStore;
 use kiosk::manifest::Manifest;
 use kiosk::metering::MemorySink;
 use kiosk::runtime::{AppVersion, Runtime, RuntimeSettings, Services};
@@ -64,7 +63,6 @@ pub struct Harness {
     pub runtime: Runtime,
     pub sink: Arc<MemorySink>,
     pub kv: Arc<MemoryKv>,
-    pub logs: Arc<LogStore>,
 }
 
 impl Harness {
@@ -77,13 +75,11 @@ impl Harness {
     }
 
     pub fn with_settings(settings: RuntimeSettings) -> Self {
-        let limits = settings.limits.clone();
         let sink = Arc::new(MemorySink::default());
         let kv = Arc::new(MemoryKv::default());
-        let logs = Arc::new(LogStore::new(limits.log_buffer_bytes));
-        let services = Services { kv: kv.clone(), logs: logs.clone(), metering: sink.clone() };
+        let services = Services::separate(kv.clone(), sink.clone());
         let runtime = Runtime::new(settings, services).expect("runtime starts");
-        Self { runtime, sink, kv, logs }
+        Self { runtime, sink, kv }
     }
 
     /// Loads a guest with its manifest (optionally edited).
@@ -175,4 +171,38 @@ pub async fn budget_pacing_server(
         .await
         .expect("kiosk serve starts");
     (started, dir)
+}
+
+/// `kiosk serve ARGS` (the real binary) as a child process with `envs`, its stdout and
+/// stderr in `log_path`; returns once it prints its listener line (bounded), with the
+/// log so far: the bootstrap and demo tokens are printed before that line.
+pub fn spawn_serve(args: &[&str], envs: &[(&str, &str)], log_path: &std::path::Path) -> (std::process::Child, String) {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let log = std::fs::File::create(log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiosk"))
+        .arg("serve")
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A start bound, not a speed claim: a loaded machine compiles the demo app first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log_path).unwrap_or_default();
+        if text.contains("kiosk listening on") {
+            return (child, text);
+        }
+        assert!(child.try_wait().unwrap().is_none(), "kiosk serve exited: {text}");
+        assert!(Instant::now() < deadline, "kiosk serve did not start within 60 s: {text}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The value of `export NAME=…` in `kiosk serve --demo-app`'s output.
+pub fn demo_token(log: &str, name: &str) -> String {
+    log.lines().find_map(|l| l.trim().strip_prefix(&format!("export {name}=")).map(str::to_string)).unwrap()
 }

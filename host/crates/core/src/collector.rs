@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use crate::lifecycle::Kiosk as AppState;
 use kiosk_domain::metering::now_ms;
-use kiosk_runtime::runtime::Installation;
 use kiosk_runtime::world::UsageWindow;
 use kiosk_store::StoreError;
 
@@ -56,7 +55,19 @@ pub async fn collect_once(
     let now = now_ms() as i64;
     let last = (now / window_ms - 1) * window_ms;
     let mut started = 0;
+    // The oldest completed window not collected yet, for `kiosk_collection_lag_seconds`.
+    let mut oldest: Option<i64> = None;
+    let lag = |oldest: Option<i64>| {
+        let seconds = oldest.map_or(0.0, |start| (now - (start + window_ms)).max(0) as f64 / 1000.0);
+        metrics::gauge!("kiosk_collection_lag_seconds").set(seconds);
+    };
+    // A suspended tenant's or a disabled partner's installations are not collected.
+    let (suspended, disabled) = state.store.inactive().await?;
     for row in state.store.all_installations().await? {
+        let partner = kiosk_domain::ids::AppId::parse(&row.app).map(|a| a.partner().to_string()).unwrap_or_default();
+        if suspended.contains(&row.tenant) || disabled.contains(&partner) {
+            continue;
+        }
         let first = (row.created_ms / window_ms * window_ms).max(last - (MAX_BACKLOG - 1) * window_ms);
         let done = state.store.closed_windows(&row.id, first).await?;
         let mut start = first;
@@ -66,8 +77,10 @@ pub async fn collect_once(
             if done.contains(&this) {
                 continue;
             }
+            oldest = Some(oldest.map_or(this, |o| o.min(this)));
             let Ok(place) = places.clone().try_acquire_owned() else {
                 // Every place is busy: the next pass goes on from here.
+                lag(oldest);
                 return Ok(started);
             };
             if !claim(state, &row.id, this, replica, lease_ms).await? {
@@ -83,6 +96,7 @@ pub async fn collect_once(
             started += 1;
         }
     }
+    lag(oldest);
     Ok(started)
 }
 
@@ -125,7 +139,13 @@ async fn collect_window(
     replica: &str,
 ) -> Result<bool, StoreError> {
     let window = UsageWindow { start_ms: start as u64, end_ms: (start + window_ms) as u64 };
-    let app = match state.installed_app(row).await {
+    // The layered limits apply to report calls like to any other (suspended tenants and
+    // disabled partners were filtered out when the pass listed installations).
+    let loaded = match state.installed_app(row).await {
+        Ok(app) => state.admit_call(&row.tenant, &app, crate::operator::Purpose::Leave).await,
+        Err(e) => Err(e),
+    };
+    let app = match loaded {
         Ok(app) => app,
         Err(e) => {
             return attempt_failed(
@@ -139,8 +159,7 @@ async fn collect_window(
             .await;
         }
     };
-    let inst = Installation::new(&row.tenant, &row.id);
-    match state.runtime.report(&app, &inst, window).await {
+    match state.collect_report(&app, row, window).await {
         Ok(report) => {
             let detail = match &report.result {
                 Ok(r) => {

@@ -34,6 +34,69 @@ pub struct OperatorConfig {
     pub server: ServerSettings,
     #[serde(default)]
     pub usage: UsageSettings,
+    #[serde(default)]
+    pub logs: LogSettings,
+    #[serde(default)]
+    pub watch: WatchSettings,
+}
+
+/// `[logs]`: how much of each installation's log the database keeps (the bytes kept
+/// are `[sandbox] log-buffer-bytes`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogSettings {
+    /// Lines kept per installation; the oldest go first.
+    pub max_lines_per_installation: u64,
+}
+
+/// Most lines one installation keeps (bytes are bounded apart); at least 1.
+pub const MAX_LOG_LINES_CEILING: u64 = 100_000;
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            // Several pages of diagnosis, and a bounded scan when each call trims.
+            max_lines_per_installation: 1000,
+        }
+    }
+}
+
+/// `[watch]`: registry watches and automatic upgrades.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WatchSettings {
+    /// The shortest `intervalSeconds` a watch may be created with (1-86400).
+    pub min_interval_seconds: u64,
+    /// How often each replica runs the automatic-upgrade pass, in seconds (1-86400).
+    pub upgrade_pass_seconds: u64,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            // A registry is asked for a repository's tags at most once a minute per watch.
+            min_interval_seconds: 60,
+            // A version registered through the API reaches policy installations within a
+            // minute; a pass is one query when nothing is new.
+            upgrade_pass_seconds: 60,
+        }
+    }
+}
+
+impl WatchSettings {
+    /// The longest interval a watch may have, and the longest pass period: a day.
+    pub const MAX_SECONDS: u64 = 86_400;
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in
+            [("min-interval-seconds", self.min_interval_seconds), ("upgrade-pass-seconds", self.upgrade_pass_seconds)]
+        {
+            if !(1..=Self::MAX_SECONDS).contains(&value) {
+                return Err(format!("watch.{name} is {value} but must be 1-{}", Self::MAX_SECONDS));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[usage]`: metering rules.
@@ -76,6 +139,32 @@ pub struct ServerSettings {
     /// 64 hex digits: the key sealing secret config values (else KIOSK_SECRETS_KEY,
     /// else `secrets.key` in the data directory, created on first start).
     pub secrets_key: Option<String>,
+    /// How the server writes its log, `text` or `json` (`--log-format` and
+    /// KIOSK_LOG_FORMAT override it; default text: what a person at a terminal reads).
+    pub log_format: Option<LogFormat>,
+}
+
+/// How the server's own log is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; colours only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("log format {other:?}: use text or json")),
+        }
+    }
 }
 
 /// A partner and the OpenPGP certificates that may sign its apps.
@@ -105,6 +194,13 @@ impl OperatorConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.sandbox.validate()?;
         self.admission.validate()?;
+        let lines = self.logs.max_lines_per_installation;
+        if !(1..=MAX_LOG_LINES_CEILING).contains(&lines) {
+            return Err(format!(
+                "[logs] max-lines-per-installation must be 1..={MAX_LOG_LINES_CEILING}, found {lines}"
+            ));
+        }
+        self.watch.validate()?;
         for registry in &self.registries {
             registry.validate().map_err(|e| e.message)?;
         }

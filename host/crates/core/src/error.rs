@@ -42,13 +42,16 @@ pub struct Failure {
     pub field: Option<String>,
     /// Every problem found, when there are several (schema validation).
     pub errors: Vec<String>,
-    /// Seconds after which a retry may succeed.
-    pub retry_after_s: Option<u64>,
+    /// Seconds after which a retry may succeed (at most ~136 years: `u32`).
+    pub retry_after_s: Option<u32>,
+    /// The call that failed, when a call of the app did (its log lines carry it). Boxed:
+    /// a `Failure` is every core `Result`'s error and stays small.
+    pub call_id: Option<Box<str>>,
 }
 
 impl Failure {
     pub fn new(class: Class, kind: &'static str, detail: impl Into<String>) -> Self {
-        Self { class, kind, detail: detail.into(), field: None, errors: Vec::new(), retry_after_s: None }
+        Self { class, kind, detail: detail.into(), field: None, errors: Vec::new(), retry_after_s: None, call_id: None }
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -56,8 +59,13 @@ impl Failure {
         self
     }
 
+    pub fn with_call_id(mut self, call_id: impl Into<String>) -> Self {
+        self.call_id = Some(call_id.into().into_boxed_str());
+        self
+    }
+
     pub fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after_s = Some(seconds.max(1));
+        self.retry_after_s = Some(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX));
         self
     }
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use kiosk_runtime::logs::LogStore;
 use kiosk_runtime::runtime::{Runtime, RuntimeSettings, Services};
-use kiosk_store::ledger::{Ledger, LedgerSink};
+use kiosk_store::ledger::{Ledger, LedgerCommitter};
+use kiosk_store::logs::LogBounds;
 use kiosk_store::{DbKv, Store, redact};
 
 use crate::config::OperatorConfig;
@@ -37,9 +37,9 @@ pub async fn open(
     let ledger = Ledger::start(store.clone());
     let services = Services {
         kv: Arc::new(DbKv { store: store.clone() }),
-        logs: Arc::new(LogStore::new(config.sandbox.log_buffer_bytes)),
-        // Calls' usage is committed to the ledger before their answer is sent.
-        metering: Arc::new(LedgerSink { ledger: ledger.clone() }),
+        // A call's key-value changes, usage and lines go to the ledger's writer in one
+        // group-committed transaction, durable before the call's answer is sent.
+        commit: Arc::new(LedgerCommitter { ledger: ledger.clone(), logs: log_bounds(&config) }),
     };
     let cache_dir = cache_dir.unwrap_or_else(|| data_dir.join("components"));
     let settings = RuntimeSettings {
@@ -49,6 +49,11 @@ pub async fn open(
     };
     let runtime = Arc::new(Runtime::new(settings, services)?);
     Ok(Kiosk::new(store, runtime, Arc::new(config), sealer, ledger))
+}
+
+/// How much of each installation's log is kept (operator settings).
+pub fn log_bounds(config: &OperatorConfig) -> LogBounds {
+    LogBounds { max_lines: config.logs.max_lines_per_installation, max_bytes: config.sandbox.log_buffer_bytes }
 }
 
 fn secrets_key(config: &OperatorConfig, data_dir: &Path) -> anyhow::Result<String> {

@@ -19,14 +19,18 @@ use kiosk_domain::digest::Digest;
 use kiosk_domain::ids::AppId;
 use kiosk_domain::manifest::{ConfigSchema, Manifest};
 use kiosk_domain::metering::UsageEvent;
+use kiosk_domain::upgrade::UpgradePolicy;
 use kiosk_runtime::error::{CallErrorKind, CallFailure};
-use kiosk_runtime::runtime::{AppRefusal, AppVersion, Installation, Runtime};
+use kiosk_runtime::logs::LogLine;
+use kiosk_runtime::runtime::{AppRefusal, AppVersion, CallOutcome, Installation, Runtime};
 use kiosk_runtime::world::HOST_API_VERSION;
 use kiosk_store::ledger::Ledger;
+use kiosk_store::logs::{LogBounds, LogLineRow, NewLogLine};
 use kiosk_store::{Changed, InstallationRow, NotInstallable, Store, UpgradeRefused, VersionRow};
 
 use crate::config::OperatorConfig;
 use crate::error::{Class, Failure};
+use crate::operator::Purpose;
 use crate::seal::Sealer;
 
 type Result<T, E = Failure> = std::result::Result<T, E>;
@@ -79,6 +83,8 @@ pub struct InstallRequest {
     /// The installation id; a new UUID when absent. Only local front ends (`kiosk run`)
     /// choose one; the HTTP API never does.
     pub id: Option<String>,
+    /// How far Kiosk upgrades the installation by itself (`none` by default).
+    pub upgrade_policy: UpgradePolicy,
 }
 
 /// What an upgrade asks for. Without `version` or `track`: the highest installable
@@ -100,8 +106,74 @@ pub struct UpgradeRequest {
 /// An invoke's answer: the operation's output and the usage it metered.
 #[derive(Debug, Clone)]
 pub struct Invoked {
+    /// The call's id (its log lines carry it).
+    pub call_id: String,
     pub output: Value,
     pub usage: Vec<UsageEvent>,
+}
+
+/// Longest operation name kept with a log line, bytes (the rest is cut).
+const MAX_LOG_OPERATION_BYTES: usize = 160;
+
+/// The lines of one call, waiting to be written once the call is over.
+#[derive(Debug)]
+struct CallLog {
+    call_id: String,
+    operation: String,
+    lines: Vec<LogLine>,
+}
+
+/// The calls of one request, in order, and their lines.
+#[derive(Debug, Default)]
+struct CallLogs(Vec<CallLog>);
+
+impl CallLogs {
+    /// A fresh call of `tenant`'s installation `id`: the installation to call with,
+    /// named by a new call id.
+    fn call(tenant: &str, id: &str) -> (Installation, String) {
+        let call_id = uuid::Uuid::new_v4().to_string();
+        (Installation::new(tenant, id).with_call_id(call_id.clone()), call_id)
+    }
+
+    /// A fresh call of a recorded installation whose lines, if it completes, are kept
+    /// with its effects in one write (as lines of `operation`).
+    fn logged_call(tenant: &str, id: &str, operation: &str) -> (Installation, String) {
+        let (call, call_id) = Self::call(tenant, id);
+        (call.with_log(kiosk_runtime::logs::sanitize_capped(operation, MAX_LOG_OPERATION_BYTES)), call_id)
+    }
+
+    /// Runs one call of the app, keeping its lines whatever the result: the answer and
+    /// its usage, or a failure carrying the call id (the app's refusal as `step`).
+    async fn run<T>(
+        &mut self,
+        call: &Installation,
+        operation: &str,
+        step: &str,
+        future: impl std::future::Future<Output = std::result::Result<CallOutcome<T>, CallFailure>>,
+    ) -> Result<(String, T, Vec<UsageEvent>)> {
+        use tracing::Instrument as _;
+        let operation = kiosk_runtime::logs::sanitize_capped(operation, MAX_LOG_OPERATION_BYTES);
+        let span = tracing::info_span!("call", call_id = call.call_id.as_deref().unwrap_or(""), operation = %operation);
+        match future.instrument(span).await {
+            Ok(outcome) => {
+                let call_id = outcome.call_id;
+                if !outcome.logs_kept {
+                    self.0.push(CallLog { call_id: call_id.clone(), operation, lines: outcome.logs });
+                }
+                match outcome.result {
+                    Ok(answer) => Ok((call_id, answer, outcome.usage)),
+                    Err(refusal) => Err(refusal_failure(step, &refusal).with_call_id(call_id)),
+                }
+            }
+            Err(mut failure) => {
+                let call_id = failure.call.call_id.clone();
+                if let Some(lines) = failure.logs.take() {
+                    self.0.push(CallLog { call_id: call_id.clone(), operation, lines });
+                }
+                Err(call_failure(failure).with_call_id(call_id))
+            }
+        }
+    }
 }
 
 /// Registry credentials, sealed at rest.
@@ -235,6 +307,18 @@ impl Kiosk {
             }
             ArtifactRef::Registry { host, repository, tag } => (host, repository, tag),
         };
+        let settings = self.allowed_registry(partner, host, repository).await?;
+        let registry =
+            kiosk_distribution::registry::Registry::new(&settings, self.config.transfer).map_err(Failure::internal)?;
+        let source = registry.repository(repository);
+        self.register(&source, &app, tag, reference, actor).await
+    }
+
+    /// The operator's settings of `host` if partner `partner` may register from
+    /// `repository` there: the host is configured (API or config file) and the
+    /// repository is under a prefix the operator assigned the partner on it. Else
+    /// `registry-not-allowed` naming the rule (field `reference`). No network I/O.
+    pub async fn allowed_registry(&self, partner: &str, host: &str, repository: &str) -> Result<RegistrySettings> {
         let not_allowed = |detail: String| Failure::unprocessable("registry-not-allowed", detail).field("reference");
         let Some(settings) = self.registry_settings(host).await? else {
             return Err(not_allowed(format!(
@@ -257,10 +341,7 @@ impl Kiosk {
                 )
             }));
         }
-        let registry =
-            kiosk_distribution::registry::Registry::new(&settings, self.config.transfer).map_err(Failure::internal)?;
-        let source = registry.repository(repository);
-        self.register(&source, &app, tag, reference, actor).await
+        Ok(settings)
     }
 
     /// Registers `app@tag` from `source` (a registry repository, or an OCI layout the
@@ -274,12 +355,27 @@ impl Kiosk {
         reference: &str,
         actor: &str,
     ) -> Result<Registered> {
+        self.check_partner_enabled(app).await?;
         let trust = self.trust().await?;
         let pinned = self.store.version(app, tag).await?.and_then(|v| Digest::parse(&v.manifest_digest));
-        let artifact =
-            fetch_verified(source, app, tag, &trust, &self.config.artifacts, &HOST_API_VERSION, pinned.as_ref())
-                .await
-                .map_err(artifact_failure)?;
+        let fetched =
+            fetch_verified(source, app, tag, &trust, &self.config.artifacts, &HOST_API_VERSION, pinned.as_ref()).await;
+        let artifact = match fetched {
+            Ok(artifact) => {
+                metrics::counter!("kiosk_registry_pulls_total", "outcome" => "verified").increment(1);
+                artifact
+            }
+            Err(e) => {
+                let failure = artifact_failure(e);
+                // The failure's kind is one of Kiosk's slugs: a bounded label.
+                let outcome = if failure.kind.starts_with("registry-") { "unavailable" } else { "refused" };
+                metrics::counter!("kiosk_registry_pulls_total", "outcome" => outcome).increment(1);
+                if outcome == "refused" {
+                    metrics::counter!("kiosk_verification_failures_total", "reason" => failure.kind).increment(1);
+                }
+                return Err(failure);
+            }
+        };
         self.record_version(app, tag, &artifact, reference, actor).await
     }
 
@@ -353,6 +449,14 @@ impl Kiosk {
 
     /// The version an installation runs, ready to call.
     pub async fn installed_app(&self, row: &InstallationRow) -> Result<AppVersion> {
+        // A version's row never changes what runs (its tag is pinned to its digest; yank
+        // and quarantine stop new installs, never running installations), so a version
+        // loaded once is called without reading its row again. An upgrade moves the
+        // installation to another key.
+        let key = (row.app.clone(), row.version.clone());
+        if let Some(app) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(app.clone());
+        }
         let version = self
             .store
             .version(&row.app, &row.version)
@@ -429,6 +533,71 @@ impl Kiosk {
         Ok(config)
     }
 
+    // --- logs -------------------------------------------------------------------------
+
+    /// How much of each installation's log is kept (operator settings).
+    pub fn log_bounds(&self) -> LogBounds {
+        crate::host::log_bounds(&self.config)
+    }
+
+    /// Writes the lines of a request's calls to the installation's log (after the calls:
+    /// no wasmtime Store is alive). A failure to write is the server log's, not the
+    /// caller's: the calls' effects are already committed, and lines are diagnostics.
+    /// Adds one line of Kiosk's own to an installation's log (as a call of its own, e.g.
+    /// `auto-upgrade`), where the tenant, the partner and the operator read it.
+    pub(crate) async fn note(&self, tenant: &str, id: &str, operation: &str, line: LogLine) {
+        let call_id = uuid::Uuid::new_v4().to_string();
+        self.keep_logs(tenant, id, CallLogs(vec![CallLog { call_id, operation: operation.into(), lines: vec![line] }]))
+            .await;
+    }
+
+    async fn keep_logs(&self, tenant: &str, id: &str, logs: CallLogs) {
+        for call in logs.0 {
+            if call.lines.is_empty() {
+                continue;
+            }
+            let lines: Vec<NewLogLine> = call
+                .lines
+                .iter()
+                .map(|l| NewLogLine {
+                    at_ms: i64::try_from(l.at_ms).unwrap_or(i64::MAX),
+                    level: l.level.as_str().to_string(),
+                    message: l.message.clone(),
+                })
+                .collect();
+            match self.store.append_logs(tenant, id, &call.call_id, &call.operation, &lines, self.log_bounds()).await {
+                Ok(true) => {}
+                // Uninstalled while the call ran: its lines go with it.
+                Ok(false) => tracing::debug!(call_id = call.call_id, "installation gone: log lines dropped"),
+                Err(e) => tracing::error!(error = %e, call_id = call.call_id, "log lines could not be written"),
+            }
+        }
+    }
+
+    /// Lines of calls that left no installation behind (a failed install): they go to
+    /// the server log with their call id, the one the caller's problem names.
+    fn log_orphans(tenant: &str, id: &str, logs: CallLogs) {
+        for call in logs.0 {
+            for line in call.lines {
+                tracing::info!(
+                    tenant,
+                    installation = id,
+                    call_id = call.call_id,
+                    operation = call.operation,
+                    level = line.level.as_str(),
+                    message = line.message,
+                    "guest log line of a call whose installation was not recorded"
+                );
+            }
+        }
+    }
+
+    /// An installation's log lines after cursor `since` (exclusive), oldest first: at
+    /// most `limit` (the front end bounds it).
+    pub async fn logs(&self, row: &InstallationRow, since: i64, limit: i64) -> Result<Vec<LogLineRow>> {
+        Ok(self.store.logs(&row.tenant, &row.id, since, limit).await?)
+    }
+
     // --- installations ----------------------------------------------------------------
 
     pub async fn installation(&self, tenant: &str, id: &str) -> Result<InstallationRow> {
@@ -450,15 +619,25 @@ impl Kiosk {
             candidates,
         )?;
         let app = self.app_version(&row).await?;
+        let app = self.admit_call(tenant, &app, Purpose::Run).await?;
         self.check_entitlement(tenant, &app).await?;
         let (config, secret_pointers) = resolve_config(&app, request.config).await?;
-        let inst = Installation::new(tenant, request.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
+        let inst_id = request.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let inst = Installation::new(tenant, &inst_id);
         let config_text = config.to_string();
+        let mut logs = CallLogs::default();
         let outcome: Result<()> = async {
-            let checked = self.runtime.validate_config(&app, &inst, &config_text).await.map_err(call_failure)?;
-            checked.result.map_err(|r| refusal_failure("validate-config", &r))?;
-            let installed = self.runtime.install(&app, &inst, &config_text).await.map_err(call_failure)?;
-            installed.result.map_err(|r| refusal_failure("install", &r))
+            let (call, _) = CallLogs::call(tenant, &inst_id);
+            logs.run(
+                &call,
+                "validate-config",
+                "validate-config",
+                self.runtime.validate_config(&app, &call, &config_text),
+            )
+            .await?;
+            let (call, _) = CallLogs::call(tenant, &inst_id);
+            logs.run(&call, "install", "install", self.runtime.install(&app, &call, &config_text)).await?;
+            Ok(())
         }
         .await;
         let now = kiosk_domain::metering::now_ms() as i64;
@@ -472,6 +651,7 @@ impl Kiosk {
             created_ms: now,
             updated_ms: now,
             row_version: 0,
+            upgrade_policy: request.upgrade_policy,
         };
         self.set_config(&mut record, &config, &secret_pointers);
         // The version is checked again as the row is written: a yank or a quarantine
@@ -485,9 +665,11 @@ impl Kiosk {
             Err(e) => Err(e),
         };
         if let Err(e) = recorded {
+            Self::log_orphans(tenant, &inst.id, logs);
             self.store.delete_installation_data(tenant, &inst.id).await?;
             return Err(e);
         }
+        self.keep_logs(tenant, &inst.id, logs).await;
         Ok(record)
     }
 
@@ -498,6 +680,7 @@ impl Kiosk {
     pub async fn configure(&self, tenant: &str, id: &str, config: Value, actor: &str) -> Result<InstallationRow> {
         let mut row = self.installation(tenant, id).await?;
         let app = self.installed_app(&row).await?;
+        let app = self.admit_call(tenant, &app, Purpose::Run).await?;
         self.check_entitlement(tenant, &app).await?;
         let old = self.full_config(&row)?;
         let mut new = config;
@@ -509,12 +692,20 @@ impl Kiosk {
             }
         }
         let (config, secret_pointers) = resolve_config(&app, Some(new)).await?;
-        let inst = Installation::new(tenant, id);
         let (old_text, new_text) = (old.to_string(), config.to_string());
-        let checked = self.runtime.validate_config(&app, &inst, &new_text).await.map_err(call_failure)?;
-        checked.result.map_err(|r| refusal_failure("validate-config", &r))?;
-        let done = self.runtime.configure(&app, &inst, &old_text, &new_text).await.map_err(call_failure)?;
-        done.result.map_err(|r| refusal_failure("configure", &r))?;
+        let mut logs = CallLogs::default();
+        let hooks: Result<()> = async {
+            let (call, _) = CallLogs::call(tenant, id);
+            logs.run(&call, "validate-config", "validate-config", self.runtime.validate_config(&app, &call, &new_text))
+                .await?;
+            let (call, _) = CallLogs::call(tenant, id);
+            logs.run(&call, "configure", "configure", self.runtime.configure(&app, &call, &old_text, &new_text))
+                .await?;
+            Ok(())
+        }
+        .await;
+        self.keep_logs(tenant, id, logs).await;
+        hooks?;
         self.set_config(&mut row, &config, &secret_pointers);
         if let Err(Changed) = self.store.update_installation(&row, "installation.configure", actor).await? {
             return Err(self.changed(&row, "configure").await);
@@ -533,17 +724,34 @@ impl Kiosk {
         request: UpgradeRequest,
         actor: &str,
     ) -> Result<InstallationRow> {
-        let mut row = self.installation(tenant, id).await?;
+        let row = self.installation(tenant, id).await?;
+        self.upgrade_row(row, request, actor).await
+    }
+
+    /// `upgrade` of the installation as `row` read it: the write applies only if the
+    /// row is still at that row version (an automatic upgrade decided on this row).
+    pub(crate) async fn upgrade_row(
+        &self,
+        mut row: InstallationRow,
+        request: UpgradeRequest,
+        actor: &str,
+    ) -> Result<InstallationRow> {
+        let (tenant, id) = (row.tenant.clone(), row.id.clone());
+        let (tenant, id) = (tenant.as_str(), id.as_str());
         let versions = self.store.versions(&row.app).await?;
         let from = semver::Version::parse(&row.version).map_err(Failure::internal)?;
         let target = upgrade_target(&row.app, &versions, &from, &request)?;
         let app = self.app_version(&target).await?;
+        let app = self.admit_call(tenant, &app, Purpose::Run).await?;
         self.check_entitlement(tenant, &app).await?;
         let (config, secret_pointers) = resolve_config(&app, Some(self.full_config(&row)?)).await?;
-        let inst = Installation::new(tenant, id);
-        let done =
-            self.runtime.upgrade(&app, &inst, &from.to_string(), &config.to_string()).await.map_err(call_failure)?;
-        done.result.map_err(|r| refusal_failure("upgrade", &r))?;
+        let (call, _) = CallLogs::call(tenant, id);
+        let mut logs = CallLogs::default();
+        let (from_text, config_text) = (from.to_string(), config.to_string());
+        let hook =
+            logs.run(&call, "upgrade", "upgrade", self.runtime.upgrade(&app, &call, &from_text, &config_text)).await;
+        self.keep_logs(tenant, id, logs).await;
+        hook?;
         row.version = target.version.clone();
         self.set_config(&mut row, &config, &secret_pointers);
         // Checked again as the row is written (a yank or quarantine during the hook wins,
@@ -564,26 +772,48 @@ impl Kiosk {
     /// the installation while the hook ran (`installation-changed`).
     pub async fn uninstall(&self, tenant: &str, id: &str, actor: &str) -> Result<Option<String>> {
         let row = self.installation(tenant, id).await?;
-        let inst = Installation::new(tenant, id);
-        let hook_failure = match self.installed_app(&row).await {
+        let (inst, call_id) = CallLogs::call(tenant, id);
+        let loaded = match self.installed_app(&row).await {
+            Ok(app) => Ok(self.admit_call(tenant, &app, Purpose::Leave).await?),
+            Err(e) => Err(e),
+        };
+        let hook_failure = match loaded {
             Err(e) => Some(format!("the app could not be loaded: {}", e.detail)),
-            Ok(app) => match self.runtime.uninstall(&app, &inst).await {
-                Ok(done) => done.result.err().map(|r| format!("the app refused: {} ({})", r.message, r.code)),
-                Err(e) => match e.kind {
-                    CallErrorKind::Busy(_) | CallErrorKind::ShuttingDown | CallErrorKind::Storage(_) => {
-                        return Err(call_failure(e));
+            Ok(app) => {
+                let mut logs = CallLogs::default();
+                let outcome = self.runtime.uninstall(&app, &inst).await;
+                // Kept while the installation stays (a stopped uninstall); the removal
+                // below takes them with it.
+                let outcome = match outcome {
+                    Ok(mut done) => {
+                        let lines = std::mem::take(&mut done.logs);
+                        logs.0.push(CallLog { call_id: call_id.clone(), operation: "uninstall".into(), lines });
+                        Ok(done)
                     }
-                    kind => Some(format!("the hook failed: {kind}")),
-                },
-            },
+                    Err(mut e) => {
+                        if let Some(lines) = e.logs.take() {
+                            logs.0.push(CallLog { call_id: call_id.clone(), operation: "uninstall".into(), lines });
+                        }
+                        Err(e)
+                    }
+                };
+                self.keep_logs(tenant, id, logs).await;
+                match outcome {
+                    Ok(done) => done.result.err().map(|r| format!("the app refused: {} ({})", r.message, r.code)),
+                    Err(e) => match e.kind {
+                        CallErrorKind::Busy(_) | CallErrorKind::ShuttingDown | CallErrorKind::Storage(_) => {
+                            return Err(call_failure(e).with_call_id(call_id));
+                        }
+                        kind => Some(format!("the hook failed: {kind}")),
+                    },
+                }
+            }
         };
         if let Err(Changed) =
             self.store.delete_installation_noting(tenant, id, row.row_version, actor, hook_failure.as_deref()).await?
         {
             return Err(self.changed(&row, "uninstall").await);
         }
-        // Logs of a hook that did not succeed were kept by the runtime; the installation is gone.
-        self.runtime.services().logs.purge(&inst.scope());
         Ok(hook_failure)
     }
 
@@ -613,12 +843,17 @@ impl Kiosk {
     pub async fn invoke(&self, tenant: &str, id: &str, operation: &str, input: &Value) -> Result<Invoked> {
         let row = self.installation(tenant, id).await?;
         let app = self.installed_app(&row).await?;
+        let app = self.admit_call(tenant, &app, Purpose::Run).await?;
         self.check_entitlement(tenant, &app).await?;
-        let inst = Installation::new(tenant, id);
-        let outcome = self.runtime.invoke(&app, &inst, operation, &input.to_string()).await.map_err(call_failure)?;
-        let output = outcome.result.map_err(|r| refusal_failure(operation, &r))?;
+        let logged_as = format!("invoke:{operation}");
+        let (call, _) = CallLogs::logged_call(tenant, id, &logged_as);
+        let input = input.to_string();
+        let mut logs = CallLogs::default();
+        let done = logs.run(&call, &logged_as, operation, self.runtime.invoke(&app, &call, operation, &input)).await;
+        self.keep_logs(tenant, id, logs).await;
+        let (call_id, output, usage) = done?;
         let output: Value = serde_json::from_str(&output).unwrap_or(Value::String(output));
-        Ok(Invoked { output, usage: outcome.usage })
+        Ok(Invoked { call_id, output, usage })
     }
 }
 
@@ -634,10 +869,37 @@ impl Kiosk {
     /// per window; `kiosk run` after its call).
     pub async fn report(&self, row: &InstallationRow, window: kiosk_runtime::world::UsageWindow) -> Result<Reported> {
         let app = self.installed_app(row).await?;
-        let inst = Installation::new(&row.tenant, &row.id);
-        let outcome = self.runtime.report(&app, &inst, window).await.map_err(call_failure)?;
-        let report = outcome.result.map_err(|r| refusal_failure("report", &r))?;
+        let app = self.admit_call(&row.tenant, &app, Purpose::Run).await?;
+        let (call, _) = CallLogs::logged_call(&row.tenant, &row.id, "report");
+        let mut logs = CallLogs::default();
+        let done = logs.run(&call, "report", "report", self.runtime.report(&app, &call, window)).await;
+        self.keep_logs(&row.tenant, &row.id, logs).await;
+        let (_, report, _) = done?;
         Ok(Reported { accepted: report.accepted, refused: report.refused })
+    }
+}
+
+impl Kiosk {
+    /// `usage.report` for the collector, which judges the outcome itself: the runtime's
+    /// answer as it is, the call's lines kept.
+    pub async fn collect_report(
+        &self,
+        app: &AppVersion,
+        row: &InstallationRow,
+        window: kiosk_runtime::world::UsageWindow,
+    ) -> std::result::Result<CallOutcome<kiosk_runtime::runtime::ReportedUsage>, CallFailure> {
+        use tracing::Instrument as _;
+        let (call, call_id) = CallLogs::logged_call(&row.tenant, &row.id, "report");
+        let span = tracing::info_span!("call", call_id = call_id.as_str(), operation = "report");
+        let mut outcome = self.runtime.report(app, &call, window).instrument(span).await;
+        let lines = match &mut outcome {
+            Ok(done) if done.logs_kept => Vec::new(),
+            Ok(done) => std::mem::take(&mut done.logs),
+            Err(failure) => failure.logs.take().unwrap_or_default(),
+        };
+        let logs = CallLogs(vec![CallLog { call_id, operation: "report".into(), lines }]);
+        self.keep_logs(&row.tenant, &row.id, logs).await;
+        outcome
     }
 }
 

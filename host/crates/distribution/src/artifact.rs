@@ -405,6 +405,30 @@ impl ArtifactRef {
         Ok(Self::Registry { host: host.into(), repository: repository.into(), tag: tag.into() })
     }
 
+    /// Parses `host[:port]/repository` (no tag: what a watch names), with the same
+    /// grammar as `parse`; returns (host, repository).
+    pub fn parse_repository(text: &str) -> Result<(String, String), String> {
+        let (host, repository) = text
+            .split_once('/')
+            .filter(|(host, _)| host.contains('.') || host.contains(':') || *host == "localhost")
+            .ok_or_else(|| format!("reference {text:?} must name its registry host: host[:port]/repository"))?;
+        if repository.contains(':') || repository.contains('@') {
+            return Err(format!(
+                "reference {text:?} names a tag or digest: a watch names a repository, host/repository"
+            ));
+        }
+        if !valid_host(host) {
+            return Err(format!("reference {text:?}: {host:?} is not a valid host[:port]"));
+        }
+        if !valid_repository(repository) {
+            return Err(format!(
+                "reference {text:?}: {repository:?} is not a valid repository name (lowercase path components \
+                 of letters and digits joined by '.', '_', '__' or dashes)"
+            ));
+        }
+        Ok((host.to_string(), repository.to_string()))
+    }
+
     pub fn tag(&self) -> &str {
         match self {
             Self::Layout { tag, .. } | Self::Registry { tag, .. } => tag,

@@ -5,9 +5,11 @@
 //! Invariant: no I/O and no engine here — no wasmtime, sqlx, axum or network crates.
 
 pub mod digest;
+pub mod effects;
 pub mod ids;
 pub mod kv;
 pub mod limits;
 pub mod manifest;
 pub mod metering;
 pub mod text;
+pub mod upgrade;

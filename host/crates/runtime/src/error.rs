@@ -50,6 +50,40 @@ pub enum CallErrorKind {
     Metering(String),
 }
 
+impl CallErrorKind {
+    /// The limit this failure names, as a metric label (`None`: not a limit).
+    pub fn limit(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Timeout { .. } => "timeout",
+            Self::FuelExhausted { .. } => "fuel",
+            Self::MemoryLimit { .. } => "memory",
+            Self::TableLimit { .. } => "table",
+            Self::StackOverflow { .. } => "stack",
+            Self::LogLimit { .. } => "log",
+            Self::StderrLimit { .. } => "stderr",
+            Self::RandomLimit { .. } => "random",
+            Self::HandleLimit { .. } => "handles",
+            Self::HostCopyLimit { .. } => "host-copy",
+            Self::ReportTooLarge { .. } => "report-records",
+            Self::InputTooLarge { .. } => "input",
+            Self::OutputTooLarge { .. } => "output",
+            _ => return None,
+        })
+    }
+
+    /// The outcome label of a call that failed so: `limit`, `trap`, `refused` (not
+    /// admitted, input too large), `shutting-down` or `host-error` (storage, metering).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Busy(_) | Self::InputTooLarge { .. } => "refused",
+            Self::ShuttingDown => "shutting-down",
+            Self::Trap { .. } | Self::Instantiate { .. } => "trap",
+            Self::Storage(_) | Self::Metering(_) => "host-error",
+            _ => "limit",
+        }
+    }
+}
+
 /// A call that did not complete, with who and what it was for.
 #[derive(Debug, thiserror::Error)]
 #[error("{call}: {kind}")]
@@ -57,6 +91,10 @@ pub struct CallFailure {
     /// Which call failed (boxed: keeps `Result<_, CallFailure>` small on the hot path).
     pub call: Box<CallSite>,
     pub kind: CallErrorKind,
+    /// The lines the guest logged, with a last one naming the failure, when the guest
+    /// ran; `None` when the call was refused before it started (admission, input size,
+    /// shutting down).
+    pub logs: Option<Vec<crate::logs::LogLine>>,
 }
 
 /// Who and what a call was for.
@@ -70,6 +108,8 @@ pub struct CallSite {
     pub digest: Digest,
     /// The WIT export that was called, e.g. `calls.invoke`.
     pub export: &'static str,
+    /// The call's id (its log lines and metered usage carry it).
+    pub call_id: String,
 }
 
 /// A component could not be made ready to run.

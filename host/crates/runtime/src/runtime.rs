@@ -6,7 +6,6 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,10 +18,11 @@ use crate::admission::{Admission, AdmissionSettings, Origin};
 use crate::cache::{self, CacheOutcome, CompileCache};
 use crate::error::{CallErrorKind, CallFailure, CallSite, LoadError};
 use crate::kv_session::KvSession;
-use crate::logs::{self, Level, LogLine, LogStore};
+use crate::logs::{self, Level, LogLine};
 use crate::sandbox::{Attribution, HostState, LimitHit, StderrLimitExceeded};
 use crate::world::{self, App, AppPre, CallContext, UsageWindow};
 use kiosk_domain::digest::Digest;
+use kiosk_domain::effects::{CallCommitter, CallEffects, CallLines, CommitError, KvWrite, LogEntry, SeparateCommitter};
 use kiosk_domain::kv::{KvScope, KvStore};
 use kiosk_domain::limits::{CallLimits, SandboxLimits};
 use kiosk_domain::manifest::Manifest;
@@ -39,9 +39,18 @@ const MIB: u64 = 1024 * 1024;
 /// Where a call's effects go once it completes.
 #[derive(Clone)]
 pub struct Services {
+    /// Loads an installation's key-value snapshot before a call.
     pub kv: Arc<dyn KvStore>,
-    pub logs: Arc<LogStore>,
-    pub metering: Arc<dyn MeteringSink>,
+    /// Keeps a completed call's key-value changes, usage and lines, in one write.
+    pub commit: Arc<dyn CallCommitter>,
+}
+
+impl Services {
+    /// Services over a key-value store and a metering sink committed one after the
+    /// other (the command line and tests; the server commits through its ledger).
+    pub fn separate(kv: Arc<dyn KvStore>, metering: Arc<dyn MeteringSink>) -> Self {
+        Self { kv: kv.clone(), commit: Arc::new(SeparateCommitter { kv, metering }) }
+    }
 }
 
 impl std::fmt::Debug for Services {
@@ -90,16 +99,46 @@ pub struct AppVersion {
     guest_skus: Arc<HashSet<String>>,
 }
 
+impl AppVersion {
+    /// This version with the limits one installation's calls run under (the core
+    /// computes them per call from the operator's layers; they never exceed the
+    /// engine's ceilings, which the pooling allocator enforces anyway).
+    pub fn with_limits(&self, limits: CallLimits) -> AppVersion {
+        AppVersion { limits, ..self.clone() }
+    }
+}
+
 /// One tenant's installation of an app: the unit of isolation for state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Installation {
     pub tenant: String,
     pub id: String,
+    /// The id the next call of this value runs under (`with_call_id`; the core names
+    /// every call). Without one, each call gets a fresh UUID.
+    pub call_id: Option<String>,
+    /// Where a completed call's lines go: with its effects, in one write, into the
+    /// installation's log under this operation name (`with_log`). `None`: they are only
+    /// handed back (the installation is not recorded yet, or there is no such log).
+    pub log_as: Option<String>,
 }
 
 impl Installation {
     pub fn new(tenant: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { tenant: tenant.into(), id: id.into() }
+        Self { tenant: tenant.into(), id: id.into(), call_id: None, log_as: None }
+    }
+
+    /// The same installation, a completed call's lines kept with its effects as lines
+    /// of `operation` (already capped by the caller).
+    pub fn with_log(mut self, operation: impl Into<String>) -> Self {
+        self.log_as = Some(operation.into());
+        self
+    }
+
+    /// The same installation, its calls running under `call_id` (it also keys the
+    /// call's metered usage, so one id must name one call).
+    pub fn with_call_id(mut self, call_id: impl Into<String>) -> Self {
+        self.call_id = Some(call_id.into());
+        self
     }
 
     /// The key-value and log scope of this installation.
@@ -131,13 +170,16 @@ impl From<world::AppError> for AppRefusal {
     }
 }
 
-/// A call that completed: the app's answer (which may be a refusal), and the usage and
-/// log lines it produced (already committed and stored).
+/// A call that completed: the app's answer (which may be a refusal), the usage it
+/// metered (already committed) and the log lines it wrote (the caller keeps them).
 #[derive(Debug)]
 pub struct CallOutcome<T> {
+    pub call_id: String,
     pub result: Result<T, AppRefusal>,
     pub usage: Vec<UsageEvent>,
     pub logs: Vec<LogLine>,
+    /// The lines were committed with the call's effects (`Installation::with_log`).
+    pub logs_kept: bool,
 }
 
 /// What `usage.report` returned, split into accepted events and refused records.
@@ -194,8 +236,6 @@ pub struct Runtime {
     limits: SandboxLimits,
     admission: Admission,
     services: Services,
-    call_prefix: String,
-    call_seq: AtomicU64,
     /// Set once by `shut_down`: running calls end, new ones are refused.
     shutdown: tokio::sync::watch::Sender<bool>,
     _ticker: EpochTicker,
@@ -239,8 +279,6 @@ impl Runtime {
             limits,
             admission,
             services,
-            call_prefix: uuid::Uuid::new_v4().simple().to_string(),
-            call_seq: AtomicU64::new(0),
             shutdown: tokio::sync::watch::Sender::new(false),
             _ticker: ticker,
         })
@@ -256,6 +294,16 @@ impl Runtime {
     /// shutdown never waits for a guest's deadline.
     pub fn shut_down(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Sandbox slots held by calls now.
+    pub fn slots_in_use(&self) -> usize {
+        (self.limits.max_concurrent_instances as usize).saturating_sub(self.admission.free_slots())
+    }
+
+    /// Whether `shut_down` was called (the server is then not ready).
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// Admission control of this runtime's calls.
@@ -340,7 +388,7 @@ impl Runtime {
         self.call(app, inst, Export::Upgrade(from, config), Origin::Tenant).await.map(CallOutcome::done)
     }
 
-    /// `lifecycle.uninstall`; on success the installation's key-value data and logs are purged.
+    /// `lifecycle.uninstall`; on success the installation's key-value data is purged.
     pub async fn uninstall(&self, app: &AppVersion, inst: &Installation) -> Result<CallOutcome<()>, CallFailure> {
         let outcome = self.call(app, inst, Export::Uninstall, Origin::Tenant).await.map(CallOutcome::done)?;
         if outcome.result.is_ok() {
@@ -350,7 +398,6 @@ impl Runtime {
                 .purge(&scope)
                 .await
                 .map_err(|e| self.failure(app, inst, "lifecycle.uninstall", CallErrorKind::Storage(e.to_string())))?;
-            self.services.logs.purge(&scope);
         }
         Ok(outcome)
     }
@@ -365,12 +412,14 @@ impl Runtime {
     ) -> Result<CallOutcome<String>, CallFailure> {
         let outcome = self.call(app, inst, Export::Invoke(operation, input), Origin::Tenant).await?;
         Ok(CallOutcome {
+            call_id: outcome.call_id,
             result: outcome.result.map(|answer| match answer {
                 Answer::Output(output) => output,
                 _ => String::new(),
             }),
             usage: outcome.usage,
             logs: outcome.logs,
+            logs_kept: outcome.logs_kept,
         })
     }
 
@@ -419,10 +468,23 @@ impl Runtime {
             Ok(_) => Ok(ReportedUsage::default()),
             Err(refusal) => Err(refusal),
         };
-        Ok(CallOutcome { result, usage, logs: outcome.logs })
+        Ok(CallOutcome { call_id: outcome.call_id, result, usage, logs: outcome.logs, logs_kept: outcome.logs_kept })
     }
 
+    /// A call that stopped before the guest ran (no log lines).
     fn failure(&self, app: &AppVersion, inst: &Installation, export: &'static str, kind: CallErrorKind) -> CallFailure {
+        self.failure_of(app, inst, export, kind, &call_id_of(inst), None)
+    }
+
+    fn failure_of(
+        &self,
+        app: &AppVersion,
+        inst: &Installation,
+        export: &'static str,
+        kind: CallErrorKind,
+        call_id: &str,
+        logs: Option<Vec<LogLine>>,
+    ) -> CallFailure {
         CallFailure {
             call: Box::new(CallSite {
                 tenant: inst.tenant.clone(),
@@ -431,8 +493,10 @@ impl Runtime {
                 version: app.manifest.version.to_string(),
                 digest: app.component.digest.clone(),
                 export,
+                call_id: call_id.to_string(),
             }),
             kind,
+            logs,
         }
     }
 
@@ -445,6 +509,43 @@ impl Runtime {
     /// it), and a guest waiting in a host call (a WASI sleep or poll) is a pending
     /// future that is dropped at the deadline, freeing its sandbox slot at once.
     async fn call(
+        &self,
+        app: &AppVersion,
+        inst: &Installation,
+        export: Export<'_>,
+        origin: Origin,
+    ) -> Result<CallOutcome<Answer>, CallFailure> {
+        let started = std::time::Instant::now();
+        let result = self.call_once(app, inst, export, origin).await;
+        // Labels are bounded: the app id comes from the catalog, the export is one of
+        // seven, the outcome and limit names are Kiosk's (never an operation name).
+        let outcome = match &result {
+            Ok(done) if done.result.is_ok() => "ok",
+            Ok(_) => "app-error",
+            Err(failure) => failure.kind.outcome(),
+        };
+        let labels =
+            [("app", app.manifest.app.clone()), ("operation", export.name().to_string()), ("outcome", outcome.into())];
+        metrics::counter!("kiosk_calls_total", &labels).increment(1);
+        metrics::histogram!("kiosk_call_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+        if let Err(failure) = &result {
+            if let Some(limit) = failure.kind.limit() {
+                metrics::counter!("kiosk_limit_hits_total", "limit" => limit).increment(1);
+            }
+            if let CallErrorKind::Busy(refusal) = &failure.kind {
+                let reason = match refusal {
+                    crate::admission::Refusal::TenantConcurrency { .. } => "tenant-concurrency",
+                    crate::admission::Refusal::TenantRate { .. } => "tenant-rate",
+                    crate::admission::Refusal::NoSlot { .. } => "no-slot",
+                };
+                metrics::counter!("kiosk_admission_rejections_total", "reason" => reason).increment(1);
+            }
+        }
+        result
+    }
+
+    /// `call`, without its measurements.
+    async fn call_once(
         &self,
         app: &AppVersion,
         inst: &Installation,
@@ -488,8 +589,9 @@ impl Runtime {
             installation: inst.id.clone(),
             app: app.manifest.app.clone(),
             version: app.manifest.version.to_string(),
-            call_id: format!("{}-{}", self.call_prefix, self.call_seq.fetch_add(1, Ordering::Relaxed)),
+            call_id: call_id_of(inst),
         });
+        let call_id = who.call_id.clone();
         let ctx = CallContext {
             tenant_id: who.tenant.clone(),
             installation_id: who.installation.clone(),
@@ -543,24 +645,39 @@ impl Runtime {
 
         match result {
             Ok(answer) => {
-                if let Some(session) = state.kv.take() {
-                    let changes = session.into_changes();
-                    if !changes.is_empty() {
-                        self.services
-                            .kv
-                            .commit(&scope, changes, limits.kv_quota_bytes)
-                            .await
-                            .map_err(|e| self.failure(app, inst, name, CallErrorKind::Storage(e.to_string())))?;
-                    }
-                }
+                let lines = inst.log_as.as_ref().map(|operation| CallLines {
+                    call_id: call_id.clone(),
+                    operation: operation.clone(),
+                    lines: state
+                        .logs
+                        .iter()
+                        .map(|l| LogEntry { at_ms: l.at_ms, level: l.level.as_str(), message: l.message.clone() })
+                        .collect(),
+                });
+                let logs_kept = lines.is_some();
+                let effects = CallEffects {
+                    scope,
+                    kv: state
+                        .kv
+                        .take()
+                        .map(|session| KvWrite { changes: session.into_changes(), quota: limits.kv_quota_bytes }),
+                    usage: std::mem::take(&mut state.usage),
+                    lines,
+                };
                 let mut answer = answer;
-                if !state.usage.is_empty() {
-                    let verdicts = self
-                        .services
-                        .metering
-                        .submit(&state.usage)
-                        .await
-                        .map_err(|e| self.failure(app, inst, name, CallErrorKind::Metering(e.to_string())))?;
+                if !effects.is_empty() {
+                    let usage = effects.usage.clone();
+                    let verdicts = self.services.commit.commit(effects).await.map_err(|e| {
+                        let kind = match e {
+                            CommitError::Kv(e) => CallErrorKind::Storage(e.to_string()),
+                            CommitError::Unavailable(message) => CallErrorKind::Storage(message),
+                            CommitError::Metering(message) => {
+                                CallErrorKind::Metering(format!("metering sink failed: {message}"))
+                            }
+                        };
+                        self.failure_of(app, inst, name, kind, &call_id, Some(state.logs.clone()))
+                    })?;
+                    state.usage = usage;
                     let mut verdicts = verdicts;
                     // A report's accepted records come last (after any `record-usage` the
                     // guest made during the call); their verdicts go back to `report`.
@@ -572,21 +689,24 @@ impl Runtime {
                         verdicts.into_iter().find(|v| matches!(v, SinkOutcome::Refused(_)))
                     {
                         // Host and guest keys are unique per call: a refusal here is a bug.
-                        return Err(self.failure(app, inst, name, CallErrorKind::Metering(reason)));
+                        let kind = CallErrorKind::Metering(reason);
+                        return Err(self.failure_of(app, inst, name, kind, &call_id, Some(state.logs)));
                     }
                 }
-                self.services.logs.append(&scope, state.logs.clone());
-                Ok(CallOutcome { result: answer.map_err(AppRefusal::from), usage: state.usage, logs: state.logs })
+                Ok(CallOutcome {
+                    call_id,
+                    result: answer.map_err(AppRefusal::from),
+                    usage: state.usage,
+                    logs: state.logs,
+                    logs_kept,
+                })
             }
             Err(kind) => {
+                // The guest ran: its lines are kept, with a last one naming the failure in
+                // the words of the failure itself (what the caller's problem says).
                 let mut lines = state.logs;
-                lines.push(LogLine {
-                    at_ms: now_ms(),
-                    level: Level::Error,
-                    message: format!("kiosk: {name} failed: {kind}"),
-                });
-                self.services.logs.append(&scope, lines);
-                Err(self.failure(app, inst, name, kind))
+                lines.push(LogLine { at_ms: now_ms(), level: Level::Error, message: format!("call failed: {kind}") });
+                Err(self.failure_of(app, inst, name, kind, &call_id, Some(lines)))
             }
         }
     }
@@ -841,7 +961,13 @@ impl RunError {
 
 impl CallOutcome<Answer> {
     fn done(self) -> CallOutcome<()> {
-        CallOutcome { result: self.result.map(drop), usage: self.usage, logs: self.logs }
+        CallOutcome {
+            call_id: self.call_id,
+            result: self.result.map(drop),
+            usage: self.usage,
+            logs: self.logs,
+            logs_kept: self.logs_kept,
+        }
     }
 }
 
@@ -869,6 +995,11 @@ fn engine_config(limits: &SandboxLimits) -> Config {
         .total_stacks(slots);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
+}
+
+/// The id a call of `inst` runs under: the one its caller gave, else a fresh UUID.
+fn call_id_of(inst: &Installation) -> String {
+    inst.call_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// The usage window `[start, start + len)` containing `at_ms`, aligned to `len`.

@@ -338,7 +338,9 @@ pub(crate) struct LogLimitExceeded(pub(crate) u64);
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        self.log_bytes += message.len() as u64;
+        // A line costs its bytes plus one (its line break, as in a file), so even empty
+        // lines cannot pile up without bound.
+        self.log_bytes = self.log_bytes.saturating_add(message.len() as u64 + 1);
         if self.log_bytes > self.max_log_bytes {
             self.limiter.hit = Some(LimitHit::Log);
             return Err(wasmtime::Error::new(LogLimitExceeded(self.max_log_bytes)));

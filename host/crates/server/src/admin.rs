@@ -45,11 +45,11 @@ pub(super) struct PageQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The `next` of the previous page.
-    after: Option<String>,
+    pub(super) after: Option<String>,
 }
 
 impl PageQuery {
-    fn limit(&self) -> ApiResult<i64> {
+    pub(super) fn limit(&self) -> ApiResult<i64> {
         page_limit(self.limit)
     }
 }

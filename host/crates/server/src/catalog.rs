@@ -43,10 +43,25 @@ pub(super) fn version_summary(v: &VersionRow) -> VersionSummary {
     }
 }
 
+/// A disabled partner's apps are not in the catalog: 404 as for an unknown app.
+async fn listed(s: &super::AppState, partner: &str, name: &str) -> ApiResult<()> {
+    if s.store.partner_disabled(partner).await? {
+        return Err(ApiError::not_found(format!("no app \"{partner}/{name}\"")).field("app"));
+    }
+    Ok(())
+}
+
+/// Whether an app (`partner/name`) is listed: its partner is not disabled.
+fn is_listed(disabled: &std::collections::HashSet<String>, app: &str) -> bool {
+    kiosk_domain::ids::AppId::parse(app).map_or(true, |id| !disabled.contains(id.partner()))
+}
+
 #[utoipa::path(get, path = "/v1/catalog/categories", tag = "catalog",
     responses((status = 200, description = "every category an app declares, sorted", body = Vec<String>)))]
 async fn categories(State(s): State<Shared>, _caller: Caller) -> ApiResult<impl IntoResponse> {
-    let mut all: Vec<String> = s.store.apps().await?.into_iter().flat_map(|a| a.3).collect();
+    let (_, disabled) = s.store.inactive().await?;
+    let mut all: Vec<String> =
+        s.store.apps().await?.into_iter().filter(|a| is_listed(&disabled, &a.0)).flat_map(|a| a.3).collect();
     all.sort();
     all.dedup();
     Ok(axum::Json(all))
@@ -79,11 +94,13 @@ async fn catalog_apps(
     Query(q): Query<CatalogQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let needle = q.q.map(|t| t.to_lowercase());
+    let (_, disabled) = s.store.inactive().await?;
     let apps: Vec<CatalogApp> = s
         .store
         .apps()
         .await?
         .into_iter()
+        .filter(|(id, ..)| is_listed(&disabled, id))
         .filter(|(_, _, _, cats)| q.category.as_ref().is_none_or(|c| cats.contains(c)))
         .filter(|(id, display, description, _)| {
             needle.as_ref().is_none_or(|n| [id, display, description].iter().any(|f| f.to_lowercase().contains(n)))
@@ -116,6 +133,7 @@ async fn catalog_app(
     _caller: Caller,
     Path((partner, name)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
+    listed(&s, &partner, &name).await?;
     let (app, versions) = s.app_versions(&partner, &name).await?;
     // What an install without a version gets: neither yanked nor quarantined.
     let latest = kiosk_core::lifecycle::resolve_version(&app, &versions, None, None).ok().map(|v| v.version);
@@ -138,6 +156,7 @@ async fn catalog_versions(
     _caller: Caller,
     Path((partner, name)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
+    listed(&s, &partner, &name).await?;
     let (_, versions) = s.app_versions(&partner, &name).await?;
     Ok(axum::Json(versions.iter().map(version_summary).collect::<Vec<_>>()))
 }
@@ -172,6 +191,7 @@ async fn catalog_version(
     _caller: Caller,
     Path((partner, name, version)): Path<(String, String, String)>,
 ) -> ApiResult<impl IntoResponse> {
+    listed(&s, &partner, &name).await?;
     let (app, versions) = s.app_versions(&partner, &name).await?;
     let v = versions
         .iter()

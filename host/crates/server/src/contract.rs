@@ -141,6 +141,7 @@ fn describe_path_parameter(path: &str, p: &mut utoipa::openapi::path::Parameter)
         "name" => ("app name (the app is `partner/name`)", Some(SLUG_PATTERN)),
         "version" => ("semantic version of the app", None),
         "id" if path.starts_with("/v1/tokens/") => ("token id", None),
+        "id" if path.starts_with("/v1/watches/") => ("watch id", None),
         "id" => ("installation id", None),
         "operation" => ("operation the app declares", None),
         "fingerprint" => ("OpenPGP fingerprint (hex, any case, spaces allowed)", None),

@@ -17,7 +17,10 @@ pub struct ApiError {
     pub field: Option<String>,
     pub errors: Vec<String>,
     /// Seconds after which a retry may succeed (`Retry-After`, for 429 and 503).
-    pub retry_after_s: Option<u64>,
+    pub retry_after_s: Option<u32>,
+    /// The app's call that failed (its log lines carry it). Boxed, like `retry_after_s`
+    /// narrowed: every handler's error stays small.
+    pub call_id: Option<Box<str>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -31,15 +34,26 @@ pub struct Problem {
     pub field: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// The app's call that failed or refused: its log lines carry this id.
+    #[serde(rename = "callId", skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, detail: detail.into(), field: None, errors: Vec::new(), retry_after_s: None }
+        Self {
+            status,
+            kind,
+            detail: detail.into(),
+            field: None,
+            errors: Vec::new(),
+            retry_after_s: None,
+            call_id: None,
+        }
     }
 
     pub fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after_s = Some(seconds.max(1));
+        self.retry_after_s = Some(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX));
         self
     }
 
@@ -92,6 +106,7 @@ impl From<Failure> for ApiError {
             field: f.field,
             errors: f.errors,
             retry_after_s: f.retry_after_s,
+            call_id: f.call_id,
         }
     }
 }
@@ -111,6 +126,7 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             field: self.field,
             errors: self.errors,
+            call_id: self.call_id.map(String::from),
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response();

@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use super::{AnyJson, ApiResult, AppState, Caller, Json, Path, Problem, Shared};
 use kiosk_core::lifecycle::{InstallRequest, UpgradeRequest};
 use kiosk_domain::metering::UsageEvent;
+use kiosk_domain::upgrade::UpgradePolicy;
 use kiosk_store::InstallationRow;
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
@@ -20,6 +21,7 @@ pub(super) fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(get_installation))
         .routes(routes!(configure))
         .routes(routes!(upgrade))
+        .routes(routes!(set_upgrade_policy))
         .routes(routes!(uninstall))
         .routes(routes!(invoke))
 }
@@ -41,6 +43,44 @@ struct InstallBody {
     /// The configuration, valid against the version's config schema.
     #[serde(default)]
     config: Option<Value>,
+    /// How far Kiosk upgrades the installation by itself (default `none`).
+    #[serde(default, rename = "upgradePolicy")]
+    upgrade_policy: Policy,
+}
+
+/// How far Kiosk upgrades an installation by itself when a newer version is registered:
+/// `none` (never; the default), `patch` (releases of the same major.minor), `minor`
+/// (releases of the same major version; for 0.x, of the same minor). Never to a
+/// prerelease, a yanked or quarantined version, or down. The upgrade runs the new
+/// version's upgrade hook; if it fails, the installation stays on its version and that
+/// version is not tried again.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Policy {
+    #[default]
+    None,
+    Patch,
+    Minor,
+}
+
+impl From<Policy> for UpgradePolicy {
+    fn from(p: Policy) -> Self {
+        match p {
+            Policy::None => UpgradePolicy::None,
+            Policy::Patch => UpgradePolicy::Patch,
+            Policy::Minor => UpgradePolicy::Minor,
+        }
+    }
+}
+
+impl From<UpgradePolicy> for Policy {
+    fn from(p: UpgradePolicy) -> Self {
+        match p {
+            UpgradePolicy::None => Policy::None,
+            UpgradePolicy::Patch => Policy::Patch,
+            UpgradePolicy::Minor => Policy::Minor,
+        }
+    }
 }
 
 /// An installation: its app version and configuration (secret values are never
@@ -60,10 +100,14 @@ struct InstallationView {
     /// Bumped by every configure and upgrade; a request that lost a race with another
     /// writer of the installation is a 409 `installation-changed`.
     row_version: i64,
+    /// The limits its next call runs under, each with the layer it comes from.
+    limits: super::limits::EffectiveLimits,
+    upgrade_policy: Policy,
 }
 
-fn view(s: &AppState, row: &InstallationRow) -> InstallationView {
-    InstallationView {
+async fn view(s: &AppState, row: &InstallationRow) -> ApiResult<InstallationView> {
+    let limits = super::limits::effective_view(&s.installation_limits(row).await?);
+    Ok(InstallationView {
         id: row.id.clone(),
         tenant: row.tenant.clone(),
         app: row.app.clone(),
@@ -73,7 +117,9 @@ fn view(s: &AppState, row: &InstallationRow) -> InstallationView {
         created_ms: row.created_ms,
         row_version: row.row_version,
         updated_ms: row.updated_ms,
-    }
+        limits,
+        upgrade_policy: row.upgrade_policy.into(),
+    })
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/installations", tag = "tenant", request_body = InstallBody,
@@ -97,9 +143,10 @@ async fn install(
         include_prerelease: body.include_prerelease,
         config: body.config,
         id: None,
+        upgrade_policy: body.upgrade_policy.into(),
     };
     let row = s.install(&tenant, request, &caller.0.actor()).await?;
-    Ok((StatusCode::CREATED, axum::Json(view(&s, &row))))
+    Ok((StatusCode::CREATED, axum::Json(view(&s, &row).await?)))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/installations", tag = "tenant",
@@ -109,9 +156,13 @@ async fn list_installations(
     caller: Caller,
     Path(tenant): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.tenant(&tenant)?;
+    caller.tenant_or_operator_reading(&tenant)?;
     let rows = s.store.installations(&tenant).await?;
-    Ok(axum::Json(rows.iter().map(|r| view(&s, r)).collect::<Vec<_>>()))
+    let mut views = Vec::with_capacity(rows.len());
+    for row in &rows {
+        views.push(view(&s, row).await?);
+    }
+    Ok(axum::Json(views))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/installations/{id}", tag = "tenant",
@@ -122,8 +173,8 @@ async fn get_installation(
     caller: Caller,
     Path((tenant, id)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.tenant(&tenant)?;
-    Ok(axum::Json(view(&s, &s.installation(&tenant, &id).await?)))
+    caller.tenant_or_operator_reading(&tenant)?;
+    Ok(axum::Json(view(&s, &s.installation(&tenant, &id).await?).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -148,7 +199,7 @@ async fn configure(
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant(&tenant)?;
     let row = s.configure(&tenant, &id, body.config, &caller.0.actor()).await?;
-    Ok(axum::Json(view(&s, &row)))
+    Ok(axum::Json(view(&s, &row).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -192,7 +243,28 @@ async fn upgrade(
         include_prerelease: body.include_prerelease,
     };
     let row = s.upgrade(&tenant, &id, request, &caller.0.actor()).await?;
-    Ok(axum::Json(view(&s, &row)))
+    Ok(axum::Json(view(&s, &row).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UpgradePolicyBody {
+    policy: Policy,
+}
+
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/installations/{id}/upgrade-policy", tag = "tenant",
+    request_body = UpgradePolicyBody,
+    responses((status = 200, description = "the policy is set; the next automatic-upgrade pass applies it", body = InstallationView),
+              (status = 404, description = "`not-found`: no such installation", body = Problem)))]
+async fn set_upgrade_policy(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    Json(body): Json<UpgradePolicyBody>,
+) -> ApiResult<impl IntoResponse> {
+    caller.tenant(&tenant)?;
+    let row = s.set_upgrade_policy(&tenant, &id, body.policy.into(), &caller.0.actor()).await?;
+    Ok(axum::Json(view(&s, &row).await?))
 }
 
 /// The app's uninstall hook, when it refused or failed.
@@ -256,6 +328,9 @@ struct MeteredUsage {
 /// What an operation gave, and the usage the call metered.
 #[derive(Serialize, utoipa::ToSchema)]
 struct InvokeResult {
+    /// The call's id: its lines in the installation's log carry it.
+    #[serde(rename = "callId")]
+    call_id: String,
     output: AnyJson,
     usage: Vec<MeteredUsage>,
 }
@@ -278,7 +353,7 @@ async fn invoke(
     caller.tenant(&tenant)?;
     let invoked = s.invoke(&tenant, &id, &operation, &input).await?;
     let usage = invoked.usage.iter().map(usage_view).collect();
-    Ok(axum::Json(InvokeResult { output: AnyJson(invoked.output), usage }))
+    Ok(axum::Json(InvokeResult { call_id: invoked.call_id, output: AnyJson(invoked.output), usage }))
 }
 
 fn usage_view(e: &UsageEvent) -> MeteredUsage {

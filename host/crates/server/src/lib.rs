@@ -4,7 +4,7 @@
 //! snapshots are loaded before and committed after a call).
 //!
 //! Routes are declared once, by resource (`operator`, `admin`, `partners`, `catalog`,
-//! `installations`, `usage`), with `utoipa_axum::routes!`: the router and the OpenAPI
+//! `installations`, `usage`, `watches`), with `utoipa_axum::routes!`: the router and the OpenAPI
 //! document (`GET /v1/openapi.json`, completed by `contract::Contract`) come from the same
 //! list.
 
@@ -12,11 +12,16 @@ mod admin;
 mod catalog;
 pub mod contract;
 pub mod error;
+mod estate;
 mod installations;
+mod limits;
+mod logs;
 mod operator;
+pub mod ops;
 mod partners;
 pub mod serve;
 mod usage;
+mod watches;
 
 use std::sync::{Arc, OnceLock};
 
@@ -77,6 +82,15 @@ impl Caller {
         }
     }
 
+    /// The tenant itself, or the operator reading (GET only: the operator never acts
+    /// as a tenant).
+    fn tenant_or_operator_reading(&self, tenant: &str) -> ApiResult<()> {
+        match &self.0 {
+            Principal::Operator => Ok(()),
+            _ => self.tenant(tenant),
+        }
+    }
+
     fn tenant(&self, tenant: &str) -> ApiResult<()> {
         match &self.0 {
             Principal::Tenant(t) if t == tenant => Ok(()),
@@ -118,12 +132,17 @@ fn api() -> OpenApiRouter<Shared> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_document))
+        .routes(routes!(ops::metrics))
         .merge(operator::routes())
         .merge(admin::routes())
         .merge(partners::routes())
         .merge(catalog::routes())
         .merge(installations::routes())
+        .merge(logs::routes())
         .merge(usage::routes())
+        .merge(limits::routes())
+        .merge(estate::routes())
+        .merge(watches::routes())
 }
 
 /// The OpenAPI document of the API (what `GET /v1/openapi.json` serves).
@@ -136,6 +155,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Every route of the API.
 pub fn router(state: Shared) -> Router {
+    ops::recorder();
     let (routes, _) = api().split_for_parts();
     routes
         // Routing rejections are problems too (SPEC §8), never axum's empty or plain-text bodies.
@@ -145,7 +165,8 @@ pub fn router(state: Shared) -> Router {
         })
         // Bodies are read by the `Json` extractor, which answers 413 as a problem.
         .layer(axum::extract::DefaultBodyLimit::max(error::BODY_LIMIT_BYTES))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // A request id, a span and an access line for every request, routed or not.
+        .layer(axum::middleware::from_fn(ops::request_context))
         .with_state(state)
 }
 
@@ -156,9 +177,17 @@ async fn healthz() -> &'static str {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, description = "database reachable", body = String, content_type = "text/plain"),
-              (status = 503, description = "the database is not reachable", body = Problem)))]
+    responses((status = 200, description = "database reachable, calls accepted", body = String, content_type = "text/plain"),
+              (status = 503, description = "`shutting-down`: the runtime stopped taking calls; `not-ready`: the database is not reachable", body = Problem)))]
 async fn readyz(State(s): State<Shared>) -> ApiResult<&'static str> {
+    if s.runtime.is_shutting_down() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "the server is shutting down: calls are no longer accepted",
+        )
+        .retry_after(1));
+    }
     if let Err(e) = s.store.ping().await {
         tracing::warn!(error = %e, "not ready: database unreachable");
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "the database is not reachable"));

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiResult, Caller, Json, Path, Problem, Query, Shared, slug};
+use super::{ApiError, ApiResult, Caller, Json, Page, Path, Problem, Query, Shared, slug};
 use kiosk_core::lifecycle::RegistrySecret;
 use kiosk_store::{EntitlementRow, Principal, RegistryRow};
 
@@ -227,13 +227,18 @@ async fn set_entitlement(
     Ok(axum::Json(Entitlement { tenant: row.tenant, app: row.app, expires_ms: row.expires_ms, revoked: row.revoked }))
 }
 
-/// `?limit=`: the latest `limit` records (1-1000, default 100).
+/// `?limit=&after=`: the latest `limit` records (1-1000, default 100) older than the
+/// record `after` (the `next` of the previous page: a record id).
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct AuditQuery {
     /// How many of the latest records (1-1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The `next` of the previous page (a record id: the page holds older records).
+    #[param(minimum = 0)]
+    after: Option<u64>,
 }
 
 /// One audited action (`at_ms`: ms since the Unix epoch).
@@ -248,7 +253,7 @@ struct AuditEntry {
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "operator", params(AuditQuery),
-    responses((status = 200, description = "the latest audit records, newest first", body = Vec<AuditEntry>)))]
+    responses((status = 200, description = "the latest audit records, newest first", body = Page<AuditEntry>)))]
 async fn audit_log(
     State(s): State<Shared>,
     caller: Caller,
@@ -256,7 +261,9 @@ async fn audit_log(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     let limit = super::admin::page_limit(q.limit)?;
-    let rows = s.store.audit_log(limit).await?;
+    // Ids are i64 in the database: a larger cursor is "before every record".
+    let before = q.after.map(|after| i64::try_from(after).unwrap_or(i64::MAX));
+    let rows = s.store.audit_page(before, limit + 1).await?;
     let entries: Vec<AuditEntry> = rows
         .into_iter()
         .map(|r| AuditEntry {
@@ -268,7 +275,7 @@ async fn audit_log(
             detail: r.detail,
         })
         .collect();
-    Ok(axum::Json(entries))
+    Ok(axum::Json(Page::of(entries, limit, |e: &AuditEntry| e.id.to_string())))
 }
 
 // --- registries (operator) ------------------------------------------------------------
@@ -339,11 +346,38 @@ fn registry_view(r: &RegistryRow) -> RegistryView {
     }
 }
 
-#[utoipa::path(get, path = "/v1/registries", tag = "operator",
-    responses((status = 200, description = "registries; credentials are never returned", body = Vec<RegistryView>)))]
-async fn list_registries(State(s): State<Shared>, caller: Caller) -> ApiResult<impl IntoResponse> {
+/// `?limit=&after=`: `after` is the `host` of the last item.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RegistryQuery {
+    /// Most items on the page (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/registries", tag = "operator", params(RegistryQuery),
+    responses((status = 200, description = "registries by host; credentials are never returned", body = Page<RegistryView>)))]
+async fn list_registries(
+    State(s): State<Shared>,
+    caller: Caller,
+    Query(q): Query<RegistryQuery>,
+) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
-    Ok(axum::Json(s.store.registries().await?.iter().map(registry_view).collect::<Vec<_>>()))
+    let limit = super::admin::page_limit(q.limit)?;
+    let after = q.after.unwrap_or_default();
+    let items: Vec<RegistryView> = s
+        .store
+        .registries()
+        .await?
+        .iter()
+        .filter(|r| r.host.as_str() > after.as_str())
+        .take(usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1))
+        .map(registry_view)
+        .collect();
+    Ok(axum::Json(Page::of(items, limit, |r: &RegistryView| r.host.clone())))
 }
 
 #[utoipa::path(put, path = "/v1/registries/{host}", tag = "operator", request_body = RegistryBody,

@@ -19,6 +19,8 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     /// `manifest.json=component.wasm` pairs to sign and register for a demo.
     pub demo_apps: Vec<String>,
+    /// How the log is written (else `[server] log-format`, else text).
+    pub log_format: Option<super::ops::LogFormat>,
 }
 
 /// A running server's address (for tests that start it in-process).
@@ -30,10 +32,8 @@ pub struct Started {
 
 /// Prepares the state: database, migrations, secrets key, runtime, bootstrap.
 pub async fn prepare(options: &ServeOptions) -> anyhow::Result<Arc<AppState>> {
-    let config = match &options.config {
-        Some(path) => OperatorConfig::load(path)?,
-        None => OperatorConfig::default(),
-    };
+    super::ops::recorder();
+    let config = load_config(options)?;
     let data_dir = config.data_dir();
     let state = Arc::new(kiosk_core::host::open(config, options.database.clone(), None).await?);
     bootstrap_operator(&state.store, &state.config).await?;
@@ -48,7 +48,17 @@ pub async fn prepare(options: &ServeOptions) -> anyhow::Result<Arc<AppState>> {
         std::time::Duration::from_secs(usage.window_seconds.max(1)),
         std::time::Duration::from_secs(usage.lease_seconds.max(1)),
     );
+    // Registry watches and automatic upgrades, in every replica (leases decide who works).
+    kiosk_core::watch::spawn(state.clone());
+    kiosk_core::upgrades::spawn(state.clone(), std::time::Duration::from_secs(state.config.watch.upgrade_pass_seconds));
     Ok(state)
+}
+
+fn load_config(options: &ServeOptions) -> anyhow::Result<OperatorConfig> {
+    match &options.config {
+        Some(path) => OperatorConfig::load(path),
+        None => Ok(OperatorConfig::default()),
+    }
 }
 
 /// The configured operator token (config file, else `KIOSK_OPERATOR_TOKEN`) replaces
@@ -97,7 +107,9 @@ async fn seed_demo(state: &AppState, apps: &[String], data_dir: &Path) -> anyhow
 }
 
 /// Binds and serves until SIGINT/SIGTERM, then finishes in-flight requests.
-pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
+pub async fn run(options: ServeOptions, filter: tracing_subscriber::EnvFilter) -> anyhow::Result<()> {
+    let format = options.log_format.or(load_config(&options)?.server.log_format).unwrap_or_default();
+    super::ops::init_logging(format, filter);
     let state = prepare(&options).await?;
     let listen = options
         .listen

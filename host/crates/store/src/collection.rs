@@ -68,7 +68,7 @@ impl Store {
         target: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE usage_windows SET done = $1 WHERE installation = $2 AND window_start = $3 AND leased_by = $4",
         )

@@ -3,10 +3,15 @@
 //! queued up while the previous transaction was being written go into the next one, and
 //! each submitter is answered only after that transaction committed.
 
+use std::collections::HashSet;
+
 use sqlx::Row as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Store, StoreError};
+use crate::logs::{LogBounds, NewLogLine, append_logs_tx};
+use crate::{Store, StoreError, ctx, kv_apply};
+use kiosk_domain::effects::{CallCommitter, CallEffects, CallLines, CommitError, KvWrite};
+use kiosk_domain::kv::{KvScope, KvStoreError};
 use kiosk_domain::metering::{MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent, UsageSource, now_ms};
 
 /// Largest quantity of one event (SPEC §7): 2^53 − 1, exact in every JSON reader and
@@ -106,16 +111,35 @@ pub enum LedgerError {
     Closed,
 }
 
-type Reply = oneshot::Sender<Result<Vec<Recorded>, String>>;
+/// What a submission came to: its events' outcomes, or the key-value quota its changes
+/// would have exceeded (then nothing of it was written).
+type Written = Result<Vec<Recorded>, u64>;
 
-/// Handle to the group-commit writer.
+type Reply = oneshot::Sender<Result<Written, String>>;
+
+/// A call's key-value changes and lines, written with its usage.
+#[derive(Debug)]
+struct CallWork {
+    scope: KvScope,
+    kv: Option<KvWrite>,
+    lines: Option<(CallLines, LogBounds)>,
+}
+
+/// Handle to the group-commit writer: the one writer of calls' effects (key-value
+/// changes, usage, lines) and of submitted usage.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    tx: mpsc::Sender<(Vec<UsageEvent>, Reply)>,
+    tx: mpsc::Sender<(Vec<UsageEvent>, Option<CallWork>, Reply)>,
 }
 
 /// Most events in one transaction.
 const MAX_GROUP: usize = 2_000;
+
+/// Most calls in one transaction (each may carry key-value changes and lines).
+const MAX_GROUP_CALLS: usize = 256;
+
+/// Rows per multi-row usage insert (10 parameters each).
+const USAGE_CHUNK: usize = 100;
 
 /// The quantity of a stored row. Quantities are bound as `i64` and are at most 2^53 − 1
 /// since the ledger refuses more; a row written before that check holds the bits of the
@@ -127,19 +151,19 @@ pub fn stored_quantity(column: i64) -> u64 {
 impl Ledger {
     /// Starts the writer task on the current tokio runtime.
     pub fn start(store: Store) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(Vec<UsageEvent>, Reply)>(4_096);
+        let (tx, mut rx) = mpsc::channel::<(Vec<UsageEvent>, Option<CallWork>, Reply)>(4_096);
         tokio::spawn(async move {
-            while let Some((events, reply)) = rx.recv().await {
+            while let Some((events, work, reply)) = rx.recv().await {
                 // Group commit without a timer: take whatever queued up while the previous
                 // transaction was in flight. A lone submitter pays one commit, no waiting;
                 // under load, batches grow by themselves.
                 let mut size = events.len();
-                let mut group = vec![Submission::new(events, reply)];
-                while size < MAX_GROUP {
+                let mut group = vec![Submission::new(events, work, reply)];
+                while size < MAX_GROUP && group.len() < MAX_GROUP_CALLS {
                     match rx.try_recv() {
-                        Ok((events, reply)) => {
+                        Ok((events, work, reply)) => {
                             size += events.len();
-                            group.push(Submission::new(events, reply));
+                            group.push(Submission::new(events, work, reply));
                         }
                         Err(_) => break,
                     }
@@ -157,10 +181,26 @@ impl Ledger {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        match self.submit(events, None).await? {
+            Ok(outcomes) => Ok(outcomes),
+            Err(_) => Err(LedgerError::Closed),
+        }
+    }
+
+    /// Commits a completed call's effects — key-value changes (within `kv.quota`), usage
+    /// and lines — in one transaction shared with the other calls that completed
+    /// meanwhile; returns once it committed. `Ok(Err(quota))`: the changes would exceed
+    /// the quota, and nothing of the call was written.
+    pub async fn commit_call(&self, effects: CallEffects, logs: LogBounds) -> Result<Written, LedgerError> {
+        let work = CallWork { scope: effects.scope, kv: effects.kv, lines: effects.lines.map(|l| (l, logs)) };
+        self.submit(effects.usage, Some(work)).await
+    }
+
+    async fn submit(&self, events: Vec<UsageEvent>, work: Option<CallWork>) -> Result<Written, LedgerError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((events, reply)).await.map_err(|_| LedgerError::Closed)?;
+        self.tx.send((events, work, reply)).await.map_err(|_| LedgerError::Closed)?;
         match answer.await {
-            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Ok(written)) => Ok(written),
             Ok(Err(message)) => Err(LedgerError::Store(StoreError {
                 action: "group commit".into(),
                 source: sqlx::Error::Protocol(message),
@@ -170,26 +210,40 @@ impl Ledger {
     }
 }
 
-/// One submitter's events in a group: those the ledger refused up front are answered
-/// without being written.
+/// One submitter's work in a group: those of its events the ledger refused up front are
+/// answered without being written.
 struct Submission {
     events: Vec<UsageEvent>,
     refused: Vec<Option<Refusal>>,
+    work: Option<CallWork>,
     reply: Reply,
 }
 
 impl Submission {
-    fn new(events: Vec<UsageEvent>, reply: Reply) -> Self {
+    fn new(events: Vec<UsageEvent>, work: Option<CallWork>, reply: Reply) -> Self {
         let refused = events.iter().map(refusal).collect();
-        Self { events, refused, reply }
+        Self { events, refused, work, reply }
     }
 
     fn writable(&self) -> impl Iterator<Item = &UsageEvent> {
         self.events.iter().zip(&self.refused).filter(|(_, r)| r.is_none()).map(|(e, _)| e)
     }
 
-    /// Answers with `written` (the outcomes of `writable`, in order) and the refusals.
-    fn answer(self, written: Vec<Recorded>) {
+    /// The scope it writes in, for the order of a group (locks taken in one order).
+    fn scope(&self) -> Option<&KvScope> {
+        self.work.as_ref().map(|w| &w.scope)
+    }
+
+    /// Answers with `written` (the outcomes of `writable`, in order, or the quota) and
+    /// the refusals.
+    fn answer(self, written: Written) {
+        let written = match written {
+            Ok(written) => written,
+            Err(quota) => {
+                let _ = self.reply.send(Ok(Err(quota)));
+                return;
+            }
+        };
         let mut written = written.into_iter();
         let outcomes = self
             .refused
@@ -199,24 +253,27 @@ impl Submission {
                 None => written.next(),
             })
             .collect::<Option<Vec<_>>>()
+            .map(Ok)
             .ok_or_else(|| "the ledger lost track of an event".to_string());
         let _ = self.reply.send(outcomes);
     }
 }
 
 /// Writes a group in one transaction. If it fails, each submitter is written again in a
-/// transaction of its own, so only the one whose events the database refuses gets the
-/// error (re-writing is safe: the key makes an event that did land a duplicate).
-async fn commit_group(store: &Store, group: Vec<Submission>) {
-    let all: Vec<&UsageEvent> = group.iter().flat_map(Submission::writable).collect();
-    let result = if all.is_empty() { Ok(Vec::new()) } else { write_group(store, &all).await };
-    drop(all);
+/// transaction of its own, so only the one whose work the database refuses gets the
+/// error (re-writing is safe: the failed transaction wrote nothing, and the key makes an
+/// event that did land a duplicate).
+async fn commit_group(store: &Store, mut group: Vec<Submission>) {
+    // Calls in scope order: every group takes its row locks in the same order, so two
+    // replicas' groups never wait on each other in a cycle.
+    group.sort_by(|a, b| {
+        a.scope().map(|s| (&s.tenant, &s.installation)).cmp(&b.scope().map(|s| (&s.tenant, &s.installation)))
+    });
+    let result = write_group(store, &group).await;
     match result {
-        Ok(outcomes) => {
-            let mut outcomes = outcomes.into_iter();
-            for submission in group {
-                let mine = outcomes.by_ref().take(submission.writable().count()).collect();
-                submission.answer(mine);
+        Ok(written) => {
+            for (submission, written) in group.into_iter().zip(written) {
+                submission.answer(written);
             }
         }
         Err(e) if group.len() == 1 => {
@@ -228,11 +285,8 @@ async fn commit_group(store: &Store, group: Vec<Submission>) {
         Err(e) => {
             tracing::warn!(error = %e, submitters = group.len(), "ledger group commit failed; writing each submitter alone");
             for submission in group {
-                let mine: Vec<&UsageEvent> = submission.writable().collect();
-                let result = if mine.is_empty() { Ok(Vec::new()) } else { write_group(store, &mine).await };
-                drop(mine);
-                match result {
-                    Ok(outcomes) => submission.answer(outcomes),
+                match write_group(store, std::slice::from_ref(&submission)).await {
+                    Ok(mut written) => submission.answer(written.pop().unwrap_or(Ok(Vec::new()))),
                     Err(e) => {
                         tracing::error!(error = %e, "ledger commit failed; nothing of this submitter was recorded");
                         let _ = submission.reply.send(Err(e.to_string()));
@@ -243,48 +297,130 @@ async fn commit_group(store: &Store, group: Vec<Submission>) {
     }
 }
 
-async fn write_group(store: &Store, events: &[&UsageEvent]) -> Result<Vec<Recorded>, StoreError> {
-    let err = |action: &'static str| move |source| StoreError { action: action.into(), source };
-    let mut tx = store.pool().begin().await.map_err(err("begin"))?;
+/// One transaction for `group`: per submission, its key-value changes (a quota refusal
+/// skips the rest of that submission), its usage (multi-row inserts), its lines.
+async fn write_group(store: &Store, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
+    let started = std::time::Instant::now();
+    let mut tx = store.begin_write().await?;
+    let mut results: Vec<Written> = Vec::with_capacity(group.len());
+    let mut events: Vec<&UsageEvent> = Vec::new();
+    for submission in group {
+        if let Some(CallWork { scope, kv: Some(kv), .. }) = &submission.work
+            && let Err(quota) = kv_apply(&mut tx, scope, &kv.changes, kv.quota).await?
+        {
+            results.push(Err(quota));
+            continue;
+        }
+        if let Some(CallWork { scope, lines: Some((lines, bounds)), .. }) = &submission.work {
+            let kept: Vec<NewLogLine> = lines
+                .lines
+                .iter()
+                .map(|l| NewLogLine {
+                    at_ms: i64::try_from(l.at_ms).unwrap_or(i64::MAX),
+                    level: l.level.to_string(),
+                    message: l.message.clone(),
+                })
+                .collect();
+            // An installation uninstalled while the call ran: its lines go with it.
+            append_logs_tx(
+                &mut tx,
+                &scope.tenant,
+                &scope.installation,
+                &lines.call_id,
+                &lines.operation,
+                &kept,
+                *bounds,
+            )
+            .await?;
+        }
+        events.extend(submission.writable());
+        results.push(Ok(Vec::new()));
+    }
+    let mut outcomes = record_events(&mut tx, &events).await?.into_iter();
+    tx.commit().await.map_err(ctx("commit usage"))?;
+    metrics::histogram!("kiosk_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("kiosk_ledger_batch_size").record(events.len() as f64);
+    for (e, outcome) in events.iter().zip(outcomes.clone()) {
+        if matches!(outcome, Recorded::Recorded) {
+            metrics::counter!("kiosk_usage_events_total", "source" => e.source.as_str()).increment(1);
+        }
+    }
+    for (submission, result) in group.iter().zip(results.iter_mut()) {
+        if let Ok(mine) = result {
+            *mine = outcomes.by_ref().take(submission.writable().count()).collect();
+        }
+    }
+    Ok(results)
+}
+
+/// Inserts `events` (multi-row, `ON CONFLICT DO NOTHING … RETURNING` the keys that were
+/// new) and reads back the quantity of every key that was already there: recorded,
+/// duplicate or conflict per event, in order. An event whose key came earlier in the same
+/// group is a duplicate (or conflict) of that one, as if written after it.
+async fn record_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    events: &[&UsageEvent],
+) -> Result<Vec<Recorded>, StoreError> {
     let now = now_ms() as i64;
+    let mut inserted: HashSet<(&str, &str)> = HashSet::new();
+    for chunk in events.chunks(USAGE_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO usage_events (source, idem_key, tenant, installation, app, version, sku, quantity, at_ms, recorded_ms) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let p = i * 10;
+            sql.push('(');
+            sql.push_str(&(1..=10).map(|k| format!("${}", p + k)).collect::<Vec<_>>().join(", "));
+            sql.push(')');
+        }
+        sql.push_str(" ON CONFLICT (source, idem_key) DO NOTHING RETURNING source, idem_key");
+        let mut query = sqlx::query(&sql);
+        for e in chunk {
+            query = query
+                .bind(e.source.as_str())
+                .bind(e.idempotency_key.as_str())
+                .bind(e.tenant.as_str())
+                .bind(e.installation.as_str())
+                .bind(e.app.as_str())
+                .bind(e.version.as_str())
+                .bind(e.sku.as_str())
+                // Both fit: `refusal` passed (quantity <= 2^53 - 1, at_ms <= i64::MAX).
+                .bind(e.quantity as i64)
+                .bind(e.at_ms as i64)
+                .bind(now);
+        }
+        for row in query.fetch_all(&mut **tx).await.map_err(ctx("record usage"))? {
+            let source: String = row.try_get("source").map_err(ctx("read recorded usage"))?;
+            let key: String = row.try_get("idem_key").map_err(ctx("read recorded usage"))?;
+            if let Some(e) = chunk.iter().find(|e| e.source.as_str() == source && e.idempotency_key == key) {
+                inserted.insert((e.source.as_str(), e.idempotency_key.as_str()));
+            }
+        }
+    }
     let mut outcomes = Vec::with_capacity(events.len());
+    let mut first_seen: HashSet<(&str, &str)> = HashSet::new();
     for e in events {
-        let inserted = sqlx::query(
-            "INSERT INTO usage_events (source, idem_key, tenant, installation, app, version, sku, quantity, at_ms, recorded_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (source, idem_key) DO NOTHING",
-        )
-        .bind(e.source.as_str())
-        .bind(&e.idempotency_key)
-        .bind(&e.tenant)
-        .bind(&e.installation)
-        .bind(&e.app)
-        .bind(&e.version)
-        .bind(&e.sku)
-        // Both fit: `refusal` passed (quantity <= 2^53 - 1, at_ms <= i64::MAX).
-        .bind(e.quantity as i64)
-        .bind(e.at_ms as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(err("record usage"))?;
-        if inserted.rows_affected() == 1 {
+        let id = (e.source.as_str(), e.idempotency_key.as_str());
+        if inserted.contains(&id) && first_seen.insert(id) {
             outcomes.push(Recorded::Recorded);
             continue;
         }
         let row = sqlx::query("SELECT quantity FROM usage_events WHERE source = $1 AND idem_key = $2")
             .bind(e.source.as_str())
-            .bind(&e.idempotency_key)
-            .fetch_one(&mut *tx)
+            .bind(e.idempotency_key.as_str())
+            .fetch_one(&mut **tx)
             .await
-            .map_err(err("read recorded usage"))?;
-        let recorded = stored_quantity(row.try_get("quantity").map_err(err("read recorded usage"))?);
+            .map_err(ctx("read recorded usage"))?;
+        let recorded = stored_quantity(row.try_get("quantity").map_err(ctx("read recorded usage"))?);
         outcomes.push(if recorded == e.quantity {
             Recorded::Duplicate
         } else {
             Recorded::Conflict { recorded_quantity: recorded }
         });
     }
-    tx.commit().await.map_err(err("commit usage"))?;
     Ok(outcomes)
 }
 
@@ -295,6 +431,17 @@ pub struct LedgerSink {
     pub ledger: Ledger,
 }
 
+fn sink_outcome(o: Recorded) -> SinkOutcome {
+    match o {
+        Recorded::Recorded => SinkOutcome::Stored,
+        Recorded::Duplicate => SinkOutcome::Duplicate,
+        Recorded::Conflict { recorded_quantity } => {
+            SinkOutcome::Refused(format!("idempotency key already recorded with quantity {recorded_quantity}"))
+        }
+        Recorded::Refused { reason } => SinkOutcome::Refused(reason.to_string()),
+    }
+}
+
 #[async_trait::async_trait]
 impl MeteringSink for LedgerSink {
     async fn submit(&self, events: &[UsageEvent]) -> Result<Vec<SinkOutcome>, MeteringSinkError> {
@@ -302,17 +449,35 @@ impl MeteringSink for LedgerSink {
             tracing::error!(error = %e, "the ledger failed to record a call's usage");
             MeteringSinkError("the usage ledger is unavailable; see the server log".into())
         })?;
-        Ok(outcomes
-            .into_iter()
-            .map(|o| match o {
-                Recorded::Recorded => SinkOutcome::Stored,
-                Recorded::Duplicate => SinkOutcome::Duplicate,
-                Recorded::Conflict { recorded_quantity } => {
-                    SinkOutcome::Refused(format!("idempotency key already recorded with quantity {recorded_quantity}"))
-                }
-                Recorded::Refused { reason } => SinkOutcome::Refused(reason.to_string()),
-            })
-            .collect())
+        Ok(outcomes.into_iter().map(sink_outcome).collect())
+    }
+}
+
+/// The runtime's committer on top of the ledger: a call's key-value changes, usage and
+/// lines in one group-committed transaction, durable before the call's answer is sent.
+#[derive(Debug, Clone)]
+pub struct LedgerCommitter {
+    pub ledger: Ledger,
+    /// How much of each installation's log is kept.
+    pub logs: LogBounds,
+}
+
+#[async_trait::async_trait]
+impl CallCommitter for LedgerCommitter {
+    async fn commit(&self, effects: CallEffects) -> Result<Vec<SinkOutcome>, CommitError> {
+        let scope = effects.scope.clone();
+        match self.ledger.commit_call(effects, self.logs).await {
+            Ok(Ok(outcomes)) => Ok(outcomes.into_iter().map(sink_outcome).collect()),
+            Ok(Err(quota)) => Err(CommitError::Kv(KvStoreError::QuotaExceeded {
+                tenant: scope.tenant,
+                installation: scope.installation,
+                quota,
+            })),
+            Err(e) => {
+                tracing::error!(error = %e, "the ledger failed to commit a call's effects");
+                Err(CommitError::Unavailable("the database did not commit the call; see the server log".into()))
+            }
+        }
     }
 }
 

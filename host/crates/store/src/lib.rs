@@ -14,14 +14,20 @@ use sqlx::{AnyPool, Row};
 
 use kiosk_domain::kv::{KvChanges, KvEntries, KvScope, KvStore, KvStoreError, entry_size};
 use kiosk_domain::metering::now_ms;
+use kiosk_domain::upgrade::UpgradePolicy;
 
 mod collection;
 pub mod ledger;
+pub mod logs;
+mod operator;
+pub use operator::{CallPolicy, LimitLayerRow, PartnerSummary, TenantSummary, VersionState};
 mod revocation;
+mod watch;
 pub use revocation::{
     BootstrapToken, CertUpdate, CertificateRow, DistrustedCert, NotInstallable, QuarantinedVersion, TokenRevocation,
     TokenRow, UpgradeRefused,
 };
+pub use watch::{NewWatch, RecordedTag, TagOutcome, TagOutcomeRow, WatchPoll, WatchRow};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -31,6 +37,101 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+/// Removes a scope's key-value data and its byte count.
+async fn purge_kv(tx: &mut sqlx::Transaction<'_, sqlx::Any>, tenant: &str, id: &str) -> Result<(), StoreError> {
+    for sql in [
+        "DELETE FROM kv WHERE tenant = $1 AND installation = $2",
+        "DELETE FROM kv_usage WHERE tenant = $1 AND installation = $2",
+    ] {
+        sqlx::query(sql).bind(tenant).bind(id).execute(&mut **tx).await.map_err(ctx("purge key-value data"))?;
+    }
+    Ok(())
+}
+
+/// Changed keys per size lookup (2 + n parameters; far under both backends' limits).
+const KV_LOOKUP_CHUNK: usize = 200;
+
+/// Applies `changes` to `scope` inside `tx` if the scope stays within `quota` bytes
+/// afterwards; `Err(quota)` (nothing written) if it would not. The scope's byte count
+/// (`kv_usage`) is locked first — the writer lock on SQLite, the row lock on PostgreSQL —
+/// so concurrent writers of one scope (two replicas) apply their deltas one after the
+/// other; then only the changed keys' stored sizes are read, never the whole scope.
+pub(crate) async fn kv_apply(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    scope: &KvScope,
+    changes: &KvChanges,
+    quota: u64,
+) -> Result<Result<(), u64>, StoreError> {
+    if changes.is_empty() {
+        return Ok(Ok(()));
+    }
+    let held = sqlx::query(
+        "INSERT INTO kv_usage (tenant, installation, bytes) VALUES ($1, $2, 0)
+         ON CONFLICT (tenant, installation) DO UPDATE SET bytes = kv_usage.bytes RETURNING bytes",
+    )
+    .bind(&scope.tenant)
+    .bind(&scope.installation)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(ctx("lock key-value usage"))?;
+    let held: i64 = held.try_get("bytes").map_err(ctx("read key-value usage"))?;
+    // Sizes are summed in i128: no key or value count can overflow it.
+    let mut total = i128::from(held);
+    for (key, value) in changes {
+        if let Some(v) = value {
+            total += i128::from(entry_size(key, v));
+        }
+    }
+    let keys: Vec<&String> = changes.keys().collect();
+    for chunk in keys.chunks(KV_LOOKUP_CHUNK) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT key, CAST(length(value) AS BIGINT) AS n FROM kv WHERE tenant = $1 AND installation = $2 AND key IN ({})",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(&scope.tenant).bind(&scope.installation);
+        for key in chunk {
+            query = query.bind(key.as_str());
+        }
+        for row in query.fetch_all(&mut **tx).await.map_err(ctx("measure changed keys"))? {
+            let key: String = row.try_get("key").map_err(ctx("read changed keys"))?;
+            let n: i64 = row.try_get("n").map_err(ctx("read changed keys"))?;
+            total -= i128::from(key.len() as u64) + i128::from(n);
+        }
+    }
+    if total > i128::from(quota) {
+        return Ok(Err(quota));
+    }
+    let total = i64::try_from(total.max(0)).unwrap_or(i64::MAX);
+    sqlx::query("UPDATE kv_usage SET bytes = $3 WHERE tenant = $1 AND installation = $2")
+        .bind(&scope.tenant)
+        .bind(&scope.installation)
+        .bind(total)
+        .execute(&mut **tx)
+        .await
+        .map_err(ctx("count key-value usage"))?;
+    for (key, value) in changes {
+        match value {
+            Some(v) => sqlx::query(
+                "INSERT INTO kv (tenant, installation, key, value) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant, installation, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(&scope.tenant)
+            .bind(&scope.installation)
+            .bind(key.as_str())
+            .bind(v.as_slice()),
+            None => sqlx::query("DELETE FROM kv WHERE tenant = $1 AND installation = $2 AND key = $3")
+                .bind(&scope.tenant)
+                .bind(&scope.installation)
+                .bind(key.as_str()),
+        }
+        .execute(&mut **tx)
+        .await
+        .map_err(ctx("write key-value data"))?;
+    }
+    Ok(Ok(()))
 }
 
 /// A database failure, with what was being done.
@@ -112,6 +213,8 @@ pub struct InstallationRow {
     /// Bumped by every write of the row; a write applies only if it is still the one
     /// read (`Changed` otherwise). A new installation starts at 0.
     pub row_version: i64,
+    /// How far Kiosk upgrades it by itself.
+    pub upgrade_policy: UpgradePolicy,
 }
 
 /// A conditional write of an installation found it changed (configured, upgraded or
@@ -191,6 +294,10 @@ fn installation_row(r: &AnyRow) -> Result<InstallationRow, sqlx::Error> {
         created_ms: r.try_get("created_ms")?,
         updated_ms: r.try_get("updated_ms")?,
         row_version: r.try_get("row_version")?,
+        upgrade_policy: r
+            .try_get::<String, _>("upgrade_policy")?
+            .parse()
+            .map_err(|e: kiosk_domain::upgrade::UnknownPolicy| sqlx::Error::Decode(Box::new(e)))?,
     })
 }
 
@@ -200,9 +307,10 @@ const VERSION_COLUMNS: &str =
 const VERSION_SELECT: &str = "app, version, manifest, manifest_digest, component_digest, signer, reference, yanked, \
      created_ms, quarantined, quarantine_reason";
 /// The columns an insert of an installation writes (`row_version` starts at its default, 0).
-const INSTALLATION_COLUMNS: &str = "id, tenant, app, version, config, secrets, created_ms, updated_ms";
+const INSTALLATION_COLUMNS: &str = "id, tenant, app, version, config, secrets, created_ms, updated_ms, upgrade_policy";
 /// What a read of an installation selects.
-const INSTALLATION_SELECT: &str = "id, tenant, app, version, config, secrets, created_ms, updated_ms, row_version";
+const INSTALLATION_SELECT: &str =
+    "id, tenant, app, version, config, secrets, created_ms, updated_ms, row_version, upgrade_policy";
 
 impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://…`) and runs migrations.
@@ -257,6 +365,18 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`: the writer lock is
+    /// taken first, so a transaction that reads before it writes waits (`busy_timeout`)
+    /// for another connection's or process's commit instead of failing at its first
+    /// write with `SQLITE_BUSY_SNAPSHOT` (517), which no timeout retries.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+        .map_err(ctx("begin"))
     }
 
     /// Checks the database answers.
@@ -321,7 +441,7 @@ impl Store {
     /// Creates a partner with its audit row (`partner.create`) in one transaction;
     /// `false` if it exists (nothing is written).
     pub async fn create_partner(&self, name: &str, display: &str, actor: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO partners (name, display, created_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
         )
@@ -355,7 +475,7 @@ impl Store {
         cert: &[u8],
         actor: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         // The write comes first: it takes the lock (SQLite's writer lock, PostgreSQL's
         // row lock) before anything is read.
         revocation::lock_partner(&mut tx, partner).await?;
@@ -410,7 +530,7 @@ impl Store {
     /// Creates a tenant with its audit row (`tenant.create`) in one transaction; `false`
     /// if it exists (nothing is written).
     pub async fn create_tenant(&self, id: &str, display: &str, actor: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO tenants (id, display, created_ms) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
         )
@@ -448,7 +568,7 @@ impl Store {
         reference: &str,
         actor: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         let partner = manifest.app.split_once('/').map_or("", |(p, _)| p);
         // Serialised with a revocation or removal of the partner's certificates, so a
         // version verified just before its signer was distrusted starts quarantined.
@@ -530,7 +650,7 @@ impl Store {
     }
 
     pub async fn set_yanked(&self, app: &str, version: &str, yanked: bool, actor: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE versions SET yanked = $1 WHERE app = $2 AND version = $3")
             .bind(i64::from(yanked))
             .bind(app)
@@ -584,7 +704,7 @@ impl Store {
     // --- entitlements ---------------------------------------------------------------
 
     pub async fn set_entitlement(&self, e: &EntitlementRow, actor: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO entitlements (tenant, app, expires_ms, revoked, created_ms) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (tenant, app) DO UPDATE SET expires_ms = excluded.expires_ms, revoked = excluded.revoked",
@@ -625,9 +745,9 @@ impl Store {
     // --- installations --------------------------------------------------------------
 
     pub async fn insert_installation(&self, i: &InstallationRow, actor: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(&format!(
-            "INSERT INTO installations ({INSTALLATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            "INSERT INTO installations ({INSTALLATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
         .bind(&i.id)
         .bind(&i.tenant)
@@ -637,6 +757,7 @@ impl Store {
         .bind(&i.secrets)
         .bind(i.created_ms)
         .bind(i.updated_ms)
+        .bind(i.upgrade_policy.as_str())
         .execute(&mut *tx)
         .await
         .map_err(ctx("record installation"))?;
@@ -691,7 +812,7 @@ impl Store {
         action: &str,
         actor: &str,
     ) -> Result<Result<(), Changed>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4,
              row_version = row_version + 1 WHERE tenant = $5 AND id = $6 AND row_version = $7",
@@ -739,7 +860,7 @@ impl Store {
         actor: &str,
         hook_failure: Option<&str>,
     ) -> Result<Result<(), Changed>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         // The conditional delete comes first, so it takes the lock before anything is read.
         let row = sqlx::query(
             "DELETE FROM installations WHERE tenant = $1 AND id = $2 AND row_version = $3 RETURNING app, version",
@@ -771,12 +892,20 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(ctx("record the removed installation"))?;
-        sqlx::query("DELETE FROM kv WHERE tenant = $1 AND installation = $2")
+        purge_kv(&mut tx, tenant, id).await?;
+        // Its log lines go with it (ARCHITECTURE.md, "Decisions": what the app printed
+        // may hold the tenant's data, and who may read it followed from the row).
+        sqlx::query("DELETE FROM installation_logs WHERE tenant = $1 AND installation = $2")
             .bind(tenant)
             .bind(id)
             .execute(&mut *tx)
             .await
-            .map_err(ctx("purge key-value data"))?;
+            .map_err(ctx("purge log lines"))?;
+        sqlx::query("DELETE FROM auto_upgrade_failures WHERE installation = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("forget failed automatic upgrades"))?;
         if let Some(failure) = hook_failure {
             audit(&mut tx, actor, "installation.uninstall-hook-failed", &format!("{tenant}/{id}"), failure).await?;
         }
@@ -788,13 +917,9 @@ impl Store {
     /// Removes key-value data written for an installation that was never recorded
     /// (an install whose hooks or record failed).
     pub async fn delete_installation_data(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM kv WHERE tenant = $1 AND installation = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(ctx("purge key-value data"))?;
-        Ok(())
+        let mut tx = self.begin_write().await?;
+        purge_kv(&mut tx, tenant, id).await?;
+        tx.commit().await.map_err(ctx("commit"))
     }
 
     /// An installation of `app` by `tenant` that was uninstalled at or after `since_ms`:
@@ -837,58 +962,28 @@ impl Store {
             .map_err(ctx("read key-value data"))
     }
 
-    /// Applies `changes` in one transaction; refuses them (and rolls back) over `quota`.
+    /// Applies `changes` in one transaction; refuses them (nothing written) over `quota`.
     pub async fn kv_commit(
         &self,
         scope: &KvScope,
         changes: KvChanges,
         quota: u64,
     ) -> Result<Result<(), u64>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
-        for (key, value) in changes {
-            match value {
-                Some(v) => sqlx::query(
-                    "INSERT INTO kv (tenant, installation, key, value) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (tenant, installation, key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(&scope.tenant)
-                .bind(&scope.installation)
-                .bind(key)
-                .bind(v),
-                None => sqlx::query("DELETE FROM kv WHERE tenant = $1 AND installation = $2 AND key = $3")
-                    .bind(&scope.tenant)
-                    .bind(&scope.installation)
-                    .bind(key),
-            }
-            .execute(&mut *tx)
-            .await
-            .map_err(ctx("write key-value data"))?;
-        }
-        let rows = sqlx::query("SELECT key, value FROM kv WHERE tenant = $1 AND installation = $2")
-            .bind(&scope.tenant)
-            .bind(&scope.installation)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(ctx("measure key-value data"))?;
-        let mut used = 0u64;
-        for r in &rows {
-            let (k, v): (String, Vec<u8>) =
-                (r.try_get("key").map_err(ctx("read"))?, r.try_get("value").map_err(ctx("read"))?);
-            used += entry_size(&k, &v);
-        }
-        if used > quota {
+        let mut tx = self.begin_write().await?;
+        let applied = kv_apply(&mut tx, scope, &changes, quota).await?;
+        if applied.is_ok() {
+            tx.commit().await.map_err(ctx("commit"))?;
+        } else {
             tx.rollback().await.map_err(ctx("rollback"))?;
-            return Ok(Err(quota));
         }
-        tx.commit().await.map_err(ctx("commit"))?;
-        Ok(Ok(()))
+        Ok(applied)
     }
 
     // --- registries -------------------------------------------------------------------
 
     /// Creates or replaces a registry's settings; `secret` is already sealed.
     pub async fn put_registry(&self, r: &RegistryRow, actor: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO registries (host, insecure, ca_pem, username, secret, updated_ms, partners, blob_hosts,
              token_hosts, private_addresses) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -941,7 +1036,7 @@ impl Store {
     }
 
     pub async fn delete_registry(&self, host: &str, actor: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM registries WHERE host = $1")
             .bind(host)
             .execute(&mut *tx)
@@ -956,25 +1051,9 @@ impl Store {
 
     // --- audit ------------------------------------------------------------------------
 
+    /// The newest `limit` audit records (the first page of `audit_page`).
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query("SELECT id, at_ms, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(ctx("read audit log"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRow {
-                    id: r.try_get("id")?,
-                    at_ms: r.try_get("at_ms")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    target: r.try_get("target")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(ctx("read audit log"))
+        self.audit_page(None, limit).await
     }
 
     /// Row counts of every table, to check that a failed request changed nothing.
@@ -995,6 +1074,11 @@ impl Store {
             "registries",
             "uninstalled",
             "distrusted_certs",
+            "installation_logs",
+            "limit_layers",
+            "watches",
+            "watch_tags",
+            "auto_upgrade_failures",
         ] {
             let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
                 .fetch_one(&self.pool)

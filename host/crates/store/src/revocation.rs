@@ -359,7 +359,7 @@ impl Store {
         updates: &[CertUpdate],
         actor: &str,
     ) -> Result<Result<Vec<String>, String>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         lock_partner(&mut tx, partner).await?;
         let mut quarantined = Vec::new();
         for u in updates {
@@ -411,7 +411,7 @@ impl Store {
         reason: &str,
         actor: &str,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         lock_partner(&mut tx, partner).await?;
         let done = sqlx::query("DELETE FROM partner_certs WHERE fingerprint = $1 AND partner = $2")
             .bind(fingerprint)
@@ -441,7 +441,7 @@ impl Store {
         action: &str,
         actor: &str,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         lock_partner(&mut tx, partner).await?;
         let quarantined = distrust_tx(&mut tx, partner, fingerprint, state, reason, actor).await?;
         if quarantined.is_some() {
@@ -454,7 +454,7 @@ impl Store {
     /// Forgets that a certificate was distrusted: it is registered and valid again
     /// (see `trust_again_tx`).
     pub async fn trust_again(&self, partner: &str, fingerprint: &str, actor: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         lock_partner(&mut tx, partner).await?;
         trust_again_tx(&mut tx, partner, fingerprint, actor).await?;
         tx.commit().await.map_err(ctx("commit"))
@@ -506,7 +506,7 @@ impl Store {
         reason: Option<&str>,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         let flag = i64::from(reason.is_some());
         let done = sqlx::query(
             "UPDATE versions SET quarantined = $1, quarantine_reason = $2, quarantined_ms = $3
@@ -571,10 +571,10 @@ impl Store {
         i: &InstallationRow,
         actor: &str,
     ) -> Result<Result<(), NotInstallable>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
-            "INSERT INTO installations (id, tenant, app, version, config, secrets, created_ms, updated_ms)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS
+            "INSERT INTO installations (id, tenant, app, version, config, secrets, created_ms, updated_ms,
+             upgrade_policy) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS
              (SELECT 1 FROM versions WHERE app = $3 AND version = $4 AND yanked = 0 AND quarantined = 0)",
         )
         .bind(&i.id)
@@ -585,6 +585,7 @@ impl Store {
         .bind(&i.secrets)
         .bind(i.created_ms)
         .bind(i.updated_ms)
+        .bind(i.upgrade_policy.as_str())
         .execute(&mut *tx)
         .await
         .map_err(ctx("record installation"))?;
@@ -612,7 +613,7 @@ impl Store {
         i: &InstallationRow,
         actor: &str,
     ) -> Result<Result<(), UpgradeRefused>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4,
              row_version = row_version + 1
@@ -670,7 +671,7 @@ impl Store {
     ) -> Result<(String, String), StoreError> {
         let (id, secret) = (uuid::Uuid::new_v4().to_string(), new_secret());
         let (role, scope) = principal.parts();
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO tokens (id, hash, role, scope, label, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -705,7 +706,7 @@ impl Store {
     /// Revokes a token: it authenticates nobody from the next request on. The last
     /// operator token that still works is not revoked (the API would be locked).
     pub async fn revoke_token(&self, id: &str, actor: &str) -> Result<TokenRevocation, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         // Lock the operator tokens first, so two revocations cannot each leave the
         // other as the last one.
         sqlx::query("UPDATE tokens SET revoked = revoked WHERE role = 'operator'")
@@ -760,7 +761,7 @@ impl Store {
     /// previous secret stops working), in one transaction with its audit row.
     pub async fn set_bootstrap_token(&self, secret: &str) -> Result<BootstrapToken, StoreError> {
         let hash = token_hash(secret);
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = self.begin_write().await?;
         let holder = sqlx::query("SELECT id FROM tokens WHERE hash = $1")
             .bind(&hash)
             .fetch_optional(&mut *tx)

@@ -171,6 +171,14 @@ impl calls::Guest for Hostile {
             }
             "recurse" => Ok(recurse(black_box(u64::MAX)).to_string()),
             "trap" => panic!("hostile guest traps on purpose"),
+            // What a Python app's runtime prints when it dies: a traceback on stderr.
+            "python-traceback" => {
+                eprintln!("Traceback (most recent call last):");
+                eprintln!("  File \"/app/main.py\", line 12, in handle");
+                eprintln!("    raise ValueError(\"boom\")");
+                eprintln!("ValueError: boom");
+                panic!("the interpreter exited");
+            }
             "log-flood" => loop {
                 log::log(log::Level::Error, "flood \u{1b}[31mred\u{7} line that goes on and on");
             },

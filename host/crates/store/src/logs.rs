@@ -1,0 +1,230 @@
+//! Guest log lines per installation (`installation_logs`, migration 0010): written by
+//! the core after every call (never while a wasmtime Store is held), read by the tenant,
+//! the operator and the app's partner through the API, from any replica.
+//!
+//! Each installation's lines carry their own cursor (`seq`), handed out by bumping
+//! `installations.log_seq` in the writing transaction: that statement takes the
+//! installation's row lock, so writers of one installation commit in cursor order (a
+//! reader following the cursor never skips a line committed late) and nothing is
+//! written for an installation that is gone. The same transaction trims the oldest
+//! lines beyond the operator's bound. Log lines are not audited: they are a record
+//! themselves, and a call is not a change of state the audit log follows.
+
+use sqlx::Row;
+
+use crate::{INSTALLATION_SELECT, InstallationRow, Store, StoreError, ctx, installation_row};
+
+/// One line to append (the runtime sanitised and capped its message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLogLine {
+    pub at_ms: i64,
+    pub level: String,
+    pub message: String,
+}
+
+/// One stored line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLineRow {
+    /// The installation's cursor: increases with every line written.
+    pub seq: i64,
+    pub at_ms: i64,
+    pub call_id: String,
+    pub operation: String,
+    pub level: String,
+    pub message: String,
+}
+
+/// How much of an installation's log is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    pub max_lines: u64,
+    pub max_bytes: u64,
+}
+
+/// Rows per multi-row insert (9 parameters each, well under SQLite's 32,766).
+const INSERT_CHUNK: usize = 100;
+
+impl Store {
+    /// Appends one call's lines to an installation's log and trims the oldest lines
+    /// beyond `bounds`, in one transaction. Only the newest `bounds.max_lines` lines of
+    /// the call are written (older ones would be trimmed at once). Returns `false`
+    /// (nothing written) when the installation does not exist (never recorded, or
+    /// uninstalled meanwhile).
+    pub async fn append_logs(
+        &self,
+        tenant: &str,
+        installation: &str,
+        call_id: &str,
+        operation: &str,
+        lines: &[NewLogLine],
+        bounds: LogBounds,
+    ) -> Result<bool, StoreError> {
+        let keep = usize::try_from(bounds.max_lines).unwrap_or(usize::MAX);
+        let lines = &lines[lines.len().saturating_sub(keep)..];
+        if lines.is_empty() {
+            return Ok(true);
+        }
+        let mut tx = self.begin_write().await?;
+        let written = append_logs_tx(&mut tx, tenant, installation, call_id, operation, lines, bounds).await?;
+        if written {
+            tx.commit().await.map_err(ctx("commit"))?;
+        } else {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+        }
+        Ok(written)
+    }
+
+    /// An installation's lines after cursor `since` (exclusive), oldest first, at most
+    /// `limit`.
+    pub async fn logs(
+        &self,
+        tenant: &str,
+        installation: &str,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<LogLineRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, call_id, operation, level, message FROM installation_logs
+             WHERE tenant = $1 AND installation = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(tenant)
+        .bind(installation)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx("read log lines"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogLineRow {
+                    seq: r.try_get("seq")?,
+                    at_ms: r.try_get("at_ms")?,
+                    call_id: r.try_get("call_id")?,
+                    operation: r.try_get("operation")?,
+                    level: r.try_get("level")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx("read log lines"))
+    }
+
+    /// Lines kept for an installation and their bytes (for tests and the operator).
+    pub async fn log_usage(&self, tenant: &str, installation: &str) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS b FROM installation_logs
+             WHERE tenant = $1 AND installation = $2",
+        )
+        .bind(tenant)
+        .bind(installation)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(ctx("measure log lines"))?;
+        let n: i64 = row.try_get("n").map_err(ctx("measure log lines"))?;
+        let b: i64 = row.try_get("b").map_err(ctx("measure log lines"))?;
+        Ok((n, b))
+    }
+
+    /// The installation `id` of `app` (any tenant's): how a partner reaches the
+    /// installations of its own apps.
+    pub async fn installation_of_app(&self, app: &str, id: &str) -> Result<Option<InstallationRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {INSTALLATION_SELECT} FROM installations WHERE app = $1 AND id = $2"))
+            .bind(app)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(ctx("find installation"))?;
+        row.as_ref().map(installation_row).transpose().map_err(ctx("read installation"))
+    }
+}
+
+/// `Store::append_logs` inside `tx` (the ledger's writer puts a call's lines in the
+/// transaction of its effects): `false`, nothing written, if the installation is gone.
+pub(crate) async fn append_logs_tx(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &str,
+    installation: &str,
+    call_id: &str,
+    operation: &str,
+    lines: &[NewLogLine],
+    bounds: LogBounds,
+) -> Result<bool, StoreError> {
+    let keep = usize::try_from(bounds.max_lines).unwrap_or(usize::MAX);
+    let lines = &lines[lines.len().saturating_sub(keep)..];
+    if lines.is_empty() {
+        return Ok(true);
+    }
+    let count = i64::try_from(lines.len()).unwrap_or(i64::MAX);
+    // Takes the installation's row lock (PostgreSQL) or the writer lock (SQLite)
+    // before anything else, and hands out the cursors.
+    let head =
+        sqlx::query("UPDATE installations SET log_seq = log_seq + $3 WHERE tenant = $1 AND id = $2 RETURNING log_seq")
+            .bind(tenant)
+            .bind(installation)
+            .bind(count)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(ctx("reserve log cursors"))?;
+    let Some(head) = head else {
+        return Ok(false);
+    };
+    let last: i64 = head.try_get("log_seq").map_err(ctx("read log cursor"))?;
+    let first = last - count + 1;
+    for (chunk_index, chunk) in lines.chunks(INSERT_CHUNK).enumerate() {
+        let mut sql = String::from(
+            "INSERT INTO installation_logs (tenant, installation, seq, at_ms, call_id, operation, level, message, \
+             bytes) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 9;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8,
+                p + 9
+            ));
+        }
+        let mut query = sqlx::query(&sql);
+        for (i, line) in chunk.iter().enumerate() {
+            let seq = first + (chunk_index * INSERT_CHUNK + i) as i64;
+            query = query
+                .bind(tenant)
+                .bind(installation)
+                .bind(seq)
+                .bind(line.at_ms)
+                .bind(call_id)
+                .bind(operation)
+                .bind(&line.level)
+                .bind(&line.message)
+                .bind(i64::try_from(line.message.len()).unwrap_or(i64::MAX));
+        }
+        query.execute(&mut **tx).await.map_err(ctx("write log lines"))?;
+    }
+    // The oldest lines beyond either bound go: the newest line kept is the last
+    // whose running total (newest first) is within both.
+    sqlx::query(
+        "DELETE FROM installation_logs WHERE tenant = $1 AND installation = $2 AND seq <= (
+             SELECT COALESCE(MAX(seq), 0) FROM (
+                 SELECT seq, SUM(bytes) OVER (ORDER BY seq DESC) AS total,
+                        ROW_NUMBER() OVER (ORDER BY seq DESC) AS n
+                 FROM installation_logs WHERE tenant = $1 AND installation = $2
+             ) newest_first WHERE total > $3 OR n > $4)",
+    )
+    .bind(tenant)
+    .bind(installation)
+    .bind(i64::try_from(bounds.max_bytes).unwrap_or(i64::MAX))
+    .bind(i64::try_from(bounds.max_lines).unwrap_or(i64::MAX))
+    .execute(&mut **tx)
+    .await
+    .map_err(ctx("trim log lines"))?;
+    Ok(true)
+}
