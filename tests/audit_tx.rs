@@ -57,11 +57,13 @@ async fn snapshot(store: &Store, skip: &[&str]) -> Vec<String> {
             format!("SELECT * FROM {table}")
         };
         for r in sqlx::query(&sql).fetch_all(store.pool()).await.unwrap() {
-            // `installations.log_seq` is the cursor of the installation's log: a hook's
-            // lines are kept whatever becomes of the write (a failed call's lines are the
-            // ones worth reading), so it moves without an audit row by design.
-            let cells: Vec<String> =
-                (0..r.columns().len()).filter(|&i| r.columns()[i].name() != "log_seq").map(|i| column(&r, i)).collect();
+            // `installations.log_seq` and `log_bytes` are the cursor and size of the
+            // installation's log: a hook's lines are kept whatever becomes of the write
+            // (a failed call's lines are the ones worth reading), so they move without an audit row by design.
+            let cells: Vec<String> = (0..r.columns().len())
+                .filter(|&i| !["log_seq", "log_bytes"].contains(&r.columns()[i].name()))
+                .map(|i| column(&r, i))
+                .collect();
             out.push(format!("{table}: {}", cells.join(" | ")));
         }
     }

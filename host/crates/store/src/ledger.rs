@@ -3,15 +3,15 @@
 //! queued up while the previous transaction was being written go into the next one, and
 //! each submitter is answered only after that transaction committed.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use sqlx::Row as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::logs::{LogBounds, NewLogLine, append_logs_tx};
-use crate::{Store, StoreError, ctx, kv_apply};
+use crate::logs::{LogBatch, LogBounds, NewLogLine, append_logs_tx};
+use crate::{Store, StoreError, ctx, kv_apply_many};
 use kiosk_domain::effects::{CallCommitter, CallEffects, CallLines, CommitError, KvWrite};
-use kiosk_domain::kv::{KvScope, KvStoreError};
+use kiosk_domain::kv::{KvChanges, KvScope, KvStoreError};
 use kiosk_domain::metering::{MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent, UsageSource, now_ms};
 
 /// Largest quantity of one event (SPEC §7): 2^53 − 1, exact in every JSON reader and
@@ -297,45 +297,73 @@ async fn commit_group(store: &Store, mut group: Vec<Submission>) {
     }
 }
 
-/// One transaction for `group`: per submission, its key-value changes (a quota refusal
-/// skips the rest of that submission), its usage (multi-row inserts), its lines.
+/// One transaction for `group`, in a few statements whatever its size: per scope, the
+/// key-value changes of its calls in order (`kv_apply_many`: a call over the quota is
+/// refused and nothing of it is written); per installation, the lines of the calls kept
+/// (`append_logs_tx`); then every kept event in multi-row inserts.
 async fn write_group(store: &Store, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
     let started = std::time::Instant::now();
     let mut tx = store.begin_write().await?;
-    let mut results: Vec<Written> = Vec::with_capacity(group.len());
-    let mut events: Vec<&UsageEvent> = Vec::new();
-    for submission in group {
-        if let Some(CallWork { scope, kv: Some(kv), .. }) = &submission.work
-            && let Err(quota) = kv_apply(&mut tx, scope, &kv.changes, kv.quota).await?
-        {
-            results.push(Err(quota));
-            continue;
+    let mut refused: Vec<Option<u64>> = vec![None; group.len()];
+    // The group is in scope order, so these maps visit scopes in lock order too.
+    let mut by_scope: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, submission) in group.iter().enumerate() {
+        if let Some(CallWork { scope, kv: Some(_), .. }) = &submission.work {
+            by_scope.entry((scope.tenant.as_str(), scope.installation.as_str())).or_default().push(i);
         }
-        if let Some(CallWork { scope, lines: Some((lines, bounds)), .. }) = &submission.work {
-            let kept: Vec<NewLogLine> = lines
-                .lines
-                .iter()
-                .map(|l| NewLogLine {
-                    at_ms: i64::try_from(l.at_ms).unwrap_or(i64::MAX),
-                    level: l.level.to_string(),
-                    message: l.message.clone(),
-                })
-                .collect();
-            // An installation uninstalled while the call ran: its lines go with it.
-            append_logs_tx(
-                &mut tx,
-                &scope.tenant,
-                &scope.installation,
-                &lines.call_id,
-                &lines.operation,
-                &kept,
-                *bounds,
-            )
-            .await?;
-        }
-        events.extend(submission.writable());
-        results.push(Ok(Vec::new()));
     }
+    for ((tenant, installation), calls) in &by_scope {
+        let scope = KvScope { tenant: (*tenant).to_string(), installation: (*installation).to_string() };
+        let changes: Vec<(&KvChanges, u64)> = calls
+            .iter()
+            .filter_map(|&i| group[i].work.as_ref().and_then(|w| w.kv.as_ref()).map(|kv| (&kv.changes, kv.quota)))
+            .collect();
+        for (&i, verdict) in calls.iter().zip(kv_apply_many(&mut tx, &scope, &changes).await?) {
+            refused[i] = verdict.err();
+        }
+    }
+    let mut by_log: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, submission) in group.iter().enumerate() {
+        if let Some(CallWork { scope, lines: Some(_), .. }) = &submission.work
+            && refused[i].is_none()
+        {
+            by_log.entry((scope.tenant.as_str(), scope.installation.as_str())).or_default().push(i);
+        }
+    }
+    for ((tenant, installation), calls) in &by_log {
+        let mut bounds = None;
+        let owned: Vec<(&CallLines, Vec<NewLogLine>)> = calls
+            .iter()
+            .filter_map(|&i| group[i].work.as_ref().and_then(|w| w.lines.as_ref()))
+            .map(|(lines, b)| {
+                bounds = Some(*b);
+                let kept = lines
+                    .lines
+                    .iter()
+                    .map(|l| NewLogLine {
+                        at_ms: i64::try_from(l.at_ms).unwrap_or(i64::MAX),
+                        level: l.level.to_string(),
+                        message: l.message.clone(),
+                    })
+                    .collect();
+                (lines, kept)
+            })
+            .collect();
+        let batches: Vec<LogBatch<'_>> = owned
+            .iter()
+            .map(|(l, kept)| LogBatch { call_id: &l.call_id, operation: &l.operation, lines: kept })
+            .collect();
+        if let Some(bounds) = bounds {
+            // An installation uninstalled while the calls ran: their lines go with it.
+            append_logs_tx(&mut tx, tenant, installation, &batches, bounds).await?;
+        }
+    }
+    let events: Vec<&UsageEvent> = group
+        .iter()
+        .zip(&refused)
+        .filter(|(_, r)| r.is_none())
+        .flat_map(|(submission, _)| submission.writable())
+        .collect();
     let mut outcomes = record_events(&mut tx, &events).await?.into_iter();
     tx.commit().await.map_err(ctx("commit usage"))?;
     metrics::histogram!("kiosk_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
@@ -345,12 +373,14 @@ async fn write_group(store: &Store, group: &[Submission]) -> Result<Vec<Written>
             metrics::counter!("kiosk_usage_events_total", "source" => e.source.as_str()).increment(1);
         }
     }
-    for (submission, result) in group.iter().zip(results.iter_mut()) {
-        if let Ok(mine) = result {
-            *mine = outcomes.by_ref().take(submission.writable().count()).collect();
-        }
-    }
-    Ok(results)
+    Ok(group
+        .iter()
+        .zip(refused)
+        .map(|(submission, refused)| match refused {
+            Some(quota) => Err(quota),
+            None => Ok(outcomes.by_ref().take(submission.writable().count()).collect()),
+        })
+        .collect())
 }
 
 /// Inserts `events` (multi-row, `ON CONFLICT DO NOTHING … RETURNING` the keys that were

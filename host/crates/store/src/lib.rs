@@ -54,18 +54,35 @@ async fn purge_kv(tx: &mut sqlx::Transaction<'_, sqlx::Any>, tenant: &str, id: &
 const KV_LOOKUP_CHUNK: usize = 200;
 
 /// Applies `changes` to `scope` inside `tx` if the scope stays within `quota` bytes
-/// afterwards; `Err(quota)` (nothing written) if it would not. The scope's byte count
-/// (`kv_usage`) is locked first — the writer lock on SQLite, the row lock on PostgreSQL —
-/// so concurrent writers of one scope (two replicas) apply their deltas one after the
-/// other; then only the changed keys' stored sizes are read, never the whole scope.
+/// afterwards; `Err(quota)` (nothing written) if it would not.
 pub(crate) async fn kv_apply(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     scope: &KvScope,
     changes: &KvChanges,
     quota: u64,
 ) -> Result<Result<(), u64>, StoreError> {
-    if changes.is_empty() {
-        return Ok(Ok(()));
+    let mut verdicts = kv_apply_many(tx, scope, &[(changes, quota)]).await?;
+    Ok(verdicts.pop().unwrap_or(Ok(())))
+}
+
+/// Rows per multi-row key-value upsert (4 parameters each).
+const KV_UPSERT_CHUNK: usize = 100;
+
+/// Applies the change sets of several calls of one scope, in order, inside `tx`: each
+/// call whose changes keep the scope within its quota (judged after the calls before it)
+/// is applied, the others are refused with their quota (nothing of theirs written). The
+/// scope's byte count (`kv_usage`) is locked first — the writer lock on SQLite, the row
+/// lock on PostgreSQL — so concurrent writers of one scope (two replicas) apply their
+/// deltas one after the other; then only the changed keys' stored sizes are read, never
+/// the whole scope, and the net result is written in a few multi-row statements
+/// whatever the number of calls.
+pub(crate) async fn kv_apply_many(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    scope: &KvScope,
+    calls: &[(&KvChanges, u64)],
+) -> Result<Vec<Result<(), u64>>, StoreError> {
+    if calls.iter().all(|(changes, _)| changes.is_empty()) {
+        return Ok(vec![Ok(()); calls.len()]);
     }
     let held = sqlx::query(
         "INSERT INTO kv_usage (tenant, installation, bytes) VALUES ($1, $2, 0)
@@ -77,14 +94,11 @@ pub(crate) async fn kv_apply(
     .await
     .map_err(ctx("lock key-value usage"))?;
     let held: i64 = held.try_get("bytes").map_err(ctx("read key-value usage"))?;
-    // Sizes are summed in i128: no key or value count can overflow it.
-    let mut total = i128::from(held);
-    for (key, value) in changes {
-        if let Some(v) = value {
-            total += i128::from(entry_size(key, v));
-        }
-    }
-    let keys: Vec<&String> = changes.keys().collect();
+    // The stored size of every key any of the calls changes.
+    let keys: std::collections::BTreeSet<&str> =
+        calls.iter().flat_map(|(changes, _)| changes.keys().map(String::as_str)).collect();
+    let keys: Vec<&str> = keys.into_iter().collect();
+    let mut sizes: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for chunk in keys.chunks(KV_LOOKUP_CHUNK) {
         let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
         let sql = format!(
@@ -93,45 +107,79 @@ pub(crate) async fn kv_apply(
         );
         let mut query = sqlx::query(&sql).bind(&scope.tenant).bind(&scope.installation);
         for key in chunk {
-            query = query.bind(key.as_str());
+            query = query.bind(*key);
         }
         for row in query.fetch_all(&mut **tx).await.map_err(ctx("measure changed keys"))? {
             let key: String = row.try_get("key").map_err(ctx("read changed keys"))?;
             let n: i64 = row.try_get("n").map_err(ctx("read changed keys"))?;
-            total -= i128::from(key.len() as u64) + i128::from(n);
+            let size = (key.len() as u64).saturating_add(u64::try_from(n).unwrap_or(0));
+            sizes.insert(key, size);
         }
     }
-    if total > i128::from(quota) {
-        return Ok(Err(quota));
+    // Each call in order against the sizes the calls before it left; sums in i128, which
+    // no key or value count can overflow.
+    let mut total = i128::from(held);
+    let mut finals: BTreeMap<&str, Option<&[u8]>> = BTreeMap::new();
+    let mut verdicts = Vec::with_capacity(calls.len());
+    for (changes, quota) in calls {
+        let mut next = total;
+        for (key, value) in changes.iter() {
+            next -= i128::from(sizes.get(key.as_str()).copied().unwrap_or(0));
+            if let Some(v) = value {
+                next += i128::from(entry_size(key, v));
+            }
+        }
+        if next > i128::from(*quota) {
+            verdicts.push(Err(*quota));
+            continue;
+        }
+        total = next;
+        for (key, value) in changes.iter() {
+            match value {
+                Some(v) => sizes.insert(key.clone(), entry_size(key, v)),
+                None => sizes.remove(key.as_str()),
+            };
+            finals.insert(key.as_str(), value.as_deref());
+        }
+        verdicts.push(Ok(()));
     }
-    let total = i64::try_from(total.max(0)).unwrap_or(i64::MAX);
+    if finals.is_empty() {
+        return Ok(verdicts);
+    }
     sqlx::query("UPDATE kv_usage SET bytes = $3 WHERE tenant = $1 AND installation = $2")
         .bind(&scope.tenant)
         .bind(&scope.installation)
-        .bind(total)
+        .bind(i64::try_from(total.max(0)).unwrap_or(i64::MAX))
         .execute(&mut **tx)
         .await
         .map_err(ctx("count key-value usage"))?;
-    for (key, value) in changes {
-        match value {
-            Some(v) => sqlx::query(
-                "INSERT INTO kv (tenant, installation, key, value) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (tenant, installation, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(&scope.tenant)
-            .bind(&scope.installation)
-            .bind(key.as_str())
-            .bind(v.as_slice()),
-            None => sqlx::query("DELETE FROM kv WHERE tenant = $1 AND installation = $2 AND key = $3")
-                .bind(&scope.tenant)
-                .bind(&scope.installation)
-                .bind(key.as_str()),
+    let puts: Vec<(&str, &[u8])> = finals.iter().filter_map(|(k, v)| v.map(|v| (*k, v))).collect();
+    for chunk in puts.chunks(KV_UPSERT_CHUNK) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${}, ${})", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4))
+            .collect();
+        let sql = format!(
+            "INSERT INTO kv (tenant, installation, key, value) VALUES {}
+             ON CONFLICT (tenant, installation, key) DO UPDATE SET value = excluded.value",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (key, value) in chunk {
+            query = query.bind(&scope.tenant).bind(&scope.installation).bind(*key).bind(*value);
         }
-        .execute(&mut **tx)
-        .await
-        .map_err(ctx("write key-value data"))?;
+        query.execute(&mut **tx).await.map_err(ctx("write key-value data"))?;
     }
-    Ok(Ok(()))
+    let deletes: Vec<&str> = finals.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| *k).collect();
+    for chunk in deletes.chunks(KV_LOOKUP_CHUNK) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!("DELETE FROM kv WHERE tenant = $1 AND installation = $2 AND key IN ({})", marks.join(", "));
+        let mut query = sqlx::query(&sql).bind(&scope.tenant).bind(&scope.installation);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        query.execute(&mut **tx).await.map_err(ctx("delete key-value data"))?;
+    }
+    Ok(verdicts)
 }
 
 /// A database failure, with what was being done.

@@ -65,7 +65,8 @@ impl Store {
             return Ok(true);
         }
         let mut tx = self.begin_write().await?;
-        let written = append_logs_tx(&mut tx, tenant, installation, call_id, operation, lines, bounds).await?;
+        let batch = LogBatch { call_id, operation, lines };
+        let written = append_logs_tx(&mut tx, tenant, installation, &[batch], bounds).await?;
         if written {
             tx.commit().await.map_err(ctx("commit"))?;
         } else {
@@ -138,37 +139,53 @@ impl Store {
     }
 }
 
-/// `Store::append_logs` inside `tx` (the ledger's writer puts a call's lines in the
-/// transaction of its effects): `false`, nothing written, if the installation is gone.
+/// The lines of one call, for `append_logs_tx`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogBatch<'a> {
+    pub call_id: &'a str,
+    pub operation: &'a str,
+    pub lines: &'a [NewLogLine],
+}
+
+/// `Store::append_logs` inside `tx`, for the lines of several calls of one installation
+/// in order (the ledger's writer puts the lines of a group's calls in its transaction):
+/// one cursor update, multi-row inserts, one trim. `false`, nothing written, if the
+/// installation is gone.
 pub(crate) async fn append_logs_tx(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     tenant: &str,
     installation: &str,
-    call_id: &str,
-    operation: &str,
-    lines: &[NewLogLine],
+    calls: &[LogBatch<'_>],
     bounds: LogBounds,
 ) -> Result<bool, StoreError> {
+    // Only the newest `max_lines` of a call (older ones would be trimmed at once).
     let keep = usize::try_from(bounds.max_lines).unwrap_or(usize::MAX);
-    let lines = &lines[lines.len().saturating_sub(keep)..];
+    let lines: Vec<(&LogBatch<'_>, &NewLogLine)> =
+        calls.iter().flat_map(|c| c.lines[c.lines.len().saturating_sub(keep)..].iter().map(move |l| (c, l))).collect();
     if lines.is_empty() {
         return Ok(true);
     }
     let count = i64::try_from(lines.len()).unwrap_or(i64::MAX);
+    let added: i64 =
+        lines.iter().map(|(_, l)| i64::try_from(l.message.len()).unwrap_or(i64::MAX)).fold(0, i64::saturating_add);
     // Takes the installation's row lock (PostgreSQL) or the writer lock (SQLite)
-    // before anything else, and hands out the cursors.
-    let head =
-        sqlx::query("UPDATE installations SET log_seq = log_seq + $3 WHERE tenant = $1 AND id = $2 RETURNING log_seq")
-            .bind(tenant)
-            .bind(installation)
-            .bind(count)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(ctx("reserve log cursors"))?;
+    // before anything else, hands out the cursors and counts the bytes.
+    let head = sqlx::query(
+        "UPDATE installations SET log_seq = log_seq + $3, log_bytes = log_bytes + $4 WHERE tenant = $1 AND id = $2
+         RETURNING log_seq, log_bytes",
+    )
+    .bind(tenant)
+    .bind(installation)
+    .bind(count)
+    .bind(added)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(ctx("reserve log cursors"))?;
     let Some(head) = head else {
         return Ok(false);
     };
     let last: i64 = head.try_get("log_seq").map_err(ctx("read log cursor"))?;
+    let mut held: i64 = head.try_get("log_bytes").map_err(ctx("read log cursor"))?;
     let first = last - count + 1;
     for (chunk_index, chunk) in lines.chunks(INSERT_CHUNK).enumerate() {
         let mut sql = String::from(
@@ -180,51 +197,86 @@ pub(crate) async fn append_logs_tx(
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8,
-                p + 9
-            ));
+            sql.push('(');
+            sql.push_str(&(1..=9).map(|k| format!("${}", p + k)).collect::<Vec<_>>().join(", "));
+            sql.push(')');
         }
         let mut query = sqlx::query(&sql);
-        for (i, line) in chunk.iter().enumerate() {
+        for (i, (call, line)) in chunk.iter().enumerate() {
             let seq = first + (chunk_index * INSERT_CHUNK + i) as i64;
             query = query
                 .bind(tenant)
                 .bind(installation)
                 .bind(seq)
                 .bind(line.at_ms)
-                .bind(call_id)
-                .bind(operation)
+                .bind(call.call_id)
+                .bind(call.operation)
                 .bind(&line.level)
                 .bind(&line.message)
                 .bind(i64::try_from(line.message.len()).unwrap_or(i64::MAX));
         }
         query.execute(&mut **tx).await.map_err(ctx("write log lines"))?;
     }
-    // The oldest lines beyond either bound go: the newest line kept is the last
-    // whose running total (newest first) is within both.
-    sqlx::query(
-        "DELETE FROM installation_logs WHERE tenant = $1 AND installation = $2 AND seq <= (
-             SELECT COALESCE(MAX(seq), 0) FROM (
-                 SELECT seq, SUM(bytes) OVER (ORDER BY seq DESC) AS total,
-                        ROW_NUMBER() OVER (ORDER BY seq DESC) AS n
-                 FROM installation_logs WHERE tenant = $1 AND installation = $2
-             ) newest_first WHERE total > $3 OR n > $4)",
-    )
-    .bind(tenant)
-    .bind(installation)
-    .bind(i64::try_from(bounds.max_bytes).unwrap_or(i64::MAX))
-    .bind(i64::try_from(bounds.max_lines).unwrap_or(i64::MAX))
-    .execute(&mut **tx)
-    .await
-    .map_err(ctx("trim log lines"))?;
+    // The oldest lines beyond the line bound go (an index range: the cursors are dense),
+    // then, while the bytes are over their bound, the oldest of the rest. Only the lines
+    // removed are read.
+    let max_lines = i64::try_from(bounds.max_lines).unwrap_or(i64::MAX);
+    let max_bytes = i64::try_from(bounds.max_bytes).unwrap_or(i64::MAX);
+    let before = held;
+    let mut removed: i64 = 0;
+    let oldest_kept = last.saturating_sub(max_lines);
+    if oldest_kept > 0 {
+        let gone = sqlx::query(
+            "DELETE FROM installation_logs WHERE tenant = $1 AND installation = $2 AND seq <= $3 RETURNING bytes",
+        )
+        .bind(tenant)
+        .bind(installation)
+        .bind(oldest_kept)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(ctx("trim log lines"))?;
+        for row in gone {
+            removed = removed.saturating_add(row.try_get::<i64, _>("bytes").map_err(ctx("trim log lines"))?);
+        }
+    }
+    held = held.saturating_sub(removed);
+    while held > max_bytes {
+        let oldest = sqlx::query(
+            "SELECT seq, bytes FROM installation_logs WHERE tenant = $1 AND installation = $2 ORDER BY seq LIMIT 256",
+        )
+        .bind(tenant)
+        .bind(installation)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(ctx("trim log lines"))?;
+        if oldest.is_empty() {
+            held = 0;
+            break;
+        }
+        let mut cut = 0;
+        for row in &oldest {
+            cut = row.try_get::<i64, _>("seq").map_err(ctx("trim log lines"))?;
+            held = held.saturating_sub(row.try_get::<i64, _>("bytes").map_err(ctx("trim log lines"))?);
+            if held <= max_bytes {
+                break;
+            }
+        }
+        sqlx::query("DELETE FROM installation_logs WHERE tenant = $1 AND installation = $2 AND seq <= $3")
+            .bind(tenant)
+            .bind(installation)
+            .bind(cut)
+            .execute(&mut **tx)
+            .await
+            .map_err(ctx("trim log lines"))?;
+    }
+    if held != before {
+        sqlx::query("UPDATE installations SET log_bytes = $3 WHERE tenant = $1 AND id = $2")
+            .bind(tenant)
+            .bind(installation)
+            .bind(held.max(0))
+            .execute(&mut **tx)
+            .await
+            .map_err(ctx("count log bytes"))?;
+    }
     Ok(true)
 }

@@ -9,3 +9,10 @@ CREATE TABLE kv_usage (
 );
 INSERT INTO kv_usage (tenant, installation, bytes)
     SELECT tenant, installation, SUM(length(CAST(key AS BLOB)) + length(value)) FROM kv GROUP BY tenant, installation;
+
+-- Bytes of an installation's kept log lines, kept by the writing transaction beside
+-- `log_seq`: trimming to the byte bound reads only the lines it removes.
+ALTER TABLE installations ADD COLUMN log_bytes BIGINT NOT NULL DEFAULT 0;
+UPDATE installations SET log_bytes = COALESCE(
+    (SELECT SUM(bytes) FROM installation_logs l WHERE l.tenant = installations.tenant AND l.installation = installations.id),
+    0);
