@@ -63,29 +63,47 @@ pub async fn collect_once(
     };
     // A suspended tenant's or a disabled partner's installations are not collected.
     let (suspended, disabled) = state.store.inactive().await?;
-    for row in state.store.all_installations().await? {
+    let rows = state.store.all_installations().await?;
+    // Every open window of the backlog, from one read of the closed ones.
+    let closed = state.store.closed_windows_since(last - (MAX_BACKLOG - 1) * window_ms).await?;
+    let mut open: Vec<(usize, i64)> = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
         let partner = kiosk_domain::ids::AppId::parse(&row.app).map(|a| a.partner().to_string()).unwrap_or_default();
         if suspended.contains(&row.tenant) || disabled.contains(&partner) {
             continue;
         }
         let first = (row.created_ms / window_ms * window_ms).max(last - (MAX_BACKLOG - 1) * window_ms);
-        let done = state.store.closed_windows(&row.id, first).await?;
+        let done = closed.get(&row.id);
         let mut start = first;
         while start <= last {
-            let this = start;
+            if !done.is_some_and(|d| d.contains(&start)) {
+                oldest = Some(oldest.map_or(start, |o| o.min(start)));
+                open.push((index, start));
+            }
             start += window_ms;
-            if done.contains(&this) {
-                continue;
-            }
-            oldest = Some(oldest.map_or(this, |o| o.min(this)));
+        }
+    }
+    lag(oldest);
+    // Leases are taken in batches of as many windows as there are free places (one
+    // transaction each); a window another replica holds is skipped, and the pass goes on
+    // with the next ones until every place is busy or no window is left.
+    let mut next = open.iter().peekable();
+    while next.peek().is_some() {
+        let free = places.available_permits();
+        if free == 0 {
+            // Every place is busy: the next pass goes on from here.
+            break;
+        }
+        let batch: Vec<(String, i64)> =
+            next.by_ref().take(free).map(|&(i, start)| (rows[i].id.clone(), start)).collect();
+        let taken = state.store.lease_windows(&batch, replica, now_ms() as i64, lease_ms).await?;
+        for (installation, this) in taken {
+            let Some(row) = rows.iter().find(|r| r.id == installation) else { continue };
             let Ok(place) = places.clone().try_acquire_owned() else {
-                // Every place is busy: the next pass goes on from here.
-                lag(oldest);
-                return Ok(started);
+                // Taken by a collection that finished meanwhile being replaced: the lease
+                // expires and a later pass collects the window.
+                break;
             };
-            if !claim(state, &row.id, this, replica, lease_ms).await? {
-                continue;
-            }
             let (state, row, replica) = (state.clone(), row.clone(), replica.clone());
             tokio::spawn(async move {
                 if let Err(e) = collect_window(&state, &row, this, window_ms, &replica).await {
@@ -96,7 +114,6 @@ pub async fn collect_once(
             started += 1;
         }
     }
-    lag(oldest);
     Ok(started)
 }
 

@@ -238,7 +238,7 @@ struct AuditQuery {
     limit: Option<i64>,
     /// The `next` of the previous page (a record id: the page holds older records).
     #[param(minimum = 0)]
-    after: Option<u64>,
+    after: Option<i64>,
 }
 
 /// One audited action (`at_ms`: ms since the Unix epoch).
@@ -261,8 +261,16 @@ async fn audit_log(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     let limit = super::admin::page_limit(q.limit)?;
-    // Ids are i64 in the database: a larger cursor is "before every record".
-    let before = q.after.map(|after| i64::try_from(after).unwrap_or(i64::MAX));
+    // Record ids are positive i64s: a cursor outside them names no record.
+    if let Some(after) = q.after.filter(|a| *a < 0) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            format!("after {after} is not a record id: use the `next` of the previous page"),
+        )
+        .field("after"));
+    }
+    let before = q.after;
     let rows = s.store.audit_page(before, limit + 1).await?;
     let entries: Vec<AuditEntry> = rows
         .into_iter()

@@ -6,6 +6,9 @@ use sqlx::Row as _;
 
 use super::{Store, StoreError, audit, ctx};
 
+/// Windows leased per statement (2 parameters each, plus 3).
+const LEASE_CHUNK: usize = 200;
+
 impl Store {
     /// Takes the lease of (installation, window) for `replica` until `now + lease_ms` if
     /// nobody holds a live one and the window is not closed.
@@ -39,6 +42,78 @@ impl Store {
         .await
         .map_err(ctx("lease usage window"))?;
         Ok(taken.rows_affected() == 1)
+    }
+
+    /// Takes the leases of several (installation, window) pairs for `replica` in one
+    /// transaction, as `lease_window` does each; returns the pairs it took.
+    pub async fn lease_windows(
+        &self,
+        windows: &[(String, i64)],
+        replica: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
+        let mut taken = Vec::new();
+        for chunk in windows.chunks(LEASE_CHUNK) {
+            let marks: Vec<String> =
+                (0..chunk.len()).map(|i| format!("(${}, ${}, 0, 0)", i * 2 + 1, i * 2 + 2)).collect();
+            let sql = format!(
+                "INSERT INTO usage_windows (installation, window_start, done, lease_until) VALUES {}
+                 ON CONFLICT (installation, window_start) DO NOTHING",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (installation, start) in chunk {
+                query = query.bind(installation.as_str()).bind(*start);
+            }
+            query.execute(&mut *tx).await.map_err(ctx("open usage windows"))?;
+            let pairs: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(installation = ${} AND window_start = ${})", i * 2 + 4, i * 2 + 5))
+                .collect();
+            let sql = format!(
+                "UPDATE usage_windows SET leased_by = $1, lease_until = $2
+                 WHERE done = 0 AND lease_until < $3 AND ({}) RETURNING installation, window_start",
+                pairs.join(" OR ")
+            );
+            let mut query = sqlx::query(&sql).bind(replica).bind(now.saturating_add(lease_ms)).bind(now);
+            for (installation, start) in chunk {
+                query = query.bind(installation.as_str()).bind(*start);
+            }
+            for row in query.fetch_all(&mut *tx).await.map_err(ctx("lease usage windows"))? {
+                taken.push((
+                    row.try_get("installation").map_err(ctx("read usage windows"))?,
+                    row.try_get("window_start").map_err(ctx("read usage windows"))?,
+                ));
+            }
+        }
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(taken)
+    }
+
+    /// The closed windows (collected or given up) of every installation from `from` on,
+    /// by installation: one read per collection pass.
+    pub async fn closed_windows_since(
+        &self,
+        from: i64,
+    ) -> Result<std::collections::HashMap<String, std::collections::HashSet<i64>>, StoreError> {
+        let rows =
+            sqlx::query("SELECT installation, window_start FROM usage_windows WHERE window_start >= $1 AND done <> 0")
+                .bind(from)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(ctx("read usage windows"))?;
+        let mut closed: std::collections::HashMap<String, std::collections::HashSet<i64>> =
+            std::collections::HashMap::new();
+        for r in &rows {
+            let installation: String = r.try_get("installation").map_err(ctx("read usage windows"))?;
+            let start: i64 = r.try_get("window_start").map_err(ctx("read usage windows"))?;
+            closed.entry(installation).or_default().insert(start);
+        }
+        Ok(closed)
     }
 
     /// The closed windows (collected or given up) of `installation` from `from` on.
