@@ -40,11 +40,12 @@ pub const PARALLELISM: usize = 16;
 pub const MAX_ATTEMPTS: i64 = 5;
 
 /// One pass: for every installation, finds each completed window of the last
-/// `MAX_BACKLOG` (since the installation existed) that is not collected yet, takes its
-/// lease if it can and starts collecting it as a task of its own, while fewer than
-/// `PARALLELISM` collections run. The pass never waits for a report: a slow one holds
-/// one of the `PARALLELISM` places until its deadline, and every other window goes on.
-/// Returns how many collections it started.
+/// `MAX_BACKLOG` (since the installation existed) that is not collected yet (one read of
+/// the closed windows), takes the leases it can in batches and starts collecting each
+/// window as a task of its own, at most `PARALLELISM` at once. The pass waits for a free
+/// place, never for a given report: a slow one holds one place until its deadline, and
+/// every other window goes on. Returns how many collections it started (some may still
+/// run).
 pub async fn collect_once(
     state: &Arc<AppState>,
     places: &Arc<tokio::sync::Semaphore>,
@@ -85,26 +86,24 @@ pub async fn collect_once(
     }
     lag(oldest);
     // Leases are taken in batches of as many windows as there are free places (one
-    // transaction each); a window another replica holds is skipped, and the pass goes on
-    // with the next ones until every place is busy or no window is left.
+    // transaction each); a window another replica holds is skipped. The pass waits for a
+    // place when all are busy — a slow report holds one until its deadline, the others
+    // free up — so it goes through every open window, never waiting for a given report.
+    let index: std::collections::HashMap<&str, usize> =
+        rows.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
     let mut next = open.iter().peekable();
     while next.peek().is_some() {
-        let free = places.available_permits();
-        if free == 0 {
-            // Every place is busy: the next pass goes on from here.
-            break;
+        let Ok(first) = places.clone().acquire_owned().await else { break };
+        let mut held = vec![first];
+        while let Ok(place) = places.clone().try_acquire_owned() {
+            held.push(place);
         }
         let batch: Vec<(String, i64)> =
-            next.by_ref().take(free).map(|&(i, start)| (rows[i].id.clone(), start)).collect();
+            next.by_ref().take(held.len()).map(|&(i, start)| (rows[i].id.clone(), start)).collect();
         let taken = state.store.lease_windows(&batch, replica, now_ms() as i64, lease_ms).await?;
         for (installation, this) in taken {
-            let Some(row) = rows.iter().find(|r| r.id == installation) else { continue };
-            let Ok(place) = places.clone().try_acquire_owned() else {
-                // Taken by a collection that finished meanwhile being replaced: the lease
-                // expires and a later pass collects the window.
-                break;
-            };
-            let (state, row, replica) = (state.clone(), row.clone(), replica.clone());
+            let (Some(&i), Some(place)) = (index.get(installation.as_str()), held.pop()) else { continue };
+            let (state, row, replica) = (state.clone(), rows[i].clone(), replica.clone());
             tokio::spawn(async move {
                 if let Err(e) = collect_window(&state, &row, this, window_ms, &replica).await {
                     tracing::warn!(installation = %row.id, window = this, error = %e, "usage collection failed");
@@ -113,8 +112,37 @@ pub async fn collect_once(
             });
             started += 1;
         }
+        // The places of windows another replica held go back here.
     }
     Ok(started)
+}
+
+/// Closes a window with its audit row through the ledger's writer, so the windows that
+/// concurrent collections finish are closed in one transaction (and with the usage being
+/// committed then).
+#[allow(clippy::too_many_arguments)]
+async fn close(
+    state: &AppState,
+    installation: &str,
+    window_start: i64,
+    replica: &str,
+    given_up: bool,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    let close = kiosk_store::WindowClose {
+        installation: installation.into(),
+        window_start,
+        replica: replica.into(),
+        given_up,
+        actor: actor.into(),
+        action: action.into(),
+        target: target.into(),
+        detail: detail.into(),
+    };
+    state.ledger.close_window(close).await.map_err(kiosk_store::ledger::LedgerError::into_store)
 }
 
 /// Records a failed attempt: the lease is extended by the backoff (the next attempt's
@@ -132,10 +160,7 @@ async fn attempt_failed(
     if attempts >= MAX_ATTEMPTS {
         let detail = format!("window {start}: gave up after {attempts} attempts: {error}");
         let actor = format!("collector:{replica}");
-        state
-            .store
-            .close_window(&row.id, start, replica, true, &actor, "usage.collect-failed", &target, &detail)
-            .await?;
+        close(state, &row.id, start, replica, true, &actor, "usage.collect-failed", &target, &detail).await?;
         tracing::warn!(installation = %row.id, window = start, %error, "usage collection failed for good");
         return Ok(true);
     }
@@ -192,7 +217,7 @@ async fn collect_window(
             };
             let target = format!("{}/{}", row.tenant, row.id);
             let actor = format!("collector:{replica}");
-            state.store.close_window(&row.id, start, replica, false, &actor, "usage.collect", &target, &detail).await?;
+            close(state, &row.id, start, replica, false, &actor, "usage.collect", &target, &detail).await?;
             Ok(true)
         }
         // Stopped by a shutdown: not the app's fault; the lease expires and the window is

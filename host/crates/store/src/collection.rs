@@ -143,18 +143,18 @@ impl Store {
         target: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
+        let close = WindowClose {
+            installation: installation.into(),
+            window_start,
+            replica: replica.into(),
+            given_up,
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            detail: detail.into(),
+        };
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE usage_windows SET done = $1 WHERE installation = $2 AND window_start = $3 AND leased_by = $4",
-        )
-        .bind(if given_up { 2_i64 } else { 1 })
-        .bind(installation)
-        .bind(window_start)
-        .bind(replica)
-        .execute(&mut *tx)
-        .await
-        .map_err(ctx("close usage window"))?;
-        audit(&mut tx, actor, action, target, detail).await?;
+        close_window_tx(&mut tx, &close).await?;
         tx.commit().await.map_err(ctx("commit"))?;
         Ok(())
     }
@@ -204,4 +204,35 @@ impl Store {
         .map_err(ctx("schedule a collection retry"))?;
         Ok(())
     }
+}
+
+/// A window to close, with its audit row (`Store::close_window`, or the ledger's
+/// writer, which closes the windows of many collections in one transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowClose {
+    pub installation: String,
+    pub window_start: i64,
+    /// Closed only while this replica holds the lease.
+    pub replica: String,
+    /// `done = 2` (given up) rather than `done = 1` (collected).
+    pub given_up: bool,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+pub(crate) async fn close_window_tx(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    close: &WindowClose,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE usage_windows SET done = $1 WHERE installation = $2 AND window_start = $3 AND leased_by = $4")
+        .bind(if close.given_up { 2_i64 } else { 1 })
+        .bind(close.installation.as_str())
+        .bind(close.window_start)
+        .bind(close.replica.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(ctx("close usage window"))?;
+    audit(tx, &close.actor, &close.action, &close.target, &close.detail).await
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use sqlx::Row as _;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::collection::{WindowClose, close_window_tx};
 use crate::logs::{LogBatch, LogBounds, NewLogLine, append_logs_tx};
 use crate::{Store, StoreError, ctx, kv_apply_many};
 use kiosk_domain::effects::{CallCommitter, CallEffects, CallLines, CommitError, KvWrite};
@@ -115,6 +116,16 @@ pub enum LedgerError {
 /// would have exceeded (then nothing of it was written).
 type Written = Result<Vec<Recorded>, u64>;
 
+impl LedgerError {
+    /// As a store error (a writer that is gone reads as a closed pool).
+    pub fn into_store(self) -> StoreError {
+        match self {
+            Self::Store(e) => e,
+            Self::Closed => StoreError { action: "the ledger's writer".into(), source: sqlx::Error::PoolClosed },
+        }
+    }
+}
+
 type Reply = oneshot::Sender<Result<Written, String>>;
 
 /// A call's key-value changes and lines, written with its usage.
@@ -129,8 +140,11 @@ struct CallWork {
 /// changes, usage, lines) and of submitted usage.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    tx: mpsc::Sender<(Vec<UsageEvent>, Option<CallWork>, Reply)>,
+    tx: mpsc::Sender<Item>,
 }
+
+/// One submission to the writer.
+type Item = (Vec<UsageEvent>, Option<CallWork>, Option<WindowClose>, Reply);
 
 /// Most events in one transaction.
 const MAX_GROUP: usize = 2_000;
@@ -151,19 +165,19 @@ pub fn stored_quantity(column: i64) -> u64 {
 impl Ledger {
     /// Starts the writer task on the current tokio runtime.
     pub fn start(store: Store) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(Vec<UsageEvent>, Option<CallWork>, Reply)>(4_096);
+        let (tx, mut rx) = mpsc::channel::<Item>(4_096);
         tokio::spawn(async move {
-            while let Some((events, work, reply)) = rx.recv().await {
+            while let Some((events, work, close, reply)) = rx.recv().await {
                 // Group commit without a timer: take whatever queued up while the previous
                 // transaction was in flight. A lone submitter pays one commit, no waiting;
                 // under load, batches grow by themselves.
                 let mut size = events.len();
-                let mut group = vec![Submission::new(events, work, reply)];
+                let mut group = vec![Submission::new(events, work, close, reply)];
                 while size < MAX_GROUP && group.len() < MAX_GROUP_CALLS {
                     match rx.try_recv() {
-                        Ok((events, work, reply)) => {
+                        Ok((events, work, close, reply)) => {
                             size += events.len();
-                            group.push(Submission::new(events, work, reply));
+                            group.push(Submission::new(events, work, close, reply));
                         }
                         Err(_) => break,
                     }
@@ -196,9 +210,24 @@ impl Ledger {
         self.submit(effects.usage, Some(work)).await
     }
 
+    /// Closes a collected (or given-up) usage window with its audit row, in one
+    /// transaction shared with whatever else is being committed; returns once it is.
+    pub async fn close_window(&self, close: WindowClose) -> Result<(), LedgerError> {
+        self.send(Vec::new(), None, Some(close)).await.map(drop)
+    }
+
     async fn submit(&self, events: Vec<UsageEvent>, work: Option<CallWork>) -> Result<Written, LedgerError> {
+        self.send(events, work, None).await
+    }
+
+    async fn send(
+        &self,
+        events: Vec<UsageEvent>,
+        work: Option<CallWork>,
+        close: Option<WindowClose>,
+    ) -> Result<Written, LedgerError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((events, work, reply)).await.map_err(|_| LedgerError::Closed)?;
+        self.tx.send((events, work, close, reply)).await.map_err(|_| LedgerError::Closed)?;
         match answer.await {
             Ok(Ok(written)) => Ok(written),
             Ok(Err(message)) => Err(LedgerError::Store(StoreError {
@@ -216,13 +245,14 @@ struct Submission {
     events: Vec<UsageEvent>,
     refused: Vec<Option<Refusal>>,
     work: Option<CallWork>,
+    close: Option<WindowClose>,
     reply: Reply,
 }
 
 impl Submission {
-    fn new(events: Vec<UsageEvent>, work: Option<CallWork>, reply: Reply) -> Self {
+    fn new(events: Vec<UsageEvent>, work: Option<CallWork>, close: Option<WindowClose>, reply: Reply) -> Self {
         let refused = events.iter().map(refusal).collect();
-        Self { events, refused, work, reply }
+        Self { events, refused, work, close, reply }
     }
 
     fn writable(&self) -> impl Iterator<Item = &UsageEvent> {
@@ -365,6 +395,9 @@ async fn write_group(store: &Store, group: &[Submission]) -> Result<Vec<Written>
         .flat_map(|(submission, _)| submission.writable())
         .collect();
     let mut outcomes = record_events(&mut tx, &events).await?.into_iter();
+    for close in group.iter().filter_map(|s| s.close.as_ref()) {
+        close_window_tx(&mut tx, close).await?;
+    }
     tx.commit().await.map_err(ctx("commit usage"))?;
     metrics::histogram!("kiosk_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("kiosk_ledger_batch_size").record(events.len() as f64);

@@ -17,6 +17,7 @@ use kiosk_domain::metering::now_ms;
 use kiosk_domain::upgrade::UpgradePolicy;
 
 mod collection;
+pub use collection::WindowClose;
 pub mod ledger;
 pub mod logs;
 mod operator;
@@ -1118,6 +1119,7 @@ impl Store {
             "entitlements",
             "installations",
             "kv",
+            "kv_usage",
             "audit",
             "registries",
             "uninstalled",

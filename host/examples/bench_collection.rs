@@ -1,0 +1,95 @@
+//! Usage collection of many installations, for `bench/run`: a Kiosk on SQLite (or the
+//! database given) with budget-pacing registered, N installations of it (default
+//! 10,000) each with one completed window, then collection passes — as the collector
+//! runs them, `PARALLELISM` report calls at once — until every window is closed.
+//! Prints one line: `installations windows seconds windows_per_s rss_before_kib
+//! rss_after_kib`.
+//!
+//! Usage: `bench_collection <manifest.json> <budget_pacing.wasm> [installations] [database-url]`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kiosk::server::serve::{ServeOptions, spawn};
+use kiosk::store::InstallationRow;
+
+/// Resident memory of this process, KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (manifest, wasm) = match (args.get(1), args.get(2)) {
+        (Some(m), Some(w)) => (m.clone(), w.clone()),
+        _ => {
+            eprintln!("usage: bench_collection <manifest.json> <budget_pacing.wasm> [installations] [database-url]");
+            std::process::exit(2);
+        }
+    };
+    let count: usize = args.get(3).map_or(10_000, |n| n.parse().expect("installations: a number"));
+    let database = args.get(4).cloned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiosk.toml");
+    // The server's own collector never completes a window here (ten years); the passes
+    // below are the bench's. Report calls are the host's, outside tenant admission.
+    let text = format!("data-dir = \"{}\"\n[usage]\nwindow-seconds = 315360000\n", dir.path().join("data").display());
+    std::fs::write(&config, text).unwrap();
+    let options = ServeOptions {
+        config: Some(config),
+        database,
+        demo_apps: vec![format!("{manifest}={wasm}")],
+        ..Default::default()
+    };
+    let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.expect("the server starts");
+    let state = started.state.clone();
+    let window_ms: i64 = 60_000;
+    let now = kiosk::metering::now_ms() as i64;
+    // Created at the start of the last completed window: exactly one window each.
+    let created = (now / window_ms - 1) * window_ms;
+    let rss_before = rss_kib();
+    for i in 0..count {
+        let row = InstallationRow {
+            id: format!("bench-{i:06}"),
+            tenant: "demo".into(),
+            app: "acme/budget-pacing".into(),
+            version: "1.4.34".into(),
+            config: r#"{"apiKey":"bench","threshold":0.1}"#.into(),
+            secrets: Vec::new(),
+            created_ms: created,
+            updated_ms: created,
+            row_version: 0,
+            upgrade_policy: Default::default(),
+        };
+        state.store.insert_installation(&row, "bench").await.unwrap();
+    }
+    let places = Arc::new(tokio::sync::Semaphore::new(kiosk::collector::PARALLELISM));
+    let replica: Arc<str> = Arc::from("bench-replica");
+    let begun = Instant::now();
+    // One pass starts every window (waiting for places as reports finish); then every
+    // place is free again once the last report is done.
+    kiosk::collector::collect_once(&state, &places, &replica, window_ms, 600_000).await.unwrap();
+    let all = u32::try_from(kiosk::collector::PARALLELISM).unwrap();
+    drop(places.acquire_many(all).await.unwrap());
+    let seconds = begun.elapsed().as_secs_f64();
+    let rss_after = rss_kib();
+    use sqlx::Row as _;
+    let windows: i64 = sqlx::query("SELECT COUNT(*) AS n FROM usage_windows WHERE done = 1")
+        .fetch_one(state.store.pool())
+        .await
+        .unwrap()
+        .get("n");
+    println!(
+        "{count} {windows} {seconds:.2} {:.0} {rss_before} {rss_after}",
+        windows as f64 / seconds.max(f64::MIN_POSITIVE)
+    );
+}
