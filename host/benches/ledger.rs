@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kiosk::ledger::{Ledger, LedgerSink};
+use kiosk::ledger::{Ledger, LedgerCommitter, LedgerSink};
 use kiosk::manifest::Manifest;
 use kiosk::metering::{MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent, UsageSource};
 use kiosk::runtime::{Installation, Runtime, RuntimeSettings, Services};
@@ -94,11 +94,19 @@ fn benches(c: &mut Criterion) {
     let manifest_bytes = std::fs::read(root.join("plugins-examples/budget-pacing/manifest.json")).unwrap();
     let store = rt.block_on(Store::connect(&format!("sqlite://{}", dir.path().join("invoke.db").display()))).unwrap();
     let ledger = rt.block_on(async { Ledger::start(store.clone()) });
-    for (label, sink) in [
-        ("metering off", Arc::new(NullSink) as Arc<dyn MeteringSink>),
-        ("metering to the ledger", Arc::new(LedgerSink { ledger: ledger.clone() })),
+    let kv = || Arc::new(DbKv { store: store.clone() });
+    let bounds = kiosk::store::logs::LogBounds { max_lines: 1_000, max_bytes: 64 * 1024 };
+    for (label, services) in [
+        // The key-value changes in a transaction of their own, the usage dropped.
+        ("kv committed alone, metering off", Services::separate(kv(), Arc::new(NullSink) as Arc<dyn MeteringSink>)),
+        // Two writes: the key-value transaction, then the usage through the ledger.
+        ("kv, then usage to the ledger", Services::separate(kv(), Arc::new(LedgerSink { ledger: ledger.clone() }))),
+        // The server's path: changes and usage in one group-committed transaction.
+        (
+            "kv and usage in one ledger write",
+            Services { kv: kv(), commit: Arc::new(LedgerCommitter { ledger: ledger.clone(), logs: bounds }) },
+        ),
     ] {
-        let services = Services::separate(Arc::new(DbKv { store: store.clone() }), sink);
         let _guard = rt.enter();
         // One tenant calling as fast as it can: no rate limit.
         let admission = kiosk::admission::AdmissionSettings {
