@@ -308,6 +308,71 @@ async fn a_trapped_call_commits_neither_storage_nor_usage() {
     assert!(h.sink.events().is_empty());
 }
 
+/// Commits through a separate key-value store and sink, keeping what each call handed
+/// over: how many writes a call asks for, and with what.
+struct Recording {
+    inner: kiosk::effects::SeparateCommitter,
+    seen: std::sync::Mutex<Vec<kiosk::effects::CallEffects>>,
+}
+
+#[async_trait::async_trait]
+impl kiosk::effects::CallCommitter for Recording {
+    async fn commit(
+        &self,
+        effects: kiosk::effects::CallEffects,
+    ) -> Result<Vec<kiosk::metering::SinkOutcome>, kiosk::effects::CommitError> {
+        self.seen.lock().unwrap().push(effects.clone());
+        self.inner.commit(effects).await
+    }
+}
+
+#[tokio::test]
+async fn a_call_hands_over_its_effects_once_and_a_call_without_effects_writes_nothing() {
+    let kv = Arc::new(kiosk::kv::MemoryKv::default());
+    let sink = Arc::new(kiosk::metering::MemorySink::default());
+    let recording = Arc::new(Recording {
+        inner: kiosk::effects::SeparateCommitter { kv: kv.clone(), metering: sink.clone() },
+        seen: std::sync::Mutex::default(),
+    });
+    let services = kiosk::runtime::Services { kv, commit: recording.clone() };
+    let settings = kiosk::runtime::RuntimeSettings { limits: limits(), ..Default::default() };
+    let runtime = Runtime::new(settings, services).unwrap();
+    let component = runtime.load(&guest_bytes("hostile-guest")).unwrap();
+    let app = runtime.prepare(common::parse_manifest(&common::manifest_json("hostile-guest")), Arc::new(component));
+    let inst = Installation::new("alice", "a1");
+    let seen = || recording.seen.lock().unwrap().clone();
+
+    // Reads only, meters nothing, logs nothing: no write at all.
+    assert_eq!(runtime.invoke(&app, &inst, "kv-get", "k").await.unwrap().result.unwrap(), "<none>");
+    assert!(seen().is_empty(), "a call without effects asks for no write: {:?}", seen());
+
+    // Key-value changes: one write, with them.
+    runtime.invoke(&app, &inst, "kv-set", "k=v").await.unwrap().result.unwrap();
+    let writes = seen();
+    assert_eq!(writes.len(), 1);
+    let changes = &writes[0].kv.as_ref().unwrap().changes;
+    assert_eq!(changes.get("k"), Some(&Some(b"v".to_vec())));
+    assert!(writes[0].usage.is_empty() && writes[0].lines.is_none(), "{:?}", writes[0]);
+
+    // Usage only (echo meters `calls`): one write, with it.
+    runtime.invoke(&app, &inst, "echo", "hi").await.unwrap().result.unwrap();
+    let writes = seen();
+    assert_eq!(writes.len(), 2);
+    assert_eq!(writes[1].usage.iter().map(|e| e.sku.as_str()).collect::<Vec<_>>(), ["calls"]);
+    assert!(writes[1].kv.as_ref().is_none_or(|kv| kv.changes.is_empty()), "{:?}", writes[1]);
+
+    // A logging call of a recorded installation: its lines go in the same write, under
+    // its call id and operation, and the outcome says so.
+    let logged = Installation::new("alice", "a1").with_call_id("call-1").with_log("invoke:log");
+    let done = runtime.invoke(&app, &logged, "log", "careful").await.unwrap();
+    assert!(done.logs_kept, "the lines went with the effects");
+    let writes = seen();
+    assert_eq!(writes.len(), 3, "one write per call");
+    let lines = writes[2].lines.as_ref().unwrap();
+    assert_eq!((lines.call_id.as_str(), lines.operation.as_str()), ("call-1", "invoke:log"));
+    assert_eq!(lines.lines.iter().map(|l| (l.level, l.message.as_str())).collect::<Vec<_>>(), [("warn", "careful")]);
+}
+
 #[tokio::test]
 async fn key_value_is_refused_when_the_manifest_does_not_ask_for_it_and_quota_holds() {
     let h = Harness::new(SandboxLimits { kv_quota_bytes: 64, ..limits() });
