@@ -99,6 +99,10 @@ async fn logs_journey(database: Option<String>) {
     assert_eq!(problem["type"], "urn:kiosk:problem:app-failed");
     let trace_call = problem["callId"].as_str().unwrap().to_string();
     assert_ne!(trace_call, hello_call);
+    // The problem carries the traceback's last lines, after what happened.
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("the app's last lines:") && detail.contains("ValueError: boom"), "{problem}");
+    assert!(!detail.contains("call failed:"), "the runtime's closing line is the detail itself: {problem}");
 
     // The tenant reads the traceback, line by line, under the failing call's id.
     let lines = c.all_lines(&tenant, &tenant_path).await;

@@ -167,10 +167,17 @@ impl CallLogs {
             }
             Err(mut failure) => {
                 let call_id = failure.call.call_id.clone();
+                let tail = failure.logs.as_deref().map(log_tail).unwrap_or_default();
                 if let Some(lines) = failure.logs.take() {
                     self.0.push(CallLog { call_id: call_id.clone(), operation, lines });
                 }
-                Err(call_failure(failure).with_call_id(call_id))
+                let mut failure = call_failure(failure).with_call_id(call_id);
+                // The app's own failure (a trap, a limit): what it printed last — a
+                // Python or JavaScript traceback — is one read away, in the problem.
+                if failure.class == Class::Upstream && !tail.is_empty() {
+                    failure.detail = format!("{}; the app's last lines: {tail}", failure.detail);
+                }
+                Err(failure)
             }
         }
     }
@@ -1172,6 +1179,27 @@ fn split_secrets(config: &Value, secret_pointers: &[String]) -> (Value, Map<Stri
 /// limits) or unavailable (no sandbox slot), with a retry time; a call too big for its
 /// limits is too large; a host storage or metering failure is unavailable; the app's own
 /// failure (a limit it hit, a trap) is upstream. Every detail names the limit.
+/// Lines of a failed call shown in its problem: at most this many, newest last.
+const MAX_TAIL_LINES: usize = 8;
+/// Bytes of them shown in its problem (the newest kept).
+const MAX_TAIL_BYTES: usize = 1024;
+
+/// The last lines a failed call logged (already sanitised by the runtime), without the
+/// runtime's own closing "call failed" line (the problem says it), joined by ` | ` and
+/// cut to the newest `MAX_TAIL_BYTES`.
+fn log_tail(lines: &[LogLine]) -> String {
+    let own: Vec<&str> = lines.iter().map(|l| l.message.as_str()).filter(|m| !m.starts_with("call failed: ")).collect();
+    let tail = own[own.len().saturating_sub(MAX_TAIL_LINES)..].join(" | ");
+    if tail.len() <= MAX_TAIL_BYTES {
+        return tail;
+    }
+    let mut start = tail.len() - MAX_TAIL_BYTES;
+    while !tail.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &tail[start..])
+}
+
 pub fn call_failure(e: CallFailure) -> Failure {
     use kiosk_runtime::admission::Refusal;
     use kiosk_runtime::error::CallErrorKind as K;
