@@ -129,36 +129,6 @@ impl Store {
         rows.iter().map(|r| r.try_get("window_start")).collect::<Result<_, _>>().map_err(ctx("read usage windows"))
     }
 
-    /// Closes a window `replica` holds as collected (`done = 1`) or given up (`done = 2`),
-    /// with its audit row, in one transaction.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn close_window(
-        &self,
-        installation: &str,
-        window_start: i64,
-        replica: &str,
-        given_up: bool,
-        actor: &str,
-        action: &str,
-        target: &str,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        let close = WindowClose {
-            installation: installation.into(),
-            window_start,
-            replica: replica.into(),
-            given_up,
-            actor: actor.into(),
-            action: action.into(),
-            target: target.into(),
-            detail: detail.into(),
-        };
-        let mut tx = self.begin_write().await?;
-        close_window_tx(&mut tx, &close).await?;
-        tx.commit().await.map_err(ctx("commit"))?;
-        Ok(())
-    }
-
     /// Counts a failed attempt on a window `replica` holds; returns the attempts so far.
     pub async fn window_attempt_failed(
         &self,
@@ -206,8 +176,8 @@ impl Store {
     }
 }
 
-/// A window to close, with its audit row (`Store::close_window`, or the ledger's
-/// writer, which closes the windows of many collections in one transaction).
+/// A window to close, with its audit row (`Ledger::close_window`: the writer closes the
+/// windows of many collections in one transaction).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowClose {
     pub installation: String,

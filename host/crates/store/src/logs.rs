@@ -59,9 +59,7 @@ impl Store {
         lines: &[NewLogLine],
         bounds: LogBounds,
     ) -> Result<bool, StoreError> {
-        let keep = usize::try_from(bounds.max_lines).unwrap_or(usize::MAX);
-        let lines = &lines[lines.len().saturating_sub(keep)..];
-        if lines.is_empty() {
+        if lines.is_empty() || bounds.max_lines == 0 {
             return Ok(true);
         }
         let mut tx = self.begin_write().await?;
