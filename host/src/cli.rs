@@ -45,6 +45,9 @@ enum Command {
     Verify(SourceArgs),
     /// Pulls, verifies, caches and pins an artifact, and compiles its component.
     Pull(SourceArgs),
+    /// Writes a starter app (manifest, WIT, source, build script, a `kiosk run`
+    /// invocation) in Rust, Python or JavaScript.
+    New(crate::new::NewArgs),
     /// Runs the HTTP API server.
     Serve(ServeArgs),
     /// The operator's tasks over the HTTP API: partners, tenants, tokens, limits, logs, …
@@ -176,6 +179,9 @@ pub fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run(args))),
+        Command::New(args) => crate::new::new_app(&args).map(|dir| {
+            println!("created {}: build it with `bash build.sh`, then run it with `bash try.sh`", dir.display());
+        }),
         Command::Publish(args) => tokio_runtime().and_then(|rt| rt.block_on(publish(args))),
         Command::Verify(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, false))),
         Command::Pull(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, true))),
@@ -266,6 +272,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
     let kiosk = kiosk_core::host::open(operator, args.database.clone(), cache_dir).await?;
     let key_dir = kiosk.config.data_dir().join("local");
+    // Registration compiles the component (or loads it from the cache): "ready in"
+    // covers signing, verification, compilation and the instantiation check.
+    let started = Instant::now();
     let version = register_local_build(&kiosk, &manifest_bytes, &wasm, &key_dir, "cli").await?;
     kiosk.store.create_tenant(&args.tenant, &args.tenant, "cli").await?;
     if ephemeral && manifest.licensing.requires_entitlement {
@@ -274,7 +283,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         kiosk.store.set_entitlement(&grant, "cli").await?;
     }
 
-    let started = Instant::now();
     let app = kiosk.app_version(&version).await.map_err(|f| failed("load", f))?;
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
     let component = app.component.clone();

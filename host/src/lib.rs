@@ -6,6 +6,7 @@
 
 mod admin;
 pub mod cli;
+mod new;
 
 pub use kiosk_core::{collector, config, seal, upgrades, watch};
 pub use kiosk_distribution::{artifact, publish, registry, trust};

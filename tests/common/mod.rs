@@ -32,7 +32,8 @@ pub fn guest_path(crate_name: &str) -> PathBuf {
     assert!(
         path.exists(),
         "guest component {} is missing: build the guests first (`bash .ci/test` does: \
-         cargo build --release --target wasm32-wasip2 -p budget-pacing -p negative-keywords -p hostile-guest)",
+         cargo build --release --target wasm32-wasip2 -p budget-pacing -p negative-keywords -p hostile-guest, \
+         and plugins-examples/{{audience-forecast,ad-copy-check}}/build.sh for the Python and JS apps)",
         path.display()
     );
     path

@@ -20,9 +20,9 @@ use kiosk_domain::ids::AppId;
 use kiosk_domain::manifest::{ConfigSchema, Manifest};
 use kiosk_domain::metering::UsageEvent;
 use kiosk_domain::upgrade::UpgradePolicy;
-use kiosk_runtime::error::{CallErrorKind, CallFailure};
+use kiosk_runtime::error::{CallErrorKind, CallFailure, LoadError};
 use kiosk_runtime::logs::LogLine;
-use kiosk_runtime::runtime::{AppRefusal, AppVersion, CallOutcome, Installation, Runtime};
+use kiosk_runtime::runtime::{AppRefusal, AppVersion, CallOutcome, Installation, LoadedComponent, Runtime};
 use kiosk_runtime::world::HOST_API_VERSION;
 use kiosk_store::ledger::Ledger;
 use kiosk_store::logs::{LogBounds, LogLineRow, NewLogLine};
@@ -48,7 +48,15 @@ pub struct Kiosk {
     pub ledger: Ledger,
     /// Loaded app versions, by (app, version).
     loaded: Mutex<HashMap<(String, String), AppVersion>>,
+    /// Components that could not be compiled or linked, by component digest, with why:
+    /// the engine's settings are fixed for the life of the process, so such a digest is
+    /// refused again without compiling it again (bounded: `MAX_UNRUNNABLE`).
+    unrunnable: Mutex<HashMap<String, String>>,
 }
+
+/// How many unrunnable component digests are remembered (each a digest and one message);
+/// past that the oldest memory is dropped and that digest would be compiled once more.
+const MAX_UNRUNNABLE: usize = 1024;
 
 impl std::fmt::Debug for Kiosk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -206,7 +214,7 @@ impl Kiosk {
         sealer: Sealer,
         ledger: Ledger,
     ) -> Self {
-        Self { store, runtime, config, sealer, ledger, loaded: Mutex::default() }
+        Self { store, runtime, config, sealer, ledger, loaded: Mutex::default(), unrunnable: Mutex::default() }
     }
 
     // --- trust and registries ---------------------------------------------------------
@@ -364,7 +372,8 @@ impl Kiosk {
     ) -> Result<Registered> {
         self.check_partner_enabled(app).await?;
         let trust = self.trust().await?;
-        let pinned = self.store.version(app, tag).await?.and_then(|v| Digest::parse(&v.manifest_digest));
+        let existing = self.store.version(app, tag).await?;
+        let pinned = existing.as_ref().and_then(|v| Digest::parse(&v.manifest_digest));
         let fetched =
             fetch_verified(source, app, tag, &trust, &self.config.artifacts, &HOST_API_VERSION, pinned.as_ref()).await;
         let artifact = match fetched {
@@ -383,7 +392,64 @@ impl Kiosk {
                 return Err(failure);
             }
         };
-        self.record_version(app, tag, &artifact, reference, actor).await
+        if existing.is_some() {
+            return Err(Failure::conflict("version-exists", format!("{app}@{tag} is already registered")));
+        }
+        // Compiled (and cached) now, and instantiated once under the operator's limits:
+        // a version that cannot run is refused here, naming the limit, and its first
+        // install does not wait for the compiler.
+        let runnable = self.runnable(app, tag, &artifact).await?;
+        let registered = self.record_version(app, tag, &artifact, reference, actor).await?;
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert((app.to_string(), tag.to_string()), runnable);
+        Ok(registered)
+    }
+
+    /// The verified artifact of `app@tag` compiled, linked and instantiated once under
+    /// the limits its calls would run under before any tenant's override (the config
+    /// file's ceilings and defaults, the operator's defaults and caps for the app, the
+    /// manifest). Else `component-not-runnable` (422, field `reference`) naming the
+    /// cause or limit; busy or shutting down are the runtime's usual 503s.
+    async fn runnable(&self, app: &str, tag: &str, artifact: &VerifiedArtifact) -> Result<AppVersion> {
+        let not_runnable = |detail: String| {
+            Failure::unprocessable("component-not-runnable", format!("{app}@{tag}: {detail}")).field("reference")
+        };
+        let component = self
+            .load_component(artifact.component_digest.as_str(), artifact.component.clone())
+            .await
+            .map_err(|f| if f.kind == "component-not-runnable" { not_runnable(f.detail) } else { f })?;
+        let version = self.runtime.prepare(artifact.manifest.clone(), component);
+        let limited = self.admit_call("", &version, Purpose::Leave).await?;
+        let probe = Installation::new("-", "registration");
+        self.runtime.check_instantiates(&limited, &probe).await.map_err(|e| match e.kind {
+            CallErrorKind::Busy(_) | CallErrorKind::ShuttingDown => call_failure(e),
+            kind => not_runnable(format!("cannot run under the operator's limits: {kind}")),
+        })?;
+        Ok(version)
+    }
+
+    /// The compiled and linked component `digest` (`bytes`), from the disk cache when it
+    /// is there; a component that cannot be compiled or linked is refused
+    /// (`component-not-runnable`) and remembered, so it is not compiled again.
+    async fn load_component(&self, digest: &str, bytes: Vec<u8>) -> Result<Arc<LoadedComponent>> {
+        let refused = |detail: String| Failure::unprocessable("component-not-runnable", detail);
+        if let Some(why) = self.unrunnable.lock().unwrap_or_else(|p| p.into_inner()).get(digest) {
+            return Err(refused(format!("{why} (refused before: not compiled again until Kiosk restarts)")));
+        }
+        let runtime = self.runtime.clone();
+        match tokio::task::spawn_blocking(move || runtime.load(&bytes)).await.map_err(Failure::internal)? {
+            Ok(loaded) => Ok(Arc::new(loaded)),
+            Err(e @ LoadError::Cache { .. }) => Err(Failure::internal(e)),
+            Err(e) => {
+                let why = e.to_string();
+                metrics::counter!("kiosk_components_refused_total").increment(1);
+                let mut unrunnable = self.unrunnable.lock().unwrap_or_else(|p| p.into_inner());
+                if unrunnable.len() >= MAX_UNRUNNABLE {
+                    unrunnable.clear();
+                }
+                unrunnable.insert(digest.to_string(), why.clone());
+                Err(refused(why))
+            }
+        }
     }
 
     async fn record_version(
@@ -444,12 +510,8 @@ impl Kiosk {
             .component(&row.component_digest)
             .await?
             .ok_or_else(|| Failure::internal(format!("component {} missing", row.component_digest)))?;
-        let runtime = self.runtime.clone();
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes))
-            .await
-            .map_err(Failure::internal)?
-            .map_err(Failure::internal)?;
-        let app = self.runtime.prepare(manifest, Arc::new(loaded));
+        let loaded = self.load_component(&row.component_digest, bytes).await?;
+        let app = self.runtime.prepare(manifest, loaded);
         self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(key, app.clone());
         Ok(app)
     }

@@ -356,6 +356,14 @@ impl Runtime {
         self.call(app, inst, Export::ValidateConfig(config), Origin::Tenant).await.map(CallOutcome::done)
     }
 
+    /// Instantiates `app` under its limits in a fresh Store and calls nothing: fails
+    /// with the limit named when the version cannot run under them (a memory or table
+    /// its component declares beyond them, a start function that traps or overruns).
+    /// Registration runs it once per version; `inst` names who asked.
+    pub async fn check_instantiates(&self, app: &AppVersion, inst: &Installation) -> Result<(), CallFailure> {
+        self.call(app, inst, Export::Instantiate, Origin::Host).await.map(drop)
+    }
+
     /// `lifecycle.install`.
     pub async fn install(
         &self,
@@ -518,7 +526,7 @@ impl Runtime {
         let started = std::time::Instant::now();
         let result = self.call_once(app, inst, export, origin).await;
         // Labels are bounded: the app id comes from the catalog, the export is one of
-        // seven, the outcome and limit names are Kiosk's (never an operation name).
+        // eight, the outcome and limit names are Kiosk's (never an operation name).
         let outcome = match &result {
             Ok(done) if done.result.is_ok() => "ok",
             Ok(_) => "app-error",
@@ -573,7 +581,7 @@ impl Runtime {
             .await
             .map_err(|r| self.failure(app, inst, name, CallErrorKind::Busy(r)))?;
         let scope = inst.scope();
-        let kv = if app.manifest.capabilities.key_value {
+        let kv = if app.manifest.capabilities.key_value && !matches!(export, Export::Instantiate) {
             let snapshot = self
                 .services
                 .kv
@@ -736,6 +744,7 @@ impl Runtime {
                 lifecycle.call_upgrade(&mut *store, ctx, from, config).await.map_err(call)?.map(|()| Answer::Done)
             }
             Export::Uninstall => lifecycle.call_uninstall(&mut *store, ctx).await.map_err(call)?.map(|()| Answer::Done),
+            Export::Instantiate => Ok(Answer::Done),
             Export::Invoke(operation, input) => {
                 let result =
                     instance.kiosk_app_calls().call_invoke(&mut *store, ctx, operation, input).await.map_err(call)?;
@@ -913,6 +922,8 @@ enum Export<'a> {
     Uninstall,
     Invoke(&'a str, &'a str),
     Report(UsageWindow),
+    /// Instantiation only (no export is called): whether a version can run at all.
+    Instantiate,
 }
 
 impl Export<'_> {
@@ -925,6 +936,7 @@ impl Export<'_> {
             Self::Uninstall => "lifecycle.uninstall",
             Self::Invoke(..) => "calls.invoke",
             Self::Report(_) => "usage.report",
+            Self::Instantiate => "instantiate",
         }
     }
 
@@ -934,7 +946,7 @@ impl Export<'_> {
             Self::Configure(old, new) => old.len().saturating_add(new.len()),
             Self::Upgrade(_, config) => config.len(),
             Self::Invoke(operation, input) => operation.len().saturating_add(input.len()),
-            Self::Uninstall | Self::Report(_) => 0,
+            Self::Uninstall | Self::Report(_) | Self::Instantiate => 0,
         }
     }
 }
