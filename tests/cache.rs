@@ -93,3 +93,42 @@ fn different_engine_settings_use_a_different_entry() {
     let fueled = cache_entries(&cache_dir).pop().unwrap();
     assert_ne!(plain.file_name(), fueled.file_name(), "engine settings are part of the key");
 }
+
+/// `kiosk run` of budget-pacing with the compile cache in `cache_dir` and `operator`
+/// config; returns the cache outcome.
+fn cache_outcome(cache_dir: &Path, operator: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiosk"))
+        .arg("run")
+        .arg(guest_path("budget-pacing"))
+        .arg("--manifest")
+        .arg(manifest_path("budget-pacing"))
+        .args(["--tenant", "t", "--config", r#"{"apiKey":"k"}"#, "--invoke", "evaluate", "--json"])
+        .args(["--input", r#"{"campaignId":"c1","budget":300,"flightDays":30,"dailySpend":[10]}"#])
+        .arg("--operator-config")
+        .arg(operator)
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["component"]["cache"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn hosts_with_other_pool_limits_share_a_cache_directory_without_discarding_entries() {
+    // wasmtime validates a component against the pooling limits when it loads one, and
+    // its compatibility hash leaves them out: the limits are part of Kiosk's key, so
+    // two hosts with other memory limits keep an entry each and never load (and
+    // discard) an artefact made for the other.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (small, large) = (dir.path().join("small.toml"), dir.path().join("large.toml"));
+    std::fs::write(&small, "[sandbox]\nmemory-mib = 32\n").unwrap();
+    std::fs::write(&large, "[sandbox]\nmemory-mib = 128\n").unwrap();
+    assert_eq!(cache_outcome(&cache, &small), "compiled");
+    assert_eq!(cache_outcome(&cache, &large), "compiled");
+    assert_eq!(cache_outcome(&cache, &small), "hit");
+    assert_eq!(cache_outcome(&cache, &large), "hit");
+    assert_eq!(cache_entries(&cache).len(), 2);
+}

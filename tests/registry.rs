@@ -94,6 +94,15 @@ async fn publish_and_pull_over_plain_http_basic_auth_and_tls() {
             .await
             .unwrap_err();
     assert!(err.to_string().contains(&plain.host), "{err}");
+    // The error points at the fix, and the handshake is not retried (it cannot heal).
+    assert!(
+        err.to_string().contains("answered in plain HTTP — if this registry is plain HTTP, mark it insecure"),
+        "{err}"
+    );
+    match &err {
+        kiosk::artifact::ArtifactError::Remote(remote) => assert_eq!(remote.attempts, 1, "not retried: {err}"),
+        other => panic!("a registry failure, not {other}"),
+    }
 
     // Basic auth (htpasswd): anonymous is refused, credentials work.
     let basic = TestRegistry::start(Mode::Basic);

@@ -52,7 +52,14 @@ pub struct Kiosk {
     /// the engine's settings are fixed for the life of the process, so such a digest is
     /// refused again without compiling it again (bounded: `MAX_UNRUNNABLE`).
     unrunnable: Mutex<HashMap<String, String>>,
+    /// Loads (compilations, cache reads) running at once: `MAX_LOADS`.
+    loads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Components compiled or read from the cache at once. wasmtime already compiles one
+/// component in parallel across the cores, so more would only queue for the same cores
+/// while calls wait; two lets a cache hit proceed beside one long compilation.
+const MAX_LOADS: usize = 2;
 
 /// How many unrunnable component digests are remembered (each a digest and one message);
 /// past that the oldest memory is dropped and that digest would be compiled once more.
@@ -214,7 +221,16 @@ impl Kiosk {
         sealer: Sealer,
         ledger: Ledger,
     ) -> Self {
-        Self { store, runtime, config, sealer, ledger, loaded: Mutex::default(), unrunnable: Mutex::default() }
+        Self {
+            store,
+            runtime,
+            config,
+            sealer,
+            ledger,
+            loaded: Mutex::default(),
+            unrunnable: Mutex::default(),
+            loads: Arc::new(tokio::sync::Semaphore::new(MAX_LOADS)),
+        }
     }
 
     // --- trust and registries ---------------------------------------------------------
@@ -435,8 +451,15 @@ impl Kiosk {
         if let Some(why) = self.unrunnable.lock().unwrap_or_else(|p| p.into_inner()).get(digest) {
             return Err(refused(format!("{why} (refused before: not compiled again until Kiosk restarts)")));
         }
+        // The permit goes with the blocking task: a caller that gives up (a dropped
+        // request) does not free a place while its compilation still runs.
+        let permit = self.loads.clone().acquire_owned().await.map_err(Failure::internal)?;
         let runtime = self.runtime.clone();
-        match tokio::task::spawn_blocking(move || runtime.load(&bytes)).await.map_err(Failure::internal)? {
+        let load = move || {
+            let _permit = permit;
+            runtime.load(&bytes)
+        };
+        match tokio::task::spawn_blocking(load).await.map_err(Failure::internal)? {
             Ok(loaded) => Ok(Arc::new(loaded)),
             Err(e @ LoadError::Cache { .. }) => Err(Failure::internal(e)),
             Err(e) => {

@@ -413,6 +413,8 @@ pub enum RemoteFailure {
     Tls {
         certificate: bool,
     },
+    /// Kiosk spoke TLS and the registry answered in plain HTTP.
+    PlainHttp,
     Connection,
     /// The connection broke off while the answer was being read.
     Interrupted,
@@ -451,6 +453,10 @@ impl std::fmt::Display for RemoteFailure {
                 f.write_str("TLS failed: the registry's certificate is not trusted or not valid for it")
             }
             Self::Tls { certificate: false } => f.write_str("TLS handshake failed"),
+            Self::PlainHttp => f.write_str(
+                "TLS handshake failed: the registry answered in plain HTTP — if this registry is plain HTTP, mark it \
+                 insecure (`insecure = true`, or `\"insecure\": true` in PUT /v1/registries/{host})",
+            ),
             Self::Connection => f.write_str("the connection failed"),
             Self::Interrupted => f.write_str("the connection broke off during the transfer"),
             Self::Redirect(words) | Self::Realm(words) | Self::Address(words) => f.write_str(words),
@@ -547,6 +553,7 @@ impl Attempt {
 /// Kiosk's words for a transport error (the error chain is walked, never shown).
 fn classify(e: &reqwest::Error) -> RemoteFailure {
     let mut tls = None;
+    let mut plain_http = false;
     let mut refused = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
@@ -559,6 +566,8 @@ fn classify(e: &reqwest::Error) -> RemoteFailure {
         }
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
             tls = Some(matches!(t, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented));
+            // An HTTP answer is not a TLS record: its first byte is no TLS content type.
+            plain_http |= matches!(t, rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType));
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
@@ -571,6 +580,8 @@ fn classify(e: &reqwest::Error) -> RemoteFailure {
     }
     if e.is_timeout() {
         RemoteFailure::Timeout
+    } else if plain_http {
+        RemoteFailure::PlainHttp
     } else if let Some(certificate) = tls {
         RemoteFailure::Tls { certificate }
     } else if refused {

@@ -49,12 +49,17 @@ impl Hasher for ShaHasher {
 }
 
 impl CompileCache {
-    /// A cache in `dir` (created if absent) for artefacts of `engine`.
-    pub fn open(dir: &Path, engine: &Engine) -> Result<Self, LoadError> {
+    /// A cache in `dir` (created if absent) for artefacts of `engine`, whose pooling
+    /// allocator is configured as `pool` says. wasmtime's compatibility hash leaves the
+    /// pooling limits out, but a component is validated against them when it is loaded:
+    /// with them in the key, a host whose limits a component exceeds finds no entry
+    /// (and reports the compile error) instead of "discarding" another host's valid one.
+    pub fn open(dir: &Path, engine: &Engine, pool: &str) -> Result<Self, LoadError> {
         fs::create_dir_all(dir).map_err(|e| cache_err(dir, format!("cannot create directory: {e}")))?;
         let mut hasher = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         hasher.write(env!("CARGO_PKG_VERSION").as_bytes());
+        hasher.write(pool.as_bytes());
         let engine_key = hex::encode(&hasher.0.finalize()[..12]);
         Ok(Self { dir: dir.to_path_buf(), engine_key })
     }

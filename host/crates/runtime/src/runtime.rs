@@ -270,7 +270,12 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         App::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        let cache = settings.cache_dir.as_deref().map(|dir| CompileCache::open(dir, &engine)).transpose()?;
+        // What the pooling allocator validates a component against when it is loaded.
+        let pool = format!(
+            "memory-mib={} table-elements={} tables={} memories={} instances={}",
+            limits.memory_mib, limits.table_elements, limits.tables, limits.memories, limits.instances
+        );
+        let cache = settings.cache_dir.as_deref().map(|dir| CompileCache::open(dir, &engine, &pool)).transpose()?;
         let ticker = EpochTicker::start(engine.clone()).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         Ok(Self {
             engine,
