@@ -226,6 +226,7 @@ async fn registration_refuses_a_component_beyond_the_operator_limits() {
     assert!(refused.contains("cannot run under the operator's limits"), "{refused}");
     assert!(refused.contains("table limit reached: tables may not grow beyond 5000 elements"), "{refused}");
     assert!(s.started.state.store.version("acme/ad-copy-check", "0.2.0").await.unwrap().is_none(), "nothing recorded");
+    assert!(!s.is_compiled("ad-copy-check"), "the refused component's artefact is not kept: {:?}", s.compiled());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -180,7 +180,11 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => tokio_runtime().and_then(|rt| rt.block_on(run(args))),
         Command::New(args) => crate::new::new_app(&args).map(|dir| {
-            println!("created {}: build it with `bash build.sh`, then run it with `bash try.sh`", dir.display());
+            println!(
+                "created {}: `cd {}`, build it with `bash build.sh`, then run it with `bash try.sh`",
+                dir.display(),
+                dir.display()
+            );
         }),
         Command::Publish(args) => tokio_runtime().and_then(|rt| rt.block_on(publish(args))),
         Command::Verify(args) => tokio_runtime().and_then(|rt| rt.block_on(verify(args, false))),

@@ -83,11 +83,17 @@ pub fn new_app(args: &NewArgs) -> anyhow::Result<PathBuf> {
         anyhow::anyhow!("{e}: partner and name are lower-case letters, digits and '-' (e.g. acme/spend-report)")
     })?;
     let name = id.name().to_string();
+    // A Cargo package name cannot start with a digit; an app name can.
+    let krate = if name.starts_with(|c: char| c.is_ascii_digit()) { format!("app-{name}") } else { name.clone() };
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&name));
-    if let Ok(mut entries) = std::fs::read_dir(&dir)
-        && entries.next().is_some()
-    {
-        bail!("{} exists and is not empty: choose another --dir", dir.display());
+    match std::fs::read_dir(&dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!("{} exists and is not empty: choose another --dir", dir.display());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("cannot use {} for the app: {e}", dir.display()),
     }
     let title = name
         .split('-')
@@ -106,8 +112,8 @@ pub fn new_app(args: &NewArgs) -> anyhow::Result<PathBuf> {
     let fill = |text: &str| {
         text.replace("{{app}}", &id.to_string())
             .replace("{{title}}", &title)
-            .replace("{{crate}}", &name)
-            .replace("{{crate_file}}", &name.replace('-', "_"))
+            .replace("{{crate}}", &krate)
+            .replace("{{crate_file}}", &krate.replace('-', "_"))
             .replace("{{lang}}", lang)
             .replace("{{build}}", build)
     };

@@ -3,7 +3,7 @@
 // An export returning `result<_, app-error>` refuses by throwing the app-error record
 // ({code, message}); any other exception fails the call, and its message is in the
 // installation's log and in the failed call's problem detail.
-import { get, set, listKeys } from 'kiosk:app/key-value@0.1.0';
+import { get, set, delete as remove, listKeys } from 'kiosk:app/key-value@0.1.0';
 import { log } from 'kiosk:app/log@0.1.0';
 
 const encoder = new TextEncoder();
@@ -43,7 +43,8 @@ export const calls = {
     }
     const stored = get('greeting');
     const greeting = stored ? decoder.decode(stored) : 'Hello';
-    set(`person/${name}`, encoder.encode('1'));
+    // Counted at the next usage report, which clears it (each person once per report).
+    set(`greeted/${name}`, encoder.encode('1'));
     log('info', `greeted ${name}`);
     return JSON.stringify({ message: `${greeting}, ${name}!` });
   },
@@ -51,10 +52,15 @@ export const calls = {
 
 export const usage = {
   report(ctx, window) {
-    const people = listKeys('person/').length;
-    if (people === 0) {
+    // The people greeted since the last report. Clearing them here is safe: a report's
+    // key-value changes are kept only together with its usage (one commit).
+    const greeted = listKeys('greeted/');
+    for (const key of greeted) {
+      remove(key);
+    }
+    if (greeted.length === 0) {
       return [];
     }
-    return [{ sku: 'people-greeted', quantity: BigInt(people), idempotencyKey: `people/${window.startMs}` }];
+    return [{ sku: 'people-greeted', quantity: BigInt(greeted.length), idempotencyKey: `people/${window.startMs}` }];
   },
 };

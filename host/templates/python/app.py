@@ -50,14 +50,19 @@ class Calls(exports.Calls):
         if not isinstance(name, str) or not 1 <= len(name) <= 100:
             raise refuse("invalid-input", "name must be a string of 1-100 characters")
         greeting = (key_value.get("greeting") or b"Hello").decode()
-        key_value.set(f"person/{name}", b"1")
+        # Counted at the next usage report, which clears it (each person once per report).
+        key_value.set(f"greeted/{name}", b"1")
         log.log(log.Level.INFO, f"greeted {name}")
         return json.dumps({"message": f"{greeting}, {name}!"})
 
 
 class Usage(exports.Usage):
     def report(self, ctx: CallContext, window: UsageWindow) -> list[UsageRecord]:
-        people = len(key_value.list_keys("person/"))
-        if people == 0:
+        # The people greeted since the last report. Clearing them here is safe: a
+        # report's key-value changes are kept only together with its usage (one commit).
+        greeted = key_value.list_keys("greeted/")
+        for key in greeted:
+            key_value.delete(key)
+        if not greeted:
             return []
-        return [UsageRecord(sku="people-greeted", quantity=people, idempotency_key=f"people/{window.start_ms}")]
+        return [UsageRecord(sku="people-greeted", quantity=len(greeted), idempotency_key=f"people/{window.start_ms}")]

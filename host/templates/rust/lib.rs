@@ -60,7 +60,8 @@ impl calls::Guest for App {
         };
         let greeting = kv(key_value::get("greeting"))?.map(|g| String::from_utf8_lossy(&g).into_owned());
         let message = format!("{}, {name}!", greeting.as_deref().unwrap_or("Hello"));
-        kv(key_value::set(&format!("person/{name}"), b"1"))?;
+        // Counted at the next usage report, which clears it (each person once per report).
+        kv(key_value::set(&format!("greeted/{name}"), b"1"))?;
         log(Level::Info, &format!("greeted {name}"));
         Ok(json!({ "message": message }).to_string())
     }
@@ -68,13 +69,18 @@ impl calls::Guest for App {
 
 impl usage::Guest for App {
     fn report(_ctx: CallContext, window: UsageWindow) -> Result<Vec<UsageRecord>, AppError> {
-        let people = kv(key_value::list_keys("person/"))?.len() as u64;
-        if people == 0 {
+        // The people greeted since the last report. Clearing them here is safe: a report's
+        // key-value changes are kept only together with its usage (one commit).
+        let greeted = kv(key_value::list_keys("greeted/"))?;
+        for key in &greeted {
+            kv(key_value::delete(key))?;
+        }
+        if greeted.is_empty() {
             return Ok(Vec::new());
         }
         Ok(vec![UsageRecord {
             sku: "people-greeted".into(),
-            quantity: people,
+            quantity: greeted.len() as u64,
             idempotency_key: format!("people/{}", window.start_ms),
         }])
     }

@@ -54,6 +54,8 @@ pub struct Kiosk {
     unrunnable: Mutex<HashMap<String, String>>,
     /// Loads (compilations, cache reads) running at once: `MAX_LOADS`.
     loads: Arc<tokio::sync::Semaphore>,
+    /// Registrations compiling and checking a component at once: one.
+    registering: tokio::sync::Semaphore,
 }
 
 /// Components compiled or read from the cache at once. wasmtime already compiles one
@@ -62,7 +64,7 @@ pub struct Kiosk {
 const MAX_LOADS: usize = 2;
 
 /// How many unrunnable component digests are remembered (each a digest and one message);
-/// past that the oldest memory is dropped and that digest would be compiled once more.
+/// past that the memory is emptied and those digests would be compiled once more.
 const MAX_UNRUNNABLE: usize = 1024;
 
 impl std::fmt::Debug for Kiosk {
@@ -230,6 +232,7 @@ impl Kiosk {
             loaded: Mutex::default(),
             unrunnable: Mutex::default(),
             loads: Arc::new(tokio::sync::Semaphore::new(MAX_LOADS)),
+            registering: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -386,6 +389,33 @@ impl Kiosk {
         reference: &str,
         actor: &str,
     ) -> Result<Registered> {
+        self.register_loading(source, app, tag, reference, actor).await.map(|(registered, _)| registered)
+    }
+
+    /// `register`, keeping the version it loaded in memory (a local build about to be
+    /// run: the demo seed and `kiosk run` register a handful, and their load's cache
+    /// outcome is what `kiosk run` reports).
+    pub async fn register_and_keep(
+        &self,
+        source: &impl BlobSource,
+        app: &str,
+        tag: &str,
+        reference: &str,
+        actor: &str,
+    ) -> Result<Registered> {
+        let (registered, loaded) = self.register_loading(source, app, tag, reference, actor).await?;
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert((app.to_string(), tag.to_string()), loaded);
+        Ok(registered)
+    }
+
+    async fn register_loading(
+        &self,
+        source: &impl BlobSource,
+        app: &str,
+        tag: &str,
+        reference: &str,
+        actor: &str,
+    ) -> Result<(Registered, AppVersion)> {
         self.check_partner_enabled(app).await?;
         let trust = self.trust().await?;
         let existing = self.store.version(app, tag).await?;
@@ -414,10 +444,11 @@ impl Kiosk {
         // Compiled (and cached) now, and instantiated once under the operator's limits:
         // a version that cannot run is refused here, naming the limit, and its first
         // install does not wait for the compiler.
-        let runnable = self.runnable(app, tag, &artifact).await?;
+        // (The compiled artefact stays in the disk cache, not in memory: a version takes
+        // memory once a tenant uses it.)
+        let loaded = self.runnable(app, tag, &artifact).await?;
         let registered = self.record_version(app, tag, &artifact, reference, actor).await?;
-        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert((app.to_string(), tag.to_string()), runnable);
-        Ok(registered)
+        Ok((registered, loaded))
     }
 
     /// The verified artifact of `app@tag` compiled, linked and instantiated once under
@@ -429,6 +460,9 @@ impl Kiosk {
         let not_runnable = |detail: String| {
             Failure::unprocessable("component-not-runnable", format!("{app}@{tag}: {detail}")).field("reference")
         };
+        // One registration compiles at a time, so registrations hold at most one of the
+        // `MAX_LOADS` places and tenants' first calls always have the other.
+        let _registering = self.registering.acquire().await.map_err(Failure::internal)?;
         let component = self
             .load_component(artifact.component_digest.as_str(), artifact.component.clone())
             .await
@@ -438,7 +472,11 @@ impl Kiosk {
         let probe = Installation::new("-", "registration");
         self.runtime.check_instantiates(&limited, &probe).await.map_err(|e| match e.kind {
             CallErrorKind::Busy(_) | CallErrorKind::ShuttingDown => call_failure(e),
-            kind => not_runnable(format!("cannot run under the operator's limits: {kind}")),
+            kind => {
+                // Refused: its compiled artefact would sit in the cache for nothing.
+                self.runtime.forget_compiled(&artifact.component_digest);
+                not_runnable(format!("cannot run under the operator's limits: {kind}"))
+            }
         })?;
         Ok(version)
     }

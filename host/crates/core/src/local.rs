@@ -61,16 +61,17 @@ pub async fn register_local_build(
         let (w_sig, _) = kiosk_distribution::publish::sign_detached(&tsk, wasm)?;
         LayoutSource::new(&layout_dir).write(&version, manifest_bytes, wasm, &[m_sig, w_sig])?;
         let reference = format!("oci-layout:{}:{version}", layout_dir.display());
-        kiosk.register(&LayoutSource::new(&layout_dir), &manifest.app, &version, &reference, actor).await.map_err(
-            |e| {
+        kiosk
+            .register_and_keep(&LayoutSource::new(&layout_dir), &manifest.app, &version, &reference, actor)
+            .await
+            .map_err(|e| {
                 let named = format!("{}@{version}", manifest.app);
                 if e.detail.contains(&named) {
                     anyhow::anyhow!("{}", e.detail)
                 } else {
                     anyhow::anyhow!("{named}: {}", e.detail)
                 }
-            },
-        )?;
+            })?;
     }
     let row = kiosk.store.version(&manifest.app, &version).await?.context("registered version missing")?;
     let local = kiosk_domain::digest::Digest::of(wasm);

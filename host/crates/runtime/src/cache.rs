@@ -100,6 +100,17 @@ impl CompileCache {
         Ok((component, outcome))
     }
 
+    /// Removes the entry of `digest` (a component refused after it was compiled, so
+    /// its artefact does not stay on disk for nothing); a missing entry is fine.
+    pub fn remove(&self, digest: &Digest) {
+        let path = self.entry_path(digest);
+        if let Err(e) = fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%digest, path = %path.display(), error = %e, "cannot remove a compile-cache entry");
+        }
+    }
+
     fn store(&self, path: &Path, serialized: &[u8]) -> Result<(), LoadError> {
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
             .map_err(|e| cache_err(&self.dir, format!("cannot create temp file: {e}")))?;

@@ -332,6 +332,13 @@ impl Runtime {
         Ok(LoadedComponent { digest, outcome, pre })
     }
 
+    /// Drops the compiled artefact of `digest` from the disk cache (if there is one).
+    pub fn forget_compiled(&self, digest: &Digest) {
+        if let Some(cache) = &self.cache {
+            cache.remove(digest);
+        }
+    }
+
     fn link(&self, component: &Component, digest: &Digest) -> Result<AppPre<HostState>, LoadError> {
         let not_an_app = |e: wasmtime::Error| LoadError::NotAnApp {
             digest: digest.clone(),
@@ -364,7 +371,9 @@ impl Runtime {
     /// Instantiates `app` under its limits in a fresh Store and calls nothing: fails
     /// with the limit named when the version cannot run under them (a memory or table
     /// its component declares beyond them, a start function that traps or overruns).
-    /// Registration runs it once per version; `inst` names who asked.
+    /// Nothing is committed (no key-value session, and usage a start function recorded
+    /// is dropped) and no call metric is recorded. Registration runs it once per
+    /// version; `inst` names who asked.
     pub async fn check_instantiates(&self, app: &AppVersion, inst: &Installation) -> Result<(), CallFailure> {
         self.call(app, inst, Export::Instantiate, Origin::Host).await.map(drop)
     }
@@ -530,8 +539,13 @@ impl Runtime {
     ) -> Result<CallOutcome<Answer>, CallFailure> {
         let started = std::time::Instant::now();
         let result = self.call_once(app, inst, export, origin).await;
+        if matches!(export, Export::Instantiate) {
+            // Registration's check: its app id may never reach the catalog, so it is kept
+            // out of the labels (which stay bounded by the catalog's apps).
+            return result;
+        }
         // Labels are bounded: the app id comes from the catalog, the export is one of
-        // eight, the outcome and limit names are Kiosk's (never an operation name).
+        // seven, the outcome and limit names are Kiosk's (never an operation name).
         let outcome = match &result {
             Ok(done) if done.result.is_ok() => "ok",
             Ok(_) => "app-error",
@@ -668,6 +682,17 @@ impl Runtime {
                         .collect(),
                 });
                 let logs_kept = lines.is_some();
+                if matches!(export, Export::Instantiate) {
+                    // A start function may have called `record-usage` while instantiating:
+                    // a registration check keeps nothing, so nothing is committed.
+                    return Ok(CallOutcome {
+                        call_id,
+                        result: answer.map_err(AppRefusal::from),
+                        usage: Vec::new(),
+                        logs: state.logs,
+                        logs_kept: false,
+                    });
+                }
                 let effects = CallEffects {
                     scope,
                     kv: state

@@ -51,7 +51,8 @@ impl From<kiosk_core::lifecycle::Registered> for RegisteredVersion {
 #[utoipa::path(post, path = "/v1/partners/{partner}/apps/{name}/versions", tag = "partner", request_body = RegisterVersion,
     responses((status = 201, description = "pulled, verified, compiled and registered: the version's first install does not wait for the compiler", body = RegisteredVersion),
         (status = 422, body = Problem, description = "artifact refused; also `registry-not-allowed` (unconfigured registry, repository outside the partner's prefixes, a refused redirect, token realm or address), `layout-not-allowed`, and `component-not-runnable` (the component cannot be compiled, or cannot run under the operator's limits: the detail names the limit)"),
-        (status = 409, body = Problem, description = "`version-exists`: the version is registered with other content"),
+        (status = 404, body = Problem, description = "`tag-not-found`: the registry has no such tag"),
+        (status = 409, body = Problem, description = "`version-exists`: the version is registered already; `moved-tag`: the tag now points at other content than the registered version"),
         (status = 413, body = Problem, description = "`body-too-large`, or an artifact over the size limits"),
         (status = 502, body = Problem, description = "`registry-unavailable` or `registry-refused`"),
         (status = 503, body = Problem, description = "`no-sandbox-slot` for the instantiation check, or shutting down")))]
