@@ -218,15 +218,22 @@ async fn registration_refuses_a_component_beyond_the_operator_limits() {
     let manifest = std::fs::read(common::manifest_path("ad-copy-check")).unwrap();
     let wasm = common::guest_bytes("ad-copy-check");
     let key_dir = s.dir.path().join("data/local");
-    let refused = kiosk_core::local::register_local_build(&s.started.state, &manifest, &wasm, &key_dir, "test")
-        .await
-        .expect_err("a component beyond the limits is refused at registration")
-        .to_string();
-    assert!(refused.contains("acme/ad-copy-check@0.2.0"), "{refused}");
-    assert!(refused.contains("cannot run under the operator's limits"), "{refused}");
-    assert!(refused.contains("table limit reached: tables may not grow beyond 5000 elements"), "{refused}");
+    let mut refusals = Vec::new();
+    for _ in 0..2 {
+        let refused = kiosk_core::local::register_local_build(&s.started.state, &manifest, &wasm, &key_dir, "test")
+            .await
+            .expect_err("a component beyond the limits is refused at registration")
+            .to_string();
+        assert!(refused.contains("acme/ad-copy-check@0.2.0"), "{refused}");
+        assert!(refused.contains("cannot run under the operator's limits"), "{refused}");
+        assert!(refused.contains("table limit reached: tables may not grow beyond 5000 elements"), "{refused}");
+        refusals.push(refused);
+        assert!(!s.is_compiled("ad-copy-check"), "the refused component's artefact is not kept: {:?}", s.compiled());
+    }
+    // The second attempt is refused from memory: not compiled again.
+    assert!(!refusals[0].contains("refused before"), "{}", refusals[0]);
+    assert!(refusals[1].contains("refused before: not compiled again"), "{}", refusals[1]);
     assert!(s.started.state.store.version("acme/ad-copy-check", "0.2.0").await.unwrap().is_none(), "nothing recorded");
-    assert!(!s.is_compiled("ad-copy-check"), "the refused component's artefact is not kept: {:?}", s.compiled());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

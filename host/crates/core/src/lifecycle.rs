@@ -48,8 +48,9 @@ pub struct Kiosk {
     pub ledger: Ledger,
     /// Loaded app versions, by (app, version).
     loaded: Mutex<HashMap<(String, String), AppVersion>>,
-    /// Components that could not be compiled or linked, by component digest, with why:
-    /// the engine's settings are fixed for the life of the process, so such a digest is
+    /// Components that could not be compiled or linked, by component digest, and
+    /// components registration's check refused, by digest and limits, with why: the
+    /// engine's settings are fixed for the life of the process, so such a component is
     /// refused again without compiling it again (bounded: `MAX_UNRUNNABLE`).
     unrunnable: Mutex<HashMap<String, String>>,
     /// Loads (compilations, cache reads) running at once: `MAX_LOADS`.
@@ -463,19 +464,28 @@ impl Kiosk {
         // One registration compiles at a time, so registrations hold at most one of the
         // `MAX_LOADS` places and tenants' first calls always have the other.
         let _registering = self.registering.acquire().await.map_err(Failure::internal)?;
+        // A component refused under these very limits is refused again without being
+        // compiled or instantiated; other limits (the operator changed them) try again.
+        let limits = self.registration_limits(app, artifact.manifest.limits).await?;
+        let probe_key = format!("{} {limits:?}", artifact.component_digest);
+        if let Some(why) = self.unrunnable.lock().unwrap_or_else(|p| p.into_inner()).get(&probe_key) {
+            return Err(not_runnable(format!("{why} (refused before: not compiled again until Kiosk restarts)")));
+        }
         let component = self
             .load_component(artifact.component_digest.as_str(), artifact.component.clone())
             .await
             .map_err(|f| if f.kind == "component-not-runnable" { not_runnable(f.detail) } else { f })?;
-        let version = self.runtime.prepare(artifact.manifest.clone(), component);
-        let limited = self.admit_call("", &version, Purpose::Leave).await?;
+        let version = self.runtime.prepare(artifact.manifest.clone(), component).with_limits(limits);
         let probe = Installation::new("-", "registration");
-        self.runtime.check_instantiates(&limited, &probe).await.map_err(|e| match e.kind {
+        self.runtime.check_instantiates(&version, &probe).await.map_err(|e| match e.kind {
             CallErrorKind::Busy(_) | CallErrorKind::ShuttingDown => call_failure(e),
             kind => {
-                // Refused: its compiled artefact would sit in the cache for nothing.
+                // Refused: its compiled artefact would sit in the cache for nothing, and the
+                // refusal is remembered instead.
                 self.runtime.forget_compiled(&artifact.component_digest);
-                not_runnable(format!("cannot run under the operator's limits: {kind}"))
+                let why = format!("cannot run under the operator's limits: {kind}");
+                self.remember_unrunnable(probe_key, why.clone());
+                not_runnable(why)
             }
         })?;
         Ok(version)
@@ -502,15 +512,21 @@ impl Kiosk {
             Err(e @ LoadError::Cache { .. }) => Err(Failure::internal(e)),
             Err(e) => {
                 let why = e.to_string();
-                metrics::counter!("kiosk_components_refused_total").increment(1);
-                let mut unrunnable = self.unrunnable.lock().unwrap_or_else(|p| p.into_inner());
-                if unrunnable.len() >= MAX_UNRUNNABLE {
-                    unrunnable.clear();
-                }
-                unrunnable.insert(digest.to_string(), why.clone());
+                self.remember_unrunnable(digest.to_string(), why.clone());
                 Err(refused(why))
             }
         }
+    }
+
+    /// Remembers why `key` (a component digest, or a digest and the limits it was
+    /// refused under) cannot run.
+    fn remember_unrunnable(&self, key: String, why: String) {
+        metrics::counter!("kiosk_components_refused_total").increment(1);
+        let mut unrunnable = self.unrunnable.lock().unwrap_or_else(|p| p.into_inner());
+        if unrunnable.len() >= MAX_UNRUNNABLE {
+            unrunnable.clear();
+        }
+        unrunnable.insert(key, why);
     }
 
     async fn record_version(

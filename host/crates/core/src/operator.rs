@@ -81,6 +81,17 @@ impl Kiosk {
         Ok(app.with_limits(effective.limits))
     }
 
+    /// The limits a call of a version of `app` with manifest limits `manifest` gets
+    /// before any tenant's override (registration's check). One read of the database.
+    pub async fn registration_limits(
+        &self,
+        app: &str,
+        manifest: kiosk_domain::limits::RequestedLimits,
+    ) -> Result<kiosk_domain::limits::CallLimits> {
+        let policy = self.store.call_policy("", app).await?;
+        Ok(self.config.sandbox.effective(&layers_of(&self.config.sandbox.defaults, &policy, manifest)).limits)
+    }
+
     /// The limits an installation's next call runs under, with their sources.
     pub async fn installation_limits(&self, row: &InstallationRow) -> Result<Effective> {
         let version = self
