@@ -72,22 +72,7 @@ fn different_engine_settings_use_a_different_entry() {
     std::fs::write(&config, "[sandbox]\nfuel = 100000000\n").unwrap();
     let cache_dir = dir.path().join("cache");
     for expected in ["compiled", "hit"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_kiosk"))
-            .arg("run")
-            .arg(guest_path("budget-pacing"))
-            .arg("--manifest")
-            .arg(manifest_path("budget-pacing"))
-            .args(["--tenant", "t", "--config", r#"{"apiKey":"k"}"#, "--invoke", "evaluate", "--json"])
-            .args(["--input", r#"{"campaignId":"c1","budget":300,"flightDays":30,"dailySpend":[10]}"#])
-            .arg("--operator-config")
-            .arg(&config)
-            .arg("--cache-dir")
-            .arg(&cache_dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(doc["component"]["cache"], expected);
+        assert_eq!(cache_outcome(&cache_dir, &config), expected);
     }
     let plain = cache_entries(dir.path()).into_iter().find(|p| p.extension().is_some_and(|e| e == "cwasm")).unwrap();
     let fueled = cache_entries(&cache_dir).pop().unwrap();
