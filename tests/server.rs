@@ -289,7 +289,7 @@ async fn journey(database: Option<String>) {
     let (s, inst) = w.call(Some(&t1), Method::POST, "/v1/tenants/t1/installations", Some(install)).await;
     assert_eq!(s, StatusCode::CREATED, "{inst}");
     assert_eq!((inst["version"].as_str(), inst["secretsSet"].clone()), (Some("1.4.34"), json!(["/apiKey"])));
-    assert_eq!(inst["config"], json!({"threshold": 0.2}));
+    assert_eq!(inst["config"], json!({"threshold": 0.2, "alerts": {"channel": "none"}}), "defaults apply, nested too");
     let id = inst["id"].as_str().unwrap().to_string();
     let base = format!("/v1/tenants/t1/installations/{id}");
     let input = json!({"campaignId": "c1", "budget": 3000, "flightDays": 30, "dailySpend": [100, 100, 200]});
@@ -423,6 +423,7 @@ async fn journey(database: Option<String>) {
 
     // The authorization matrix: every route, every other role and foreign scope.
     authorization_matrix(&w, &id).await;
+    whoami_and_console(&w).await;
 
     // While the installation is live, its secret is sealed everywhere it is stored.
     assert_eq!(paths_with_secret(w._dir.path()), Vec::<String>::new());
@@ -447,6 +448,44 @@ async fn journey(database: Option<String>) {
         }
     }
     w.acme.clear();
+}
+
+/// `GET /v1/whoami` names each token's role and scope (what the console shows); the
+/// console's pages are public, carry no data, and are served under a `'self'`-only CSP.
+async fn whoami_and_console(w: &World) {
+    for (token, role, scope) in
+        [(&w.operator, "operator", Value::Null), (&w.acme, "partner", json!("acme")), (&w.t1, "tenant", json!("t1"))]
+    {
+        let (s, b) = w.call(Some(token), Method::GET, "/v1/whoami", None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b, json!({"role": role, "scope": scope}));
+    }
+    let (s, b) = w.call(None, Method::GET, "/v1/whoami", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let (s, b) = w.call(Some("not-a-token"), Method::GET, "/v1/whoami", None).await;
+    assert_eq!((s, b["type"].as_str()), (StatusCode::UNAUTHORIZED, Some("urn:kiosk:problem:unauthorized")));
+
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirects.get(format!("{}/console", w.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(r.headers()["location"], "/console/");
+    for (path, content_type, needle) in [
+        ("/console/", "text/html; charset=utf-8", "<script type=\"module\" src=\"/console/console.js\">"),
+        ("/console/console.js", "text/javascript; charset=utf-8", "sessionStorage"),
+        ("/console/console.css", "text/css; charset=utf-8", ":root"),
+    ] {
+        let r = w.http.get(format!("{}{path}", w.base)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let headers = r.headers().clone();
+        assert_eq!(headers["content-type"], content_type, "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+    let (s, _) = w.call(None, Method::GET, "/console/nothing-here", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 async fn authorization_matrix(w: &World, inst: &str) {

@@ -28,6 +28,31 @@ struct BudgetPacing;
 struct Config {
     threshold: f64,
     api_key: String,
+    #[serde(default)]
+    alerts: Alerts,
+}
+
+/// Where a flagged campaign's alert goes. The app has no network: it names the channel
+/// and recipient in its answer, for the tenant's own system to deliver (and sign, with
+/// the `signingSecret` the host keeps encrypted).
+#[derive(Deserialize, serde::Serialize, Default, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Alerts {
+    #[serde(default)]
+    channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recipient: Option<String>,
+    #[serde(default, skip_serializing)]
+    signing_secret: Option<String>,
+}
+
+#[derive(Deserialize, serde::Serialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Channel {
+    #[default]
+    None,
+    Email,
+    Webhook,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +77,13 @@ fn parse_config(config: &str) -> Result<Config, AppError> {
     if config.api_key.trim().is_empty() {
         return Err(err("invalid-config", "apiKey must not be empty"));
     }
+    let alerts = &config.alerts;
+    if alerts.channel != Channel::None && alerts.recipient.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(err("invalid-config", "alerts.recipient is required when alerts.channel is not none"));
+    }
+    if alerts.channel == Channel::Webhook && alerts.signing_secret.is_none() {
+        return Err(err("invalid-config", "alerts.signingSecret is required for webhook alerts"));
+    }
     Ok(config)
 }
 
@@ -66,12 +98,15 @@ const SETTINGS_KEY: &str = "settings";
 #[derive(serde::Serialize, Deserialize)]
 struct Settings {
     threshold: f64,
+    /// The alert routing without its secret (`signingSecret` is never serialised).
+    #[serde(default)]
+    alerts: Alerts,
 }
 
 fn remember(config: &str) -> Result<(), AppError> {
     let config = parse_config(config)?;
-    let settings =
-        serde_json::to_vec(&Settings { threshold: config.threshold }).map_err(|e| err("internal", e.to_string()))?;
+    let settings = serde_json::to_vec(&Settings { threshold: config.threshold, alerts: config.alerts })
+        .map_err(|e| err("internal", e.to_string()))?;
     kv(key_value::set(SETTINGS_KEY, &settings))
 }
 
@@ -109,7 +144,7 @@ fn evaluate(input: &str) -> Result<String, AppError> {
     }
     kv(key_value::set(&format!("campaign/{}", input.campaign_id), status.as_bytes()))?;
     log::log(log::Level::Info, &format!("campaign {} is {status} ({:+.1}%)", input.campaign_id, deviation * 100.0));
-    Ok(serde_json::json!({
+    let mut answer = serde_json::json!({
         "campaignId": input.campaign_id,
         "status": status,
         "spent": spent,
@@ -117,8 +152,11 @@ fn evaluate(input: &str) -> Result<String, AppError> {
         "deviation": deviation,
         "threshold": config.threshold,
         "rowsScanned": rows,
-    })
-    .to_string())
+    });
+    if status != "on-track" && config.alerts.channel != Channel::None {
+        answer["alert"] = serde_json::json!(config.alerts);
+    }
+    Ok(answer.to_string())
 }
 
 impl lifecycle::Guest for BudgetPacing {

@@ -6,10 +6,11 @@
 //! Routes are declared once, by resource (`operator`, `admin`, `partners`, `catalog`,
 //! `installations`, `usage`, `watches`), with `utoipa_axum::routes!`: the router and the OpenAPI
 //! document (`GET /v1/openapi.json`, completed by `contract::Contract`) come from the same
-//! list.
+//! list. The web console (`/console`, `console`) is static pages over that same API.
 
 mod admin;
 mod catalog;
+mod console;
 pub mod contract;
 pub mod error;
 mod estate;
@@ -143,6 +144,7 @@ fn api() -> OpenApiRouter<Shared> {
         .merge(limits::routes())
         .merge(estate::routes())
         .merge(watches::routes())
+        .merge(console::routes())
 }
 
 /// The OpenAPI document of the API (what `GET /v1/openapi.json` serves).
@@ -158,6 +160,8 @@ pub fn router(state: Shared) -> Router {
     ops::recorder();
     let (routes, _) = api().split_for_parts();
     routes
+        // The web console: static pages over this same API (`console`).
+        .merge(console::pages())
         // Routing rejections are problems too (SPEC §8), never axum's empty or plain-text bodies.
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

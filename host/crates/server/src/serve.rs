@@ -119,6 +119,7 @@ pub async fn run(options: ServeOptions, filter: tracing_subscriber::EnvFilter) -
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     println!("kiosk listening on http://{addr}");
+    println!("console: http://{addr}/console/ (sign in with a token)");
     let store = state.store.clone();
     let runtime = state.runtime.clone();
     let stopping = async move {

@@ -1,0 +1,1022 @@
+// The Kiosk console: one ES module, no framework, no build step, nothing fetched but
+// this server's API. Every view reads and writes through the same typed HTTP API as
+// curl does (/v1/...), with the bearer token kept in session storage (never in a URL,
+// never in local storage). Text from the API is only ever set as text (textContent,
+// attribute values), never parsed as HTML.
+
+const TOKEN_KEY = "kiosk.console.token";
+const DAY_MS = 86_400_000;
+
+// --- DOM helpers ----------------------------------------------------------------------
+
+/** An element: `attrs` are attributes, except `text`, `on*` handlers and `dataset`. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "text") el.textContent = String(value);
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+const svgNs = "http://www.w3.org/2000/svg";
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(svgNs, tag);
+  for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
+  for (const child of children) el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return el;
+}
+
+/** A region that scrolls sideways when its table is wide: focusable, so the keyboard
+ * can scroll it, and named after what it holds. */
+function scroller(table) {
+  const caption = table.querySelector("caption")?.textContent;
+  const heading = caption || "Table";
+  return h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": heading }, table);
+}
+
+let uid = 0;
+const nextId = (prefix) => `${prefix}-${++uid}`;
+
+function when(ms) {
+  if (ms === undefined || ms === null) return "—";
+  return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+}
+
+function say(message) {
+  const status = document.getElementById("status");
+  status.textContent = message;
+}
+
+// --- the API --------------------------------------------------------------------------
+
+/** A failed request, with its problem+json (or a problem made from the status). */
+class ProblemError extends Error {
+  constructor(status, body) {
+    const problem = body && typeof body === "object" && !Array.isArray(body)
+      ? body
+      : { type: "about:blank", title: `HTTP ${status}`, status, detail: "the server answered without a problem document" };
+    super(problem.detail || problem.title);
+    this.problem = problem;
+    this.status = status;
+  }
+}
+
+const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json, application/problem+json" };
+  const t = token();
+  if (t) headers.Authorization = `Bearer ${t}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let res;
+  try {
+    res = await fetch(path, {
+      method, headers, cache: "no-store", credentials: "omit", redirect: "error",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new ProblemError(0, { type: "urn:kiosk:console:network", title: "The server could not be reached", status: 0, detail: String(e.message || e) });
+  }
+  const type = res.headers.get("content-type") || "";
+  const data = type.includes("json") ? await res.json().catch(() => null) : null;
+  if (!res.ok) {
+    if (res.status === 401 && path !== "/v1/whoami") {
+      sessionStorage.removeItem(TOKEN_KEY);
+      state.who = null;
+      renderChrome();
+    }
+    throw new ProblemError(res.status, data);
+  }
+  return data;
+}
+
+const enc = encodeURIComponent;
+const appPath = (app) => app.split("/").map(enc).join("/");
+
+/** A problem, as the API gave it: title, detail, and every member that helps. */
+function problemBox(err, heading = "h2") {
+  const p = err instanceof ProblemError ? err.problem : { title: "Unexpected error", detail: String(err) };
+  const facts = [];
+  const fact = (name, value) => { if (value !== undefined && value !== null && value !== "") facts.push(h("dt", { text: name }), h("dd", { text: value })); };
+  fact("status", p.status);
+  fact("type", p.type);
+  fact("field", p.field);
+  fact("call id", p.callId);
+  const box = h("div", { class: "problem", role: "alert" },
+    h(heading, { text: p.title || "Request failed" }),
+    h("p", { text: p.detail || "" }),
+    facts.length ? h("dl", {}, facts) : null,
+    Array.isArray(p.errors) && p.errors.length ? h("ul", {}, p.errors.map((e) => h("li", { text: e }))) : null);
+  return box;
+}
+
+// --- JSON Schema forms ----------------------------------------------------------------
+//
+// Renders the subset of JSON Schema (2020-12) app manifests use: objects (nested, as
+// fieldsets), strings (enum → select, writeOnly → password input never pre-filled,
+// email/uri formats), integers and numbers (min/max), booleans, arrays of scalars (one
+// per line), local $refs; anything else is edited as JSON. The server validates against
+// the full schema (the one validator): its problem's `errors` ("/pointer: violates
+// `keyword`") are shown at the fields they name.
+
+function resolveRef(root, schema, depth = 0) {
+  if (schema && typeof schema.$ref === "string" && schema.$ref.startsWith("#/") && depth < 16) {
+    let target = root;
+    for (const part of schema.$ref.slice(2).split("/")) target = target?.[part.replace(/~1/g, "/").replace(/~0/g, "~")];
+    return target ? resolveRef(root, target, depth + 1) : schema;
+  }
+  return schema || {};
+}
+
+const pointerToken = (key) => key.replace(/~/g, "~0").replace(/\//g, "~1");
+const typeOf = (schema) => (Array.isArray(schema.type) ? schema.type.find((t) => t !== "null") : schema.type)
+  || (schema.properties ? "object" : schema.enum ? "enum" : undefined);
+
+const plural = (n, one) => `${n} ${one}${n === 1 ? "" : "s"}`;
+
+function constraintsOf(schema) {
+  const out = [];
+  if (schema.minimum !== undefined) out.push(`at least ${schema.minimum}`);
+  if (schema.maximum !== undefined) out.push(`at most ${schema.maximum}`);
+  if (schema.minLength !== undefined) out.push(`at least ${plural(schema.minLength, "character")}`);
+  if (schema.maxLength !== undefined) out.push(`at most ${plural(schema.maxLength, "character")}`);
+  if (schema.maxItems !== undefined) out.push(`at most ${plural(schema.maxItems, "item")}`);
+  return out;
+}
+
+/** The server's "violates `keyword`" said with the field's own schema. */
+function explain(message, schema) {
+  const m = /^violates `(\w+)`$/.exec(message);
+  if (!m || !schema) return message;
+  const said = {
+    maximum: schema.maximum !== undefined && `must be at most ${schema.maximum}`,
+    minimum: schema.minimum !== undefined && `must be at least ${schema.minimum}`,
+    exclusiveMaximum: schema.exclusiveMaximum !== undefined && `must be below ${schema.exclusiveMaximum}`,
+    exclusiveMinimum: schema.exclusiveMinimum !== undefined && `must be above ${schema.exclusiveMinimum}`,
+    minLength: schema.minLength !== undefined && `must be at least ${plural(schema.minLength, "character")}`,
+    maxLength: schema.maxLength !== undefined && `must be at most ${plural(schema.maxLength, "character")}`,
+    maxItems: schema.maxItems !== undefined && `must have at most ${plural(schema.maxItems, "item")}`,
+    enum: Array.isArray(schema.enum) && `must be one of ${schema.enum.map((v) => JSON.stringify(v)).join(", ")}`,
+    type: schema.type && `must be ${Array.isArray(schema.type) ? schema.type.join(" or ") : schema.type === "integer" ? "a whole number" : `a ${schema.type}`}`,
+    pattern: "does not have the expected form",
+    format: schema.format && `must be a valid ${schema.format}`,
+  }[m[1]];
+  return said ? `${said} (${message})` : message;
+}
+
+const sentence = (text) => (/[.!?]$/.test(text) ? text : `${text}.`);
+
+/**
+ * A form body for `schema`: { element, read(), showErrors(errors) → unplaced errors, clearErrors(), clearSecrets() }.
+ * `value` pre-fills every field but secrets; `secretsSet` (JSON pointers) marks the
+ * secrets that have a stored value (left empty, they keep it).
+ */
+function schemaForm(schema, value, secretsSet = []) {
+  const root = schema || {};
+  const fields = new Map(); // pointer → { input, wrapper, errorId }
+  const readers = [];
+  const secretInputs = [];
+
+  function field(key, sch, val, required, pointer, label) {
+    sch = resolveRef(root, sch);
+    const type = typeOf(sch);
+    const title = sch.title || label;
+    if (type === "object" && sch.properties) {
+      const legend = h("legend", {}, title);
+      const set = h("fieldset", { "data-pointer": pointer }, legend);
+      if (sch.description) set.append(h("p", { class: "hint", text: sch.description }));
+      const req = new Set(sch.required || []);
+      const inner = [];
+      // The API's JSON has sorted keys, so the schema's own order is lost: required
+      // fields first, then optional ones, nested groups last (each group alphabetical).
+      const rank = ([name, child]) => (req.has(name) ? 0 : 2) + (typeOf(resolveRef(root, child)) === "object" ? 1 : 0);
+      const entries = Object.entries(sch.properties).map((e, i) => [e, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([e]) => e);
+      for (const [name, child] of entries) {
+        const r = field(name, child, val && typeof val === "object" ? val[name] : undefined, req.has(name), `${pointer}/${pointerToken(name)}`, name);
+        set.append(r.element);
+        inner.push([name, r.read]);
+      }
+      fields.set(pointer, { input: set, wrapper: set, errorParent: set });
+      return {
+        element: set,
+        read() {
+          const out = {};
+          for (const [name, read] of inner) {
+            const v = read();
+            if (v !== undefined) out[name] = v;
+          }
+          return Object.keys(out).length || required ? out : undefined;
+        },
+      };
+    }
+    const id = nextId("f");
+    const hintId = `${id}-hint`;
+    const wrapper = h("div", { class: "field", "data-pointer": pointer });
+    const labelEl = h("label", { for: id }, title, required ? h("span", { class: "req", text: " (required)" }) : null);
+    const limits = constraintsOf(sch);
+    const hints = [sch.description && sentence(sch.description), limits.length && `Allowed: ${limits.join(", ")}.`].filter(Boolean);
+    const secret = sch.writeOnly === true;
+    const isSet = secret && secretsSet.includes(pointer);
+    if (secret) hints.push(isSet ? "Secret: set. Leave empty to keep it." : "Secret: stored encrypted, never shown again.");
+    const described = hints.length ? hintId : undefined;
+    let input;
+    let read;
+    const initial = val !== undefined ? val : sch.default;
+    if (Array.isArray(sch.enum) || (type === "string" && Array.isArray(sch.oneOf) && sch.oneOf.every((o) => "const" in o))) {
+      const options = Array.isArray(sch.enum) ? sch.enum.map((v) => [v, String(v)]) : sch.oneOf.map((o) => [o.const, o.title || String(o.const)]);
+      input = h("select", { id, name: pointer, "aria-describedby": described, required: required || undefined });
+      if (!required || initial === undefined) input.append(h("option", { value: "", text: required ? "Choose…" : "(not set)" }));
+      options.forEach(([v, text], i) => input.append(h("option", { value: String(i), text, selected: initial !== undefined && JSON.stringify(initial) === JSON.stringify(v) })));
+      read = () => (input.value === "" ? undefined : options[Number(input.value)][0]);
+    } else if (type === "boolean") {
+      input = h("input", { id, name: pointer, type: "checkbox", "aria-describedby": described, checked: initial === true });
+      wrapper.classList.add("check");
+      read = () => input.checked;
+    } else if (type === "integer" || type === "number") {
+      input = h("input", {
+        id, name: pointer, type: "number", inputmode: type === "integer" ? "numeric" : "decimal",
+        step: type === "integer" ? "1" : "any", min: sch.minimum, max: sch.maximum,
+        value: typeof initial === "number" ? String(initial) : undefined,
+        "aria-describedby": described, required: required || undefined,
+      });
+      read = () => {
+        const text = input.value.trim();
+        if (text === "") return undefined;
+        const n = Number(text);
+        return Number.isFinite(n) ? n : text; // the server names a non-number
+      };
+    } else if (type === "string") {
+      const kind = secret ? "password" : sch.format === "email" ? "email" : sch.format === "uri" ? "url" : "text";
+      input = h("input", {
+        id, name: pointer, type: kind, "aria-describedby": described, required: (required && !isSet) || undefined,
+        minlength: sch.minLength, maxlength: sch.maxLength,
+        autocomplete: secret ? "new-password" : "off", spellcheck: "false",
+        placeholder: isSet ? "•••••• (set)" : undefined,
+      });
+      // A secret is never pre-filled: the API does not return it, and the page never holds it.
+      if (!secret && typeof initial === "string") input.value = initial;
+      if (secret) secretInputs.push(input);
+      read = () => (input.value === "" ? undefined : input.value);
+    } else if (type === "array" && ["string", "integer", "number"].includes(typeOf(resolveRef(root, sch.items || {})))) {
+      const itemType = typeOf(resolveRef(root, sch.items));
+      hints.unshift("One per line.");
+      input = h("textarea", { id, name: pointer, rows: "4", "aria-describedby": hintId, spellcheck: "false" });
+      if (Array.isArray(initial)) input.value = initial.join("\n");
+      read = () => {
+        const lines = input.value.split("\n").map((l) => l.trim()).filter(Boolean);
+        if (!lines.length && !required && initial === undefined) return undefined;
+        return itemType === "string" ? lines : lines.map((l) => (Number.isFinite(Number(l)) ? Number(l) : l));
+      };
+    } else {
+      hints.unshift("JSON value.");
+      input = h("textarea", { id, name: pointer, rows: "4", "aria-describedby": hintId, spellcheck: "false" });
+      if (initial !== undefined) input.value = JSON.stringify(initial, null, 2);
+      read = () => {
+        if (input.value.trim() === "") return undefined;
+        try { return JSON.parse(input.value); } catch { return input.value; }
+      };
+    }
+    wrapper.append(labelEl, input);
+    if (hints.length) wrapper.append(h("p", { id: hintId, class: "hint", text: hints.join(" ") }));
+    fields.set(pointer, { input, wrapper, errorParent: wrapper, schema: sch });
+    return { element: wrapper, read };
+  }
+
+  const top = field("", root, value, true, "", "Configuration");
+  readers.push(top.read);
+  return {
+    element: top.element,
+    read: () => top.read() || {},
+    clearErrors() {
+      for (const { input, errorParent } of fields.values()) {
+        input.removeAttribute("aria-invalid");
+        const desc = (input.getAttribute("aria-describedby") || "").split(" ").filter((d) => d && !d.endsWith("-err"));
+        if (desc.length) input.setAttribute("aria-describedby", desc.join(" ")); else input.removeAttribute("aria-describedby");
+        errorParent.querySelectorAll(":scope > .error").forEach((e) => e.remove());
+      }
+    },
+    /** Shows each "/pointer: message" at its field; returns the ones no field shows. */
+    showErrors(errors) {
+      const unplaced = [];
+      let first = null;
+      for (const e of errors || []) {
+        const at = e.indexOf(": ");
+        const pointer = at >= 0 ? e.slice(0, at) : "";
+        const message = at >= 0 ? e.slice(at + 2) : e;
+        const target = fields.get(pointer === "/" ? "" : pointer);
+        if (!target || pointer === "" || pointer === "/") { unplaced.push(e); continue; }
+        const errId = `${nextId("e")}-err`;
+        target.errorParent.append(h("p", { id: errId, class: "error", text: explain(message, target.schema) }));
+        target.input.setAttribute("aria-invalid", "true");
+        const desc = (target.input.getAttribute("aria-describedby") || "").split(" ").filter(Boolean);
+        target.input.setAttribute("aria-describedby", [...desc, errId].join(" "));
+        if (!first) first = target.input;
+      }
+      if (first && first.focus) first.focus();
+      return unplaced;
+    },
+    clearSecrets() { for (const input of secretInputs) input.value = ""; },
+  };
+}
+
+// --- chrome: sign-in, navigation -------------------------------------------------------
+
+const state = { who: null };
+
+const NAV = {
+  tenant: [["#/catalog", "Catalog"], ["#/installations", "Installations"], ["#/usage", "Usage"]],
+  partner: [["#/catalog", "Catalog"], ["#/partner/apps", "Our apps"], ["#/partner/usage", "Usage"]],
+  operator: [["#/catalog", "Catalog"], ["#/operator/partners", "Partners"], ["#/operator/tenants", "Tenants"],
+    ["#/operator/tokens", "Tokens"], ["#/operator/registries", "Registries"], ["#/operator/entitlements", "Entitlements"],
+    ["#/operator/limits", "Limits"], ["#/operator/installations", "Installations"], ["#/operator/usage", "Usage"], ["#/operator/audit", "Audit"]],
+};
+
+function renderChrome() {
+  const nav = document.getElementById("nav");
+  const who = document.getElementById("who");
+  nav.replaceChildren();
+  who.replaceChildren();
+  if (!state.who) return;
+  const here = location.hash.split("?")[0];
+  nav.append(h("ul", {}, (NAV[state.who.role] || []).map(([href, text]) =>
+    h("li", {}, h("a", { href, text, "aria-current": here.startsWith(href) ? "page" : undefined })))));
+  who.append(
+    h("span", { text: `${state.who.role}${state.who.scope ? ` ${state.who.scope}` : ""}` }),
+    h("button", { type: "button", class: "secondary", text: "Sign out", onclick: signOut }));
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.who = null;
+  renderChrome();
+  say("Signed out.");
+  location.hash = "#/";
+  route();
+}
+
+function viewSignIn(main, reason) {
+  setTitle("Sign in");
+  const id = nextId("token");
+  const input = h("input", { id, type: "password", name: "token", autocomplete: "off", required: true, spellcheck: "false", "aria-describedby": `${id}-hint` });
+  const out = h("div");
+  const form = h("form", { novalidate: true },
+    h("div", { class: "field" },
+      h("label", { for: id, text: "API token" }),
+      input,
+      h("p", { id: `${id}-hint`, class: "hint", text: "A bearer token from your operator. It is kept in this tab's session storage only." })),
+    h("div", { class: "actions" }, h("button", { type: "submit", text: "Sign in" })),
+    out);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    const value = input.value.trim();
+    if (!value) {
+      out.append(problemBox(new ProblemError(0, { title: "Enter a token", detail: "the token is empty", field: "token" })));
+      input.focus();
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, value);
+    try {
+      state.who = await api("GET", "/v1/whoami");
+      input.value = "";
+      renderChrome();
+      say(`Signed in as ${state.who.role}${state.who.scope ? ` ${state.who.scope}` : ""}.`);
+      const home = state.who.role === "tenant" ? "#/catalog" : state.who.role === "partner" ? "#/partner/apps" : "#/operator/partners";
+      if (location.hash === home) route(); else location.hash = home;
+    } catch (err) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      out.append(problemBox(err));
+      input.focus();
+    }
+  });
+  main.append(h("h1", { text: "Sign in to Kiosk" }), reason ? problemBox(reason) : null, form);
+}
+
+function setTitle(text) {
+  document.title = `${text} · Kiosk console`;
+}
+
+// --- tenant, partner, anyone: the catalog ----------------------------------------------
+
+async function viewCatalog(main, _m, query) {
+  setTitle("Catalog");
+  const q = query.get("q") || "";
+  const category = query.get("category") || "";
+  const params = new URLSearchParams();
+  if (q) params.set("q", q);
+  if (category) params.set("category", category);
+  const [categories, apps] = await Promise.all([api("GET", "/v1/catalog/categories"), api("GET", `/v1/catalog/apps?${params}`)]);
+  const qId = nextId("q");
+  const cId = nextId("cat");
+  const search = h("input", { id: qId, type: "search", name: "q", value: q, autocomplete: "off" });
+  const select = h("select", { id: cId, name: "category" },
+    h("option", { value: "", text: "All categories" }),
+    categories.map((c) => h("option", { value: c, text: c, selected: c === category })));
+  const form = h("form", { role: "search", "aria-label": "Catalog" },
+    h("div", { class: "actions" },
+      h("div", { class: "field" }, h("label", { for: qId, text: "Search" }), search),
+      h("div", { class: "field" }, h("label", { for: cId, text: "Category" }), select),
+      h("button", { type: "submit", text: "Search" })));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const p = new URLSearchParams();
+    if (search.value.trim()) p.set("q", search.value.trim());
+    if (select.value) p.set("category", select.value);
+    location.hash = `#/catalog${p.toString() ? `?${p}` : ""}`;
+  });
+  const list = apps.length
+    ? h("ul", { class: "cards", "aria-label": "Apps" }, apps.map((a) => h("li", {},
+      h("h2", {}, h("a", { href: `#/apps/${a.app}`, text: a.name })),
+      h("p", { class: "muted", text: a.app }),
+      h("p", { text: a.description }),
+      h("p", {}, a.categories.map((c) => h("span", { class: "tag", text: c }))))))
+    : h("p", { text: "No app matches." });
+  main.append(h("h1", { text: "Catalog" }), form,
+    h("p", { class: "muted", text: `${apps.length} app${apps.length === 1 ? "" : "s"}` }), list);
+}
+
+function skuTable(skus) {
+  return scroller( h("table", {},
+    h("caption", { class: "muted", text: "What each call or report is billed by" }),
+    h("thead", {}, h("tr", {}, ["SKU", "Unit", "Metered", "Description"].map((t) => h("th", { scope: "col", text: t })))),
+    h("tbody", {}, skus.map((sku) => h("tr", {},
+      h("td", { text: sku.id }), h("td", { text: sku.unit || "" }),
+      h("td", { text: sku.operations?.length ? `by Kiosk per call of ${sku.operations.join(", ")}` : "by the app" }),
+      h("td", { text: sku.description || "" }))))));
+}
+
+async function viewApp(main, m) {
+  const app = `${m[1]}/${m[2]}`;
+  const [detail, versions] = await Promise.all([
+    api("GET", `/v1/catalog/apps/${appPath(app)}`),
+    api("GET", `/v1/catalog/apps/${appPath(app)}/versions`),
+  ]);
+  setTitle(detail.name);
+  main.append(h("h1", { text: detail.name }), h("p", { class: "muted", text: detail.app }), h("p", { text: detail.description }),
+    h("p", {}, detail.categories.map((c) => h("span", { class: "tag", text: c }))));
+  const installable = versions.filter((v) => !v.yanked && !v.quarantined);
+  main.append(h("h2", { text: "Versions" }), scroller( h("table", {},
+    h("thead", {}, h("tr", {}, ["Version", "State", "Registered", "Digest"].map((t) => h("th", { scope: "col", text: t })))),
+    h("tbody", {}, versions.map((v) => h("tr", {},
+      h("td", { text: v.version }),
+      h("td", { text: v.quarantined ? `quarantined${v.quarantineReason ? `: ${v.quarantineReason}` : ""}` : v.yanked ? "yanked" : v.version === detail.latest ? "latest" : "installable" }),
+      h("td", { text: when(v.createdMs) }), h("td", { text: v.digest.slice(0, 19) + "…" })))))));
+  if (!detail.latest) {
+    main.append(h("p", { text: "No version can be installed: every version is yanked or quarantined." }));
+    return;
+  }
+  const section = h("section", { "aria-labelledby": "version-heading" });
+  main.append(section);
+  async function showVersion(version) {
+    const v = await api("GET", `/v1/catalog/apps/${appPath(app)}/versions/${enc(version)}`);
+    section.replaceChildren(h("h2", { id: "version-heading", text: `Version ${v.version}` }));
+    const lic = v.licensing || {};
+    section.append(h("dl", { class: "facts" },
+      h("dt", { text: "Licence model" }), h("dd", { text: `${lic.model || "—"}${lic.requiresEntitlement ? " (needs an entitlement from the operator)" : ""}` }),
+      h("dt", { text: "Signed by" }), h("dd", { text: v.signer }),
+      h("dt", { text: "Host API" }), h("dd", { text: v.hostApi })));
+    section.append(h("h3", { text: "SKUs" }), skuTable(v.skus || []));
+    if (state.who?.role === "tenant") section.append(installForm(app, v));
+  }
+  if (installable.length > 1) {
+    const id = nextId("ver");
+    const pick = h("select", { id }, installable.map((v) => h("option", { value: v.version, text: v.version, selected: v.version === detail.latest })));
+    pick.addEventListener("change", () => showVersion(pick.value).catch((e) => section.replaceChildren(problemBox(e))));
+    main.insertBefore(h("div", { class: "field" }, h("label", { for: id, text: "Show version" }), pick), section);
+  }
+  await showVersion(detail.latest);
+}
+
+function installForm(app, version) {
+  const form = schemaForm(version.configSchema, undefined, []);
+  const out = h("div");
+  const button = h("button", { type: "submit", text: `Install ${version.version}` });
+  const el = h("form", { novalidate: true, "aria-labelledby": "install-heading" },
+    h("h3", { id: "install-heading", text: "Install" }), form.element, h("div", { class: "actions" }, button), out);
+  el.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    form.clearErrors();
+    button.disabled = true;
+    try {
+      const created = await api("POST", `/v1/tenants/${enc(state.who.scope)}/installations`, { app, version: version.version, config: form.read() });
+      form.clearSecrets();
+      say(`Installed ${app} ${created.version}.`);
+      location.hash = `#/installations/${enc(created.id)}`;
+    } catch (err) {
+      const unplaced = form.showErrors(err.problem?.errors);
+      out.append(problemBox(err, "h4"));
+      if (!err.problem?.errors?.length || unplaced.length === err.problem.errors.length) out.querySelector("[role=alert]")?.focus?.();
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return el;
+}
+
+// --- tenant: installations ----------------------------------------------------------------
+
+async function viewInstallations(main) {
+  setTitle("Installations");
+  const list = await api("GET", `/v1/tenants/${enc(state.who.scope)}/installations`);
+  main.append(h("h1", { text: "Installations" }));
+  if (!list.length) {
+    main.append(h("p", {}, "Nothing installed yet. ", h("a", { href: "#/catalog", text: "Browse the catalog" }), "."));
+    return;
+  }
+  main.append(scroller( h("table", {},
+    h("thead", {}, h("tr", {}, ["App", "Version", "Upgrades", "Installed", "Changed"].map((t) => h("th", { scope: "col", text: t })))),
+    h("tbody", {}, list.map((i) => h("tr", {},
+      h("td", {}, h("a", { href: `#/installations/${enc(i.id)}`, text: i.app })),
+      h("td", { text: i.version }), h("td", { text: i.upgradePolicy }),
+      h("td", { text: when(i.createdMs) }), h("td", { text: when(i.updatedMs) })))))));
+}
+
+/** The JSON pointers of the `writeOnly` properties the schema declares (through nested
+ * objects and local $refs): the secrets an installation may have set. */
+function declaredSecrets(root, schema = root, pointer = "", depth = 0, out = []) {
+  const sch = resolveRef(root, schema);
+  if (depth > 16) return out;
+  if (sch.writeOnly === true && pointer) out.push(pointer);
+  for (const [k, child] of Object.entries(sch.properties || {})) declaredSecrets(root, child, `${pointer}/${pointerToken(k)}`, depth + 1, out);
+  return out;
+}
+
+/** The configuration, each secret shown only as set or not set. */
+function configView(config, secretsSet, declared = []) {
+  const rows = [];
+  const walk = (v, pointer) => {
+    if (v && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k, child] of Object.entries(v)) walk(child, `${pointer}/${pointerToken(k)}`);
+    } else rows.push([pointer, JSON.stringify(v)]);
+  };
+  walk(config, "");
+  for (const p of secretsSet) rows.push([p, true]);
+  for (const p of declared) if (!secretsSet.includes(p)) rows.push([p, false]);
+  rows.sort((a, b) => a[0].localeCompare(b[0]));
+  return h("table", {},
+    h("caption", { class: "muted", text: "Secrets are stored encrypted and never shown" }),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Setting" }), h("th", { scope: "col", text: "Value" }))),
+    h("tbody", {}, rows.map(([p, v]) => h("tr", {}, h("td", { text: p.slice(1) || "(root)" }),
+      v === true ? h("td", {}, h("span", { class: "secret-set", text: "secret: set" }))
+        : v === false ? h("td", {}, h("span", { class: "secret-unset", text: "secret: not set" }))
+          : h("td", { text: v })))));
+}
+
+async function viewInstallation(main, m) {
+  const id = decodeURIComponent(m[1]);
+  const base = `/v1/tenants/${enc(state.who.scope)}/installations/${enc(id)}`;
+  const inst = await api("GET", base);
+  const version = await api("GET", `/v1/catalog/apps/${appPath(inst.app)}/versions/${enc(inst.version)}`).catch(() => null);
+  setTitle(`${inst.app} installation`);
+  main.append(h("h1", { text: `${inst.app} ${inst.version}` }),
+    h("dl", { class: "facts" },
+      h("dt", { text: "Installation" }), h("dd", { text: inst.id }),
+      h("dt", { text: "Installed" }), h("dd", { text: when(inst.createdMs) }),
+      h("dt", { text: "Upgrades by itself" }), h("dd", { text: inst.upgradePolicy })));
+  main.append(h("h2", { text: "Configuration" }),
+    configView(inst.config, inst.secretsSet, version ? declaredSecrets(version.configSchema || {}) : []));
+
+  // Configure.
+  if (version) {
+    const form = schemaForm(version.configSchema, inst.config, inst.secretsSet);
+    const out = h("div");
+    const el = h("form", { novalidate: true, "aria-labelledby": "configure-heading" },
+      h("h2", { id: "configure-heading", text: "Change the configuration" }), form.element,
+      h("div", { class: "actions" }, h("button", { type: "submit", text: "Save configuration" })), out);
+    el.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      out.replaceChildren();
+      form.clearErrors();
+      try {
+        await api("PATCH", base, { config: form.read() });
+        form.clearSecrets();
+        say("Configuration saved.");
+        route();
+      } catch (err) {
+        form.showErrors(err.problem?.errors);
+        out.append(problemBox(err, "h3"));
+      }
+    });
+    main.append(el);
+  }
+
+  // Try it.
+  const ops = [...new Set((version?.skus || []).flatMap((sku) => sku.operations || []))];
+  const opId = nextId("op");
+  const inId = nextId("input");
+  const opInput = h("input", { id: opId, type: "text", name: "operation", list: `${opId}-list`, value: ops[0] || "", required: true, autocomplete: "off", spellcheck: "false" });
+  const input = h("textarea", { id: inId, name: "input", rows: "6", spellcheck: "false", "aria-describedby": `${inId}-hint` });
+  input.value = "{}";
+  const result = h("div", { "aria-live": "polite" });
+  const tryForm = h("form", { novalidate: true, "aria-labelledby": "try-heading" },
+    h("h2", { id: "try-heading", text: "Try it" }),
+    h("div", { class: "field" }, h("label", { for: opId, text: "Operation" }), opInput,
+      h("datalist", { id: `${opId}-list` }, ops.map((o) => h("option", { value: o })))),
+    h("div", { class: "field" }, h("label", { for: inId, text: "Input (JSON)" }), input,
+      h("p", { id: `${inId}-hint`, class: "hint", text: "Sent as the operation's input; the call is metered like any other." })),
+    h("div", { class: "actions" }, h("button", { type: "submit", text: "Invoke" })), result);
+  tryForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    result.replaceChildren();
+    let body;
+    try {
+      body = JSON.parse(input.value || "null");
+    } catch (e) {
+      input.setAttribute("aria-invalid", "true");
+      result.append(problemBox(new ProblemError(0, { title: "The input is not JSON", detail: String(e.message), field: "input" }), "h3"));
+      return;
+    }
+    input.removeAttribute("aria-invalid");
+    try {
+      const r = await api("POST", `${base}/invoke/${enc(opInput.value.trim())}`, body);
+      result.append(h("h3", { text: "Output" }), h("pre", { text: JSON.stringify(r.output, null, 2) }),
+        h("p", { class: "muted", text: `call ${r.callId}` }),
+        r.usage.length ? h("ul", { "aria-label": "Metered" }, r.usage.map((u) => h("li", { text: `${u.quantity} ${u.sku} (${u.source})` }))) : h("p", { text: "Nothing metered." }));
+    } catch (err) {
+      result.append(problemBox(err, "h3"));
+    }
+  });
+  main.append(tryForm);
+
+  // Upgrade.
+  const upId = nextId("upv");
+  const majorId = nextId("major");
+  const upVersion = h("input", { id: upId, type: "text", name: "version", autocomplete: "off", spellcheck: "false", "aria-describedby": `${upId}-hint` });
+  const major = h("input", { id: majorId, type: "checkbox", name: "allowMajor" });
+  const upOut = h("div");
+  const upForm = h("form", { novalidate: true, "aria-labelledby": "upgrade-heading" },
+    h("h2", { id: "upgrade-heading", text: "Upgrade" }),
+    h("div", { class: "field" }, h("label", { for: upId, text: "Version or range" }), upVersion,
+      h("p", { id: `${upId}-hint`, class: "hint", text: "Empty: the latest installable version." })),
+    h("div", { class: "field check" }, major, h("label", { for: majorId, text: "Allow another major version" })),
+    h("div", { class: "actions" }, h("button", { type: "submit", text: "Upgrade" })), upOut);
+  upForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    upOut.replaceChildren();
+    try {
+      const r = await api("POST", `${base}/upgrade`, { version: upVersion.value.trim() || null, allowMajor: major.checked });
+      say(`Now on ${r.version}.`);
+      route();
+    } catch (err) {
+      upOut.append(problemBox(err, "h3"));
+    }
+  });
+  main.append(upForm);
+
+  // Logs.
+  const logs = h("div");
+  main.append(h("h2", { text: "Logs" }), logs);
+  await showLogs(logs, `${base}/logs`);
+
+  // Uninstall.
+  const unOut = h("div");
+  const confirm = h("button", { type: "button", class: "danger", text: `Yes, uninstall ${inst.app}`, hidden: true });
+  const ask = h("button", { type: "button", class: "danger", text: "Uninstall" });
+  ask.addEventListener("click", () => { confirm.hidden = false; confirm.focus(); });
+  confirm.addEventListener("click", async () => {
+    unOut.replaceChildren();
+    try {
+      await api("DELETE", base);
+      say(`Uninstalled ${inst.app}.`);
+      location.hash = "#/installations";
+    } catch (err) {
+      unOut.append(problemBox(err, "h3"));
+    }
+  });
+  main.append(h("h2", { text: "Uninstall" }),
+    h("p", { text: "Runs the app's uninstall step, then removes the installation and its stored data. Usage already recorded stays." }),
+    h("div", { class: "actions" }, ask, confirm), unOut);
+}
+
+async function showLogs(container, path) {
+  let items = [];
+  let since = null;
+  for (let page = 0; page < 10; page++) {
+    const r = await api("GET", `${path}?limit=1000${since ? `&since=${enc(since)}` : ""}`);
+    items = items.concat(r.items).slice(-200);
+    if (!r.next) break;
+    since = r.next;
+  }
+  if (!items.length) {
+    container.replaceChildren(h("p", { text: "No log lines yet." }));
+    return;
+  }
+  container.replaceChildren(scroller( h("table", {},
+    h("caption", { class: "muted", text: `The last ${items.length} lines` }),
+    h("thead", {}, h("tr", {}, ["At", "Level", "Operation", "Message"].map((t) => h("th", { scope: "col", text: t })))),
+    h("tbody", {}, items.map((l) => h("tr", {},
+      h("td", { text: when(l.atMs) }), h("td", { text: l.level }), h("td", { text: l.operation }), h("td", { text: l.message })))))));
+}
+
+// --- usage, as a chart and a table ------------------------------------------------------
+
+const PALETTE = ["#0b4f9c", "#c2410c", "#15803d", "#7e22ce", "#a16207", "#be123c", "#0e7490", "#4d4d4d"];
+
+async function viewUsage(main, path, heading) {
+  setTitle(heading);
+  const to = Math.floor(Date.now() / DAY_MS) * DAY_MS + DAY_MS;
+  const from = to - 30 * DAY_MS;
+  const report = await api("GET", `${path}?granularity=day&fromMs=${from}&toMs=${to}`);
+  main.append(h("h1", { text: heading }), h("p", { class: "muted", text: `Per SKU per day, ${when(from).slice(0, 10)} to ${when(to - DAY_MS).slice(0, 10)} (UTC).` }));
+  main.append(usageChart(report.usage, from, to));
+}
+
+function usageChart(records, from, to) {
+  const wrap = h("div", { class: "chart" });
+  if (!records.length) {
+    wrap.append(h("p", { text: "No usage in this period." }));
+    return wrap;
+  }
+  const series = [...new Set(records.map((r) => `${r.app} ${r.sku}`))].sort();
+  // Every day of the period on the axis, used or not; the table lists the days with usage.
+  const days = [];
+  for (let d = from; d < to; d += DAY_MS) days.push(d);
+  const used = [...new Set(records.map((r) => r.periodStartMs))].sort((a, b) => a - b);
+  const qty = new Map(records.map((r) => [`${r.periodStartMs}|${r.app} ${r.sku}`, r.quantity]));
+  // Quantities may exceed 2^53 in JSON; the chart only needs their size.
+  const max = Math.max(1, ...records.map((r) => Number(r.quantity)));
+  const W = 720, H = 260, left = 56, bottom = 40, top = 12;
+  const groupW = (W - left - 8) / days.length;
+  const barW = Math.max(2, Math.min(28, (groupW - 6) / series.length));
+  const titleId = nextId("chart-title");
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": titleId, width: W, height: H });
+  svg.append(s("title", { id: titleId }, `Usage per SKU per day: ${series.length} series over ${days.length} days, ${used.length} with usage, largest ${max}`));
+  const y = (v) => H - bottom - (Number(v) / max) * (H - bottom - top);
+  svg.append(s("line", { x1: left, y1: H - bottom, x2: W - 4, y2: H - bottom, stroke: "#333" }));
+  for (const tick of [0, max / 2, max]) {
+    svg.append(s("text", { x: left - 6, y: y(tick) + 4, "text-anchor": "end", "font-size": 11, fill: "#333" }, formatQty(tick)));
+  }
+  days.forEach((day, d) => {
+    const x0 = left + d * groupW + 3;
+    series.forEach((name, i) => {
+      const v = qty.get(`${day}|${name}`) || 0;
+      if (!v) return;
+      const rect = s("rect", { x: x0 + i * barW, y: y(v), width: barW - 1, height: Math.max(1, H - bottom - y(v)), fill: PALETTE[i % PALETTE.length] });
+      rect.append(s("title", {}, `${when(day).slice(0, 10)} ${name}: ${v}`));
+      svg.append(rect);
+    });
+    if (d % 5 === 4 || d === days.length - 1) {
+      svg.append(s("text", { x: x0 + (series.length * barW) / 2, y: H - bottom + 16, "text-anchor": "middle", "font-size": 11, fill: "#333" }, when(day).slice(5, 10)));
+    }
+  });
+  // Swatches are SVG (a fill attribute): the CSP allows no inline style.
+  const swatch = (color) => {
+    const sw = s("svg", { width: 14, height: 14, viewBox: "0 0 14 14", class: "swatch", "aria-hidden": "true" });
+    sw.append(s("rect", { x: 0.5, y: 0.5, width: 13, height: 13, fill: color, stroke: "#333" }));
+    return sw;
+  };
+  wrap.append(svg, h("ul", { class: "legend", "aria-label": "Series" }, series.map((name, i) =>
+    h("li", {}, swatch(PALETTE[i % PALETTE.length]), name))));
+  wrap.append(scroller( h("table", {},
+    h("caption", { text: "Usage per day" }),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Day (UTC)" }), series.map((n) => h("th", { scope: "col", class: "num", text: n })))),
+    h("tbody", {}, used.map((day) => h("tr", {}, h("th", { scope: "row", text: when(day).slice(0, 10) }),
+      series.map((n) => h("td", { class: "num", text: String(qty.get(`${day}|${n}`) || 0) }))))))));
+  return wrap;
+}
+
+function formatQty(v) {
+  if (v >= 1e9) return `${(v / 1e9).toFixed(1)}G`;
+  if (v >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
+  if (v >= 1e3) return `${(v / 1e3).toFixed(1)}k`;
+  return String(Math.round(v));
+}
+
+// --- partner ----------------------------------------------------------------------------
+
+async function viewPartnerApps(main) {
+  setTitle("Our apps");
+  const partner = state.who.scope;
+  const apps = await api("GET", `/v1/partners/${enc(partner)}/apps`);
+  main.append(h("h1", { text: "Our apps" }));
+  const nameId = nextId("name");
+  const refId = nextId("ref");
+  const name = h("input", { id: nameId, type: "text", name: "name", required: true, autocomplete: "off", spellcheck: "false", pattern: "[a-z0-9][a-z0-9-]{0,63}", "aria-describedby": `${nameId}-hint` });
+  const reference = h("input", { id: refId, type: "text", name: "reference", required: true, autocomplete: "off", spellcheck: "false", "aria-describedby": `${refId}-hint` });
+  const out = h("div", { "aria-live": "polite" });
+  const button = h("button", { type: "submit", text: "Register" });
+  const form = h("form", { novalidate: true, "aria-labelledby": "register-heading" },
+    h("h2", { id: "register-heading", text: "Register a version" }),
+    h("div", { class: "field" }, h("label", { for: nameId, text: "App name" }), name,
+      h("p", { id: `${nameId}-hint`, class: "hint", text: `The part after "${partner}/" in the manifest's app.` })),
+    h("div", { class: "field" }, h("label", { for: refId, text: "Reference" }), reference,
+      h("p", { id: `${refId}-hint`, class: "hint", text: "host/repository:tag on a registry the operator configured. Kiosk pulls it, verifies its signature and checks that it runs." })),
+    h("div", { class: "actions" }, button), out);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    button.disabled = true;
+    say("Pulling, verifying and checking the version…");
+    try {
+      const r = await api("POST", `/v1/partners/${enc(partner)}/apps/${enc(name.value.trim())}/versions`, { reference: reference.value.trim() });
+      say("");
+      out.append(h("div", { class: "done", role: "status" },
+        h("h3", { text: `Registered ${r.app} ${r.version}` }),
+        h("dl", { class: "facts" },
+          h("dt", { text: "Signature" }), h("dd", { text: `verified: signed by ${r.signer}` }),
+          h("dt", { text: "Manifest digest" }), h("dd", { text: r.digest }),
+          h("dt", { text: "Component digest" }), h("dd", { text: r.componentDigest }))));
+    } catch (err) {
+      say("");
+      out.append(problemBox(err, "h3"));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  main.append(form);
+  if (!apps.length) main.append(h("p", { text: "No app registered yet." }));
+  for (const app of apps) {
+    main.append(h("h2", { text: `${app.name} (${app.app})` }), scroller( h("table", {},
+      h("thead", {}, h("tr", {}, ["Version", "State", "Registered", "Digest"].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, app.versions.map((v) => h("tr", {}, h("td", { text: v.version }),
+        h("td", { text: v.quarantined ? `quarantined${v.quarantineReason ? `: ${v.quarantineReason}` : ""}` : v.yanked ? "yanked" : "installable" }),
+        h("td", { text: when(v.createdMs) }), h("td", { text: v.digest })))))));
+  }
+}
+
+// --- operator ---------------------------------------------------------------------------
+
+const OPERATOR_LISTS = {
+  partners: ["Partners", "/v1/partners", ["name", "display", "disabled", "apps", "certificates", "createdMs"]],
+  tenants: ["Tenants", "/v1/tenants", ["id", "display", "suspended", "installations", "createdMs"]],
+  tokens: ["Tokens", "/v1/tokens", ["id", "role", "scope", "label", "createdMs", "expiresMs", "revoked", "expired"]],
+  registries: ["Registries", "/v1/registries", null],
+  entitlements: ["Entitlements", "/v1/entitlements", null],
+  installations: ["Installations", "/v1/installations", null],
+  audit: ["Audit", "/v1/audit", ["id", "at_ms", "actor", "action", "target", "detail"]],
+};
+
+function cell(key, value) {
+  if (value === null || value === undefined) return "—";
+  if (/Ms$|_ms$/.test(key) && typeof value === "number") return when(value);
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+function dataTable(items, columns, caption, link) {
+  const cols = columns || [...new Set(items.flatMap((i) => Object.keys(i)))];
+  return scroller( h("table", {},
+    caption ? h("caption", { class: "muted", text: caption }) : null,
+    h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col", text: c })))),
+    h("tbody", {}, items.map((item) => h("tr", {}, cols.map((c, i) => {
+      const text = cell(c, item[c]);
+      const href = i === 0 && link ? link(item) : null;
+      return h("td", {}, href ? h("a", { href, text }) : text);
+    }))))));
+}
+
+async function viewOperatorList(main, m, query) {
+  const [title, path, columns] = OPERATOR_LISTS[m[1]];
+  setTitle(title);
+  const after = query.get("after");
+  const r = await api("GET", `${path}${after ? `?after=${enc(after)}` : ""}`);
+  const items = Array.isArray(r) ? r : r.items;
+  main.append(h("h1", { text: title }));
+  if (m[1] === "tenants") main.append(createTenantForm());
+  if (m[1] === "tokens") main.append(createTokenForm());
+  const link = m[1] === "partners" ? (p) => `#/operator/partners/${enc(p.name)}` : null;
+  main.append(items.length ? dataTable(items, columns, `${items.length} shown`, link) : h("p", { text: "None." }));
+  if (r.next) main.append(h("p", {}, h("a", { href: `#/operator/${m[1]}?after=${enc(r.next)}`, text: "Next page" })));
+}
+
+async function viewOperatorPartner(main, m) {
+  const name = decodeURIComponent(m[1]);
+  const [partner, certs, versions] = await Promise.all([
+    api("GET", `/v1/partners/${enc(name)}`),
+    api("GET", `/v1/partners/${enc(name)}/certificates`),
+    api("GET", "/v1/versions?limit=1000"),
+  ]);
+  const theirs = versions.items.filter((v) => v.app.startsWith(`${name}/`));
+  setTitle(`Partner ${name}`);
+  main.append(h("h1", { text: `${partner.display} (${partner.name})` }),
+    h("p", { text: partner.disabled ? "Disabled: registers nothing; its apps are hidden and do not run." : "Enabled." }),
+    h("h2", { text: "Certificates" }),
+    certs.items.length ? dataTable(certs.items, null) : h("p", { text: "No certificate registered over the API." }),
+    h("h2", { text: "Versions" }),
+    theirs.length ? dataTable(theirs, ["app", "version", "yanked", "quarantined", "quarantineReason", "signer", "createdMs"]) : h("p", { text: "None." }),
+    versions.next ? h("p", { class: "muted", text: "Of the first 1,000 versions registered; `kiosk admin versions list` lists them all." }) : null);
+}
+
+async function viewOperatorLimits(main) {
+  setTitle("Limits");
+  const [overview, apps, tenants] = await Promise.all([api("GET", "/v1/limits"), api("GET", "/v1/limits/apps"), api("GET", "/v1/limits/tenants")]);
+  main.append(h("h1", { text: "Limits" }), h("h2", { text: "In effect" }), h("pre", { text: JSON.stringify(overview, null, 2) }),
+    h("h2", { text: "Per app" }), apps.items.length ? dataTable(apps.items, null) : h("p", { text: "No app override." }),
+    h("h2", { text: "Per tenant" }), tenants.items.length ? dataTable(tenants.items, null) : h("p", { text: "No tenant override." }));
+}
+
+function simpleForm(heading, fields, submit, onDone) {
+  const out = h("div", { "aria-live": "polite" });
+  const inputs = {};
+  const form = h("form", { novalidate: true }, h("h2", { text: heading }));
+  for (const f of fields) {
+    const id = nextId(f.name);
+    const input = f.options
+      ? h("select", { id, name: f.name }, f.options.map((o) => h("option", { value: o, text: o })))
+      : h("input", { id, name: f.name, type: "text", autocomplete: "off", spellcheck: "false", required: f.required || undefined });
+    inputs[f.name] = input;
+    form.append(h("div", { class: "field" }, h("label", { for: id }, f.label, f.required ? h("span", { class: "req", text: " (required)" }) : null), input));
+  }
+  form.append(h("div", { class: "actions" }, h("button", { type: "submit", text: submit })), out);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    try {
+      const values = Object.fromEntries(Object.entries(inputs).map(([k, i]) => [k, i.value.trim() || null]));
+      out.append(await onDone(values));
+    } catch (err) {
+      out.append(problemBox(err, "h3"));
+    }
+  });
+  return h("section", { class: "panel" }, form);
+}
+
+function createTenantForm() {
+  return simpleForm("Create a tenant", [{ name: "id", label: "Tenant id", required: true }, { name: "display", label: "Display name" }], "Create tenant",
+    async (v) => {
+      const r = await api("POST", "/v1/tenants", { id: v.id, display: v.display });
+      return h("p", { class: "done", role: "status", text: `Created tenant ${r.id ?? v.id}. Reload to see it listed.` });
+    });
+}
+
+function createTokenForm() {
+  return simpleForm("Issue a token", [{ name: "role", label: "Role", options: ["tenant", "partner", "operator"] }, { name: "scope", label: "Tenant id or partner name" }, { name: "label", label: "Label" }], "Issue token",
+    async (v) => {
+      const r = await api("POST", "/v1/tokens", { role: v.role, scope: v.role === "operator" ? null : v.scope, label: v.label });
+      const id = nextId("secret");
+      return h("div", { class: "done", role: "status" },
+        h("p", { text: `Token ${r.id} (${r.role}${r.scope ? ` ${r.scope}` : ""}). Its secret is shown this once:` }),
+        h("label", { for: id, text: "Token secret" }), h("input", { id, type: "text", readonly: true, value: r.token, size: 60 }));
+    });
+}
+
+// --- routing ----------------------------------------------------------------------------
+
+const ROUTES = [
+  [/^#\/catalog$/, null, viewCatalog],
+  [/^#\/apps\/([a-z0-9-]+)\/([a-z0-9-]+)$/, null, viewApp],
+  [/^#\/installations$/, "tenant", viewInstallations],
+  [/^#\/installations\/([^/]+)$/, "tenant", viewInstallation],
+  [/^#\/usage$/, "tenant", (main) => viewUsage(main, `/v1/tenants/${enc(state.who.scope)}/usage`, "Usage")],
+  [/^#\/partner\/apps$/, "partner", viewPartnerApps],
+  [/^#\/partner\/usage$/, "partner", (main) => viewUsage(main, `/v1/partners/${enc(state.who.scope)}/usage`, "Usage of our apps")],
+  [/^#\/operator\/(partners|tenants|tokens|registries|entitlements|installations|audit)$/, "operator", viewOperatorList],
+  [/^#\/operator\/partners\/([a-z0-9-]+)$/, "operator", viewOperatorPartner],
+  [/^#\/operator\/limits$/, "operator", viewOperatorLimits],
+  [/^#\/operator\/usage$/, "operator", (main) => viewUsage(main, "/v1/usage", "Usage")],
+];
+
+let generation = 0;
+
+async function route() {
+  const hash = location.hash || "#/";
+  if (!hash.startsWith("#/")) return; // an in-page link such as the skip link
+  const mine = ++generation;
+  const main = document.getElementById("main");
+  const fresh = h("div");
+  if (!state.who && token()) {
+    try { state.who = await api("GET", "/v1/whoami"); } catch (err) { sessionStorage.removeItem(TOKEN_KEY); state.who = null; }
+  }
+  renderChrome();
+  const [path, search] = hash.split("?");
+  const query = new URLSearchParams(search || "");
+  try {
+    if (!state.who) {
+      viewSignIn(fresh);
+    } else {
+      const found = ROUTES.map(([re, role, view]) => [path.match(re), role, view]).find(([m, role]) => m && (!role || role === state.who.role));
+      if (!found) {
+        const home = { tenant: "#/catalog", partner: "#/partner/apps", operator: "#/operator/partners" }[state.who.role];
+        if (path === "#/" || path === "#") { location.replace(home); return; }
+        fresh.append(h("h1", { text: "Not found" }), h("p", {}, "This page does not exist for your role. ", h("a", { href: home, text: "Go home" })));
+      } else {
+        await found[2](fresh, found[0], query);
+      }
+    }
+  } catch (err) {
+    fresh.append(problemBox(err));
+    if (err instanceof ProblemError && err.status === 401) {
+      fresh.replaceChildren();
+      viewSignIn(fresh, err);
+    }
+  }
+  if (mine !== generation) return; // a newer navigation won
+  main.replaceChildren(...fresh.childNodes);
+  const heading = main.querySelector("h1");
+  if (heading) { heading.setAttribute("tabindex", "-1"); heading.focus(); }
+}
+
+document.getElementById("skip").addEventListener("click", (ev) => {
+  ev.preventDefault();
+  document.getElementById("main").focus();
+});
+window.addEventListener("hashchange", route);
+route();
