@@ -49,9 +49,12 @@ function when(ms) {
   return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
 }
 
+// A status message lasts until the next navigation after the one it announced.
+let sayFresh = false;
 function say(message) {
   const status = document.getElementById("status");
   status.textContent = message;
+  sayFresh = true;
 }
 
 // --- the API --------------------------------------------------------------------------
@@ -443,7 +446,7 @@ async function viewCatalog(main, _m, query) {
 }
 
 function skuTable(skus) {
-  return scroller( h("table", {},
+  return scroller(h("table", {},
     h("caption", { class: "muted", text: "What each call or report is billed by" }),
     h("thead", {}, h("tr", {}, ["SKU", "Unit", "Metered", "Description"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, skus.map((sku) => h("tr", {},
@@ -462,7 +465,7 @@ async function viewApp(main, m) {
   main.append(h("h1", { text: detail.name }), h("p", { class: "muted", text: detail.app }), h("p", { text: detail.description }),
     h("p", {}, detail.categories.map((c) => h("span", { class: "tag", text: c }))));
   const installable = versions.filter((v) => !v.yanked && !v.quarantined);
-  main.append(h("h2", { text: "Versions" }), scroller( h("table", {},
+  main.append(h("h2", { text: "Versions" }), scroller(h("table", {},
     h("thead", {}, h("tr", {}, ["Version", "State", "Registered", "Digest"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, versions.map((v) => h("tr", {},
       h("td", { text: v.version }),
@@ -531,7 +534,7 @@ async function viewInstallations(main) {
     main.append(h("p", {}, "Nothing installed yet. ", h("a", { href: "#/catalog", text: "Browse the catalog" }), "."));
     return;
   }
-  main.append(scroller( h("table", {},
+  main.append(scroller(h("table", {},
     h("thead", {}, h("tr", {}, ["App", "Version", "Upgrades", "Installed", "Changed"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, list.map((i) => h("tr", {},
       h("td", {}, h("a", { href: `#/installations/${enc(i.id)}`, text: i.app })),
@@ -709,7 +712,7 @@ async function showLogs(container, path) {
     container.replaceChildren(h("p", { text: "No log lines yet." }));
     return;
   }
-  container.replaceChildren(scroller( h("table", {},
+  container.replaceChildren(scroller(h("table", {},
     h("caption", { class: "muted", text: `The last ${items.length} lines` }),
     h("thead", {}, h("tr", {}, ["At", "Level", "Operation", "Message"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, items.map((l) => h("tr", {},
@@ -775,7 +778,7 @@ function usageChart(records, from, to) {
   };
   wrap.append(svg, h("ul", { class: "legend", "aria-label": "Series" }, series.map((name, i) =>
     h("li", {}, swatch(PALETTE[i % PALETTE.length]), name))));
-  wrap.append(scroller( h("table", {},
+  wrap.append(scroller(h("table", {},
     h("caption", { text: "Usage per day" }),
     h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Day (UTC)" }), series.map((n) => h("th", { scope: "col", class: "num", text: n })))),
     h("tbody", {}, used.map((day) => h("tr", {}, h("th", { scope: "row", text: when(day).slice(0, 10) }),
@@ -803,6 +806,7 @@ async function viewPartnerApps(main) {
   const reference = h("input", { id: refId, type: "text", name: "reference", required: true, autocomplete: "off", spellcheck: "false", "aria-describedby": `${refId}-hint` });
   const out = h("div", { "aria-live": "polite" });
   const button = h("button", { type: "submit", text: "Register" });
+  let refresh = async () => {};
   const form = h("form", { novalidate: true, "aria-labelledby": "register-heading" },
     h("h2", { id: "register-heading", text: "Register a version" }),
     h("div", { class: "field" }, h("label", { for: nameId, text: "App name" }), name,
@@ -824,6 +828,7 @@ async function viewPartnerApps(main) {
           h("dt", { text: "Signature" }), h("dd", { text: `verified: signed by ${r.signer}` }),
           h("dt", { text: "Manifest digest" }), h("dd", { text: r.digest }),
           h("dt", { text: "Component digest" }), h("dd", { text: r.componentDigest }))));
+      await refresh().catch(() => {});
     } catch (err) {
       say("");
       out.append(problemBox(err, "h3"));
@@ -831,10 +836,17 @@ async function viewPartnerApps(main) {
       button.disabled = false;
     }
   });
-  main.append(form);
-  if (!apps.length) main.append(h("p", { text: "No app registered yet." }));
+  const list = h("div");
+  main.append(form, list);
+  showPartnerApps(list, apps);
+  refresh = async () => showPartnerApps(list, await api("GET", `/v1/partners/${enc(partner)}/apps`));
+}
+
+function showPartnerApps(list, apps) {
+  list.replaceChildren();
+  if (!apps.length) list.append(h("p", { text: "No app registered yet." }));
   for (const app of apps) {
-    main.append(h("h2", { text: `${app.name} (${app.app})` }), scroller( h("table", {},
+    list.append(h("h2", { text: `${app.name} (${app.app})` }), scroller(h("table", {},
       h("thead", {}, h("tr", {}, ["Version", "State", "Registered", "Digest"].map((t) => h("th", { scope: "col", text: t })))),
       h("tbody", {}, app.versions.map((v) => h("tr", {}, h("td", { text: v.version }),
         h("td", { text: v.quarantined ? `quarantined${v.quarantineReason ? `: ${v.quarantineReason}` : ""}` : v.yanked ? "yanked" : "installable" }),
@@ -863,7 +875,7 @@ function cell(key, value) {
 
 function dataTable(items, columns, caption, link) {
   const cols = columns || [...new Set(items.flatMap((i) => Object.keys(i)))];
-  return scroller( h("table", {},
+  return scroller(h("table", {},
     caption ? h("caption", { class: "muted", text: caption }) : null,
     h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col", text: c })))),
     h("tbody", {}, items.map((item) => h("tr", {}, cols.map((c, i) => {
@@ -980,6 +992,8 @@ async function route() {
   const hash = location.hash || "#/";
   if (!hash.startsWith("#/")) return; // an in-page link such as the skip link
   const mine = ++generation;
+  if (!sayFresh) document.getElementById("status").textContent = "";
+  sayFresh = false;
   const main = document.getElementById("main");
   const fresh = h("div");
   if (!state.who && token()) {
