@@ -481,6 +481,7 @@ async fn whoami_and_console(w: &World) {
         let csp = headers["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{path}: {csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(csp.contains("require-trusted-types-for 'script'; trusted-types 'none'"), "{path}: {csp}");
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert!(r.text().await.unwrap().contains(needle), "{path}");
     }

@@ -35,10 +35,9 @@ function s(tag, attrs = {}, ...children) {
 
 /** A region that scrolls sideways when its table is wide: focusable, so the keyboard
  * can scroll it, and named after what it holds. */
-function scroller(table) {
-  const caption = table.querySelector("caption")?.textContent;
-  const heading = caption || "Table";
-  return h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": heading }, table);
+function scroller(table, label) {
+  const name = label || table.querySelector("caption")?.textContent || "Table";
+  return h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": name }, table);
 }
 
 let uid = 0;
@@ -91,16 +90,25 @@ async function api(method, path, body) {
   const data = type.includes("json") ? await res.json().catch(() => null) : null;
   if (!res.ok) {
     if (res.status === 401 && path !== "/v1/whoami") {
+      // The token stopped working (revoked, expired): back to sign-in, saying why.
       sessionStorage.removeItem(TOKEN_KEY);
       state.who = null;
-      renderChrome();
+      const err = new ProblemError(res.status, data);
+      queueMicrotask(() => route(err));
+      throw err;
     }
     throw new ProblemError(res.status, data);
   }
   return data;
 }
 
-const enc = encodeURIComponent;
+/** A path segment: encoded, and never `.` or `..` (which fetch would resolve, reaching
+ * another path with the caller's token). */
+function enc(segment) {
+  const s = String(segment);
+  if (s === "." || s === ".." || s === "") throw new ProblemError(0, { title: "Not found", status: 404, detail: `not a valid name: ${JSON.stringify(s)}` });
+  return encodeURIComponent(s);
+}
 const appPath = (app) => app.split("/").map(enc).join("/");
 
 /** A problem, as the API gave it: title, detail, and every member that helps. */
@@ -133,11 +141,15 @@ function resolveRef(root, schema, depth = 0) {
   if (schema && typeof schema.$ref === "string" && schema.$ref.startsWith("#/") && depth < 16) {
     let target = root;
     for (const part of schema.$ref.slice(2).split("/")) target = target?.[part.replace(/~1/g, "/").replace(/~0/g, "~")];
-    return target ? resolveRef(root, target, depth + 1) : schema;
+    if (!target || typeof target !== "object") return schema;
+    // Keywords beside a $ref (2020-12) apply too: `writeOnly`, `title`, `default`…
+    const { $ref: _ref, ...siblings } = schema;
+    return { ...resolveRef(root, target, depth + 1), ...siblings };
   }
   return schema || {};
 }
 
+const MAX_FORM_DEPTH = 8;
 const pointerToken = (key) => key.replace(/~/g, "~0").replace(/\//g, "~1");
 const typeOf = (schema) => (Array.isArray(schema.type) ? schema.type.find((t) => t !== "null") : schema.type)
   || (schema.properties ? "object" : schema.enum ? "enum" : undefined);
@@ -187,14 +199,17 @@ function schemaForm(schema, value, secretsSet = []) {
   const readers = [];
   const secretInputs = [];
 
-  function field(key, sch, val, required, pointer, label) {
+  function field(key, sch, val, required, pointer, label, depth = 0) {
     sch = resolveRef(root, sch);
-    const type = typeOf(sch);
+    // Deeper than any form a person fills in (and a schema that refers to itself):
+    // the rest is edited as JSON.
+    const type = depth > MAX_FORM_DEPTH ? undefined : typeOf(sch);
     const title = sch.title || label;
-    if (type === "object" && sch.properties) {
+    if (type === "object" && sch.properties && !(sch.writeOnly === true)) {
       const legend = h("legend", {}, title);
-      const set = h("fieldset", { "data-pointer": pointer }, legend);
-      if (sch.description) set.append(h("p", { class: "hint", text: sch.description }));
+      const descId = nextId("d");
+      const set = h("fieldset", { "data-pointer": pointer, "aria-describedby": sch.description ? descId : undefined }, legend);
+      if (sch.description) set.append(h("p", { id: descId, class: "hint", text: sch.description }));
       const req = new Set(sch.required || []);
       const inner = [];
       // The API's JSON has sorted keys, so the schema's own order is lost: required
@@ -202,7 +217,7 @@ function schemaForm(schema, value, secretsSet = []) {
       const rank = ([name, child]) => (req.has(name) ? 0 : 2) + (typeOf(resolveRef(root, child)) === "object" ? 1 : 0);
       const entries = Object.entries(sch.properties).map((e, i) => [e, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([e]) => e);
       for (const [name, child] of entries) {
-        const r = field(name, child, val && typeof val === "object" ? val[name] : undefined, req.has(name), `${pointer}/${pointerToken(name)}`, name);
+        const r = field(name, child, val && typeof val === "object" ? val[name] : undefined, req.has(name), `${pointer}/${pointerToken(name)}`, name, depth + 1);
         set.append(r.element);
         inner.push([name, r.read]);
       }
@@ -210,7 +225,12 @@ function schemaForm(schema, value, secretsSet = []) {
       return {
         element: set,
         read() {
+          // Keys the form has no field for (`additionalProperties`, `patternProperties`)
+          // keep their current values: a configure replaces the whole configuration.
           const out = {};
+          if (val && typeof val === "object" && !Array.isArray(val)) {
+            for (const [k, v] of Object.entries(val)) if (!(k in sch.properties)) out[k] = v;
+          }
           for (const [name, read] of inner) {
             const v = read();
             if (v !== undefined) out[name] = v;
@@ -232,7 +252,21 @@ function schemaForm(schema, value, secretsSet = []) {
     let input;
     let read;
     const initial = val !== undefined ? val : sch.default;
-    if (Array.isArray(sch.enum) || (type === "string" && Array.isArray(sch.oneOf) && sch.oneOf.every((o) => "const" in o))) {
+    if (secret) {
+      // A secret of any type is typed, never chosen or pre-filled, and sent only when
+      // typed (left empty, the stored value stays).
+      input = h("input", {
+        id, name: pointer, type: "password", "aria-describedby": described, required: (required && !isSet) || undefined,
+        minlength: sch.minLength, maxlength: sch.maxLength, autocomplete: "new-password", spellcheck: "false",
+        placeholder: isSet ? "•••••• (set)" : undefined,
+      });
+      secretInputs.push(input);
+      read = () => {
+        if (input.value === "") return undefined;
+        if (type === "string" || type === undefined) return input.value;
+        try { return JSON.parse(input.value); } catch { return input.value; }
+      };
+    } else if (Array.isArray(sch.enum) || (type === "string" && Array.isArray(sch.oneOf) && sch.oneOf.every((o) => "const" in o))) {
       const options = Array.isArray(sch.enum) ? sch.enum.map((v) => [v, String(v)]) : sch.oneOf.map((o) => [o.const, o.title || String(o.const)]);
       input = h("select", { id, name: pointer, "aria-describedby": described, required: required || undefined });
       if (!required || initial === undefined) input.append(h("option", { value: "", text: required ? "Choose…" : "(not set)" }));
@@ -243,10 +277,11 @@ function schemaForm(schema, value, secretsSet = []) {
       wrapper.classList.add("check");
       read = () => input.checked;
     } else if (type === "integer" || type === "number") {
+      // A text input (with a numeric keyboard): whatever is typed reaches the server,
+      // which names a non-number at the field; a number input would drop it silently.
       input = h("input", {
-        id, name: pointer, type: "number", inputmode: type === "integer" ? "numeric" : "decimal",
-        step: type === "integer" ? "1" : "any", min: sch.minimum, max: sch.maximum,
-        value: typeof initial === "number" ? String(initial) : undefined,
+        id, name: pointer, type: "text", inputmode: type === "integer" ? "numeric" : "decimal",
+        value: typeof initial === "number" ? String(initial) : undefined, autocomplete: "off", spellcheck: "false",
         "aria-describedby": described, required: required || undefined,
       });
       read = () => {
@@ -256,16 +291,12 @@ function schemaForm(schema, value, secretsSet = []) {
         return Number.isFinite(n) ? n : text; // the server names a non-number
       };
     } else if (type === "string") {
-      const kind = secret ? "password" : sch.format === "email" ? "email" : sch.format === "uri" ? "url" : "text";
+      const kind = sch.format === "email" ? "email" : sch.format === "uri" ? "url" : "text";
       input = h("input", {
-        id, name: pointer, type: kind, "aria-describedby": described, required: (required && !isSet) || undefined,
-        minlength: sch.minLength, maxlength: sch.maxLength,
-        autocomplete: secret ? "new-password" : "off", spellcheck: "false",
-        placeholder: isSet ? "•••••• (set)" : undefined,
+        id, name: pointer, type: kind, "aria-describedby": described, required: required || undefined,
+        minlength: sch.minLength, maxlength: sch.maxLength, autocomplete: "off", spellcheck: "false",
       });
-      // A secret is never pre-filled: the API does not return it, and the page never holds it.
-      if (!secret && typeof initial === "string") input.value = initial;
-      if (secret) secretInputs.push(input);
+      if (typeof initial === "string") input.value = initial;
       read = () => (input.value === "" ? undefined : input.value);
     } else if (type === "array" && ["string", "integer", "number"].includes(typeOf(resolveRef(root, sch.items || {})))) {
       const itemType = typeOf(resolveRef(root, sch.items));
@@ -310,11 +341,14 @@ function schemaForm(schema, value, secretsSet = []) {
       const unplaced = [];
       let first = null;
       for (const e of errors || []) {
-        const at = e.indexOf(": ");
-        const pointer = at >= 0 ? e.slice(0, at) : "";
+        const at = e.lastIndexOf(": ");
+        let pointer = at >= 0 ? e.slice(0, at) : "";
         const message = at >= 0 ? e.slice(at + 2) : e;
-        const target = fields.get(pointer === "/" ? "" : pointer);
-        if (!target || pointer === "" || pointer === "/") { unplaced.push(e); continue; }
+        // An error inside a value the form edits whole (an array item, a JSON field) is
+        // shown at that field: the nearest pointer with one.
+        while (pointer && !fields.has(pointer)) pointer = pointer.slice(0, Math.max(0, pointer.lastIndexOf("/")));
+        const target = fields.get(pointer);
+        if (!target || pointer === "") { unplaced.push(e); continue; }
         const errId = `${nextId("e")}-err`;
         target.errorParent.append(h("p", { id: errId, class: "error", text: explain(message, target.schema) }));
         target.input.setAttribute("aria-invalid", "true");
@@ -322,7 +356,8 @@ function schemaForm(schema, value, secretsSet = []) {
         target.input.setAttribute("aria-describedby", [...desc, errId].join(" "));
         if (!first) first = target.input;
       }
-      if (first && first.focus) first.focus();
+      const focusable = first?.matches?.("fieldset") ? first.querySelector("input, select, textarea") : first;
+      if (focusable) focusable.focus();
       return unplaced;
     },
     clearSecrets() { for (const input of secretInputs) input.value = ""; },
@@ -402,8 +437,10 @@ function viewSignIn(main, reason) {
   main.append(h("h1", { text: "Sign in to Kiosk" }), reason ? problemBox(reason) : null, form);
 }
 
+// The title of the view being built; set when that view is shown (a stale view's is not).
+let pendingTitle = "Kiosk console";
 function setTitle(text) {
-  document.title = `${text} · Kiosk console`;
+  pendingTitle = `${text} · Kiosk console`;
 }
 
 // --- tenant, partner, anyone: the catalog ----------------------------------------------
@@ -466,6 +503,7 @@ async function viewApp(main, m) {
     h("p", {}, detail.categories.map((c) => h("span", { class: "tag", text: c }))));
   const installable = versions.filter((v) => !v.yanked && !v.quarantined);
   main.append(h("h2", { text: "Versions" }), scroller(h("table", {},
+    h("caption", { class: "muted", text: `Versions of ${detail.app}` }),
     h("thead", {}, h("tr", {}, ["Version", "State", "Registered", "Digest"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, versions.map((v) => h("tr", {},
       h("td", { text: v.version }),
@@ -477,8 +515,11 @@ async function viewApp(main, m) {
   }
   const section = h("section", { "aria-labelledby": "version-heading" });
   main.append(section);
+  let shown = 0;
   async function showVersion(version) {
+    const mine = ++shown;
     const v = await api("GET", `/v1/catalog/apps/${appPath(app)}/versions/${enc(version)}`);
+    if (mine !== shown) return; // another version was picked meanwhile
     section.replaceChildren(h("h2", { id: "version-heading", text: `Version ${v.version}` }));
     const lic = v.licensing || {};
     section.append(h("dl", { class: "facts" },
@@ -507,7 +548,8 @@ function installForm(app, version) {
     ev.preventDefault();
     out.replaceChildren();
     form.clearErrors();
-    button.disabled = true;
+    if (button.getAttribute("aria-disabled") === "true") return; // already submitting
+    button.setAttribute("aria-disabled", "true");
     try {
       const created = await api("POST", `/v1/tenants/${enc(state.who.scope)}/installations`, { app, version: version.version, config: form.read() });
       form.clearSecrets();
@@ -518,7 +560,7 @@ function installForm(app, version) {
       out.append(problemBox(err, "h4"));
       if (!err.problem?.errors?.length || unplaced.length === err.problem.errors.length) out.querySelector("[role=alert]")?.focus?.();
     } finally {
-      button.disabled = false;
+      button.removeAttribute("aria-disabled");
     }
   });
   return el;
@@ -535,6 +577,7 @@ async function viewInstallations(main) {
     return;
   }
   main.append(scroller(h("table", {},
+    h("caption", { class: "muted", text: `${list.length} installation${list.length === 1 ? "" : "s"}` }),
     h("thead", {}, h("tr", {}, ["App", "Version", "Upgrades", "Installed", "Changed"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, list.map((i) => h("tr", {},
       h("td", {}, h("a", { href: `#/installations/${enc(i.id)}`, text: i.app })),
@@ -618,7 +661,7 @@ async function viewInstallation(main, m) {
   const opInput = h("input", { id: opId, type: "text", name: "operation", list: `${opId}-list`, value: ops[0] || "", required: true, autocomplete: "off", spellcheck: "false" });
   const input = h("textarea", { id: inId, name: "input", rows: "6", spellcheck: "false", "aria-describedby": `${inId}-hint` });
   input.value = "{}";
-  const result = h("div", { "aria-live": "polite" });
+  const result = h("div");
   const tryForm = h("form", { novalidate: true, "aria-labelledby": "try-heading" },
     h("h2", { id: "try-heading", text: "Try it" }),
     h("div", { class: "field" }, h("label", { for: opId, text: "Operation" }), opInput,
@@ -743,9 +786,14 @@ function usageChart(records, from, to) {
   const days = [];
   for (let d = from; d < to; d += DAY_MS) days.push(d);
   const used = [...new Set(records.map((r) => r.periodStartMs))].sort((a, b) => a - b);
-  const qty = new Map(records.map((r) => [`${r.periodStartMs}|${r.app} ${r.sku}`, r.quantity]));
-  // Quantities may exceed 2^53 in JSON; the chart only needs their size.
-  const max = Math.max(1, ...records.map((r) => Number(r.quantity)));
+  // A partner's or the operator's read has one record per tenant: summed per day and SKU.
+  // (Quantities beyond 2^53 lose precision here; the chart only needs their size.)
+  const qty = new Map();
+  for (const r of records) {
+    const key = `${r.periodStartMs}|${r.app} ${r.sku}`;
+    qty.set(key, (qty.get(key) || 0) + Number(r.quantity));
+  }
+  const max = Math.max(1, ...qty.values());
   const W = 720, H = 260, left = 56, bottom = 40, top = 12;
   const groupW = (W - left - 8) / days.length;
   const barW = Math.max(2, Math.min(28, (groupW - 6) / series.length));
@@ -804,7 +852,7 @@ async function viewPartnerApps(main) {
   const refId = nextId("ref");
   const name = h("input", { id: nameId, type: "text", name: "name", required: true, autocomplete: "off", spellcheck: "false", pattern: "[a-z0-9][a-z0-9-]{0,63}", "aria-describedby": `${nameId}-hint` });
   const reference = h("input", { id: refId, type: "text", name: "reference", required: true, autocomplete: "off", spellcheck: "false", "aria-describedby": `${refId}-hint` });
-  const out = h("div", { "aria-live": "polite" });
+  const out = h("div");
   const button = h("button", { type: "submit", text: "Register" });
   let refresh = async () => {};
   const form = h("form", { novalidate: true, "aria-labelledby": "register-heading" },
@@ -817,7 +865,8 @@ async function viewPartnerApps(main) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     out.replaceChildren();
-    button.disabled = true;
+    if (button.getAttribute("aria-disabled") === "true") return; // already registering
+    button.setAttribute("aria-disabled", "true");
     say("Pulling, verifying and checking the version…");
     try {
       const r = await api("POST", `/v1/partners/${enc(partner)}/apps/${enc(name.value.trim())}/versions`, { reference: reference.value.trim() });
@@ -833,7 +882,7 @@ async function viewPartnerApps(main) {
       say("");
       out.append(problemBox(err, "h3"));
     } finally {
-      button.disabled = false;
+      button.removeAttribute("aria-disabled");
     }
   });
   const list = h("div");
@@ -847,6 +896,7 @@ function showPartnerApps(list, apps) {
   if (!apps.length) list.append(h("p", { text: "No app registered yet." }));
   for (const app of apps) {
     list.append(h("h2", { text: `${app.name} (${app.app})` }), scroller(h("table", {},
+      h("caption", { class: "muted", text: `Versions of ${app.app}` }),
       h("thead", {}, h("tr", {}, ["Version", "State", "Registered", "Digest"].map((t) => h("th", { scope: "col", text: t })))),
       h("tbody", {}, app.versions.map((v) => h("tr", {}, h("td", { text: v.version }),
         h("td", { text: v.quarantined ? `quarantined${v.quarantineReason ? `: ${v.quarantineReason}` : ""}` : v.yanked ? "yanked" : "installable" }),
@@ -926,7 +976,7 @@ async function viewOperatorLimits(main) {
 }
 
 function simpleForm(heading, fields, submit, onDone) {
-  const out = h("div", { "aria-live": "polite" });
+  const out = h("div");
   const inputs = {};
   const form = h("form", { novalidate: true }, h("h2", { text: heading }));
   for (const f of fields) {
@@ -988,28 +1038,36 @@ const ROUTES = [
 
 let generation = 0;
 
-async function route() {
+let signedOutReason = null;
+
+async function route(reason) {
   const hash = location.hash || "#/";
   if (!hash.startsWith("#/")) return; // an in-page link such as the skip link
+  signedOutReason = reason instanceof ProblemError ? reason : null;
   const mine = ++generation;
   if (!sayFresh) document.getElementById("status").textContent = "";
   sayFresh = false;
   const main = document.getElementById("main");
   const fresh = h("div");
   if (!state.who && token()) {
-    try { state.who = await api("GET", "/v1/whoami"); } catch (err) { sessionStorage.removeItem(TOKEN_KEY); state.who = null; }
+    try {
+      state.who = await api("GET", "/v1/whoami");
+    } catch (err) {
+      if (err.status === 401) sessionStorage.removeItem(TOKEN_KEY);
+      else signedOutReason = err; // the server is unreachable or failing: say so, keep the token
+    }
   }
   renderChrome();
   const [path, search] = hash.split("?");
   const query = new URLSearchParams(search || "");
   try {
     if (!state.who) {
-      viewSignIn(fresh);
+      viewSignIn(fresh, signedOutReason);
     } else {
       const found = ROUTES.map(([re, role, view]) => [path.match(re), role, view]).find(([m, role]) => m && (!role || role === state.who.role));
       if (!found) {
         const home = { tenant: "#/catalog", partner: "#/partner/apps", operator: "#/operator/partners" }[state.who.role];
-        if (path === "#/" || path === "#") { location.replace(home); return; }
+        if (path === "#/" || path === "#") { if (mine === generation) location.replace(home); return; }
         fresh.append(h("h1", { text: "Not found" }), h("p", {}, "This page does not exist for your role. ", h("a", { href: home, text: "Go home" })));
       } else {
         await found[2](fresh, found[0], query);
@@ -1023,6 +1081,8 @@ async function route() {
     }
   }
   if (mine !== generation) return; // a newer navigation won
+  renderChrome();
+  document.title = pendingTitle;
   main.replaceChildren(...fresh.childNodes);
   const heading = main.querySelector("h1");
   if (heading) { heading.setAttribute("tabindex", "-1"); heading.focus(); }

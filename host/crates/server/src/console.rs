@@ -50,9 +50,11 @@ const SCRIPT: &str = include_str!("../console/console.js");
 const STYLE: &str = include_str!("../console/console.css");
 
 /// This origin's script, style and API; nothing inline, nothing framed, no form posts
-/// (the console submits with `fetch`).
+/// (the console submits with `fetch`), and no HTML from strings at all (Trusted Types
+/// with no policy: `innerHTML` and the like throw, so API text can only be text).
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-                   img-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+                   img-src 'none'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'; \
+                   require-trusted-types-for 'script'; trusted-types 'none'";
 
 /// The console's routes (outside the OpenAPI document: they are pages, not API).
 pub(super) fn pages() -> Router<Shared> {
@@ -71,6 +73,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    headers.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
     // Assets change with the binary; revalidating costs one small request per page load.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
