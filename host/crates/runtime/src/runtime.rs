@@ -1013,6 +1013,10 @@ impl CallOutcome<Answer> {
     }
 }
 
+/// What each pooled memory, table and fiber stack keeps mapped between calls (see
+/// `engine_config`).
+const KEEP_RESIDENT_BYTES: usize = 64 * 1024;
+
 fn engine_config(limits: &SandboxLimits) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -1035,6 +1039,14 @@ fn engine_config(limits: &SandboxLimits) -> Config {
         .table_elements(limits.table_elements as usize)
         // One async fiber stack per concurrent call.
         .total_stacks(slots);
+    // A slot's first 64 KiB of memory, table and fiber stack stay mapped between calls
+    // and are zeroed with memset instead of being returned to the kernel (madvise) and
+    // faulted back in: `benches/ladder.rs` measured a fresh-Store echo call ~20% faster
+    // (59.6/56.7 µs → 47.0/45.7 µs, two alternating runs on 2 loaded cores). The guest
+    // still sees zeroed pages; the cost is 192 KiB resident per warm slot at most.
+    pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_BYTES)
+        .async_stack_keep_resident(KEEP_RESIDENT_BYTES);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
