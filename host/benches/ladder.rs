@@ -8,7 +8,9 @@
 //!    `InstancePre`, WASI with nothing granted, Kiosk's imports as no-ops: the floor of a
 //!    fresh-Store design;
 //! 3. **Kiosk `Runtime::invoke`** — the same call through Kiosk: admission, limits,
-//!    deadline, the call's context and effects (in-memory key-value, usage discarded).
+//!    deadline, the call's context, logs and effects (nothing metered);
+//! 4. the same with one host-metered SKU on the operation (its usage event handed to a
+//!    sink that discards it).
 //!
 //! The ratio 3 ÷ 2 is Kiosk's per-call overhead over the engine. Needs the guests built
 //! for wasm32-wasip2 (`bash .ci/test` or `cargo build --release --target wasm32-wasip2
@@ -122,7 +124,8 @@ fn benches(c: &mut Criterion) {
     manifest_json["version"] = "1.0.0".into();
     manifest_json["config"] = serde_json::json!({"type": "object"});
     manifest_json["capabilities"] = serde_json::json!({"keyValue": false});
-    manifest_json["skus"] = serde_json::json!([{"id": "echo", "unit": "call", "operations": ["echo"]}]);
+    // Rung 3 meters nothing (a guest-metered SKU the echo guest never records).
+    manifest_json["skus"] = serde_json::json!([{"id": "echo", "unit": "call"}]);
     let manifest = Manifest::parse(manifest_json.to_string().as_bytes(), &HOST_API_VERSION).unwrap();
     let input = r#"{"campaignId":"c-1","budget":3000,"flightDays":30,"dailySpend":[100,120,90,110,105]}"#;
 
@@ -162,10 +165,19 @@ fn benches(c: &mut Criterion) {
             })
         })
     });
-    let app = rt.prepare(manifest, Arc::new(rt.load(&wasm).unwrap()));
+    let component = Arc::new(rt.load(&wasm).unwrap());
+    let app = rt.prepare(manifest, component.clone());
     let inst = Installation::new("bench-tenant", "bench-installation");
     group.bench_function("3 Kiosk Runtime::invoke, fresh Store", |b| {
         b.iter(|| tokio_rt.block_on(rt.invoke(&app, &inst, "echo", input)).unwrap().result.unwrap())
+    });
+    // The same call with one host-metered SKU on `echo`: plus the usage event and its
+    // hand-over (to a sink that discards it).
+    manifest_json["skus"] = serde_json::json!([{"id": "echo", "unit": "call", "operations": ["echo"]}]);
+    let metered = Manifest::parse(manifest_json.to_string().as_bytes(), &HOST_API_VERSION).unwrap();
+    let metered = rt.prepare(metered, component);
+    group.bench_function("4 Kiosk Runtime::invoke, fresh Store, metered", |b| {
+        b.iter(|| tokio_rt.block_on(rt.invoke(&metered, &inst, "echo", input)).unwrap().result.unwrap())
     });
     group.finish();
 }

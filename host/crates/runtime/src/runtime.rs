@@ -1041,9 +1041,11 @@ fn engine_config(limits: &SandboxLimits) -> Config {
         .total_stacks(slots);
     // A slot's first 64 KiB of memory, table and fiber stack stay mapped between calls
     // and are zeroed with memset instead of being returned to the kernel (madvise) and
-    // faulted back in: `benches/ladder.rs` measured a fresh-Store echo call ~20% faster
-    // (59.6/56.7 µs → 47.0/45.7 µs, two alternating runs on 2 loaded cores). The guest
-    // still sees zeroed pages; the cost is 192 KiB resident per warm slot at most.
+    // faulted back in. Measured with `benches/ladder.rs` on an idle 2-core machine, a
+    // fresh-Store echo call through Kiosk: 26.1 / 28.4 µs with nothing kept, 22.2 µs at
+    // 16 KiB, 21.6 / 21.5 µs at 64 KiB, 30.2 µs at 256 KiB, 43.9 µs at 1 MiB (memset of
+    // what is kept outweighs the faults it saves). The guest still sees zeroed pages; the
+    // cost is at most 192 KiB resident per warm slot.
     pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
         .table_keep_resident(KEEP_RESIDENT_BYTES)
         .async_stack_keep_resident(KEEP_RESIDENT_BYTES);
