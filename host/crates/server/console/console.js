@@ -923,16 +923,38 @@ function cell(key, value) {
   return String(value);
 }
 
-function dataTable(items, columns, caption, link) {
+/** A table of `items`; `actions(item)` gives each row's buttons (a last column). */
+function dataTable(items, columns, caption, link, actions) {
   const cols = columns || [...new Set(items.flatMap((i) => Object.keys(i)))];
   return scroller(h("table", {},
     caption ? h("caption", { class: "muted", text: caption }) : null,
-    h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col", text: c })))),
+    h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col", text: c })),
+      actions ? h("th", { scope: "col", text: "Actions" }) : null)),
     h("tbody", {}, items.map((item) => h("tr", {}, cols.map((c, i) => {
       const text = cell(c, item[c]);
       const href = i === 0 && link ? link(item) : null;
       return h("td", {}, href ? h("a", { href, text }) : text);
-    }))))));
+    }), actions ? h("td", {}, h("div", { class: "actions" }, actions(item))) : null)))));
+}
+
+/** A button that runs `act` (an API call), then shows the view again, or its problem. */
+function actionButton(text, act, out) {
+  const button = h("button", { type: "button", class: "secondary", text });
+  button.addEventListener("click", async () => {
+    if (button.getAttribute("aria-disabled") === "true") return;
+    button.setAttribute("aria-disabled", "true");
+    out.replaceChildren();
+    try {
+      await act();
+      say(`${text}: done.`);
+      route();
+    } catch (err) {
+      out.append(problemBox(err, "h3"));
+    } finally {
+      button.removeAttribute("aria-disabled");
+    }
+  });
+  return button;
 }
 
 async function viewOperatorList(main, m, query) {
@@ -945,7 +967,11 @@ async function viewOperatorList(main, m, query) {
   if (m[1] === "tenants") main.append(createTenantForm());
   if (m[1] === "tokens") main.append(createTokenForm());
   const link = m[1] === "partners" ? (p) => `#/operator/partners/${enc(p.name)}` : null;
-  main.append(items.length ? dataTable(items, columns, `${items.length} shown`, link) : h("p", { text: "None." }));
+  const out = h("div");
+  const actions = m[1] === "tokens"
+    ? (tok) => (tok.revoked ? [] : [actionButton(`Revoke ${tok.id}`, () => api("DELETE", `/v1/tokens/${enc(tok.id)}`), out)])
+    : null;
+  main.append(out, items.length ? dataTable(items, columns, `${items.length} shown`, link, actions) : h("p", { text: "None." }));
   if (r.next) main.append(h("p", {}, h("a", { href: `#/operator/${m[1]}?after=${enc(r.next)}`, text: "Next page" })));
 }
 
@@ -957,13 +983,19 @@ async function viewOperatorPartner(main, m) {
     api("GET", "/v1/versions?limit=1000"),
   ]);
   const theirs = versions.items.filter((v) => v.app.startsWith(`${name}/`));
+  const out = h("div");
+  const verb = (v, action) => () => api("POST", `/v1/apps/${appPath(v.app)}/versions/${enc(v.version)}/${action}`);
+  const versionActions = (v) => [
+    actionButton(`${v.yanked ? "Unyank" : "Yank"} ${v.app} ${v.version}`, verb(v, v.yanked ? "unyank" : "yank"), out),
+    actionButton(`${v.quarantined ? "Release" : "Quarantine"} ${v.app} ${v.version}`, verb(v, v.quarantined ? "release" : "quarantine"), out),
+  ];
   setTitle(`Partner ${name}`);
   main.append(h("h1", { text: `${partner.display} (${partner.name})` }),
     h("p", { text: partner.disabled ? "Disabled: registers nothing; its apps are hidden and do not run." : "Enabled." }),
     h("h2", { text: "Certificates" }),
     certs.items.length ? dataTable(certs.items, null) : h("p", { text: "No certificate registered over the API." }),
-    h("h2", { text: "Versions" }),
-    theirs.length ? dataTable(theirs, ["app", "version", "yanked", "quarantined", "quarantineReason", "signer", "createdMs"]) : h("p", { text: "None." }),
+    h("h2", { text: "Versions" }), out,
+    theirs.length ? dataTable(theirs, ["app", "version", "yanked", "quarantined", "quarantineReason", "signer", "createdMs"], null, null, versionActions) : h("p", { text: "None." }),
     versions.next ? h("p", { class: "muted", text: "Of the first 1,000 versions registered; `kiosk admin versions list` lists them all." }) : null);
 }
 
