@@ -7,12 +7,14 @@ binaries `.ci/test` built (target/release/kiosk, the wasm32-wasip2 example guest
 rebuilds much of the workspace with other features on a fresh clone.
 """
 
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 GUESTS = os.path.join(ROOT, "target/wasm32-wasip2/release")
@@ -20,6 +22,16 @@ DEMO_APPS = [
     f"{ROOT}/plugins-examples/budget-pacing/manifest.json={GUESTS}/budget_pacing.wasm",
     f"{ROOT}/plugins-examples/negative-keywords/manifest.json={GUESTS}/negative_keywords.wasm",
 ]
+
+
+def api(base, token, method, path, body=None):
+    """One request to Kiosk's API as `token`; the JSON answer (None for an empty one)."""
+    request = urllib.request.Request(f"{base}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = response.read()
+        return json.loads(body) if body else None
 
 
 def free_port():

@@ -12,7 +12,6 @@ Prints one markdown table row per phase. Usage: bench/start.py [RUNS] (default 3
 the median is reported). Needs target/release/kiosk and the budget-pacing guest.
 """
 
-import json
 import os
 import re
 import shutil
@@ -22,24 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, ".ci"))
-from demo_server import free_port  # noqa: E402
+from demo_server import api, free_port  # noqa: E402
 
 KIOSK = os.path.join(ROOT, "target/release/kiosk")
 APP = (f"{ROOT}/plugins-examples/budget-pacing/manifest.json="
        f"{ROOT}/target/wasm32-wasip2/release/budget_pacing.wasm")
 INPUT = {"campaignId": "c-1", "budget": 3000, "flightDays": 30, "dailySpend": [100, 120, 90]}
-
-
-def call(base, token, method, path, body=None):
-    request = urllib.request.Request(f"{base}{path}", method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.load(response)
 
 
 def start(scratch, seed):
@@ -72,16 +62,16 @@ def one_run():
         proc, base, began, log = start(scratch, seed=True)
         listening = time.monotonic() - began
         tenant = dict(re.findall(r"export (\w+)=(\S+)", log))["TENANT_TOKEN"]
-        installed = call(base, tenant, "POST", "/v1/tenants/demo/installations",
+        installed = api(base, tenant, "POST", "/v1/tenants/demo/installations",
                          {"app": "acme/budget-pacing", "config": {"apiKey": "k"}})
         path = f"/v1/tenants/demo/installations/{installed['id']}/invoke/evaluate"
-        call(base, tenant, "POST", path, INPUT)
+        api(base, tenant, "POST", path, INPUT)
         cold = time.monotonic() - began
         stop(proc)
 
         proc, base, began, _ = start(scratch, seed=False)
         warm_listening = time.monotonic() - began
-        call(base, tenant, "POST", path, INPUT)
+        api(base, tenant, "POST", path, INPUT)
         warm = time.monotonic() - began
         stop(proc)
         return listening, cold, warm_listening, warm

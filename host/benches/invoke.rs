@@ -5,27 +5,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::NullSink;
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiosk::admission::AdmissionSettings;
 use kiosk::cache::CacheOutcome;
 use kiosk::kv::MemoryKv;
 use kiosk::manifest::Manifest;
-use kiosk::metering::{MemorySink, MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent};
+use kiosk::metering::{MemorySink, MeteringSink};
 use kiosk::runtime::{Installation, Runtime, RuntimeSettings, Services};
 use kiosk::world::HOST_API_VERSION;
-
-/// Discards usage so the bench measures the call, not a growing Vec.
-struct NullSink;
-
-#[async_trait::async_trait]
-impl MeteringSink for NullSink {
-    async fn submit(&self, events: &[UsageEvent]) -> Result<Vec<SinkOutcome>, MeteringSinkError> {
-        Ok(vec![SinkOutcome::Stored; events.len()])
-    }
-}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

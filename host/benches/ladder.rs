@@ -18,29 +18,21 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::NullSink;
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiosk::admission::AdmissionSettings;
 use kiosk::kv::MemoryKv;
 use kiosk::manifest::Manifest;
-use kiosk::metering::{MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent};
 use kiosk::runtime::{Installation, Runtime, RuntimeSettings, Services};
 use kiosk::world::{self, App, AppPre, CallContext, HOST_API_VERSION, key_value, log, metering};
 use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-/// Discards usage so the bench measures the call, not a sink.
-struct NullSink;
-
-#[async_trait::async_trait]
-impl MeteringSink for NullSink {
-    async fn submit(&self, events: &[UsageEvent]) -> Result<Vec<SinkOutcome>, MeteringSinkError> {
-        Ok(vec![SinkOutcome::Stored; events.len()])
-    }
-}
 
 /// The bare host of the raw rungs: a WASI context granting nothing, and Kiosk's imports
 /// answering without doing anything (the echo guest calls none of them).

@@ -4,27 +4,21 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::NullSink;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kiosk::ledger::{Ledger, LedgerCommitter, LedgerSink};
 use kiosk::manifest::Manifest;
-use kiosk::metering::{MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent, UsageSource};
+use kiosk::metering::{MeteringSink, UsageEvent, UsageSource};
 use kiosk::runtime::{Installation, Runtime, RuntimeSettings, Services};
 use kiosk::store::{DbKv, Store};
 use kiosk::world::HOST_API_VERSION;
-
-struct NullSink;
-
-#[async_trait::async_trait]
-impl MeteringSink for NullSink {
-    async fn submit(&self, events: &[UsageEvent]) -> Result<Vec<SinkOutcome>, MeteringSinkError> {
-        Ok(vec![SinkOutcome::Stored; events.len()])
-    }
-}
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 

@@ -195,11 +195,10 @@ const sentence = (text) => (/[.!?]$/.test(text) ? text : `${text}.`);
  */
 function schemaForm(schema, value, secretsSet = []) {
   const root = schema || {};
-  const fields = new Map(); // pointer → { input, wrapper, errorId }
-  const readers = [];
+  const fields = new Map(); // pointer → { input, wrapper, errorParent, schema }
   const secretInputs = [];
 
-  function field(key, sch, val, required, pointer, label, depth = 0) {
+  function field(sch, val, required, pointer, label, depth = 0) {
     sch = resolveRef(root, sch);
     // Deeper than any form a person fills in (and a schema that refers to itself):
     // the rest is edited as JSON.
@@ -217,7 +216,7 @@ function schemaForm(schema, value, secretsSet = []) {
       const rank = ([name, child]) => (req.has(name) ? 0 : 2) + (typeOf(resolveRef(root, child)) === "object" ? 1 : 0);
       const entries = Object.entries(sch.properties).map((e, i) => [e, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([e]) => e);
       for (const [name, child] of entries) {
-        const r = field(name, child, val && typeof val === "object" ? val[name] : undefined, req.has(name), `${pointer}/${pointerToken(name)}`, name, depth + 1);
+        const r = field(child, val && typeof val === "object" ? val[name] : undefined, req.has(name), `${pointer}/${pointerToken(name)}`, name, depth + 1);
         set.append(r.element);
         inner.push([name, r.read]);
       }
@@ -323,8 +322,7 @@ function schemaForm(schema, value, secretsSet = []) {
     return { element: wrapper, read };
   }
 
-  const top = field("", root, value, true, "", "Configuration");
-  readers.push(top.read);
+  const top = field(root, value, true, "", "Configuration");
   return {
     element: top.element,
     read: () => top.read() || {},
