@@ -133,3 +133,170 @@ async fn store_suite_on_postgresql() {
     suite(store).await;
     Store::connect(&url).await.unwrap().close().await;
 }
+
+/// What a call reads before it runs, in one statement (`Store::call_context`): the
+/// installation, the four limit layers that can apply, the tenant's and partner's
+/// switches and the licence, each change visible to the next read (on SQLite through
+/// the inline reader, beside the pool's writes).
+async fn call_context(store: Store) {
+    use kiosk::limits::LimitValues;
+    assert!(store.create_tenant("t1", "Tenant One", "operator").await.unwrap());
+    assert!(store.create_tenant("t2", "Tenant Two", "operator").await.unwrap());
+    assert!(store.create_partner("acme", "Acme", "operator").await.unwrap());
+    let manifest_text = std::fs::read_to_string(common::manifest_path("budget-pacing")).unwrap();
+    let manifest = Manifest::parse(manifest_text.as_bytes(), &HOST_API_VERSION).unwrap();
+    store
+        .register_version(&manifest, &manifest_text, "sha256:m", "sha256:c", b"\0asm", "ABCD", "ref", "partner:acme")
+        .await
+        .unwrap();
+    let row = InstallationRow {
+        id: "i1".into(),
+        tenant: "t1".into(),
+        app: "acme/budget-pacing".into(),
+        version: "1.4.34".into(),
+        config: r#"{"threshold":0.2}"#.into(),
+        secrets: vec![9, 8, 7],
+        created_ms: 1,
+        updated_ms: 2,
+        row_version: 0,
+        upgrade_policy: Default::default(),
+    };
+    store.insert_installation(&row, "tenant:t1").await.unwrap();
+    assert!(store.call_context("t2", "i1").await.unwrap().is_none(), "another tenant's installation is not found");
+    assert!(store.call_context("t1", "nope").await.unwrap().is_none());
+
+    let read = store.call_context("t1", "i1").await.unwrap().unwrap();
+    assert_eq!(read.installation.secrets, [9, 8, 7]);
+    assert_eq!(read.installation.config, r#"{"threshold":0.2}"#);
+    assert_eq!((read.installation.created_ms, read.installation.updated_ms), (1, 2));
+    assert!(read.policy.layers.is_empty() && !read.policy.tenant_suspended && !read.policy.partner_disabled);
+    assert!(read.entitlement.is_none());
+
+    // Every layer that applies, and none of another tenant's or app's.
+    let limits = |ms| LimitValues { timeout_ms: Some(ms), ..LimitValues::default() };
+    store.put_limit_layer("", "", &limits(100), "operator").await.unwrap();
+    store.put_limit_layer("t1", "", &limits(101), "operator").await.unwrap();
+    store.put_limit_layer("", "acme/budget-pacing", &limits(102), "operator").await.unwrap();
+    store.put_limit_layer("t1", "acme/budget-pacing", &limits(103), "operator").await.unwrap();
+    store.put_limit_layer("t2", "", &limits(104), "operator").await.unwrap();
+    store.put_limit_layer("t1", "acme/other", &limits(105), "operator").await.unwrap();
+    let read = store.call_context("t1", "i1").await.unwrap().unwrap();
+    let mut layers: Vec<_> =
+        read.policy.layers.iter().map(|l| (l.tenant.as_str(), l.app.as_str(), l.limits.timeout_ms)).collect();
+    layers.sort();
+    assert_eq!(
+        layers,
+        [
+            ("", "", Some(100)),
+            ("", "acme/budget-pacing", Some(102)),
+            ("t1", "", Some(101)),
+            ("t1", "acme/budget-pacing", Some(103))
+        ]
+    );
+    let policy = store.call_policy("t1", "acme/budget-pacing").await.unwrap();
+    assert_eq!(policy.layers.len(), 4, "the same layers as the policy read alone");
+
+    // The switches and the licence, from the next read on.
+    assert!(store.set_tenant_suspended("t1", true, "operator").await.unwrap());
+    assert!(store.set_partner_disabled("acme", true, "operator").await.unwrap());
+    let e = EntitlementRow { tenant: "t1".into(), app: "acme/budget-pacing".into(), expires_ms: None, revoked: true };
+    store.set_entitlement(&e, "operator").await.unwrap();
+    let read = store.call_context("t1", "i1").await.unwrap().unwrap();
+    assert!(read.policy.tenant_suspended && read.policy.partner_disabled);
+    let licence = read.entitlement.unwrap();
+    assert_eq!((licence.tenant.as_str(), licence.expires_ms, licence.revoked), ("t1", None, true));
+
+    // A revoked token authenticates nobody from the next request on.
+    let (id, secret) = store.create_token(&Principal::Tenant("t1".into()), "t1 token", "operator").await.unwrap();
+    assert_eq!(store.authenticate(&secret).await.unwrap(), Some(Principal::Tenant("t1".into())));
+    store.revoke_token(&id, "operator").await.unwrap();
+    assert_eq!(store.authenticate(&secret).await.unwrap(), None);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn call_context_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("kiosk.db").display())).await.unwrap();
+    call_context(store).await;
+}
+
+#[tokio::test]
+async fn call_context_on_postgresql() {
+    call_context(Store::connect(&common::fresh_postgres_database().await).await.unwrap()).await;
+}
+
+/// `[logs] max-bytes-total`: the sum of every installation's lines is brought under the
+/// bound by removing the oldest lines of any installation first; each installation
+/// keeps a suffix of its cursor range, and the byte counts follow.
+async fn global_log_bound(store: Store) {
+    use kiosk::store::logs::{LogBounds, NewLogLine};
+    assert!(store.create_tenant("t1", "Tenant One", "operator").await.unwrap());
+    assert!(store.create_partner("acme", "Acme", "operator").await.unwrap());
+    let manifest_text = std::fs::read_to_string(common::manifest_path("budget-pacing")).unwrap();
+    let manifest = Manifest::parse(manifest_text.as_bytes(), &HOST_API_VERSION).unwrap();
+    store
+        .register_version(&manifest, &manifest_text, "sha256:m", "sha256:c", b"\0asm", "ABCD", "ref", "partner:acme")
+        .await
+        .unwrap();
+    let bounds = LogBounds { max_lines: 1000, max_bytes: 1 << 20 };
+    // Three installations, lines interleaved in time: a (at 0, 3, 6, …), b (1, 4, …), c (2, 5, …).
+    for id in ["a", "b", "c"] {
+        let row = InstallationRow {
+            id: id.into(),
+            tenant: "t1".into(),
+            app: "acme/budget-pacing".into(),
+            version: "1.4.34".into(),
+            config: "{}".into(),
+            secrets: Vec::new(),
+            created_ms: 1,
+            updated_ms: 1,
+            row_version: 0,
+            upgrade_policy: Default::default(),
+        };
+        store.insert_installation(&row, "tenant:t1").await.unwrap();
+    }
+    for step in 0..30_i64 {
+        let id = ["a", "b", "c"][(step % 3) as usize];
+        let line = NewLogLine { at_ms: step, level: "info".into(), message: format!("{:0>100}", step) };
+        assert!(store.append_logs("t1", id, "call", "invoke:x", &[line], bounds).await.unwrap());
+    }
+    assert_eq!(store.log_bytes_total().await.unwrap(), 3000);
+    assert_eq!(store.trim_logs_total(3000).await.unwrap().lines, 0, "at the bound: nothing goes");
+
+    let trimmed = store.trim_logs_total(1950).await.unwrap();
+    assert_eq!((trimmed.lines, trimmed.bytes), (11, 1100), "the 11 oldest lines cover the 1050 bytes over");
+    assert_eq!(store.log_bytes_total().await.unwrap(), 1900);
+    let mut kept = Vec::new();
+    for id in ["a", "b", "c"] {
+        let lines = store.logs("t1", id, 0, 100).await.unwrap();
+        let seqs: Vec<i64> = lines.iter().map(|l| l.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{id} keeps a suffix of its cursors: {seqs:?}");
+        kept.extend(lines.iter().map(|l| l.at_ms));
+    }
+    kept.sort();
+    assert_eq!(kept, (11..30).collect::<Vec<_>>(), "the oldest lines went, across installations");
+    // A reader's cursor stays valid: lines after it are still there.
+    assert_eq!(store.logs("t1", "a", 3, 100).await.unwrap().first().map(|l| l.at_ms), Some(12));
+
+    // New lines count from the trimmed totals.
+    let line = NewLogLine { at_ms: 99, level: "info".into(), message: "x".repeat(100) };
+    store.append_logs("t1", "b", "call", "invoke:x", &[line], bounds).await.unwrap();
+    assert_eq!(store.log_bytes_total().await.unwrap(), 2000);
+    let trimmed = store.trim_logs_total(0).await.unwrap();
+    assert_eq!(trimmed.lines, 20, "a zero bound empties every log");
+    assert_eq!(store.log_bytes_total().await.unwrap(), 0);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn global_log_bound_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("kiosk.db").display())).await.unwrap();
+    global_log_bound(store).await;
+}
+
+#[tokio::test]
+async fn global_log_bound_on_postgresql() {
+    global_log_bound(Store::connect(&common::fresh_postgres_database().await).await.unwrap()).await;
+}

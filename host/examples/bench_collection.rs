@@ -2,15 +2,18 @@
 //! database given) with budget-pacing registered, N installations of it (default
 //! 10,000) each with one completed window, then collection passes — as the collector
 //! runs them, `PARALLELISM` report calls at once — until every window is closed.
-//! Prints one line: `installations windows seconds windows_per_s rss_before_kib
-//! rss_after_kib`.
+//! Beside the pass, `INVOKERS` tasks invoke another installation of the same app as
+//! fast as they can; their rate is measured for `IDLE_SECONDS` before the pass and
+//! during it. Prints one line: `installations windows seconds windows_per_s
+//! rss_before_kib rss_after_kib invokes_per_s_idle invokes_per_s_during_pass`.
 //!
 //! Usage: `bench_collection <manifest.json> <budget_pacing.wasm> [installations] [database-url]`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use kiosk::server::serve::{ServeOptions, spawn};
 use kiosk::store::InstallationRow;
@@ -25,6 +28,11 @@ fn rss_kib() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// Tasks invoking beside the pass (as many as a small tenant's concurrent calls).
+const INVOKERS: usize = 4;
+/// How long the rate without a pass is measured.
+const IDLE_SECONDS: u64 = 3;
 
 #[tokio::main]
 async fn main() {
@@ -72,15 +80,45 @@ async fn main() {
         };
         state.store.insert_installation(&row, "bench").await.unwrap();
     }
+    // The installation the invokers call (created now: its window is not due).
+    let request = kiosk_core::lifecycle::InstallRequest {
+        app: "acme/budget-pacing".into(),
+        config: Some(serde_json::json!({"apiKey": "bench", "threshold": 0.1})),
+        ..Default::default()
+    };
+    let invoked = state.install("demo", request, "bench").await.expect("the invoked installation");
+    let calls = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let input = serde_json::json!({"campaignId": "c-1", "budget": 3000, "flightDays": 30, "dailySpend": [100, 120]});
+    let mut invokers = Vec::new();
+    for _ in 0..INVOKERS {
+        let (state, calls, stop, input, id) =
+            (state.clone(), calls.clone(), stop.clone(), input.clone(), invoked.id.clone());
+        invokers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                state.invoke("demo", &id, "evaluate", &input).await.expect("an invoke beside the pass");
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let idle_from = (Instant::now(), calls.load(Ordering::Relaxed));
+    tokio::time::sleep(Duration::from_secs(IDLE_SECONDS)).await;
+    let idle_rate = (calls.load(Ordering::Relaxed) - idle_from.1) as f64 / idle_from.0.elapsed().as_secs_f64();
     let places = Arc::new(tokio::sync::Semaphore::new(kiosk::collector::PARALLELISM));
     let replica: Arc<str> = Arc::from("bench-replica");
     let begun = Instant::now();
+    let calls_before = calls.load(Ordering::Relaxed);
     // One pass starts every window (waiting for places as reports finish); then every
     // place is free again once the last report is done.
     kiosk::collector::collect_once(&state, &places, &replica, window_ms, 600_000).await.unwrap();
     let all = u32::try_from(kiosk::collector::PARALLELISM).unwrap();
     drop(places.acquire_many(all).await.unwrap());
     let seconds = begun.elapsed().as_secs_f64();
+    let during_rate = (calls.load(Ordering::Relaxed) - calls_before) as f64 / seconds.max(f64::MIN_POSITIVE);
+    stop.store(true, Ordering::Relaxed);
+    for invoker in invokers {
+        invoker.await.unwrap();
+    }
     let rss_after = rss_kib();
     use sqlx::Row as _;
     let windows: i64 = sqlx::query("SELECT COUNT(*) AS n FROM usage_windows WHERE done = 1")
@@ -89,7 +127,7 @@ async fn main() {
         .unwrap()
         .get("n");
     println!(
-        "{count} {windows} {seconds:.2} {:.0} {rss_before} {rss_after}",
+        "{count} {windows} {seconds:.2} {:.0} {rss_before} {rss_after} {idle_rate:.0} {during_rate:.0}",
         windows as f64 / seconds.max(f64::MIN_POSITIVE)
     );
 }

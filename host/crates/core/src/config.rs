@@ -47,7 +47,13 @@ pub struct OperatorConfig {
 pub struct LogSettings {
     /// Lines kept per installation; the oldest go first.
     pub max_lines_per_installation: u64,
+    /// Bytes of log messages kept across all installations; above it, a sweep every
+    /// `LOG_SWEEP_SECONDS` removes the oldest lines of any installation first.
+    pub max_bytes_total: u64,
 }
+
+/// The smallest `[logs] max-bytes-total`: one installation's default buffer.
+pub const MIN_LOG_BYTES_TOTAL: u64 = 256 * 1024;
 
 /// Most lines one installation keeps (bytes are bounded apart); at least 1.
 pub const MAX_LOG_LINES_CEILING: u64 = 100_000;
@@ -57,6 +63,9 @@ impl Default for LogSettings {
         Self {
             // Several pages of diagnosis, and a bounded scan when each call trims.
             max_lines_per_installation: 1000,
+            // 1 GiB: without it, 10k busy installations at the 256 KiB default would
+            // keep 2.5 GiB of lines.
+            max_bytes_total: 1 << 30,
         }
     }
 }
@@ -200,6 +209,10 @@ impl OperatorConfig {
                 "[logs] max-lines-per-installation must be 1..={MAX_LOG_LINES_CEILING}, found {lines}"
             ));
         }
+        let total = self.logs.max_bytes_total;
+        if !(MIN_LOG_BYTES_TOTAL..=i64::MAX as u64).contains(&total) {
+            return Err(format!("[logs] max-bytes-total must be {MIN_LOG_BYTES_TOTAL}..={}, found {total}", i64::MAX));
+        }
         self.watch.validate()?;
         for registry in &self.registries {
             registry.validate().map_err(|e| e.message)?;
@@ -251,5 +264,22 @@ impl OperatorConfig {
             }
         }
         Ok(trust)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_global_log_bound_is_checked_and_named() {
+        let config: OperatorConfig = toml::from_str("[logs]\nmax-bytes-total = 4096\n").unwrap();
+        let refused = config.validate().unwrap_err();
+        assert!(refused.contains("[logs] max-bytes-total") && refused.contains("4096"), "{refused}");
+        let config: OperatorConfig = toml::from_str("[logs]\nmax-bytes-total = 1048576\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(OperatorConfig::default().logs.max_bytes_total, 1 << 30);
+        assert!(toml::from_str::<OperatorConfig>("[logs]\nmax-bytes = 1\n").is_err(), "unknown keys are refused");
     }
 }

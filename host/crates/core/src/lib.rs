@@ -10,6 +10,7 @@ pub mod error;
 pub mod host;
 pub mod lifecycle;
 pub mod local;
+pub mod log_trim;
 pub mod operator;
 pub mod seal;
 pub mod upgrades;

@@ -26,7 +26,7 @@ use kiosk_runtime::runtime::{AppRefusal, AppVersion, CallOutcome, Installation, 
 use kiosk_runtime::world::HOST_API_VERSION;
 use kiosk_store::ledger::Ledger;
 use kiosk_store::logs::{LogBounds, LogLineRow, NewLogLine};
-use kiosk_store::{Changed, InstallationRow, NotInstallable, Store, UpgradeRefused, VersionRow};
+use kiosk_store::{Changed, EntitlementRow, InstallationRow, NotInstallable, Store, UpgradeRefused, VersionRow};
 
 use crate::config::OperatorConfig;
 use crate::error::{Class, Failure};
@@ -618,8 +618,17 @@ impl Kiosk {
         if !app.manifest.licensing.requires_entitlement {
             return Ok(());
         }
+        let entitlement = self.store.entitlement(tenant, &app.manifest.app).await?;
+        Self::entitled(tenant, app, entitlement.as_ref())
+    }
+
+    /// `check_entitlement` with the licence already read (`Store::call_context`).
+    fn entitled(tenant: &str, app: &AppVersion, entitlement: Option<&EntitlementRow>) -> Result<()> {
+        if !app.manifest.licensing.requires_entitlement {
+            return Ok(());
+        }
         let forbidden = |kind, detail: String| Failure::forbidden(kind, detail).field("app");
-        match self.store.entitlement(tenant, &app.manifest.app).await? {
+        match entitlement {
             None => Err(forbidden(
                 "entitlement-missing",
                 format!("tenant {tenant} has no licence for {}", app.manifest.app),
@@ -987,10 +996,16 @@ impl Kiosk {
     /// Calls `operation` of an installation with `input` (JSON). The licence is checked
     /// on every call.
     pub async fn invoke(&self, tenant: &str, id: &str, operation: &str, input: &Value) -> Result<Invoked> {
-        let row = self.installation(tenant, id).await?;
-        let app = self.installed_app(&row).await?;
-        let app = self.admit_call(tenant, &app, Purpose::Run).await?;
-        self.check_entitlement(tenant, &app).await?;
+        // One read of the database before the call (installation, limits, switches,
+        // licence), one group-committed write after it.
+        let context = self
+            .store
+            .call_context(tenant, id)
+            .await?
+            .ok_or_else(|| Failure::not_found(format!("no installation {id:?}")))?;
+        let app = self.installed_app(&context.installation).await?;
+        let app = self.admit_under(tenant, &app, Purpose::Run, &context.policy)?;
+        Self::entitled(tenant, &app, context.entitlement.as_ref())?;
         let logged_as = format!("invoke:{operation}");
         let (call, _) = CallLogs::logged_call(tenant, id, &logged_as);
         let input = input.to_string();

@@ -60,6 +60,17 @@ impl Kiosk {
     /// limits this call runs under. One read of the database.
     pub async fn admit_call(&self, tenant: &str, app: &AppVersion, purpose: Purpose) -> Result<AppVersion> {
         let policy = self.store.call_policy(tenant, &app.manifest.app).await?;
+        self.admit_under(tenant, app, purpose, &policy)
+    }
+
+    /// `admit_call` with the policy already read (`Store::call_context`).
+    pub(crate) fn admit_under(
+        &self,
+        tenant: &str,
+        app: &AppVersion,
+        purpose: Purpose,
+        policy: &CallPolicy,
+    ) -> Result<AppVersion> {
         if purpose == Purpose::Run {
             if policy.tenant_suspended {
                 return Err(Failure::forbidden(
@@ -77,7 +88,7 @@ impl Kiosk {
             }
         }
         let effective =
-            self.config.sandbox.effective(&layers_of(&self.config.sandbox.defaults, &policy, app.manifest.limits));
+            self.config.sandbox.effective(&layers_of(&self.config.sandbox.defaults, policy, app.manifest.limits));
         Ok(app.with_limits(effective.limits))
     }
 

@@ -21,7 +21,8 @@ pub use collection::WindowClose;
 pub mod ledger;
 pub mod logs;
 mod operator;
-pub use operator::{CallPolicy, LimitLayerRow, PartnerSummary, TenantSummary, VersionState};
+mod sqlite_reads;
+pub use operator::{CallContext, CallPolicy, LimitLayerRow, PartnerSummary, TenantSummary, VersionState};
 mod revocation;
 mod watch;
 pub use revocation::{
@@ -228,6 +229,9 @@ impl Principal {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// A call's hot reads, inline, on SQLite files (`sqlite_reads`); `None` on
+    /// PostgreSQL and in-memory databases.
+    reader: Option<Arc<sqlite_reads::SqliteReader>>,
 }
 
 /// A stored app version.
@@ -312,6 +316,16 @@ pub struct AuditRow {
 }
 
 /// Hex SHA-256 of a token secret, as stored.
+/// The principal of a stored token's role and scope (`None` for a row no role reads).
+fn principal_of(role: &str, scope: Option<String>) -> Option<Principal> {
+    match (role, scope) {
+        ("operator", _) => Some(Principal::Operator),
+        ("partner", Some(p)) => Some(Principal::Partner(p)),
+        ("tenant", Some(t)) => Some(Principal::Tenant(t)),
+        _ => None,
+    }
+}
+
 pub fn token_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
@@ -332,19 +346,19 @@ fn version_row(r: &AnyRow) -> Result<VersionRow, sqlx::Error> {
     })
 }
 
-fn installation_row(r: &AnyRow) -> Result<InstallationRow, sqlx::Error> {
+fn installation_row(r: &impl sqlite_reads::Columns) -> Result<InstallationRow, sqlx::Error> {
     Ok(InstallationRow {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        app: r.try_get("app")?,
-        version: r.try_get("version")?,
-        config: r.try_get("config")?,
-        secrets: r.try_get("secrets")?,
-        created_ms: r.try_get("created_ms")?,
-        updated_ms: r.try_get("updated_ms")?,
-        row_version: r.try_get("row_version")?,
+        id: r.text("id")?,
+        tenant: r.text("tenant")?,
+        app: r.text("app")?,
+        version: r.text("version")?,
+        config: r.text("config")?,
+        secrets: r.bytes("secrets")?,
+        created_ms: r.int("created_ms")?,
+        updated_ms: r.int("updated_ms")?,
+        row_version: r.int("row_version")?,
         upgrade_policy: r
-            .try_get::<String, _>("upgrade_policy")?
+            .text("upgrade_policy")?
             .parse()
             .map_err(|e: kiosk_domain::upgrade::UnknownPolicy| sqlx::Error::Decode(Box::new(e)))?,
     })
@@ -375,12 +389,14 @@ impl Store {
                 source: sqlx::Error::Configuration("unsupported scheme".into()),
             });
         };
+        let mut file = None;
         if backend == Backend::Sqlite {
             // Create the file and switch to WAL once, with the native driver.
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(ctx(format!("parse {url}")))?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal);
+            file = Some(options.get_filename().to_path_buf());
             let pool = sqlx::SqlitePool::connect_with(options).await.map_err(ctx(format!("open {url}")))?;
             pool.close().await;
         }
@@ -404,7 +420,18 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await.map_err(|e| StoreError { action: "run migrations".into(), source: e.into() })?;
-        Ok(Self { pool, backend })
+        // In-memory databases have no file another connection could open.
+        let reader = match file.filter(|f| f.is_file()) {
+            None => None,
+            Some(file) => match sqlite_reads::SqliteReader::open(&file) {
+                Ok(reader) => Some(Arc::new(reader)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the inline SQLite reader could not open the database: reads go through the pool");
+                    None
+                }
+            },
+        };
+        Ok(Self { pool, backend, reader })
     }
 
     /// The pool, for modules that own their tables (the ledger).
@@ -454,23 +481,29 @@ impl Store {
     /// The principal a token secret stands for, if it is known, not revoked and not
     /// expired. Asked on every request: a revocation holds from the next request on.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, StoreError> {
-        let row = sqlx::query(
-            "SELECT role, scope FROM tokens WHERE hash = $1 AND revoked = 0 AND (expires_ms IS NULL OR expires_ms > $2)",
-        )
-        .bind(token_hash(secret))
-        .bind(now_ms() as i64)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(ctx("authenticate"))?;
+        const SQL: &str = "SELECT role, scope FROM tokens WHERE hash = $1 AND revoked = 0 AND (expires_ms IS NULL OR expires_ms > $2)";
+        let hash = token_hash(secret);
+        let now = now_ms() as i64;
+        if let Some(reader) = &self.reader {
+            let read = reader.read(|c| {
+                let mut statement = c.prepare_cached(&sqlite_reads::numbered(SQL))?;
+                let mut rows = statement.query(rusqlite::params![hash, now])?;
+                match rows.next()? {
+                    None => Ok(None),
+                    Some(row) => Ok(Some((row.get::<_, String>("role")?, row.get::<_, Option<String>>("scope")?))),
+                }
+            });
+            match read {
+                Ok(token) => return Ok(token.and_then(|(role, scope)| principal_of(&role, scope))),
+                Err(e) => tracing::warn!(error = %e, "inline token read failed: reading through the pool"),
+            }
+        }
+        let row =
+            sqlx::query(SQL).bind(&hash).bind(now).fetch_optional(&self.pool).await.map_err(ctx("authenticate"))?;
         let Some(row) = row else { return Ok(None) };
         let role: String = row.try_get("role").map_err(ctx("read token"))?;
         let scope: Option<String> = row.try_get("scope").map_err(ctx("read token"))?;
-        Ok(match (role.as_str(), scope) {
-            ("operator", _) => Some(Principal::Operator),
-            ("partner", Some(p)) => Some(Principal::Partner(p)),
-            ("tenant", Some(t)) => Some(Principal::Tenant(t)),
-            _ => None,
-        })
+        Ok(principal_of(&role, scope))
     }
 
     pub async fn count_operator_tokens(&self) -> Result<i64, StoreError> {
@@ -999,7 +1032,21 @@ impl Store {
     // --- key-value --------------------------------------------------------------------
 
     pub async fn kv_load(&self, scope: &KvScope) -> Result<KvEntries, StoreError> {
-        let rows = sqlx::query("SELECT key, value FROM kv WHERE tenant = $1 AND installation = $2")
+        const SQL: &str = "SELECT key, value FROM kv WHERE tenant = $1 AND installation = $2";
+        if let Some(reader) = &self.reader {
+            let read = reader.read(|c| {
+                let mut statement = c.prepare_cached(&sqlite_reads::numbered(SQL))?;
+                let rows = statement.query_map(rusqlite::params![scope.tenant, scope.installation], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })?;
+                rows.collect::<rusqlite::Result<KvEntries>>()
+            });
+            match read {
+                Ok(entries) => return Ok(entries),
+                Err(e) => tracing::warn!(error = %e, "inline key-value read failed: reading through the pool"),
+            }
+        }
+        let rows = sqlx::query(SQL)
             .bind(&scope.tenant)
             .bind(&scope.installation)
             .fetch_all(&self.pool)

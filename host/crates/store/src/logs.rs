@@ -44,7 +44,109 @@ pub struct LogBounds {
 /// Rows per multi-row insert (9 parameters each, well under SQLite's 32,766).
 const INSERT_CHUNK: usize = 100;
 
+/// Oldest lines read per step of the global trim: one write transaction removes at
+/// most this many lines, so the writer lock is held briefly.
+const TRIM_STEP: i64 = 2000;
+
+/// What one global trim removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    pub lines: u64,
+    pub bytes: u64,
+}
+
 impl Store {
+    /// Bytes of log messages kept across all installations (`installations.log_bytes`).
+    pub async fn log_bytes_total(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT CAST(COALESCE(SUM(log_bytes), 0) AS BIGINT) AS n FROM installations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(ctx("count log bytes"))?;
+        row.try_get("n").map_err(ctx("count log bytes"))
+    }
+
+    /// Removes the oldest lines across all installations (by time) until the messages
+    /// kept take at most `max_bytes`. Each installation loses a prefix of its cursor
+    /// range, so its readers' cursors stay valid; each step is one write transaction of
+    /// at most `TRIM_STEP` lines, which re-reads the total under the writer lock.
+    pub async fn trim_logs_total(&self, max_bytes: u64) -> Result<Trimmed, StoreError> {
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        let mut trimmed = Trimmed::default();
+        // A read first: most sweeps find nothing to do and take no writer lock.
+        if self.log_bytes_total().await? <= max_bytes {
+            return Ok(trimmed);
+        }
+        loop {
+            let mut tx = self.begin_write().await?;
+            let total: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(log_bytes), 0) AS BIGINT) AS n FROM installations")
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|r| r.try_get("n"))
+                .map_err(ctx("count log bytes"))?;
+            let mut excess = total.saturating_sub(max_bytes);
+            if excess <= 0 {
+                tx.commit().await.map_err(ctx("commit"))?;
+                return Ok(trimmed);
+            }
+            let oldest = sqlx::query(
+                "SELECT tenant, installation, seq, bytes FROM installation_logs ORDER BY at_ms, tenant, installation, seq
+                 LIMIT $1",
+            )
+            .bind(TRIM_STEP)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(ctx("read the oldest log lines"))?;
+            if oldest.is_empty() {
+                tx.commit().await.map_err(ctx("commit"))?;
+                return Ok(trimmed);
+            }
+            // The newest cursor to cut at, per installation, until the excess is covered.
+            let mut cuts: std::collections::BTreeMap<(String, String), i64> = std::collections::BTreeMap::new();
+            for row in &oldest {
+                let read = |name| row.try_get::<i64, _>(name).map_err(ctx("read the oldest log lines"));
+                let key = (
+                    row.try_get::<String, _>("tenant").map_err(ctx("read the oldest log lines"))?,
+                    row.try_get::<String, _>("installation").map_err(ctx("read the oldest log lines"))?,
+                );
+                let seq = read("seq")?;
+                let cut = cuts.entry(key).or_insert(seq);
+                *cut = (*cut).max(seq);
+                excess = excess.saturating_sub(read("bytes")?);
+                if excess <= 0 {
+                    break;
+                }
+            }
+            for ((tenant, installation), cut) in &cuts {
+                let gone = sqlx::query(
+                    "DELETE FROM installation_logs WHERE tenant = $1 AND installation = $2 AND seq <= $3 RETURNING bytes",
+                )
+                .bind(tenant)
+                .bind(installation)
+                .bind(*cut)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(ctx("trim log lines"))?;
+                let mut bytes: i64 = 0;
+                for row in &gone {
+                    bytes = bytes.saturating_add(row.try_get::<i64, _>("bytes").map_err(ctx("trim log lines"))?);
+                }
+                sqlx::query(
+                    "UPDATE installations SET log_bytes = CASE WHEN log_bytes > $3 THEN log_bytes - $3 ELSE 0 END
+                     WHERE tenant = $1 AND id = $2",
+                )
+                .bind(tenant)
+                .bind(installation)
+                .bind(bytes)
+                .execute(&mut *tx)
+                .await
+                .map_err(ctx("count log bytes"))?;
+                trimmed.lines = trimmed.lines.saturating_add(gone.len() as u64);
+                trimmed.bytes = trimmed.bytes.saturating_add(u64::try_from(bytes).unwrap_or(0));
+            }
+            tx.commit().await.map_err(ctx("commit"))?;
+        }
+    }
+
     /// Appends one call's lines to an installation's log and trims the oldest lines
     /// beyond `bounds`, in one transaction. Only the newest `bounds.max_lines` lines of
     /// the call are written (older ones would be trimmed at once). Returns `false`
