@@ -29,7 +29,8 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Tasks invoking beside the pass (as many as a small tenant's concurrent calls).
+/// Tasks invoking beside the pass (as many as a small tenant's concurrent calls;
+/// `BENCH_INVOKERS` sets another number, 0 for none).
 const INVOKERS: usize = 4;
 /// How long the rate without a pass is measured.
 const IDLE_SECONDS: u64 = 3;
@@ -50,7 +51,12 @@ async fn main() {
     let config = dir.path().join("kiosk.toml");
     // The server's own collector never completes a window here (ten years); the passes
     // below are the bench's. Report calls are the host's, outside tenant admission.
-    let text = format!("data-dir = \"{}\"\n[usage]\nwindow-seconds = 315360000\n", dir.path().join("data").display());
+    // The invokers are one tenant calling as fast as they can: no rate limit.
+    let text = format!(
+        "data-dir = \"{}\"\n[usage]\nwindow-seconds = 315360000\n[admission]\ntenant-calls-per-second = 1000000\n\
+         tenant-burst = 1000000\n",
+        dir.path().join("data").display()
+    );
     std::fs::write(&config, text).unwrap();
     let options = ServeOptions {
         config: Some(config),
@@ -60,7 +66,8 @@ async fn main() {
     };
     let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.expect("the server starts");
     let state = started.state.clone();
-    let window_ms: i64 = 60_000;
+    // Hourly windows: a run never crosses more than one window boundary.
+    let window_ms: i64 = 3_600_000;
     let now = kiosk::metering::now_ms() as i64;
     // Created at the start of the last completed window: exactly one window each.
     let created = (now / window_ms - 1) * window_ms;
@@ -91,7 +98,8 @@ async fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let input = serde_json::json!({"campaignId": "c-1", "budget": 3000, "flightDays": 30, "dailySpend": [100, 120]});
     let mut invokers = Vec::new();
-    for _ in 0..INVOKERS {
+    let invokers_count = std::env::var("BENCH_INVOKERS").ok().and_then(|n| n.parse().ok()).unwrap_or(INVOKERS);
+    for _ in 0..invokers_count {
         let (state, calls, stop, input, id) =
             (state.clone(), calls.clone(), stop.clone(), input.clone(), invoked.id.clone());
         invokers.push(tokio::spawn(async move {
