@@ -134,14 +134,9 @@ async fn store_suite_on_postgresql() {
     Store::connect(&url).await.unwrap().close().await;
 }
 
-/// What a call reads before it runs, in one statement (`Store::call_context`): the
-/// installation, the four limit layers that can apply, the tenant's and partner's
-/// switches and the licence, each change visible to the next read (on SQLite through
-/// the inline reader, beside the pool's writes).
-async fn call_context(store: Store) {
-    use kiosk::limits::LimitValues;
+/// Tenant t1, partner acme and budget-pacing 1.4.34 registered.
+async fn seed_budget_pacing(store: &Store) {
     assert!(store.create_tenant("t1", "Tenant One", "operator").await.unwrap());
-    assert!(store.create_tenant("t2", "Tenant Two", "operator").await.unwrap());
     assert!(store.create_partner("acme", "Acme", "operator").await.unwrap());
     let manifest_text = std::fs::read_to_string(common::manifest_path("budget-pacing")).unwrap();
     let manifest = Manifest::parse(manifest_text.as_bytes(), &HOST_API_VERSION).unwrap();
@@ -149,17 +144,37 @@ async fn call_context(store: Store) {
         .register_version(&manifest, &manifest_text, "sha256:m", "sha256:c", b"\0asm", "ABCD", "ref", "partner:acme")
         .await
         .unwrap();
-    let row = InstallationRow {
-        id: "i1".into(),
+}
+
+/// Tenant t1's installation `id` of budget-pacing 1.4.34, empty config.
+fn installation_of(id: &str) -> InstallationRow {
+    InstallationRow {
+        id: id.into(),
         tenant: "t1".into(),
         app: "acme/budget-pacing".into(),
         version: "1.4.34".into(),
-        config: r#"{"threshold":0.2}"#.into(),
-        secrets: vec![9, 8, 7],
+        config: "{}".into(),
+        secrets: Vec::new(),
         created_ms: 1,
-        updated_ms: 2,
+        updated_ms: 1,
         row_version: 0,
         upgrade_policy: Default::default(),
+    }
+}
+
+/// What a call reads before it runs, in one statement (`Store::call_context`): the
+/// installation, the four limit layers that can apply, the tenant's and partner's
+/// switches and the licence, each change visible to the next read (on SQLite through
+/// the inline reader, beside the pool's writes).
+async fn call_context(store: Store) {
+    use kiosk::limits::LimitValues;
+    seed_budget_pacing(&store).await;
+    assert!(store.create_tenant("t2", "Tenant Two", "operator").await.unwrap());
+    let row = InstallationRow {
+        config: r#"{"threshold":0.2}"#.into(),
+        secrets: vec![9, 8, 7],
+        updated_ms: 2,
+        ..installation_of("i1")
     };
     store.insert_installation(&row, "tenant:t1").await.unwrap();
     assert!(store.call_context("t2", "i1").await.unwrap().is_none(), "another tenant's installation is not found");
@@ -231,30 +246,11 @@ async fn call_context_on_postgresql() {
 /// keeps a suffix of its cursor range, and the byte counts follow.
 async fn global_log_bound(store: Store) {
     use kiosk::store::logs::{LogBounds, NewLogLine};
-    assert!(store.create_tenant("t1", "Tenant One", "operator").await.unwrap());
-    assert!(store.create_partner("acme", "Acme", "operator").await.unwrap());
-    let manifest_text = std::fs::read_to_string(common::manifest_path("budget-pacing")).unwrap();
-    let manifest = Manifest::parse(manifest_text.as_bytes(), &HOST_API_VERSION).unwrap();
-    store
-        .register_version(&manifest, &manifest_text, "sha256:m", "sha256:c", b"\0asm", "ABCD", "ref", "partner:acme")
-        .await
-        .unwrap();
+    seed_budget_pacing(&store).await;
     let bounds = LogBounds { max_lines: 1000, max_bytes: 1 << 20 };
     // Three installations, lines interleaved in time: a (at 0, 3, 6, …), b (1, 4, …), c (2, 5, …).
     for id in ["a", "b", "c"] {
-        let row = InstallationRow {
-            id: id.into(),
-            tenant: "t1".into(),
-            app: "acme/budget-pacing".into(),
-            version: "1.4.34".into(),
-            config: "{}".into(),
-            secrets: Vec::new(),
-            created_ms: 1,
-            updated_ms: 1,
-            row_version: 0,
-            upgrade_policy: Default::default(),
-        };
-        store.insert_installation(&row, "tenant:t1").await.unwrap();
+        store.insert_installation(&installation_of(id), "tenant:t1").await.unwrap();
     }
     for step in 0..30_i64 {
         let id = ["a", "b", "c"][(step % 3) as usize];

@@ -434,6 +434,25 @@ impl Store {
         Ok(Self { pool, backend, reader })
     }
 
+    /// `read` of the statement `sql` (sqlx's text: `$n` parameters, bound by name) on
+    /// the inline SQLite reader (`sqlite_reads`), prepared once per connection. `None`
+    /// when there is no reader or it failed (logged): the caller reads through the pool.
+    fn read_inline<T>(
+        &self,
+        what: &str,
+        sql: &str,
+        read: impl FnOnce(&mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<T>,
+    ) -> Option<T> {
+        let reader = self.reader.as_ref()?;
+        match reader.read(|c| read(&mut c.prepare_cached(sql)?)) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                tracing::warn!(error = %e, read = what, "inline SQLite read failed: reading through the pool");
+                None
+            }
+        }
+    }
+
     /// The pool, for modules that own their tables (the ledger).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
@@ -484,19 +503,15 @@ impl Store {
         const SQL: &str = "SELECT role, scope FROM tokens WHERE hash = $1 AND revoked = 0 AND (expires_ms IS NULL OR expires_ms > $2)";
         let hash = token_hash(secret);
         let now = now_ms() as i64;
-        if let Some(reader) = &self.reader {
-            let read = reader.read(|c| {
-                let mut statement = c.prepare_cached(&sqlite_reads::numbered(SQL))?;
-                let mut rows = statement.query(rusqlite::params![hash, now])?;
-                match rows.next()? {
-                    None => Ok(None),
-                    Some(row) => Ok(Some((row.get::<_, String>("role")?, row.get::<_, Option<String>>("scope")?))),
-                }
-            });
-            match read {
-                Ok(token) => return Ok(token.and_then(|(role, scope)| principal_of(&role, scope))),
-                Err(e) => tracing::warn!(error = %e, "inline token read failed: reading through the pool"),
+        let inline = self.read_inline("token", SQL, |statement| {
+            let mut rows = statement.query(rusqlite::named_params! {"$1": hash, "$2": now})?;
+            match rows.next()? {
+                None => Ok(None),
+                Some(row) => Ok(Some((row.get::<_, String>("role")?, row.get::<_, Option<String>>("scope")?))),
             }
+        });
+        if let Some(token) = inline {
+            return Ok(token.and_then(|(role, scope)| principal_of(&role, scope)));
         }
         let row =
             sqlx::query(SQL).bind(&hash).bind(now).fetch_optional(&self.pool).await.map_err(ctx("authenticate"))?;
@@ -1033,18 +1048,13 @@ impl Store {
 
     pub async fn kv_load(&self, scope: &KvScope) -> Result<KvEntries, StoreError> {
         const SQL: &str = "SELECT key, value FROM kv WHERE tenant = $1 AND installation = $2";
-        if let Some(reader) = &self.reader {
-            let read = reader.read(|c| {
-                let mut statement = c.prepare_cached(&sqlite_reads::numbered(SQL))?;
-                let rows = statement.query_map(rusqlite::params![scope.tenant, scope.installation], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
-                })?;
-                rows.collect::<rusqlite::Result<KvEntries>>()
-            });
-            match read {
-                Ok(entries) => return Ok(entries),
-                Err(e) => tracing::warn!(error = %e, "inline key-value read failed: reading through the pool"),
-            }
+        let inline = self.read_inline("key-value snapshot", SQL, |statement| {
+            let params = rusqlite::named_params! {"$1": scope.tenant, "$2": scope.installation};
+            let rows = statement.query_map(params, |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)))?;
+            rows.collect::<rusqlite::Result<KvEntries>>()
+        });
+        if let Some(entries) = inline {
+            return Ok(entries);
         }
         let rows = sqlx::query(SQL)
             .bind(&scope.tenant)

@@ -48,6 +48,9 @@ const INSERT_CHUNK: usize = 100;
 /// most this many lines, so the writer lock is held briefly.
 const TRIM_STEP: i64 = 2000;
 
+/// Bytes of log messages kept across all installations.
+const LOG_BYTES_TOTAL: &str = "SELECT CAST(COALESCE(SUM(log_bytes), 0) AS BIGINT) AS n FROM installations";
+
 /// What one global trim removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Trimmed {
@@ -58,10 +61,7 @@ pub struct Trimmed {
 impl Store {
     /// Bytes of log messages kept across all installations (`installations.log_bytes`).
     pub async fn log_bytes_total(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT CAST(COALESCE(SUM(log_bytes), 0) AS BIGINT) AS n FROM installations")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(ctx("count log bytes"))?;
+        let row = sqlx::query(LOG_BYTES_TOTAL).fetch_one(&self.pool).await.map_err(ctx("count log bytes"))?;
         row.try_get("n").map_err(ctx("count log bytes"))
     }
 
@@ -78,7 +78,7 @@ impl Store {
         }
         loop {
             let mut tx = self.begin_write().await?;
-            let total: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(log_bytes), 0) AS BIGINT) AS n FROM installations")
+            let total: i64 = sqlx::query(LOG_BYTES_TOTAL)
                 .fetch_one(&mut *tx)
                 .await
                 .and_then(|r| r.try_get("n"))

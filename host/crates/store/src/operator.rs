@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::sqlite_reads::{Columns, numbered};
+use super::sqlite_reads::Columns;
 use super::{InstallationRow, StoreError, VersionRow, audit, ctx, installation_row, version_row};
 use kiosk_domain::limits::LimitValues;
 use kiosk_domain::metering::now_ms;
@@ -72,18 +72,18 @@ fn call_context_row(r: &impl Columns) -> Result<CallContext, sqlx::Error> {
         layers: Vec::new(),
     };
     let layers = [
-        ("l0", "", ""),
-        ("l1", installation.tenant.as_str(), ""),
-        ("l2", "", installation.app.as_str()),
-        ("l3", installation.tenant.as_str(), installation.app.as_str()),
+        ("l0_limits", "l0_updated_ms", "", ""),
+        ("l1_limits", "l1_updated_ms", installation.tenant.as_str(), ""),
+        ("l2_limits", "l2_updated_ms", "", installation.app.as_str()),
+        ("l3_limits", "l3_updated_ms", installation.tenant.as_str(), installation.app.as_str()),
     ];
-    for (l, tenant, app) in layers {
-        let Some(text) = r.opt_text(&format!("{l}_limits"))? else { continue };
+    for (limits, updated_ms, tenant, app) in layers {
+        let Some(text) = r.opt_text(limits)? else { continue };
         policy.layers.push(LimitLayerRow {
             tenant: tenant.to_string(),
             app: app.to_string(),
             limits: serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            updated_ms: r.int(&format!("{l}_updated_ms"))?,
+            updated_ms: r.int(updated_ms)?,
         });
     }
     let entitlement = match r.opt_int("e_revoked")? {
@@ -211,16 +211,12 @@ impl super::Store {
     /// possible layers are four indexed left joins (primary key `(tenant, app)`), so the
     /// statement is one row on SQLite and PostgreSQL alike.
     pub async fn call_context(&self, tenant: &str, id: &str) -> Result<Option<CallContext>, StoreError> {
-        if let Some(reader) = &self.reader {
-            let read = reader.read(|c| {
-                let mut statement = c.prepare_cached(&numbered(CALL_CONTEXT))?;
-                let mut rows = statement.query(rusqlite::params![tenant, id])?;
-                Ok(rows.next()?.map(call_context_row))
-            });
-            match read {
-                Ok(context) => return context.transpose().map_err(ctx("read call context")),
-                Err(e) => tracing::warn!(error = %e, "inline call context read failed: reading through the pool"),
-            }
+        let inline = self.read_inline("call context", CALL_CONTEXT, |statement| {
+            let mut rows = statement.query(rusqlite::named_params! {"$1": tenant, "$2": id})?;
+            Ok(rows.next()?.map(call_context_row))
+        });
+        if let Some(context) = inline {
+            return context.transpose().map_err(ctx("read call context"));
         }
         let row = sqlx::query(CALL_CONTEXT)
             .bind(tenant)

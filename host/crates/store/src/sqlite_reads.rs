@@ -13,8 +13,8 @@
 //! the next call, as before.
 //!
 //! A connection is `query_only` and waits at most `BUSY_MS` for a lock; any failure
-//! here falls back to the same read through sqlx (the caller's job), which waits
-//! longer. PostgreSQL and in-memory SQLite databases have no reader.
+//! here falls back to the same read through sqlx (`Store::read_inline`), which waits
+//! longer. Statements are sqlx's text; their `$n` parameters are bound by name. PostgreSQL and in-memory SQLite databases have no reader.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -69,12 +69,6 @@ impl SqliteReader {
         }
         out
     }
-}
-
-/// sqlx's numbered parameters (`$1`) as SQLite's (`?1`), so one statement text serves
-/// both drivers.
-pub(crate) fn numbered(sql: &str) -> String {
-    sql.replace('$', "?")
 }
 
 /// A column read by name, from either driver's row.
@@ -150,7 +144,15 @@ mod tests {
         let refused = reader.read(|c| c.execute("INSERT INTO t VALUES ('b', 2)", []));
         assert!(refused.is_err(), "a reader's connection is query-only");
         assert_eq!(count(&reader).unwrap(), 1);
-        assert_eq!(numbered("WHERE a = $1 AND b = $2"), "WHERE a = ?1 AND b = ?2");
+        // sqlx's `$n` parameters, bound by name, whatever order they appear in.
+        let bound = reader.read(|c| {
+            c.query_row(
+                "SELECT v FROM t WHERE v = $2 AND k = $1",
+                rusqlite::named_params! {"$1": "a", "$2": 1},
+                |row| row.get::<_, i64>(0),
+            )
+        });
+        assert_eq!(bound.unwrap(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
