@@ -307,8 +307,12 @@ async fn isolation_suite(database: Option<String>) {
     };
     sqlx::query(poison).execute(store.pool()).await.unwrap();
     let ledger = Ledger::start(store.clone());
-    // Submitted together: on this single-threaded runtime every submitter is queued before
-    // the writer task runs, so they share one group (and its failed transaction).
+    // Submitted together, so that they share a group (and its failed transaction). On
+    // PostgreSQL the writer is a task of this single-threaded runtime: every submitter is
+    // queued before it runs. On SQLite it is a thread of its own: while this test holds
+    // the write lock, it is stuck beginning its first group (whatever it took), and the
+    // others queue up behind it; when the lock goes, they are the next group.
+    let lock = if postgres { None } else { Some(store.begin_write().await.unwrap()) };
     let submitters = (0..40).map(|i| {
         let mut events = vec![event(&format!("{i}-a"), "s", 1), event(&format!("{i}-b"), "s", 2)];
         if i % 5 == 0 {
@@ -320,8 +324,14 @@ async fn isolation_suite(database: Option<String>) {
         let ledger = ledger.clone();
         async move { (i, ledger.record(events).await) }
     });
+    let mut all = std::pin::pin!(futures_util::future::join_all(submitters));
+    // One poll queues every submitter (the queue has room for them all); none is answered.
+    assert!(futures_util::poll!(all.as_mut()).is_pending());
+    if let Some(lock) = lock {
+        lock.rollback().await.unwrap();
+    }
     let mut expected = Vec::new();
-    for (i, result) in futures_util::future::join_all(submitters).await {
+    for (i, result) in all.await {
         if i % 5 == 0 {
             assert!(result.is_err(), "submitter {i} holds the poisoned event: {result:?}");
             continue;

@@ -149,7 +149,7 @@ impl CallLogs {
     /// A fresh call of `tenant`'s installation `id`: the installation to call with,
     /// named by a new call id.
     fn call(tenant: &str, id: &str) -> (Installation, String) {
-        let call_id = uuid::Uuid::new_v4().to_string();
+        let call_id = kiosk_runtime::runtime::new_call_id();
         (Installation::new(tenant, id).with_call_id(call_id.clone()), call_id)
     }
 
@@ -701,7 +701,7 @@ impl Kiosk {
     /// Adds one line of Kiosk's own to an installation's log (as a call of its own, e.g.
     /// `auto-upgrade`), where the tenant, the partner and the operator read it.
     pub(crate) async fn note(&self, tenant: &str, id: &str, operation: &str, line: LogLine) {
-        let call_id = uuid::Uuid::new_v4().to_string();
+        let call_id = kiosk_runtime::runtime::new_call_id();
         self.keep_logs(tenant, id, CallLogs(vec![CallLog { call_id, operation: operation.into(), lines: vec![line] }]))
             .await;
     }

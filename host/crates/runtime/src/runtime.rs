@@ -1055,7 +1055,15 @@ fn engine_config(limits: &SandboxLimits) -> Config {
 
 /// The id a call of `inst` runs under: the one its caller gave, else a fresh UUID.
 fn call_id_of(inst: &Installation) -> String {
-    inst.call_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    inst.call_id.clone().unwrap_or_else(new_call_id)
+}
+
+/// A new call id: a UUIDv7 (RFC 9562), time-ordered with 74 random bits. Time order
+/// matters to the ledger: the keys of a call's usage events start with its call id, so
+/// each group's inserts land at the end of the key index instead of on a random page
+/// per event (fewer pages written per commit).
+pub fn new_call_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// The usage window `[start, start + len)` containing `at_ms`, aligned to `len`.

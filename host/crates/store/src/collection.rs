@@ -4,6 +4,7 @@
 
 use sqlx::Row as _;
 
+use super::write::{Arg, WriteTx};
 use super::{Store, StoreError, audit, ctx};
 
 /// Windows leased per statement (2 parameters each, plus 3).
@@ -192,17 +193,17 @@ pub struct WindowClose {
     pub detail: String,
 }
 
-pub(crate) async fn close_window_tx(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    close: &WindowClose,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE usage_windows SET done = $1 WHERE installation = $2 AND window_start = $3 AND leased_by = $4")
-        .bind(if close.given_up { 2_i64 } else { 1 })
-        .bind(close.installation.as_str())
-        .bind(close.window_start)
-        .bind(close.replica.as_str())
-        .execute(&mut **tx)
-        .await
-        .map_err(ctx("close usage window"))?;
+pub(crate) async fn close_window_tx(tx: &mut impl WriteTx, close: &WindowClose) -> Result<(), StoreError> {
+    tx.execute(
+        "close usage window",
+        "UPDATE usage_windows SET done = $1 WHERE installation = $2 AND window_start = $3 AND leased_by = $4",
+        &[
+            Arg::Int(if close.given_up { 2 } else { 1 }),
+            Arg::Text(&close.installation),
+            Arg::Int(close.window_start),
+            Arg::Text(&close.replica),
+        ],
+    )
+    .await?;
     audit(tx, &close.actor, &close.action, &close.target, &close.detail).await
 }

@@ -4,12 +4,15 @@
 //! each submitter is answered only after that transaction committed.
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 
 use sqlx::Row as _;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::collection::{WindowClose, close_window_tx};
 use crate::logs::{LogBatch, LogBounds, NewLogLine, append_logs_tx};
+use crate::sqlite_reads::{Columns as _, as_sqlx};
+use crate::write::{self, Arg, SqliteWriteTx, WriteTx};
 use crate::{Store, StoreError, ctx, kv_apply_many};
 use kiosk_domain::effects::{CallCommitter, CallEffects, CallLines, CommitError, KvWrite};
 use kiosk_domain::kv::{KvChanges, KvScope, KvStoreError};
@@ -163,26 +166,42 @@ pub fn stored_quantity(column: i64) -> u64 {
 }
 
 impl Ledger {
-    /// Starts the writer task on the current tokio runtime.
+    /// Starts the writer: on a SQLite file, a thread of its own with its own rusqlite
+    /// connection (`SqliteWriter`); otherwise (PostgreSQL, in-memory SQLite, or if that
+    /// connection cannot be opened) a task on the current tokio runtime writing through
+    /// the pool.
     pub fn start(store: Store) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Item>(4_096);
-        tokio::spawn(async move {
-            while let Some((events, work, close, reply)) = rx.recv().await {
-                // Group commit without a timer: take whatever queued up while the previous
-                // transaction was in flight. A lone submitter pays one commit, no waiting;
-                // under load, batches grow by themselves.
-                let mut size = events.len();
-                let mut group = vec![Submission::new(events, work, close, reply)];
-                while size < MAX_GROUP && group.len() < MAX_GROUP_CALLS {
-                    match rx.try_recv() {
-                        Ok((events, work, close, reply)) => {
-                            size += events.len();
-                            group.push(Submission::new(events, work, close, reply));
+        if let Some(file) = store.sqlite_file() {
+            match SqliteWriter::open(file) {
+                Ok(mut writer) => {
+                    let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
+                    let spawned = std::thread::Builder::new().name("kiosk-ledger".into()).spawn(move || {
+                        while let Some(first) = rx.blocking_recv() {
+                            let group = gather(first, &mut rx);
+                            // `SqliteWriter` never suspends, so one poll writes the group.
+                            if write::poll_once(commit_group(&mut writer, group)).is_none() {
+                                tracing::error!("the ledger's SQLite writer suspended; its group was dropped");
+                            }
                         }
-                        Err(_) => break,
+                    });
+                    match spawned {
+                        Ok(_) => return Self { tx },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not start the ledger's writer thread: writing through the pool")
+                        }
                     }
                 }
-                commit_group(&store, group).await;
+                Err(e) => {
+                    tracing::warn!(error = %e, "the ledger's SQLite connection could not be opened: writing through the pool")
+                }
+            }
+        }
+        let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
+        let mut writer = PoolWriter(store);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let group = gather(first, &mut rx);
+                commit_group(&mut writer, group).await;
             }
         });
         Self { tx }
@@ -289,19 +308,108 @@ impl Submission {
     }
 }
 
+/// Group commit without a timer: `first` and whatever queued up while the previous
+/// transaction was in flight. A lone submitter pays one commit, no waiting; under load,
+/// batches grow by themselves.
+fn gather(first: Item, rx: &mut mpsc::Receiver<Item>) -> Vec<Submission> {
+    let (events, work, close, reply) = first;
+    let mut size = events.len();
+    let mut group = vec![Submission::new(events, work, close, reply)];
+    while size < MAX_GROUP && group.len() < MAX_GROUP_CALLS {
+        match rx.try_recv() {
+            Ok((events, work, close, reply)) => {
+                size += events.len();
+                group.push(Submission::new(events, work, close, reply));
+            }
+            Err(_) => break,
+        }
+    }
+    group
+}
+
+/// Submissions queued for the writer before senders wait.
+const QUEUE: usize = 4_096;
+
+/// Writes groups, each in one transaction of its own.
+trait GroupWriter {
+    fn write(&mut self, group: &[Submission]) -> impl Future<Output = Result<Vec<Written>, StoreError>>;
+}
+
+/// Through the sqlx pool (PostgreSQL; SQLite without a file).
+struct PoolWriter(Store);
+
+impl GroupWriter for PoolWriter {
+    async fn write(&mut self, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
+        let mut tx = self.0.begin_write().await?;
+        let written = write_group(&mut tx, group).await?;
+        tx.commit().await.map_err(ctx("commit usage"))?;
+        Ok(written)
+    }
+}
+
+/// On a rusqlite connection of the ledger's own, on the ledger's thread: a group's
+/// statements run there, without sqlx's per-statement hand-over to a worker thread.
+struct SqliteWriter {
+    conn: rusqlite::Connection,
+}
+
+/// How long the ledger's connection waits for another writer (an API write, another
+/// process): as long as the pool's connections do.
+const WRITER_BUSY_MS: u64 = 5_000;
+
+impl SqliteWriter {
+    fn open(file: &std::path::Path) -> rusqlite::Result<Self> {
+        let conn = rusqlite::Connection::open_with_flags(
+            file,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_millis(WRITER_BUSY_MS))?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        // Durable before the answer: every commit syncs the WAL (what sqlx's connections
+        // use too, SQLite's default).
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        // The group write's statements differ only in their row counts: room for them all.
+        conn.set_prepared_statement_cache_capacity(256);
+        Ok(Self { conn })
+    }
+
+    fn run(&self, sql: &str, what: &str) -> Result<(), StoreError> {
+        self.conn.execute_batch(sql).map_err(|e| StoreError { action: what.into(), source: as_sqlx(e) })
+    }
+}
+
+impl GroupWriter for SqliteWriter {
+    async fn write(&mut self, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
+        // `BEGIN IMMEDIATE`, as `Store::begin_write`: the writer lock first.
+        self.run("BEGIN IMMEDIATE", "begin")?;
+        let written = write_group(&mut SqliteWriteTx { conn: &self.conn }, group).await;
+        let committed = written.and_then(|written| self.run("COMMIT", "commit usage").map(|()| written));
+        if committed.is_err()
+            && !self.conn.is_autocommit()
+            && let Err(e) = self.run("ROLLBACK", "roll back usage")
+        {
+            tracing::error!(error = %e, "the ledger could not roll back a failed group");
+        }
+        committed
+    }
+}
+
 /// Writes a group in one transaction. If it fails, each submitter is written again in a
 /// transaction of its own, so only the one whose work the database refuses gets the
 /// error (re-writing is safe: the failed transaction wrote nothing, and the key makes an
 /// event that did land a duplicate).
-async fn commit_group(store: &Store, mut group: Vec<Submission>) {
+async fn commit_group(writer: &mut impl GroupWriter, mut group: Vec<Submission>) {
     // Calls in scope order: every group takes its row locks in the same order, so two
     // replicas' groups never wait on each other in a cycle.
     group.sort_by(|a, b| {
         a.scope().map(|s| (&s.tenant, &s.installation)).cmp(&b.scope().map(|s| (&s.tenant, &s.installation)))
     });
-    let result = write_group(store, &group).await;
+    let started = std::time::Instant::now();
+    let result = writer.write(&group).await;
     match result {
         Ok(written) => {
+            metrics::histogram!("kiosk_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
+            count_recorded(&group, &written);
             for (submission, written) in group.into_iter().zip(written) {
                 submission.answer(written);
             }
@@ -315,8 +423,11 @@ async fn commit_group(store: &Store, mut group: Vec<Submission>) {
         Err(e) => {
             tracing::warn!(error = %e, submitters = group.len(), "ledger group commit failed; writing each submitter alone");
             for submission in group {
-                match write_group(store, std::slice::from_ref(&submission)).await {
-                    Ok(mut written) => submission.answer(written.pop().unwrap_or(Ok(Vec::new()))),
+                match writer.write(std::slice::from_ref(&submission)).await {
+                    Ok(mut written) => {
+                        count_recorded(std::slice::from_ref(&submission), &written);
+                        submission.answer(written.pop().unwrap_or(Ok(Vec::new())))
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "ledger commit failed; nothing of this submitter was recorded");
                         let _ = submission.reply.send(Err(e.to_string()));
@@ -327,13 +438,27 @@ async fn commit_group(store: &Store, mut group: Vec<Submission>) {
     }
 }
 
-/// One transaction for `group`, in a few statements whatever its size: per scope, the
+/// The metrics of a committed group: its size and the events newly recorded per source.
+fn count_recorded(group: &[Submission], written: &[Written]) {
+    let mut size = 0;
+    for (submission, written) in group.iter().zip(written) {
+        let Ok(outcomes) = written else { continue };
+        size += outcomes.len();
+        for (e, outcome) in submission.writable().zip(outcomes) {
+            if matches!(outcome, Recorded::Recorded) {
+                metrics::counter!("kiosk_usage_events_total", "source" => e.source.as_str()).increment(1);
+            }
+        }
+    }
+    metrics::histogram!("kiosk_ledger_batch_size").record(size as f64);
+}
+
+/// One transaction's statements for `group`, a few whatever its size: per scope, the
 /// key-value changes of its calls in order (`kv_apply_many`: a call over the quota is
 /// refused and nothing of it is written); per installation, the lines of the calls kept
-/// (`append_logs_tx`); then every kept event in multi-row inserts.
-async fn write_group(store: &Store, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
-    let started = std::time::Instant::now();
-    let mut tx = store.begin_write().await?;
+/// (`append_logs_tx`); then every kept event in multi-row inserts. The caller begins and
+/// commits the transaction.
+async fn write_group(tx: &mut impl WriteTx, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
     let mut refused: Vec<Option<u64>> = vec![None; group.len()];
     // The group is in scope order, so these maps visit scopes in lock order too.
     let mut by_scope: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
@@ -348,7 +473,7 @@ async fn write_group(store: &Store, group: &[Submission]) -> Result<Vec<Written>
             .iter()
             .filter_map(|&i| group[i].work.as_ref().and_then(|w| w.kv.as_ref()).map(|kv| (&kv.changes, kv.quota)))
             .collect();
-        for (&i, verdict) in calls.iter().zip(kv_apply_many(&mut tx, &scope, &changes).await?) {
+        for (&i, verdict) in calls.iter().zip(kv_apply_many(tx, &scope, &changes).await?) {
             refused[i] = verdict.err();
         }
     }
@@ -385,7 +510,7 @@ async fn write_group(store: &Store, group: &[Submission]) -> Result<Vec<Written>
             .collect();
         if let Some(bounds) = bounds {
             // An installation uninstalled while the calls ran: their lines go with it.
-            append_logs_tx(&mut tx, tenant, installation, &batches, bounds).await?;
+            append_logs_tx(tx, tenant, installation, &batches, bounds).await?;
         }
     }
     let events: Vec<&UsageEvent> = group
@@ -394,17 +519,9 @@ async fn write_group(store: &Store, group: &[Submission]) -> Result<Vec<Written>
         .filter(|(_, r)| r.is_none())
         .flat_map(|(submission, _)| submission.writable())
         .collect();
-    let mut outcomes = record_events(&mut tx, &events).await?.into_iter();
+    let mut outcomes = record_events(tx, &events).await?.into_iter();
     for close in group.iter().filter_map(|s| s.close.as_ref()) {
-        close_window_tx(&mut tx, close).await?;
-    }
-    tx.commit().await.map_err(ctx("commit usage"))?;
-    metrics::histogram!("kiosk_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
-    metrics::histogram!("kiosk_ledger_batch_size").record(events.len() as f64);
-    for (e, outcome) in events.iter().zip(outcomes.clone()) {
-        if matches!(outcome, Recorded::Recorded) {
-            metrics::counter!("kiosk_usage_events_total", "source" => e.source.as_str()).increment(1);
-        }
+        close_window_tx(tx, close).await?;
     }
     Ok(group
         .iter()
@@ -420,10 +537,7 @@ async fn write_group(store: &Store, group: &[Submission]) -> Result<Vec<Written>
 /// new) and reads back the quantity of every key that was already there: recorded,
 /// duplicate or conflict per event, in order. An event whose key came earlier in the same
 /// group is a duplicate (or conflict) of that one, as if written after it.
-async fn record_events(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    events: &[&UsageEvent],
-) -> Result<Vec<Recorded>, StoreError> {
+async fn record_events(tx: &mut impl WriteTx, events: &[&UsageEvent]) -> Result<Vec<Recorded>, StoreError> {
     let now = now_ms() as i64;
     let mut inserted: HashSet<(&str, &str)> = HashSet::new();
     for chunk in events.chunks(USAGE_CHUNK) {
@@ -440,24 +554,27 @@ async fn record_events(
             sql.push(')');
         }
         sql.push_str(" ON CONFLICT (source, idem_key) DO NOTHING RETURNING source, idem_key");
-        let mut query = sqlx::query(&sql);
-        for e in chunk {
-            query = query
-                .bind(e.source.as_str())
-                .bind(e.idempotency_key.as_str())
-                .bind(e.tenant.as_str())
-                .bind(e.installation.as_str())
-                .bind(e.app.as_str())
-                .bind(e.version.as_str())
-                .bind(e.sku.as_str())
-                // Both fit: `refusal` passed (quantity <= 2^53 - 1, at_ms <= i64::MAX).
-                .bind(e.quantity as i64)
-                .bind(e.at_ms as i64)
-                .bind(now);
-        }
-        for row in query.fetch_all(&mut **tx).await.map_err(ctx("record usage"))? {
-            let source: String = row.try_get("source").map_err(ctx("read recorded usage"))?;
-            let key: String = row.try_get("idem_key").map_err(ctx("read recorded usage"))?;
+        let args: Vec<Arg<'_>> = chunk
+            .iter()
+            .flat_map(|e| {
+                [
+                    Arg::Text(e.source.as_str()),
+                    Arg::Text(&e.idempotency_key),
+                    Arg::Text(&e.tenant),
+                    Arg::Text(&e.installation),
+                    Arg::Text(&e.app),
+                    Arg::Text(&e.version),
+                    Arg::Text(&e.sku),
+                    // Both fit: `refusal` passed (quantity <= 2^53 - 1, at_ms <= i64::MAX).
+                    Arg::Int(e.quantity as i64),
+                    Arg::Int(e.at_ms as i64),
+                    Arg::Int(now),
+                ]
+            })
+            .collect();
+        for row in tx.fetch_all("record usage", &sql, &args).await? {
+            let source = row.text("source").map_err(ctx("read recorded usage"))?;
+            let key = row.text("idem_key").map_err(ctx("read recorded usage"))?;
             if let Some(e) = chunk.iter().find(|e| e.source.as_str() == source && e.idempotency_key == key) {
                 inserted.insert((e.source.as_str(), e.idempotency_key.as_str()));
             }
@@ -471,13 +588,15 @@ async fn record_events(
             outcomes.push(Recorded::Recorded);
             continue;
         }
-        let row = sqlx::query("SELECT quantity FROM usage_events WHERE source = $1 AND idem_key = $2")
-            .bind(e.source.as_str())
-            .bind(e.idempotency_key.as_str())
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(ctx("read recorded usage"))?;
-        let recorded = stored_quantity(row.try_get("quantity").map_err(ctx("read recorded usage"))?);
+        let row = tx
+            .fetch_optional(
+                "read recorded usage",
+                "SELECT quantity FROM usage_events WHERE source = $1 AND idem_key = $2",
+                &[Arg::Text(e.source.as_str()), Arg::Text(&e.idempotency_key)],
+            )
+            .await?
+            .ok_or_else(|| ctx("read recorded usage")(sqlx::Error::RowNotFound))?;
+        let recorded = stored_quantity(row.int("quantity").map_err(ctx("read recorded usage"))?);
         outcomes.push(if recorded == e.quantity {
             Recorded::Duplicate
         } else {

@@ -22,7 +22,10 @@ pub mod ledger;
 pub mod logs;
 mod operator;
 mod sqlite_reads;
+use sqlite_reads::Columns as _;
+mod write;
 pub use operator::{CallContext, CallPolicy, LimitLayerRow, PartnerSummary, TenantSummary, VersionState};
+use write::{Arg, WriteTx};
 mod revocation;
 mod watch;
 pub use revocation::{
@@ -58,7 +61,7 @@ const KV_LOOKUP_CHUNK: usize = 200;
 /// Applies `changes` to `scope` inside `tx` if the scope stays within `quota` bytes
 /// afterwards; `Err(quota)` (nothing written) if it would not.
 pub(crate) async fn kv_apply(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut impl WriteTx,
     scope: &KvScope,
     changes: &KvChanges,
     quota: u64,
@@ -79,23 +82,26 @@ const KV_UPSERT_CHUNK: usize = 100;
 /// the whole scope, and the net result is written in a few multi-row statements
 /// whatever the number of calls.
 pub(crate) async fn kv_apply_many(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut impl WriteTx,
     scope: &KvScope,
     calls: &[(&KvChanges, u64)],
 ) -> Result<Vec<Result<(), u64>>, StoreError> {
     if calls.iter().all(|(changes, _)| changes.is_empty()) {
         return Ok(vec![Ok(()); calls.len()]);
     }
-    let held = sqlx::query(
-        "INSERT INTO kv_usage (tenant, installation, bytes) VALUES ($1, $2, 0)
-         ON CONFLICT (tenant, installation) DO UPDATE SET bytes = kv_usage.bytes RETURNING bytes",
-    )
-    .bind(&scope.tenant)
-    .bind(&scope.installation)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(ctx("lock key-value usage"))?;
-    let held: i64 = held.try_get("bytes").map_err(ctx("read key-value usage"))?;
+    let (tenant, installation) = (Arg::Text(&scope.tenant), Arg::Text(&scope.installation));
+    let held = tx
+        .fetch_optional(
+            "lock key-value usage",
+            "INSERT INTO kv_usage (tenant, installation, bytes) VALUES ($1, $2, 0)
+             ON CONFLICT (tenant, installation) DO UPDATE SET bytes = kv_usage.bytes RETURNING bytes",
+            &[tenant, installation],
+        )
+        .await?;
+    let held: i64 = match held {
+        Some(row) => row.int("bytes").map_err(ctx("read key-value usage"))?,
+        None => return Err(ctx("lock key-value usage")(sqlx::Error::RowNotFound)),
+    };
     // The stored size of every key any of the calls changes.
     let keys: std::collections::BTreeSet<&str> =
         calls.iter().flat_map(|(changes, _)| changes.keys().map(String::as_str)).collect();
@@ -107,13 +113,10 @@ pub(crate) async fn kv_apply_many(
             "SELECT key, CAST(length(value) AS BIGINT) AS n FROM kv WHERE tenant = $1 AND installation = $2 AND key IN ({})",
             marks.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(&scope.tenant).bind(&scope.installation);
-        for key in chunk {
-            query = query.bind(*key);
-        }
-        for row in query.fetch_all(&mut **tx).await.map_err(ctx("measure changed keys"))? {
-            let key: String = row.try_get("key").map_err(ctx("read changed keys"))?;
-            let n: i64 = row.try_get("n").map_err(ctx("read changed keys"))?;
+        let args: Vec<Arg<'_>> = [tenant, installation].into_iter().chain(chunk.iter().map(|k| Arg::Text(k))).collect();
+        for row in tx.fetch_all("measure changed keys", &sql, &args).await? {
+            let key = row.text("key").map_err(ctx("read changed keys"))?;
+            let n = row.int("n").map_err(ctx("read changed keys"))?;
             let size = (key.len() as u64).saturating_add(u64::try_from(n).unwrap_or(0));
             sizes.insert(key, size);
         }
@@ -148,13 +151,13 @@ pub(crate) async fn kv_apply_many(
     if finals.is_empty() {
         return Ok(verdicts);
     }
-    sqlx::query("UPDATE kv_usage SET bytes = $3 WHERE tenant = $1 AND installation = $2")
-        .bind(&scope.tenant)
-        .bind(&scope.installation)
-        .bind(i64::try_from(total.max(0)).unwrap_or(i64::MAX))
-        .execute(&mut **tx)
-        .await
-        .map_err(ctx("count key-value usage"))?;
+    let bytes = i64::try_from(total.max(0)).unwrap_or(i64::MAX);
+    tx.execute(
+        "count key-value usage",
+        "UPDATE kv_usage SET bytes = $3 WHERE tenant = $1 AND installation = $2",
+        &[tenant, installation, Arg::Int(bytes)],
+    )
+    .await?;
     let puts: Vec<(&str, &[u8])> = finals.iter().filter_map(|(k, v)| v.map(|v| (*k, v))).collect();
     for chunk in puts.chunks(KV_UPSERT_CHUNK) {
         let rows: Vec<String> = (0..chunk.len())
@@ -165,21 +168,16 @@ pub(crate) async fn kv_apply_many(
              ON CONFLICT (tenant, installation, key) DO UPDATE SET value = excluded.value",
             rows.join(", ")
         );
-        let mut query = sqlx::query(&sql);
-        for (key, value) in chunk {
-            query = query.bind(&scope.tenant).bind(&scope.installation).bind(*key).bind(*value);
-        }
-        query.execute(&mut **tx).await.map_err(ctx("write key-value data"))?;
+        let args: Vec<Arg<'_>> =
+            chunk.iter().flat_map(|(key, value)| [tenant, installation, Arg::Text(key), Arg::Blob(value)]).collect();
+        tx.execute("write key-value data", &sql, &args).await?;
     }
     let deletes: Vec<&str> = finals.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| *k).collect();
     for chunk in deletes.chunks(KV_LOOKUP_CHUNK) {
         let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
         let sql = format!("DELETE FROM kv WHERE tenant = $1 AND installation = $2 AND key IN ({})", marks.join(", "));
-        let mut query = sqlx::query(&sql).bind(&scope.tenant).bind(&scope.installation);
-        for key in chunk {
-            query = query.bind(*key);
-        }
-        query.execute(&mut **tx).await.map_err(ctx("delete key-value data"))?;
+        let args: Vec<Arg<'_>> = [tenant, installation].into_iter().chain(chunk.iter().map(|k| Arg::Text(k))).collect();
+        tx.execute("delete key-value data", &sql, &args).await?;
     }
     Ok(verdicts)
 }
@@ -451,6 +449,12 @@ impl Store {
                 None
             }
         }
+    }
+
+    /// The SQLite database file, when the database is one (the ledger writes it on a
+    /// connection of its own).
+    pub(crate) fn sqlite_file(&self) -> Option<&std::path::Path> {
+        self.reader.as_deref().map(sqlite_reads::SqliteReader::path)
     }
 
     /// The pool, for modules that own their tables (the ledger).
@@ -1202,22 +1206,13 @@ fn json_column<T: serde::de::DeserializeOwned>(text: String) -> Result<T, sqlx::
     serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-async fn audit(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    actor: &str,
-    action: &str,
-    target: &str,
-    detail: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO audit (at_ms, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
-        .bind(now_ms() as i64)
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(detail)
-        .execute(&mut **tx)
-        .await
-        .map_err(ctx("write audit log"))?;
+async fn audit(tx: &mut impl WriteTx, actor: &str, action: &str, target: &str, detail: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "write audit log",
+        "INSERT INTO audit (at_ms, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+        &[Arg::Int(now_ms() as i64), actor.into(), action.into(), target.into(), detail.into()],
+    )
+    .await?;
     Ok(())
 }
 

@@ -12,6 +12,8 @@
 
 use sqlx::Row;
 
+use crate::sqlite_reads::Columns as _;
+use crate::write::{Arg, WriteTx};
 use crate::{INSTALLATION_SELECT, InstallationRow, Store, StoreError, ctx, installation_row};
 
 /// One line to append (the runtime sanitised and capped its message).
@@ -252,7 +254,7 @@ pub(crate) struct LogBatch<'a> {
 /// one cursor update, multi-row inserts, one trim. `false`, nothing written, if the
 /// installation is gone.
 pub(crate) async fn append_logs_tx(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut impl WriteTx,
     tenant: &str,
     installation: &str,
     calls: &[LogBatch<'_>],
@@ -268,25 +270,25 @@ pub(crate) async fn append_logs_tx(
     let count = i64::try_from(lines.len()).unwrap_or(i64::MAX);
     let added: i64 =
         lines.iter().map(|(_, l)| i64::try_from(l.message.len()).unwrap_or(i64::MAX)).fold(0, i64::saturating_add);
+    let scope = [Arg::Text(tenant), Arg::Text(installation)];
     // Takes the installation's row lock (PostgreSQL) or the writer lock (SQLite)
     // before anything else, hands out the cursors and counts the bytes.
-    let head = sqlx::query(
-        "UPDATE installations SET log_seq = log_seq + $3, log_bytes = log_bytes + $4 WHERE tenant = $1 AND id = $2
-         RETURNING log_seq, log_bytes",
-    )
-    .bind(tenant)
-    .bind(installation)
-    .bind(count)
-    .bind(added)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(ctx("reserve log cursors"))?;
+    let head = tx
+        .fetch_optional(
+            "reserve log cursors",
+            "UPDATE installations SET log_seq = log_seq + $3, log_bytes = log_bytes + $4 WHERE tenant = $1 AND id = $2
+             RETURNING log_seq, log_bytes",
+            &[scope[0], scope[1], Arg::Int(count), Arg::Int(added)],
+        )
+        .await?;
     let Some(head) = head else {
         return Ok(false);
     };
-    let last: i64 = head.try_get("log_seq").map_err(ctx("read log cursor"))?;
-    let mut held: i64 = head.try_get("log_bytes").map_err(ctx("read log cursor"))?;
+    let last = head.int("log_seq").map_err(ctx("read log cursor"))?;
+    let mut held = head.int("log_bytes").map_err(ctx("read log cursor"))?;
     let first = last - count + 1;
+    let message_bytes: Vec<i64> =
+        lines.iter().map(|(_, line)| i64::try_from(line.message.len()).unwrap_or(i64::MAX)).collect();
     for (chunk_index, chunk) in lines.chunks(INSERT_CHUNK).enumerate() {
         let mut sql = String::from(
             "INSERT INTO installation_logs (tenant, installation, seq, at_ms, call_id, operation, level, message, \
@@ -301,21 +303,22 @@ pub(crate) async fn append_logs_tx(
             sql.push_str(&(1..=9).map(|k| format!("${}", p + k)).collect::<Vec<_>>().join(", "));
             sql.push(')');
         }
-        let mut query = sqlx::query(&sql);
+        let mut args = Vec::with_capacity(chunk.len() * 9);
         for (i, (call, line)) in chunk.iter().enumerate() {
-            let seq = first + (chunk_index * INSERT_CHUNK + i) as i64;
-            query = query
-                .bind(tenant)
-                .bind(installation)
-                .bind(seq)
-                .bind(line.at_ms)
-                .bind(call.call_id)
-                .bind(call.operation)
-                .bind(&line.level)
-                .bind(&line.message)
-                .bind(i64::try_from(line.message.len()).unwrap_or(i64::MAX));
+            let n = chunk_index * INSERT_CHUNK + i;
+            args.extend([
+                scope[0],
+                scope[1],
+                Arg::Int(first + n as i64),
+                Arg::Int(line.at_ms),
+                Arg::Text(call.call_id),
+                Arg::Text(call.operation),
+                Arg::Text(&line.level),
+                Arg::Text(&line.message),
+                Arg::Int(message_bytes[n]),
+            ]);
         }
-        query.execute(&mut **tx).await.map_err(ctx("write log lines"))?;
+        tx.execute("write log lines", &sql, &args).await?;
     }
     // The oldest lines beyond the line bound go (an index range: the cursors are dense),
     // then, while the bytes are over their bound, the oldest of the rest. Only the lines
@@ -326,57 +329,52 @@ pub(crate) async fn append_logs_tx(
     let mut removed: i64 = 0;
     let oldest_kept = last.saturating_sub(max_lines);
     if oldest_kept > 0 {
-        let gone = sqlx::query(
-            "DELETE FROM installation_logs WHERE tenant = $1 AND installation = $2 AND seq <= $3 RETURNING bytes",
-        )
-        .bind(tenant)
-        .bind(installation)
-        .bind(oldest_kept)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(ctx("trim log lines"))?;
+        let gone = tx
+            .fetch_all(
+                "trim log lines",
+                "DELETE FROM installation_logs WHERE tenant = $1 AND installation = $2 AND seq <= $3 RETURNING bytes",
+                &[scope[0], scope[1], Arg::Int(oldest_kept)],
+            )
+            .await?;
         for row in gone {
-            removed = removed.saturating_add(row.try_get::<i64, _>("bytes").map_err(ctx("trim log lines"))?);
+            removed = removed.saturating_add(row.int("bytes").map_err(ctx("trim log lines"))?);
         }
     }
     held = held.saturating_sub(removed);
     while held > max_bytes {
-        let oldest = sqlx::query(
-            "SELECT seq, bytes FROM installation_logs WHERE tenant = $1 AND installation = $2 ORDER BY seq LIMIT 256",
-        )
-        .bind(tenant)
-        .bind(installation)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(ctx("trim log lines"))?;
+        let oldest = tx
+            .fetch_all(
+                "trim log lines",
+                "SELECT seq, bytes FROM installation_logs WHERE tenant = $1 AND installation = $2 ORDER BY seq LIMIT 256",
+                &scope,
+            )
+            .await?;
         if oldest.is_empty() {
             held = 0;
             break;
         }
         let mut cut = 0;
         for row in &oldest {
-            cut = row.try_get::<i64, _>("seq").map_err(ctx("trim log lines"))?;
-            held = held.saturating_sub(row.try_get::<i64, _>("bytes").map_err(ctx("trim log lines"))?);
+            cut = row.int("seq").map_err(ctx("trim log lines"))?;
+            held = held.saturating_sub(row.int("bytes").map_err(ctx("trim log lines"))?);
             if held <= max_bytes {
                 break;
             }
         }
-        sqlx::query("DELETE FROM installation_logs WHERE tenant = $1 AND installation = $2 AND seq <= $3")
-            .bind(tenant)
-            .bind(installation)
-            .bind(cut)
-            .execute(&mut **tx)
-            .await
-            .map_err(ctx("trim log lines"))?;
+        tx.execute(
+            "trim log lines",
+            "DELETE FROM installation_logs WHERE tenant = $1 AND installation = $2 AND seq <= $3",
+            &[scope[0], scope[1], Arg::Int(cut)],
+        )
+        .await?;
     }
     if held != before {
-        sqlx::query("UPDATE installations SET log_bytes = $3 WHERE tenant = $1 AND id = $2")
-            .bind(tenant)
-            .bind(installation)
-            .bind(held.max(0))
-            .execute(&mut **tx)
-            .await
-            .map_err(ctx("count log bytes"))?;
+        tx.execute(
+            "count log bytes",
+            "UPDATE installations SET log_bytes = $3 WHERE tenant = $1 AND id = $2",
+            &[scope[0], scope[1], Arg::Int(held.max(0))],
+        )
+        .await?;
     }
     Ok(true)
 }

@@ -45,6 +45,11 @@ impl SqliteReader {
         Ok(reader)
     }
 
+    /// The database file it reads.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn connect(&self) -> rusqlite::Result<Connection> {
         let conn = Connection::open_with_flags(
             &self.path,
