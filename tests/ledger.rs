@@ -449,3 +449,47 @@ async fn call_effects_on_sqlite() {
 async fn call_effects_on_postgresql() {
     effects_suite(Some(common::fresh_postgres_database().await)).await;
 }
+
+/// On a SQLite file the ledger writes on a thread of its own that, under load, commits and
+/// begins again at once. Other writers of the process take SQLite's writer lock in turn
+/// with it: each write here waits for the group being written, never for SQLite's busy
+/// timeout (5 s, then "database is locked"), which is what a write beside a ledger that
+/// never pauses met without turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_take_turns_with_a_busy_ledger_on_sqlite() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(None, dir.path()).await;
+    let ledger = Ledger::start(store.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    // 32 submitters, each submitting again as soon as it is answered: the writer always
+    // has a group waiting.
+    let submitters: Vec<_> = (0..32)
+        .map(|s| {
+            let (ledger, stop) = (ledger.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0_u64;
+                while !stop.load(Ordering::Relaxed) {
+                    ledger.record(vec![event(&format!("busy-{s}-{n}"), "s", 1)]).await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 0..20 {
+        let created = store.create_token(&Principal::Tenant(format!("t{i}")), "turns", "operator").await;
+        if let Err(e) = created {
+            stop.store(true, Ordering::Relaxed);
+            panic!("write {i} beside the busy ledger failed: {e}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut recorded = 0;
+    for submitter in submitters {
+        recorded += submitter.await.unwrap();
+    }
+    assert!(recorded >= 32, "the ledger kept writing meanwhile ({recorded} events)");
+    assert_eq!(stored(&store).await.len() as u64, recorded);
+}

@@ -21,6 +21,7 @@ impl Store {
         now: i64,
         lease_ms: i64,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO usage_windows (installation, window_start, done, lease_until) VALUES ($1, $2, 0, 0)
              ON CONFLICT (installation, window_start) DO NOTHING",
@@ -138,6 +139,7 @@ impl Store {
         replica: &str,
         error: &str,
     ) -> Result<i64, StoreError> {
+        let _turn = self.write_turn().await;
         let row = sqlx::query(
             "UPDATE usage_windows SET attempts = attempts + 1, last_error = $1
              WHERE installation = $2 AND window_start = $3 AND leased_by = $4 RETURNING attempts",
@@ -163,6 +165,7 @@ impl Store {
         replica: &str,
         until: i64,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE usage_windows SET lease_until = $1 WHERE installation = $2 AND window_start = $3 AND leased_by = $4",
         )

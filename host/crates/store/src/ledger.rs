@@ -172,7 +172,7 @@ impl Ledger {
     /// the pool.
     pub fn start(store: Store) -> Self {
         if let Some(file) = store.sqlite_file() {
-            match SqliteWriter::open(file) {
+            match SqliteWriter::open(file, store.write_turns()) {
                 Ok(mut writer) => {
                     let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
                     let spawned = std::thread::Builder::new().name("kiosk-ledger".into()).spawn(move || {
@@ -351,6 +351,8 @@ impl GroupWriter for PoolWriter {
 /// statements run there, without sqlx's per-statement hand-over to a worker thread.
 struct SqliteWriter {
     conn: rusqlite::Connection,
+    /// This process's turns at the writer lock (`Store::write_turn`).
+    turns: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long the ledger's connection waits for another writer (an API write, another
@@ -358,7 +360,7 @@ struct SqliteWriter {
 const WRITER_BUSY_MS: u64 = 5_000;
 
 impl SqliteWriter {
-    fn open(file: &std::path::Path) -> rusqlite::Result<Self> {
+    fn open(file: &std::path::Path, turns: std::sync::Arc<tokio::sync::Mutex<()>>) -> rusqlite::Result<Self> {
         let conn = rusqlite::Connection::open_with_flags(
             file,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -370,7 +372,7 @@ impl SqliteWriter {
         conn.pragma_update(None, "synchronous", "FULL")?;
         // The group write's statements differ only in their row counts: room for them all.
         conn.set_prepared_statement_cache_capacity(256);
-        Ok(Self { conn })
+        Ok(Self { conn, turns })
     }
 
     fn run(&self, sql: &str, what: &str) -> Result<(), StoreError> {
@@ -380,8 +382,12 @@ impl SqliteWriter {
 
 impl GroupWriter for SqliteWriter {
     async fn write(&mut self, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
-        // `BEGIN IMMEDIATE`, as `Store::begin_write`: the writer lock first.
-        self.run("BEGIN IMMEDIATE", "begin")?;
+        // `BEGIN IMMEDIATE`, as `Store::begin_write`: the writer lock first, in its turn
+        // (this thread blocks for it: nothing else runs here).
+        {
+            let _turn = self.turns.blocking_lock();
+            self.run("BEGIN IMMEDIATE", "begin")?;
+        }
         let written = write_group(&mut SqliteWriteTx { conn: &self.conn }, group).await;
         let committed = written.and_then(|written| self.run("COMMIT", "commit usage").map(|()| written));
         if committed.is_err()

@@ -250,6 +250,7 @@ impl Store {
     /// Takes the lease of a due watch for `replica` until `now + lease_ms`, if nobody
     /// holds a live one: one replica polls a watch at a time.
     pub async fn lease_watch(&self, id: &str, replica: &str, now: i64, lease_ms: i64) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE watches SET leased_by = $1, lease_until = $2
              WHERE id = $3 AND next_poll_ms <= $4 AND lease_until < $4",
@@ -267,6 +268,7 @@ impl Store {
     /// Ends `replica`'s poll of a watch: the lease is given back and the next poll
     /// scheduled. `false` if the watch went (deleted) or another replica holds it.
     pub async fn finish_poll(&self, id: &str, replica: &str, now: i64, poll: &WatchPoll) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE watches SET lease_until = 0, leased_by = NULL, next_poll_ms = $1, failures = $2, polled_ms = $3,
              last_error = $4, last_tags = $5, last_ignored = $6 WHERE id = $7 AND leased_by = $8",
@@ -468,6 +470,7 @@ impl Store {
     /// Takes the lease of the pass `name` (one replica runs it at a time) for `replica`
     /// until `now + lease_ms`, if nobody holds a live one.
     pub async fn lease_pass(&self, name: &str, replica: &str, now: i64, lease_ms: i64) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let done =
             sqlx::query("UPDATE pass_leases SET leased_by = $1, lease_until = $2 WHERE name = $3 AND lease_until < $4")
                 .bind(replica)
@@ -482,6 +485,7 @@ impl Store {
 
     /// Gives the lease of the pass `name` back, if `replica` holds it.
     pub async fn release_pass(&self, name: &str, replica: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE pass_leases SET lease_until = 0, leased_by = NULL WHERE name = $1 AND leased_by = $2")
             .bind(name)
             .bind(replica)
