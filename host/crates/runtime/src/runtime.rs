@@ -1058,7 +1058,8 @@ fn call_id_of(inst: &Installation) -> String {
     inst.call_id.clone().unwrap_or_else(new_call_id)
 }
 
-/// A new call id: a UUIDv7 (RFC 9562), time-ordered with 74 random bits. Time order
+/// A new call id: a UUIDv7 (RFC 9562): a millisecond timestamp, then a counter seeded at
+/// random and random bits (call ids are names, never secrets). Time order
 /// matters to the ledger: the keys of a call's usage events start with its call id, so
 /// each group's inserts land at the end of the key index instead of on a random page
 /// per event (fewer pages written per commit).

@@ -181,6 +181,7 @@ impl Ledger {
                             // `SqliteWriter` never suspends, so one poll writes the group.
                             if write::poll_once(commit_group(&mut writer, group)).is_none() {
                                 tracing::error!("the ledger's SQLite writer suspended; its group was dropped");
+                                writer.end_open_transaction();
                             }
                         }
                     });
@@ -370,9 +371,20 @@ impl SqliteWriter {
         // Durable before the answer: every commit syncs the WAL (what sqlx's connections
         // use too, SQLite's default).
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // The group write's statements differ only in their row counts: room for them all.
+        // The group write's statements differ only in their row counts: room for the
+        // common ones (a statement missing from the cache is prepared again, nothing more).
         conn.set_prepared_statement_cache_capacity(256);
         Ok(Self { conn, turns })
+    }
+
+    /// Rolls back a transaction left open (a failed `ROLLBACK`, a group dropped), so the
+    /// connection never keeps SQLite's writer lock past its group.
+    fn end_open_transaction(&self) {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.run("ROLLBACK", "roll back a transaction left open")
+        {
+            tracing::error!(error = %e, "the ledger could not end a transaction left open");
+        }
     }
 
     fn run(&self, sql: &str, what: &str) -> Result<(), StoreError> {
@@ -384,6 +396,7 @@ impl GroupWriter for SqliteWriter {
     async fn write(&mut self, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
         // `BEGIN IMMEDIATE`, as `Store::begin_write`: the writer lock first, in its turn
         // (this thread blocks for it: nothing else runs here).
+        self.end_open_transaction();
         {
             let _turn = self.turns.blocking_lock();
             self.run("BEGIN IMMEDIATE", "begin")?;

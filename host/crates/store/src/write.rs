@@ -193,7 +193,7 @@ impl SqliteWriteTx<'_> {
         let mut rows = statement.raw_query();
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            let values = (0..columns).map(|i| row.get::<_, rusqlite::types::Value>(i)).collect::<Result<_, _>>()?;
+            let values = (0..columns).map(|i| owned(row.get_ref(i)?)).collect::<Result<_, _>>()?;
             out.push(OwnedRow { names: names.clone(), values });
         }
         Ok(out)
@@ -211,6 +211,21 @@ impl WriteTx for SqliteWriteTx<'_> {
     async fn fetch_all(&mut self, what: &str, sql: &str, args: &[Arg<'_>]) -> Result<Vec<OwnedRow>, StoreError> {
         self.rows(sql, args).map_err(|e| failed(what)(as_sqlx(e)))
     }
+}
+
+/// A column's value, owned; text that is not UTF-8 (written by something else than
+/// Kiosk) is an error, as it is on sqlx, never a panic.
+fn owned(value: rusqlite::types::ValueRef<'_>) -> rusqlite::Result<rusqlite::types::Value> {
+    use rusqlite::types::{Value, ValueRef};
+    Ok(match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(n) => Value::Integer(n),
+        ValueRef::Real(x) => Value::Real(x),
+        ValueRef::Text(bytes) => {
+            Value::Text(std::str::from_utf8(bytes).map_err(rusqlite::Error::Utf8Error)?.to_owned())
+        }
+        ValueRef::Blob(bytes) => Value::Blob(bytes.to_vec()),
+    })
 }
 
 /// `sql` with each `$k` (a `$` before a digit) written `?k`. The store's statements hold
@@ -271,5 +286,9 @@ mod tests {
         let none =
             poll_once(tx.fetch_optional("read", "SELECT k FROM t WHERE k = $1", &[Arg::Text("zz")])).unwrap().unwrap();
         assert!(none.is_none());
+        // Text that is not UTF-8 (written by another program) is an error, not a panic.
+        conn.execute_batch("INSERT INTO t (k, n) VALUES (CAST(X'FF' AS TEXT), 9)").unwrap();
+        let bad = poll_once(tx.fetch_all("read", "SELECT k FROM t WHERE n = $1", &[Arg::Int(9)])).unwrap();
+        assert!(bad.is_err());
     }
 }
