@@ -1,5 +1,6 @@
 //! `usage.report` collected once per window per installation by two replicas sharing one
-//! PostgreSQL database, including a window whose lease a dead replica still holds.
+//! PostgreSQL database, including a window whose lease a dead replica still holds; each
+//! window's detail read through the API, each pass audited by one row.
 
 #![allow(clippy::unwrap_used)]
 
@@ -106,19 +107,20 @@ async fn two_replicas_collect_each_window_once_and_take_over_a_dead_lease() {
     let dead = done.iter().find(|(w, _)| *w == dead_window).unwrap();
     assert_ne!(dead.1, "dead-replica", "a live replica took over the expired lease");
 
-    // Each window was collected exactly once (one audit record each), and its usage is in
-    // the ledger once.
-    for (window, _) in &done {
-        let runs = sqlx::query(
-            "SELECT COUNT(*) AS n FROM audit WHERE action = 'usage.collect' AND target = $1 AND detail LIKE $2",
-        )
-        .bind(format!("demo/{id}"))
-        .bind(format!("window {window}:%"))
-        .fetch_one(&mut db)
+    // Each window's usage is in the ledger once, and what its collection found is on the
+    // window, which the tenant reads through the API.
+    let resp = http
+        .get(format!("{base}/v1/tenants/demo/installations/{id}/usage-windows?limit=1000"))
+        .bearer_auth(&token)
+        .send()
         .await
-        .unwrap()
-        .get::<i64, _>("n");
-        assert_eq!(runs, 1, "window {window} collected {runs} times");
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let listed: Value = resp.json().await.unwrap();
+    let items = listed["items"].as_array().unwrap();
+    let starts: Vec<i64> = items.iter().map(|w| w["startMs"].as_i64().unwrap()).collect();
+    assert!(starts.windows(2).all(|p| p[0] > p[1]), "newest first: {starts:?}");
+    for (window, _) in &done {
         let events = sqlx::query("SELECT COUNT(*) AS n FROM usage_events WHERE source = 'report' AND idem_key LIKE $1")
             .bind(format!("{id}/report/%:{window}"))
             .fetch_one(&mut db)
@@ -126,5 +128,42 @@ async fn two_replicas_collect_each_window_once_and_take_over_a_dead_lease() {
             .unwrap()
             .get::<i64, _>("n");
         assert_eq!(events, 1, "window {window}: one campaigns-monitored record");
+        let listed = items.iter().find(|w| w["startMs"] == json!(window)).unwrap_or_else(|| panic!("{window} listed"));
+        assert_eq!(listed["state"], "collected", "{listed}");
+        assert_eq!(listed["detail"], format!("window {window}: 1 records, 0 refused"), "{listed}");
     }
+    // The audit log has no row per window, but one per pass. No window is counted twice:
+    // the windows the passes audited so far are at most the windows closed after.
+    let per_window = sqlx::query("SELECT COUNT(*) AS n FROM audit WHERE action = 'usage.collect'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get::<i64, _>("n");
+    assert_eq!(per_window, 0, "no audit row per collected window");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let audited = loop {
+        let details: Vec<String> =
+            sqlx::query("SELECT detail FROM audit WHERE action = 'usage.collect-pass' AND actor LIKE 'collector:%'")
+                .fetch_all(&mut db)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get("detail"))
+                .collect();
+        let collected: i64 = details
+            .iter()
+            .map(|d| d.split_whitespace().next().and_then(|n| n.parse::<i64>().ok()).unwrap_or_else(|| panic!("{d}")))
+            .sum();
+        if collected >= 3 {
+            break collected;
+        }
+        assert!(Instant::now() < deadline, "passes not audited in time: {details:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let closed = sqlx::query("SELECT COUNT(*) AS n FROM usage_windows WHERE done = 1")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get::<i64, _>("n");
+    assert!(audited <= closed, "passes audited {audited} collections of {closed} closed windows");
 }

@@ -279,6 +279,59 @@ async fn collection(database: Option<String>) {
     let details: Vec<String> = audit.iter().map(|r| r.get("detail")).collect();
     let detail = details.iter().find(|d| d.starts_with(&format!("window {}:", failed.0))).unwrap();
     assert!(detail.contains("gave up after 5 attempts") && detail.contains("the app trapped"), "{detail}");
+
+    // The tenant reads the same through the API: the window given up, its attempts and
+    // the last error; the normal installation's windows collected, with what was found.
+    let windows = |token: String, path: String| {
+        let (http, base) = (server.http.clone(), server.base.clone());
+        async move {
+            let resp = http.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let path = format!("/v1/tenants/demo/installations/{failing}/usage-windows");
+    let (status, page) = windows(demo.clone(), path.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let given_up = page["items"].as_array().unwrap().iter().find(|w| w["startMs"] == json!(failed.0)).unwrap();
+    assert_eq!(given_up["state"], "given-up", "{given_up}");
+    assert_eq!(given_up["attempts"], kiosk::collector::MAX_ATTEMPTS);
+    assert_eq!(given_up["detail"].as_str(), Some(detail.as_str()));
+    assert!(given_up["lastError"].as_str().unwrap().contains("the app trapped"), "{given_up}");
+    let (_, page) =
+        windows(demo.clone(), format!("/v1/tenants/demo/installations/{normal}/usage-windows?limit=1")).await;
+    let newest = &page["items"][0];
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    let next = page["next"].as_str().expect("more windows follow");
+    assert_eq!(next, newest["startMs"].to_string());
+    let (_, older) = windows(
+        demo.clone(),
+        format!("/v1/tenants/demo/installations/{normal}/usage-windows?limit=1000&before={next}"),
+    )
+    .await;
+    let older = older["items"].as_array().unwrap();
+    assert!(older.iter().all(|w| w["startMs"].as_i64() < newest["startMs"].as_i64()), "{older:?}");
+    let collected = older.iter().find(|w| w["state"] == "collected").expect("an older window was collected");
+    assert!(collected["detail"].as_str().unwrap().starts_with("window "), "{collected}");
+    // Bad cursors and limits name their field; another tenant finds nothing.
+    for bad in ["abc", "-1", "1.5", "", "99999999999999999999"] {
+        let (status, problem) = windows(demo.clone(), format!("{path}?before={bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "before={bad}: {problem}");
+        assert_eq!(problem["field"], "before", "{problem}");
+    }
+    // Text no backend stores is refused before any query, as on every route.
+    let (status, problem) = windows(demo.clone(), format!("{path}?before=1%00")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(
+        (problem["type"].as_str(), problem["field"].as_str()),
+        (Some("urn:kiosk:problem:invalid-text"), Some("before"))
+    );
+    let (status, problem) = windows(demo.clone(), format!("{path}?limit=1001")).await;
+    assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")));
+    let other = server.token("other").await;
+    for path in [path.clone(), format!("/v1/tenants/other/installations/{failing}/usage-windows")] {
+        let (status, problem) = windows(other.clone(), path.clone()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {problem}");
+    }
     server.started.state.runtime.shut_down();
 }
 

@@ -1,7 +1,8 @@
 //! Usage collection of many installations, for `bench/run`: a Kiosk on SQLite (or the
 //! database given) with budget-pacing registered, N installations of it (default
 //! 10,000) each with one completed window, then collection passes — as the collector
-//! runs them, `PARALLELISM` report calls at once — until every window is closed.
+//! runs them, `PARALLELISM` report calls at once, paced to `BUSY_SHARE_PERCENT` of the
+//! time while the invokers call — until every window is closed.
 //! Beside the pass, `INVOKERS` tasks invoke another installation of the same app as
 //! fast as they can; their rate is measured for `IDLE_SECONDS` before the pass and
 //! during it. Prints one line: `installations windows seconds windows_per_s

@@ -7,6 +7,7 @@
 //! thread: waiting for a slot is an async wait bounded by `slot-wait-ms`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -119,6 +120,23 @@ pub struct Admission {
     total_slots: u32,
     tenant_cap: u32,
     tenants: Arc<Mutex<HashMap<String, TenantState>>>,
+    activity: Arc<Activity>,
+}
+
+/// Tenants' calls admitted: running now (or waiting for a slot), and started in all.
+#[derive(Debug, Default)]
+struct Activity {
+    running: AtomicUsize,
+    started: AtomicU64,
+}
+
+/// A reading of tenants' calls, for background work that yields to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantCalls {
+    /// Running now, or waiting for a slot.
+    pub running: usize,
+    /// Admitted since the runtime started (compare two readings: calls came in between).
+    pub started: u64,
 }
 
 /// A held admission: a sandbox slot and, for tenant calls, one of the tenant's places.
@@ -133,10 +151,12 @@ pub struct Permit {
 struct TenantPlace {
     tenant: String,
     tenants: Arc<Mutex<HashMap<String, TenantState>>>,
+    activity: Arc<Activity>,
 }
 
 impl Drop for TenantPlace {
     fn drop(&mut self) {
+        self.activity.running.fetch_sub(1, Ordering::Relaxed);
         let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(state) = tenants.get_mut(&self.tenant) {
             state.active = state.active.saturating_sub(1);
@@ -155,6 +175,15 @@ impl Admission {
             total_slots: slots,
             tenant_cap,
             tenants: Arc::default(),
+            activity: Arc::default(),
+        }
+    }
+
+    /// Tenants' calls now (the host's own calls are not counted).
+    pub fn tenant_calls(&self) -> TenantCalls {
+        TenantCalls {
+            running: self.activity.running.load(Ordering::Relaxed),
+            started: self.activity.started.load(Ordering::Relaxed),
         }
     }
 
@@ -224,7 +253,9 @@ impl Admission {
         if tenants.len() > 10_000 {
             tenants.retain(|_, s| s.active > 0 || s.tokens < burst);
         }
-        Ok(TenantPlace { tenant: tenant.to_string(), tenants: self.tenants.clone() })
+        self.activity.running.fetch_add(1, Ordering::Relaxed);
+        self.activity.started.fetch_add(1, Ordering::Relaxed);
+        Ok(TenantPlace { tenant: tenant.to_string(), tenants: self.tenants.clone(), activity: self.activity.clone() })
     }
 }
 
@@ -254,6 +285,22 @@ mod tests {
         let _b = admission.admit("b", Origin::Tenant).await.unwrap();
         drop(a1);
         let _a3 = admission.admit("a", Origin::Tenant).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tenants_calls_are_counted_and_the_hosts_are_not() {
+        let admission = Admission::new(settings(), 4);
+        assert_eq!(admission.tenant_calls(), TenantCalls { running: 0, started: 0 });
+        let host = admission.admit("a", Origin::Host).await.unwrap();
+        let a = admission.admit("a", Origin::Tenant).await.unwrap();
+        let b = admission.admit("b", Origin::Tenant).await.unwrap();
+        assert_eq!(admission.tenant_calls(), TenantCalls { running: 2, started: 2 });
+        // A refused call is not counted.
+        let _a2 = admission.admit("a", Origin::Tenant).await.unwrap();
+        assert!(admission.admit("a", Origin::Tenant).await.is_err());
+        assert_eq!(admission.tenant_calls(), TenantCalls { running: 3, started: 3 });
+        drop((a, b, host));
+        assert_eq!(admission.tenant_calls(), TenantCalls { running: 1, started: 3 });
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AnyJson, ApiResult, AppState, Caller, Json, Path, Problem, Shared};
+use super::{AnyJson, ApiError, ApiResult, AppState, Caller, Json, Page, Path, Problem, Query, Shared};
 use kiosk_core::lifecycle::{InstallRequest, UpgradeRequest};
 use kiosk_domain::metering::UsageEvent;
 use kiosk_domain::upgrade::UpgradePolicy;
@@ -24,6 +24,7 @@ pub(super) fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(set_upgrade_policy))
         .routes(routes!(uninstall))
         .routes(routes!(invoke))
+        .routes(routes!(usage_windows))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -365,4 +366,94 @@ fn usage_view(e: &UsageEvent) -> MeteredUsage {
         UsageSource::Partner => Source::Partner,
     };
     MeteredUsage { sku: e.sku.clone(), quantity: e.quantity, source, at_ms: e.at_ms }
+}
+
+// --- usage windows ---------------------------------------------------------------------
+
+/// `?before=&limit=`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct WindowQuery {
+    /// Only windows that start before this cursor: the `next` of the previous page (a
+    /// window's `startMs`). Absent: from the newest window.
+    #[param(pattern = "^[0-9]{1,18}$")]
+    before: Option<String>,
+    /// Most windows on the page (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+/// Longest cursor, digits (window starts are ms since the Unix epoch, below 10^18).
+const MAX_WINDOW_CURSOR_DIGITS: usize = 18;
+
+impl WindowQuery {
+    /// The cursor: 1-18 ASCII digits; anything else is a 400 naming `before`.
+    fn before(&self) -> ApiResult<i64> {
+        let Some(before) = self.before.as_deref() else { return Ok(i64::MAX) };
+        let valid = !before.is_empty()
+            && before.len() <= MAX_WINDOW_CURSOR_DIGITS
+            && before.bytes().all(|b| b.is_ascii_digit());
+        match before.parse::<i64>() {
+            Ok(cursor) if valid => Ok(cursor),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                format!("before must be a window start from this list (1-{MAX_WINDOW_CURSOR_DIGITS} digits)"),
+            )
+            .field("before")),
+        }
+    }
+}
+
+/// One usage window of an installation and how its collection went.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct UsageWindowView {
+    /// The window's start, ms since the Unix epoch (the window is `[usage] window-seconds` long).
+    start_ms: i64,
+    /// `open` (not collected yet, or waiting for a retry), `collected` or `given-up`.
+    state: &'static str,
+    /// Failed attempts so far.
+    attempts: i64,
+    /// What the collection found (records accepted and refused, or why it gave up).
+    detail: Option<String>,
+    /// The last failed attempt's error.
+    last_error: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/installations/{id}/usage-windows", tag = "tenant", params(WindowQuery),
+    responses((status = 200, description = "the installation's usage windows newest first, with how each was collected; `next` is set while older windows follow", body = Page<UsageWindowView>),
+              (status = 400, description = "`invalid-query`: a `before` that is not a window start, a `limit` out of 1-1000", body = Problem),
+              (status = 404, description = "`not-found`: no such installation of this tenant", body = Problem)))]
+async fn usage_windows(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<impl IntoResponse> {
+    // The installation's tenant, or the operator.
+    match &caller.0 {
+        kiosk_store::Principal::Operator => {}
+        _ => caller.tenant(&tenant)?,
+    }
+    let before = q.before()?;
+    let limit = super::admin::page_limit(q.limit)?;
+    let row = s.installation(&tenant, &id).await?;
+    let windows = s.store.usage_windows_page(&row.id, before, limit + 1).await?;
+    let views = windows
+        .into_iter()
+        .map(|w| UsageWindowView {
+            start_ms: w.window_start,
+            state: match w.done {
+                1 => "collected",
+                2 => "given-up",
+                _ => "open",
+            },
+            attempts: w.attempts,
+            detail: w.detail,
+            last_error: w.last_error,
+        })
+        .collect();
+    Ok(axum::Json(Page::of(views, limit, |w: &UsageWindowView| w.start_ms.to_string())))
 }

@@ -1,6 +1,7 @@
 //! Usage-window leases for the collector (SPEC §7): one row per (installation, window);
-//! `done` is 0 (open), 1 (collected) or 2 (given up). Closing a window and its audit row
-//! commit in one transaction.
+//! `done` is 0 (open), 1 (collected) or 2 (given up). Closing a window (with what its
+//! collection found, and the audit row of a window given up) is one transaction; a pass
+//! is audited by one summary row.
 
 use sqlx::Row as _;
 
@@ -131,6 +132,46 @@ impl Store {
         rows.iter().map(|r| r.try_get("window_start")).collect::<Result<_, _>>().map_err(ctx("read usage windows"))
     }
 
+    /// `installation`'s windows newest first, those starting before `before`, at most
+    /// `limit`.
+    pub async fn usage_windows_page(
+        &self,
+        installation: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<UsageWindowRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT window_start, done, attempts, detail, last_error FROM usage_windows
+             WHERE installation = $1 AND window_start < $2 ORDER BY window_start DESC LIMIT $3",
+        )
+        .bind(installation)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx("read usage windows"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageWindowRow {
+                    window_start: r.try_get("window_start")?,
+                    done: r.try_get("done")?,
+                    attempts: r.try_get("attempts")?,
+                    detail: r.try_get("detail")?,
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx("read usage windows"))
+    }
+
+    /// Audits one collection pass of `replica` (its summary: the windows it collected and
+    /// gave up), in a transaction of its own.
+    pub async fn audit_collection_pass(&self, actor: &str, detail: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        audit(&mut tx, actor, "usage.collect-pass", "usage", detail).await?;
+        tx.commit().await.map_err(ctx("commit"))
+    }
+
     /// Counts a failed attempt on a window `replica` holds; returns the attempts so far.
     pub async fn window_attempt_failed(
         &self,
@@ -190,6 +231,9 @@ pub struct WindowClose {
     pub replica: String,
     /// `done = 2` (given up) rather than `done = 1` (collected).
     pub given_up: bool,
+    /// Whether the close writes an audit row of its own (a window given up); a collected
+    /// window keeps its detail on its row and is counted in its pass's summary row.
+    pub audited: bool,
     pub actor: String,
     pub action: String,
     pub target: String,
@@ -199,14 +243,31 @@ pub struct WindowClose {
 pub(crate) async fn close_window_tx(tx: &mut impl WriteTx, close: &WindowClose) -> Result<(), StoreError> {
     tx.execute(
         "close usage window",
-        "UPDATE usage_windows SET done = $1 WHERE installation = $2 AND window_start = $3 AND leased_by = $4",
+        "UPDATE usage_windows SET done = $1, detail = $5 WHERE installation = $2 AND window_start = $3 AND leased_by = $4",
         &[
             Arg::Int(if close.given_up { 2 } else { 1 }),
             Arg::Text(&close.installation),
             Arg::Int(close.window_start),
             Arg::Text(&close.replica),
+            Arg::Text(&close.detail),
         ],
     )
     .await?;
-    audit(tx, &close.actor, &close.action, &close.target, &close.detail).await
+    if close.audited {
+        audit(tx, &close.actor, &close.action, &close.target, &close.detail).await?;
+    }
+    Ok(())
+}
+
+/// One usage window of an installation as its tenant sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageWindowRow {
+    pub window_start: i64,
+    /// 0 open (not collected yet, or being retried), 1 collected, 2 given up.
+    pub done: i64,
+    pub attempts: i64,
+    /// What the collection found (set when the window closed).
+    pub detail: Option<String>,
+    /// The last failed attempt's error.
+    pub last_error: Option<String>,
 }

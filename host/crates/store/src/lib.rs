@@ -17,7 +17,7 @@ use kiosk_domain::metering::now_ms;
 use kiosk_domain::upgrade::UpgradePolicy;
 
 mod collection;
-pub use collection::WindowClose;
+pub use collection::{UsageWindowRow, WindowClose};
 pub mod ledger;
 pub mod logs;
 mod operator;
