@@ -531,6 +531,7 @@ async fn authorization_matrix(w: &World, inst: &str) {
         // The operator reads a tenant's installations (GET only).
         (Method::GET, "/v1/tenants/t1/installations".into(), None, "t1|operator"),
         (Method::GET, i.clone(), None, "t1|operator"),
+        (Method::GET, format!("{i}/usage-windows"), None, "t1|operator"),
         (Method::PATCH, i.clone(), Some(json!({"config": {"threshold": 7}})), "t1"),
         (Method::POST, format!("{i}/upgrade"), Some(json!({"version": "0.0.1"})), "t1"),
         (Method::POST, format!("{i}/invoke/evaluate"), Some(json!({})), "t1"),

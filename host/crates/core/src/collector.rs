@@ -11,9 +11,8 @@
 //!
 //! Collection yields to tenants' calls: while any run (or came in since the last look),
 //! a pass leases at most `BUSY_BATCH` windows at once and rests between two collections
-//! so that collecting takes about `BUSY_SHARE_PERCENT` of the time (`Pace`); its report
-//! calls run below tenants' calls in CPU priority (`kiosk_runtime::background`). Idle,
-//! it runs `PARALLELISM` collections back to back.
+//! so that collecting takes about `BUSY_SHARE_PERCENT` of the time (`Pace`). Idle, it
+//! runs `PARALLELISM` collections back to back.
 //!
 //! A collected window keeps what its report found on its row (`usage_windows.detail`,
 //! read per installation through the API); the audit log gets one summary row per pass
@@ -48,19 +47,26 @@ pub const MAX_BACKLOG: i64 = 48;
 /// Report calls one replica runs at once.
 pub const PARALLELISM: usize = 16;
 
-/// Windows leased at once while tenants' calls run: each waits at most `BUSY_BATCH`
-/// rests before it starts, far inside any lease.
+/// Windows leased at once while tenants' calls run: the last of them waits
+/// `BUSY_BATCH − 1` rests before it starts, each bounded to keep that inside half the
+/// lease (`Pace::max_wait`).
 pub const BUSY_BATCH: usize = 4;
 
 /// Share of the time collection takes while tenants' calls run, in percent: a pass
 /// beside busy tenants takes longer (its backlog is hours) rather than slow their calls.
-/// Measured (bench_collection, 10k windows beside four invokers on SQLite): 10% kept
-/// 1.04× their rate over a 274 s pass, 25% 0.99× over 106 s, 50% 0.81× over 52 s.
-pub const BUSY_SHARE_PERCENT: u64 = 25;
+/// Measured (bench_collection, 10k windows beside four invokers on SQLite; their rate
+/// against 3 s before the pass): 20% kept 1.14× over a 104 s pass, 25% 0.89× over 93 s;
+/// trials with the report calls also at nice 19 (since dropped): 10% 1.04× over 274 s,
+/// 25% 0.99× over 106 s, 50% 0.81× over 52 s.
+pub const BUSY_SHARE_PERCENT: u64 = 20;
 
-/// The longest rest between two collections while tenants call: a slow report raises
-/// the measured cost, and collection still goes on at several windows a second.
-const MAX_REST: Duration = Duration::from_millis(100);
+/// The longest wait between two starts while tenants call (cost and rest): a slow report
+/// raises the measured cost, and collection still goes on at five windows a second.
+const MAX_REST: Duration = Duration::from_millis(200);
+
+/// What a collection is taken to cost before one of the pass has ended (measured: 1-3 ms
+/// on SQLite beside busy invokers), so a pass that starts while tenants call rests too.
+const SEED_COST: Duration = Duration::from_millis(2);
 
 /// Attempts of one window before it is recorded as failed.
 pub const MAX_ATTEMPTS: i64 = 5;
@@ -116,14 +122,15 @@ pub async fn collect_once(
     // place when all are busy — a slow report holds one until its deadline, the others
     // free up — so it goes through every open window, never waiting for a given report.
     let tally = Arc::new(PassTally::default());
-    let mut pace = Pace::new(state.runtime.admission());
+    let mut pace = Pace::new(state.runtime.admission(), Duration::from_millis(u64::try_from(lease_ms).unwrap_or(0)));
     let index: std::collections::HashMap<&str, usize> =
         rows.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
     let mut next = open.iter().peekable();
     while next.peek().is_some() {
         let Ok(first) = places.clone().acquire_owned().await else { break };
         let mut held = vec![first];
-        let batch = if pace.busy(state.runtime.admission()) { BUSY_BATCH } else { usize::MAX };
+        let busy = pace.busy(state.runtime.admission());
+        let batch = if busy { BUSY_BATCH } else { usize::MAX };
         while held.len() < batch {
             let Ok(place) = places.clone().try_acquire_owned() else { break };
             held.push(place);
@@ -140,7 +147,11 @@ pub async fn collect_once(
         };
         for (installation, this) in taken {
             let (Some(&i), Some(place)) = (index.get(installation.as_str()), held.pop()) else { continue };
-            pace.rest(state.runtime.admission(), tally.cost_us.load(Ordering::Relaxed)).await;
+            // Only a batch leased while tenants called rests: it is small enough that its
+            // last window starts well within its lease.
+            if busy {
+                pace.rest(state.runtime.admission(), tally.cost_us.load(Ordering::Relaxed)).await;
+            }
             let (state, row, replica, tally) = (state.clone(), rows[i].clone(), replica.clone(), tally.clone());
             tokio::spawn(async move {
                 let began = std::time::Instant::now();
@@ -210,11 +221,15 @@ struct Pace {
     seen: u64,
     /// When the last collection started while tenants were calling.
     last: Option<tokio::time::Instant>,
+    /// The longest wait between two starts: `MAX_REST`, or less so that a busy batch's
+    /// last window starts within half its lease.
+    max_wait: Duration,
 }
 
 impl Pace {
-    fn new(admission: &Admission) -> Self {
-        Self { seen: admission.tenant_calls().started, last: None }
+    fn new(admission: &Admission, lease: Duration) -> Self {
+        let half = lease / 2 / u32::try_from(BUSY_BATCH).unwrap_or(4);
+        Self { seen: admission.tenant_calls().started, last: None, max_wait: MAX_REST.min(half) }
     }
 
     /// Tenants' calls run now, or started since the last look.
@@ -226,7 +241,7 @@ impl Pace {
     }
 
     /// Before a collection starts: while tenants call, waits until `cost × 100 ÷ share`
-    /// after the last start (the rest beyond `cost` at most `MAX_REST`); idle, at once.
+    /// after the last start (at most `max_wait`); idle, at once.
     async fn rest(&mut self, admission: &Admission, cost_us: u64) {
         let busy = self.busy(admission);
         let start = self.next_start(busy, tokio::time::Instant::now(), cost_us);
@@ -241,10 +256,9 @@ impl Pace {
         }
         let start = match self.last {
             Some(last) => {
-                let cost = Duration::from_micros(cost_us.max(1));
-                let rest =
-                    cost.saturating_mul(u32::try_from((100 - BUSY_SHARE_PERCENT) / BUSY_SHARE_PERCENT).unwrap_or(3));
-                (last + cost + rest.min(MAX_REST)).max(now)
+                let cost = if cost_us == 0 { SEED_COST } else { Duration::from_micros(cost_us) };
+                let every = cost.saturating_mul(u32::try_from(100 / BUSY_SHARE_PERCENT).unwrap_or(4));
+                (last + every.min(self.max_wait)).max(now)
             }
             None => now,
         };
@@ -403,7 +417,7 @@ mod tests {
     #[tokio::test]
     async fn collection_rests_while_tenants_call_and_not_when_idle() {
         let admission = Admission::new(AdmissionSettings::default(), 8);
-        let mut pace = Pace::new(&admission);
+        let mut pace = Pace::new(&admission, Duration::from_secs(600));
         let cost_us = 2_000;
         let now = tokio::time::Instant::now();
         // Idle: collections start at once, back to back.
@@ -421,8 +435,15 @@ mod tests {
         // Time that passed already counts: a start late enough needs no rest.
         let late = starts[4] + every * 3;
         assert_eq!(pace.next_start(true, late, cost_us), late);
-        // A slow collection's cost rests at most MAX_REST beyond it.
-        assert_eq!(pace.next_start(true, late, 1_000_000), late + Duration::from_secs(1) + MAX_REST);
+        // A slow collection's cost waits at most MAX_REST.
+        assert_eq!(pace.next_start(true, late, 1_000_000), late + MAX_REST);
+        // Before any collection of the pass ended, the seed cost stands in.
+        let after = late + MAX_REST;
+        assert_eq!(pace.next_start(true, after, 0), after + SEED_COST * 4);
+        // A short lease bounds the wait: a busy batch's last start within half of it.
+        let mut short = Pace::new(&admission, Duration::from_millis(800));
+        short.next_start(true, now, cost_us);
+        assert_eq!(short.next_start(true, now, 1_000_000), now + Duration::from_millis(100));
         // The call ended, and none came since the last look: idle again.
         drop(call);
         assert!(!pace.busy(&admission));

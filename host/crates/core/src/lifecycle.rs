@@ -1052,14 +1052,7 @@ impl Kiosk {
         use tracing::Instrument as _;
         let (call, call_id) = CallLogs::logged_call(&row.tenant, &row.id, "report");
         let span = tracing::info_span!("call", call_id = call_id.as_str(), operation = "report");
-        // On the background runtime: at a lower CPU priority than tenants' calls, so a
-        // pass takes what they leave (`kiosk_runtime::background`).
-        let (runtime, owned, inst) = (self.runtime.clone(), app.clone(), call.clone());
-        let work = async move { runtime.report(&owned, &inst, window).await }.instrument(span);
-        let mut outcome = match kiosk_runtime::background::run(work).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(self.runtime.stopped(app, &call, "report")),
-        };
+        let mut outcome = self.runtime.report(app, &call, window).instrument(span).await;
         let lines = match &mut outcome {
             Ok(done) if done.logs_kept => Vec::new(),
             Ok(done) => std::mem::take(&mut done.logs),

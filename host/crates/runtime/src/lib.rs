@@ -5,7 +5,6 @@
 //! reach it only through the `KvStore` and `MeteringSink` traits of `kiosk-domain`.
 
 pub mod admission;
-pub mod background;
 pub mod cache;
 pub mod error;
 mod kv_session;

@@ -494,12 +494,6 @@ impl Runtime {
     }
 
     /// A call that stopped before the guest ran (no log lines).
-    /// The failure of a call stopped before it ended because the process is stopping
-    /// (`ShuttingDown`: not the app's fault).
-    pub fn stopped(&self, app: &AppVersion, inst: &Installation, export: &'static str) -> CallFailure {
-        self.failure(app, inst, export, CallErrorKind::ShuttingDown)
-    }
-
     fn failure(&self, app: &AppVersion, inst: &Installation, export: &'static str, kind: CallErrorKind) -> CallFailure {
         self.failure_of(app, inst, export, kind, &call_id_of(inst), None)
     }

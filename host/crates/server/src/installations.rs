@@ -432,11 +432,7 @@ async fn usage_windows(
     Path((tenant, id)): Path<(String, String)>,
     Query(q): Query<WindowQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    // The installation's tenant, or the operator.
-    match &caller.0 {
-        kiosk_store::Principal::Operator => {}
-        _ => caller.tenant(&tenant)?,
-    }
+    caller.tenant_or_operator_reading(&tenant)?;
     let before = q.before()?;
     let limit = super::admin::page_limit(q.limit)?;
     let row = s.installation(&tenant, &id).await?;
