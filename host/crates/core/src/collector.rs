@@ -439,7 +439,7 @@ mod tests {
         assert_eq!(pace.next_start(true, late, 1_000_000), late + MAX_REST);
         // Before any collection of the pass ended, the seed cost stands in.
         let after = late + MAX_REST;
-        assert_eq!(pace.next_start(true, after, 0), after + SEED_COST * 4);
+        assert_eq!(pace.next_start(true, after, 0), after + SEED_COST * (100 / BUSY_SHARE_PERCENT) as u32);
         // A short lease bounds the wait: a busy batch's last start within half of it.
         let mut short = Pace::new(&admission, Duration::from_millis(800));
         short.next_start(true, now, cost_us);
