@@ -55,6 +55,24 @@ impl PageQuery {
 }
 
 /// `limit`: 1-1000, default 100; out of range is a 400 `invalid-query`.
+/// Longest cursor, digits (cursors are non-negative and below 10^18).
+pub(super) const MAX_CURSOR_DIGITS: usize = 18;
+
+/// A cursor query parameter: 1-18 ASCII digits; anything else is a 400 naming `field`
+/// and saying which cursor it must be (`what`).
+pub(super) fn cursor(field: &'static str, value: &str, what: &str) -> ApiResult<i64> {
+    let valid = !value.is_empty() && value.len() <= MAX_CURSOR_DIGITS && value.bytes().all(|b| b.is_ascii_digit());
+    match value.parse::<i64>() {
+        Ok(cursor) if valid => Ok(cursor),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            format!("{field} must be {what} (1-{MAX_CURSOR_DIGITS} digits)"),
+        )
+        .field(field)),
+    }
+}
+
 pub(super) fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
     match limit.unwrap_or(100) {
         n @ 1..=1000 => Ok(n),

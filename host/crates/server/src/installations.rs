@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AnyJson, ApiError, ApiResult, AppState, Caller, Json, Page, Path, Problem, Query, Shared};
+use super::{AnyJson, ApiResult, AppState, Caller, Json, Page, Path, Problem, Query, Shared};
 use kiosk_core::lifecycle::{InstallRequest, UpgradeRequest};
 use kiosk_domain::metering::UsageEvent;
 use kiosk_domain::upgrade::UpgradePolicy;
@@ -384,24 +384,13 @@ struct WindowQuery {
     limit: Option<i64>,
 }
 
-/// Longest cursor, digits (window starts are ms since the Unix epoch, below 10^18).
-const MAX_WINDOW_CURSOR_DIGITS: usize = 18;
-
 impl WindowQuery {
-    /// The cursor: 1-18 ASCII digits; anything else is a 400 naming `before`.
+    /// The cursor (`admin::cursor`: window starts are ms since the Unix epoch, below
+    /// 10^18); absent: from the newest window.
     fn before(&self) -> ApiResult<i64> {
-        let Some(before) = self.before.as_deref() else { return Ok(i64::MAX) };
-        let valid = !before.is_empty()
-            && before.len() <= MAX_WINDOW_CURSOR_DIGITS
-            && before.bytes().all(|b| b.is_ascii_digit());
-        match before.parse::<i64>() {
-            Ok(cursor) if valid => Ok(cursor),
-            _ => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-query",
-                format!("before must be a window start from this list (1-{MAX_WINDOW_CURSOR_DIGITS} digits)"),
-            )
-            .field("before")),
+        match self.before.as_deref() {
+            Some(before) => super::admin::cursor("before", before, "a window start from this list"),
+            None => Ok(i64::MAX),
         }
     }
 }

@@ -4,7 +4,6 @@
 //! operator, and by the app's partner for installations of its own apps only.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -33,22 +32,12 @@ struct LogQuery {
     limit: Option<i64>,
 }
 
-/// Longest cursor, digits (cursors are non-negative and below 10^18).
-const MAX_CURSOR_DIGITS: usize = 18;
-
 impl LogQuery {
-    /// The cursor: 1-18 ASCII digits; anything else is a 400 naming `since`.
+    /// The cursor (`admin::cursor`); absent: from the oldest line kept.
     fn since(&self) -> ApiResult<i64> {
-        let Some(since) = self.since.as_deref() else { return Ok(0) };
-        let valid = !since.is_empty() && since.len() <= MAX_CURSOR_DIGITS && since.bytes().all(|b| b.is_ascii_digit());
-        match since.parse::<i64>() {
-            Ok(cursor) if valid => Ok(cursor),
-            _ => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-query",
-                format!("since must be a cursor from this log (1-{MAX_CURSOR_DIGITS} digits)"),
-            )
-            .field("since")),
+        match self.since.as_deref() {
+            Some(since) => super::admin::cursor("since", since, "a cursor from this log"),
+            None => Ok(0),
         }
     }
 }
