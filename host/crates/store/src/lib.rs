@@ -365,6 +365,11 @@ fn installation_row(r: &impl sqlite_reads::Columns) -> Result<InstallationRow, s
     })
 }
 
+/// How long a pooled connection may sit idle and still be used without a ping first:
+/// under load connections come back within milliseconds; after a second, a database
+/// restart may have closed them.
+const PING_IF_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 const VERSION_COLUMNS: &str =
     "app, version, manifest, manifest_digest, component_digest, signer, reference, yanked, created_ms";
 /// What a read of a version selects: the inserted columns plus the quarantine.
@@ -403,6 +408,19 @@ impl Store {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            // A connection back in use within `PING_IF_IDLE` is not pinged first: sqlx's
+            // default pings on every acquire, a round trip per query that doubled the
+            // PostgreSQL statements of a call (it pings on release as well). One idle
+            // longer (across a database restart, say) is pinged, and replaced if dead.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
