@@ -292,6 +292,54 @@ async fn ledger_refusals_on_postgresql() {
     refusals_suite(Some(common::fresh_postgres_database().await)).await;
 }
 
+/// PostgreSQL restarted under load: every pooled connection dies just after it was used,
+/// so none is pinged before its next use (the pool pings only connections idle for a
+/// second). The ledger's next write begins on a live connection and is recorded; nothing
+/// is lost and nothing answers an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_writes_past_lost_connections_on_postgresql() {
+    use sqlx::Connection as _;
+    let url = common::fresh_postgres_database().await;
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let store = Store::connect(&url).await.unwrap();
+    let ledger = Ledger::start(store.clone());
+    assert_eq!(ledger.record(vec![event("before", "s", 1)]).await.unwrap(), [Recorded::Recorded]);
+    // Eight connections in the pool, all used a moment ago.
+    let held = futures_util::future::try_join_all((0..8).map(|_| store.pool().acquire())).await.unwrap();
+    drop(held);
+    let mut admin = sqlx::PgConnection::connect(&common::postgres_admin_url()).await.unwrap();
+    let terminated: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}') t"
+    ))
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(terminated >= 8, "{terminated} connections terminated");
+    // pg_terminate_backend only signals: wait until the backends are gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = '{name}'"))
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{left} backends still running");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let outcomes = ledger.record(vec![event("after", "s", 2)]).await.expect("the write begins on a live connection");
+    assert_eq!(outcomes, [Recorded::Recorded]);
+    // Read on a connection of its own (the pool still holds dead ones: a read drawing one
+    // fails once, and that one is discarded).
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT idem_key, quantity FROM usage_events ORDER BY idem_key")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, [("after".to_string(), 2), ("before".to_string(), 1)]);
+}
+
 /// A submitter whose event the database refuses (a constraint the test adds: nothing the
 /// ledger checks could catch it) fails alone; everyone committing with it in the same
 /// group gets its events recorded.

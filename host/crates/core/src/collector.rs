@@ -55,10 +55,10 @@ pub const BUSY_BATCH: usize = 4;
 /// Share of the time collection takes while tenants' calls run, in percent: a pass
 /// beside busy tenants takes longer (its backlog is hours) rather than slow their calls.
 /// Measured (bench_collection, 10k windows beside four invokers on SQLite; their rate
-/// against 3 s before the pass): 20% kept 1.14× over a 104 s pass, 25% 0.89× over 93 s;
-/// trials with the report calls also at nice 19 (since dropped): 10% 1.04× over 274 s,
-/// 25% 0.99× over 106 s, 50% 0.81× over 52 s.
-pub const BUSY_SHARE_PERCENT: u64 = 20;
+/// during the pass against 10 s before and after it): 10% kept 0.95× over a 167 s pass;
+/// 14% 0.85–0.95× over 112–115 s, 20% 0.86–0.88× over 81–84 s (run to run). Two starts
+/// are `100 / BUSY_SHARE_PERCENT` (whole) times the cost apart: 10× here.
+pub const BUSY_SHARE_PERCENT: u64 = 10;
 
 /// The longest wait between two starts while tenants call (cost and rest): a slow report
 /// raises the measured cost, and collection still goes on at five windows a second.

@@ -370,6 +370,23 @@ fn installation_row(r: &impl sqlite_reads::Columns) -> Result<InstallationRow, s
 /// restart may have closed them.
 const PING_IF_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Connections of the PostgreSQL pool: room for the requests' reads beside the ledger's
+/// writer on a few cores (the server is CPU-bound long before it waits for one).
+const PG_MAX_CONNECTIONS: u32 = 16;
+
+/// The connection itself failed (closed, reset, terminated by the server), not the
+/// statement: SQLSTATE class 08 (connection exception) or 57P01-57P03 (the server shut
+/// down or is restarting), or an I/O error.
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}
+
 const VERSION_COLUMNS: &str =
     "app, version, manifest, manifest_digest, component_digest, signer, reference, yanked, created_ms";
 /// What a read of a version selects: the inserted columns plus the quarantine.
@@ -407,7 +424,7 @@ impl Store {
             pool.close().await;
         }
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .max_connections(if backend == Backend::Sqlite { 8 } else { PG_MAX_CONNECTIONS })
             // A connection back in use within `PING_IF_IDLE` is not pinged first: sqlx's
             // default pings on every acquire, a round trip per query that doubled the
             // PostgreSQL statements of a call (it pings on release as well). One idle
@@ -498,7 +515,22 @@ impl Store {
                 let _turn = self.write_turn().await;
                 self.pool.begin_with("BEGIN IMMEDIATE").await
             }
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Postgres => {
+                // A pooled connection that died within `PING_IF_IDLE` (the database
+                // restarted) fails its `BEGIN`, before anything of the transaction was
+                // sent: it is discarded and the next one tried, at most once per
+                // connection the pool can hold, so a restart costs no write.
+                let mut tries = 0;
+                loop {
+                    match self.pool.begin().await {
+                        Err(e) if tries < PG_MAX_CONNECTIONS && connection_lost(&e) => {
+                            tries += 1;
+                            tracing::warn!(error = %e, "a pooled PostgreSQL connection was lost: beginning on another");
+                        }
+                        begun => break begun,
+                    }
+                }
+            }
         }
         .map_err(ctx("begin"))
     }
