@@ -519,7 +519,7 @@ impl Store {
                 // A pooled connection that died within `PING_IF_IDLE` (the database
                 // restarted) fails its `BEGIN`, before anything of the transaction was
                 // sent: it is discarded and the next one tried, at most once per
-                // connection the pool can hold, so a restart costs no write.
+                // connection the pool can hold, so a restart fails no write transaction.
                 let mut tries = 0;
                 loop {
                     match self.pool.begin().await {
