@@ -539,7 +539,8 @@ async fn three_hundred_sleepers_of_one_tenant_never_fail_another_tenants_calls()
         ..AdmissionSettings::default()
     };
     let limits = SandboxLimits { timeout_ms: 30_000, ..limits() };
-    let h = Arc::new(Harness::with_settings(kiosk::runtime::RuntimeSettings { limits, admission, cache_dir: None }));
+    let h =
+        Arc::new(Harness::with_settings(kiosk::runtime::RuntimeSettings { limits, admission, ..Default::default() }));
     // The sleeper asks for 20 s, so they all sleep through the other tenant's calls.
     let sleeper = h.app_with("hostile-guest", |m| m["limits"]["timeoutMs"] = 20_000.into());
     let quick = h.app("hostile-guest");

@@ -254,7 +254,7 @@ async fn journey(database: Option<String>) {
     // hostApi mismatch is refused at registration.
     let mut future = manifest_json("budget-pacing");
     future["version"] = "2.0.0".into();
-    future["hostApi"] = ">=0.2.0".into();
+    future["hostApi"] = ">=0.3.0".into();
     publish(&registry, &acme_secret, "acme/budget-pacing", &future, &wasm).await;
     let r = format!("{}/acme/budget-pacing:2.0.0", w.registry_host);
     let before = w.started.state.store.table_counts().await.unwrap();

@@ -43,6 +43,7 @@ fn main() {
             ..Default::default()
         },
         cache_dir: None,
+        ..Default::default()
     };
     let runtime = Runtime::new(settings, services).unwrap();
     let app = runtime.prepare(manifest, Arc::new(runtime.load(&wasm).unwrap()));

@@ -10,8 +10,8 @@ mod new;
 
 pub use kiosk_core::{collector, config, seal, upgrades, watch};
 pub use kiosk_distribution::{artifact, publish, registry, trust};
-pub use kiosk_domain::{digest, effects, kv, limits, manifest, metering, text, upgrade};
-pub use kiosk_runtime::{admission, cache, error, logs, runtime, world};
+pub use kiosk_domain::{digest, effects, kv, limits, manifest, metering, net, text, upgrade};
+pub use kiosk_runtime::{admission, cache, egress, error, logs, runtime, world};
 pub use kiosk_server as server;
 pub use kiosk_store as store;
 pub use kiosk_store::ledger;

@@ -9,7 +9,6 @@ pub mod registry;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kiosk::admission::AdmissionSettings;
 use kiosk::kv::MemoryKv;
 use kiosk::limits::SandboxLimits;
 use kiosk::manifest::Manifest;
@@ -47,6 +46,7 @@ pub fn guest_bytes(crate_name: &str) -> Vec<u8> {
 pub fn manifest_path(crate_name: &str) -> PathBuf {
     match crate_name {
         "hostile-guest" => root().join("tests/guests/hostile/manifest.json"),
+        "outbound-guest" => root().join("tests/guests/outbound/manifest.json"),
         other => root().join("plugins-examples").join(other).join("manifest.json"),
     }
 }
@@ -72,7 +72,7 @@ impl Harness {
     }
 
     pub fn with_cache(limits: SandboxLimits, cache_dir: Option<PathBuf>) -> Self {
-        Self::with_settings(RuntimeSettings { limits, admission: AdmissionSettings::default(), cache_dir })
+        Self::with_settings(RuntimeSettings { limits, cache_dir, ..Default::default() })
     }
 
     pub fn with_settings(settings: RuntimeSettings) -> Self {
@@ -123,15 +123,28 @@ pub async fn hostile_server(
     extra: &str,
     edit: impl FnOnce(&mut serde_json::Value),
 ) -> (kiosk::server::serve::Started, tempfile::TempDir) {
+    guest_server("hostile-guest", database, extra, edit).await
+}
+
+/// `kiosk serve` in this process on `database` (SQLite in a fresh data directory when
+/// `None`), with the operator config `extra` (TOML) and the test guest `crate_name`
+/// registered through the demo seed, its manifest edited by `edit`. Keep the directory
+/// alive.
+pub async fn guest_server(
+    crate_name: &str,
+    database: Option<String>,
+    extra: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> (kiosk::server::serve::Started, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("kiosk.toml");
     std::fs::write(&config, format!("data-dir = \"{}\"\n{extra}", dir.path().join("data").display()))
         .expect("write config");
-    let mut manifest = manifest_json("hostile-guest");
+    let mut manifest = manifest_json(crate_name);
     edit(&mut manifest);
-    let manifest_path = dir.path().join("hostile-manifest.json");
+    let manifest_path = dir.path().join(format!("{crate_name}-manifest.json"));
     std::fs::write(&manifest_path, manifest.to_string()).expect("write manifest");
-    let demo = format!("{}={}", manifest_path.display(), guest_path("hostile-guest").display());
+    let demo = format!("{}={}", manifest_path.display(), guest_path(crate_name).display());
     let options = kiosk::server::serve::ServeOptions {
         config: Some(config),
         database,

@@ -22,6 +22,9 @@ pub struct OperatorConfig {
     pub sandbox: SandboxLimits,
     #[serde(default)]
     pub admission: kiosk_runtime::admission::AdmissionSettings,
+    /// Outbound HTTP of 0.2.0 apps: the operator's layer and its bounds.
+    #[serde(default)]
+    pub egress: kiosk_runtime::egress::settings::EgressSettings,
     #[serde(default)]
     pub artifacts: SizeCaps,
     #[serde(default)]
@@ -203,6 +206,7 @@ impl OperatorConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.sandbox.validate()?;
         self.admission.validate()?;
+        self.egress.validate()?;
         let lines = self.logs.max_lines_per_installation;
         if !(1..=MAX_LOG_LINES_CEILING).contains(&lines) {
             return Err(format!(

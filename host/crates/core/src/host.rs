@@ -46,6 +46,8 @@ pub async fn open(
         limits: config.sandbox.clone(),
         admission: config.admission.clone(),
         cache_dir: Some(cache_dir),
+        egress: config.egress.clone(),
+        resolver: None,
     };
     let runtime = Arc::new(Runtime::new(settings, services)?);
     Ok(Kiosk::new(store, runtime, Arc::new(config), sealer, ledger))

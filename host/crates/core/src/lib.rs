@@ -6,6 +6,7 @@
 
 pub mod collector;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod host;
 pub mod lifecycle;

@@ -475,6 +475,13 @@ impl Kiosk {
             .load_component(artifact.component_digest.as_str(), artifact.component.clone())
             .await
             .map_err(|f| if f.kind == "component-not-runnable" { not_runnable(f.detail) } else { f })?;
+        let world = component.world.clone();
+        if !artifact.manifest.host_api.matches(&world) {
+            return Err(not_runnable(format!(
+                "the component implements kiosk:app@{world}, which the manifest's hostApi {} excludes",
+                artifact.manifest.host_api
+            )));
+        }
         let version = self.runtime.prepare(artifact.manifest.clone(), component).with_limits(limits);
         let probe = Installation::new("-", "registration");
         self.runtime.check_instantiates(&version, &probe).await.map_err(|e| match e.kind {
@@ -779,10 +786,16 @@ impl Kiosk {
         let (config, secret_pointers) = resolve_config(&app, request.config).await?;
         let inst_id = request.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let inst = Installation::new(tenant, &inst_id);
-        let config_text = config.to_string();
+        let config_text = crate::egress::hook_config(&app, &config, &secret_pointers);
+        let egress = crate::egress::installation_egress(&app, &config, &secret_pointers, None);
+        let attach = |call: Installation| match &egress {
+            Some(layer) => call.with_egress(layer.clone()),
+            None => call,
+        };
         let mut logs = CallLogs::default();
         let outcome: Result<()> = async {
             let (call, _) = CallLogs::call(tenant, &inst_id);
+            let call = attach(call);
             logs.run(
                 &call,
                 "validate-config",
@@ -791,6 +804,7 @@ impl Kiosk {
             )
             .await?;
             let (call, _) = CallLogs::call(tenant, &inst_id);
+            let call = attach(call);
             logs.run(&call, "install", "install", self.runtime.install(&app, &call, &config_text)).await?;
             Ok(())
         }
@@ -846,14 +860,25 @@ impl Kiosk {
                 }
             }
         }
+        let old_pointers: Vec<String> = self.open_secrets(&row)?.keys().cloned().collect();
         let (config, secret_pointers) = resolve_config(&app, Some(new)).await?;
-        let (old_text, new_text) = (old.to_string(), config.to_string());
+        let old_text = crate::egress::hook_config(&app, &old, &old_pointers);
+        let new_text = crate::egress::hook_config(&app, &config, &secret_pointers);
+        // The hooks' requests go where the new configuration says.
+        let switch = self.egress_switch(&app, tenant, id).await?;
+        let egress = crate::egress::installation_egress(&app, &config, &secret_pointers, switch.as_ref());
+        let attach = |call: Installation| match &egress {
+            Some(layer) => call.with_egress(layer.clone()),
+            None => call,
+        };
         let mut logs = CallLogs::default();
         let hooks: Result<()> = async {
             let (call, _) = CallLogs::call(tenant, id);
+            let call = attach(call);
             logs.run(&call, "validate-config", "validate-config", self.runtime.validate_config(&app, &call, &new_text))
                 .await?;
             let (call, _) = CallLogs::call(tenant, id);
+            let call = attach(call);
             logs.run(&call, "configure", "configure", self.runtime.configure(&app, &call, &old_text, &new_text))
                 .await?;
             Ok(())
@@ -901,8 +926,13 @@ impl Kiosk {
         self.check_entitlement(tenant, &app).await?;
         let (config, secret_pointers) = resolve_config(&app, Some(self.full_config(&row)?)).await?;
         let (call, _) = CallLogs::call(tenant, id);
+        let switch = self.egress_switch(&app, tenant, id).await?;
+        let call = match crate::egress::installation_egress(&app, &config, &secret_pointers, switch.as_ref()) {
+            Some(layer) => call.with_egress(layer),
+            None => call,
+        };
         let mut logs = CallLogs::default();
-        let (from_text, config_text) = (from.to_string(), config.to_string());
+        let (from_text, config_text) = (from.to_string(), crate::egress::hook_config(&app, &config, &secret_pointers));
         let hook =
             logs.run(&call, "upgrade", "upgrade", self.runtime.upgrade(&app, &call, &from_text, &config_text)).await;
         self.keep_logs(tenant, id, logs).await;
@@ -936,6 +966,9 @@ impl Kiosk {
             Err(e) => Some(format!("the app could not be loaded: {}", e.detail)),
             Ok(app) => {
                 let mut logs = CallLogs::default();
+                // Secrets that cannot be opened leave the hook without outbound requests;
+                // an uninstall never fails on them.
+                let inst = self.with_row_egress(&app, &row, inst.clone()).await.unwrap_or_else(|_| inst.clone());
                 let outcome = self.runtime.uninstall(&app, &inst).await;
                 // Kept while the installation stays (a stopped uninstall); the removal
                 // below takes them with it.
@@ -1008,6 +1041,7 @@ impl Kiosk {
         Self::entitled(tenant, &app, context.entitlement.as_ref())?;
         let logged_as = format!("invoke:{operation}");
         let (call, _) = CallLogs::logged_call(tenant, id, &logged_as);
+        let call = self.with_egress_of(&app, &context.installation, context.egress.as_ref(), call)?;
         let input = input.to_string();
         let mut logs = CallLogs::default();
         let done = logs.run(&call, &logged_as, operation, self.runtime.invoke(&app, &call, operation, &input)).await;
@@ -1032,6 +1066,7 @@ impl Kiosk {
         let app = self.installed_app(row).await?;
         let app = self.admit_call(&row.tenant, &app, Purpose::Run).await?;
         let (call, _) = CallLogs::logged_call(&row.tenant, &row.id, "report");
+        let call = self.with_row_egress(&app, row, call).await?;
         let mut logs = CallLogs::default();
         let done = logs.run(&call, "report", "report", self.runtime.report(&app, &call, window)).await;
         self.keep_logs(&row.tenant, &row.id, logs).await;
@@ -1051,6 +1086,8 @@ impl Kiosk {
     ) -> std::result::Result<CallOutcome<kiosk_runtime::runtime::ReportedUsage>, CallFailure> {
         use tracing::Instrument as _;
         let (call, call_id) = CallLogs::logged_call(&row.tenant, &row.id, "report");
+        // Secrets that cannot be opened leave the report without outbound requests.
+        let call = self.with_row_egress(app, row, call.clone()).await.unwrap_or(call);
         let span = tracing::info_span!("call", call_id = call_id.as_str(), operation = "report");
         let mut outcome = self.runtime.report(app, &call, window).instrument(span).await;
         let lines = match &mut outcome {

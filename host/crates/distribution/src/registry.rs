@@ -20,7 +20,7 @@
 //! hashed while streaming. Pushes (`publish::push`, the partner's side) use oci-client.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -301,60 +301,7 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// Why an address is not public (`None`: public).
-pub fn non_public(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => v4_class(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return v4_class(v4);
-            }
-            let s = v6.segments();
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if s[0] & 0xffc0 == 0xfe80 {
-                Some("link-local")
-            } else if s[0] & 0xfe00 == 0xfc00 || s[0] & 0xffc0 == 0xfec0 {
-                Some("private")
-            } else if s[0] & 0xff00 == 0xff00 {
-                Some("multicast")
-            } else if (s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4]) || s[..6] == [0; 6] {
-                // NAT64 and IPv4-compatible addresses carry an IPv4 address.
-                let o = v6.octets();
-                v4_class(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
-            } else if s[0] == 0x2001 && s[1] == 0x0db8 {
-                Some("reserved")
-            } else {
-                None
-            }
-        }
-    }
-}
-
-fn v4_class(ip: Ipv4Addr) -> Option<&'static str> {
-    let o = ip.octets();
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if o[0] == 0 {
-        Some("unspecified")
-    } else if ip.is_link_local() {
-        Some("link-local")
-    } else if ip.is_private() || (o[0] == 100 && o[1] & 0xc0 == 64) {
-        Some("private")
-    } else if ip.is_multicast() {
-        Some("multicast")
-    } else if o[0] >= 240
-        || (o[0] == 192 && o[1] == 0 && (o[2] == 0 || o[2] == 2))
-        || (o[0] == 198 && o[1] & 0xfe == 18)
-        || ip.is_documentation()
-    {
-        Some("reserved")
-    } else {
-        None
-    }
-}
+pub use kiosk_domain::net::non_public;
 
 /// Whether `name` may resolve to non-public addresses without a flag: `localhost`.
 fn is_localhost(name: &str) -> bool {

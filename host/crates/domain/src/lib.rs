@@ -6,10 +6,12 @@
 
 pub mod digest;
 pub mod effects;
+pub mod egress;
 pub mod ids;
 pub mod kv;
 pub mod limits;
 pub mod manifest;
 pub mod metering;
+pub mod net;
 pub mod text;
 pub mod upgrade;

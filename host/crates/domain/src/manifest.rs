@@ -49,14 +49,28 @@ pub struct Sku {
     /// Operations whose every successful call meters one unit of this SKU.
     #[serde(default)]
     pub operations: Vec<String>,
+    /// Metered by the host on outbound traffic to a declared destination (0.2.0 apps).
+    #[serde(default)]
+    pub outbound: Option<crate::egress::SkuOutbound>,
+}
+
+impl Sku {
+    /// Whether the host alone meters this SKU (per operation or on outbound traffic).
+    pub fn host_metered(&self) -> bool {
+        !self.operations.is_empty() || self.outbound.is_some()
+    }
 }
 
 /// Host capabilities the app asks for.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Capabilities {
     #[serde(default)]
     pub key_value: bool,
+    /// What a 0.2.0 app may reach over HTTP (the most; the operator and the tenant may
+    /// narrow it). Checked by `Manifest::outbound`.
+    #[serde(default)]
+    pub outbound: Vec<crate::egress::OutboundEntry>,
 }
 
 /// How the app is licensed.
@@ -86,12 +100,22 @@ pub enum ManifestError {
     Format { path: String, message: String },
     #[error("manifest field `{field}`: {rule}")]
     Invalid { field: String, rule: String },
-    #[error("manifest field `hostApi`: the app requires host API {required} but this host implements {host}")]
+    #[error(
+        "manifest field `hostApi`: the app requires host API {required} but this host serves kiosk:app up to {host}"
+    )]
     HostApi { required: semver::VersionReq, host: semver::Version },
 }
 
 fn invalid(field: impl Into<String>, rule: impl Into<String>) -> ManifestError {
     ManifestError::Invalid { field: field.into(), rule: rule.into() }
+}
+
+/// Every world version a host whose newest is `newest` serves: each published minor
+/// version of its major up to `newest` (a published world is never dropped).
+pub fn served_worlds(newest: &semver::Version) -> impl Iterator<Item = semver::Version> + use<> {
+    let newest = newest.clone();
+    let first = if newest.major == 0 { 1 } else { 0 };
+    (first..=newest.minor).map(move |minor| semver::Version::new(newest.major, minor, 0))
 }
 
 /// Whether `s` is a lowercase slug: 1-64 of a-z, 0-9 and '-', not starting with '-'.
@@ -140,8 +164,15 @@ impl Manifest {
                 return Err(invalid(format!("categories[{i}]"), format!("{c:?} is not a lowercase slug")));
             }
         }
-        if !self.host_api.matches(host_api) {
+        if served_worlds(host_api).all(|world| !self.host_api.matches(&world)) {
             return Err(ManifestError::HostApi { required: self.host_api.clone(), host: host_api.clone() });
+        }
+        let outbound = crate::egress::check_entries(&self.capabilities.outbound).map_err(|(f, r)| invalid(f, r))?;
+        if !outbound.is_empty() && !self.host_api.matches(&semver::Version::new(0, 2, 0)) {
+            return Err(invalid(
+                "capabilities.outbound",
+                format!("outbound HTTP needs kiosk:app@0.2.0, which `hostApi` {} excludes", self.host_api),
+            ));
         }
         let mut seen = HashSet::new();
         for (i, sku) in self.skus.iter().enumerate() {
@@ -157,6 +188,23 @@ impl Manifest {
             for (j, op) in sku.operations.iter().enumerate() {
                 if op.is_empty() {
                     return Err(invalid(format!("skus[{i}].operations[{j}]"), "must not be empty"));
+                }
+            }
+            if let Some(egress) = &sku.outbound {
+                if !sku.operations.is_empty() {
+                    return Err(invalid(
+                        format!("skus[{i}].outbound"),
+                        "a SKU is metered per operation or on outbound traffic, not both",
+                    ));
+                }
+                let declared = crate::net::Destination::parse(&egress.destination)
+                    .ok()
+                    .is_some_and(|d| outbound.iter().any(|o| o.target == crate::egress::Target::Fixed(d.clone())));
+                if !declared {
+                    return Err(invalid(
+                        format!("skus[{i}].outbound.destination"),
+                        format!("{:?} is not a destination of capabilities.outbound", egress.destination),
+                    ));
                 }
             }
         }
@@ -185,6 +233,12 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// The checked `capabilities.outbound` entries (checked by `parse`, so never an
+    /// error for a parsed manifest).
+    pub fn outbound(&self) -> Vec<crate::egress::Outbound> {
+        crate::egress::check_entries(&self.capabilities.outbound).unwrap_or_default()
     }
 
     /// The SKU ids this version declares.

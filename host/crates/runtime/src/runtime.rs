@@ -16,19 +16,21 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::admission::{Admission, AdmissionSettings, Origin};
 use crate::cache::{self, CacheOutcome, CompileCache};
+use crate::egress::connect::{Resolve, SystemResolver};
+use crate::egress::settings::EgressSettings;
+use crate::egress::{AppEgress, CallEgress, Egress, EgressRecord, InstallationEgress};
 use crate::error::{CallErrorKind, CallFailure, CallSite, LoadError};
+use crate::exports::{Answer, Export, RunError};
 use crate::kv_session::KvSession;
 use crate::logs::{self, Level, LogLine};
 use crate::sandbox::{Attribution, HostState, LimitHit, StderrLimitExceeded};
-use crate::world::{self, App, AppPre, CallContext, UsageWindow};
+use crate::world::{self, CallContext, UsageWindow};
 use kiosk_domain::digest::Digest;
 use kiosk_domain::effects::{CallCommitter, CallEffects, CallLines, CommitError, KvWrite, LogEntry, SeparateCommitter};
 use kiosk_domain::kv::{KvScope, KvStore};
 use kiosk_domain::limits::{CallLimits, SandboxLimits};
 use kiosk_domain::manifest::Manifest;
-use kiosk_domain::metering::{
-    MAX_IDEMPOTENCY_KEY_BYTES, MAX_QUANTITY, MeteringSink, SinkOutcome, UsageEvent, UsageSource, now_ms,
-};
+use kiosk_domain::metering::{MAX_QUANTITY, MeteringSink, SinkOutcome, UsageEvent, UsageSource, now_ms};
 
 /// How often the ticker advances the engine's epoch. Calls time out within one tick
 /// (plus scheduling) of their limit.
@@ -60,13 +62,28 @@ impl std::fmt::Debug for Services {
 }
 
 /// Operator settings of the runtime.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RuntimeSettings {
     pub limits: SandboxLimits,
     /// Admission control (per-tenant concurrency and rate, slot wait).
     pub admission: AdmissionSettings,
     /// Directory of the compile cache; `None` compiles in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Outbound HTTP of 0.2.0 apps (`[egress]`).
+    pub egress: EgressSettings,
+    /// How outbound requests resolve names (`None`: the system's resolver).
+    pub resolver: Option<Arc<dyn Resolve>>,
+}
+
+impl std::fmt::Debug for RuntimeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeSettings")
+            .field("limits", &self.limits)
+            .field("admission", &self.admission)
+            .field("cache_dir", &self.cache_dir)
+            .field("egress", &self.egress)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A component compiled and linked, ready to instantiate.
@@ -74,7 +91,26 @@ pub struct LoadedComponent {
     pub digest: Digest,
     /// Whether it came from the disk cache.
     pub outcome: CacheOutcome,
-    pre: AppPre<HostState>,
+    /// The `kiosk:app` world version it was built against (read from its imports).
+    pub world: semver::Version,
+    pre: Pre,
+}
+
+/// A component linked against its world version.
+pub(crate) enum Pre {
+    V1(world::v1::AppPre<HostState>),
+    V2(world::v2::AppPre<HostState>),
+}
+
+impl LoadedComponent {
+    pub(crate) fn pre(&self) -> &Pre {
+        &self.pre
+    }
+
+    /// Whether the app may use outbound HTTP and receives placeholders for secrets.
+    pub fn has_egress(&self) -> bool {
+        matches!(self.pre, Pre::V2(_))
+    }
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -82,6 +118,7 @@ impl std::fmt::Debug for LoadedComponent {
         f.debug_struct("LoadedComponent")
             .field("digest", &self.digest)
             .field("outcome", &self.outcome)
+            .field("world", &self.world)
             .finish_non_exhaustive()
     }
 }
@@ -93,10 +130,12 @@ pub struct AppVersion {
     pub component: Arc<LoadedComponent>,
     pub limits: CallLimits,
     /// Every SKU the version declares.
-    skus: Arc<HashSet<String>>,
-    /// The SKUs the guest may meter (those without `operations`: host-metered SKUs are
-    /// the host's alone, so a guest cannot bill them twice).
-    guest_skus: Arc<HashSet<String>>,
+    pub(crate) skus: Arc<HashSet<String>>,
+    /// The SKUs the guest may meter (neither per operation nor on outbound traffic:
+    /// host-metered SKUs are the host's alone, so a guest cannot bill them twice).
+    pub(crate) guest_skus: Arc<HashSet<String>>,
+    /// What the manifest declares it may reach (0.2.0 apps).
+    pub egress: Arc<AppEgress>,
 }
 
 impl AppVersion {
@@ -120,11 +159,21 @@ pub struct Installation {
     /// installation's log under this operation name (`with_log`). `None`: they are only
     /// handed back (the installation is not recorded yet, or there is no such log).
     pub log_as: Option<String>,
+    /// The tenant's layer of outbound HTTP for this installation (0.2.0 apps): its
+    /// switch, its configured URLs and the secrets bound requests may carry. `None`:
+    /// no outbound request is let through.
+    pub egress: Option<Arc<InstallationEgress>>,
 }
 
 impl Installation {
     pub fn new(tenant: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { tenant: tenant.into(), id: id.into(), call_id: None, log_as: None }
+        Self { tenant: tenant.into(), id: id.into(), call_id: None, log_as: None, egress: None }
+    }
+
+    /// The same installation, its outbound requests under `egress`.
+    pub fn with_egress(mut self, egress: Arc<InstallationEgress>) -> Self {
+        self.egress = Some(egress);
+        self
     }
 
     /// The same installation, a completed call's lines kept with its effects as lines
@@ -188,7 +237,7 @@ pub struct ReportedUsage {
     pub accepted: Vec<UsageEvent>,
     pub refused: Vec<RefusedRecord>,
     /// The sink's verdict per accepted event, before `report` sorts them.
-    verdicts: Vec<SinkOutcome>,
+    pub(crate) verdicts: Vec<SinkOutcome>,
 }
 
 /// A reported usage record the host refused, with the reason.
@@ -231,7 +280,11 @@ impl Drop for EpochTicker {
 /// The runtime.
 pub struct Runtime {
     engine: Engine,
+    /// `kiosk:app@0.1.0`: WASI p2 and Kiosk's imports (no network).
     linker: Linker<HostState>,
+    /// `kiosk:app@0.2.0`: 0.1.0's imports plus `wasi:http` (through `egress`).
+    linker_v2: Linker<HostState>,
+    egress: Arc<Egress>,
     cache: Option<CompileCache>,
     limits: SandboxLimits,
     admission: Admission,
@@ -266,10 +319,21 @@ impl Runtime {
         settings.admission.validate().map_err(RuntimeError::Limits)?;
         let admission = Admission::new(settings.admission, limits.max_concurrent_instances);
         let engine = Engine::new(&engine_config(&limits)).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let engine_error = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        App::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
+        world::v1::App::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(engine_error)?;
+        let mut linker_v2 = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker_v2).map_err(engine_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_v2).map_err(engine_error)?;
+        {
+            use world::v2::kiosk::app::{key_value, log, metering};
+            metering::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker_v2, |s| s).map_err(engine_error)?;
+            key_value::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker_v2, |s| s).map_err(engine_error)?;
+            log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker_v2, |s| s).map_err(engine_error)?;
+        }
+        let resolver = settings.resolver.clone().unwrap_or_else(|| Arc::new(SystemResolver));
+        let egress = Arc::new(Egress::new(settings.egress.clone(), resolver).map_err(RuntimeError::Limits)?);
         // What the pooling allocator validates a component against when it is loaded.
         let pool = format!(
             "memory-mib={} table-elements={} tables={} memories={} instances={}",
@@ -280,6 +344,8 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
+            linker_v2,
+            egress,
             cache,
             limits,
             admission,
@@ -328,8 +394,13 @@ impl Runtime {
             Some(cache) => cache.get_or_compile(&self.engine, wasm, &digest)?,
             None => (cache::compile(&self.engine, wasm, &digest)?, CacheOutcome::Compiled),
         };
-        let pre = self.link(&component, &digest)?;
-        Ok(LoadedComponent { digest, outcome, pre })
+        let world = {
+            let ty = component.component_type();
+            let names: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+            world::world_of(names.iter().map(String::as_str))
+        };
+        let pre = self.link(&component, &digest, &world)?;
+        Ok(LoadedComponent { digest, outcome, world, pre })
     }
 
     /// Drops the compiled artefact of `digest` from the disk cache (if there is one).
@@ -339,23 +410,29 @@ impl Runtime {
         }
     }
 
-    fn link(&self, component: &Component, digest: &Digest) -> Result<AppPre<HostState>, LoadError> {
+    fn link(&self, component: &Component, digest: &Digest, version: &semver::Version) -> Result<Pre, LoadError> {
         let not_an_app = |e: wasmtime::Error| LoadError::NotAnApp {
             digest: digest.clone(),
-            world: world::HOST_API_VERSION,
+            world: version.clone(),
             message: format!("{e:#}"),
         };
-        let pre = self.linker.instantiate_pre(component).map_err(not_an_app)?;
-        AppPre::new(pre).map_err(not_an_app)
+        if version.minor >= 2 {
+            let pre = self.linker_v2.instantiate_pre(component).map_err(not_an_app)?;
+            Ok(Pre::V2(world::v2::AppPre::new(pre).map_err(not_an_app)?))
+        } else {
+            // A 0.1.0 app that imports `wasi:http` fails here, the import named.
+            let pre = self.linker.instantiate_pre(component).map_err(not_an_app)?;
+            Ok(Pre::V1(world::v1::AppPre::new(pre).map_err(not_an_app)?))
+        }
     }
 
     /// Binds a loaded component to its manifest, with the limits its calls will run under.
     pub fn prepare(&self, manifest: Manifest, component: Arc<LoadedComponent>) -> AppVersion {
         let limits = self.limits.for_app(&manifest.limits);
         let skus = Arc::new(manifest.sku_ids().map(str::to_string).collect());
-        let guest_skus =
-            Arc::new(manifest.skus.iter().filter(|s| s.operations.is_empty()).map(|s| s.id.clone()).collect());
-        AppVersion { manifest: Arc::new(manifest), component, limits, skus, guest_skus }
+        let guest_skus = Arc::new(manifest.skus.iter().filter(|s| !s.host_metered()).map(|s| s.id.clone()).collect());
+        let egress = Arc::new(AppEgress::of(&manifest));
+        AppVersion { manifest: Arc::new(manifest), component, limits, skus, guest_skus, egress }
     }
 
     /// `lifecycle.validate-config`.
@@ -626,12 +703,15 @@ impl Runtime {
             app_version: who.version.clone(),
         };
 
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.timeout_ms);
+        let gate = self.call_egress(app, inst, deadline);
+        let egress_record = gate.as_ref().map(CallEgress::record);
         let (result, mut state) = {
-            let mut store = Store::new(&self.engine, HostState::new(limits, who, app.guest_skus.clone(), kv));
+            let host = HostState::new(limits, who, app.guest_skus.clone(), kv, gate);
+            let mut store = Store::new(&self.engine, host);
             store.limiter(|s| &mut s.limiter);
             store.set_hostcall_fuel(usize::try_from(limits.max_host_copy_bytes).unwrap_or(usize::MAX));
             store.set_max_component_handles(limits.max_handles as usize);
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.timeout_ms);
             store.set_epoch_deadline(1);
             store.epoch_deadline_callback(move |_| {
                 Ok(if tokio::time::Instant::now() >= deadline {
@@ -644,7 +724,7 @@ impl Runtime {
                 // Fuel is enabled in the engine whenever the operator sets a budget.
                 let _ = store.set_fuel(fuel);
             }
-            let run = tokio::time::timeout_at(deadline, self.run(app, &mut store, &ctx, export));
+            let run = tokio::time::timeout_at(deadline, crate::exports::run(app, &mut store, &ctx, export));
             let stopped = async {
                 // Resolves once the runtime shuts down (never, if the sender is gone).
                 if shutdown.wait_for(|stop| *stop).await.is_err() {
@@ -669,6 +749,14 @@ impl Runtime {
             (result, store.into_data())
         };
         state.collect_stderr();
+        if let Some(record) = egress_record {
+            // Responses still held by the guest end with its resources: their lines are
+            // written as they drop, then the call's requests are taken in one piece.
+            drop(std::mem::take(&mut state.table));
+            state.egress = None;
+            let record = std::mem::take(&mut *record.lock().unwrap_or_else(|p| p.into_inner()));
+            self.take_egress(app, &call_id, &mut state, record);
+        }
 
         match result {
             Ok(answer) => {
@@ -749,85 +837,61 @@ impl Runtime {
         }
     }
 
-    /// Instantiates the component in `store` and calls one export.
-    async fn run(
-        &self,
-        app: &AppVersion,
-        store: &mut Store<HostState>,
-        ctx: &CallContext,
-        export: Export<'_>,
-    ) -> Result<Result<Answer, world::AppError>, RunError> {
-        let instance = app.component.pre.instantiate_async(&mut *store).await.map_err(RunError::instantiating)?;
-        let call = |e| RunError { instantiating: false, error: e };
-        let lifecycle = instance.kiosk_app_lifecycle();
-        let answer = match export {
-            Export::ValidateConfig(config) => {
-                lifecycle.call_validate_config(&mut *store, ctx, config).await.map_err(call)?.map(|()| Answer::Done)
+    /// The gate of a call's outbound requests, for a 0.2.0 app.
+    fn call_egress(&self, app: &AppVersion, inst: &Installation, deadline: tokio::time::Instant) -> Option<CallEgress> {
+        if !app.component.has_egress() {
+            return None;
+        }
+        let partner = app.manifest.app.split_once('/').map_or("", |(p, _)| p).to_string();
+        Some(CallEgress {
+            egress: self.egress.clone(),
+            app: app.egress.clone(),
+            app_id: app.manifest.app.clone(),
+            partner,
+            tenant: inst.tenant.clone(),
+            // No layer from the core (a registration probe, a test): nothing goes out.
+            installation: inst.egress.clone().unwrap_or_default(),
+            deadline,
+            requests: 0,
+            refusals: 0,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                self.egress.settings().max_concurrent_requests_per_call as usize,
+            )),
+            record: Arc::default(),
+        })
+    }
+
+    /// A call's outbound requests into its lines and its host-metered egress usage.
+    fn take_egress(&self, app: &AppVersion, call_id: &str, state: &mut HostState, record: EgressRecord) {
+        state.logs.extend(record.lines.iter().cloned());
+        if record.unlogged_refusals > 0 {
+            state.logs.push(LogLine {
+                at_ms: now_ms(),
+                level: Level::Warn,
+                message: format!(
+                    "kiosk: outbound: {} more refused requests not logged one by one",
+                    record.unlogged_refusals
+                ),
+            });
+        }
+        state.logs.sort_by_key(|l| l.at_ms);
+        for (_, sku, unit) in &app.egress.skus {
+            let quantity = record.quantity(sku, *unit).min(MAX_QUANTITY);
+            if quantity == 0 {
+                continue;
             }
-            Export::Install(config) => {
-                lifecycle.call_install(&mut *store, ctx, config).await.map_err(call)?.map(|()| Answer::Done)
-            }
-            Export::Configure(old, new) => {
-                lifecycle.call_configure(&mut *store, ctx, old, new).await.map_err(call)?.map(|()| Answer::Done)
-            }
-            Export::Upgrade(from, config) => {
-                lifecycle.call_upgrade(&mut *store, ctx, from, config).await.map_err(call)?.map(|()| Answer::Done)
-            }
-            Export::Uninstall => lifecycle.call_uninstall(&mut *store, ctx).await.map_err(call)?.map(|()| Answer::Done),
-            Export::Instantiate => Ok(Answer::Done),
-            Export::Invoke(operation, input) => {
-                let result =
-                    instance.kiosk_app_calls().call_invoke(&mut *store, ctx, operation, input).await.map_err(call)?;
-                match result {
-                    Ok(output) => {
-                        let max_output = app.limits.max_output_bytes;
-                        if output.len() as u64 > max_output {
-                            return Err(call(wasmtime::Error::new(CallErrorKind::OutputTooLarge {
-                                size: output.len() as u64,
-                                limit: max_output,
-                            })));
-                        }
-                        let call_id = store.data().who.call_id.clone();
-                        let host_metered: Vec<UsageEvent> = app
-                            .manifest
-                            .skus_for_operation(operation)
-                            .map(|sku| UsageEvent {
-                                tenant: ctx.tenant_id.clone(),
-                                installation: ctx.installation_id.clone(),
-                                app: ctx.app_id.clone(),
-                                version: ctx.app_version.clone(),
-                                sku: sku.id.clone(),
-                                quantity: 1,
-                                at_ms: now_ms(),
-                                source: UsageSource::Host,
-                                idempotency_key: format!("{call_id}/host/{}", sku.id),
-                            })
-                            .collect();
-                        store.data_mut().usage.extend(host_metered);
-                        Ok(Answer::Output(output))
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Export::Report(window) => {
-                let records =
-                    match instance.kiosk_app_usage().call_report(&mut *store, ctx, window).await.map_err(call)? {
-                        Ok(records) => records,
-                        Err(e) => return Ok(Err(e)),
-                    };
-                let limit = app.limits.max_usage_events_per_call;
-                if records.len() as u64 > u64::from(limit) {
-                    return Err(call(wasmtime::Error::new(CallErrorKind::ReportTooLarge {
-                        records: records.len() as u64,
-                        limit,
-                    })));
-                }
-                let reported = judge_report(app, ctx, window, records);
-                store.data_mut().usage.extend(reported.accepted.iter().cloned());
-                Ok(Answer::Reported(reported))
-            }
-        };
-        Ok(answer)
+            state.usage.push(UsageEvent {
+                tenant: state.who.tenant.clone(),
+                installation: state.who.installation.clone(),
+                app: state.who.app.clone(),
+                version: state.who.version.clone(),
+                sku: sku.clone(),
+                quantity,
+                at_ms: now_ms(),
+                source: UsageSource::Host,
+                idempotency_key: format!("{call_id}/egress/{sku}"),
+            });
+        }
     }
 
     /// Names the limit or cause behind a failed call.
@@ -881,134 +945,6 @@ impl Runtime {
                 Some(trap) => trap.to_string(),
                 None => logs::sanitize_capped(&text, MAX_APP_TEXT_BYTES),
             },
-        }
-    }
-}
-
-/// Judges a report's records: accepted events and refused records with reasons.
-fn judge_report(
-    app: &AppVersion,
-    ctx: &CallContext,
-    window: UsageWindow,
-    records: Vec<world::UsageRecord>,
-) -> ReportedUsage {
-    let mut reported = ReportedUsage::default();
-    let mut seen = HashSet::new();
-    for r in records {
-        let reason = if !app.skus.contains(&r.sku) {
-            Some(format!(
-                "SKU {:?} is not declared by {}@{}",
-                logs::sanitize_capped(&r.sku, 200),
-                ctx.app_id,
-                ctx.app_version
-            ))
-        } else if !app.guest_skus.contains(&r.sku) {
-            Some(format!("SKU {:?} is metered by the host for its operations; the app may not report it", r.sku))
-        } else if r.quantity == 0 || r.quantity > MAX_QUANTITY {
-            Some(format!("quantity {} is outside 1..={MAX_QUANTITY}", r.quantity))
-        } else if r.idempotency_key.is_empty() || r.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-            Some(format!(
-                "idempotency key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes, found {}",
-                r.idempotency_key.len()
-            ))
-        } else if r.idempotency_key.contains('\0') {
-            Some("idempotency key must not contain NUL (U+0000)".to_string())
-        } else if !seen.insert(r.idempotency_key.clone()) {
-            Some("idempotency key appears twice in this report".to_string())
-        } else {
-            None
-        };
-        let shown_key = logs::sanitize_capped(&r.idempotency_key, MAX_IDEMPOTENCY_KEY_BYTES);
-        match reason {
-            Some(reason) => reported.refused.push(RefusedRecord {
-                sku: logs::sanitize_capped(&r.sku, 200),
-                quantity: r.quantity,
-                idempotency_key: shown_key,
-                reason,
-            }),
-            None => reported.accepted.push(UsageEvent {
-                tenant: ctx.tenant_id.clone(),
-                installation: ctx.installation_id.clone(),
-                app: ctx.app_id.clone(),
-                version: ctx.app_version.clone(),
-                sku: r.sku,
-                quantity: r.quantity,
-                at_ms: window.start_ms,
-                source: UsageSource::Report,
-                idempotency_key: format!("{}/report/{}", ctx.installation_id, r.idempotency_key),
-            }),
-        }
-    }
-    reported
-}
-
-/// The export a call runs, with its arguments.
-#[derive(Debug, Clone, Copy)]
-enum Export<'a> {
-    ValidateConfig(&'a str),
-    Install(&'a str),
-    Configure(&'a str, &'a str),
-    Upgrade(&'a str, &'a str),
-    Uninstall,
-    Invoke(&'a str, &'a str),
-    Report(UsageWindow),
-    /// Instantiation only (no export is called): whether a version can run at all.
-    Instantiate,
-}
-
-impl Export<'_> {
-    fn name(&self) -> &'static str {
-        match self {
-            Self::ValidateConfig(_) => "lifecycle.validate-config",
-            Self::Install(_) => "lifecycle.install",
-            Self::Configure(..) => "lifecycle.configure",
-            Self::Upgrade(..) => "lifecycle.upgrade",
-            Self::Uninstall => "lifecycle.uninstall",
-            Self::Invoke(..) => "calls.invoke",
-            Self::Report(_) => "usage.report",
-            Self::Instantiate => "instantiate",
-        }
-    }
-
-    fn input_len(&self) -> usize {
-        match self {
-            Self::ValidateConfig(c) | Self::Install(c) => c.len(),
-            Self::Configure(old, new) => old.len().saturating_add(new.len()),
-            Self::Upgrade(_, config) => config.len(),
-            Self::Invoke(operation, input) => operation.len().saturating_add(input.len()),
-            Self::Uninstall | Self::Report(_) | Self::Instantiate => 0,
-        }
-    }
-}
-
-/// What a completed export answered.
-#[derive(Debug)]
-enum Answer {
-    Done,
-    Output(String),
-    Reported(ReportedUsage),
-}
-
-/// A call that stopped before the export returned.
-struct RunError {
-    instantiating: bool,
-    error: wasmtime::Error,
-}
-
-impl RunError {
-    fn instantiating(error: wasmtime::Error) -> Self {
-        Self { instantiating: true, error }
-    }
-}
-
-impl CallOutcome<Answer> {
-    fn done(self) -> CallOutcome<()> {
-        CallOutcome {
-            call_id: self.call_id,
-            result: self.result.map(drop),
-            usage: self.usage,
-            logs: self.logs,
-            logs_kept: self.logs_kept,
         }
     }
 }

@@ -12,9 +12,12 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::egress::CallEgress;
 use crate::kv_session::KvSession;
 use crate::logs::{self, Level, LogLine};
-use crate::world::kiosk::app::types;
+use crate::world::v1::kiosk::app::types;
 use crate::world::{key_value, log, metering};
 use kiosk_domain::limits::CallLimits;
 use kiosk_domain::metering::{MAX_QUANTITY, UsageEvent, UsageSource, now_ms};
@@ -94,7 +97,11 @@ pub(crate) struct Attribution {
 /// The host side of one call's Store.
 pub(crate) struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
+    http: WasiHttpCtx,
+    /// The gate of a 0.2.0 app's outbound requests (`None`: 0.1.0, never linked).
+    pub(crate) egress: Option<CallEgress>,
+    no_egress: NoEgress,
     pub(crate) limiter: CallLimiter,
     pub(crate) who: Arc<Attribution>,
     skus: Arc<HashSet<String>>,
@@ -225,6 +232,7 @@ impl HostState {
         who: Arc<Attribution>,
         skus: Arc<HashSet<String>>,
         kv: Option<KvSession>,
+        egress: Option<CallEgress>,
     ) -> Self {
         let stderr = CappedStderr::new(usize::try_from(limits.max_log_bytes_per_call).unwrap_or(usize::MAX));
         let mut table = ResourceTable::new();
@@ -235,6 +243,9 @@ impl HostState {
             wasi: WasiCtx::builder().stderr(stderr.clone()).max_random_size(limits.max_random_bytes).build(),
             stderr,
             table,
+            http: WasiHttpCtx::new(),
+            egress,
+            no_egress: NoEgress,
             limiter: CallLimiter::new(limits),
             who,
             skus,
@@ -266,6 +277,41 @@ impl HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let hooks: &mut dyn WasiHttpHooks = match &mut self.egress {
+            Some(gate) => gate,
+            None => &mut self.no_egress,
+        };
+        WasiHttpCtxView { hooks, table: &mut self.table, ctx: &mut self.http }
+    }
+}
+
+/// The hooks of a Store whose app has no outbound HTTP (0.1.0 apps are never linked to
+/// `wasi:http`; this refuses anyway).
+struct NoEgress;
+
+impl WasiHttpHooks for NoEgress {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 

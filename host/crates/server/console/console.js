@@ -525,6 +525,15 @@ async function viewApp(main, m) {
       h("dt", { text: "Signed by" }), h("dd", { text: v.signer }),
       h("dt", { text: "Host API" }), h("dd", { text: v.hostApi })));
     section.append(h("h3", { text: "SKUs" }), skuTable(v.skus || []));
+    const outbound = v.capabilities?.outbound || [];
+    if (outbound.length) {
+      // Consent before installing: where the app's requests go and which secrets go there.
+      section.append(h("h3", { text: "Outbound requests" }),
+        h("p", { text: "This app will contact:" }),
+        h("ul", { "aria-label": "Destinations" }, outbound.map((o) => h("li", {
+          text: describeDestination({ destination: o.destination || `config:${o.configUrl}`, receives: o.secrets || [] }),
+        }))));
+    }
     if (state.who?.role === "tenant") section.append(installForm(app, v));
   }
   if (installable.length > 1) {
@@ -565,6 +574,47 @@ function installForm(app, version) {
 }
 
 // --- tenant: installations ----------------------------------------------------------------
+
+/// One destination in the words a tenant reads: where, and the secrets it receives.
+function describeDestination(d) {
+  const where = d.destination.startsWith("config:") ? `the URL you set at ${d.destination.slice(7)}` : d.destination;
+  const secrets = (d.receives || []).map((p) => p.replace(/^\//, ""));
+  return secrets.length ? `${where}, and receives your ${secrets.join(", ")} there` : where;
+}
+
+/// An installation's outbound requests: the tenant's switch and the destinations it keeps.
+async function egressForm(base) {
+  const view = await api("GET", `${base}/egress`);
+  const out = h("div");
+  const onId = nextId("egress-on");
+  const on = h("input", { id: onId, type: "checkbox", name: "enabled" });
+  on.checked = view.enabled;
+  const boxes = view.destinations.map((d) => {
+    const id = nextId("dest");
+    const box = h("input", { id, type: "checkbox", name: "destination", value: d.destination });
+    box.checked = d.kept;
+    return { d, box, id };
+  });
+  const form = h("form", { novalidate: true, "aria-labelledby": "egress-heading" },
+    h("h2", { id: "egress-heading", text: "Outbound requests" }),
+    h("div", { class: "field" }, on, h("label", { for: onId, text: "Allow this installation's outbound requests" })),
+    h("fieldset", {}, h("legend", { text: "Destinations it may contact" }),
+      boxes.map(({ d, box, id }) => h("div", { class: "field" }, box, h("label", { for: id, text: describeDestination(d) })))),
+    h("div", { class: "actions" }, h("button", { type: "submit", text: "Save outbound settings" })), out);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    const kept = boxes.filter((b) => b.box.checked).map((b) => b.d.destination);
+    try {
+      await api("PUT", `${base}/egress`, { enabled: on.checked, destinations: kept.length === boxes.length ? null : kept });
+      say("Outbound settings saved.");
+      route();
+    } catch (err) {
+      out.append(problemBox(err, "h3"));
+    }
+  });
+  return form;
+}
 
 async function viewInstallations(main) {
   setTitle("Installations");
@@ -627,6 +677,7 @@ async function viewInstallation(main, m) {
       h("dt", { text: "Upgrades by itself" }), h("dd", { text: inst.upgradePolicy })));
   main.append(h("h2", { text: "Configuration" }),
     configView(inst.config, inst.secretsSet, version ? declaredSecrets(version.configSchema || {}) : []));
+  if ((version?.capabilities?.outbound || []).length) main.append(await egressForm(base));
 
   // Configure.
   if (version) {

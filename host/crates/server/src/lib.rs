@@ -12,6 +12,7 @@ mod admin;
 mod catalog;
 mod console;
 pub mod contract;
+mod egress;
 pub mod error;
 mod estate;
 mod installations;
@@ -139,6 +140,7 @@ fn api() -> OpenApiRouter<Shared> {
         .merge(partners::routes())
         .merge(catalog::routes())
         .merge(installations::routes())
+        .merge(egress::routes())
         .merge(logs::routes())
         .merge(usage::routes())
         .merge(limits::routes())

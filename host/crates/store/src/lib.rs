@@ -18,6 +18,8 @@ use kiosk_domain::upgrade::UpgradePolicy;
 
 mod collection;
 pub use collection::{UsageWindowRow, WindowClose};
+mod egress;
+pub use egress::EgressSwitchRow;
 pub mod ledger;
 pub mod logs;
 mod operator;
@@ -49,6 +51,7 @@ async fn purge_kv(tx: &mut sqlx::Transaction<'_, sqlx::Any>, tenant: &str, id: &
     for sql in [
         "DELETE FROM kv WHERE tenant = $1 AND installation = $2",
         "DELETE FROM kv_usage WHERE tenant = $1 AND installation = $2",
+        "DELETE FROM installation_egress WHERE tenant = $1 AND installation = $2",
     ] {
         sqlx::query(sql).bind(tenant).bind(id).execute(&mut **tx).await.map_err(ctx("purge key-value data"))?;
     }

@@ -39,6 +39,8 @@ pub struct CallContext {
     pub policy: CallPolicy,
     /// The tenant's licence for the installation's app, if one was ever granted.
     pub entitlement: Option<super::EntitlementRow>,
+    /// The tenant's egress switch of the installation, if ever set.
+    pub egress: Option<super::EgressSwitchRow>,
 }
 
 /// `Store::call_context`'s one statement. The four possible limit layers are four
@@ -52,7 +54,8 @@ const CALL_CONTEXT: &str = "SELECT i.id AS id, i.tenant AS tenant, i.app AS app,
         l0.limits AS l0_limits, l0.updated_ms AS l0_updated_ms,
         l1.limits AS l1_limits, l1.updated_ms AS l1_updated_ms,
         l2.limits AS l2_limits, l2.updated_ms AS l2_updated_ms,
-        l3.limits AS l3_limits, l3.updated_ms AS l3_updated_ms
+        l3.limits AS l3_limits, l3.updated_ms AS l3_updated_ms,
+        ie.enabled AS egress_enabled, ie.destinations AS egress_destinations, ie.updated_ms AS egress_updated_ms
      FROM installations i
      LEFT JOIN tenants t ON t.id = i.tenant
      LEFT JOIN apps a ON a.id = i.app
@@ -62,6 +65,7 @@ const CALL_CONTEXT: &str = "SELECT i.id AS id, i.tenant AS tenant, i.app AS app,
      LEFT JOIN limit_layers l1 ON l1.tenant = i.tenant AND l1.app = ''
      LEFT JOIN limit_layers l2 ON l2.tenant = '' AND l2.app = i.app
      LEFT JOIN limit_layers l3 ON l3.tenant = i.tenant AND l3.app = i.app
+     LEFT JOIN installation_egress ie ON ie.tenant = i.tenant AND ie.installation = i.id
      WHERE i.tenant = $1 AND i.id = $2";
 
 fn call_context_row(r: &impl Columns) -> Result<CallContext, sqlx::Error> {
@@ -95,7 +99,8 @@ fn call_context_row(r: &impl Columns) -> Result<CallContext, sqlx::Error> {
             revoked: revoked != 0,
         }),
     };
-    Ok(CallContext { installation, policy, entitlement })
+    let egress = super::egress::switch_columns(r)?;
+    Ok(CallContext { installation, policy, entitlement, egress })
 }
 
 /// A partner as the operator reads it.

@@ -1,0 +1,561 @@
+//! Outbound HTTP of `kiosk:app@0.2.0` apps (issue 26), through the HTTP API, on SQLite
+//! and PostgreSQL: a real HTTPS server on loopback stands in for the partner's API (its
+//! certificate from rcgen, trusted through the operator's per-host CA), named through
+//! the operator's `[egress] resolve` entries so nothing touches the machine's resolver.
+//! It receives the tenant's real key while the guest never held it (its memory, output,
+//! key-value data, logs and every database byte checked); hostile requests — every
+//! literal form of an internal address, undeclared hosts, ports and schemes, a name that
+//! resolves to loopback, a Host header, a redirect to an internal service, a placeholder
+//! sent elsewhere, a 1 GiB response, a dripping server, floods in series and at once —
+//! are refused or cut with their limit named, and the internal service in the test is
+//! never connected to.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kiosk::server::serve::Started;
+use kiosk::store::Principal;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const APP: &str = "test/outbound";
+
+/// A request the stand-in API received: path, Host and Authorization.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    host: String,
+    authorization: Option<String>,
+}
+
+/// The partner's API stand-in: HTTPS on a loopback port, keep-alive, a few behaviours by path.
+struct PartnerApi {
+    port: u16,
+    ca_pem: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// TCP connections accepted (a reused connection is not counted again).
+    connections: Arc<AtomicUsize>,
+}
+
+/// A plain TCP service that must never be reached; counts connections.
+struct Internal {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+}
+
+fn start_internal() -> Internal {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    Internal { port, connections }
+}
+
+async fn start_partner_api(internal_port: u16) -> PartnerApi {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.distinguished_name.push(DnType::CommonName, "Partner Test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let names = ["api.acme.test", "other.acme.test", "rebind.acme.test", "hooks.tenant.test"];
+    let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (seen2, connections2) = (seen.clone(), connections.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            connections2.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, seen) = (acceptor.clone(), seen2.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                // Keep-alive: one request after another on the connection.
+                while let Some(request) = read_request(&mut tls).await {
+                    seen.lock().unwrap().push(request.clone());
+                    if !respond(&mut tls, &request, internal_port).await {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    PartnerApi { port, ca_pem: ca.pem(), seen, connections }
+}
+
+async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Seen> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).await.ok()? == 0 || head.len() > 65_536 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let mut lines = text.split("\r\n");
+    let path = lines.next()?.split(' ').nth(1)?.to_string();
+    let (mut host, mut authorization, mut length) = (String::new(), None, 0usize);
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            match name.trim().to_ascii_lowercase().as_str() {
+                "host" => host = value.trim().to_string(),
+                "authorization" => authorization = Some(value.trim().to_string()),
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).await.ok()?;
+    Some(Seen { path, host, authorization })
+}
+
+/// Answers one request; `false` when the connection is done.
+async fn respond<S: tokio::io::AsyncWrite + Unpin>(s: &mut S, request: &Seen, internal_port: u16) -> bool {
+    let path = request.path.split('?').next().unwrap_or("");
+    match path {
+        "/redirect" => {
+            let head = format!(
+                "HTTP/1.1 302 Found\r\nlocation: https://internal.test:{internal_port}/admin\r\ncontent-length: 0\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).await.is_ok()
+        }
+        "/huge" => {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n").await;
+            let chunk = vec![0u8; 64 * 1024];
+            for _ in 0..16_384 {
+                if s.write_all(&chunk).await.is_err() {
+                    return false;
+                }
+            }
+            false
+        }
+        "/drip" => {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n").await;
+            for _ in 0..100 {
+                if s.write_all(b"x").await.is_err() || s.flush().await.is_err() {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            false
+        }
+        "/big" => {
+            let body = vec![b'b'; 20 * 1024];
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+            s.write_all(head.as_bytes()).await.is_ok() && s.write_all(&body).await.is_ok()
+        }
+        _ => {
+            let body = r#"{"ok":true}"#;
+            let head =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+            s.write_all(head.as_bytes()).await.is_ok() && s.write_all(body.as_bytes()).await.is_ok()
+        }
+    }
+}
+
+struct Server {
+    started: Started,
+    base: String,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn token(&self, tenant: &str) -> String {
+        self.started.state.store.create_token(&Principal::Tenant(tenant.into()), "test", "operator").await.unwrap().1
+    }
+
+    async fn install(&self, token: &str, tenant: &str, config: Value) -> String {
+        let resp = self
+            .http
+            .post(format!("{}/v1/tenants/{tenant}/installations", self.base))
+            .bearer_auth(token)
+            .json(&json!({"app": APP, "version": "0.0.1", "config": config}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    async fn invoke(&self, token: &str, tenant: &str, id: &str, operation: &str, input: Value) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/tenants/{tenant}/installations/{id}/invoke/{operation}", self.base))
+            .bearer_auth(token)
+            .json(&input)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn logs(&self, token: &str, id: &str) -> Vec<String> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/tenants/demo/installations/{id}/logs?limit=1000", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = resp.json().await.unwrap();
+        body["items"].as_array().unwrap().iter().map(|l| l["message"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+/// Every byte the database holds, as text (SQLite: the database file and its WAL;
+/// PostgreSQL: every row of every table of the test's database).
+async fn database_bytes(server: &Server, postgres_url: Option<&str>) -> Vec<u8> {
+    match postgres_url {
+        None => {
+            let mut bytes = Vec::new();
+            for name in ["kiosk.db", "kiosk.db-wal"] {
+                if let Ok(b) = std::fs::read(server.dir.path().join("data").join(name)) {
+                    bytes.extend(b);
+                }
+            }
+            assert!(!bytes.is_empty(), "the SQLite database was not found");
+            bytes
+        }
+        Some(url) => {
+            use sqlx::{Connection as _, Row as _};
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            let tables: Vec<String> =
+                sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+            let mut bytes = Vec::new();
+            for table in tables {
+                let rows = sqlx::query(&format!("SELECT t::text AS row FROM \"{table}\" t"))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+                for row in rows {
+                    let text: String = row.get("row");
+                    bytes.extend(text.into_bytes());
+                }
+            }
+            bytes
+        }
+    }
+}
+
+fn xored(secret: &str) -> Value {
+    secret.bytes().map(|b| b ^ 0x5a).collect::<Vec<u8>>().into()
+}
+
+fn error_of(body: &Value) -> String {
+    body["output"]["error"].as_str().unwrap_or_else(|| panic!("an error expected: {body}")).to_string()
+}
+
+async fn outbound(postgres: bool) {
+    let internal = start_internal();
+    let api = start_partner_api(internal.port).await;
+    let database = if postgres { Some(common::fresh_postgres_database().await) } else { None };
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("partner-ca.pem");
+    std::fs::write(&ca_file, &api.ca_pem).unwrap();
+    let port = api.port;
+    let extra = format!(
+        r#"
+[egress]
+max-requests-per-call = 20
+max-concurrent-requests-per-call = 4
+max-response-body-bytes = 1048576
+
+[egress.resolve]
+"api.acme.test" = ["127.0.0.1"]
+"other.acme.test" = ["127.0.0.1"]
+"rebind.acme.test" = ["127.0.0.1"]
+"hooks.tenant.test" = ["127.0.0.1"]
+"internal.test" = ["127.0.0.1"]
+
+[[egress.hosts]]
+host = "api.acme.test"
+private-addresses = true
+ca-file = "{ca}"
+
+[[egress.hosts]]
+host = "other.acme.test"
+private-addresses = true
+ca-file = "{ca}"
+
+[[egress.hosts]]
+host = "hooks.tenant.test"
+private-addresses = true
+ca-file = "{ca}"
+"#,
+        ca = ca_file.display()
+    );
+    let (started, dir) = common::guest_server("outbound-guest", database.clone(), &extra, |m| {
+        let text = m.to_string().replace(":8443", &format!(":{port}"));
+        *m = serde_json::from_str(&text).unwrap();
+    })
+    .await;
+    started.state.store.create_tenant("other", "Other", "operator").await.unwrap();
+    let server = Server { base: format!("http://{}", started.addr), started, http: reqwest::Client::new(), dir };
+    let token = server.token("demo").await;
+    let other_token = server.token("other").await;
+    let secret = format!("sk-live-{}", uuid::Uuid::new_v4().simple());
+    let hook = format!("https://hooks.tenant.test:{port}/hook");
+    let id = server.install(&token, "demo", json!({"apiKey": secret, "webhookUrl": hook})).await;
+    let other_id = server.install(&other_token, "other", json!({"apiKey": "other-tenant-key"})).await;
+    let api_url = |path: &str| format!("https://api.acme.test:{port}{path}");
+    let bearer = json!([["authorization", "Bearer {kiosk-secret:/apiKey}"]]);
+
+    // The app calls its partner's API with the tenant's key: the server receives the
+    // key; the guest held only the placeholder (its memory is scanned after the call).
+    let (status, body) = server
+        .invoke(
+            &token,
+            "demo",
+            &id,
+            "fetch",
+            json!({"url": api_url("/echo"), "headers": bearer, "scan": xored(&secret)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["output"]["status"], 200, "{body}");
+    assert_eq!(body["output"]["memoryHolds"], false, "the guest's memory holds the secret: {body}");
+    let scan_works = server
+        .invoke(
+            &token,
+            "demo",
+            &id,
+            "fetch",
+            json!({"url": api_url("/echo"), "headers": bearer, "scan": xored("Bearer {kiosk-secret:/apiKey}")}),
+        )
+        .await;
+    assert_eq!(
+        scan_works.1["output"]["memoryHolds"], true,
+        "the scan finds what the guest does hold: {}",
+        scan_works.1
+    );
+    let seen = api.seen.lock().unwrap().clone();
+    let first = seen.iter().find(|s| s.path == "/echo").unwrap();
+    assert_eq!(first.authorization.as_deref(), Some(format!("Bearer {secret}").as_str()));
+    assert_eq!(first.host, format!("api.acme.test:{port}"));
+    // Metered by the host: one request answered, per call, with the call's usage.
+    let usage = body["usage"].as_array().unwrap();
+    assert!(usage.iter().any(|u| u["sku"] == "api-calls" && u["quantity"] == 1 && u["source"] == "host"), "{body}");
+
+    // KiB received are metered once per call (20 KiB → 20).
+    let (_, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/big")})).await;
+    assert_eq!(body["output"]["bytes"], 20 * 1024, "{body}");
+    let usage = body["usage"].as_array().unwrap();
+    assert!(usage.iter().any(|u| u["sku"] == "api-kib" && u["quantity"] == 20), "{body}");
+    assert_eq!(usage.iter().filter(|u| u["sku"] == "api-calls").count(), 1, "{body}");
+
+    // The configuration the app received holds the placeholder, never the value.
+    let (_, body) = server.invoke(&token, "demo", &id, "config", json!({})).await;
+    assert_eq!(body["output"]["apiKey"], "{kiosk-secret:/apiKey}", "{body}");
+    assert_eq!(body["output"]["webhookUrl"], hook.as_str());
+
+    // A placeholder sent to a destination the secret is not bound to stays inert text.
+    let (_, body) = server
+        .invoke(
+            &token,
+            "demo",
+            &id,
+            "fetch",
+            json!({"url": format!("https://other.acme.test:{port}/echo"), "headers": bearer}),
+        )
+        .await;
+    assert_eq!(body["output"]["status"], 200, "{body}");
+    let seen = api.seen.lock().unwrap().clone();
+    let other = seen.iter().find(|s| s.host.starts_with("other.acme.test")).unwrap();
+    assert_eq!(other.authorization.as_deref(), Some("Bearer {kiosk-secret:/apiKey}"));
+
+    // The tenant's webhook URL (a configUrl destination) is reachable for this
+    // installation only.
+    let (_, body) =
+        server.invoke(&token, "demo", &id, "fetch", json!({"url": hook, "method": "POST", "body": "{}"})).await;
+    assert_eq!(body["output"]["status"], 200, "{body}");
+    let (_, body) = server.invoke(&other_token, "other", &other_id, "fetch", json!({"url": hook})).await;
+    assert!(error_of(&body).contains("HttpRequestDenied"), "{body}");
+
+    // Undeclared hosts, ports and schemes; a Host header; CONNECT.
+    for (url, expected) in [
+        (format!("https://evil.test:{port}/"), "HttpRequestDenied"),
+        ("https://api.acme.test:1/".to_string(), "HttpRequestDenied"),
+        (format!("http://api.acme.test:{port}/"), "HttpRequestDenied"),
+        (format!("https://api.acme.test.evil.test:{port}/"), "HttpRequestDenied"),
+    ] {
+        let (_, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": url})).await;
+        assert!(error_of(&body).contains(expected), "{url}: {body}");
+    }
+    let (_, body) = server
+        .invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/echo"), "headers": [["host", "internal.test"]]}))
+        .await;
+    assert!(error_of(&body).contains("Forbidden"), "a guest cannot set Host: {body}");
+    let (_, body) =
+        server.invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/echo"), "method": "CONNECT"})).await;
+    assert!(error_of(&body).contains("HttpRequestMethodInvalid"), "{body}");
+
+    // Every literal form of an internal address, and a declared name that resolves to
+    // loopback without the operator opening it.
+    let internal_port = internal.port;
+    for host in [
+        "127.0.0.1",
+        "127.1",
+        "2130706433",
+        "0x7f.1",
+        "0177.0.0.1",
+        "0x7f000001",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "169.254.169.254",
+        "10.0.0.1",
+        "100.64.0.1",
+        "0.0.0.0",
+    ] {
+        let url = format!("https://{host}:{internal_port}/");
+        let (_, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": url})).await;
+        assert!(error_of(&body).contains("DestinationIpProhibited"), "{url}: {body}");
+    }
+    let (_, body) =
+        server.invoke(&token, "demo", &id, "fetch", json!({"url": format!("https://rebind.acme.test:{port}/")})).await;
+    assert!(error_of(&body).contains("DestinationIpProhibited"), "{body}");
+    assert!(
+        !api.seen.lock().unwrap().iter().any(|s| s.host.starts_with("rebind")),
+        "rebind.acme.test was connected to"
+    );
+
+    // A redirect to an internal service is handed to the guest, never followed.
+    let (_, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/redirect")})).await;
+    assert_eq!(body["output"]["status"], 302, "{body}");
+
+    // A 1 GiB response is cut at the operator's cap; a dripping server at the guest's
+    // between-bytes timeout; meanwhile another tenant's calls go on.
+    let (_, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/huge")})).await;
+    let error = error_of(&body);
+    assert!(error.contains("HttpResponseBodySize") || error.contains("body size exceeds limit: 1048576"), "{body}");
+    let kib = body["usage"].as_array().unwrap().iter().find(|u| u["sku"] == "api-kib").unwrap()["quantity"].clone();
+    assert!(kib.as_u64().unwrap() <= 1024, "only the bytes the guest was given are metered: {body}");
+    let drip = server.invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/drip"), "betweenBytesMs": 300}));
+    let others = async {
+        for _ in 0..5 {
+            let (status, body) = server.invoke(&other_token, "other", &other_id, "config", json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    let ((_, body), ()) = tokio::join!(drip, others);
+    let error = error_of(&body);
+    assert!(error.contains("ConnectionReadTimeout") || error.contains("connection read timeout"), "{body}");
+
+    // 10,000 requests in a call stop at the per-call limit; hundreds at once at the
+    // per-call concurrency.
+    let (_, body) = server.invoke(&token, "demo", &id, "many", json!({"url": api_url("/echo"), "count": 10_000})).await;
+    assert_eq!(body["output"]["ok"], 20, "{body}");
+    assert_eq!(body["output"]["errors"]["ErrorCode::ConnectionLimitReached"], 9_980, "{body}");
+    let (_, body) =
+        server.invoke(&token, "demo", &id, "parallel", json!({"url": api_url("/echo"), "count": 300})).await;
+    let ok = body["output"]["ok"].as_u64().unwrap();
+    assert!((1..=4).contains(&ok), "{body}");
+    assert_eq!(body["output"]["errors"]["ErrorCode::ConnectionLimitReached"].as_u64().unwrap(), 300 - ok, "{body}");
+
+    // Connections are pooled per app and host: far fewer than requests.
+    let requests = api.seen.lock().unwrap().len();
+    let connections = api.connections.load(Ordering::SeqCst);
+    assert!(connections * 2 < requests, "{connections} connections for {requests} requests");
+
+    // The tenant sees what the app contacts and what it receives there, narrows it to
+    // the partner's API, then switches it off; each applies to the very next call.
+    let egress_path = format!("{}/v1/tenants/demo/installations/{id}/egress", server.base);
+    let view: Value = server.http.get(&egress_path).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(view["enabled"], true, "{view}");
+    let api_key = format!("https://api.acme.test:{port}");
+    assert!(
+        view["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["destination"] == api_key.as_str() && d["receives"] == json!(["/apiKey"]) && d["kept"] == true),
+        "{view}"
+    );
+    let put = |body: Value| server.http.put(&egress_path).bearer_auth(&token).json(&body).send();
+    let resp = put(json!({"enabled": true, "destinations": [api_key.clone()]})).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (_, body) = server
+        .invoke(&token, "demo", &id, "fetch", json!({"url": format!("https://other.acme.test:{port}/echo")}))
+        .await;
+    assert!(error_of(&body).contains("HttpRequestDenied"), "narrowed away: {body}");
+    let (_, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/echo")})).await;
+    assert_eq!(body["output"]["status"], 200, "kept: {body}");
+    let resp = put(json!({"enabled": true, "destinations": ["https://evil.test"]})).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = resp.json().await.unwrap();
+    assert_eq!(problem["field"], "destinations/0", "{problem}");
+    let resp = put(json!({"enabled": false})).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (_, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/echo")})).await;
+    assert!(error_of(&body).contains("HttpRequestDenied"), "switched off: {body}");
+    let resp = server
+        .http
+        .put(format!("{}/v1/tenants/demo/installations/{id}/egress", server.base))
+        .bearer_auth(&other_token)
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "another tenant cannot switch it");
+
+    // The internal service was never connected to.
+    assert_eq!(internal.connections.load(Ordering::SeqCst), 0, "the internal service was reached");
+
+    // Each request and refusal is in the installation's log, with its limit named; the
+    // secret is nowhere in the logs, nor in any byte of the database.
+    let lines = server.logs(&token, &id).await;
+    let all = lines.join("\n");
+    assert!(all.contains(&format!("kiosk: outbound GET https://api.acme.test:{port}/echo → 200")), "{all}");
+    assert!(all.contains("egress.max-requests-per-call"), "{all}");
+    assert!(all.contains("egress.max-response-body-bytes"), "{all}");
+    assert!(all.contains("a private address") || all.contains("a loopback address"), "{all}");
+    assert!(!all.contains(&secret), "the secret reached the log");
+    let bytes = database_bytes(&server, database.as_deref()).await;
+    assert!(
+        !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is stored in plain text in the database"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbound_http_on_sqlite() {
+    outbound(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbound_http_on_postgres() {
+    outbound(true).await;
+}
