@@ -271,7 +271,7 @@ async fn journey(database: Option<String>) {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("urn:kiosk:problem:host-api-mismatch")),
         "{b}"
     );
-    assert!(b["detail"].as_str().unwrap().contains("requires host API >=0.2.0"), "{b}");
+    assert!(b["detail"].as_str().unwrap().contains("requires host API >=0.3.0"), "{b}");
     assert_eq!(w.started.state.store.table_counts().await.unwrap(), before, "a refused registration records nothing");
 
     // Tenant: browse the catalog.

@@ -53,7 +53,7 @@ impl WasiView for Bare {
     }
 }
 
-impl world::kiosk::app::types::Host for Bare {}
+impl world::v1::kiosk::app::types::Host for Bare {}
 
 impl metering::Host for Bare {
     fn record_usage(&mut self, _sku: String, _quantity: u64) -> wasmtime::Result<Result<(), metering::MeteringError>> {

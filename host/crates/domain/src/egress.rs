@@ -179,6 +179,7 @@ pub fn substitute<'a>(text: &str, value_of: impl Fn(&str) -> Option<&'a str>) ->
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

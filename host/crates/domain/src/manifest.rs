@@ -605,7 +605,22 @@ mod tests {
         let mut v = example();
         v["hostApi"] = ">=0.2.0".into();
         let err = parse(&v).unwrap_err().to_string();
-        assert!(err.contains("requires host API >=0.2.0") && err.contains("implements 0.1.0"), "{err}");
+        assert!(err.contains("requires host API >=0.2.0") && err.contains("up to 0.1.0"), "{err}");
+    }
+
+    #[test]
+    fn a_host_serves_every_published_world_and_outbound_needs_0_2() {
+        let newest = semver::Version::new(0, 2, 0);
+        let mut v = example();
+        assert!(Manifest::parse(v.to_string().as_bytes(), &newest).is_ok(), "0.1.0 apps stay served");
+        v["capabilities"]["outbound"] = serde_json::json!([{"destination": "https://api.acme.example"}]);
+        let err = Manifest::parse(v.to_string().as_bytes(), &newest).unwrap_err().to_string();
+        assert!(err.contains("capabilities.outbound") && err.contains("0.2.0"), "{err}");
+        v["hostApi"] = ">=0.2.0, <0.3.0".into();
+        assert!(Manifest::parse(v.to_string().as_bytes(), &newest).is_ok());
+        v["capabilities"]["outbound"] = serde_json::json!([{"destination": "https://127.1"}]);
+        let err = Manifest::parse(v.to_string().as_bytes(), &newest).unwrap_err().to_string();
+        assert!(err.contains("capabilities.outbound[0].destination"), "{err}");
     }
 
     #[test]

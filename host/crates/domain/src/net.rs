@@ -301,6 +301,7 @@ fn parse_port(text: &str) -> Result<u16, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -162,8 +162,11 @@ fn send(spec: &Spec) -> Result<FutureIncomingResponse, String> {
     Ok(future)
 }
 
-/// The response's status and body bytes (at most 64 KiB kept), or its error code.
-fn wait(future: FutureIncomingResponse) -> Result<(u16, u64, Vec<u8>), String> {
+/// A response: its status, body bytes received and the first 64 KiB of the body.
+type Answer = (u16, u64, Vec<u8>);
+
+/// The response, or its error code.
+fn wait(future: FutureIncomingResponse) -> Result<Answer, String> {
     future.subscribe().block();
     let response = match future.get() {
         Some(Ok(Ok(response))) => response,
@@ -218,7 +221,7 @@ fn memory_holds(xored: &[u8]) -> bool {
     false
 }
 
-fn tally(results: Vec<Result<(u16, u64, Vec<u8>), String>>) -> Value {
+fn tally(results: Vec<Result<Answer, String>>) -> Value {
     let mut ok = 0u64;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for r in results {

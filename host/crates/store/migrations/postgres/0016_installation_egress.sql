@@ -5,7 +5,7 @@
 CREATE TABLE installation_egress (
     tenant TEXT NOT NULL,
     installation TEXT NOT NULL,
-    enabled INTEGER NOT NULL,
+    enabled BIGINT NOT NULL,
     destinations TEXT,
     updated_ms BIGINT NOT NULL,
     PRIMARY KEY (tenant, installation)
