@@ -24,8 +24,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const APP: &str = "test/outbound";
-
 /// A request the stand-in API received: path, Host and Authorization.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -182,6 +180,8 @@ async fn respond<S: tokio::io::AsyncWrite + Unpin>(s: &mut S, request: &Seen, in
 
 struct Server {
     started: Started,
+    /// The app the test guest is registered as.
+    app: String,
     base: String,
     http: reqwest::Client,
     dir: tempfile::TempDir,
@@ -197,7 +197,7 @@ impl Server {
             .http
             .post(format!("{}/v1/tenants/{tenant}/installations", self.base))
             .bearer_auth(token)
-            .json(&json!({"app": APP, "version": "0.0.1", "config": config}))
+            .json(&json!({"app": self.app, "version": "0.0.1", "config": config}))
             .send()
             .await
             .unwrap();
@@ -279,7 +279,18 @@ fn error_of(body: &Value) -> String {
     body["output"]["error"].as_str().unwrap_or_else(|| panic!("an error expected: {body}")).to_string()
 }
 
-async fn outbound(postgres: bool) {
+/// The stand-ins, and a server with the test guest `guest` registered, its manifest's
+/// port 8443 replaced by the stand-in API's.
+struct Setup {
+    internal: Internal,
+    api: PartnerApi,
+    database: Option<String>,
+    server: Server,
+    port: u16,
+    _ca_dir: tempfile::TempDir,
+}
+
+async fn setup(guest: &str, postgres: bool) -> Setup {
     let internal = start_internal();
     let api = start_partner_api(internal.port).await;
     let database = if postgres { Some(common::fresh_postgres_database().await) } else { None };
@@ -318,13 +329,20 @@ ca-file = "{ca}"
 "#,
         ca = ca_file.display()
     );
-    let (started, dir) = common::guest_server("outbound-guest", database.clone(), &extra, |m| {
+    let (started, dir) = common::guest_server(guest, database.clone(), &extra, |m| {
         let text = m.to_string().replace(":8443", &format!(":{port}"));
         *m = serde_json::from_str(&text).unwrap();
     })
     .await;
     started.state.store.create_tenant("other", "Other", "operator").await.unwrap();
-    let server = Server { base: format!("http://{}", started.addr), started, http: reqwest::Client::new(), dir };
+    let app = common::manifest_json(guest)["app"].as_str().unwrap().to_string();
+    let base = format!("http://{}", started.addr);
+    let server = Server { base, started, app, http: reqwest::Client::new(), dir };
+    Setup { internal, api, database, server, port, _ca_dir: ca_dir }
+}
+
+async fn outbound(postgres: bool) {
+    let Setup { internal, api, database, server, port, _ca_dir } = setup("outbound-guest", postgres).await;
     let token = server.token("demo").await;
     let other_token = server.token("other").await;
     let secret = format!("sk-live-{}", uuid::Uuid::new_v4().simple());
@@ -548,6 +566,66 @@ ca-file = "{ca}"
         !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
         "the secret is stored in plain text in the database"
     );
+}
+
+/// The same app in JavaScript: `fetch()` through ComponentizeJS reaches the partner's
+/// API with the tenant's key put in by the host, and the hostile targets fail without
+/// the internal service ever being connected to.
+async fn outbound_js(postgres: bool) {
+    let Setup { internal, api, server, port, _ca_dir, .. } = setup("outbound-js-guest", postgres).await;
+    let token = server.token("demo").await;
+    let secret = format!("sk-js-{}", uuid::Uuid::new_v4().simple());
+    let id = server.install(&token, "demo", json!({"apiKey": secret})).await;
+    let api_url = |path: &str| format!("https://api.acme.test:{port}{path}");
+    let (status, body) = server
+        .invoke(
+            &token,
+            "demo",
+            &id,
+            "fetch",
+            json!({"url": api_url("/echo"), "headers": [["authorization", "Bearer {kiosk-secret:/apiKey}"]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["output"]["status"], 200, "{body}");
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.last().unwrap().authorization.as_deref(), Some(format!("Bearer {secret}").as_str()));
+    let (_, body) = server.invoke(&token, "demo", &id, "config", json!({})).await;
+    assert_eq!(body["output"]["apiKey"], "{kiosk-secret:/apiKey}", "{body}");
+    let internal_port = internal.port;
+    for url in [
+        format!("https://127.0.0.1:{internal_port}/"),
+        format!("https://127.1:{internal_port}/"),
+        format!("https://2130706433:{internal_port}/"),
+        format!("https://[::1]:{internal_port}/"),
+        format!("https://169.254.169.254:{internal_port}/"),
+        format!("https://internal.test:{internal_port}/"),
+        format!("https://evil.test:{port}/"),
+        format!("http://api.acme.test:{port}/"),
+        format!("https://rebind.acme.test:{port}/"),
+    ] {
+        let (status, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": url})).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {body}");
+        assert!(body["output"]["error"].is_string(), "{url}: {body}");
+    }
+    let (_, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/redirect")})).await;
+    assert_ne!(body["output"]["status"], 200, "a redirect to the internal service is not followed through: {body}");
+    let (_, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/huge")})).await;
+    assert!(body["output"]["error"].is_string() || body.get("detail").is_some(), "the 1 GiB response is cut: {body}");
+    assert_eq!(internal.connections.load(Ordering::SeqCst), 0, "the internal service was reached");
+    let lines = server.logs(&token, &id).await.join("\n");
+    assert!(lines.contains("is an address literal") && lines.contains("egress.max-response-body-bytes"), "{lines}");
+    assert!(!lines.contains(&secret), "the secret reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbound_http_in_javascript_on_sqlite() {
+    outbound_js(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbound_http_in_javascript_on_postgres() {
+    outbound_js(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

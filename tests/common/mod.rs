@@ -47,6 +47,7 @@ pub fn manifest_path(crate_name: &str) -> PathBuf {
     match crate_name {
         "hostile-guest" => root().join("tests/guests/hostile/manifest.json"),
         "outbound-guest" => root().join("tests/guests/outbound/manifest.json"),
+        "outbound-js-guest" => root().join("tests/guests/outbound-js/manifest.json"),
         other => root().join("plugins-examples").join(other).join("manifest.json"),
     }
 }
