@@ -637,3 +637,18 @@ async fn outbound_http_on_sqlite() {
 async fn outbound_http_on_postgres() {
     outbound(true).await;
 }
+
+/// A 0.1.0 app has no network: one that imports `wasi:http` anyway is refused when its
+/// component is linked (registration's first step), the import named; the same kind of
+/// app built against 0.2.0 links.
+#[test]
+fn a_0_1_0_component_importing_wasi_http_is_refused_naming_the_import() {
+    let harness = common::Harness::new(kiosk::limits::SandboxLimits::default());
+    let refused = harness.runtime.load(&common::guest_bytes("net-v1-guest")).unwrap_err().to_string();
+    assert!(refused.contains("kiosk:app@0.1.0"), "{refused}");
+    assert!(refused.contains("`wasi:http/"), "the import is named: {refused}");
+    assert!(refused.contains("build against kiosk:app@0.2.0"), "{refused}");
+    let linked = harness.runtime.load(&common::guest_bytes("outbound-guest")).unwrap();
+    assert_eq!(linked.world, semver::Version::new(0, 2, 0));
+    assert!(linked.has_egress());
+}

@@ -421,7 +421,18 @@ impl Runtime {
             Ok(Pre::V2(world::v2::AppPre::new(pre).map_err(not_an_app)?))
         } else {
             // A 0.1.0 app that imports `wasi:http` fails here, the import named.
-            let pre = self.linker.instantiate_pre(component).map_err(not_an_app)?;
+            let pre = self.linker.instantiate_pre(component).map_err(|e| {
+                let mut refused = not_an_app(e);
+                if let LoadError::NotAnApp { message, .. } = &mut refused
+                    && message.contains("`wasi:http/")
+                {
+                    message.push_str(
+                        " (kiosk:app@0.1.0 apps have no network: build against kiosk:app@0.2.0, hostApi >=0.2.0, \
+                         to call out)",
+                    );
+                }
+                refused
+            })?;
             Ok(Pre::V1(world::v1::AppPre::new(pre).map_err(not_an_app)?))
         }
     }
