@@ -249,11 +249,17 @@ impl WasiHttpHooks for CallEgress {
                 return refused(code);
             }
         };
-        let settings = self.egress.settings().clone();
+        // Only the bounds the response future needs are copied (not the whole policy).
+        let settings = self.egress.settings();
+        let (max_header_bytes, max_request_body_bytes, max_response_body_bytes, max_in_flight) = (
+            settings.max_header_bytes,
+            settings.max_request_body_bytes,
+            settings.max_response_body_bytes,
+            settings.max_concurrent_requests_per_call,
+        );
         let Ok(call_permit) = self.in_flight.clone().try_acquire_owned() else {
             let why = format!(
-                "at most {} requests in flight per call (egress.max-concurrent-requests-per-call)",
-                settings.max_concurrent_requests_per_call
+                "at most {max_in_flight} requests in flight per call (egress.max-concurrent-requests-per-call)"
             );
             self.refuse(&method, &shown, &why);
             return refused(Error::ConnectionLimitReached);
@@ -311,7 +317,7 @@ impl WasiHttpHooks for CallEgress {
                 }
             }
         }
-        let body = RequestBody::new(body, settings.max_request_body_bytes).boxed_unsync();
+        let body = RequestBody::new(body, max_request_body_bytes).boxed_unsync();
         let request = Request::from_parts(parts, body);
         let client = self.egress.client(&self.app_id, &self.partner);
         let record = self.record.clone();
@@ -346,13 +352,13 @@ impl WasiHttpHooks for CallEgress {
                 Ok(Ok(r)) => r,
             };
             let header_bytes: usize = response.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-            if header_bytes > settings.max_header_bytes as usize {
+            if header_bytes > max_header_bytes as usize {
                 let why = format!("response headers of {header_bytes} bytes (egress.max-header-bytes)");
-                return Err(finish.failed(Error::HttpResponseHeaderSectionSize(Some(settings.max_header_bytes)), &why));
+                return Err(finish.failed(Error::HttpResponseHeaderSectionSize(Some(max_header_bytes)), &why));
             }
             finish.answered(response.status().as_u16());
             let (parts, incoming) = response.into_parts();
-            let body = LimitedBody::new(incoming, settings.max_response_body_bytes, between, deadline, finish);
+            let body = LimitedBody::new(incoming, max_response_body_bytes, between, deadline, finish);
             let done: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(std::future::ready(Ok(())));
             Ok::<Sent, Error>((Response::from_parts(parts, body.boxed_unsync()), done))
         })
