@@ -1,12 +1,15 @@
 //! `kiosk new` as a partner uses it: for each language the starter app builds with its
 //! own `build.sh` (cargo, componentize-py, ComponentizeJS) and its `try.sh` runs it
-//! through `kiosk run` unchanged — install, invoke, usage report.
+//! through `kiosk run` unchanged — install, invoke, usage report. The Rust app's
+//! `status` calls out to a mock of the partner's service (`kiosk run --mock`).
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::path::Path;
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn kiosk(args: &[&str], cwd: &Path) -> Output {
@@ -17,12 +20,12 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-fn new_app_runs_unchanged(lang: &str) {
-    let scratch = tempfile::tempdir().unwrap();
-    let made = kiosk(&["new", "acme/hello-world", "--lang", lang], scratch.path());
+/// `kiosk new acme/<name> --lang <lang>` in `scratch`, built by its own `build.sh`; where.
+fn new_app_built(scratch: &Path, name: &str, lang: &str) -> PathBuf {
+    let made = kiosk(&["new", &format!("acme/{name}"), "--lang", lang], scratch);
     assert!(made.status.success(), "kiosk new --lang {lang}: {}", text(&made));
-    let dir = scratch.path().join("hello-world");
-    assert!(text(&made).contains("created hello-world"), "{}", text(&made));
+    let dir = scratch.join(name);
+    assert!(text(&made).contains(&format!("created {name}")), "{}", text(&made));
 
     // Build exactly as the README says, sharing one cargo target directory between runs.
     let build = Command::new("bash")
@@ -33,6 +36,12 @@ fn new_app_runs_unchanged(lang: &str) {
         .unwrap();
     assert!(build.status.success(), "build.sh of the {lang} app: {}", text(&build));
     assert!(dir.join("app.wasm").exists(), "{lang}: no app.wasm");
+    dir
+}
+
+fn new_app_runs_unchanged(lang: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = new_app_built(scratch.path(), "hello-world", lang);
 
     let cache = scratch.path().join("cache");
     let run = Command::new("bash")
@@ -65,6 +74,57 @@ fn a_new_python_app_builds_and_runs() {
 #[test]
 fn a_new_javascript_app_builds_and_runs() {
     new_app_runs_unchanged("js");
+}
+
+/// The `status` operation as the commented command in `try.sh` tries it: `--mock` sends
+/// the request for the declared https://api.example.com to a plain-HTTP stand-in on
+/// loopback, which sees the declared name in `Host` and the key `--config` gives (the
+/// app held only its placeholder); the app returns the stand-in's status and body.
+/// Rust only: the three templates make the same request.
+#[test]
+fn a_new_rust_apps_status_calls_its_service() {
+    const BODY: &str = r#"{"service": "up"}"#;
+    let scratch = tempfile::tempdir().unwrap();
+    // Its own name: its cargo build does not overwrite the other Rust test's output.
+    let dir = new_app_built(scratch.path(), "hello-status", "rust");
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen, heads) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(socket.read(&mut byte).unwrap(), 1, "the request head ended early");
+            head.push(byte[0]);
+        }
+        // Sent before the answer: once kiosk has the answer, the head is here.
+        seen.send(String::from_utf8_lossy(&head).to_ascii_lowercase()).unwrap();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        socket.write_all(answer.as_bytes()).unwrap();
+    });
+
+    let mock = format!("https://api.example.com=http://127.0.0.1:{port}");
+    let cache = scratch.path().join("cache");
+    let run = Command::new(env!("CARGO_BIN_EXE_kiosk"))
+        .args(["run", "app.wasm", "--manifest", "manifest.json", "--tenant", "demo", "--json"])
+        .args(["--config", r#"{"apiKey": "dev-key"}"#, "--invoke", "status", "--mock", &mock])
+        .current_dir(&dir)
+        .env("KIOSK_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let out = text(&run);
+    assert!(run.status.success(), "kiosk run --invoke status: {out}");
+    let head = heads.try_recv().unwrap_or_else(|_| panic!("the mock saw no request: {out}"));
+    assert!(head.starts_with("get /v1/status http/1.1\r\n"), "{head}");
+    assert!(head.contains("\r\nhost: api.example.com\r\n"), "Host is the declared name: {head}");
+    assert!(head.contains("\r\nauthorization: bearer dev-key\r\n"), "the key, not its placeholder: {head}");
+    let doc: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(doc["output"], serde_json::json!({"status": 200, "body": BODY}), "{out}");
 }
 
 #[test]

@@ -224,7 +224,7 @@ async fn registration_refuses_a_component_beyond_the_operator_limits() {
             .await
             .expect_err("a component beyond the limits is refused at registration")
             .to_string();
-        assert!(refused.contains("acme/ad-copy-check@0.2.0"), "{refused}");
+        assert!(refused.contains("acme/ad-copy-check@0.3.0"), "{refused}");
         assert!(refused.contains("cannot run under the operator's limits"), "{refused}");
         assert!(refused.contains("table limit reached: tables may not grow beyond 5000 elements"), "{refused}");
         refusals.push(refused);
@@ -233,7 +233,7 @@ async fn registration_refuses_a_component_beyond_the_operator_limits() {
     // The second attempt is refused from memory: not compiled again.
     assert!(!refusals[0].contains("refused before"), "{}", refusals[0]);
     assert!(refusals[1].contains("refused before: not compiled again"), "{}", refusals[1]);
-    assert!(s.started.state.store.version("acme/ad-copy-check", "0.2.0").await.unwrap().is_none(), "nothing recorded");
+    assert!(s.started.state.store.version("acme/ad-copy-check", "0.3.0").await.unwrap().is_none(), "nothing recorded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -249,7 +249,7 @@ async fn a_component_that_cannot_compile_under_the_engine_is_remembered() {
             .await
             .expect_err("refused")
             .to_string();
-        assert!(refused.contains("acme/audience-forecast@0.3.0"), "{refused}");
+        assert!(refused.contains("acme/audience-forecast@0.4.0"), "{refused}");
         assert!(
             refused.contains("core module instances, which exceeds the configured maximum of 8"),
             "the limit is named: {refused}"

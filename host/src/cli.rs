@@ -152,6 +152,11 @@ struct RunArgs {
     /// Operator configuration (TOML) with a `[sandbox]` table of limits.
     #[arg(long, env = "KIOSK_CONFIG")]
     operator_config: Option<PathBuf>,
+    /// Send the app's requests for a declared destination to a stand-in of that API on
+    /// this machine: `--mock https://api.acme.example=http://127.0.0.1:8080` (loopback
+    /// only; repeatable). The request keeps the declared name in `Host`.
+    #[arg(long = "mock", value_name = "DESTINATION=URL")]
+    mocks: Vec<String>,
     /// Run against this store (`sqlite://…` or `postgres://…`) instead of a fresh one:
     /// its entitlements apply, and the build is registered there (a version already
     /// registered must be this very build).
@@ -259,6 +264,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => OperatorConfig::load(path)?,
         None => OperatorConfig::default(),
     };
+    for mock in &args.mocks {
+        let (destination, to) = mock.split_once('=').with_context(|| {
+            format!("--mock {mock:?} must be DESTINATION=URL, e.g. https://api.acme.example=http://127.0.0.1:8080")
+        })?;
+        let rule =
+            kiosk_runtime::egress::settings::MockRule { destination: destination.to_string(), to: to.to_string() };
+        rule.parse().map_err(|e| anyhow::anyhow!("--mock: {e}"))?;
+        operator.egress.mocks.push(rule);
+    }
     let manifest_bytes =
         std::fs::read(&args.manifest).with_context(|| format!("cannot read manifest {}", args.manifest.display()))?;
     let manifest = Manifest::parse(&manifest_bytes, &HOST_API_VERSION)

@@ -35,7 +35,18 @@ pub struct NewArgs {
     dir: Option<PathBuf>,
 }
 
-const WORLD: &str = include_str!("../../wit/app@0.1.0/world.wit");
+const WORLD: &str = include_str!("../../wit/app@0.2.0/world.wit");
+/// The WASI 0.2 packages the world imports (`wasi:http` and what it uses), so that
+/// wit-bindgen, componentize-py and ComponentizeJS resolve it offline.
+const DEPS: [(&str, &str); 7] = [
+    ("wit/app@0.2.0/deps/cli.wit", include_str!("../../wit/app@0.2.0/deps/cli.wit")),
+    ("wit/app@0.2.0/deps/clocks.wit", include_str!("../../wit/app@0.2.0/deps/clocks.wit")),
+    ("wit/app@0.2.0/deps/filesystem.wit", include_str!("../../wit/app@0.2.0/deps/filesystem.wit")),
+    ("wit/app@0.2.0/deps/http.wit", include_str!("../../wit/app@0.2.0/deps/http.wit")),
+    ("wit/app@0.2.0/deps/io.wit", include_str!("../../wit/app@0.2.0/deps/io.wit")),
+    ("wit/app@0.2.0/deps/random.wit", include_str!("../../wit/app@0.2.0/deps/random.wit")),
+    ("wit/app@0.2.0/deps/sockets.wit", include_str!("../../wit/app@0.2.0/deps/sockets.wit")),
+];
 const MANIFEST: &str = include_str!("../templates/manifest.json");
 const README: &str = include_str!("../templates/README.md");
 const TRY: &str = include_str!("../templates/try.sh");
@@ -46,8 +57,9 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str, bool)> {
         ("manifest.json", MANIFEST, false),
         ("README.md", README, false),
         ("try.sh", TRY, true),
-        ("wit/app@0.1.0/world.wit", WORLD, false),
+        ("wit/app@0.2.0/world.wit", WORLD, false),
     ];
+    files.extend(DEPS.map(|(path, text)| (path, text, false)));
     files.extend(match lang {
         Lang::Rust => [
             ("Cargo.toml", include_str!("../templates/rust/Cargo.toml"), false),

@@ -2,5 +2,5 @@
 # Builds app.wasm with componentize-py (pip install componentize-py==0.25.0).
 set -euo pipefail
 cd "$(dirname "$0")"
-componentize-py -d wit/app@0.1.0 -w app componentize app -o app.wasm
+componentize-py -d wit/app@0.2.0 -w app componentize app -o app.wasm
 echo "built app.wasm"

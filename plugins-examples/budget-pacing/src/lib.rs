@@ -19,41 +19,12 @@ use exports::kiosk::app::lifecycle;
 use exports::kiosk::app::usage;
 use kiosk::app::types::{AppError, CallContext, UsageRecord, UsageWindow};
 use kiosk::app::{key_value, log, metering};
+use pacing::{Alerts, Channel, Config};
 use serde::Deserialize;
 
+mod pacing;
+
 struct BudgetPacing;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Config {
-    threshold: f64,
-    api_key: String,
-    #[serde(default)]
-    alerts: Alerts,
-}
-
-/// Where a flagged campaign's alert goes. The app has no network: it names the channel
-/// and recipient in its answer, for the tenant's own system to deliver (and sign, with
-/// the `signingSecret` the host keeps encrypted).
-#[derive(Deserialize, serde::Serialize, Default, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Alerts {
-    #[serde(default)]
-    channel: Channel,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    recipient: Option<String>,
-    #[serde(default, skip_serializing)]
-    signing_secret: Option<String>,
-}
-
-#[derive(Deserialize, serde::Serialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum Channel {
-    #[default]
-    None,
-    Email,
-    Webhook,
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -69,22 +40,11 @@ fn err(code: &str, message: impl Into<String>) -> AppError {
 }
 
 fn parse_config(config: &str) -> Result<Config, AppError> {
-    let config: Config =
-        serde_json::from_str(config).map_err(|e| err("invalid-config", format!("configuration is not valid: {e}")))?;
-    if !(0.0..=1.0).contains(&config.threshold) {
-        return Err(err("invalid-config", "threshold must be between 0 and 1"));
-    }
-    if config.api_key.trim().is_empty() {
-        return Err(err("invalid-config", "apiKey must not be empty"));
-    }
-    let alerts = &config.alerts;
-    if alerts.channel != Channel::None && alerts.recipient.as_deref().is_none_or(|r| r.trim().is_empty()) {
-        return Err(err("invalid-config", "alerts.recipient is required when alerts.channel is not none"));
-    }
-    if alerts.channel == Channel::Webhook && alerts.signing_secret.is_none() {
-        return Err(err("invalid-config", "alerts.signingSecret is required for webhook alerts"));
-    }
-    Ok(config)
+    pacing::parse_config(config).map_err(app_error)
+}
+
+fn app_error(r: pacing::Refusal) -> AppError {
+    err(r.code, r.message)
 }
 
 fn kv<T>(r: Result<T, key_value::KvError>) -> Result<T, AppError> {
@@ -120,24 +80,8 @@ fn evaluate(input: &str) -> Result<String, AppError> {
     let config = stored_settings()?;
     let input: EvaluateInput =
         serde_json::from_str(input).map_err(|e| err("invalid-input", format!("input is not valid: {e}")))?;
-    if input.flight_days == 0 {
-        return Err(err("invalid-input", "flightDays must be positive"));
-    }
-    if input.daily_spend.len() > input.flight_days as usize {
-        return Err(err("invalid-input", "more dailySpend rows than flightDays"));
-    }
-    let rows = input.daily_spend.len() as u64;
-    let days = rows as f64;
-    let spent: f64 = input.daily_spend.iter().sum();
-    let planned = input.budget * days / f64::from(input.flight_days);
-    let deviation = if planned > 0.0 { spent / planned - 1.0 } else { 0.0 };
-    let status = if deviation > config.threshold {
-        "over"
-    } else if deviation < -config.threshold {
-        "under"
-    } else {
-        "on-track"
-    };
+    let pacing::Verdict { status, spent, planned, deviation, rows } =
+        pacing::judge(input.budget, input.flight_days, &input.daily_spend, config.threshold).map_err(app_error)?;
     if rows > 0 {
         metering::record_usage("rows-scanned", rows)
             .map_err(|e| err("metering", format!("could not meter rows: {e:?}")))?;

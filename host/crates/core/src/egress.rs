@@ -9,9 +9,11 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use kiosk_domain::egress::placeholder;
+use kiosk_domain::manifest::Manifest;
+use kiosk_domain::net::HostPattern;
 use kiosk_runtime::egress::InstallationEgress;
 use kiosk_runtime::runtime::{AppVersion, Installation};
-use kiosk_store::{EgressSwitchRow, InstallationRow};
+use kiosk_store::{EgressSwitchRow, InstallationRow, OperatorEgress, VersionRow};
 
 use crate::error::Failure;
 use crate::lifecycle::Kiosk;
@@ -41,6 +43,7 @@ pub(crate) fn installation_egress(
     config: &Value,
     secret_pointers: &[String],
     switch: Option<&EgressSwitchRow>,
+    operator: &OperatorEgress,
 ) -> Option<Arc<InstallationEgress>> {
     if !app.component.has_egress() {
         return None;
@@ -67,11 +70,28 @@ pub(crate) fn installation_egress(
         })
         .collect();
     Some(Arc::new(InstallationEgress {
+        operator_disabled: !operator.enabled,
+        // Checked when set (`set_egress_policy`); one that no longer parses denies nothing.
+        operator_deny: operator.deny.iter().filter_map(|d| HostPattern::parse(d).ok()).collect(),
         enabled: switch.is_none_or(|s| s.enabled),
         kept: switch.and_then(|s| s.destinations.clone()),
         config_urls,
         secrets,
     }))
+}
+
+/// What version `to` of an app reaches beyond version `from`, as the tenant would be
+/// told (`None`: nothing new, so moving an installation needs no new consent). A
+/// manifest that does not parse counts as declaring nothing (so every destination of
+/// `to` is new when `from` does not parse).
+pub(crate) fn widened(from: &VersionRow, to: &VersionRow) -> Option<String> {
+    let outbound = |v: &VersionRow| {
+        Manifest::parse(v.manifest.as_bytes(), &kiosk_runtime::world::HOST_API_VERSION)
+            .map(|m| m.outbound())
+            .unwrap_or_default()
+    };
+    let new = kiosk_domain::egress::widening(&outbound(from), &outbound(to));
+    (!new.is_empty()).then(|| new.join("; "))
 }
 
 /// Most destinations a tenant may list when narrowing (the manifest declares at most
@@ -165,15 +185,28 @@ impl Kiosk {
         call: Installation,
     ) -> Result<Installation> {
         let switch = self.egress_switch(app, &row.tenant, &row.id).await?;
-        self.with_egress_of(app, row, switch.as_ref(), call)
+        let operator = self.operator_egress(app).await?;
+        self.with_egress_of(app, row, switch.as_ref(), &operator, call)
     }
 
-    /// `call` with the tenant's egress layer for `row` under `switch`.
+    /// The operator's API layer for `app`'s partner (nothing for a 0.1.0 app, which has
+    /// no network).
+    pub(crate) async fn operator_egress(&self, app: &AppVersion) -> Result<OperatorEgress> {
+        if !app.component.has_egress() {
+            return Ok(OperatorEgress::default());
+        }
+        let partner = app.manifest.app.split_once('/').map_or("", |(partner, _)| partner);
+        Ok(self.store.operator_egress(partner).await?)
+    }
+
+    /// `call` with the tenant's egress layer for `row` under `switch`, and the
+    /// operator's API layer `operator`.
     pub(crate) fn with_egress_of(
         &self,
         app: &AppVersion,
         row: &InstallationRow,
         switch: Option<&EgressSwitchRow>,
+        operator: &OperatorEgress,
         call: Installation,
     ) -> Result<Installation> {
         if !app.component.has_egress() {
@@ -187,7 +220,7 @@ impl Kiosk {
                 pointers.push(pointer);
             }
         }
-        Ok(match installation_egress(app, &config, &pointers, switch) {
+        Ok(match installation_egress(app, &config, &pointers, switch, operator) {
             Some(layer) => call.with_egress(layer),
             None => call,
         })

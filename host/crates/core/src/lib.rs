@@ -7,6 +7,7 @@
 pub mod collector;
 pub mod config;
 pub mod egress;
+pub mod egress_policy;
 pub mod error;
 pub mod host;
 pub mod lifecycle;

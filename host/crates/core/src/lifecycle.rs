@@ -787,7 +787,8 @@ impl Kiosk {
         let inst_id = request.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let inst = Installation::new(tenant, &inst_id);
         let config_text = crate::egress::hook_config(&app, &config, &secret_pointers);
-        let egress = crate::egress::installation_egress(&app, &config, &secret_pointers, None);
+        let operator = self.operator_egress(&app).await?;
+        let egress = crate::egress::installation_egress(&app, &config, &secret_pointers, None, &operator);
         let attach = |call: Installation| match &egress {
             Some(layer) => call.with_egress(layer.clone()),
             None => call,
@@ -866,7 +867,8 @@ impl Kiosk {
         let new_text = crate::egress::hook_config(&app, &config, &secret_pointers);
         // The hooks' requests go where the new configuration says.
         let switch = self.egress_switch(&app, tenant, id).await?;
-        let egress = crate::egress::installation_egress(&app, &config, &secret_pointers, switch.as_ref());
+        let operator = self.operator_egress(&app).await?;
+        let egress = crate::egress::installation_egress(&app, &config, &secret_pointers, switch.as_ref(), &operator);
         let attach = |call: Installation| match &egress {
             Some(layer) => call.with_egress(layer.clone()),
             None => call,
@@ -927,7 +929,9 @@ impl Kiosk {
         let (config, secret_pointers) = resolve_config(&app, Some(self.full_config(&row)?)).await?;
         let (call, _) = CallLogs::call(tenant, id);
         let switch = self.egress_switch(&app, tenant, id).await?;
-        let call = match crate::egress::installation_egress(&app, &config, &secret_pointers, switch.as_ref()) {
+        let operator = self.operator_egress(&app).await?;
+        let call = match crate::egress::installation_egress(&app, &config, &secret_pointers, switch.as_ref(), &operator)
+        {
             Some(layer) => call.with_egress(layer),
             None => call,
         };
@@ -1041,7 +1045,8 @@ impl Kiosk {
         Self::entitled(tenant, &app, context.entitlement.as_ref())?;
         let logged_as = format!("invoke:{operation}");
         let (call, _) = CallLogs::logged_call(tenant, id, &logged_as);
-        let call = self.with_egress_of(&app, &context.installation, context.egress.as_ref(), call)?;
+        let call =
+            self.with_egress_of(&app, &context.installation, context.egress.as_ref(), &context.operator_egress, call)?;
         let input = input.to_string();
         let mut logs = CallLogs::default();
         let done = logs.run(&call, &logged_as, operation, self.runtime.invoke(&app, &call, operation, &input)).await;

@@ -124,6 +124,21 @@ async fn pass(state: &Kiosk, app: Option<&str>) -> Result<PassReport, StoreError
             }
             let failed: HashSet<String> = state.store.failed_auto_upgrades(&row.id).await?.into_iter().collect();
             let Some(target) = found.into_iter().find(|v| !failed.contains(&v.version)) else { continue };
+            // The tenant consented to what the installed version reaches: a version
+            // that reaches more (or sends a secret somewhere new) waits for the
+            // tenant's own upgrade, recorded once like any refused upgrade.
+            let installed = versions[&row.app].iter().find(|v| v.version == row.version);
+            if let Some(new) = installed.and_then(|from| crate::egress::widened(from, target)) {
+                let reason = format!(
+                    "{} {} contacts more than the installed version ({new}); the tenant's consent is needed: \
+                     upgrade by hand (egress-consent-needed)",
+                    row.app, target.version
+                );
+                state.store.record_auto_upgrade_failure(&row.tenant, &row.id, &target.version, &reason, ACTOR).await?;
+                note_auto_upgrade_failure(state, &row, &target.version, &reason).await;
+                report.failed.push((row.id.clone(), target.version.clone(), reason));
+                continue;
+            }
             if tried >= UPGRADES_PER_PASS {
                 return Ok(report);
             }

@@ -67,6 +67,22 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// What `to` may reach that `from` may not: each entry of `to` whose target `from` does
+/// not declare, or to which `to` binds a secret `from` does not, as the tenant would be
+/// told ("https://api.acme.example (receives /apiKey)"). Empty when `to` widens nothing,
+/// so moving an installation from `from` to `to` needs no new consent.
+pub fn widening(from: &[Outbound], to: &[Outbound]) -> Vec<String> {
+    to.iter()
+        .filter(|entry| {
+            !from.iter().any(|old| old.target == entry.target && entry.secrets.iter().all(|s| old.secrets.contains(s)))
+        })
+        .map(|entry| match entry.secrets.as_slice() {
+            [] => entry.target.to_string(),
+            secrets => format!("{} (receives {})", entry.target, secrets.join(", ")),
+        })
+        .collect()
+}
+
 /// How the host meters a SKU on outbound traffic (`skus[].outbound`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -194,6 +210,29 @@ mod tests {
         assert_eq!(text, "{kiosk-secret:/other} {kiosk-secret:");
         assert!(used.is_empty());
         assert!(substitute("plain", bound).is_none());
+    }
+
+    #[test]
+    fn widening_names_new_destinations_and_newly_bound_secrets() {
+        let entry = |d: &str, secrets: &[&str]| OutboundEntry {
+            destination: Some(d.to_string()),
+            config_url: None,
+            secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        };
+        let old = check_entries(&[entry("https://api.acme.example", &["/apiKey"])]).unwrap();
+        let same = check_entries(&[entry("https://api.acme.example", &[])]).unwrap();
+        assert!(widening(&old, &same).is_empty(), "fewer secrets widen nothing");
+        assert!(widening(&old, &old).is_empty());
+        let more = check_entries(&[
+            entry("https://api.acme.example", &["/apiKey", "/other"]),
+            entry("https://new.acme.example", &[]),
+        ])
+        .unwrap();
+        assert_eq!(
+            widening(&old, &more),
+            ["https://api.acme.example (receives /apiKey, /other)", "https://new.acme.example"]
+        );
+        assert_eq!(widening(&[], &old), ["https://api.acme.example (receives /apiKey)"]);
     }
 
     #[test]

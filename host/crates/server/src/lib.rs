@@ -13,6 +13,7 @@ mod catalog;
 mod console;
 pub mod contract;
 mod egress;
+mod egress_policy;
 pub mod error;
 mod estate;
 mod installations;
@@ -141,6 +142,7 @@ fn api() -> OpenApiRouter<Shared> {
         .merge(catalog::routes())
         .merge(installations::routes())
         .merge(egress::routes())
+        .merge(egress_policy::routes())
         .merge(logs::routes())
         .merge(usage::routes())
         .merge(limits::routes())

@@ -94,3 +94,126 @@ impl Store {
         Ok(true)
     }
 }
+
+/// The operator's egress policy for every partner (`scope` empty) or for one partner
+/// (`scope` its name), set over the API (migration 0017).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressPolicyRow {
+    pub scope: String,
+    /// `false`: no app of the scope sends any request.
+    pub enabled: bool,
+    /// Host patterns (`api.example.com`, `*.example.com`) no app of the scope reaches.
+    pub deny: Vec<String>,
+    pub updated_ms: i64,
+}
+
+/// What the operator's API layer says of one partner's apps: the every-partner row and
+/// the partner's row together (off if either is off; the deny lists joined).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorEgress {
+    pub enabled: bool,
+    pub deny: Vec<String>,
+}
+
+impl Default for OperatorEgress {
+    fn default() -> Self {
+        Self { enabled: true, deny: Vec::new() }
+    }
+}
+
+/// The operator's layer from a row with `og_enabled`, `og_deny`, `op_enabled`, `op_deny`
+/// (the call context's two left joins: NULL where no row is set).
+pub(crate) fn operator_columns(r: &impl Columns) -> Result<OperatorEgress, sqlx::Error> {
+    let mut layer = OperatorEgress::default();
+    for (enabled, deny) in [("og_enabled", "og_deny"), ("op_enabled", "op_deny")] {
+        if let Some(on) = r.opt_int(enabled)? {
+            layer.enabled &= on != 0;
+        }
+        if let Some(text) = r.opt_text(deny)? {
+            let list: Vec<String> = serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            layer.deny.extend(list);
+        }
+    }
+    Ok(layer)
+}
+
+fn policy_row(r: &sqlx::any::AnyRow) -> Result<EgressPolicyRow, sqlx::Error> {
+    use sqlx::Row as _;
+    let deny: String = r.try_get("deny")?;
+    Ok(EgressPolicyRow {
+        scope: r.try_get("scope")?,
+        enabled: r.try_get::<i64, _>("enabled")? != 0,
+        deny: serde_json::from_str(&deny).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+impl Store {
+    /// Every operator egress policy row, the every-partner row (scope '') first.
+    pub async fn egress_policies(&self) -> Result<Vec<EgressPolicyRow>, StoreError> {
+        let rows = sqlx::query("SELECT scope, enabled, deny, updated_ms FROM egress_policy ORDER BY scope")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ctx("read egress policy"))?;
+        rows.iter().map(policy_row).collect::<Result<_, _>>().map_err(ctx("read egress policy"))
+    }
+
+    /// The operator's API layer for apps of `partner` (every-partner row and its own).
+    pub async fn operator_egress(&self, partner: &str) -> Result<OperatorEgress, StoreError> {
+        let rows =
+            sqlx::query("SELECT scope, enabled, deny, updated_ms FROM egress_policy WHERE scope = '' OR scope = $1")
+                .bind(partner)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(ctx("read egress policy"))?;
+        let mut layer = OperatorEgress::default();
+        for row in rows.iter().map(policy_row) {
+            let row = row.map_err(ctx("read egress policy"))?;
+            layer.enabled &= row.enabled;
+            layer.deny.extend(row.deny);
+        }
+        Ok(layer)
+    }
+
+    /// Sets (replaces) the policy of `row.scope`, with its audit row (`egress.policy`),
+    /// in one transaction.
+    pub async fn put_egress_policy(&self, row: &EgressPolicyRow, actor: &str) -> Result<(), StoreError> {
+        let deny = serde_json::Value::from(row.deny.clone()).to_string();
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO egress_policy (scope, enabled, deny, updated_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (scope) DO UPDATE SET enabled = excluded.enabled, deny = excluded.deny,
+                 updated_ms = excluded.updated_ms",
+        )
+        .bind(&row.scope)
+        .bind(i64::from(row.enabled))
+        .bind(&deny)
+        .bind(row.updated_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("write egress policy"))?;
+        let target = if row.scope.is_empty() { "every partner" } else { row.scope.as_str() };
+        let detail = format!("{}, deny {deny}", if row.enabled { "on" } else { "off" });
+        audit(&mut tx, actor, "egress.policy", target, &detail).await?;
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(())
+    }
+
+    /// Removes the policy of `scope` (audited); `false` if none was set.
+    pub async fn delete_egress_policy(&self, scope: &str, actor: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let gone = sqlx::query("DELETE FROM egress_policy WHERE scope = $1")
+            .bind(scope)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("delete egress policy"))?
+            .rows_affected()
+            > 0;
+        if gone {
+            let target = if scope.is_empty() { "every partner" } else { scope };
+            audit(&mut tx, actor, "egress.policy", target, "removed").await?;
+        }
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(gone)
+    }
+}

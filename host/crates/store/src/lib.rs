@@ -19,7 +19,7 @@ use kiosk_domain::upgrade::UpgradePolicy;
 mod collection;
 pub use collection::{UsageWindowRow, WindowClose};
 mod egress;
-pub use egress::EgressSwitchRow;
+pub use egress::{EgressPolicyRow, EgressSwitchRow, OperatorEgress};
 pub mod ledger;
 pub mod logs;
 mod operator;

@@ -41,6 +41,8 @@ pub struct CallContext {
     pub entitlement: Option<super::EntitlementRow>,
     /// The tenant's egress switch of the installation, if ever set.
     pub egress: Option<super::EgressSwitchRow>,
+    /// The operator's API layer of outbound HTTP for the app's partner.
+    pub operator_egress: super::OperatorEgress,
 }
 
 /// `Store::call_context`'s one statement. The four possible limit layers are four
@@ -55,7 +57,8 @@ const CALL_CONTEXT: &str = "SELECT i.id AS id, i.tenant AS tenant, i.app AS app,
         l1.limits AS l1_limits, l1.updated_ms AS l1_updated_ms,
         l2.limits AS l2_limits, l2.updated_ms AS l2_updated_ms,
         l3.limits AS l3_limits, l3.updated_ms AS l3_updated_ms,
-        ie.enabled AS egress_enabled, ie.destinations AS egress_destinations, ie.updated_ms AS egress_updated_ms
+        ie.enabled AS egress_enabled, ie.destinations AS egress_destinations, ie.updated_ms AS egress_updated_ms,
+        og.enabled AS og_enabled, og.deny AS og_deny, op.enabled AS op_enabled, op.deny AS op_deny
      FROM installations i
      LEFT JOIN tenants t ON t.id = i.tenant
      LEFT JOIN apps a ON a.id = i.app
@@ -66,6 +69,8 @@ const CALL_CONTEXT: &str = "SELECT i.id AS id, i.tenant AS tenant, i.app AS app,
      LEFT JOIN limit_layers l2 ON l2.tenant = '' AND l2.app = i.app
      LEFT JOIN limit_layers l3 ON l3.tenant = i.tenant AND l3.app = i.app
      LEFT JOIN installation_egress ie ON ie.tenant = i.tenant AND ie.installation = i.id
+     LEFT JOIN egress_policy og ON og.scope = ''
+     LEFT JOIN egress_policy op ON op.scope = a.partner
      WHERE i.tenant = $1 AND i.id = $2";
 
 fn call_context_row(r: &impl Columns) -> Result<CallContext, sqlx::Error> {
@@ -100,7 +105,8 @@ fn call_context_row(r: &impl Columns) -> Result<CallContext, sqlx::Error> {
         }),
     };
     let egress = super::egress::switch_columns(r)?;
-    Ok(CallContext { installation, policy, entitlement, egress })
+    let operator_egress = super::egress::operator_columns(r)?;
+    Ok(CallContext { installation, policy, entitlement, egress, operator_egress })
 }
 
 /// A partner as the operator reads it.

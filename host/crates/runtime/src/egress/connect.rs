@@ -17,7 +17,8 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::settings::EgressSettings;
+use super::settings::{EgressSettings, Mock};
+use kiosk_domain::net::Scheme;
 use kiosk_domain::net::non_public;
 
 /// The longest a resolution, connection and TLS handshake may take together.
@@ -86,6 +87,8 @@ pub(crate) struct ConnectPolicy {
     pub(crate) web_tls: Arc<rustls::ClientConfig>,
     /// Per `settings.hosts` entry, its TLS config when it names a CA.
     pub(crate) host_tls: Vec<Option<Arc<rustls::ClientConfig>>>,
+    /// `settings.mocks`, checked.
+    pub(crate) mocks: Vec<Mock>,
 }
 
 impl ConnectPolicy {
@@ -130,17 +133,28 @@ impl tower_service::Service<Uri> for Connector {
 
 async fn connect(policy: &ConnectPolicy, partner: &str, uri: &Uri) -> Result<Stream, ConnectRefusal> {
     let host = uri.host().ok_or_else(|| ConnectRefusal::Other("a request without a host".into()))?.to_string();
-    let tls = match uri.scheme_str() {
+    let mut tls = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
         _ => return Err(ConnectRefusal::Other("only http and https are spoken".into())),
     };
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let mut port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let rule = policy.rule(&host, partner);
-    let private_ok = rule.is_some_and(|i| policy.settings.hosts[i].private_addresses);
-    let addrs = match policy.settings.resolve.get(&host) {
-        Some(fixed) => fixed.clone(),
-        None => policy.resolver.resolve(&host, port).await.map_err(|_| ConnectRefusal::Dns { host: host.clone() })?,
+    let mut private_ok = rule.is_some_and(|i| policy.settings.hosts[i].private_addresses);
+    let scheme = if tls { Scheme::Https } else { Scheme::Http };
+    let mock = policy.mocks.iter().find(|m| m.destination.admits(scheme, &host, port));
+    let addrs = match (mock, policy.settings.resolve.get(&host)) {
+        // The operator named this stand-in (always loopback) for this destination.
+        (Some(mock), _) => {
+            port = mock.addr.port();
+            private_ok = true;
+            tls = mock.tls;
+            vec![mock.addr.ip()]
+        }
+        (None, Some(fixed)) => fixed.clone(),
+        (None, None) => {
+            policy.resolver.resolve(&host, port).await.map_err(|_| ConnectRefusal::Dns { host: host.clone() })?
+        }
     };
     if addrs.is_empty() {
         return Err(ConnectRefusal::Dns { host });

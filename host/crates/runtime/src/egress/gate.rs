@@ -120,6 +120,12 @@ impl CallEgress {
         if !settings.enabled {
             return Err((Error::HttpRequestDenied, "the operator has switched outbound HTTP off".into()));
         }
+        if self.installation.operator_disabled {
+            return Err((
+                Error::HttpRequestDenied,
+                format!("the operator has switched outbound HTTP off for {}'s apps", self.partner),
+            ));
+        }
         if !self.installation.enabled {
             return Err((
                 Error::HttpRequestDenied,
@@ -156,7 +162,7 @@ impl CallEgress {
                 ),
             ));
         };
-        if settings.deny.iter().any(|d| d.matches(&host)) {
+        if settings.deny.iter().chain(&self.installation.operator_deny).any(|d| d.matches(&host)) {
             return Err((Error::HttpRequestDenied, format!("the operator denies {host}")));
         }
         let rule = settings.hosts.iter().find(|r| r.applies(&host, &self.partner));

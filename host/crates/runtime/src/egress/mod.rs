@@ -71,7 +71,8 @@ impl Egress {
                 }
             });
         }
-        let policy = Arc::new(ConnectPolicy { settings, resolver, web_tls, host_tls });
+        let mocks = settings.mocks.iter().map(|m| m.parse()).collect::<Result<Vec<_>, _>>()?;
+        let policy = Arc::new(ConnectPolicy { settings, resolver, web_tls, host_tls, mocks });
         Ok(Self { policy, clients: Mutex::default(), tenants: Mutex::default() })
     }
 
@@ -199,6 +200,11 @@ impl AppEgress {
 /// The tenant's layer for one installation, handed to the runtime per call.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct InstallationEgress {
+    /// The operator switched outbound HTTP off over the API, for every partner or for
+    /// this app's.
+    pub operator_disabled: bool,
+    /// Hosts the operator denies over the API (every partner's, and this partner's).
+    pub operator_deny: Vec<kiosk_domain::net::HostPattern>,
     /// `false`: the tenant switched this installation's outbound HTTP off.
     pub enabled: bool,
     /// The declared entries the tenant kept (`Target::key`); `None`: all of them.

@@ -2,10 +2,10 @@
 //! operator → tenant, each only narrowing) and the bounds of outbound HTTP.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use kiosk_domain::net::HostPattern;
+use kiosk_domain::net::{Destination, HostPattern};
 use serde::Deserialize;
 
 /// `[egress]`. Each default is in `Default` with its reason.
@@ -24,6 +24,9 @@ pub struct EgressSettings {
     /// Names answered without DNS (like `/etc/hosts`): a local mock of a partner's API,
     /// a split-horizon name. The addresses are still checked.
     pub resolve: BTreeMap<String, Vec<IpAddr>>,
+    /// Declared destinations answered by a stand-in on this machine (a partner's local
+    /// mock of its API; `kiosk run --mock`): the connection goes to a loopback address.
+    pub mocks: Vec<MockRule>,
     /// Requests one call may send.
     pub max_requests_per_call: u32,
     /// Requests one call may have in flight at once.
@@ -56,6 +59,8 @@ impl Default for EgressSettings {
             deny: Vec::new(),
             hosts: Vec::new(),
             resolve: BTreeMap::new(),
+            // Stand-ins are for a partner's own machine and tests, named one by one.
+            mocks: Vec::new(),
             // A call is one interactive step: a handful of API round trips.
             max_requests_per_call: 32,
             // Enough for a fan-out to a few endpoints; a call cannot open hundreds.
@@ -98,6 +103,53 @@ pub struct HostRule {
     pub ca_file: Option<PathBuf>,
 }
 
+/// `[[egress.mocks]]`: requests to `destination` (as the app declares it) are sent to
+/// `to`, an `http://` or `https://` loopback address with its port. The request keeps
+/// the declared name in `Host` (and, over `https://`, in SNI, verified against the
+/// host's `ca-file`). Only loopback: a mock is never a way around the address checks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MockRule {
+    pub destination: String,
+    pub to: String,
+}
+
+/// A checked `[[egress.mocks]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mock {
+    pub destination: Destination,
+    /// Whether the stand-in speaks TLS.
+    pub tls: bool,
+    pub addr: SocketAddr,
+}
+
+impl MockRule {
+    /// Parses `destination = "https://api.acme.example"`, `to = "http://127.0.0.1:8080"`;
+    /// an error names the entry and what is wrong.
+    pub fn parse(&self) -> Result<Mock, String> {
+        let named = |why: String| format!("egress.mocks {:?}: {why}", self.destination);
+        let destination = Destination::parse(&self.destination).map_err(named)?;
+        if destination.host.to_string().starts_with("*.") {
+            return Err(named("a mock stands in for one host, not a `*.` pattern".into()));
+        }
+        let (tls, rest) = if let Some(rest) = self.to.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = self.to.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(named(format!("to {:?} must be http://127.0.0.1:<port> (or https://, or [::1])", self.to)));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let addr: SocketAddr = rest
+            .parse()
+            .map_err(|_| named(format!("to {:?} must be a loopback address and port, e.g. 127.0.0.1:8080", self.to)))?;
+        if !addr.ip().is_loopback() {
+            return Err(named(format!("to {:?} is not a loopback address; a mock runs on this machine", self.to)));
+        }
+        Ok(Mock { destination, tls, addr })
+    }
+}
+
 impl HostRule {
     /// Whether the rule is about `host` for apps of `partner`.
     pub fn applies(&self, host: &str, partner: &str) -> bool {
@@ -122,6 +174,9 @@ impl EgressSettings {
             if value == 0 || value > max {
                 return Err(format!("egress.{name} is {value} but must be 1-{max}"));
             }
+        }
+        for mock in &self.mocks {
+            mock.parse()?;
         }
         for (name, addrs) in &self.resolve {
             if !kiosk_domain::net::is_dns_name(name.trim_end_matches('.')) || addrs.is_empty() {
