@@ -371,7 +371,7 @@ const NAV = {
   partner: [["#/catalog", "Catalog"], ["#/partner/apps", "Our apps"], ["#/partner/usage", "Usage"]],
   operator: [["#/catalog", "Catalog"], ["#/operator/partners", "Partners"], ["#/operator/tenants", "Tenants"],
     ["#/operator/tokens", "Tokens"], ["#/operator/registries", "Registries"], ["#/operator/entitlements", "Entitlements"],
-    ["#/operator/limits", "Limits"], ["#/operator/installations", "Installations"], ["#/operator/usage", "Usage"], ["#/operator/audit", "Audit"]],
+    ["#/operator/limits", "Limits"], ["#/operator/egress", "Egress"], ["#/operator/installations", "Installations"], ["#/operator/usage", "Usage"], ["#/operator/audit", "Audit"]],
 };
 
 function renderChrome() {
@@ -1056,6 +1056,28 @@ async function viewOperatorLimits(main) {
     h("h2", { text: "Per tenant" }), tenants.items.length ? dataTable(tenants.items, null) : h("p", { text: "No tenant override." }));
 }
 
+async function viewOperatorEgress(main) {
+  setTitle("Egress");
+  const policy = await api("GET", "/v1/egress");
+  const layers = [policy.everyPartner ? { partner: "every partner", ...policy.everyPartner } : null, ...policy.partners].filter(Boolean);
+  const shown = layers.map((l) => ({ partner: l.partner, enabled: l.enabled ? "on" : "off", deny: l.deny.join(", ") || "none", updatedMs: l.updatedMs }));
+  main.append(h("h1", { text: "Egress" }),
+    h("p", { text: "Where apps' outbound requests may go. The config file's [egress] decides first (it alone opens private addresses or plain HTTP); the policies below only narrow it, from each app's next call." }),
+    h("h2", { text: "The config file's [egress]" }), h("pre", { text: JSON.stringify(policy.config, null, 2) }),
+    h("h2", { text: "Set over the API" }),
+    shown.length ? dataTable(shown, ["partner", "enabled", "deny", "updatedMs"]) : h("p", { text: "No policy set over the API." }),
+    simpleForm("Set a policy", [
+      { name: "partner", label: "Partner (empty: every partner)" },
+      { name: "enabled", label: "Outbound requests", options: ["on", "off"] },
+      { name: "deny", label: "Hosts denied (comma-separated; *.example.com for a domain)" },
+    ], "Save policy", async (v) => {
+      const deny = (v.deny || "").split(",").map((x) => x.trim()).filter(Boolean);
+      const path = v.partner ? `/v1/egress/partners/${enc(v.partner)}` : "/v1/egress";
+      await api("PUT", path, { enabled: v.enabled === "on", deny });
+      return h("p", { class: "done", role: "status", text: `Egress policy saved for ${v.partner || "every partner"}. Reload to see it listed.` });
+    }));
+}
+
 function simpleForm(heading, fields, submit, onDone) {
   const out = h("div");
   const inputs = {};
@@ -1114,6 +1136,7 @@ const ROUTES = [
   [/^#\/operator\/(partners|tenants|tokens|registries|entitlements|installations|audit)$/, "operator", viewOperatorList],
   [/^#\/operator\/partners\/([a-z0-9-]+)$/, "operator", viewOperatorPartner],
   [/^#\/operator\/limits$/, "operator", viewOperatorLimits],
+  [/^#\/operator\/egress$/, "operator", viewOperatorEgress],
   [/^#\/operator\/usage$/, "operator", (main) => viewUsage(main, "/v1/usage", "Usage")],
 ];
 
