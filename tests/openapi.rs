@@ -53,6 +53,47 @@ fn the_document_is_the_snapshot() {
     }
 }
 
+/// Every `$ref` names a schema the document defines (else generators refuse it).
+#[test]
+fn every_reference_resolves() {
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("$ref", Value::String(r)) => out.push(r.clone()),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let doc = document();
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(!found.is_empty());
+    let dangling: Vec<&String> = found
+        .iter()
+        .filter(|r| r.strip_prefix("#/").is_none_or(|path| doc.pointer(&format!("/{path}")).is_none()))
+        .collect();
+    assert!(dangling.is_empty(), "references to nothing: {dangling:?}");
+}
+
+/// Operation ids are unique (client generators name methods after them).
+#[test]
+fn operation_ids_are_unique() {
+    let doc = document();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, method, op) in operations(&doc) {
+        let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId")).to_string();
+        if let Some(first) = seen.insert(id.clone(), format!("{method} {path}")) {
+            panic!("operationId {id} of {method} {path} is also {first}'s");
+        }
+    }
+}
+
 #[test]
 fn every_success_has_a_schema() {
     let doc = document();

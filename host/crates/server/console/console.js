@@ -25,6 +25,11 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** Appends the children that are there: `Element.append(null)` would add the text "null". */
+function put(parent, ...children) {
+  parent.append(...children.flat().filter((c) => c !== undefined && c !== null && c !== false));
+}
+
 const svgNs = "http://www.w3.org/2000/svg";
 function s(tag, attrs = {}, ...children) {
   const el = document.createElementNS(svgNs, tag);
@@ -432,7 +437,7 @@ function viewSignIn(main, reason) {
       input.focus();
     }
   });
-  main.append(h("h1", { text: "Sign in to Kiosk" }), reason ? problemBox(reason) : null, form);
+  put(main, h("h1", { text: "Sign in to Kiosk" }), reason ? problemBox(reason) : null, form);
 }
 
 // The title of the view being built; set when that view is shown (a stale view's is not).
@@ -476,7 +481,7 @@ async function viewCatalog(main, _m, query) {
       h("p", { text: a.description }),
       h("p", {}, a.categories.map((c) => h("span", { class: "tag", text: c }))))))
     : h("p", { text: "No app matches." });
-  main.append(h("h1", { text: "Catalog" }), form,
+  put(main, h("h1", { text: "Catalog" }), form,
     h("p", { class: "muted", text: `${apps.length} app${apps.length === 1 ? "" : "s"}` }), list);
 }
 
@@ -497,10 +502,10 @@ async function viewApp(main, m) {
     api("GET", `/v1/catalog/apps/${appPath(app)}/versions`),
   ]);
   setTitle(detail.name);
-  main.append(h("h1", { text: detail.name }), h("p", { class: "muted", text: detail.app }), h("p", { text: detail.description }),
+  put(main, h("h1", { text: detail.name }), h("p", { class: "muted", text: detail.app }), h("p", { text: detail.description }),
     h("p", {}, detail.categories.map((c) => h("span", { class: "tag", text: c }))));
   const installable = versions.filter((v) => !v.yanked && !v.quarantined);
-  main.append(h("h2", { text: "Versions" }), scroller(h("table", {},
+  put(main, h("h2", { text: "Versions" }), scroller(h("table", {},
     h("caption", { class: "muted", text: `Versions of ${detail.app}` }),
     h("thead", {}, h("tr", {}, ["Version", "State", "Registered", "Digest"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, versions.map((v) => h("tr", {},
@@ -508,11 +513,11 @@ async function viewApp(main, m) {
       h("td", { text: v.quarantined ? `quarantined${v.quarantineReason ? `: ${v.quarantineReason}` : ""}` : v.yanked ? "yanked" : v.version === detail.latest ? "latest" : "installable" }),
       h("td", { text: when(v.createdMs) }), h("td", { text: v.digest.slice(0, 19) + "…" })))))));
   if (!detail.latest) {
-    main.append(h("p", { text: "No version can be installed: every version is yanked or quarantined." }));
+    put(main, h("p", { text: "No version can be installed: every version is yanked or quarantined." }));
     return;
   }
   const section = h("section", { "aria-labelledby": "version-heading" });
-  main.append(section);
+  put(main, section);
   let shown = 0;
   async function showVersion(version) {
     const mine = ++shown;
@@ -619,12 +624,12 @@ async function egressForm(base) {
 async function viewInstallations(main) {
   setTitle("Installations");
   const list = await api("GET", `/v1/tenants/${enc(state.who.scope)}/installations`);
-  main.append(h("h1", { text: "Installations" }));
+  put(main, h("h1", { text: "Installations" }));
   if (!list.length) {
-    main.append(h("p", {}, "Nothing installed yet. ", h("a", { href: "#/catalog", text: "Browse the catalog" }), "."));
+    put(main, h("p", {}, "Nothing installed yet. ", h("a", { href: "#/catalog", text: "Browse the catalog" }), "."));
     return;
   }
-  main.append(scroller(h("table", {},
+  put(main, scroller(h("table", {},
     h("caption", { class: "muted", text: `${list.length} installation${list.length === 1 ? "" : "s"}` }),
     h("thead", {}, h("tr", {}, ["App", "Version", "Upgrades", "Installed", "Changed"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, list.map((i) => h("tr", {},
@@ -670,14 +675,14 @@ async function viewInstallation(main, m) {
   const inst = await api("GET", base);
   const version = await api("GET", `/v1/catalog/apps/${appPath(inst.app)}/versions/${enc(inst.version)}`).catch(() => null);
   setTitle(`${inst.app} installation`);
-  main.append(h("h1", { text: `${inst.app} ${inst.version}` }),
+  put(main, h("h1", { text: `${inst.app} ${inst.version}` }),
     h("dl", { class: "facts" },
       h("dt", { text: "Installation" }), h("dd", { text: inst.id }),
       h("dt", { text: "Installed" }), h("dd", { text: when(inst.createdMs) }),
       h("dt", { text: "Upgrades by itself" }), h("dd", { text: inst.upgradePolicy })));
-  main.append(h("h2", { text: "Configuration" }),
+  put(main, h("h2", { text: "Configuration" }),
     configView(inst.config, inst.secretsSet, version ? declaredSecrets(version.configSchema || {}) : []));
-  if ((version?.capabilities?.outbound || []).length) main.append(await egressForm(base));
+  if ((version?.capabilities?.outbound || []).length) put(main, await egressForm(base));
 
   // Configure.
   if (version) {
@@ -700,7 +705,7 @@ async function viewInstallation(main, m) {
         out.append(problemBox(err, "h3"));
       }
     });
-    main.append(el);
+    put(main, el);
   }
 
   // Try it.
@@ -739,7 +744,7 @@ async function viewInstallation(main, m) {
       result.append(problemBox(err, "h3"));
     }
   });
-  main.append(tryForm);
+  put(main, tryForm);
 
   // Upgrade.
   const upId = nextId("upv");
@@ -764,11 +769,11 @@ async function viewInstallation(main, m) {
       upOut.append(problemBox(err, "h3"));
     }
   });
-  main.append(upForm);
+  put(main, upForm);
 
   // Logs.
   const logs = h("div");
-  main.append(h("h2", { text: "Logs" }), logs);
+  put(main, h("h2", { text: "Logs" }), logs);
   await showLogs(logs, `${base}/logs`);
 
   // Uninstall.
@@ -786,7 +791,7 @@ async function viewInstallation(main, m) {
       unOut.append(problemBox(err, "h3"));
     }
   });
-  main.append(h("h2", { text: "Uninstall" }),
+  put(main, h("h2", { text: "Uninstall" }),
     h("p", { text: "Runs the app's uninstall step, then removes the installation and its stored data. Usage already recorded stays." }),
     h("div", { class: "actions" }, ask, confirm), unOut);
 }
@@ -820,8 +825,8 @@ async function viewUsage(main, path, heading) {
   const to = Math.floor(Date.now() / DAY_MS) * DAY_MS + DAY_MS;
   const from = to - 30 * DAY_MS;
   const report = await api("GET", `${path}?granularity=day&fromMs=${from}&toMs=${to}`);
-  main.append(h("h1", { text: heading }), h("p", { class: "muted", text: `Per SKU per day, ${when(from).slice(0, 10)} to ${when(to - DAY_MS).slice(0, 10)} (UTC).` }));
-  main.append(usageChart(report.usage, from, to));
+  put(main, h("h1", { text: heading }), h("p", { class: "muted", text: `Per SKU per day, ${when(from).slice(0, 10)} to ${when(to - DAY_MS).slice(0, 10)} (UTC).` }));
+  put(main, usageChart(report.usage, from, to));
 }
 
 function usageChart(records, from, to) {
@@ -896,7 +901,7 @@ async function viewPartnerApps(main) {
   setTitle("Our apps");
   const partner = state.who.scope;
   const apps = await api("GET", `/v1/partners/${enc(partner)}/apps`);
-  main.append(h("h1", { text: "Our apps" }));
+  put(main, h("h1", { text: "Our apps" }));
   const nameId = nextId("name");
   const refId = nextId("ref");
   const name = h("input", { id: nameId, type: "text", name: "name", required: true, autocomplete: "off", spellcheck: "false", pattern: "[a-z0-9][a-z0-9-]{0,63}", "aria-describedby": `${nameId}-hint` });
@@ -935,7 +940,7 @@ async function viewPartnerApps(main) {
     }
   });
   const list = h("div");
-  main.append(form, list);
+  put(main, form, list);
   showPartnerApps(list, apps);
   refresh = async () => showPartnerApps(list, await api("GET", `/v1/partners/${enc(partner)}/apps`));
 }
@@ -1012,16 +1017,16 @@ async function viewOperatorList(main, m, query) {
   const after = query.get("after");
   const r = await api("GET", `${path}${after ? `?after=${enc(after)}` : ""}`);
   const items = Array.isArray(r) ? r : r.items;
-  main.append(h("h1", { text: title }));
-  if (m[1] === "tenants") main.append(createTenantForm());
-  if (m[1] === "tokens") main.append(createTokenForm());
+  put(main, h("h1", { text: title }));
+  if (m[1] === "tenants") put(main, createTenantForm());
+  if (m[1] === "tokens") put(main, createTokenForm());
   const link = m[1] === "partners" ? (p) => `#/operator/partners/${enc(p.name)}` : null;
   const out = h("div");
   const actions = m[1] === "tokens"
     ? (tok) => (tok.revoked ? [] : [actionButton(`Revoke ${tok.id}`, () => api("DELETE", `/v1/tokens/${enc(tok.id)}`), out)])
     : null;
-  main.append(out, items.length ? dataTable(items, columns, `${items.length} shown`, link, actions) : h("p", { text: "None." }));
-  if (r.next) main.append(h("p", {}, h("a", { href: `#/operator/${m[1]}?after=${enc(r.next)}`, text: "Next page" })));
+  put(main, out, items.length ? dataTable(items, columns, `${items.length} shown`, link, actions) : h("p", { text: "None." }));
+  if (r.next) put(main, h("p", {}, h("a", { href: `#/operator/${m[1]}?after=${enc(r.next)}`, text: "Next page" })));
 }
 
 async function viewOperatorPartner(main, m) {
@@ -1039,7 +1044,7 @@ async function viewOperatorPartner(main, m) {
     actionButton(`${v.quarantined ? "Release" : "Quarantine"} ${v.app} ${v.version}`, verb(v, v.quarantined ? "release" : "quarantine"), out),
   ];
   setTitle(`Partner ${name}`);
-  main.append(h("h1", { text: `${partner.display} (${partner.name})` }),
+  put(main, h("h1", { text: `${partner.display} (${partner.name})` }),
     h("p", { text: partner.disabled ? "Disabled: registers nothing; its apps are hidden and do not run." : "Enabled." }),
     h("h2", { text: "Certificates" }),
     certs.items.length ? dataTable(certs.items, null) : h("p", { text: "No certificate registered over the API." }),
@@ -1051,7 +1056,7 @@ async function viewOperatorPartner(main, m) {
 async function viewOperatorLimits(main) {
   setTitle("Limits");
   const [overview, apps, tenants] = await Promise.all([api("GET", "/v1/limits"), api("GET", "/v1/limits/apps"), api("GET", "/v1/limits/tenants")]);
-  main.append(h("h1", { text: "Limits" }), h("h2", { text: "In effect" }), h("pre", { text: JSON.stringify(overview, null, 2) }),
+  put(main, h("h1", { text: "Limits" }), h("h2", { text: "In effect" }), h("pre", { text: JSON.stringify(overview, null, 2) }),
     h("h2", { text: "Per app" }), apps.items.length ? dataTable(apps.items, null) : h("p", { text: "No app override." }),
     h("h2", { text: "Per tenant" }), tenants.items.length ? dataTable(tenants.items, null) : h("p", { text: "No tenant override." }));
 }
@@ -1061,7 +1066,7 @@ async function viewOperatorEgress(main) {
   const policy = await api("GET", "/v1/egress");
   const layers = [policy.everyPartner ? { partner: "every partner", ...policy.everyPartner } : null, ...policy.partners].filter(Boolean);
   const shown = layers.map((l) => ({ partner: l.partner, enabled: l.enabled ? "on" : "off", deny: l.deny.join(", ") || "none", updatedMs: l.updatedMs }));
-  main.append(h("h1", { text: "Egress" }),
+  put(main, h("h1", { text: "Egress" }),
     h("p", { text: "Where apps' outbound requests may go. The config file's [egress] decides first (it alone opens private addresses or plain HTTP); the policies below only narrow it, from each app's next call." }),
     h("h2", { text: "The config file's [egress]" }), h("pre", { text: JSON.stringify(policy.config, null, 2) }),
     h("h2", { text: "Set over the API" }),

@@ -269,7 +269,7 @@ struct VersionQuery {
 /// Which versions `GET /v1/versions` lists.
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-enum StateFilter {
+pub(crate) enum StateFilter {
     Active,
     Yanked,
     Quarantined,
@@ -353,7 +353,7 @@ struct EstateInstallation {
     row_version: i64,
 }
 
-#[utoipa::path(get, path = "/v1/installations", tag = "operator", params(InstallationQuery),
+#[utoipa::path(get, path = "/v1/installations", tag = "operator", operation_id = "list_estate_installations", params(InstallationQuery),
     responses((status = 200, description = "installations across tenants by tenant, then id", body = Page<EstateInstallation>)))]
 async fn list_installations(
     State(s): State<Shared>,

@@ -124,7 +124,8 @@ fn slug(field: &str, value: &str) -> ApiResult<()> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Kiosk API", description = "WebAssembly plugin host for marketplace apps (SPEC §8)."),
-    components(schemas(Problem))
+    // Enums only parameters name (utoipa references them without adding them).
+    components(schemas(Problem, usage::Granularity, usage::UsageFormat, estate::StateFilter))
 )]
 #[derive(Debug)]
 pub struct ApiDoc;

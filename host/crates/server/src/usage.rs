@@ -281,7 +281,7 @@ async fn validate_partner_record(
 #[derive(utoipa::ToSchema)]
 #[schema(rename_all = "lowercase")]
 #[allow(dead_code)] // documents `UsageQuery::granularity`
-enum Granularity {
+pub(crate) enum Granularity {
     Hour,
     Day,
 }
@@ -290,7 +290,7 @@ enum Granularity {
 #[derive(utoipa::ToSchema)]
 #[schema(rename_all = "lowercase")]
 #[allow(dead_code)] // documents `UsageQuery::format`
-enum UsageFormat {
+pub(crate) enum UsageFormat {
     Json,
     Csv,
 }
