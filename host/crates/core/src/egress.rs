@@ -195,8 +195,8 @@ impl Kiosk {
         if !app.component.has_egress() {
             return Ok(OperatorEgress::default());
         }
-        let partner = app.manifest.app.split_once('/').map_or("", |(partner, _)| partner);
-        Ok(self.store.operator_egress(partner).await?)
+        let Some(id) = app.manifest.app_id() else { return Ok(OperatorEgress::default()) };
+        Ok(self.store.operator_egress(id.partner()).await?)
     }
 
     /// `call` with the tenant's egress layer for `row` under `switch`, and the
