@@ -432,14 +432,20 @@ async fn the_periodic_pass_upgrades_to_versions_registered_through_the_api_and_r
         "{detail}"
     );
     assert_eq!(w.version_of(&patch).await, "1.0.1");
-    assert!(
-        w.log_lines(&patch)
-            .await
-            .iter()
-            .any(|l| l.starts_with("kiosk: automatic upgrade (patch policy) from 1.0.1 to 1.0.2 failed")),
-        "{:?}",
-        w.log_lines(&patch).await
-    );
+    // The note in the installation's log is written after the audit row (two writes):
+    // wait for it as for the audit row.
+    let noted = |lines: &[String]| {
+        lines.iter().any(|l| l.starts_with("kiosk: automatic upgrade (patch policy) from 1.0.1 to 1.0.2 failed"))
+    };
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let lines = w.log_lines(&patch).await;
+        if noted(&lines) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{lines:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A pass run now tries nothing: the failed (installation, version) is not retried.
     let state = s.started.state.clone();
     let deadline = Instant::now() + DEADLINE;
