@@ -87,7 +87,7 @@ async fn main() {
             row_version: 0,
             upgrade_policy: Default::default(),
         };
-        state.store.insert_installation(&row, "bench").await.unwrap();
+        state.store().insert_installation(&row, "bench").await.unwrap();
     }
     // The installation the invokers call (created now: its window is not due).
     let request = kiosk_core::lifecycle::InstallRequest {
@@ -139,7 +139,7 @@ async fn main() {
     let rss_after = rss_kib();
     use sqlx::Row as _;
     let windows: i64 = sqlx::query("SELECT COUNT(*) AS n FROM usage_windows WHERE done = 1")
-        .fetch_one(state.store.pool())
+        .fetch_one(state.store().pool())
         .await
         .unwrap()
         .get("n");

@@ -289,16 +289,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
     let kiosk = kiosk_core::host::open(operator, args.database.clone(), cache_dir).await?;
-    let key_dir = kiosk.config.data_dir().join("local");
+    let key_dir = kiosk.config().data_dir().join("local");
     // Registration compiles the component (or loads it from the cache): "ready in"
     // covers signing, verification, compilation and the instantiation check.
     let started = Instant::now();
     let version = register_local_build(&kiosk, &manifest_bytes, &wasm, &key_dir, "cli").await?;
-    kiosk.store.create_tenant(&args.tenant, &args.tenant, "cli").await?;
+    kiosk.ensure_tenant(&args.tenant, &args.tenant, "cli").await?;
     if ephemeral && manifest.licensing.requires_entitlement {
         let grant =
             EntitlementRow { tenant: args.tenant.clone(), app: version.app.clone(), expires_ms: None, revoked: false };
-        kiosk.store.set_entitlement(&grant, "cli").await?;
+        kiosk.grant(&grant, "cli").await?;
     }
 
     let app = kiosk.app_version(&version).await.map_err(|f| failed("load", f))?;
@@ -506,15 +506,17 @@ async fn verify(args: SourceArgs, pull: bool) -> anyhow::Result<()> {
     let reference = ArtifactRef::parse(&args.reference).map_err(anyhow::Error::msg)?;
     let app = args.app.clone().or_else(|| reference.default_app()).context("name the app with --app partner/name")?;
     let config = load_config(&args.registry)?;
+    // `pull` keeps `--cert` in the operator's store through the core's use case (as the
+    // API's upload); `verify` trusts them for this one check only.
+    if pull {
+        return pull_into_store(args, reference, app, config).await;
+    }
     let mut trust = config.trust_store()?;
     for cert in &args.certs {
         let (partner, path) =
             cert.split_once('=').with_context(|| format!("--cert {cert:?}: expected partner=FILE"))?;
         let bytes = std::fs::read(path).with_context(|| format!("cannot read certificate {path}"))?;
         trust.add(partner, &bytes).with_context(|| format!("certificate {path}"))?;
-    }
-    if pull {
-        return pull_into_store(args, reference, app, config).await;
     }
     let started = Instant::now();
     let artifact: VerifiedArtifact = match &reference {
@@ -577,20 +579,15 @@ async fn pull_into_store(
     let kiosk = kiosk_core::host::open(config, None, None).await?;
     let id = kiosk_domain::ids::AppId::parse(&app)?;
     let partner = id.partner();
-    kiosk.store.create_partner(partner, partner, "cli").await?;
-    // `--cert`: the operator trusts these certificates from now on, in the store like
-    // certificates added over the API (a version must stay verifiable by the store's
-    // trust, or the next reconcile would quarantine it).
+    kiosk.ensure_partner(partner, "cli").await?;
+    // `--cert`: the operator trusts these certificates from now on, exactly as if they
+    // were added over the API (the same use case: merged with registered copies, one
+    // partner per fingerprint, a revoked one quarantining what it signed).
     for cert in &args.certs {
         let (owner, path) = cert.split_once('=').with_context(|| format!("--cert {cert:?}: expected partner=FILE"))?;
         let bytes = std::fs::read(path).with_context(|| format!("cannot read certificate {path}"))?;
-        let mut parsed = kiosk_distribution::trust::TrustStore::default();
-        kiosk.store.create_partner(owner, owner, "cli").await?;
-        for fingerprint in parsed.add(owner, &bytes).with_context(|| format!("certificate {path}"))? {
-            if !kiosk.store.add_certificate(owner, &fingerprint, &bytes, "cli").await? {
-                bail!("certificate {fingerprint} ({path}) is registered for another partner");
-            }
-        }
+        kiosk.ensure_partner(owner, "cli").await?;
+        kiosk.add_certificates(owner, &bytes, "cli").await.map_err(|f| anyhow::anyhow!("certificate {path}: {f}"))?;
     }
     let tag = reference.tag().to_string();
     let started = Instant::now();
@@ -610,7 +607,7 @@ async fn pull_into_store(
         Err(f) => return Err(failed("pull", f)),
     };
     let fetch_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let row = kiosk.store.version(&app, &tag).await?.context("the pulled version is not in the store")?;
+    let row = kiosk.version(&app, &tag).await.map_err(|f| failed("pull", f))?;
     let started = Instant::now();
     let loaded = kiosk.app_version(&row).await.map_err(|f| failed("compile", f))?;
     let compile_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -97,3 +97,6 @@ impl From<kiosk_store::StoreError> for Failure {
         Self::internal(e)
     }
 }
+
+/// A use case's result.
+pub type Result<T, E = Failure> = std::result::Result<T, E>;

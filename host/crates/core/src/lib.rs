@@ -4,16 +4,32 @@
 //! Invariant: no HTTP types here (no axum); errors are `Failure`s with a typed class that
 //! the server maps to problem+json in one table.
 
+pub mod call_logs;
+pub mod catalog;
+pub mod certificates;
 pub mod collector;
 pub mod config;
+pub mod demo;
 pub mod egress;
 pub mod egress_policy;
 pub mod error;
+pub mod estate;
 pub mod host;
+pub mod kiosk;
 pub mod lifecycle;
 pub mod local;
 pub mod log_trim;
 pub mod operator;
+pub mod records;
+pub mod registration;
+pub mod registries;
 pub mod seal;
+pub mod secrets;
+pub mod tokens;
+pub mod trust;
 pub mod upgrades;
+pub mod usage;
+pub mod versions;
 pub mod watch;
+
+pub use kiosk::Kiosk;

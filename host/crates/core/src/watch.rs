@@ -78,6 +78,24 @@ pub struct Polled {
 }
 
 impl Kiosk {
+    /// Watches by id after `after`, at most `limit`.
+    pub async fn watches(&self, after: &str, limit: i64) -> Result<Vec<WatchRow>> {
+        Ok(self.store.watches(after, limit).await?)
+    }
+
+    /// The `limit` most recent tag outcomes of watch `id`.
+    pub async fn tag_outcomes(&self, id: &str, limit: i64) -> Result<Vec<TagOutcomeRow>> {
+        Ok(self.store.tag_outcomes(id, limit).await?)
+    }
+
+    /// Stops watching (the versions it registered stay).
+    pub async fn delete_watch(&self, id: &str, actor: &str) -> Result<()> {
+        if !self.store.delete_watch(id, actor).await? {
+            return Err(Failure::not_found(format!("no watch {id:?}")));
+        }
+        Ok(())
+    }
+
     /// Creates a watch: the reference is `host/repository`, the app `partner/name` of an
     /// existing partner, the interval within the operator's minimum and a day. The
     /// operator's registry allowlist applies as for the partner's own registrations

@@ -13,5 +13,6 @@ pub mod limits;
 pub mod manifest;
 pub mod metering;
 pub mod net;
+pub mod resolve;
 pub mod text;
 pub mod upgrade;

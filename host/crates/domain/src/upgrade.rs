@@ -1,6 +1,8 @@
 //! Installation upgrade policies: which newer versions Kiosk moves an installation to
 //! by itself.
 
+use crate::resolve::{Candidates, Line};
+
 /// How far Kiosk upgrades an installation by itself when a newer version is registered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum UpgradePolicy {
@@ -30,17 +32,19 @@ impl UpgradePolicy {
     }
 
     /// Whether the policy moves an installation on `from` to `to` by itself: a release
-    /// (never a prerelease) above `from`, inside the policy's range. Yanked and
-    /// quarantined versions are the caller's to skip.
+    /// (never a prerelease) above `from` on its compatibility line (what an upgrade
+    /// without a version may pick: `resolve::Candidates`), inside the policy's range.
+    /// Yanked and quarantined versions are the caller's to skip.
     pub fn admits(self, from: &semver::Version, to: &semver::Version) -> bool {
-        if !to.pre.is_empty() || to <= from || to.major != from.major {
+        let upgrade = Candidates { include_prerelease: false, above: Some(from), line: Some(Line::of(from)) };
+        if !upgrade.admit(&semver::VersionReq::STAR, to) {
             return false;
         }
         match self {
             Self::None => false,
             Self::Patch => to.minor == from.minor,
-            // 0.x: the minor is the line an upgrade may not leave by itself.
-            Self::Minor => from.major != 0 || to.minor == from.minor,
+            // The line: the major version, and for 0.x the minor too.
+            Self::Minor => true,
         }
     }
 }

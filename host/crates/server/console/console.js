@@ -3,6 +3,13 @@
 // curl does (/v1/...), with the bearer token kept in session storage (never in a URL,
 // never in local storage). Text from the API is only ever set as text (textContent,
 // attribute values), never parsed as HTML.
+//
+// Type-checked by `tsc --noEmit` (.ci/contract, tests/client/tsconfig.console.json) with
+// the API's documents as types generated from the served OpenAPI document
+// (tests/client/schema.d.ts, by openapi-typescript); the browser runs this file as is.
+// @ts-check
+
+/** @typedef {import("../../../../tests/client/schema").components["schemas"]} Schemas */
 
 const TOKEN_KEY = "kiosk.console.token";
 const DAY_MS = 86_400_000;
@@ -66,6 +73,7 @@ function say(message) {
 /** A failed request, with its problem+json (or a problem made from the status). */
 class ProblemError extends Error {
   constructor(status, body) {
+    /** @type {Schemas["Problem"]} */
     const problem = body && typeof body === "object" && !Array.isArray(body)
       ? body
       : { type: "about:blank", title: `HTTP ${status}`, status, detail: "the server answered without a problem document" };
@@ -118,6 +126,7 @@ const appPath = (app) => app.split("/").map(enc).join("/");
 
 /** A problem, as the API gave it: title, detail, and every member that helps. */
 function problemBox(err, heading = "h2") {
+  /** @type {Partial<Schemas["Problem"]>} */
   const p = err instanceof ProblemError ? err.problem : { title: "Unexpected error", detail: String(err) };
   const facts = [];
   const fact = (name, value) => { if (value !== undefined && value !== null && value !== "") facts.push(h("dt", { text: name }), h("dd", { text: value })); };
@@ -219,7 +228,7 @@ function schemaForm(schema, value, secretsSet = []) {
       // The API's JSON has sorted keys, so the schema's own order is lost: required
       // fields first, then optional ones, nested groups last (each group alphabetical).
       const rank = ([name, child]) => (req.has(name) ? 0 : 2) + (typeOf(resolveRef(root, child)) === "object" ? 1 : 0);
-      const entries = Object.entries(sch.properties).map((e, i) => [e, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([e]) => e);
+      const entries = Object.entries(sch.properties).map((e, i) => /** @type {[[string, any], number]} */ ([e, i])).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([e]) => e);
       for (const [name, child] of entries) {
         const r = field(child, val && typeof val === "object" ? val[name] : undefined, req.has(name), `${pointer}/${pointerToken(name)}`, name, depth + 1);
         set.append(r.element);
@@ -425,7 +434,7 @@ function viewSignIn(main, reason) {
     }
     sessionStorage.setItem(TOKEN_KEY, value);
     try {
-      state.who = await api("GET", "/v1/whoami");
+      state.who = /** @type {Schemas["Identity"]} */ (await api("GET", "/v1/whoami"));
       input.value = "";
       renderChrome();
       say(`Signed in as ${state.who.role}${state.who.scope ? ` ${state.who.scope}` : ""}.`);
@@ -967,7 +976,7 @@ const OPERATOR_LISTS = {
   registries: ["Registries", "/v1/registries", null],
   entitlements: ["Entitlements", "/v1/entitlements", null],
   installations: ["Installations", "/v1/installations", null],
-  audit: ["Audit", "/v1/audit", ["id", "at_ms", "actor", "action", "target", "detail"]],
+  audit: ["Audit", "/v1/audit", ["id", "atMs", "actor", "action", "target", "detail"]],
 };
 
 function cell(key, value) {
@@ -1130,6 +1139,7 @@ function createTokenForm() {
 
 // --- routing ----------------------------------------------------------------------------
 
+/** @type {Array<[RegExp, ?string, Function]>} */
 const ROUTES = [
   [/^#\/catalog$/, null, viewCatalog],
   [/^#\/apps\/([a-z0-9-]+)\/([a-z0-9-]+)$/, null, viewApp],
@@ -1160,7 +1170,7 @@ async function route(reason) {
   const fresh = h("div");
   if (!state.who && token()) {
     try {
-      state.who = await api("GET", "/v1/whoami");
+      state.who = /** @type {Schemas["Identity"]} */ (await api("GET", "/v1/whoami"));
     } catch (err) {
       if (err.status === 401) sessionStorage.removeItem(TOKEN_KEY);
       else signedOutReason = err; // the server is unreachable or failing: say so, keep the token
@@ -1173,7 +1183,7 @@ async function route(reason) {
     if (!state.who) {
       viewSignIn(fresh, signedOutReason);
     } else {
-      const found = ROUTES.map(([re, role, view]) => [path.match(re), role, view]).find(([m, role]) => m && (!role || role === state.who.role));
+      const found = ROUTES.map(([re, role, view]) => /** @type {[?RegExpMatchArray, ?string, Function]} */ ([path.match(re), role, view])).find(([m, role]) => m && (!role || role === state.who.role));
       if (!found) {
         const home = { tenant: "#/catalog", partner: "#/partner/apps", operator: "#/operator/partners" }[state.who.role];
         if (path === "#/" || path === "#") { if (mine === generation) location.replace(home); return; }

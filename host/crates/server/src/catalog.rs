@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, Caller, Path, Problem, Query, Shared};
-use kiosk_store::VersionRow;
+use kiosk_core::records::VersionRow;
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
@@ -45,23 +45,13 @@ pub(super) fn version_summary(v: &VersionRow) -> VersionSummary {
 
 /// A disabled partner's apps are not in the catalog: 404 as for an unknown app.
 async fn listed(s: &super::AppState, partner: &str, name: &str) -> ApiResult<()> {
-    if s.store.partner_disabled(partner).await? {
-        return Err(ApiError::not_found(format!("no app \"{partner}/{name}\"")).field("app"));
-    }
-    Ok(())
-}
-
-/// Whether an app (`partner/name`) is listed: its partner is not disabled.
-fn is_listed(disabled: &std::collections::HashSet<String>, app: &str) -> bool {
-    kiosk_domain::ids::AppId::parse(app).map_or(true, |id| !disabled.contains(id.partner()))
+    Ok(s.listed(partner, name).await?)
 }
 
 #[utoipa::path(get, path = "/v1/catalog/categories", tag = "catalog",
     responses((status = 200, description = "every category an app declares, sorted", body = Vec<String>)))]
 async fn categories(State(s): State<Shared>, _caller: Caller) -> ApiResult<impl IntoResponse> {
-    let (_, disabled) = s.store.inactive().await?;
-    let mut all: Vec<String> =
-        s.store.apps().await?.into_iter().filter(|a| is_listed(&disabled, &a.0)).flat_map(|a| a.3).collect();
+    let mut all: Vec<String> = s.catalog().await?.into_iter().flat_map(|a| a.categories).collect();
     all.sort();
     all.dedup();
     Ok(axum::Json(all))
@@ -94,18 +84,17 @@ async fn catalog_apps(
     Query(q): Query<CatalogQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let needle = q.q.map(|t| t.to_lowercase());
-    let (_, disabled) = s.store.inactive().await?;
     let apps: Vec<CatalogApp> = s
-        .store
-        .apps()
+        .catalog()
         .await?
         .into_iter()
-        .filter(|(id, ..)| is_listed(&disabled, id))
-        .filter(|(_, _, _, cats)| q.category.as_ref().is_none_or(|c| cats.contains(c)))
-        .filter(|(id, display, description, _)| {
-            needle.as_ref().is_none_or(|n| [id, display, description].iter().any(|f| f.to_lowercase().contains(n)))
+        .filter(|a| q.category.as_ref().is_none_or(|c| a.categories.contains(c)))
+        .filter(|a| {
+            needle
+                .as_ref()
+                .is_none_or(|n| [&a.app, &a.name, &a.description].iter().any(|f| f.to_lowercase().contains(n)))
         })
-        .map(|(app, name, description, categories)| CatalogApp { app, name, description, categories })
+        .map(|a| CatalogApp { app: a.app, name: a.name, description: a.description, categories: a.categories })
         .collect();
     Ok(axum::Json(apps))
 }

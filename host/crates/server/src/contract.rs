@@ -1,12 +1,12 @@
 //! What every operation of the OpenAPI document says alike, added in one place after the
 //! routes (`routes!`) contributed their operations: the `bearer` security, the problems a
 //! request can meet before its handler runs (authentication, path, query and body
-//! rejections), the path parameters' patterns, and `application/problem+json` as the
-//! content type of every error response.
+//! rejections), the path parameters' patterns, `application/problem+json` as the
+//! content type of every error response, and the NUL rule on every text field.
 
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi, Ref, RefOr};
 
@@ -15,6 +15,11 @@ pub const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/v1/openapi.json"];
 
 /// A name the API creates: partner names, tenant ids, app names (`is_slug`).
 pub const SLUG_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,63}$";
+
+/// Text every backend can store: no U+0000 (PostgreSQL refuses it in `TEXT`, SQLite
+/// keeps it; Kiosk refuses it everywhere alike, `invalid-text`). Stated on every string
+/// of the document that has no pattern of its own, so that clients and fuzzers know it.
+pub const TEXT_PATTERN: &str = "^[^\\u0000]*$";
 
 /// The content type of every error.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -75,8 +80,63 @@ impl utoipa::Modify for Contract {
             ];
             for op in operations.into_iter().flatten() {
                 complete(path, public, op);
+                for p in op.parameters.iter_mut().flatten() {
+                    if let Some(schema) = &mut p.schema {
+                        state_text_rule(schema);
+                    }
+                }
+                if let Some(body) = &mut op.request_body {
+                    for content in body.content.values_mut() {
+                        if let Some(schema) = &mut content.schema {
+                            state_text_rule(schema);
+                        }
+                    }
+                }
             }
         }
+        if let Some(components) = &mut doc.components {
+            for schema in components.schemas.values_mut() {
+                state_text_rule(schema);
+            }
+        }
+    }
+}
+
+fn is_text(t: &SchemaType) -> bool {
+    match t {
+        SchemaType::Type(t) => *t == Type::String,
+        SchemaType::Array(types) => types.contains(&Type::String),
+        SchemaType::AnyValue => false,
+    }
+}
+
+/// Adds `TEXT_PATTERN` to every string schema under `schema` that has no pattern, enum or
+/// format of its own (those already exclude U+0000).
+fn state_text_rule(schema: &mut RefOr<Schema>) {
+    let RefOr::T(schema) = schema else { return };
+    match schema {
+        Schema::Object(o) => {
+            if is_text(&o.schema_type) && o.pattern.is_none() && o.enum_values.is_none() && o.format.is_none() {
+                o.pattern = Some(TEXT_PATTERN.to_string());
+            }
+            for property in o.properties.values_mut() {
+                state_text_rule(property);
+            }
+            if let Some(extra) = &mut o.additional_properties
+                && let AdditionalProperties::RefOr(extra) = extra.as_mut()
+            {
+                state_text_rule(extra);
+            }
+        }
+        Schema::Array(a) => {
+            if let ArrayItems::RefOrSchema(items) = &mut a.items {
+                state_text_rule(items);
+            }
+        }
+        Schema::OneOf(o) => o.items.iter_mut().for_each(state_text_rule),
+        Schema::AllOf(o) => o.items.iter_mut().for_each(state_text_rule),
+        Schema::AnyOf(o) => o.items.iter_mut().for_each(state_text_rule),
+        _ => {}
     }
 }
 

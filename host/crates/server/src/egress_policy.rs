@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiResult, Caller, Json, Path, Problem, Shared};
-use kiosk_store::EgressPolicyRow;
+use kiosk_core::records::EgressPolicyRow;
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
@@ -90,7 +90,7 @@ struct PolicyBody {
     responses((status = 200, description = "the config file's [egress] and the policies set over the API", body = EgressPolicy)))]
 async fn get_policy(State(s): State<Shared>, caller: Caller) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
-    let file = &s.config.egress;
+    let file = &s.config().egress;
     let config = FilePolicy {
         enabled: file.enabled,
         only_listed: file.only_listed,

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use kiosk_core::error::{Class, Failure};
+use kiosk_domain::manifest::is_slug;
 
 /// An API error. Built from domain errors at the HTTP edge only.
 #[derive(Debug)]
@@ -108,12 +109,6 @@ impl From<Failure> for ApiError {
             retry_after_s: f.retry_after_s,
             call_id: f.call_id,
         }
-    }
-}
-
-impl From<kiosk_store::StoreError> for ApiError {
-    fn from(e: kiosk_store::StoreError) -> Self {
-        Self::internal(e)
     }
 }
 
@@ -295,6 +290,14 @@ where
         let raw = RawPathParams::from_request_parts(parts, state).await.map_err(ApiError::internal)?;
         if let Some((name, _)) = raw.iter().find(|(_, v)| v.contains('\0')) {
             return Err(invalid_text(name, format!("path parameter {name} contains U+0000 (NUL)")));
+        }
+        // A name the API creates (tenant, partner, app) that breaks its pattern names
+        // nothing: 404, as the document's pattern says, never an empty 200.
+        let slug = |(name, value): &(&str, &str)| ["tenant", "partner", "name"].contains(name) && !is_slug(value);
+        if let Some((name, value)) = raw.iter().find(slug) {
+            return Err(
+                ApiError::not_found(format!("no {name} {value:?}: names are 1-64 of a-z, 0-9, '-'")).field(name)
+            );
         }
         Ok(Path(value))
     }

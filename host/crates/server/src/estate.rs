@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiResult, AppState, Caller, Page, Path, Problem, Query, Shared};
-use kiosk_store::{PartnerSummary, TenantSummary, VersionState};
+use super::{ApiResult, AppState, Caller, Page, Path, Problem, Query, Shared};
+use kiosk_core::records::{PartnerSummary, TenantSummary, VersionState};
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
@@ -76,14 +76,13 @@ async fn list_partners(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     let limit = super::admin::page_limit(q.limit)?;
-    let rows = s.store.partners_page(q.after.as_deref().unwrap_or(""), limit + 1).await?;
+    let rows = s.partners_page(q.after.as_deref().unwrap_or(""), limit + 1).await?;
     let items = rows.into_iter().map(partner_view).collect();
     Ok(axum::Json(Page::of(items, limit, |p: &PartnerView| p.name.clone())))
 }
 
 async fn partner(s: &AppState, name: &str) -> ApiResult<PartnerView> {
-    let found = s.store.partner(name).await?;
-    found.map(partner_view).ok_or_else(|| ApiError::not_found(format!("no partner {name:?}")).field("partner"))
+    Ok(partner_view(s.partner_summary(name).await?))
 }
 
 #[utoipa::path(get, path = "/v1/partners/{partner}", tag = "operator",
@@ -158,14 +157,13 @@ async fn list_tenants(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     let limit = super::admin::page_limit(q.limit)?;
-    let rows = s.store.tenants_page(q.after.as_deref().unwrap_or(""), limit + 1).await?;
+    let rows = s.tenants_page(q.after.as_deref().unwrap_or(""), limit + 1).await?;
     let items = rows.into_iter().map(tenant_view).collect();
     Ok(axum::Json(Page::of(items, limit, |t: &TenantView| t.id.clone())))
 }
 
 async fn tenant(s: &AppState, id: &str) -> ApiResult<TenantView> {
-    let found = s.store.tenant(id).await?;
-    found.map(tenant_view).ok_or_else(|| ApiError::not_found(format!("no tenant {id:?}")).field("tenant"))
+    Ok(tenant_view(s.tenant_summary(id).await?))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "operator",
@@ -242,7 +240,7 @@ async fn list_entitlements(
     let limit = super::admin::page_limit(q.limit)?;
     let after = q.after.as_deref().unwrap_or("");
     let after = after.split_once(':').unwrap_or((after, ""));
-    let rows = s.store.entitlements_page(q.tenant.as_deref(), q.partner.as_deref(), after, limit + 1).await?;
+    let rows = s.entitlements_page(q.tenant.as_deref(), q.partner.as_deref(), after, limit + 1).await?;
     let items = rows
         .into_iter()
         .map(|e| EntitlementView { tenant: e.tenant, app: e.app, expires_ms: e.expires_ms, revoked: e.revoked })
@@ -306,7 +304,7 @@ async fn list_versions(
     });
     let after = q.after.as_deref().unwrap_or("");
     let after = after.rsplit_once('@').unwrap_or((after, ""));
-    let rows = s.store.versions_page(q.app.as_deref(), state, after, limit + 1).await?;
+    let rows = s.versions_page(q.app.as_deref(), state, after, limit + 1).await?;
     let items = rows
         .into_iter()
         .map(|v| EstateVersion {
@@ -364,7 +362,7 @@ async fn list_installations(
     let limit = super::admin::page_limit(q.limit)?;
     let after = q.after.as_deref().unwrap_or("");
     let after = after.split_once(':').unwrap_or((after, ""));
-    let rows = s.store.installations_page(q.tenant.as_deref(), q.app.as_deref(), after, limit + 1).await?;
+    let rows = s.installations_page(q.tenant.as_deref(), q.app.as_deref(), after, limit + 1).await?;
     let items = rows
         .into_iter()
         .map(|i| EstateInstallation {

@@ -10,9 +10,9 @@ use utoipa_axum::routes;
 
 use super::{AnyJson, ApiResult, AppState, Caller, Json, Page, Path, Problem, Query, Shared};
 use kiosk_core::lifecycle::{InstallRequest, UpgradeRequest};
+use kiosk_core::records::InstallationRow;
 use kiosk_domain::metering::UsageEvent;
 use kiosk_domain::upgrade::UpgradePolicy;
-use kiosk_store::InstallationRow;
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
@@ -158,7 +158,7 @@ async fn list_installations(
     Path(tenant): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant_or_operator_reading(&tenant)?;
-    let rows = s.store.installations(&tenant).await?;
+    let rows = s.tenant_installations(&tenant).await?;
     let mut views = Vec::with_capacity(rows.len());
     for row in &rows {
         views.push(view(&s, row).await?);
@@ -425,7 +425,7 @@ async fn usage_windows(
     let before = q.before()?;
     let limit = super::admin::page_limit(q.limit)?;
     let row = s.installation(&tenant, &id).await?;
-    let windows = s.store.usage_windows_page(&row.id, before, limit + 1).await?;
+    let windows = s.usage_windows(&row.id, before, limit + 1).await?;
     let views = windows
         .into_iter()
         .map(|w| UsageWindowView {

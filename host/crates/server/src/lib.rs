@@ -40,7 +40,7 @@ use utoipa_axum::routes;
 
 pub use self::error::{ApiError, Json, Path, Problem, Query};
 pub use self::usage::{MAX_BATCH_RECORDS, export_id};
-use kiosk_store::Principal;
+use kiosk_core::records::Principal;
 
 pub use kiosk_core::lifecycle::Kiosk as AppState;
 
@@ -61,7 +61,7 @@ impl FromRequestParts<Shared> for Caller {
         let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
             return Err(ApiError::unauthorized());
         };
-        match state.store.authenticate(token.trim()).await? {
+        match state.authenticate(token.trim()).await? {
             Some(p) => Ok(Caller(p)),
             None => Err(ApiError::unauthorized()),
         }
@@ -189,7 +189,7 @@ async fn healthz() -> &'static str {
     responses((status = 200, description = "database reachable, calls accepted", body = String, content_type = "text/plain"),
               (status = 503, description = "`shutting-down`: the runtime stopped taking calls; `not-ready`: the database is not reachable", body = Problem)))]
 async fn readyz(State(s): State<Shared>) -> ApiResult<&'static str> {
-    if s.runtime.is_shutting_down() {
+    if s.is_shutting_down() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting-down",
@@ -197,8 +197,7 @@ async fn readyz(State(s): State<Shared>) -> ApiResult<&'static str> {
         )
         .retry_after(1));
     }
-    if let Err(e) = s.store.ping().await {
-        tracing::warn!(error = %e, "not ready: database unreachable");
+    if !s.database_reachable().await {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "the database is not reachable"));
     }
     Ok("ready")
@@ -259,10 +258,12 @@ pub struct AnyJson(pub Value);
 
 impl utoipa::PartialSchema for AnyJson {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
         let any = [Type::Object, Type::Array, Type::String, Type::Number, Type::Boolean, Type::Null];
         ObjectBuilder::new()
             .schema_type(SchemaType::Array(any.to_vec()))
+            // An object of any members (generators otherwise read "no members").
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
             .description(Some("Any JSON value: object, array, string, number, boolean or null."))
             .into()
     }

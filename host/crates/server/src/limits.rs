@@ -12,8 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiResult, AppState, Caller, Json, Page, Path, Problem, Query, Shared};
+use kiosk_core::records::LimitLayerRow;
 use kiosk_domain::limits::{Effective, Limit, LimitValues, Source};
-use kiosk_store::LimitLayerRow;
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
@@ -170,7 +170,7 @@ struct LimitsOverview {
 async fn overview(s: &AppState) -> ApiResult<LimitsOverview> {
     let mut ceilings = LimitValues::default();
     for l in Limit::ALL {
-        ceilings.set(l, l.ceiling(&s.config.sandbox));
+        ceilings.set(l, l.ceiling(&s.config().sandbox));
     }
     Ok(LimitsOverview { ceilings: (&ceilings).into(), defaults: (&s.default_limits().await?).into() })
 }
@@ -250,7 +250,7 @@ async fn list_app_limits(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     let limit = super::admin::page_limit(q.limit)?;
-    let rows = s.store.app_limit_layers(q.after.as_deref().unwrap_or(""), limit + 1).await?;
+    let rows = s.app_limit_layers(q.after.as_deref().unwrap_or(""), limit + 1).await?;
     let items = rows.iter().map(app_limits).collect();
     Ok(axum::Json(Page::of(items, limit, |a: &AppLimits| a.app.clone())))
 }
@@ -306,7 +306,7 @@ async fn list_tenant_limits(
     let limit = super::admin::page_limit(q.limit)?;
     let after = q.after.as_deref().unwrap_or("");
     let after = after.split_once(':').unwrap_or((after, ""));
-    let rows = s.store.tenant_limit_layers(after, limit + 1).await?;
+    let rows = s.tenant_limit_layers(after, limit + 1).await?;
     let items = rows.iter().map(tenant_limits).collect();
     Ok(axum::Json(Page::of(items, limit, |t: &TenantLimits| match &t.app {
         Some(app) => format!("{}:{app}", t.tenant),

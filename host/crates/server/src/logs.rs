@@ -9,10 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiResult, Caller, Page, Path, Problem, Query, Shared};
-use kiosk_domain::ids::AppId;
-use kiosk_store::Principal;
-use kiosk_store::logs::LogLineRow;
+use super::{ApiResult, Caller, Page, Path, Problem, Query, Shared};
+use kiosk_core::records::{LogLineRow, Principal};
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(routes!(tenant_logs)).routes(routes!(partner_logs))
@@ -73,7 +71,7 @@ fn view(l: LogLineRow) -> LogLineView {
     }
 }
 
-async fn page(s: &Shared, row: &kiosk_store::InstallationRow, q: &LogQuery) -> ApiResult<Page<LogLineView>> {
+async fn page(s: &Shared, row: &kiosk_core::records::InstallationRow, q: &LogQuery) -> ApiResult<Page<LogLineView>> {
     let since = q.since()?;
     let limit = super::admin::page_limit(q.limit)?;
     let lines = s.logs(row, since, limit + 1).await?;
@@ -110,11 +108,6 @@ async fn partner_logs(
     Query(q): Query<LogQuery>,
 ) -> ApiResult<impl IntoResponse> {
     caller.partner(&partner)?;
-    let app = AppId::new(&partner, &name).map_err(|e| ApiError::not_found(e.to_string()).field("name"))?;
-    let row = s
-        .store
-        .installation_of_app(&app.to_string(), &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no installation {id:?} of {app}")).field("id"))?;
+    let row = s.installation_of_app(&partner, &name, &id).await?;
     Ok(axum::Json(page(&s, &row, &q).await?))
 }

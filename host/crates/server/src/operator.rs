@@ -3,14 +3,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use kiosk_domain::ids::AppId;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, ApiResult, Caller, Json, Page, Path, Problem, Query, Shared, slug};
-use kiosk_core::lifecycle::RegistrySecret;
-use kiosk_store::{EntitlementRow, Principal, RegistryRow};
+use kiosk_api::registries::{RegistryBody, RegistryView};
+use kiosk_core::tokens::TokenRequest;
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
@@ -52,11 +51,7 @@ async fn create_partner(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     slug("name", &body.name)?;
-    if !s.store.create_partner(&body.name, body.display.as_deref().unwrap_or(&body.name), &caller.0.actor()).await? {
-        return Err(
-            ApiError::new(StatusCode::CONFLICT, "exists", format!("partner {:?} exists", body.name)).field("name")
-        );
-    }
+    s.create_partner(&body.name, body.display.as_deref(), &caller.0.actor()).await?;
     Ok((StatusCode::CREATED, axum::Json(PartnerCreated { name: body.name })))
 }
 
@@ -86,9 +81,7 @@ async fn create_tenant(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     slug("id", &body.id)?;
-    if !s.store.create_tenant(&body.id, body.display.as_deref().unwrap_or(&body.id), &caller.0.actor()).await? {
-        return Err(ApiError::new(StatusCode::CONFLICT, "exists", format!("tenant {:?} exists", body.id)).field("id"));
-    }
+    s.create_tenant(&body.id, body.display.as_deref(), &caller.0.actor()).await?;
     Ok((StatusCode::CREATED, axum::Json(TenantCreated { id: body.id })))
 }
 
@@ -140,48 +133,22 @@ async fn create_token(
     Json(body): Json<NewToken>,
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
-    let principal = match (body.role.as_str(), body.scope.clone()) {
-        ("operator", None) => Principal::Operator,
-        ("partner", Some(p)) if s.store.partner_exists(&p).await? => Principal::Partner(p),
-        ("tenant", Some(t)) if s.store.tenant_exists(&t).await? => Principal::Tenant(t),
-        ("partner" | "tenant", Some(scope)) => {
-            return Err(ApiError::not_found(format!("no {} {scope:?}", body.role)).field("scope"));
-        }
-        ("operator", Some(_)) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-token",
-                "operator tokens have no scope",
-            )
-            .field("scope"));
-        }
-        ("partner" | "tenant", None) => {
-            return Err(
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-token", "scope is required").field("scope")
-            );
-        }
-        (other, _) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-token",
-                format!("unknown role {other:?}"),
-            )
-            .field("role"));
-        }
+    let request = TokenRequest {
+        role: body.role.clone(),
+        scope: body.scope.clone(),
+        label: body.label,
+        expires_ms: body.expires_ms,
     };
-    if let Some(at) = body.expires_ms.filter(|at| *at <= kiosk_domain::metering::now_ms() as i64) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-token",
-            format!("expiresMs {at} is not in the future"),
-        )
-        .field("expiresMs"));
-    }
-    let label = body.label.unwrap_or_else(|| principal.actor());
-    let (id, secret) = s.store.create_token_by(&principal, &label, body.expires_ms, &caller.0.actor()).await?;
+    let created = s.create_token(&request, &caller.0.actor()).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(TokenCreated { id, token: secret, role: body.role, scope: body.scope, expires_ms: body.expires_ms }),
+        axum::Json(TokenCreated {
+            id: created.id,
+            token: created.secret,
+            role: body.role,
+            scope: body.scope,
+            expires_ms: body.expires_ms,
+        }),
     ))
 }
 
@@ -215,15 +182,7 @@ async fn set_entitlement(
     Json(body): Json<EntitlementBody>,
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
-    if !s.store.tenant_exists(&tenant).await? {
-        return Err(ApiError::not_found(format!("no tenant {tenant:?}")));
-    }
-    let app = AppId::new(&partner, &name).map_err(|e| ApiError::not_found(e.to_string()))?.to_string();
-    if s.store.versions(&app).await?.is_empty() {
-        return Err(ApiError::not_found(format!("no app {app:?}")));
-    }
-    let row = EntitlementRow { tenant, app, expires_ms: body.expires_ms, revoked: body.revoked };
-    s.store.set_entitlement(&row, &caller.0.actor()).await?;
+    let row = s.set_entitlement(&tenant, (&partner, &name), body.expires_ms, body.revoked, &caller.0.actor()).await?;
     Ok(axum::Json(Entitlement { tenant: row.tenant, app: row.app, expires_ms: row.expires_ms, revoked: row.revoked }))
 }
 
@@ -241,8 +200,9 @@ struct AuditQuery {
     after: Option<i64>,
 }
 
-/// One audited action (`at_ms`: ms since the Unix epoch).
+/// One audited action (`atMs`: ms since the Unix epoch).
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 struct AuditEntry {
     id: i64,
     at_ms: i64,
@@ -271,7 +231,7 @@ async fn audit_log(
         .field("after"));
     }
     let before = q.after;
-    let rows = s.store.audit_page(before, limit + 1).await?;
+    let rows = s.audit_page(before, limit + 1).await?;
     let entries: Vec<AuditEntry> = rows
         .into_iter()
         .map(|r| AuditEntry {
@@ -287,72 +247,6 @@ async fn audit_log(
 }
 
 // --- registries (operator) ------------------------------------------------------------
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RegistryBody {
-    /// Plain HTTP (only for registries on a trusted path).
-    #[serde(default)]
-    insecure: bool,
-    /// PEM of CA certificates to trust for this registry.
-    #[serde(default)]
-    ca_pem: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    /// Write-only: never returned.
-    #[serde(default)]
-    password: Option<String>,
-    /// Write-only: never returned.
-    #[serde(default)]
-    token: Option<String>,
-    /// Repository prefixes per partner (`{"acme": ["acme/", "shared/acme-"]}`): a partner
-    /// registers only from repositories under its prefixes; a partner without an entry
-    /// may not use this registry.
-    #[serde(default)]
-    partners: std::collections::BTreeMap<String, Vec<String>>,
-    /// Other hosts (`host[:port]`) the registry may redirect downloads to (its blob
-    /// storage). Redirects anywhere else, and from HTTPS to HTTP, are refused.
-    #[serde(default)]
-    blob_hosts: Vec<String>,
-    /// Hosts of the registry's token service (its `WWW-Authenticate` realm) other than
-    /// the registry itself; they receive the registry credentials.
-    #[serde(default)]
-    token_hosts: Vec<String>,
-    /// The registry's host names may resolve to loopback, link-local or private
-    /// addresses (an internal registry). Not needed for IP literals or `localhost`.
-    #[serde(default)]
-    private_addresses: bool,
-}
-
-/// A registry the operator configured; its credentials are never returned (only
-/// whether they are set).
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct RegistryView {
-    host: String,
-    insecure: bool,
-    ca_pem_set: bool,
-    username: Option<String>,
-    credentials_set: bool,
-    partners: std::collections::BTreeMap<String, Vec<String>>,
-    blob_hosts: Vec<String>,
-    token_hosts: Vec<String>,
-    private_addresses: bool,
-}
-
-fn registry_view(r: &RegistryRow) -> RegistryView {
-    RegistryView {
-        host: r.host.clone(),
-        insecure: r.insecure,
-        ca_pem_set: r.ca_pem.is_some(),
-        username: r.username.clone(),
-        credentials_set: r.secret.is_some(),
-        partners: r.partners.clone(),
-        blob_hosts: r.blob_hosts.clone(),
-        token_hosts: r.token_hosts.clone(),
-        private_addresses: r.private_addresses,
-    }
-}
 
 /// `?limit=&after=`: `after` is the `host` of the last item.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -377,13 +271,11 @@ async fn list_registries(
     let limit = super::admin::page_limit(q.limit)?;
     let after = q.after.unwrap_or_default();
     let items: Vec<RegistryView> = s
-        .store
         .registries()
         .await?
-        .iter()
+        .into_iter()
         .filter(|r| r.host.as_str() > after.as_str())
         .take(usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1))
-        .map(registry_view)
         .collect();
     Ok(axum::Json(Page::of(items, limit, |r: &RegistryView| r.host.clone())))
 }
@@ -398,53 +290,7 @@ async fn put_registry(
     Json(body): Json<RegistryBody>,
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
-    let invalid = |field: &str, detail: &str| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-registry", detail).field(field)
-    };
-    let settings = kiosk_distribution::registry::RegistrySettings {
-        host: host.clone(),
-        partners: body.partners.clone(),
-        blob_hosts: body.blob_hosts.clone(),
-        token_hosts: body.token_hosts.clone(),
-        ..Default::default()
-    };
-    if let Err(e) = settings.validate() {
-        let field = match e.field {
-            "blob-hosts" => "blobHosts",
-            "token-hosts" => "tokenHosts",
-            other => other,
-        };
-        return Err(invalid(field, &e.message));
-    }
-    if body.token.is_some() && (body.username.is_some() || body.password.is_some()) {
-        return Err(invalid("token", "give either a token or username and password"));
-    }
-    if body.password.is_some() && body.username.is_none() {
-        return Err(invalid("username", "a password needs a username"));
-    }
-    if let Some(pem) = &body.ca_pem
-        && !pem.contains("-----BEGIN CERTIFICATE-----")
-    {
-        return Err(invalid("caPem", "caPem must hold PEM certificates"));
-    }
-    let secret = (body.password.is_some() || body.token.is_some()).then(|| {
-        let plain = serde_json::to_vec(&RegistrySecret { password: body.password.clone(), token: body.token.clone() })
-            .unwrap_or_default();
-        s.sealer.seal(&plain, &format!("registry/{host}"))
-    });
-    let row = RegistryRow {
-        host: host.clone(),
-        insecure: body.insecure,
-        ca_pem: body.ca_pem,
-        username: body.username,
-        secret,
-        partners: body.partners,
-        blob_hosts: body.blob_hosts,
-        token_hosts: body.token_hosts,
-        private_addresses: body.private_addresses,
-    };
-    s.store.put_registry(&row, &caller.0.actor()).await?;
-    Ok(axum::Json(registry_view(&row)))
+    Ok(axum::Json(s.put_registry(&host, body, &caller.0.actor()).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/registries/{host}", tag = "operator",
@@ -455,8 +301,6 @@ async fn delete_registry(
     Path(host): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
-    if !s.store.delete_registry(&host, &caller.0.actor()).await? {
-        return Err(ApiError::not_found(format!("no registry {host:?}")));
-    }
+    s.delete_registry(&host, &caller.0.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -67,7 +67,7 @@ pub(super) async fn metrics(State(s): State<Shared>, caller: Caller) -> ApiResul
             "no metrics recorder could be installed in this process",
         ));
     };
-    metrics::gauge!("kiosk_sandbox_slots_in_use").set(s.runtime.slots_in_use() as f64);
+    metrics::gauge!("kiosk_sandbox_slots_in_use").set(s.slots_in_use() as f64);
     handle.run_upkeep();
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()))
 }

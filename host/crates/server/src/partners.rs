@@ -3,13 +3,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use kiosk_domain::ids::AppId;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::catalog::{VersionSummary, version_summary};
-use super::{ApiError, ApiResult, Caller, Json, Path, Problem, Shared};
+use super::{ApiResult, Caller, Json, Path, Problem, Shared};
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(routes!(register_version)).routes(routes!(partner_apps)).routes(routes!(yank_version))
@@ -84,11 +83,16 @@ async fn partner_apps(
     Path(partner): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     caller.partner(&partner)?;
-    let mut out = Vec::new();
-    for (id, display, _, _) in s.store.apps().await?.into_iter().filter(|a| AppId::is_of(&a.0, &partner)) {
-        let versions = s.store.versions(&id).await?.iter().map(version_summary).collect();
-        out.push(PartnerApp { app: id, name: display, versions });
-    }
+    let out: Vec<PartnerApp> = s
+        .partner_apps(&partner)
+        .await?
+        .into_iter()
+        .map(|(app, versions)| PartnerApp {
+            app: app.app,
+            name: app.name,
+            versions: versions.iter().map(version_summary).collect(),
+        })
+        .collect();
     Ok(axum::Json(out))
 }
 
@@ -109,9 +113,6 @@ async fn yank_version(
     Path((partner, name, version)): Path<(String, String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     caller.partner(&partner)?;
-    let app = AppId::new(&partner, &name).map_err(|e| ApiError::not_found(e.to_string()))?.to_string();
-    if !s.store.set_yanked(&app, &version, true, &caller.0.actor()).await? {
-        return Err(ApiError::not_found(format!("no version {app}@{version}")));
-    }
+    let app = s.partner_yank(&partner, &name, &version, &caller.0.actor()).await?;
     Ok(axum::Json(Yanked { app, version, yanked: true }))
 }

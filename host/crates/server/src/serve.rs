@@ -9,7 +9,6 @@ use anyhow::Context as _;
 
 use super::{AppState, router};
 use kiosk_core::config::OperatorConfig;
-use kiosk_store::{Principal, Store};
 
 /// What `kiosk serve` was asked for.
 #[derive(Debug, Clone, Default)]
@@ -36,13 +35,15 @@ pub async fn prepare(options: &ServeOptions) -> anyhow::Result<Arc<AppState>> {
     let config = load_config(options)?;
     let data_dir = config.data_dir();
     let state = Arc::new(kiosk_core::host::open(config, options.database.clone(), None).await?);
-    bootstrap_operator(&state.store, &state.config).await?;
+    if let Some(secret) = state.bootstrap_operator().await? {
+        println!("operator token (shown once, store it now): {secret}");
+    }
     // Quarantine what a certificate revoked or removed since the last start signed.
     state.trust().await.map_err(|e| anyhow::anyhow!("trust store: {}", e.detail))?;
     if !options.demo_apps.is_empty() {
         seed_demo(&state, &options.demo_apps, &data_dir).await?;
     }
-    let usage = &state.config.usage;
+    let usage = &state.config().usage;
     kiosk_core::collector::spawn(
         state.clone(),
         std::time::Duration::from_secs(usage.window_seconds.max(1)),
@@ -51,7 +52,10 @@ pub async fn prepare(options: &ServeOptions) -> anyhow::Result<Arc<AppState>> {
     // Registry watches and automatic upgrades, in every replica (leases decide who works).
     kiosk_core::watch::spawn(state.clone());
     kiosk_core::log_trim::spawn(state.clone());
-    kiosk_core::upgrades::spawn(state.clone(), std::time::Duration::from_secs(state.config.watch.upgrade_pass_seconds));
+    kiosk_core::upgrades::spawn(
+        state.clone(),
+        std::time::Duration::from_secs(state.config().watch.upgrade_pass_seconds),
+    );
     Ok(state)
 }
 
@@ -62,48 +66,29 @@ fn load_config(options: &ServeOptions) -> anyhow::Result<OperatorConfig> {
     }
 }
 
-/// The configured operator token (config file, else `KIOSK_OPERATOR_TOKEN`) replaces
-/// the previous bootstrap token, so rotating it is editing the setting and restarting;
-/// without one, a token is generated and printed once when no operator token works.
-async fn bootstrap_operator(store: &Store, config: &OperatorConfig) -> anyhow::Result<()> {
-    if let Some(token) = config.server.operator_token.clone().or_else(|| std::env::var("KIOSK_OPERATOR_TOKEN").ok()) {
-        return super::admin::bootstrap(store, token.trim()).await;
-    }
-    if store.count_operator_tokens().await? == 0 {
-        let (_, secret) =
-            store.create_token(&Principal::Operator, "bootstrap (generated)", kiosk_core::lifecycle::SYSTEM).await?;
-        println!("operator token (shown once, store it now): {secret}");
-    }
-    Ok(())
-}
-
 /// Signs the demo apps with a demo partner key, writes them to a local OCI layout, and
 /// registers them through the same verification path as the partner API; creates the
 /// demo tenant and prints tokens and a curl session.
 async fn seed_demo(state: &AppState, apps: &[String], data_dir: &Path) -> anyhow::Result<()> {
-    let key_dir = data_dir.join("demo");
-    let mut printed = Vec::new();
+    let mut builds = Vec::new();
     for pair in apps {
         let (manifest_path, wasm_path) =
             pair.split_once('=').with_context(|| format!("--demo-app {pair:?}: expected manifest.json=app.wasm"))?;
         let manifest_bytes = std::fs::read(manifest_path).with_context(|| format!("cannot read {manifest_path}"))?;
         let wasm =
             std::fs::read(wasm_path).with_context(|| format!("cannot read {wasm_path} (build the examples first)"))?;
-        let row = kiosk_core::local::register_local_build(state, &manifest_bytes, &wasm, &key_dir, "demo")
-            .await
-            .with_context(|| format!("demo app {manifest_path}"))?;
-        printed.push(format!("{}@{}", row.app, row.version));
+        builds.push((manifest_bytes, wasm));
     }
-    let layout_dir = key_dir.join("layout");
-    state.store.create_tenant("demo", "Demo tenant", "demo").await?;
-    let (_, operator) = state.store.create_token(&Principal::Operator, "demo operator", "demo").await?;
-    let (_, tenant) = state.store.create_token(&Principal::Tenant("demo".into()), "demo tenant", "demo").await?;
-    let (_, partner) = state.store.create_token(&Principal::Partner("acme".into()), "demo partner", "demo").await?;
-    println!("demo: registered {} from a signed OCI layout at {}", printed.join(", "), layout_dir.display());
+    let seed = state.seed_demo(&builds, data_dir).await.context("demo apps")?;
+    println!(
+        "demo: registered {} from a signed OCI layout at {}",
+        seed.registered.join(", "),
+        seed.layout_dir.display()
+    );
     println!("demo: tenant `demo`; tokens (shown once):");
-    println!("  export OPERATOR_TOKEN={operator}");
-    println!("  export PARTNER_TOKEN={partner}");
-    println!("  export TENANT_TOKEN={tenant}");
+    println!("  export OPERATOR_TOKEN={}", seed.operator_token);
+    println!("  export PARTNER_TOKEN={}", seed.partner_token);
+    println!("  export TENANT_TOKEN={}", seed.tenant_token);
     Ok(())
 }
 
@@ -115,22 +100,21 @@ pub async fn run(options: ServeOptions, filter: tracing_subscriber::EnvFilter) -
     let listen = options
         .listen
         .or_else(|| std::env::var("KIOSK_LISTEN").ok().and_then(|l| l.parse().ok()))
-        .or(state.config.server.listen)
+        .or(state.config().server.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     println!("kiosk listening on http://{addr}");
     println!("console: http://{addr}/console/ (sign in with a token)");
-    let store = state.store.clone();
-    let runtime = state.runtime.clone();
+    let kiosk = state.clone();
     let stopping = async move {
         shutdown_signal().await;
         // Calls in flight stop now (a sleeping guest would otherwise hold the shutdown
         // until its deadline); their requests answer 503 and the server drains.
-        runtime.shut_down();
+        kiosk.shut_down();
     };
-    axum::serve(listener, router(state)).with_graceful_shutdown(stopping).await?;
-    store.close().await;
+    axum::serve(listener, router(state.clone())).with_graceful_shutdown(stopping).await?;
+    state.close().await;
     println!("kiosk stopped");
     Ok(())
 }

@@ -10,8 +10,8 @@ use utoipa_axum::routes;
 
 use super::admin::PageQuery;
 use super::{ApiError, ApiResult, Caller, Json, Page, Path, Problem, Query, Shared};
+use kiosk_core::records::{TagOutcome, TagOutcomeRow, WatchRow};
 use kiosk_core::watch::{RECENT_OUTCOMES, WatchRequest};
-use kiosk_store::{TagOutcome, TagOutcomeRow, WatchRow};
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(routes!(create_watch, list_watches)).routes(routes!(get_watch, delete_watch))
@@ -167,7 +167,7 @@ async fn list_watches(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     let limit = q.limit()?;
-    let rows = s.store.watches(q.after.as_deref().unwrap_or(""), limit + 1).await?;
+    let rows = s.watches(q.after.as_deref().unwrap_or(""), limit + 1).await?;
     let page = Page::of(rows, limit, |w| w.id.clone());
     Ok(axum::Json(Page { items: page.items.into_iter().map(|w| view(w, None)).collect(), next: page.next }))
 }
@@ -178,7 +178,7 @@ async fn list_watches(
 async fn get_watch(State(s): State<Shared>, caller: Caller, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     let row = s.watch(&id).await?;
-    let tags = s.store.tag_outcomes(&id, RECENT_OUTCOMES).await?;
+    let tags = s.tag_outcomes(&id, RECENT_OUTCOMES).await?;
     Ok(axum::Json(view(row, Some(tags))))
 }
 
@@ -187,8 +187,6 @@ async fn get_watch(State(s): State<Shared>, caller: Caller, Path(id): Path<Strin
               (status = 404, description = "`not-found`: no such watch", body = Problem)))]
 async fn delete_watch(State(s): State<Shared>, caller: Caller, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
-    if !s.store.delete_watch(&id, &caller.0.actor()).await? {
-        return Err(ApiError::not_found(format!("no watch {id:?}")));
-    }
+    s.delete_watch(&id, &caller.0.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

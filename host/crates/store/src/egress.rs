@@ -1,8 +1,11 @@
-//! The tenant's layer of an installation's outbound HTTP (`installation_egress`,
-//! migration 0016): on or off, and the declared destinations it is narrowed to.
+//! Outbound HTTP (egress) settings: the tenant's layer of an installation's outbound
+//! HTTP (`installation_egress`, migration 0016): on or off, and the declared
+//! destinations it is narrowed to; and the operator's API layer per partner
+//! (`egress_policy`, migration 0017).
 
-use super::sqlite_reads::Columns;
-use super::{Store, StoreError, audit, ctx};
+use crate::audit::audit;
+use crate::sqlite_reads::Columns;
+use crate::{Store, StoreError, ctx};
 
 /// An installation's egress switch as the tenant set it.
 #[derive(Debug, Clone, PartialEq, Eq)]

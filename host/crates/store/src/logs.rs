@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use crate::sqlite_reads::Columns as _;
 use crate::write::{Arg, WriteTx};
-use crate::{INSTALLATION_SELECT, InstallationRow, Store, StoreError, ctx, installation_row};
+use crate::{Store, StoreError, ctx};
 
 /// One line to append (the runtime sanitised and capped its message).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,18 +226,6 @@ impl Store {
         let n: i64 = row.try_get("n").map_err(ctx("measure log lines"))?;
         let b: i64 = row.try_get("b").map_err(ctx("measure log lines"))?;
         Ok((n, b))
-    }
-
-    /// The installation `id` of `app` (any tenant's): how a partner reaches the
-    /// installations of its own apps.
-    pub async fn installation_of_app(&self, app: &str, id: &str) -> Result<Option<InstallationRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {INSTALLATION_SELECT} FROM installations WHERE app = $1 AND id = $2"))
-            .bind(app)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(ctx("find installation"))?;
-        row.as_ref().map(installation_row).transpose().map_err(ctx("read installation"))
     }
 }
 

@@ -8,7 +8,7 @@
 //! point lookups by primary key (the snapshot is bounded by the installation's
 //! key-value quota), a few microseconds on a warm page cache, so they run where the
 //! request runs, like the JSON parsing beside them. Writes are the ledger's (its own
-//! rusqlite connection, `ledger::SqliteWriter`) or sqlx's. WAL mode lets these readers run beside the writer; each
+//! rusqlite connection, `ledger::writer::SqliteWriter`) or sqlx's. WAL mode lets these readers run beside the writer; each
 //! statement reads the newest committed state, so a revocation or suspension holds from
 //! the next call, as before.
 //!

@@ -1,0 +1,414 @@
+//! Installations (`installations`, and `uninstalled` for the ones removed): install
+//! (checked against the version's state in the same statement), configure, upgrade and
+//! uninstall, each conditional on the row version read and committed with its audit
+//! row; reads by tenant, by app and across tenants.
+
+use sqlx::Row as _;
+
+use kiosk_domain::metering::now_ms;
+use kiosk_domain::upgrade::UpgradePolicy;
+
+use crate::audit::audit;
+use crate::kv::purge_kv;
+use crate::sqlite_reads::Columns;
+use crate::versions::{VERSION_SELECT, VersionRow, version_row};
+use crate::{Store, StoreError, ctx};
+
+/// A stored installation.
+#[derive(Debug, Clone)]
+pub struct InstallationRow {
+    pub id: String,
+    pub tenant: String,
+    pub app: String,
+    pub version: String,
+    pub config: String,
+    pub secrets: Vec<u8>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    /// Bumped by every write of the row; a write applies only if it is still the one
+    /// read (`Changed` otherwise). A new installation starts at 0.
+    pub row_version: i64,
+    /// How far Kiosk upgrades it by itself.
+    pub upgrade_policy: UpgradePolicy,
+}
+
+/// A conditional write of an installation found it changed (configured, upgraded or
+/// uninstalled) since it was read at the row version the writer gave: nothing was
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed;
+
+/// An install or upgrade whose version became unavailable (yanked or quarantined)
+/// while its hooks ran: the version as it is now.
+#[derive(Debug, Clone)]
+pub struct NotInstallable(pub VersionRow);
+
+/// Why an upgrade wrote nothing.
+#[derive(Debug, Clone)]
+pub enum UpgradeRefused {
+    /// The target version became unavailable (yanked or quarantined) while the hooks ran.
+    NotInstallable(Box<NotInstallable>),
+    /// The installation changed (or went) since it was read.
+    Changed(Changed),
+}
+
+/// The columns an insert of an installation writes (`row_version` starts at its default, 0).
+const INSTALLATION_COLUMNS: &str = "id, tenant, app, version, config, secrets, created_ms, updated_ms, upgrade_policy";
+
+/// What a read of an installation selects.
+pub(crate) const INSTALLATION_SELECT: &str =
+    "id, tenant, app, version, config, secrets, created_ms, updated_ms, row_version, upgrade_policy";
+
+pub(crate) fn installation_row(r: &impl Columns) -> Result<InstallationRow, sqlx::Error> {
+    Ok(InstallationRow {
+        id: r.text("id")?,
+        tenant: r.text("tenant")?,
+        app: r.text("app")?,
+        version: r.text("version")?,
+        config: r.text("config")?,
+        secrets: r.bytes("secrets")?,
+        created_ms: r.int("created_ms")?,
+        updated_ms: r.int("updated_ms")?,
+        row_version: r.int("row_version")?,
+        upgrade_policy: r
+            .text("upgrade_policy")?
+            .parse()
+            .map_err(|e: kiosk_domain::upgrade::UnknownPolicy| sqlx::Error::Decode(Box::new(e)))?,
+    })
+}
+
+impl Store {
+    pub async fn insert_installation(&self, i: &InstallationRow, actor: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(&format!(
+            "INSERT INTO installations ({INSTALLATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(&i.id)
+        .bind(&i.tenant)
+        .bind(&i.app)
+        .bind(&i.version)
+        .bind(&i.config)
+        .bind(&i.secrets)
+        .bind(i.created_ms)
+        .bind(i.updated_ms)
+        .bind(i.upgrade_policy.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("record installation"))?;
+        audit(
+            &mut tx,
+            actor,
+            "installation.install",
+            &format!("{}/{}", i.tenant, i.id),
+            &format!("{}@{}", i.app, i.version),
+        )
+        .await?;
+        tx.commit().await.map_err(ctx("commit"))
+    }
+
+    pub async fn installation(&self, tenant: &str, id: &str) -> Result<Option<InstallationRow>, StoreError> {
+        let row =
+            sqlx::query(&format!("SELECT {INSTALLATION_SELECT} FROM installations WHERE tenant = $1 AND id = $2"))
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(ctx("find installation"))?;
+        row.as_ref().map(installation_row).transpose().map_err(ctx("read installation"))
+    }
+
+    pub async fn installations(&self, tenant: &str) -> Result<Vec<InstallationRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {INSTALLATION_SELECT} FROM installations WHERE tenant = $1 ORDER BY created_ms, id"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx("list installations"))?;
+        rows.iter().map(installation_row).collect::<Result<_, _>>().map_err(ctx("read installations"))
+    }
+
+    /// Every installation (exports: subscribed tenants' idle hours).
+    pub async fn all_installations(&self) -> Result<Vec<InstallationRow>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {INSTALLATION_SELECT} FROM installations ORDER BY tenant, id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ctx("list installations"))?;
+        rows.iter().map(installation_row).collect::<Result<_, _>>().map_err(ctx("read installations"))
+    }
+
+    /// Replaces an installation's version and configuration (configure) if the row is
+    /// still at `i.row_version`, bumping it, with its audit row in one transaction;
+    /// `Ok(Err(Changed))` (nothing written) if it changed or went since it was read.
+    pub async fn update_installation(
+        &self,
+        i: &InstallationRow,
+        action: &str,
+        actor: &str,
+    ) -> Result<Result<(), Changed>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4,
+             row_version = row_version + 1 WHERE tenant = $5 AND id = $6 AND row_version = $7",
+        )
+        .bind(&i.version)
+        .bind(&i.config)
+        .bind(&i.secrets)
+        .bind(now_ms() as i64)
+        .bind(&i.tenant)
+        .bind(&i.id)
+        .bind(i.row_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("update installation"))?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(Err(Changed));
+        }
+        audit(&mut tx, actor, action, &format!("{}/{}", i.tenant, i.id), &format!("{}@{}", i.app, i.version)).await?;
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(Ok(()))
+    }
+
+    /// Removes an installation and its key-value data (its usage stays) if the row is
+    /// still at `row_version`; `Ok(Err(Changed))` (nothing removed) if it changed or went
+    /// since it was read. The removal is recorded (`uninstalled`), so usage reported
+    /// later for the time it was installed is still accepted.
+    pub async fn delete_installation(
+        &self,
+        tenant: &str,
+        id: &str,
+        row_version: i64,
+        actor: &str,
+    ) -> Result<Result<(), Changed>, StoreError> {
+        self.delete_installation_noting(tenant, id, row_version, actor, None).await
+    }
+
+    /// `delete_installation`, also auditing (same transaction) why the app's uninstall
+    /// hook did not succeed, when it did not.
+    pub async fn delete_installation_noting(
+        &self,
+        tenant: &str,
+        id: &str,
+        row_version: i64,
+        actor: &str,
+        hook_failure: Option<&str>,
+    ) -> Result<Result<(), Changed>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // The conditional delete comes first, so it takes the lock before anything is read.
+        let row = sqlx::query(
+            "DELETE FROM installations WHERE tenant = $1 AND id = $2 AND row_version = $3 RETURNING app, version",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(row_version)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(ctx("delete installation"))?;
+        let Some(row) = row else {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(Err(Changed));
+        };
+        let (app, version): (String, String) = (
+            row.try_get("app").map_err(ctx("read installation"))?,
+            row.try_get("version").map_err(ctx("read installation"))?,
+        );
+        let detail = format!("{app}@{version}");
+        sqlx::query(
+            "INSERT INTO uninstalled (tenant, id, app, version, removed_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant, id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(&app)
+        .bind(&version)
+        .bind(now_ms() as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("record the removed installation"))?;
+        purge_kv(&mut tx, tenant, id).await?;
+        // Its log lines go with it (ARCHITECTURE.md, "Decisions": what the app printed
+        // may hold the tenant's data, and who may read it followed from the row).
+        sqlx::query("DELETE FROM installation_logs WHERE tenant = $1 AND installation = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("purge log lines"))?;
+        sqlx::query("DELETE FROM auto_upgrade_failures WHERE installation = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("forget failed automatic upgrades"))?;
+        if let Some(failure) = hook_failure {
+            audit(&mut tx, actor, "installation.uninstall-hook-failed", &format!("{tenant}/{id}"), failure).await?;
+        }
+        audit(&mut tx, actor, "installation.uninstall", &format!("{tenant}/{id}"), &detail).await?;
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(Ok(()))
+    }
+
+    /// Removes key-value data written for an installation that was never recorded
+    /// (an install whose hooks or record failed).
+    pub async fn delete_installation_data(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        purge_kv(&mut tx, tenant, id).await?;
+        tx.commit().await.map_err(ctx("commit"))
+    }
+
+    /// An installation of `app` by `tenant` that was uninstalled at or after `since_ms`:
+    /// (installation id, version). For usage reported after an uninstall.
+    pub async fn uninstalled_since(
+        &self,
+        tenant: &str,
+        app: &str,
+        since_ms: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, version FROM uninstalled WHERE tenant = $1 AND app = $2 AND removed_ms >= $3
+             ORDER BY removed_ms DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(app)
+        .bind(since_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(ctx("find past installation"))?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some((
+            row.try_get("id").map_err(ctx("read removed installation"))?,
+            row.try_get("version").map_err(ctx("read removed installation"))?,
+        )))
+    }
+
+    /// Records a new installation if its version is still installable (neither yanked
+    /// nor quarantined), in one statement: a quarantine that commits first wins, one
+    /// that commits later finds an existing installation.
+    pub async fn install_if_installable(
+        &self,
+        i: &InstallationRow,
+        actor: &str,
+    ) -> Result<Result<(), NotInstallable>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "INSERT INTO installations (id, tenant, app, version, config, secrets, created_ms, updated_ms,
+             upgrade_policy) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS
+             (SELECT 1 FROM versions WHERE app = $3 AND version = $4 AND yanked = 0 AND quarantined = 0)",
+        )
+        .bind(&i.id)
+        .bind(&i.tenant)
+        .bind(&i.app)
+        .bind(&i.version)
+        .bind(&i.config)
+        .bind(&i.secrets)
+        .bind(i.created_ms)
+        .bind(i.updated_ms)
+        .bind(i.upgrade_policy.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("record installation"))?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return match self.not_installable(&i.app, &i.version).await? {
+                Err(blocked) => Ok(Err(blocked)),
+                Ok(()) => Err(StoreError {
+                    action: format!("record installation: no version {}@{}", i.app, i.version),
+                    source: sqlx::Error::RowNotFound,
+                }),
+            };
+        }
+        let (target, detail) = (format!("{}/{}", i.tenant, i.id), format!("{}@{}", i.app, i.version));
+        audit(&mut tx, actor, "installation.install", &target, &detail).await?;
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(Ok(()))
+    }
+
+    /// Moves an installation to `i.version` (with its new configuration) if that version
+    /// is still installable, like `install_if_installable`, and the row is still at
+    /// `i.row_version` (bumping it), with its audit row in one transaction.
+    pub async fn upgrade_installation(
+        &self,
+        i: &InstallationRow,
+        actor: &str,
+    ) -> Result<Result<(), UpgradeRefused>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4,
+             row_version = row_version + 1
+             WHERE tenant = $5 AND id = $6 AND row_version = $8 AND EXISTS
+             (SELECT 1 FROM versions WHERE app = $7 AND version = $1 AND yanked = 0 AND quarantined = 0)",
+        )
+        .bind(&i.version)
+        .bind(&i.config)
+        .bind(&i.secrets)
+        .bind(now_ms() as i64)
+        .bind(&i.tenant)
+        .bind(&i.id)
+        .bind(&i.app)
+        .bind(i.row_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("upgrade installation"))?;
+        if done.rows_affected() != 1 {
+            // The version became unavailable, or the installation changed or went.
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(Err(match self.not_installable(&i.app, &i.version).await? {
+                Err(blocked) => UpgradeRefused::NotInstallable(Box::new(blocked)),
+                Ok(()) => UpgradeRefused::Changed(Changed),
+            }));
+        }
+        let (target, detail) = (format!("{}/{}", i.tenant, i.id), format!("{}@{}", i.app, i.version));
+        audit(&mut tx, actor, "installation.upgrade", &target, &detail).await?;
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(Ok(()))
+    }
+
+    async fn not_installable(&self, app: &str, version: &str) -> Result<Result<(), NotInstallable>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {VERSION_SELECT} FROM versions WHERE app = $1 AND version = $2"))
+            .bind(app)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(ctx("find version"))?;
+        match row.as_ref().map(version_row).transpose().map_err(ctx("read version"))? {
+            Some(v) if v.yanked || v.quarantined => Ok(Err(NotInstallable(v))),
+            _ => Ok(Ok(())),
+        }
+    }
+
+    /// Installations across tenants by (tenant, id), optionally of one tenant and/or app.
+    pub async fn installations_page(
+        &self,
+        tenant: Option<&str>,
+        app: Option<&str>,
+        after: (&str, &str),
+        limit: i64,
+    ) -> Result<Vec<InstallationRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM installations WHERE ($1 = '' OR tenant = $1) AND ($2 = '' OR app = $2)
+             AND (tenant > $3 OR (tenant = $3 AND id > $4)) ORDER BY tenant, id LIMIT $5",
+            INSTALLATION_SELECT
+        ))
+        .bind(tenant.unwrap_or(""))
+        .bind(app.unwrap_or(""))
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx("list installations"))?;
+        rows.iter().map(installation_row).collect::<Result<_, _>>().map_err(ctx("read installations"))
+    }
+
+    /// The installation `id` of `app` (any tenant's): how a partner reaches the
+    /// installations of its own apps.
+    pub async fn installation_of_app(&self, app: &str, id: &str) -> Result<Option<InstallationRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {INSTALLATION_SELECT} FROM installations WHERE app = $1 AND id = $2"))
+            .bind(app)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(ctx("find installation"))?;
+        row.as_ref().map(installation_row).transpose().map_err(ctx("read installation"))
+    }
+}

@@ -1,0 +1,173 @@
+//! What one group's transaction writes, a few statements whatever its size: the calls'
+//! key-value changes per scope, their lines per installation, every usage event (new,
+//! duplicate or conflict) and the usage windows closed with them.
+
+use std::collections::{BTreeMap, HashSet};
+
+use kiosk_domain::effects::CallLines;
+use kiosk_domain::kv::{KvChanges, KvScope};
+use kiosk_domain::metering::{UsageEvent, now_ms};
+
+use super::{CallWork, Recorded, Submission, Written, stored_quantity};
+use crate::kv::kv_apply_many;
+use crate::logs::{LogBatch, NewLogLine, append_logs_tx};
+use crate::sqlite_reads::Columns as _;
+use crate::usage::close_window_tx;
+use crate::write::{Arg, WriteTx};
+use crate::{StoreError, ctx};
+
+/// Rows per multi-row usage insert (10 parameters each).
+const USAGE_CHUNK: usize = 100;
+
+/// One transaction's statements for `group`, a few whatever its size: per scope, the
+/// key-value changes of its calls in order (`kv_apply_many`: a call over the quota is
+/// refused and nothing of it is written); per installation, the lines of the calls kept
+/// (`append_logs_tx`); then every kept event in multi-row inserts. The caller begins and
+/// commits the transaction.
+pub(super) async fn write_group(tx: &mut impl WriteTx, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
+    let mut refused: Vec<Option<u64>> = vec![None; group.len()];
+    // The group is in scope order, so these maps visit scopes in lock order too.
+    let mut by_scope: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, submission) in group.iter().enumerate() {
+        if let Some(CallWork { scope, kv: Some(_), .. }) = &submission.work {
+            by_scope.entry((scope.tenant.as_str(), scope.installation.as_str())).or_default().push(i);
+        }
+    }
+    for ((tenant, installation), calls) in &by_scope {
+        let scope = KvScope { tenant: (*tenant).to_string(), installation: (*installation).to_string() };
+        let changes: Vec<(&KvChanges, u64)> = calls
+            .iter()
+            .filter_map(|&i| group[i].work.as_ref().and_then(|w| w.kv.as_ref()).map(|kv| (&kv.changes, kv.quota)))
+            .collect();
+        for (&i, verdict) in calls.iter().zip(kv_apply_many(tx, &scope, &changes).await?) {
+            refused[i] = verdict.err();
+        }
+    }
+    let mut by_log: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, submission) in group.iter().enumerate() {
+        if let Some(CallWork { scope, lines: Some(_), .. }) = &submission.work
+            && refused[i].is_none()
+        {
+            by_log.entry((scope.tenant.as_str(), scope.installation.as_str())).or_default().push(i);
+        }
+    }
+    for ((tenant, installation), calls) in &by_log {
+        let mut bounds = None;
+        let owned: Vec<(&CallLines, Vec<NewLogLine>)> = calls
+            .iter()
+            .filter_map(|&i| group[i].work.as_ref().and_then(|w| w.lines.as_ref()))
+            .map(|(lines, b)| {
+                bounds = Some(*b);
+                let kept = lines
+                    .lines
+                    .iter()
+                    .map(|l| NewLogLine {
+                        at_ms: i64::try_from(l.at_ms).unwrap_or(i64::MAX),
+                        level: l.level.to_string(),
+                        message: l.message.clone(),
+                    })
+                    .collect();
+                (lines, kept)
+            })
+            .collect();
+        let batches: Vec<LogBatch<'_>> = owned
+            .iter()
+            .map(|(l, kept)| LogBatch { call_id: &l.call_id, operation: &l.operation, lines: kept })
+            .collect();
+        if let Some(bounds) = bounds {
+            // An installation uninstalled while the calls ran: their lines go with it.
+            append_logs_tx(tx, tenant, installation, &batches, bounds).await?;
+        }
+    }
+    let events: Vec<&UsageEvent> = group
+        .iter()
+        .zip(&refused)
+        .filter(|(_, r)| r.is_none())
+        .flat_map(|(submission, _)| submission.writable())
+        .collect();
+    let mut outcomes = record_events(tx, &events).await?.into_iter();
+    for close in group.iter().filter_map(|s| s.close.as_ref()) {
+        close_window_tx(tx, close).await?;
+    }
+    Ok(group
+        .iter()
+        .zip(refused)
+        .map(|(submission, refused)| match refused {
+            Some(quota) => Err(quota),
+            None => Ok(outcomes.by_ref().take(submission.writable().count()).collect()),
+        })
+        .collect())
+}
+
+/// Inserts `events` (multi-row, `ON CONFLICT DO NOTHING … RETURNING` the keys that were
+/// new) and reads back the quantity of every key that was already there: recorded,
+/// duplicate or conflict per event, in order. An event whose key came earlier in the same
+/// group is a duplicate (or conflict) of that one, as if written after it.
+async fn record_events(tx: &mut impl WriteTx, events: &[&UsageEvent]) -> Result<Vec<Recorded>, StoreError> {
+    let now = now_ms() as i64;
+    let mut inserted: HashSet<(&str, &str)> = HashSet::new();
+    for chunk in events.chunks(USAGE_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO usage_events (source, idem_key, tenant, installation, app, version, sku, quantity, at_ms, recorded_ms) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let p = i * 10;
+            sql.push('(');
+            sql.push_str(&(1..=10).map(|k| format!("${}", p + k)).collect::<Vec<_>>().join(", "));
+            sql.push(')');
+        }
+        sql.push_str(" ON CONFLICT (source, idem_key) DO NOTHING RETURNING source, idem_key");
+        let args: Vec<Arg<'_>> = chunk
+            .iter()
+            .flat_map(|e| {
+                [
+                    Arg::Text(e.source.as_str()),
+                    Arg::Text(&e.idempotency_key),
+                    Arg::Text(&e.tenant),
+                    Arg::Text(&e.installation),
+                    Arg::Text(&e.app),
+                    Arg::Text(&e.version),
+                    Arg::Text(&e.sku),
+                    // Both fit: `refusal` passed (quantity <= 2^53 - 1, at_ms <= i64::MAX).
+                    Arg::Int(e.quantity as i64),
+                    Arg::Int(e.at_ms as i64),
+                    Arg::Int(now),
+                ]
+            })
+            .collect();
+        for row in tx.fetch_all("record usage", &sql, &args).await? {
+            let source = row.text("source").map_err(ctx("read recorded usage"))?;
+            let key = row.text("idem_key").map_err(ctx("read recorded usage"))?;
+            if let Some(e) = chunk.iter().find(|e| e.source.as_str() == source && e.idempotency_key == key) {
+                inserted.insert((e.source.as_str(), e.idempotency_key.as_str()));
+            }
+        }
+    }
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut first_seen: HashSet<(&str, &str)> = HashSet::new();
+    for e in events {
+        let id = (e.source.as_str(), e.idempotency_key.as_str());
+        if inserted.contains(&id) && first_seen.insert(id) {
+            outcomes.push(Recorded::Recorded);
+            continue;
+        }
+        let row = tx
+            .fetch_optional(
+                "read recorded usage",
+                "SELECT quantity FROM usage_events WHERE source = $1 AND idem_key = $2",
+                &[Arg::Text(e.source.as_str()), Arg::Text(&e.idempotency_key)],
+            )
+            .await?
+            .ok_or_else(|| ctx("read recorded usage")(sqlx::Error::RowNotFound))?;
+        let recorded = stored_quantity(row.int("quantity").map_err(ctx("read recorded usage"))?);
+        outcomes.push(if recorded == e.quantity {
+            Recorded::Duplicate
+        } else {
+            Recorded::Conflict { recorded_quantity: recorded }
+        });
+    }
+    Ok(outcomes)
+}

@@ -1,0 +1,172 @@
+//! Two `kiosk serve` processes on one PostgreSQL database behave as one service: what
+//! one registers, yanks, limits or logs, the other honours on its next request.
+//! Real parts: two server processes, PostgreSQL, Debian's docker-registry, gpg keys.
+
+use std::process::Child;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use kiosk::publish::{assemble, push, sign_detached};
+use kiosk::registry::{Registry, RegistrySettings, TransferSettings};
+
+use crate::common;
+use crate::common::gpg::Gpg;
+use crate::common::registry::{Mode, TestRegistry};
+
+const OPERATOR: &str = "op-replicas-test-token-0123456789";
+const SECRETS_KEY: &str = "7f3a91bc7f3a91bc7f3a91bc7f3a91bc7f3a91bc7f3a91bc7f3a91bc7f3a91bc";
+
+struct Replica {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Replica {
+    /// A `kiosk serve` process on `database` with its own data directory and port; every
+    /// replica shares the operator token and the secrets key (as an operator deploys them).
+    fn start(dir: &std::path::Path, name: &str, database: &str) -> Self {
+        let port = common::registry::free_port();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "data-dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\n\
+                 operator-token = \"{OPERATOR}\"\nsecrets-key = \"{SECRETS_KEY}\"\n",
+                dir.join(name).display()
+            ),
+        )
+        .unwrap();
+        let (child, _) =
+            common::spawn_serve(&["--config", config.to_str().unwrap()], &[], &dir.join(format!("{name}.log")));
+        Self { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() }
+    }
+
+    async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn kind(b: &Value) -> &str {
+    b["type"].as_str().unwrap_or("").trim_start_matches("urn:kiosk:problem:")
+}
+
+async fn publish(registry: &Registry, secret_key: &[u8], version: &str) {
+    let mut manifest = common::manifest_json("budget-pacing");
+    manifest["version"] = version.into();
+    let wasm = common::guest_bytes("budget-pacing");
+    let m = serde_json::to_vec_pretty(&manifest).unwrap();
+    let sigs = vec![sign_detached(secret_key, &m).unwrap().0, sign_detached(secret_key, &wasm).unwrap().0];
+    push(registry, "acme/budget-pacing", version, &assemble(&m, &wasm, &sigs), |_| {}).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_postgresql_behave_as_one_service() {
+    let database = common::fresh_postgres_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry_server = TestRegistry::start(Mode::Plain);
+    let host = registry_server.host.clone();
+    let gpg = Gpg::new();
+    let key = gpg.generate("Acme <release@acme.example>", "ed25519", "sign", "1y", None);
+
+    let a = Replica::start(dir.path(), "a", &database);
+    let b = Replica::start(dir.path(), "b", &database);
+
+    // The operator sets up on A: partner, certificate, registry, tenant, tokens.
+    let (st, _) = a.call(OPERATOR, Method::POST, "/v1/partners", Some(json!({"name": "acme"}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let cert = String::from_utf8(gpg.export(&key)).unwrap();
+    let (st, body) =
+        a.call(OPERATOR, Method::POST, "/v1/partners/acme/certificates", Some(json!({"certificate": cert}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    let reg = json!({"insecure": true, "partners": {"acme": ["acme/"]}});
+    let (st, body) = a.call(OPERATOR, Method::PUT, &format!("/v1/registries/{host}"), Some(reg)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, _) = a.call(OPERATOR, Method::POST, "/v1/tenants", Some(json!({"id": "t1"}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let token = |role: &'static str, scope: &'static str| {
+        let a = &a;
+        async move {
+            let (st, body) =
+                a.call(OPERATOR, Method::POST, "/v1/tokens", Some(json!({"role": role, "scope": scope}))).await;
+            assert_eq!(st, StatusCode::CREATED, "{body}");
+            body["token"].as_str().unwrap().to_string()
+        }
+    };
+    let partner = token("partner", "acme").await;
+    let tenant = token("tenant", "t1").await;
+
+    // Register on A → install and invoke on B.
+    let registry = Registry::new(
+        &RegistrySettings { host: host.clone(), insecure: true, ..Default::default() },
+        TransferSettings::default(),
+    )
+    .unwrap();
+    publish(&registry, &gpg.export_secret(&key), "1.0.0").await;
+    publish(&registry, &gpg.export_secret(&key), "1.1.0").await;
+    for version in ["1.0.0", "1.1.0"] {
+        let body = json!({"reference": format!("{host}/acme/budget-pacing:{version}")});
+        let (st, body) =
+            a.call(&partner, Method::POST, "/v1/partners/acme/apps/budget-pacing/versions", Some(body)).await;
+        assert_eq!(st, StatusCode::CREATED, "registered on A: {body}");
+    }
+    let install = json!({"app": "acme/budget-pacing", "version": "1.0.0", "config": {"apiKey": "k-1"}});
+    let (st, body) = b.call(&tenant, Method::POST, "/v1/tenants/t1/installations", Some(install)).await;
+    assert_eq!(st, StatusCode::CREATED, "installed on B: {body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let input = json!({"campaignId": "c-1", "budget": 30, "flightDays": 30, "dailySpend": [1]});
+    let invoke = format!("/v1/tenants/t1/installations/{id}/invoke/evaluate");
+    let (st, body) = b.call(&tenant, Method::POST, &invoke, Some(input.clone())).await;
+    assert_eq!(st, StatusCode::OK, "invoked on B: {body}");
+
+    // Logs written on A are read on B.
+    let (st, body) = a.call(&tenant, Method::POST, &invoke, Some(input.clone())).await;
+    assert_eq!(st, StatusCode::OK, "invoked on A: {body}");
+    let call_id = body["callId"].as_str().unwrap().to_string();
+    let (st, logs) = b.call(&tenant, Method::GET, &format!("/v1/tenants/t1/installations/{id}/logs"), None).await;
+    assert_eq!(st, StatusCode::OK, "{logs}");
+    let line = logs["items"].as_array().unwrap().iter().find(|l| l["callId"] == call_id.as_str());
+    assert!(line.is_some_and(|l| l["message"].as_str().unwrap().contains("campaign c-1")), "A's call on B: {logs}");
+
+    // A tenant override set on A applies to B's next call (and A's), no restart: an
+    // input cap of 16 bytes refuses the evaluate input on both.
+    let (st, body) = a.call(OPERATOR, Method::PUT, "/v1/limits/tenants/t1", Some(json!({"maxInputBytes": 16}))).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    for replica in [&b, &a] {
+        let (st, body) = replica.call(&tenant, Method::POST, &invoke, Some(input.clone())).await;
+        assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("16"), "the limit is named: {body}");
+    }
+    let (_, view) = b.call(&tenant, Method::GET, &format!("/v1/tenants/t1/installations/{id}"), None).await;
+    assert_eq!(view["limits"]["maxInputBytes"], json!({"value": 16, "source": "tenant"}), "{view}");
+    let (st, _) = b.call(OPERATOR, Method::DELETE, "/v1/limits/tenants/t1", None).await;
+    assert!(st.is_success());
+    let (st, body) = a.call(&tenant, Method::POST, &invoke, Some(input.clone())).await;
+    assert_eq!(st, StatusCode::OK, "the override removed on B applies on A: {body}");
+
+    // Yank on B → install refused on A.
+    let (st, body) =
+        b.call(&partner, Method::POST, "/v1/partners/acme/apps/budget-pacing/versions/1.1.0/yank", None).await;
+    assert!(st.is_success(), "{body}");
+    let install = json!({"app": "acme/budget-pacing", "version": "1.1.0", "config": {"apiKey": "k-2"}});
+    let (st, body) = a.call(&tenant, Method::POST, "/v1/tenants/t1/installations", Some(install)).await;
+    assert_eq!(kind(&body), "version-yanked", "{st} {body}");
+    // … and the upgrade path of the first installation on A skips it too.
+    let (st, body) =
+        a.call(&tenant, Method::POST, &format!("/v1/tenants/t1/installations/{id}/upgrade"), Some(json!({}))).await;
+    assert!(!st.is_success(), "no version to upgrade to once 1.1.0 is yanked: {body}");
+}
