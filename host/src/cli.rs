@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use kiosk_core::config::OperatorConfig;
-use kiosk_core::error::Failure;
+use kiosk_core::error::{Failure, Kind};
 use kiosk_core::lifecycle::InstallRequest;
 use kiosk_core::local::register_local_build;
 use kiosk_distribution::artifact::{
@@ -315,7 +315,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..InstallRequest::default()
     };
     let row = kiosk.install(&args.tenant, request, "cli").await.map_err(|f| match f.kind {
-        "config-invalid" => failed("--config refused", f),
+        Kind::ConfigInvalid => failed("--config refused", f),
         _ => failed("install", f),
     })?;
     let inst = Installation::new(&row.tenant, &row.id);
@@ -603,7 +603,7 @@ async fn pull_into_store(
     // Registered already with these very bytes (the pin held): nothing to add.
     let already = match registered {
         Ok(_) => false,
-        Err(f) if f.kind == "version-exists" => true,
+        Err(f) if f.kind == Kind::VersionExists => true,
         Err(f) => return Err(failed("pull", f)),
     };
     let fetch_ms = started.elapsed().as_secs_f64() * 1000.0;

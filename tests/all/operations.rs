@@ -123,7 +123,7 @@ async fn metrics_after_a_journey() {
         .register(&kiosk::artifact::LayoutSource::new(&layout), "test/other", "0.0.1", "oci-layout", "operator")
         .await
         .unwrap_err();
-    assert_eq!(refused.kind, "artifact-refused", "{}", refused.detail);
+    assert_eq!(refused.kind.as_str(), "artifact-refused", "{}", refused.detail);
 
     // Sleepers of a tenant allowed one call at a time: a slot in use, and rejections.
     let deadline = Instant::now() + Duration::from_secs(60);

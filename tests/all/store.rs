@@ -35,7 +35,7 @@ async fn suite(store: Store) {
     assert_eq!(store.component("sha256:c").await.unwrap().unwrap(), b"\0asm");
     assert!(store.set_yanked("acme/budget-pacing", "1.4.34", true, "partner:acme").await.unwrap());
     assert!(store.version("acme/budget-pacing", "1.4.34").await.unwrap().unwrap().yanked);
-    assert_eq!(store.apps().await.unwrap()[0].3, ["analytics"]);
+    assert_eq!(store.apps().await.unwrap()[0].categories, ["analytics"]);
 
     // Entitlements.
     let e =

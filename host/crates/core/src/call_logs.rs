@@ -10,7 +10,7 @@ use kiosk_runtime::runtime::{AppRefusal, CallOutcome, Installation};
 use kiosk_store::InstallationRow;
 use kiosk_store::logs::{LogBounds, LogLineRow, NewLogLine};
 
-use crate::error::{Class, Failure};
+use crate::error::{Class, Failure, Kind};
 use crate::kiosk::Kiosk;
 
 type Result<T, E = Failure> = std::result::Result<T, E>;
@@ -182,20 +182,20 @@ pub fn call_failure(e: CallFailure) -> Failure {
     match &e.kind {
         K::Busy(refusal) => {
             let (class, kind) = match refusal {
-                Refusal::TenantConcurrency { .. } => (Class::RateLimited, "tenant-concurrency-limit"),
-                Refusal::TenantRate { .. } => (Class::RateLimited, "tenant-rate-limit"),
-                Refusal::NoSlot { .. } => (Class::Unavailable, "no-sandbox-slot"),
+                Refusal::TenantConcurrency { .. } => (Class::RateLimited, Kind::TenantConcurrencyLimit),
+                Refusal::TenantRate { .. } => (Class::RateLimited, Kind::TenantRateLimit),
+                Refusal::NoSlot { .. } => (Class::Unavailable, Kind::NoSandboxSlot),
             };
             Failure::new(class, kind, refusal.to_string()).retry_after(refusal.retry_after_s())
         }
-        K::ShuttingDown => Failure::new(Class::Unavailable, "shutting-down", e.to_string()).retry_after(1),
-        K::InputTooLarge { .. } => Failure::new(Class::TooLarge, "input-too-large", e.to_string()),
+        K::ShuttingDown => Failure::new(Class::Unavailable, Kind::ShuttingDown, e.to_string()).retry_after(1),
+        K::InputTooLarge { .. } => Failure::new(Class::TooLarge, Kind::InputTooLarge, e.to_string()),
         // The host's own storage failed: its text (database errors) stays in the log.
         K::Storage(_) => {
             tracing::error!(failure = %e, "a call could not commit its key-value changes");
             Failure::new(
                 Class::Unavailable,
-                "storage-unavailable",
+                Kind::StorageUnavailable,
                 format!(
                     "{}: the host's storage is unavailable, nothing the call did was kept; see the server log",
                     e.call
@@ -207,7 +207,7 @@ pub fn call_failure(e: CallFailure) -> Failure {
             tracing::error!(failure = %e, "a call's usage was not recorded");
             Failure::new(
                 Class::Unavailable,
-                "usage-not-recorded",
+                Kind::UsageNotRecorded,
                 format!(
                     "{}: the call's usage could not be recorded, so the call does not count; see the server log",
                     e.call
@@ -215,11 +215,11 @@ pub fn call_failure(e: CallFailure) -> Failure {
             )
             .retry_after(1)
         }
-        _ => Failure::new(Class::Upstream, "app-failed", e.to_string()),
+        _ => Failure::new(Class::Upstream, Kind::AppFailed, e.to_string()),
     }
 }
 
 /// The app refused on purpose (its WIT error): its message reaches the caller.
 pub fn refusal_failure(step: &str, r: &AppRefusal) -> Failure {
-    Failure::unprocessable("app-refused", format!("{step}: the app refused: {} ({})", r.message, r.code))
+    Failure::unprocessable(Kind::AppRefused, format!("{step}: the app refused: {} ({})", r.message, r.code))
 }

@@ -11,15 +11,7 @@ use crate::error::{Failure, Result};
 use crate::lifecycle::Kiosk;
 
 /// An app as the catalog lists it.
-#[derive(Debug, Clone)]
-pub struct CatalogEntry {
-    /// `partner/name`.
-    pub app: String,
-    /// Display name.
-    pub name: String,
-    pub description: String,
-    pub categories: Vec<String>,
-}
+pub use kiosk_store::AppRow as CatalogEntry;
 
 /// Whether an app (`partner/name`) is listed: its partner is not disabled.
 fn is_listed(disabled: &HashSet<String>, app: &str) -> bool {
@@ -29,15 +21,8 @@ fn is_listed(disabled: &HashSet<String>, app: &str) -> bool {
 impl Kiosk {
     /// Every listed app, by id.
     pub async fn catalog(&self) -> Result<Vec<CatalogEntry>> {
-        let (_, disabled) = self.store.inactive().await?;
-        Ok(self
-            .store
-            .apps()
-            .await?
-            .into_iter()
-            .filter(|a| is_listed(&disabled, &a.0))
-            .map(|(app, name, description, categories)| CatalogEntry { app, name, description, categories })
-            .collect())
+        let disabled = self.store.inactive().await?.disabled_partners;
+        Ok(self.store.apps().await?.into_iter().filter(|a| is_listed(&disabled, &a.app)).collect())
     }
 
     /// 404 unless app `partner/name` is listed (its partner is not disabled).
@@ -51,11 +36,9 @@ impl Kiosk {
     /// A partner's apps (listed or not) with every version, by app id.
     pub async fn partner_apps(&self, partner: &str) -> Result<Vec<(CatalogEntry, Vec<VersionRow>)>> {
         let mut out = Vec::new();
-        for (app, name, description, categories) in
-            self.store.apps().await?.into_iter().filter(|a| AppId::is_of(&a.0, partner))
-        {
-            let versions = self.store.versions(&app).await?;
-            out.push((CatalogEntry { app, name, description, categories }, versions));
+        for app in self.store.apps().await?.into_iter().filter(|a| AppId::is_of(&a.app, partner)) {
+            let versions = self.store.versions(&app.app).await?;
+            out.push((app, versions));
         }
         Ok(out)
     }

@@ -16,13 +16,13 @@ use kiosk_distribution::trust::{self, CertState, TrustStore, Upload};
 use kiosk_store::{CertUpdate, VersionRow};
 use sequoia_openpgp::Cert;
 
-use crate::error::{Failure, Result};
+use crate::error::{Failure, Kind, Result};
 use crate::estate::app_id;
 use crate::lifecycle::{Kiosk, find_for, revoked_reason};
 
 fn owned(fingerprint: &str) -> Failure {
     Failure::conflict(
-        "certificate-owned",
+        Kind::CertificateOwned,
         format!(
             "certificate {fingerprint} is registered for another partner; a certificate signs for one partner only"
         ),
@@ -31,7 +31,7 @@ fn owned(fingerprint: &str) -> Failure {
 }
 
 fn invalid_certificate(detail: impl Into<String>) -> Failure {
-    Failure::unprocessable("invalid-certificate", detail).field("certificate")
+    Failure::unprocessable(Kind::InvalidCertificate, detail).field("certificate")
 }
 
 /// A fingerprint as written in a URL or by hand: hex, any case, spaces allowed.
@@ -189,11 +189,11 @@ impl Kiosk {
             .map(|d| (d.fingerprint.clone(), d))
             .collect();
         let mut signed: HashMap<String, (u64, u64)> = HashMap::new();
-        for (p, fpr, quarantined) in self.store.version_signers().await? {
-            if p == partner {
-                let entry = signed.entry(fpr).or_default();
+        for v in self.store.version_signers().await? {
+            if v.partner == partner {
+                let entry = signed.entry(v.signer).or_default();
                 entry.0 += 1;
-                entry.1 += u64::from(quarantined);
+                entry.1 += u64::from(v.quarantined);
             }
         }
         let now = SystemTime::now();
@@ -264,7 +264,7 @@ impl Kiosk {
         let config = self.config.trust_store().map_err(Failure::internal)?;
         if find_for(&config, partner, &fpr).is_some() {
             return Err(Failure::conflict(
-                "certificate-in-config",
+                Kind::CertificateInConfig,
                 format!(
                     "certificate {fpr} is registered in the operator config file for partner {partner}: remove it there and restart"
                 ),

@@ -95,7 +95,8 @@ pub async fn collect_once(
         metrics::gauge!("kiosk_collection_lag_seconds").set(seconds);
     };
     // A suspended tenant's or a disabled partner's installations are not collected.
-    let (suspended, disabled) = state.store.inactive().await?;
+    let inactive = state.store.inactive().await?;
+    let (suspended, disabled) = (inactive.suspended_tenants, inactive.disabled_partners);
     let rows = state.store.all_installations().await?;
     // Every open window of the backlog, from one read of the closed ones.
     let closed = state.store.closed_windows_since(last - (MAX_BACKLOG - 1) * window_ms).await?;

@@ -15,7 +15,7 @@ use kiosk_runtime::egress::InstallationEgress;
 use kiosk_runtime::runtime::{AppVersion, Installation};
 use kiosk_store::{EgressSwitchRow, InstallationRow, OperatorEgress, VersionRow};
 
-use crate::error::Failure;
+use crate::error::{Failure, Kind};
 use crate::lifecycle::Kiosk;
 
 type Result<T, E = Failure> = std::result::Result<T, E>;
@@ -144,20 +144,23 @@ impl Kiosk {
         let app = self.installed_app(&row).await?;
         if !app.component.has_egress() || app.egress.entries.is_empty() {
             return Err(Failure::unprocessable(
-                "no-outbound-http",
+                Kind::NoOutboundHttp,
                 format!("{}@{} declares no outbound destinations", app.manifest.app, app.manifest.version),
             ));
         }
         if let Some(list) = &destinations {
             if list.len() > MAX_KEPT {
-                return Err(Failure::unprocessable("invalid-destinations", format!("at most {MAX_KEPT} destinations"))
-                    .field("destinations"));
+                return Err(Failure::unprocessable(
+                    Kind::InvalidDestinations,
+                    format!("at most {MAX_KEPT} destinations"),
+                )
+                .field("destinations"));
             }
             let declared: Vec<String> = app.egress.entries.iter().map(|e| e.target.key()).collect();
             for (i, d) in list.iter().enumerate() {
                 if !declared.contains(d) {
                     return Err(Failure::unprocessable(
-                        "invalid-destinations",
+                        Kind::InvalidDestinations,
                         format!(
                             "{:?} is not a destination {} declares (declared: {})",
                             kiosk_domain::text::sanitize(d),

@@ -6,7 +6,7 @@
 use kiosk_domain::net::HostPattern;
 use kiosk_store::EgressPolicyRow;
 
-use crate::error::Failure;
+use crate::error::{Failure, Kind};
 use crate::lifecycle::Kiosk;
 
 type Result<T, E = Failure> = std::result::Result<T, E>;
@@ -36,13 +36,13 @@ impl Kiosk {
             return Err(Failure::not_found(format!("no partner {:?}", kiosk_domain::text::sanitize(name))));
         }
         if deny.len() > MAX_DENIED_HOSTS {
-            return Err(Failure::unprocessable("invalid-host", format!("at most {MAX_DENIED_HOSTS} denied hosts"))
+            return Err(Failure::unprocessable(Kind::InvalidHost, format!("at most {MAX_DENIED_HOSTS} denied hosts"))
                 .field("deny"));
         }
         let mut checked = Vec::with_capacity(deny.len());
         for (i, host) in deny.iter().enumerate() {
             let pattern = HostPattern::parse(host).map_err(|why| {
-                Failure::unprocessable("invalid-host", kiosk_domain::text::sanitize_capped(&why, 400))
+                Failure::unprocessable(Kind::InvalidHost, kiosk_domain::text::sanitize_capped(&why, 400))
                     .field(format!("deny/{i}"))
             })?;
             let text = pattern.to_string();

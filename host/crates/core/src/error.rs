@@ -3,6 +3,8 @@
 //! at fault. The server turns the class into an HTTP status in one table
 //! (`kiosk_server::error`); `kiosk run` prints the detail.
 
+pub use crate::kind::Kind;
+
 /// What kind of failure, independent of any front end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -35,8 +37,8 @@ pub enum Class {
 #[error("{detail}")]
 pub struct Failure {
     pub class: Class,
-    /// Stable slug, e.g. `config-invalid`.
-    pub kind: &'static str,
+    /// What failed (its slug is stable, e.g. `config-invalid`).
+    pub kind: Kind,
     pub detail: String,
     /// The input at fault (`version`, `config/apiKey`, `reference`).
     pub field: Option<String>,
@@ -50,7 +52,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn new(class: Class, kind: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(class: Class, kind: Kind, detail: impl Into<String>) -> Self {
         Self { class, kind, detail: detail.into(), field: None, errors: Vec::new(), retry_after_s: None, call_id: None }
     }
 
@@ -70,25 +72,25 @@ impl Failure {
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(Class::NotFound, "not-found", what)
+        Self::new(Class::NotFound, Kind::NotFound, what)
     }
 
-    pub fn unprocessable(kind: &'static str, detail: impl Into<String>) -> Self {
+    pub fn unprocessable(kind: Kind, detail: impl Into<String>) -> Self {
         Self::new(Class::Unprocessable, kind, detail)
     }
 
-    pub fn conflict(kind: &'static str, detail: impl Into<String>) -> Self {
+    pub fn conflict(kind: Kind, detail: impl Into<String>) -> Self {
         Self::new(Class::Conflict, kind, detail)
     }
 
-    pub fn forbidden(kind: &'static str, detail: impl Into<String>) -> Self {
+    pub fn forbidden(kind: Kind, detail: impl Into<String>) -> Self {
         Self::new(Class::Forbidden, kind, detail)
     }
 
     /// Kiosk's own fault: the cause goes to the log, the caller learns only that.
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "internal error");
-        Self::new(Class::Internal, "internal", "internal error; see the server log")
+        Self::new(Class::Internal, Kind::Internal, "internal error; see the server log")
     }
 }
 

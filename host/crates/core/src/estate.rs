@@ -9,7 +9,7 @@ use kiosk_store::{
     VersionRow, VersionState,
 };
 
-use crate::error::{Failure, Result};
+use crate::error::{Failure, Kind, Result};
 use crate::lifecycle::Kiosk;
 
 /// The app `partner/name`; an id that cannot exist is a 404 as for an unknown app.
@@ -21,7 +21,7 @@ impl Kiosk {
     /// A partner named `name` (`display` defaults to the name); `exists` if taken.
     pub async fn create_partner(&self, name: &str, display: Option<&str>, actor: &str) -> Result<()> {
         if !self.store.create_partner(name, display.unwrap_or(name), actor).await? {
-            return Err(Failure::conflict("exists", format!("partner {name:?} exists")).field("name"));
+            return Err(Failure::conflict(Kind::Exists, format!("partner {name:?} exists")).field("name"));
         }
         Ok(())
     }
@@ -35,7 +35,7 @@ impl Kiosk {
     /// A tenant with id `id` (`display` defaults to the id); `exists` if taken.
     pub async fn create_tenant(&self, id: &str, display: Option<&str>, actor: &str) -> Result<()> {
         if !self.store.create_tenant(id, display.unwrap_or(id), actor).await? {
-            return Err(Failure::conflict("exists", format!("tenant {id:?} exists")).field("id"));
+            return Err(Failure::conflict(Kind::Exists, format!("tenant {id:?} exists")).field("id"));
         }
         Ok(())
     }

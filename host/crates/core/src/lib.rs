@@ -15,6 +15,7 @@ pub mod egress_policy;
 pub mod error;
 pub mod estate;
 pub mod host;
+pub mod kind;
 pub mod kiosk;
 pub mod lifecycle;
 pub mod local;

@@ -21,7 +21,7 @@ use kiosk_runtime::runtime::{AppVersion, CallOutcome, Installation};
 use kiosk_store::{Changed, EntitlementRow, InstallationRow, NotInstallable, UpgradeRefused};
 
 use crate::call_logs::{CallLog, CallLogs};
-use crate::error::Failure;
+use crate::error::{Failure, Kind};
 use crate::operator::Purpose;
 
 pub use crate::call_logs::{call_failure, refusal_failure};
@@ -83,15 +83,15 @@ impl Kiosk {
         let forbidden = |kind, detail: String| Failure::forbidden(kind, detail).field("app");
         match entitlement {
             None => Err(forbidden(
-                "entitlement-missing",
+                Kind::EntitlementMissing,
                 format!("tenant {tenant} has no licence for {}", app.manifest.app),
             )),
             Some(e) if e.revoked => Err(forbidden(
-                "entitlement-revoked",
+                Kind::EntitlementRevoked,
                 format!("the licence of tenant {tenant} for {} was revoked", app.manifest.app),
             )),
             Some(e) if e.expires_ms.is_some_and(|x| x <= kiosk_domain::metering::now_ms() as i64) => Err(forbidden(
-                "entitlement-expired",
+                Kind::EntitlementExpired,
                 format!("the licence of tenant {tenant} for {} has expired", app.manifest.app),
             )),
             Some(_) => Ok(()),
@@ -359,7 +359,7 @@ impl Kiosk {
             }
         };
         Failure::conflict(
-            "installation-changed",
+            Kind::InstallationChanged,
             format!(
                 "installation {} changed while this request ran ({step} read it at row version {}, {now}); nothing \
                  was written: read it again and retry",
@@ -457,7 +457,7 @@ pub async fn resolve_config(app: &AppVersion, config: Option<Value>) -> Result<(
         let schema = ConfigSchema::compile(&schema_json).map_err(Failure::internal)?;
         let config = config.unwrap_or_else(|| json!({}));
         let resolved = schema.resolve(config).map_err(|e| {
-            let mut err = Failure::unprocessable("config-invalid", e.to_string());
+            let mut err = Failure::unprocessable(Kind::ConfigInvalid, e.to_string());
             err.field = e.problems.first().map(|p| format!("config{}", p.split(':').next().unwrap_or("")));
             err.errors = e.problems;
             err
@@ -468,7 +468,7 @@ pub async fn resolve_config(app: &AppVersion, config: Option<Value>) -> Result<(
     match tokio::time::timeout(CONFIG_VALIDATION_BUDGET, work).await {
         Ok(joined) => joined.map_err(Failure::internal)?,
         Err(_) => Err(Failure::unprocessable(
-            "config-validation-timeout",
+            Kind::ConfigValidationTimeout,
             format!(
                 "validating the configuration against the schema of {} took longer than {} ms",
                 app.manifest.app,

@@ -17,7 +17,7 @@ use kiosk_runtime::runtime::AppVersion;
 use kiosk_runtime::world::HOST_API_VERSION;
 use kiosk_store::{CallPolicy, InstallationRow, LimitLayerRow};
 
-use crate::error::Failure;
+use crate::error::{Failure, Kind};
 use crate::lifecycle::Kiosk;
 
 type Result<T, E = Failure> = std::result::Result<T, E>;
@@ -35,7 +35,7 @@ pub enum Purpose {
 
 /// A limit layer's refusal as a failure naming the field (and the ceiling it exceeds).
 pub fn limit_failure(e: LimitError) -> Failure {
-    let kind = if e.above_ceiling { "limit-above-ceiling" } else { "invalid-limit" };
+    let kind = if e.above_ceiling { Kind::LimitAboveCeiling } else { Kind::InvalidLimit };
     let field = e.field.clone();
     let failure = Failure::unprocessable(kind, e.detail);
     if field.is_empty() { failure } else { failure.field(field) }
@@ -74,14 +74,14 @@ impl Kiosk {
         if purpose == Purpose::Run {
             if policy.tenant_suspended {
                 return Err(Failure::forbidden(
-                    "tenant-suspended",
+                    Kind::TenantSuspended,
                     format!("tenant {tenant} is suspended by the operator: its apps do not run"),
                 )
                 .field("tenant"));
             }
             if policy.partner_disabled {
                 return Err(Failure::forbidden(
-                    "partner-disabled",
+                    Kind::PartnerDisabled,
                     format!("the partner of {} is disabled by the operator: its apps do not run", app.manifest.app),
                 )
                 .field("app"));
@@ -111,7 +111,7 @@ impl Kiosk {
             .await?
             .ok_or_else(|| Failure::internal(format!("installed version {}@{} missing", row.app, row.version)))?;
         let manifest = Manifest::parse(version.manifest.as_bytes(), &HOST_API_VERSION)
-            .map_err(|e| Failure::unprocessable("host-api-mismatch", e.to_string()).field("hostApi"))?;
+            .map_err(|e| Failure::unprocessable(Kind::HostApiMismatch, e.to_string()).field("hostApi"))?;
         let policy = self.store.call_policy(&row.tenant, &row.app).await?;
         Ok(self.config.sandbox.effective(&layers_of(&self.config.sandbox.defaults, &policy, manifest.limits)))
     }
@@ -241,7 +241,7 @@ impl Kiosk {
         let partner = AppId::parse(app).map(|id| id.partner().to_string()).unwrap_or_default();
         if self.store.partner_disabled(&partner).await? {
             return Err(Failure::forbidden(
-                "partner-disabled",
+                Kind::PartnerDisabled,
                 format!("partner {partner} is disabled by the operator: it registers nothing"),
             )
             .field("partner"));

@@ -18,7 +18,7 @@ use kiosk_runtime::world::HOST_API_VERSION;
 use kiosk_store::{InstallationRow, VersionRow};
 
 use crate::call_logs::call_failure;
-use crate::error::{Class, Failure};
+use crate::error::{Class, Failure, Kind};
 use crate::kiosk::{Kiosk, MAX_UNRUNNABLE};
 use crate::secrets::RegistrySecret;
 
@@ -79,11 +79,11 @@ impl Kiosk {
         let app = AppId::new(partner, name).map_err(|e| Failure::not_found(e.to_string()).field("name"))?.to_string();
         let reference = reference.trim();
         let parsed = ArtifactRef::parse(reference)
-            .map_err(|detail| Failure::unprocessable("invalid-reference", detail).field("reference"))?;
+            .map_err(|detail| Failure::unprocessable(Kind::InvalidReference, detail).field("reference"))?;
         let (host, repository, tag) = match &parsed {
             ArtifactRef::Layout { .. } => {
                 return Err(Failure::unprocessable(
-                    "layout-not-allowed",
+                    Kind::LayoutNotAllowed,
                     "oci-layout: directories are an operator's source (CLI, demo seed), not a partner's: \
                      register from a registry the operator configured, host/repository:tag",
                 )
@@ -103,7 +103,7 @@ impl Kiosk {
     /// repository is under a prefix the operator assigned the partner on it. Else
     /// `registry-not-allowed` naming the rule (field `reference`). No network I/O.
     pub async fn allowed_registry(&self, partner: &str, host: &str, repository: &str) -> Result<RegistrySettings> {
-        let not_allowed = |detail: String| Failure::unprocessable("registry-not-allowed", detail).field("reference");
+        let not_allowed = |detail: String| Failure::unprocessable(Kind::RegistryNotAllowed, detail).field("reference");
         let Some(settings) = self.registry_settings(host).await? else {
             return Err(not_allowed(format!(
                 "registry {host} is not configured by the operator: partners register only from registries the \
@@ -180,16 +180,21 @@ impl Kiosk {
             Err(e) => {
                 let failure = artifact_failure(e);
                 // The failure's kind is one of Kiosk's slugs: a bounded label.
-                let outcome = if failure.kind.starts_with("registry-") { "unavailable" } else { "refused" };
+                let registry = matches!(
+                    failure.kind,
+                    Kind::RegistryNotAllowed | Kind::RegistryRefused | Kind::RegistryUnavailable
+                );
+                let outcome = if registry { "unavailable" } else { "refused" };
                 metrics::counter!("kiosk_registry_pulls_total", "outcome" => outcome).increment(1);
                 if outcome == "refused" {
-                    metrics::counter!("kiosk_verification_failures_total", "reason" => failure.kind).increment(1);
+                    metrics::counter!("kiosk_verification_failures_total", "reason" => failure.kind.as_str())
+                        .increment(1);
                 }
                 return Err(failure);
             }
         };
         if existing.is_some() {
-            return Err(Failure::conflict("version-exists", format!("{app}@{tag} is already registered")));
+            return Err(Failure::conflict(Kind::VersionExists, format!("{app}@{tag} is already registered")));
         }
         // Compiled (and cached) now, and instantiated once under the operator's limits:
         // a version that cannot run is refused here, naming the limit, and its first
@@ -208,7 +213,7 @@ impl Kiosk {
     /// cause or limit; busy or shutting down are the runtime's usual 503s.
     async fn runnable(&self, app: &str, tag: &str, artifact: &VerifiedArtifact) -> Result<AppVersion> {
         let not_runnable = |detail: String| {
-            Failure::unprocessable("component-not-runnable", format!("{app}@{tag}: {detail}")).field("reference")
+            Failure::unprocessable(Kind::ComponentNotRunnable, format!("{app}@{tag}: {detail}")).field("reference")
         };
         // One registration compiles at a time, so registrations hold at most one of the
         // `MAX_LOADS` places and tenants' first calls always have the other.
@@ -223,7 +228,7 @@ impl Kiosk {
         let component = self
             .load_component(artifact.component_digest.as_str(), artifact.component.clone())
             .await
-            .map_err(|f| if f.kind == "component-not-runnable" { not_runnable(f.detail) } else { f })?;
+            .map_err(|f| if f.kind == Kind::ComponentNotRunnable { not_runnable(f.detail) } else { f })?;
         let world = component.world.clone();
         if !artifact.manifest.host_api.matches(&world) {
             return Err(not_runnable(format!(
@@ -251,7 +256,7 @@ impl Kiosk {
     /// is there; a component that cannot be compiled or linked is refused
     /// (`component-not-runnable`) and remembered, so it is not compiled again.
     async fn load_component(&self, digest: &str, bytes: Vec<u8>) -> Result<Arc<LoadedComponent>> {
-        let refused = |detail: String| Failure::unprocessable("component-not-runnable", detail);
+        let refused = |detail: String| Failure::unprocessable(Kind::ComponentNotRunnable, detail);
         if let Some(why) = self.unrunnable().lock().unwrap_or_else(|p| p.into_inner()).get(digest) {
             return Err(refused(format!("{why} (refused before: not compiled again until Kiosk restarts)")));
         }
@@ -294,7 +299,7 @@ impl Kiosk {
         actor: &str,
     ) -> Result<Registered> {
         if self.store.version(app, tag).await?.is_some() {
-            return Err(Failure::conflict("version-exists", format!("{app}@{tag} is already registered")));
+            return Err(Failure::conflict(Kind::VersionExists, format!("{app}@{tag} is already registered")));
         }
         let manifest_json = String::from_utf8_lossy(&artifact.manifest_bytes).into_owned();
         self.store
@@ -337,7 +342,7 @@ impl Kiosk {
             return Ok(app.clone());
         }
         let manifest = Manifest::parse(row.manifest.as_bytes(), &HOST_API_VERSION)
-            .map_err(|e| Failure::unprocessable("host-api-mismatch", e.to_string()).field("hostApi"))?;
+            .map_err(|e| Failure::unprocessable(Kind::HostApiMismatch, e.to_string()).field("hostApi"))?;
         let bytes = self
             .store
             .component(&row.component_digest)
@@ -372,17 +377,17 @@ impl Kiosk {
 /// (`RemoteFailure`): a remote body or error text never reaches the answer.
 pub fn artifact_failure(e: ArtifactError) -> Failure {
     let (class, kind) = match &e {
-        ArtifactError::TagNotFound { .. } => (Class::NotFound, "tag-not-found"),
-        ArtifactError::MovedTag { .. } => (Class::Conflict, "moved-tag"),
-        ArtifactError::Signature(_) => (Class::Unprocessable, "signature-refused"),
+        ArtifactError::TagNotFound { .. } => (Class::NotFound, Kind::TagNotFound),
+        ArtifactError::MovedTag { .. } => (Class::Conflict, Kind::MovedTag),
+        ArtifactError::Signature(_) => (Class::Unprocessable, Kind::SignatureRefused),
         ArtifactError::Manifest(kiosk_domain::manifest::ManifestError::HostApi { .. }) => {
-            (Class::Unprocessable, "host-api-mismatch")
+            (Class::Unprocessable, Kind::HostApiMismatch)
         }
-        ArtifactError::Manifest(_) => (Class::Unprocessable, "manifest-invalid"),
-        ArtifactError::Remote(r) if r.failure.is_policy() => (Class::Unprocessable, "registry-not-allowed"),
-        ArtifactError::Remote(r) if r.failure.is_refusal() => (Class::Upstream, "registry-refused"),
-        ArtifactError::Remote(_) | ArtifactError::Source { .. } => (Class::Upstream, "registry-unavailable"),
-        _ => (Class::Unprocessable, "artifact-refused"),
+        ArtifactError::Manifest(_) => (Class::Unprocessable, Kind::ManifestInvalid),
+        ArtifactError::Remote(r) if r.failure.is_policy() => (Class::Unprocessable, Kind::RegistryNotAllowed),
+        ArtifactError::Remote(r) if r.failure.is_refusal() => (Class::Upstream, Kind::RegistryRefused),
+        ArtifactError::Remote(_) | ArtifactError::Source { .. } => (Class::Upstream, Kind::RegistryUnavailable),
+        _ => (Class::Unprocessable, Kind::ArtifactRefused),
     };
     Failure::new(class, kind, e.to_string()).field("reference")
 }

@@ -6,7 +6,7 @@ use kiosk_api::registries::{RegistryBody, RegistryView};
 use kiosk_distribution::registry::RegistrySettings;
 use kiosk_store::RegistryRow;
 
-use crate::error::{Failure, Result};
+use crate::error::{Failure, Kind, Result};
 use crate::lifecycle::{Kiosk, RegistrySecret};
 
 fn registry_view(r: &RegistryRow) -> RegistryView {
@@ -24,7 +24,7 @@ fn registry_view(r: &RegistryRow) -> RegistryView {
 }
 
 fn invalid(field: &str, detail: &str) -> Failure {
-    Failure::unprocessable("invalid-registry", detail).field(field)
+    Failure::unprocessable(Kind::InvalidRegistry, detail).field(field)
 }
 
 impl Kiosk {

@@ -4,7 +4,7 @@
 
 use kiosk_store::{BootstrapToken, Principal, TokenRevocation, TokenRow};
 
-use crate::error::{Class, Failure, Result};
+use crate::error::{Class, Failure, Kind, Result};
 use crate::lifecycle::{Kiosk, SYSTEM};
 
 /// Who a new token is for, as the operator asks: a role and, for a partner or tenant,
@@ -27,7 +27,7 @@ pub struct TokenCreated {
 }
 
 fn invalid(detail: impl Into<String>, field: &str) -> Failure {
-    Failure::unprocessable("invalid-token", detail).field(field)
+    Failure::unprocessable(Kind::InvalidToken, detail).field(field)
 }
 
 impl Kiosk {
@@ -78,7 +78,7 @@ impl Kiosk {
             TokenRevocation::NotFound => Err(Failure::not_found(format!("no token {id:?}")).field("id")),
             TokenRevocation::LastOperator => Err(Failure::new(
                 Class::Conflict,
-                "last-operator-token",
+                Kind::LastOperatorToken,
                 format!("token {id} is the last operator token that works; create another one first"),
             )
             .field("id")),

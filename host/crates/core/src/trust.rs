@@ -31,7 +31,7 @@ impl Kiosk {
         let distrusted: HashMap<String, String> =
             self.store.distrusted_certs().await?.into_iter().map(|d| (d.fingerprint, d.state)).collect();
         let mut signers: Vec<(String, String)> =
-            self.store.version_signers().await?.into_iter().map(|(p, f, _)| (p, f)).collect();
+            self.store.version_signers().await?.into_iter().map(|v| (v.partner, v.signer)).collect();
         signers.dedup();
         let now = SystemTime::now();
         for (partner, fpr) in signers {

@@ -22,7 +22,7 @@ use kiosk_domain::metering::now_ms;
 use kiosk_runtime::logs::{Level, LogLine};
 use kiosk_store::{InstallationRow, StoreError, VersionRow};
 
-use crate::error::{Class, Failure};
+use crate::error::{Class, Failure, Kind};
 use crate::lifecycle::{Kiosk, UpgradeRequest};
 
 /// The lease row of the pass.
@@ -82,7 +82,7 @@ pub fn candidates<'a>(row: &InstallationRow, versions: &'a [VersionRow]) -> Vec<
 /// A failure the next pass may not meet: no sandbox slot, a tenant limit, the host's
 /// storage, a shutdown, or another write of the installation meanwhile.
 fn retryable(f: &Failure) -> bool {
-    matches!(f.class, Class::Unavailable | Class::RateLimited | Class::Internal) || f.kind == "installation-changed"
+    matches!(f.class, Class::Unavailable | Class::RateLimited | Class::Internal) || f.kind == Kind::InstallationChanged
 }
 
 /// Runs a pass if this replica takes the lease (`None` if another replica holds it):
@@ -103,7 +103,8 @@ async fn pass(state: &Kiosk, app: Option<&str>) -> Result<PassReport, StoreError
     let mut after = String::new();
     // A suspended tenant's or a disabled partner's installations wait: their upgrade
     // would be refused now and recorded as failed for good.
-    let (suspended, disabled) = state.store.inactive().await?;
+    let inactive = state.store.inactive().await?;
+    let (suspended, disabled) = (inactive.suspended_tenants, inactive.disabled_partners);
     loop {
         let rows = state.store.policy_installations(app, &after, PAGE).await?;
         let Some(last) = rows.last() else { break };

@@ -15,7 +15,7 @@ use kiosk_runtime::world::HOST_API_VERSION;
 use kiosk_store::InstallationRow;
 use kiosk_store::ledger::{MAX_QUANTITY, MAX_SUBMITTED_KEY_BYTES, Recorded, stored_quantity, usage_between};
 
-use crate::error::{Failure, Result};
+use crate::error::{Failure, Kind, Result};
 use crate::lifecycle::Kiosk;
 
 /// How far in the future a usage timestamp may be (clock skew), and the default end of a
@@ -80,7 +80,7 @@ struct BatchCache {
 }
 
 fn invalid_query(field: &str, detail: String) -> Failure {
-    Failure::unprocessable("invalid-query", detail).field(field)
+    Failure::unprocessable(Kind::InvalidQuery, detail).field(field)
 }
 
 impl Kiosk {
@@ -89,7 +89,7 @@ impl Kiosk {
     pub async fn submit_partner_usage(&self, partner: &str, records: Vec<serde_json::Value>) -> Result<UsageResults> {
         if records.len() > MAX_BATCH_RECORDS {
             return Err(Failure::unprocessable(
-                "too-many-records",
+                Kind::TooManyRecords,
                 format!("a batch holds at most {MAX_BATCH_RECORDS} records, found {}", records.len()),
             )
             .field("records"));
@@ -196,7 +196,8 @@ impl Kiosk {
                 .store
                 .uninstalled_since(&r.tenant, &r.app, r.timestamp_ms)
                 .await?
-                .filter(|(id, _)| r.installation.as_ref().is_none_or(|given| given == id)),
+                .filter(|removed| r.installation.as_ref().is_none_or(|given| *given == removed.id))
+                .map(|removed| (removed.id, removed.version)),
             many => {
                 return Ok(Err(format!(
                     "tenant {} has {} installations of {}: name one in `installation`",

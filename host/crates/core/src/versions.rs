@@ -5,7 +5,7 @@
 use kiosk_domain::resolve::{self, Candidate, Candidates, ResolveError, UpgradeRequest};
 use kiosk_store::VersionRow;
 
-use crate::error::{Class, Failure};
+use crate::error::{Class, Failure, Kind};
 
 type Result<T, E = Failure> = std::result::Result<T, E>;
 
@@ -53,7 +53,20 @@ pub(crate) fn resolve_failure(e: ResolveError) -> Failure {
         | E::DowngradeRefused { .. }
         | E::MajorUpgradeRefused { .. } => Class::Unprocessable,
     };
-    Failure::new(class, e.kind(), e.to_string()).field(e.field())
+    let kind = match &e {
+        E::NoSuchVersion { .. } => Kind::NotFound,
+        E::Quarantined { .. } => Kind::VersionQuarantined,
+        E::Yanked { .. } => Kind::VersionYanked,
+        E::InvalidRange { .. } => Kind::InvalidRange,
+        E::InvalidTrack { .. } => Kind::InvalidTrack,
+        E::VersionAndTrack => Kind::InvalidRequest,
+        E::NoMatchingVersion { .. } => Kind::NoMatchingVersion,
+        E::NoNewerVersion { .. } => Kind::NoNewerVersion,
+        E::SameVersion { .. } => Kind::SameVersion,
+        E::DowngradeRefused { .. } => Kind::DowngradeRefused,
+        E::MajorUpgradeRefused { .. } => Kind::MajorUpgradeRefused,
+    };
+    Failure::new(class, kind, e.to_string()).field(e.field())
 }
 
 /// Refuses a version that takes no new installs or upgrades: yanked, or quarantined
@@ -128,7 +141,7 @@ mod tests {
 
     fn refusal(r: Result<VersionRow>) -> (Class, &'static str, Option<String>, String) {
         let e = r.unwrap_err();
-        (e.class, e.kind, e.field, e.detail)
+        (e.class, e.kind.as_str(), e.field, e.detail)
     }
 
     #[test]

@@ -27,7 +27,7 @@ use kiosk_domain::ids::AppId;
 use kiosk_domain::metering::now_ms;
 use kiosk_store::{NewWatch, StoreError, TagOutcome, TagOutcomeRow, WatchPoll, WatchRow};
 
-use crate::error::{Class, Failure};
+use crate::error::{Class, Failure, Kind};
 use crate::lifecycle::Kiosk;
 
 type Result<T, E = Failure> = std::result::Result<T, E>;
@@ -104,22 +104,22 @@ impl Kiosk {
         let reference = request.reference.trim();
         if reference.starts_with("oci-layout:") {
             return Err(Failure::unprocessable(
-                "layout-not-allowed",
+                Kind::LayoutNotAllowed,
                 "oci-layout: directories are an operator's source for one registration (CLI, demo seed), not a \
                  repository to watch: name host/repository on a registry the operator configured",
             )
             .field("reference"));
         }
         let (host, repository) = ArtifactRef::parse_repository(reference)
-            .map_err(|detail| Failure::unprocessable("invalid-reference", detail).field("reference"))?;
+            .map_err(|detail| Failure::unprocessable(Kind::InvalidReference, detail).field("reference"))?;
         let app = AppId::parse(&request.app)
-            .map_err(|e| Failure::unprocessable("invalid-app", e.to_string()).field("app"))?;
+            .map_err(|e| Failure::unprocessable(Kind::InvalidApp, e.to_string()).field("app"))?;
         let min = self.config.watch.min_interval_seconds;
         let max = crate::config::WatchSettings::MAX_SECONDS;
         let interval = request.interval_seconds.unwrap_or(DEFAULT_INTERVAL_SECONDS.max(min));
         if !(min..=max).contains(&interval) {
             return Err(Failure::unprocessable(
-                "invalid-interval",
+                Kind::InvalidInterval,
                 format!("intervalSeconds {interval} is out of range: use {min}-{max}"),
             )
             .field("intervalSeconds"));
@@ -139,13 +139,13 @@ impl Kiosk {
             Ok(()) => {}
             Err(existing) if existing.is_empty() => {
                 return Err(Failure::conflict(
-                    "too-many-watches",
+                    Kind::TooManyWatches,
                     format!("{MAX_WATCHES} watches exist, the most Kiosk keeps: delete one first"),
                 ));
             }
             Err(existing) => {
                 return Err(Failure::conflict(
-                    "watch-exists",
+                    Kind::WatchExists,
                     format!(
                         "watch {existing} already registers the tags of {}/{} as {}",
                         watch.host, watch.repository, watch.app
@@ -167,7 +167,7 @@ impl Kiosk {
 /// between listing and fetching, or Kiosk itself could not write.
 fn transient(f: &Failure) -> bool {
     matches!(f.class, Class::Upstream | Class::Unavailable | Class::RateLimited | Class::Internal)
-        || f.kind == "tag-not-found"
+        || f.kind == Kind::TagNotFound
 }
 
 /// Exponential backoff from `base` after `failures` failures, at most `MAX_BACKOFF_MS`
@@ -263,11 +263,11 @@ async fn list(state: &Kiosk, watch: &WatchRow) -> Result<kiosk_distribution::reg
     let source = registry.repository(&watch.repository);
     source.list_tags(MAX_TAGS_LISTED).await.map_err(|e| {
         let kind = match e.remote() {
-            Some(r) if r.is_policy() => "registry-not-allowed",
-            Some(r) if r.is_refusal() => "registry-refused",
-            Some(_) => "registry-unavailable",
-            None if matches!(e, TagsError::TooLarge { .. }) => "tag-list-too-large",
-            None => "tag-list-invalid",
+            Some(r) if r.is_policy() => Kind::RegistryNotAllowed,
+            Some(r) if r.is_refusal() => Kind::RegistryRefused,
+            Some(_) => Kind::RegistryUnavailable,
+            None if matches!(e, TagsError::TooLarge { .. }) => Kind::TagListTooLarge,
+            None => Kind::TagListInvalid,
         };
         let transient = e.transient();
         (Failure::new(Class::Upstream, kind, e.to_string()), transient)
@@ -303,7 +303,7 @@ async fn take_tag(
             }
         }
         // Registered meanwhile (through the API): nothing to record, the next poll skips it.
-        Err(f) if f.kind == "version-exists" => return Ok(true),
+        Err(f) if f.kind == Kind::VersionExists => return Ok(true),
         Err(f) if transient(&f) && attempts < TAG_ATTEMPTS => {
             polled.retrying.push(tag.to_string());
             TagOutcomeRow {

@@ -102,7 +102,7 @@ impl From<Failure> for ApiError {
     fn from(f: Failure) -> Self {
         Self {
             status: status_of(f.class),
-            kind: f.kind,
+            kind: f.kind.as_str(),
             detail: f.detail,
             field: f.field,
             errors: f.errors,

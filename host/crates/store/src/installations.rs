@@ -77,6 +77,13 @@ pub(crate) fn installation_row(r: &impl Columns) -> Result<InstallationRow, sqlx
     })
 }
 
+/// An installation that was uninstalled: its id and the version it ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedInstallation {
+    pub id: String,
+    pub version: String,
+}
+
 impl Store {
     pub async fn insert_installation(&self, i: &InstallationRow, actor: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
@@ -256,14 +263,14 @@ impl Store {
         tx.commit().await.map_err(ctx("commit"))
     }
 
-    /// An installation of `app` by `tenant` that was uninstalled at or after `since_ms`:
-    /// (installation id, version). For usage reported after an uninstall.
+    /// The latest installation of `app` by `tenant` uninstalled at or after `since_ms` (for
+    /// usage reported after an uninstall).
     pub async fn uninstalled_since(
         &self,
         tenant: &str,
         app: &str,
         since_ms: i64,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<RemovedInstallation>, StoreError> {
         let row = sqlx::query(
             "SELECT id, version FROM uninstalled WHERE tenant = $1 AND app = $2 AND removed_ms >= $3
              ORDER BY removed_ms DESC LIMIT 1",
@@ -275,10 +282,10 @@ impl Store {
         .await
         .map_err(ctx("find past installation"))?;
         let Some(row) = row else { return Ok(None) };
-        Ok(Some((
-            row.try_get("id").map_err(ctx("read removed installation"))?,
-            row.try_get("version").map_err(ctx("read removed installation"))?,
-        )))
+        Ok(Some(RemovedInstallation {
+            id: row.try_get("id").map_err(ctx("read removed installation"))?,
+            version: row.try_get("version").map_err(ctx("read removed installation"))?,
+        }))
     }
 
     /// Records a new installation if its version is still installable (neither yanked

@@ -42,15 +42,15 @@ pub use call_context::CallContext;
 pub use certificates::{CertUpdate, CertificateRow, DistrustedCert};
 pub use egress::{EgressPolicyRow, EgressSwitchRow, OperatorEgress};
 pub use entitlements::EntitlementRow;
-pub use installations::{Changed, InstallationRow, NotInstallable, UpgradeRefused};
+pub use installations::{Changed, InstallationRow, NotInstallable, RemovedInstallation, UpgradeRefused};
 pub use kv::DbKv;
 pub use limits::{CallPolicy, LimitLayerRow};
 pub use partners::PartnerSummary;
 pub use registries::RegistryRow;
-pub use tenants::TenantSummary;
+pub use tenants::{Inactive, TenantSummary};
 pub use tokens::{BootstrapToken, Principal, TokenRevocation, TokenRow, token_hash};
 pub use usage::{UsageWindowRow, WindowClose};
-pub use versions::{QuarantinedVersion, VersionRow, VersionState};
+pub use versions::{AppRow, QuarantinedVersion, VersionRow, VersionSigner, VersionState};
 pub use watches::{NewWatch, RecordedTag, TagOutcome, TagOutcomeRow, WatchPoll, WatchRow};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -35,6 +35,13 @@ fn tenant_summary(r: &AnyRow) -> Result<TenantSummary, sqlx::Error> {
 const TENANT_SUMMARY: &str = "SELECT id, display, suspended, created_ms,
     (SELECT COUNT(*) FROM installations i WHERE i.tenant = t.id) AS installations FROM tenants t";
 
+/// Suspended tenants and disabled partners, by id and name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inactive {
+    pub suspended_tenants: HashSet<String>,
+    pub disabled_partners: HashSet<String>,
+}
+
 impl Store {
     /// Creates a tenant with its audit row (`tenant.create`) in one transaction; `false`
     /// if it exists (nothing is written).
@@ -91,7 +98,7 @@ impl Store {
 
     /// Suspended tenants and disabled partners (the collector skips their installations;
     /// the catalog hides disabled partners' apps).
-    pub async fn inactive(&self) -> Result<(HashSet<String>, HashSet<String>), StoreError> {
+    pub async fn inactive(&self) -> Result<Inactive, StoreError> {
         let rows = sqlx::query(
             "SELECT 'tenant' AS kind, id AS name FROM tenants WHERE suspended <> 0
              UNION ALL SELECT 'partner', name FROM partners WHERE disabled <> 0",
@@ -99,17 +106,17 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(ctx("list suspended tenants and disabled partners"))?;
-        let (mut tenants, mut partners) = (HashSet::new(), HashSet::new());
+        let mut inactive = Inactive::default();
         for r in &rows {
             let kind: String = r.try_get("kind").map_err(ctx("read"))?;
             let name: String = r.try_get("name").map_err(ctx("read"))?;
             if kind == "tenant" {
-                tenants.insert(name);
+                inactive.suspended_tenants.insert(name);
             } else {
-                partners.insert(name);
+                inactive.disabled_partners.insert(name);
             }
         }
-        Ok((tenants, partners))
+        Ok(inactive)
     }
 
     pub async fn tenants_page(&self, after: &str, limit: i64) -> Result<Vec<TenantSummary>, StoreError> {

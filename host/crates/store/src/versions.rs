@@ -72,6 +72,26 @@ pub(crate) fn version_row(r: &AnyRow) -> Result<VersionRow, sqlx::Error> {
     })
 }
 
+/// An app as the catalog shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRow {
+    /// `partner/name`.
+    pub app: String,
+    /// Display name.
+    pub name: String,
+    pub description: String,
+    pub categories: Vec<String>,
+}
+
+/// Who signed a registered version, and whether it is quarantined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionSigner {
+    pub partner: String,
+    /// The signing certificate's fingerprint.
+    pub signer: String,
+    pub quarantined: bool,
+}
+
 impl Store {
     /// Registers a verified version (and its app, on first version) in one transaction.
     #[allow(clippy::too_many_arguments)]
@@ -199,8 +219,8 @@ impl Store {
         row.map(|r| r.try_get("bytes")).transpose().map_err(ctx("read component"))
     }
 
-    /// Apps with their partner, display name, description and categories.
-    pub async fn apps(&self) -> Result<Vec<(String, String, String, Vec<String>)>, StoreError> {
+    /// Every app, by id, with what the catalog shows of it.
+    pub async fn apps(&self) -> Result<Vec<AppRow>, StoreError> {
         let rows = sqlx::query("SELECT id, display, description, categories FROM apps ORDER BY id")
             .fetch_all(&self.pool)
             .await
@@ -208,19 +228,19 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let categories: String = r.try_get("categories")?;
-                Ok((
-                    r.try_get("id")?,
-                    r.try_get("display")?,
-                    r.try_get("description")?,
-                    serde_json::from_str(&categories).unwrap_or_default(),
-                ))
+                Ok(AppRow {
+                    app: r.try_get("id")?,
+                    name: r.try_get("display")?,
+                    description: r.try_get("description")?,
+                    categories: serde_json::from_str(&categories).unwrap_or_default(),
+                })
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(ctx("read apps"))
     }
 
-    /// (partner, signer fingerprint, quarantined) of every registered version.
-    pub async fn version_signers(&self) -> Result<Vec<(String, String, bool)>, StoreError> {
+    /// The partner, signer and quarantine of every registered version.
+    pub async fn version_signers(&self) -> Result<Vec<VersionSigner>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.partner AS partner, v.signer AS signer, v.quarantined AS quarantined
              FROM versions v JOIN apps a ON a.id = v.app ORDER BY a.partner, v.signer",
@@ -229,7 +249,13 @@ impl Store {
         .await
         .map_err(ctx("list signers"))?;
         rows.iter()
-            .map(|r| Ok((r.try_get("partner")?, r.try_get("signer")?, r.try_get::<i64, _>("quarantined")? != 0)))
+            .map(|r| {
+                Ok(VersionSigner {
+                    partner: r.try_get("partner")?,
+                    signer: r.try_get("signer")?,
+                    quarantined: r.try_get::<i64, _>("quarantined")? != 0,
+                })
+            })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(ctx("read signers"))
     }
