@@ -173,3 +173,41 @@ fn invoke_takes_any_json_value_and_partner_usage_records_are_typed() {
     assert!(record["properties"].get("installation").is_some());
     assert!(!required.contains(&"installation"));
 }
+
+/// Every list is a page (`{items, next}`): no operation answers a bare array, and every
+/// page is asked for with `limit` and a cursor (`after`; `since` for log lines, `before`
+/// for usage windows, newest first).
+#[test]
+fn every_list_is_a_page() {
+    let doc = document();
+    let mut pages = 0;
+    for (path, method, op) in operations(&doc) {
+        for (status, response) in op["responses"].as_object().expect("responses") {
+            for (media, content) in response["content"].as_object().into_iter().flatten() {
+                let schema = &content["schema"];
+                assert_ne!(schema["type"], "array", "{method} {path} {status} {media} is a bare array, not a page");
+                let Some(name) = schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/Page_"))
+                else {
+                    continue;
+                };
+                pages += 1;
+                let page = &doc["components"]["schemas"][format!("Page_{name}")];
+                assert_eq!(page["properties"]["items"]["type"], "array", "{method} {path}: {page}");
+                assert!(page["properties"].get("next").is_some(), "{method} {path}: {page}");
+                let query: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "query")
+                    .filter_map(|p| p["name"].as_str())
+                    .collect();
+                assert!(query.contains(&"limit"), "{method} {path} takes limit: {query:?}");
+                assert!(
+                    ["after", "since", "before"].iter().any(|c| query.contains(c)),
+                    "{method} {path} takes a cursor: {query:?}"
+                );
+            }
+        }
+    }
+    assert!(pages >= 20, "{pages} pages");
+}

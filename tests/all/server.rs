@@ -55,6 +55,37 @@ impl World {
         }
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
+
+    /// Every item of a list (`{items, next}`), `limit` per page: checks each page's size
+    /// and that the cursor moves on; also the number of pages.
+    async fn walk(&self, token: &str, path: &str, limit: usize) -> (Vec<Value>, usize) {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let (mut items, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+        loop {
+            let mut url = format!("{path}{sep}limit={limit}");
+            if let Some(a) = &after {
+                url.push_str(&format!("&after={}", a.replace('/', "%2F")));
+            }
+            let (status, page) = self.call(Some(token), Method::GET, &url, None).await;
+            assert_eq!(status, StatusCode::OK, "{url}: {page}");
+            let got = page["items"].as_array().unwrap();
+            assert!(got.len() <= limit, "{url}: {page}");
+            items.extend(got.iter().cloned());
+            pages += 1;
+            assert!(pages < 100, "{path}: the cursor does not move on");
+            match page["next"].as_str() {
+                Some(next) => {
+                    assert_eq!(got.len(), limit, "only full pages have a next: {page}");
+                    after = Some(next.to_string());
+                }
+                None => return (items, pages),
+            }
+        }
+    }
+}
+
+fn field<'a>(items: &'a [Value], name: &str) -> Vec<&'a str> {
+    items.iter().map(|i| i[name].as_str().unwrap()).collect()
 }
 
 async fn publish(registry: &Registry, secret_key: &[u8], repo: &str, manifest: &Value, wasm: &[u8]) {
@@ -275,9 +306,39 @@ async fn journey(database: Option<String>) {
     // Tenant: browse the catalog.
     let t1 = w.t1.clone();
     let (_, cats) = w.call(Some(&t1), Method::GET, "/v1/catalog/categories", None).await;
-    assert!(cats.as_array().unwrap().contains(&json!("analytics")));
+    assert_eq!(cats, json!({"items": ["analytics", "testing"], "next": null}));
     let (_, apps) = w.call(Some(&t1), Method::GET, "/v1/catalog/apps?q=pacing&category=analytics", None).await;
-    assert_eq!(apps.as_array().unwrap().len(), 2, "{apps}");
+    assert_eq!(apps["items"].as_array().unwrap().len(), 2, "{apps}");
+    // Every list is a page (`{items, next}`, `?limit=&after=`), in a stable order.
+    let (cats, pages) = w.walk(&t1, "/v1/catalog/categories", 1).await;
+    assert_eq!((cats, pages), (vec![json!("analytics"), json!("testing")], 2));
+    let (apps, pages) = w.walk(&t1, "/v1/catalog/apps", 2).await;
+    assert_eq!((field(&apps, "app"), pages), (vec!["acme/budget-pacing", "acme/pacing-pro", "test/hostile"], 2));
+    let (apps, pages) = w.walk(&t1, "/v1/catalog/apps?q=pacing&category=analytics", 1).await;
+    assert_eq!((field(&apps, "app"), pages), (vec!["acme/budget-pacing", "acme/pacing-pro"], 2), "filters stay");
+    let (versions, pages) = w.walk(&t1, "/v1/catalog/apps/acme/budget-pacing/versions", 1).await;
+    assert_eq!((field(&versions, "version"), pages), (vec!["1.5.0", "1.4.34"], 2), "highest first");
+    let acme = w.acme.clone();
+    let (apps, pages) = w.walk(&acme, "/v1/partners/acme/apps", 1).await;
+    assert_eq!((field(&apps, "app"), pages), (vec!["acme/budget-pacing", "acme/pacing-pro"], 2));
+    assert_eq!(field(apps[0]["versions"].as_array().unwrap(), "version"), vec!["1.5.0", "1.4.34"]);
+    for path in [
+        "/v1/catalog/categories?limit=0",
+        "/v1/catalog/apps?q=pacing&limit=1001",
+        "/v1/catalog/apps/acme/budget-pacing/versions?limit=0",
+        "/v1/catalog/apps/acme/budget-pacing/versions?after=9.9.9",
+        "/v1/partners/acme/apps?limit=-1",
+        "/v1/tenants/t1/installations?limit=0",
+    ] {
+        let token = if path.starts_with("/v1/partners") { &acme } else { &t1 };
+        let (st, p) = w.call(Some(token), Method::GET, path, None).await;
+        let want = if path.contains("after=") { "after" } else { "limit" };
+        assert_eq!(
+            (st, p["type"].as_str(), p["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("urn:kiosk:problem:invalid-query"), Some(want)),
+            "{path}: {p}"
+        );
+    }
     let (_, detail) = w.call(Some(&t1), Method::GET, "/v1/catalog/apps/acme/budget-pacing/versions/1.4.34", None).await;
     assert_eq!(detail["skus"][0]["id"], "pacing-check");
     assert_eq!(detail["configSchema"]["required"], json!(["apiKey"]));

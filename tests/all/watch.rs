@@ -182,7 +182,7 @@ impl World {
         let what = format!("{version} in the catalog");
         self.s
             .wait_for(&self.t1, path, &what, |b| {
-                b.as_array().is_some_and(|l| l.iter().any(|v| v["version"] == version))
+                b["items"].as_array().is_some_and(|l| l.iter().any(|v| v["version"] == version))
             })
             .await;
     }

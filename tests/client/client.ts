@@ -17,7 +17,7 @@ export function kiosk(baseUrl: string, token: string) {
 export async function tenantJourney(baseUrl: string, token: string, tenant: string): Promise<number> {
   const client = kiosk(baseUrl, token);
   const catalog = await client.GET("/v1/catalog/apps", { params: { query: { q: "budget" } } });
-  const app: Schemas["CatalogApp"] | undefined = catalog.data?.[0];
+  const app: Schemas["CatalogApp"] | undefined = catalog.data?.items[0];
   if (!app) return 0;
   const [partner, name] = app.app.split("/");
   const installed = await client.POST("/v1/tenants/{tenant}/installations", {

@@ -124,6 +124,20 @@ function enc(segment) {
 }
 const appPath = (app) => app.split("/").map(enc).join("/");
 
+/** Every item of a list (a page `{items, next}`), following `next` 1,000 at a time. */
+async function allItems(path) {
+  const sep = path.includes("?") ? "&" : "?";
+  let items = [];
+  let after = null;
+  for (let page = 0; page < 100; page++) {
+    const r = await api("GET", `${path}${sep}limit=1000${after ? `&after=${encodeURIComponent(after)}` : ""}`);
+    items = items.concat(r.items);
+    if (!r.next) break;
+    after = r.next;
+  }
+  return items;
+}
+
 /** A problem, as the API gave it: title, detail, and every member that helps. */
 function problemBox(err, heading = "h2") {
   /** @type {Partial<Schemas["Problem"]>} */
@@ -464,7 +478,7 @@ async function viewCatalog(main, _m, query) {
   const params = new URLSearchParams();
   if (q) params.set("q", q);
   if (category) params.set("category", category);
-  const [categories, apps] = await Promise.all([api("GET", "/v1/catalog/categories"), api("GET", `/v1/catalog/apps?${params}`)]);
+  const [categories, apps] = await Promise.all([allItems("/v1/catalog/categories"), allItems(`/v1/catalog/apps${params.toString() ? `?${params}` : ""}`)]);
   const qId = nextId("q");
   const cId = nextId("cat");
   const search = h("input", { id: qId, type: "search", name: "q", value: q, autocomplete: "off" });
@@ -508,7 +522,7 @@ async function viewApp(main, m) {
   const app = `${m[1]}/${m[2]}`;
   const [detail, versions] = await Promise.all([
     api("GET", `/v1/catalog/apps/${appPath(app)}`),
-    api("GET", `/v1/catalog/apps/${appPath(app)}/versions`),
+    allItems(`/v1/catalog/apps/${appPath(app)}/versions`),
   ]);
   setTitle(detail.name);
   put(main, h("h1", { text: detail.name }), h("p", { class: "muted", text: detail.app }), h("p", { text: detail.description }),
@@ -632,7 +646,8 @@ async function egressForm(base) {
 
 async function viewInstallations(main) {
   setTitle("Installations");
-  const list = await api("GET", `/v1/tenants/${enc(state.who.scope)}/installations`);
+  // By id from the API; shown in the order they were installed.
+  const list = (await allItems(`/v1/tenants/${enc(state.who.scope)}/installations`)).sort((a, b) => a.createdMs - b.createdMs || (a.id < b.id ? -1 : 1));
   put(main, h("h1", { text: "Installations" }));
   if (!list.length) {
     put(main, h("p", {}, "Nothing installed yet. ", h("a", { href: "#/catalog", text: "Browse the catalog" }), "."));
@@ -909,7 +924,7 @@ function formatQty(v) {
 async function viewPartnerApps(main) {
   setTitle("Our apps");
   const partner = state.who.scope;
-  const apps = await api("GET", `/v1/partners/${enc(partner)}/apps`);
+  const apps = await allItems(`/v1/partners/${enc(partner)}/apps`);
   put(main, h("h1", { text: "Our apps" }));
   const nameId = nextId("name");
   const refId = nextId("ref");
@@ -951,7 +966,7 @@ async function viewPartnerApps(main) {
   const list = h("div");
   put(main, form, list);
   showPartnerApps(list, apps);
-  refresh = async () => showPartnerApps(list, await api("GET", `/v1/partners/${enc(partner)}/apps`));
+  refresh = async () => showPartnerApps(list, await allItems(`/v1/partners/${enc(partner)}/apps`));
 }
 
 function showPartnerApps(list, apps) {

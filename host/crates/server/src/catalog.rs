@@ -1,13 +1,15 @@
 //! The catalog (any token): categories, apps, their versions, a version's manifest.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiResult, Caller, Path, Problem, Query, Shared};
+use super::admin::PageQuery;
+use super::{ApiError, ApiResult, Caller, Page, Path, Problem, Query, Shared};
 use kiosk_core::records::VersionRow;
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
@@ -48,15 +50,22 @@ async fn listed(s: &super::AppState, partner: &str, name: &str) -> ApiResult<()>
     Ok(s.listed(partner, name).await?)
 }
 
-#[utoipa::path(get, path = "/v1/catalog/categories", tag = "catalog",
-    responses((status = 200, description = "every category an app declares, sorted", body = Vec<String>)))]
-async fn categories(State(s): State<Shared>, _caller: Caller) -> ApiResult<impl IntoResponse> {
+/// `after` is the last category of the previous page.
+#[utoipa::path(get, path = "/v1/catalog/categories", tag = "catalog", params(PageQuery),
+    responses((status = 200, description = "every category an app declares, by name", body = Page<String>)))]
+async fn categories(
+    State(s): State<Shared>,
+    _caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let limit = q.limit()?;
     let mut all: Vec<String> = s.catalog().await?.into_iter().flat_map(|a| a.categories).collect();
     all.sort();
     all.dedup();
-    Ok(axum::Json(all))
+    Ok(axum::Json(Page::after(all, q.after.as_deref(), limit, String::as_str)))
 }
 
+/// The filters, and `?limit=&after=` (`after`: the `app` of the last item).
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct CatalogQuery {
@@ -64,6 +73,11 @@ struct CatalogQuery {
     category: Option<String>,
     /// Only apps whose id, name or description contains this text (any case).
     q: Option<String>,
+    /// Most items on the page (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// The `next` of the previous page.
+    after: Option<String>,
 }
 
 /// An app in the catalog (`partner/name`).
@@ -77,12 +91,13 @@ struct CatalogApp {
 }
 
 #[utoipa::path(get, path = "/v1/catalog/apps", tag = "catalog", params(CatalogQuery),
-    responses((status = 200, description = "the apps that match", body = Vec<CatalogApp>)))]
+    responses((status = 200, description = "the apps that match, by id", body = Page<CatalogApp>)))]
 async fn catalog_apps(
     State(s): State<Shared>,
     _caller: Caller,
     Query(q): Query<CatalogQuery>,
 ) -> ApiResult<impl IntoResponse> {
+    let limit = super::admin::page_limit(q.limit)?;
     let needle = q.q.map(|t| t.to_lowercase());
     let apps: Vec<CatalogApp> = s
         .catalog()
@@ -96,7 +111,7 @@ async fn catalog_apps(
         })
         .map(|a| CatalogApp { app: a.app, name: a.name, description: a.description, categories: a.categories })
         .collect();
-    Ok(axum::Json(apps))
+    Ok(axum::Json(Page::after(apps, q.after.as_deref(), limit, |a: &CatalogApp| a.app.as_str())))
 }
 
 /// An app with its latest installable version (what an install without a version gets;
@@ -137,17 +152,36 @@ async fn catalog_app(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/catalog/apps/{partner}/{name}/versions", tag = "catalog",
-    responses((status = 200, description = "the app's versions", body = Vec<VersionSummary>),
+/// `after` is the `version` of the last item of the previous page.
+#[utoipa::path(get, path = "/v1/catalog/apps/{partner}/{name}/versions", tag = "catalog", params(PageQuery),
+    responses((status = 200, description = "the app's versions, highest first (versions equal but for prerelease or build: newest first)", body = Page<VersionSummary>),
+              (status = 400, description = "`invalid-query`: `limit` out of range, or `after` not a version of the app", body = Problem),
               (status = 404, description = "`not-found`: no such app", body = Problem)))]
 async fn catalog_versions(
     State(s): State<Shared>,
     _caller: Caller,
     Path((partner, name)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
+    let limit = q.limit()?;
     listed(&s, &partner, &name).await?;
-    let (_, versions) = s.app_versions(&partner, &name).await?;
-    Ok(axum::Json(versions.iter().map(version_summary).collect::<Vec<_>>()))
+    let (app, versions) = s.app_versions(&partner, &name).await?;
+    // The order is the store's (semver, highest first), not the cursor's: the page
+    // starts after the cursor's version.
+    let start = match q.after.as_deref() {
+        None => 0,
+        Some(after) => versions.iter().position(|v| v.version == after).map(|i| i + 1).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                format!("after {after:?} is not a version of {app}: use the `next` of the previous page"),
+            )
+            .field("after")
+        })?,
+    };
+    let take = usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1);
+    let items = versions.iter().skip(start).take(take).map(version_summary).collect();
+    Ok(axum::Json(Page::of(items, limit, |v: &VersionSummary| v.version.clone())))
 }
 
 /// A version with what its manifest declares: host API, SKUs, the JSON Schema of its

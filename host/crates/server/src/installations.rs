@@ -8,6 +8,7 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::admin::PageQuery;
 use super::{AnyJson, ApiResult, AppState, Caller, Json, Page, Path, Problem, Query, Shared};
 use kiosk_core::lifecycle::{InstallRequest, UpgradeRequest};
 use kiosk_core::records::InstallationRow;
@@ -150,20 +151,24 @@ async fn install(
     Ok((StatusCode::CREATED, axum::Json(view(&s, &row).await?)))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/installations", tag = "tenant",
-    responses((status = 200, description = "the tenant's installations", body = Vec<InstallationView>)))]
+/// `after` is the `id` of the last item of the previous page.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/installations", tag = "tenant", params(PageQuery),
+    responses((status = 200, description = "the tenant's installations by id", body = Page<InstallationView>)))]
 async fn list_installations(
     State(s): State<Shared>,
     caller: Caller,
     Path(tenant): Path<String>,
+    Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant_or_operator_reading(&tenant)?;
-    let rows = s.tenant_installations(&tenant).await?;
+    let limit = q.limit()?;
+    let after = (tenant.as_str(), q.after.as_deref().unwrap_or(""));
+    let rows = s.installations_page(Some(&tenant), None, after, limit + 1).await?;
     let mut views = Vec::with_capacity(rows.len());
     for row in &rows {
         views.push(view(&s, row).await?);
     }
-    Ok(axum::Json(views))
+    Ok(axum::Json(Page::of(views, limit, |v: &InstallationView| v.id.clone())))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/installations/{id}", tag = "tenant",

@@ -249,6 +249,16 @@ impl<T> Page<T> {
         };
         Page { items, next }
     }
+
+    /// A page of a list the core gives whole: `items` in the order of their (unique)
+    /// `key`, those whose key sorts after the cursor `after`, at most `limit`; `next` is
+    /// the key of the page's last item while more follow.
+    fn after(mut items: Vec<T>, after: Option<&str>, limit: i64, key: impl Fn(&T) -> &str) -> Self {
+        items.sort_by(|a, b| key(a).cmp(key(b)));
+        let start = after.map_or(0, |after| items.partition_point(|i| key(i) <= after));
+        let page = items.into_iter().skip(start).take(usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1));
+        Page::of(page.collect(), limit, |i| key(i).to_string())
+    }
 }
 
 /// Any JSON value: what an operation takes and gives is the app's.

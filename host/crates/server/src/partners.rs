@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::admin::PageQuery;
 use super::catalog::{VersionSummary, version_summary};
-use super::{ApiResult, Caller, Json, Path, Problem, Shared};
+use super::{ApiResult, Caller, Json, Page, Path, Problem, Query, Shared};
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(routes!(register_version)).routes(routes!(partner_apps)).routes(routes!(yank_version))
@@ -75,15 +76,18 @@ struct PartnerApp {
     versions: Vec<VersionSummary>,
 }
 
-#[utoipa::path(get, path = "/v1/partners/{partner}/apps", tag = "partner",
-    responses((status = 200, description = "the partner's apps and their versions", body = Vec<PartnerApp>)))]
+/// `after` is the `app` of the last item of the previous page.
+#[utoipa::path(get, path = "/v1/partners/{partner}/apps", tag = "partner", params(PageQuery),
+    responses((status = 200, description = "the partner's apps by id, each with its versions (highest first)", body = Page<PartnerApp>)))]
 async fn partner_apps(
     State(s): State<Shared>,
     caller: Caller,
     Path(partner): Path<String>,
+    Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     caller.partner(&partner)?;
-    let out: Vec<PartnerApp> = s
+    let limit = q.limit()?;
+    let items: Vec<PartnerApp> = s
         .partner_apps(&partner)
         .await?
         .into_iter()
@@ -93,7 +97,7 @@ async fn partner_apps(
             versions: versions.iter().map(version_summary).collect(),
         })
         .collect();
-    Ok(axum::Json(out))
+    Ok(axum::Json(Page::after(items, q.after.as_deref(), limit, |a: &PartnerApp| a.app.as_str())))
 }
 
 /// A version yanked by its partner.
