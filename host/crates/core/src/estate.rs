@@ -128,11 +128,6 @@ impl Kiosk {
         Ok(self.store.installations_page(tenant, app, after, limit).await?)
     }
 
-    /// A tenant's current installations.
-    pub async fn tenant_installations(&self, tenant: &str) -> Result<Vec<InstallationRow>> {
-        Ok(self.store.installations(tenant).await?)
-    }
-
     pub async fn app_limit_layers(&self, after: &str, limit: i64) -> Result<Vec<LimitLayerRow>> {
         Ok(self.store.app_limit_layers(after, limit).await?)
     }
