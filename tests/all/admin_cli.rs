@@ -7,12 +7,13 @@ use std::process::{Child, Command, Output, Stdio};
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::Api;
 
 const OPERATOR: &str = "op-admin-cli-test-token-0123456789";
 
 struct Server {
     child: Child,
-    base: String,
+    api: Api,
     tenant_token: String,
     _dir: tempfile::TempDir,
 }
@@ -36,18 +37,14 @@ fn start() -> Server {
         ),
     )
     .unwrap();
-    let demo = format!(
-        "{}={}",
-        common::manifest_path("budget-pacing").display(),
-        common::guest_path("budget-pacing").display()
-    );
+    let demo = common::demo_app("budget-pacing");
     let (child, text) = common::spawn_serve(
         &["--config", config.to_str().unwrap(), "--demo-app", &demo],
         &[],
         &dir.path().join("kiosk.log"),
     );
     let tenant_token = common::demo_token(&text, "TENANT_TOKEN");
-    Server { child, base: format!("http://127.0.0.1:{port}"), tenant_token, _dir: dir }
+    Server { child, api: Api::new(format!("http://127.0.0.1:{port}")), tenant_token, _dir: dir }
 }
 
 /// `kiosk admin ARGS` against the server, with the operator token from the environment.
@@ -55,7 +52,7 @@ fn admin(server: &Server, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiosk"))
         .arg("admin")
         .args(args)
-        .env("KIOSK_URL", &server.base)
+        .env("KIOSK_URL", &server.api.base)
         .env("KIOSK_TOKEN", OPERATOR)
         .stdin(Stdio::null())
         .output()
@@ -129,16 +126,11 @@ async fn operator_runs_the_estate_from_the_command_line() {
     ok(&server, &["versions", "unyank", "acme/budget-pacing", "1.4.34"]);
 
     // An installation made by the tenant, read by the operator with its effective limits.
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/v1/tenants/demo/installations", server.base))
-        .bearer_auth(&server.tenant_token)
-        .json(&json!({"app": "acme/budget-pacing", "config": {"apiKey": "k-123"}}))
-        .send()
+    let api = &server.api;
+    let id = api
+        .install(&server.tenant_token, "demo", json!({"app": "acme/budget-pacing", "config": {"apiKey": "k-123"}}))
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+        .id;
     let installations = json_of(&server, &["installations", "list", "--tenant", "demo"]);
     assert_eq!(names(&installations, "id"), vec![id.clone()]);
 
@@ -163,15 +155,10 @@ async fn operator_runs_the_estate_from_the_command_line() {
 
     // Suspension through the CLI refuses the tenant's calls.
     ok(&server, &["tenants", "suspend", "demo"]);
-    let resp = http
-        .post(format!("{}/v1/tenants/demo/installations/{id}/invoke/evaluate", server.base))
-        .bearer_auth(&server.tenant_token)
-        .json(&json!({"campaignId": "c", "budget": 30, "flightDays": 30, "dailySpend": [1]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
-    assert_eq!(resp.json::<Value>().await.unwrap()["type"], "urn:kiosk:problem:tenant-suspended");
+    let input = json!({"campaignId": "c", "budget": 30, "flightDays": 30, "dailySpend": [1]});
+    let (status, problem) = api.invoke(&server.tenant_token, "demo", &id, "evaluate", input).await;
+    assert_eq!(status, 403);
+    assert_eq!(problem["type"], "urn:kiosk:problem:tenant-suspended");
     ok(&server, &["tenants", "resume", "demo"]);
 }
 

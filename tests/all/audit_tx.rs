@@ -5,11 +5,13 @@
 
 use kiosk::store::{Backend, EntitlementRow, Principal, Store};
 use kiosk_core::lifecycle::{InstallRequest, Kiosk, UpgradeRequest};
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{Column as _, Row as _};
 
 use crate::common;
+use crate::common::api::Api;
 
 const TENANT: &str = "demo";
 const APP: &str = "acme/budget-pacing";
@@ -115,7 +117,7 @@ enum Mutation {
 
 struct World {
     kiosk: std::sync::Arc<Kiosk>,
-    base: String,
+    api: Api,
     operator: String,
     /// An installation of 1.4.34, for configure, upgrade and uninstall.
     installation: String,
@@ -180,16 +182,10 @@ impl World {
                     Mutation::HttpCreatePartner => ("partners", json!({"name": "initech"})),
                     _ => ("tenants", json!({"id": "t3"})),
                 };
-                let resp = reqwest::Client::new()
-                    .post(format!("{}/v1/{path}", self.base))
-                    .bearer_auth(&self.operator)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                return match resp.status() {
-                    reqwest::StatusCode::CREATED => Ok(()),
-                    status => Err(format!("{status}: {}", resp.text().await.unwrap())),
+                let reply = self.api.send(Some(&self.operator), Method::POST, &format!("/v1/{path}"), Some(body)).await;
+                return match reply.status {
+                    StatusCode::CREATED => Ok(()),
+                    status => Err(format!("{status}: {}", reply.text)),
                 };
             }
         }
@@ -198,8 +194,8 @@ impl World {
 }
 
 async fn every_mutation_commits_with_its_audit_row(database: Option<String>) {
-    let (started, _dir) = common::budget_pacing_server(database, &["1.4.34", "1.5.0"]).await;
-    let kiosk = started.state.clone();
+    let server = common::budget_pacing_server(database, &["1.4.34", "1.5.0"]).await;
+    let kiosk = server.started.state.clone();
     let store = &kiosk.store();
     let operator = store.create_token(&Principal::Operator, "op", "operator").await.unwrap().1;
     let revocable = store.create_token_by(&Principal::Tenant(TENANT.into()), "r", None, "operator").await.unwrap().0;
@@ -213,7 +209,7 @@ async fn every_mutation_commits_with_its_audit_row(database: Option<String>) {
     let acme_cert = store.certificate_rows().await.unwrap().into_iter().find(|c| c.partner == "acme").unwrap();
     let world = World {
         kiosk: kiosk.clone(),
-        base: format!("http://{}", started.addr),
+        api: server.api.clone(),
         operator,
         installation,
         revocable,

@@ -7,15 +7,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiosk_api::trust::{CertificateView, CertificatesAdded, QuarantinedVersion};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::common::api::{Page, TestServer};
 use crate::common::gpg::Gpg;
 use crate::common::registry::{Mode, TestRegistry};
 use crate::common::{fresh_postgres_database, guest_bytes, manifest_json};
 use kiosk::publish::{assemble, push, sign_detached};
 use kiosk::registry::{Registry, RegistrySettings, TransferSettings};
-use kiosk::server::serve::{ServeOptions, Started, spawn};
+use kiosk::server::serve::ServeOptions;
 
 const OPERATOR: &str = "operator-token-cert-paths";
 const APP: &str = "acme/budget-pacing";
@@ -44,24 +46,14 @@ fn pull(config: &Path, database: Option<&str>, cert: (&str, &Path), reference: &
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-async fn start(config: &Path, database: Option<&str>) -> Started {
+/// The server of the operator's `config` (the one `kiosk pull` reads too).
+async fn start(config: &Path, database: Option<&str>) -> TestServer {
     let options = ServeOptions {
         config: Some(config.to_path_buf()),
         database: database.map(str::to_string),
         ..Default::default()
     };
-    spawn(options, "127.0.0.1:0".parse().unwrap()).await.expect("the server starts")
-}
-
-async fn call(started: &Started, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request =
-        reqwest::Client::new().request(method, format!("http://{}{path}", started.addr)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    TestServer::serve(options, config.parent().unwrap()).await
 }
 
 async fn publish(registry: &Registry, secret_key: &[u8], version: &str) {
@@ -73,15 +65,10 @@ async fn publish(registry: &Registry, secret_key: &[u8], version: &str) {
     push(registry, APP, version, &assemble(&m, &wasm, &signatures), |_| {}).await.unwrap();
 }
 
-async fn quarantined(started: &Started) -> Vec<String> {
-    let (status, page) = call(started, OPERATOR, Method::GET, "/v1/versions/quarantined", None).await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| format!("{}@{}", v["app"].as_str().unwrap(), v["version"].as_str().unwrap()))
-        .collect()
+async fn quarantined(server: &TestServer) -> Vec<String> {
+    let page: Page<QuarantinedVersion> =
+        server.call_as(Some(OPERATOR), Method::GET, "/v1/versions/quarantined", None, StatusCode::OK).await;
+    page.items.iter().map(|v| format!("{}@{}", v.app, v.version)).collect()
 }
 
 #[tokio::test]
@@ -128,41 +115,30 @@ async fn revoked_alike(database: Option<String>) {
 
     // Through the API: B is registered for acme and 2.0.0 with it.
     let server = start(&config, database).await;
-    let (status, body) = call(
-        &server,
-        OPERATOR,
-        Method::POST,
-        "/v1/partners/acme/certificates",
-        Some(json!({"certificate": String::from_utf8(b_cert).unwrap()})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let certificate = json!({"certificate": String::from_utf8(b_cert).unwrap()});
+    let _: CertificatesAdded = server
+        .call_as(Some(OPERATOR), Method::POST, "/v1/partners/acme/certificates", Some(certificate), StatusCode::CREATED)
+        .await;
     let registry_body = json!({"insecure": true, "partners": {"acme": ["acme/"]}});
     let (status, body) =
-        call(&server, OPERATOR, Method::PUT, &format!("/v1/registries/{host}"), Some(registry_body)).await;
+        server.call(Some(OPERATOR), Method::PUT, &format!("/v1/registries/{host}"), Some(registry_body)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) =
-        call(&server, OPERATOR, Method::POST, "/v1/tokens", Some(json!({"role": "partner", "scope": "acme"}))).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let partner = body["token"].as_str().unwrap().to_string();
+    let partner = server.create_token(OPERATOR, "partner", Some("acme")).await.token;
     let reference = json!({"reference": format!("{host}/{APP}:2.0.0")});
-    let (status, body) =
-        call(&server, &partner, Method::POST, "/v1/partners/acme/apps/budget-pacing/versions", Some(reference)).await;
+    let (status, body) = server
+        .call(Some(&partner), Method::POST, "/v1/partners/acme/apps/budget-pacing/versions", Some(reference))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert!(quarantined(&server).await.is_empty(), "nothing is quarantined yet");
 
     // The certificate the CLI added, revoked over the API: 1.0.0 is quarantined.
     let revocation = std::fs::read_to_string(&a_revocation).unwrap();
-    let (status, body) = call(
-        &server,
-        OPERATOR,
-        Method::POST,
-        "/v1/partners/acme/certificates",
-        Some(json!({"certificate": revocation})),
-    )
-    .await;
-    assert_eq!((status, body["quarantined"].clone()), (StatusCode::OK, json!([format!("{APP}@1.0.0")])), "{body}");
-    server.state.close().await;
+    let revocation = json!({"certificate": revocation});
+    let added: CertificatesAdded = server
+        .call_as(Some(OPERATOR), Method::POST, "/v1/partners/acme/certificates", Some(revocation), StatusCode::OK)
+        .await;
+    assert_eq!(added.quarantined, [format!("{APP}@1.0.0")], "{added:?}");
+    server.started.state.close().await;
 
     // The certificate the API added, revoked with `kiosk pull --cert`: 2.0.0 is
     // quarantined (the pull itself is then refused: its signer is revoked).
@@ -170,9 +146,9 @@ async fn revoked_alike(database: Option<String>) {
     assert!(!ok, "a version signed by a revoked certificate is not pulled: {stderr}");
     let server = start(&config, database).await;
     assert_eq!(quarantined(&server).await, [format!("{APP}@1.0.0"), format!("{APP}@2.0.0")]);
-    let (_, certificates) = call(&server, OPERATOR, Method::GET, "/v1/partners/acme/certificates", None).await;
-    let states: Vec<&str> =
-        certificates["items"].as_array().unwrap().iter().map(|c| c["state"].as_str().unwrap()).collect();
-    assert_eq!(states, ["revoked", "revoked"], "{certificates}");
-    server.state.close().await;
+    let certificates: Page<CertificateView> =
+        server.call_as(Some(OPERATOR), Method::GET, "/v1/partners/acme/certificates", None, StatusCode::OK).await;
+    let states: Vec<&str> = certificates.items.iter().map(|c| c.state.as_str()).collect();
+    assert_eq!(states, ["revoked", "revoked"], "{certificates:?}");
+    server.started.state.close().await;
 }

@@ -4,13 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use kiosk::server::serve::{ServeOptions, spawn};
+use kiosk::server::serve::ServeOptions;
 use kiosk::store::Principal;
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::json;
 use sqlx::Connection as _;
 use sqlx::Row as _;
 
 use crate::common;
+use crate::common::api::TestServer;
 
 fn config(dir: &std::path::Path, name: &str, key: &str) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.toml"));
@@ -30,49 +32,27 @@ async fn two_replicas_collect_each_window_once_and_take_over_a_dead_lease() {
     let url = common::fresh_postgres_database().await;
     let dir = tempfile::tempdir().unwrap();
     let key = "11".repeat(32);
-    let demo = format!(
-        "{}={}",
-        common::manifest_path("budget-pacing").display(),
-        common::guest_path("budget-pacing").display()
-    );
-    let a = spawn(
+    let a = TestServer::serve(
         ServeOptions {
             config: Some(config(dir.path(), "a", &key)),
             database: Some(url.clone()),
-            demo_apps: vec![demo],
+            demo_apps: vec![common::demo_app("budget-pacing")],
             ..Default::default()
         },
-        "127.0.0.1:0".parse().unwrap(),
+        dir.path(),
     )
-    .await
-    .unwrap();
-    let _b = spawn(
+    .await;
+    let _b = TestServer::serve(
         ServeOptions { config: Some(config(dir.path(), "b", &key)), database: Some(url.clone()), ..Default::default() },
-        "127.0.0.1:0".parse().unwrap(),
+        dir.path(),
     )
-    .await
-    .unwrap();
-    let (_, token) = a.state.store().create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", a.addr);
+    .await;
+    let (_, token) = a.store().create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap();
     let install = json!({"app": "acme/budget-pacing", "version": "1.4.34", "config": {"apiKey": "k"}});
-    let resp = http
-        .post(format!("{base}/v1/tenants/demo/installations"))
-        .bearer_auth(&token)
-        .json(&install)
-        .send()
-        .await
-        .unwrap();
-    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let id = a.install(&token, "demo", install).await.id;
     let input = json!({"campaignId": "c1", "budget": 300, "flightDays": 30, "dailySpend": [10]});
-    let resp = http
-        .post(format!("{base}/v1/tenants/demo/installations/{id}/invoke/evaluate"))
-        .bearer_auth(&token)
-        .json(&input)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let (status, body) = a.invoke(&token, "demo", &id, "evaluate", input).await;
+    assert_eq!(status, 200, "{body}");
 
     // A replica died holding the lease of the current window (it will be the last
     // completed one in a second); it expires 1.5 s from now.
@@ -107,14 +87,9 @@ async fn two_replicas_collect_each_window_once_and_take_over_a_dead_lease() {
 
     // Each window's usage is in the ledger once, and what its collection found is on the
     // window, which the tenant reads through the API.
-    let resp = http
-        .get(format!("{base}/v1/tenants/demo/installations/{id}/usage-windows?limit=1000"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let listed: Value = resp.json().await.unwrap();
+    let path = format!("/v1/tenants/demo/installations/{id}/usage-windows?limit=1000");
+    let (status, listed) = a.call(Some(&token), Method::GET, &path, None).await;
+    assert_eq!(status, 200, "{listed}");
     let items = listed["items"].as_array().unwrap();
     let starts: Vec<i64> = items.iter().map(|w| w["startMs"].as_i64().unwrap()).collect();
     assert!(starts.windows(2).all(|p| p[0] > p[1]), "newest first: {starts:?}");

@@ -6,13 +6,14 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kiosk::server::serve::{ServeOptions, Started, spawn};
+use kiosk::server::serve::{ServeOptions, spawn};
 use kiosk::store::Principal;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Row as _;
 
 use crate::common;
+use crate::common::api::{Api, TestServer};
 
 const APP: &str = "test/hostile";
 
@@ -25,42 +26,38 @@ fn hostile_manifest(dir: &std::path::Path, edit: impl FnOnce(&mut Value)) -> Str
     format!("{}={}", path.display(), common::guest_path("hostile-guest").display())
 }
 
+/// The hostile app's server with tenants `demo` and `other`.
 struct Server {
-    started: Started,
-    base: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    s: TestServer,
+}
+
+impl std::ops::Deref for Server {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.s
+    }
 }
 
 impl Server {
     /// A server on `database` (SQLite in its data directory when `None`) with the hostile
     /// app registered, the config `extra` (TOML) and tenants `demo` and `other`.
     async fn start(database: Option<String>, extra: &str, edit: impl FnOnce(&mut Value)) -> Self {
-        let (started, dir) = common::hostile_server(database, extra, edit).await;
-        started.state.store().create_tenant("other", "Other", "operator").await.unwrap();
-        let base = format!("http://{}", started.addr);
-        Self { started, base, http: reqwest::Client::new(), _dir: dir }
+        let s = common::hostile_server(database, extra, edit).await;
+        s.store().create_tenant("other", "Other", "operator").await.unwrap();
+        Self { s }
     }
 
     async fn token(&self, tenant: &str) -> String {
-        self.started.state.store().create_token(&Principal::Tenant(tenant.into()), "test", "operator").await.unwrap().1
+        self.store().create_token(&Principal::Tenant(tenant.into()), "test", "operator").await.unwrap().1
     }
 
     async fn install(&self, token: &str, tenant: &str, config: Value) -> String {
-        let resp = self
-            .http
-            .post(format!("{}/v1/tenants/{tenant}/installations", self.base))
-            .bearer_auth(token)
-            .json(&json!({"app": APP, "version": "0.0.1", "config": config}))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().to_string()
+        self.s.install(token, tenant, json!({"app": APP, "version": "0.0.1", "config": config})).await.id
     }
 
+    /// Invokes `operation` with "hello" (a task of its own may own the call): the status,
+    /// `Retry-After` and the body.
     fn invoke(
         &self,
         token: &str,
@@ -68,21 +65,11 @@ impl Server {
         id: &str,
         operation: &str,
     ) -> impl std::future::Future<Output = (StatusCode, Option<String>, Value)> + Send + 'static {
-        let request = self
-            .http
-            .post(format!("{}/v1/tenants/{tenant}/installations/{id}/invoke/{operation}", self.base))
-            .bearer_auth(token)
-            .json(&json!("hello"));
+        let (api, token) = (self.api.clone(), token.to_string());
+        let path = format!("/v1/tenants/{tenant}/installations/{id}/invoke/{operation}");
         async move {
-            let resp = request.send().await.unwrap();
-            let status = resp.status();
-            let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
-            let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
-            if !status.is_success() {
-                assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{status}: {body}");
-            }
-            (status, retry_after, body)
+            let reply = api.send(Some(&token), Method::POST, &path, Some(json!("hello"))).await;
+            (reply.status, reply.header("retry-after").map(str::to_string), reply.json())
         }
     }
 
@@ -126,7 +113,7 @@ async fn over_a_tenants_limits_or_without_a_slot_callers_get_429_or_503_with_ret
     assert!(problem["detail"].as_str().unwrap().contains("within 300 ms"), "{problem}");
 
     // The server is alive throughout, and stopping the runtime ends every sleeper now.
-    let health = server.http.get(format!("{}/healthz", server.base)).send().await.unwrap();
+    let health = server.http.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     server.started.state.runtime().shut_down();
     others.extend(sleepers);
@@ -281,11 +268,8 @@ async fn collection(database: Option<String>) {
     // The tenant reads the same through the API: the window given up, its attempts and
     // the last error; the normal installation's windows collected, with what was found.
     let windows = |token: String, path: String| {
-        let (http, base) = (server.http.clone(), server.base.clone());
-        async move {
-            let resp = http.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap();
-            (resp.status(), resp.json::<Value>().await.unwrap())
-        }
+        let api = server.api.clone();
+        async move { api.call(Some(&token), Method::GET, &path, None).await }
     };
     let path = format!("/v1/tenants/demo/installations/{failing}/usage-windows");
     let (status, page) = windows(demo.clone(), path.clone()).await;
@@ -367,22 +351,21 @@ async fn a_backtracking_schema_is_refused_at_registration_and_a_heavy_pattern_ca
     let hostile_input = format!("{}!", "a".repeat(50_000));
     let installs: Vec<_> = (0..4)
         .map(|_| {
-            let request = server
-                .http
-                .post(format!("{}/v1/tenants/demo/installations", server.base))
-                .bearer_auth(&demo)
-                .json(&json!({"app": APP, "version": "0.0.1", "config": {"name": hostile_input}}));
-            tokio::spawn(async move { request.send().await.unwrap() })
+            let (api, demo) = (server.api.clone(), demo.clone());
+            let body = json!({"app": APP, "version": "0.0.1", "config": {"name": hostile_input}});
+            tokio::spawn(async move {
+                api.send(Some(&demo), Method::POST, "/v1/tenants/demo/installations", Some(body)).await
+            })
         })
         .collect();
     for _ in 0..20 {
-        let health = server.http.get(format!("{}/healthz", server.base)).send().await.unwrap();
+        let health = server.http.get(server.url("/healthz")).send().await.unwrap();
         assert_eq!(health.status(), StatusCode::OK);
     }
     for install in installs {
-        let resp = install.await.unwrap();
-        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        let problem: Value = resp.json().await.unwrap();
+        let reply = install.await.unwrap();
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let problem = reply.json();
         assert_eq!(problem["type"], "urn:kiosk:problem:config-invalid");
         assert_eq!(problem["field"], "config/name");
     }
@@ -410,32 +393,19 @@ async fn sigterm_stops_promptly_while_a_guest_sleeps_in_a_call() {
         &[("KIOSK_LOG", "info,kiosk::access=debug")],
         &log_path,
     );
-    let token = text.lines().find_map(|l| l.trim().strip_prefix("export TENANT_TOKEN=")).unwrap().to_string();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{base}/v1/tenants/demo/installations"))
-        .bearer_auth(&token)
-        .json(&json!({"app": APP, "version": "0.0.1", "config": {"mode": "sleep-invoke"}}))
-        .send()
+    let token = common::demo_token(&text, "TENANT_TOKEN");
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    let id = api
+        .install(&token, "demo", json!({"app": APP, "version": "0.0.1", "config": {"mode": "sleep-invoke"}}))
         .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+        .id;
 
     // The guest sleeps (60 s) inside its call; the request is in flight once the server
     // logged that it started processing it. (If SIGTERM overtook the handler on its way
     // to the guest, the call would be refused with the same prompt 503.)
     let call = {
-        let (http, token) = (http.clone(), token.clone());
-        tokio::spawn(async move {
-            http.post(format!("{base}/v1/tenants/demo/installations/{id}/invoke/nap"))
-                .bearer_auth(&token)
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap()
-        })
+        let (api, token) = (api.clone(), token.clone());
+        tokio::spawn(async move { api.invoke(&token, "demo", &id, "nap", json!({})).await })
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -456,9 +426,8 @@ async fn sigterm_stops_promptly_while_a_guest_sleeps_in_a_call() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status}");
-    let resp = call.await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let problem: Value = resp.json().await.unwrap();
+    let (status, problem) = call.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(problem["type"], "urn:kiosk:problem:shutting-down", "{problem}");
     println!("stopped {:?} after SIGTERM with a 60 s sleeper in flight", sigterm_at.elapsed());
     let text = std::fs::read_to_string(&log_path).unwrap();

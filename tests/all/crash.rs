@@ -3,20 +3,22 @@
 //! SIGKILL at a random moment and restarted, five times. Every acknowledged event must be
 //! in the ledger exactly once, and nothing unacknowledged may count twice.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kiosk_api::usage::RecordStatus;
 use rand::Rng;
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::Api;
 
 struct Server {
     child: Child,
-    base: String,
+    api: Api,
     tenant: String,
     partner: String,
 }
@@ -31,25 +33,18 @@ fn start(dir: &Path, database: &str, round: usize) -> Server {
     )
     .unwrap();
     let log_path = dir.join(format!("kiosk-{round}.log"));
-    let demo = format!(
-        "{}={}",
-        common::manifest_path("budget-pacing").display(),
-        common::guest_path("budget-pacing").display()
-    );
+    let demo = common::demo_app("budget-pacing");
     let listen = format!("127.0.0.1:{port}");
     let (child, text) = common::spawn_serve(
         &["--config", config.to_str().unwrap(), "--database", database, "--demo-app", &demo, "--listen", &listen],
         &[],
         &log_path,
     );
-    let token = |name: &str| {
-        text.lines().find_map(|l| l.trim().strip_prefix(&format!("export {name}=")).map(str::to_string)).unwrap()
-    };
     Server {
         child,
-        base: format!("http://127.0.0.1:{port}"),
-        tenant: token("TENANT_TOKEN"),
-        partner: token("PARTNER_TOKEN"),
+        api: Api::new(format!("http://127.0.0.1:{port}")),
+        tenant: common::demo_token(&text, "TENANT_TOKEN"),
+        partner: common::demo_token(&text, "PARTNER_TOKEN"),
     }
 }
 
@@ -62,11 +57,14 @@ struct Tally {
     invokes_acked: u64,
 }
 
+/// Invokes and partner usage posts from 24 workers until `stop` or the first request the
+/// killed server does not answer (its own client: a 5 s timeout, no answer checked but
+/// the acknowledgements).
 async fn load(s: &Server, installation: &str, round: usize, tally: Arc<Mutex<Tally>>, stop: Instant) {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let mut tasks = Vec::new();
     for worker in 0..24 {
-        let (http, tally, base) = (http.clone(), tally.clone(), s.base.clone());
+        let (http, tally, base) = (http.clone(), tally.clone(), s.api.base.clone());
         let (tenant, partner, installation) = (s.tenant.clone(), s.partner.clone(), installation.to_string());
         tasks.push(tokio::spawn(async move {
             let mut n = 0;
@@ -102,32 +100,16 @@ async fn load(s: &Server, installation: &str, round: usize, tally: Arc<Mutex<Tal
     }
 }
 
-async fn usage_totals(s: &Server, operator_query: &str) -> Value {
-    let http = reqwest::Client::new();
-    let resp = http
-        .get(format!("{}/v1/tenants/demo/usage{operator_query}", s.base))
-        .bearer_auth(&s.tenant)
-        .send()
-        .await
-        .unwrap();
-    resp.json::<Value>().await.unwrap()["totals"].clone()
+async fn usage_totals(s: &Server, operator_query: &str) -> BTreeMap<String, u128> {
+    s.api.usage(&s.tenant, &format!("/v1/tenants/demo/usage{operator_query}")).await.totals
 }
 
 async fn crash_suite(database: String) {
     let dir = tempfile::tempdir().unwrap();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut server = start(dir.path(), &database, 0);
-    let http = reqwest::Client::new();
     let install = json!({"app": "acme/budget-pacing", "version": "1.4.34", "config": {"apiKey": "k"}});
-    let resp = http
-        .post(format!("{}/v1/tenants/demo/installations", server.base))
-        .bearer_auth(&server.tenant)
-        .json(&install)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let installation = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let installation = server.api.install(&server.tenant, "demo", install).await.id;
 
     for round in 1..=5 {
         // Fire load, and SIGKILL the server at a random moment while it runs.
@@ -153,14 +135,14 @@ async fn crash_suite(database: String) {
         t.invokes_acked
     );
     let before_retry = usage_totals(&server, "").await;
-    let partner_counted = before_retry["campaigns-monitored"].as_i64().unwrap_or(0) as usize;
+    let partner_counted = before_retry.get("campaigns-monitored").copied().unwrap_or(0) as usize;
     assert!(
         partner_counted >= t.acked.len(),
         "acknowledged partner events lost: {partner_counted} < {}",
         t.acked.len()
     );
     assert!(partner_counted <= t.sent.len(), "more partner events than were sent");
-    let invokes_counted = before_retry["pacing-check"].as_i64().unwrap_or(0) as u64;
+    let invokes_counted = before_retry.get("pacing-check").copied().unwrap_or(0) as u64;
     assert!(invokes_counted >= t.invokes_acked, "acknowledged invokes lost: {invokes_counted} < {}", t.invokes_acked);
     assert!(
         invokes_counted <= t.invokes_sent,
@@ -177,17 +159,10 @@ async fn crash_suite(database: String) {
             "quantity": 1, "timestampMs": now - 1000, "idempotencyKey": k})
             })
             .collect();
-        let resp = http
-            .post(format!("{}/v1/partners/acme/usage", server.base))
-            .bearer_auth(&server.partner)
-            .json(&json!({"records": records}))
-            .send()
-            .await
-            .unwrap();
-        let v: Value = resp.json().await.unwrap();
+        let results = server.api.post_usage(&server.partner, "acme", Value::Array(records)).await;
         assert!(
-            v["results"].as_array().unwrap().iter().all(|r| r["status"] == "recorded" || r["status"] == "duplicate"),
-            "{v}"
+            results.iter().all(|r| r.status == RecordStatus::Recorded || r.status == RecordStatus::Duplicate),
+            "{results:?}"
         );
     }
     let after = usage_totals(&server, "").await;
@@ -199,11 +174,7 @@ async fn crash_suite(database: String) {
         t.invokes_acked,
         invokes_counted
     );
-    assert_eq!(
-        after["campaigns-monitored"].as_i64().unwrap() as usize,
-        t.sent.len(),
-        "every partner event exactly once after retries"
-    );
+    assert_eq!(after["campaigns-monitored"] as usize, t.sent.len(), "every partner event exactly once after retries");
     let _ = server.child.kill();
     let _ = server.child.wait();
 }

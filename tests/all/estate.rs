@@ -9,114 +9,45 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use kiosk::server::serve::Started;
 use kiosk::store::{Principal, token_hash};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::TestServer;
 
-struct Server {
-    started: Started,
-    base: String,
-    http: reqwest::Client,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let text = resp.text().await.unwrap();
-        if !status.is_success() {
-            assert_eq!(content_type, "application/problem+json", "{status} {path}: {text}");
-        }
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Every item of a list, page by page (`limit` per page), checking each page's size
-    /// and that the cursor moves on.
-    async fn walk(&self, token: &str, path: &str, limit: usize) -> (Vec<Value>, usize) {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let mut items = Vec::new();
-        let mut after: Option<String> = None;
-        let mut pages = 0;
-        loop {
-            let mut url = format!("{path}{sep}limit={limit}");
-            if let Some(a) = &after {
-                url.push_str(&format!("&after={}", urlencode(a)));
-            }
-            let (status, page) = self.call(token, Method::GET, &url, None).await;
-            assert_eq!(status, StatusCode::OK, "{url}: {page}");
-            let got = page["items"].as_array().unwrap();
-            assert!(got.len() <= limit, "{url}: {page}");
-            items.extend(got.iter().cloned());
-            pages += 1;
-            assert!(pages < 100, "{path}: the cursor does not move on");
-            match page["next"].as_str() {
-                Some(next) => {
-                    assert_eq!(got.len(), limit, "only full pages have a next: {page}");
-                    after = Some(next.to_string());
-                }
-                None => return (items, pages),
-            }
-        }
-    }
-
-    /// Registers another version of the hostile guest (signed with the demo seed's key).
-    async fn register(&self, version: &str) -> anyhow::Result<()> {
-        let wasm = common::guest_bytes("hostile-guest");
-        let mut manifest = common::manifest_json("hostile-guest");
-        manifest["version"] = version.into();
-        let bytes = serde_json::to_vec(&manifest).unwrap();
-        let key_dir = self.dir.path().join("data/demo");
-        kiosk_core::local::register_local_build(&self.started.state, &bytes, &wasm, &key_dir, "test").await.map(drop)
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// Registers another version of the hostile guest (signed with the demo seed's key).
+async fn register(s: &TestServer, version: &str) -> anyhow::Result<()> {
+    let wasm = common::guest_bytes("hostile-guest");
+    let mut manifest = common::manifest_json("hostile-guest");
+    manifest["version"] = version.into();
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let key_dir = s.dir().join("data/demo");
+    kiosk_core::local::register_local_build(&s.started.state, &bytes, &wasm, &key_dir, "test").await.map(drop)
 }
 
 fn field<'a>(items: &'a [Value], name: &str) -> Vec<&'a str> {
     items.iter().map(|i| i[name].as_str().unwrap()).collect()
 }
 
-async fn start(postgres: bool) -> Server {
+async fn start(postgres: bool) -> TestServer {
     let database = if postgres { Some(common::fresh_postgres_database().await) } else { None };
-    let (started, dir) = common::hostile_server(database, "", |_| {}).await;
-    Server { base: format!("http://{}", started.addr), started, http: reqwest::Client::new(), dir }
+    common::hostile_server(database, "", |_| {}).await
 }
 
 async fn estate(postgres: bool) {
     let s = start(postgres).await;
-    let store = &s.started.state.store();
+    let store = s.store();
     let (_, op) = store.create_token(&Principal::Operator, "op", "test").await.unwrap();
     let (_, tenant) = store.create_token(&Principal::Tenant("demo".into()), "t", "test").await.unwrap();
     let mut secrets = vec![op.clone(), tenant.clone()];
 
     for i in 1..=5 {
-        let (st, b) = s.call(&op, Method::POST, "/v1/partners", Some(json!({"name": format!("p{i:02}")}))).await;
-        assert_eq!(st, StatusCode::CREATED, "{b}");
-        let (st, b) = s.call(&op, Method::POST, "/v1/tenants", Some(json!({"id": format!("t{i:02}")}))).await;
-        assert_eq!(st, StatusCode::CREATED, "{b}");
-        for body in [
-            json!({"role": "partner", "scope": format!("p{i:02}")}),
-            json!({"role": "tenant", "scope": format!("t{i:02}")}),
-        ] {
-            let (st, b) = s.call(&op, Method::POST, "/v1/tokens", Some(body)).await;
-            assert_eq!(st, StatusCode::CREATED, "{b}");
-            secrets.push(b["token"].as_str().unwrap().to_string());
+        let (partner, tenant) = (format!("p{i:02}"), format!("t{i:02}"));
+        s.create_partner(&op, &partner).await;
+        s.create_tenant(&op, &tenant).await;
+        for (role, scope) in [("partner", &partner), ("tenant", &tenant)] {
+            secrets.push(s.create_token(&op, role, Some(scope)).await.token);
         }
     }
 
@@ -129,31 +60,28 @@ async fn estate(postgres: bool) {
     for want in ["p01", "p02", "p03", "p04", "p05", "test"] {
         assert!(names.contains(&want), "{want} in {names:?}");
     }
-    let (st, test) = s.call(&op, Method::GET, "/v1/partners/test", None).await;
+    let (st, test) = s.call(Some(&op), Method::GET, "/v1/partners/test", None).await;
     assert_eq!(st, StatusCode::OK, "{test}");
     assert_eq!(
         (test["apps"].clone(), test["certificates"].clone(), test["disabled"].clone()),
         (json!(1), json!(1), json!(false))
     );
     assert!(test["createdMs"].as_i64().unwrap() > 0);
-    assert_eq!(s.call(&op, Method::GET, "/v1/partners/nobody", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.call(Some(&op), Method::GET, "/v1/partners/nobody", None).await.0, StatusCode::NOT_FOUND);
     let (tenants, _) = s.walk(&op, "/v1/tenants", 4).await;
     assert_eq!(field(&tenants, "id"), vec!["demo", "t01", "t02", "t03", "t04", "t05"]);
 
     // The tenant installs; the operator reads its installations (GET only) and the estate's.
-    let (st, inst) =
-        s.call(&tenant, Method::POST, "/v1/tenants/demo/installations", Some(json!({"app": "test/hostile"}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{inst}");
-    let id = inst["id"].as_str().unwrap().to_string();
+    let id = s.install(&tenant, "demo", json!({"app": "test/hostile"})).await.id;
     let inst_path = format!("/v1/tenants/demo/installations/{id}");
-    let (st, list) = s.call(&op, Method::GET, "/v1/tenants/demo/installations", None).await;
+    let (st, list) = s.call(Some(&op), Method::GET, "/v1/tenants/demo/installations", None).await;
     assert_eq!((st, list["items"][0]["id"].as_str()), (StatusCode::OK, Some(id.as_str())), "{list}");
-    assert_eq!(s.call(&op, Method::GET, &inst_path, None).await.0, StatusCode::OK);
-    let (st, _) = s.call(&op, Method::POST, &format!("{inst_path}/invoke/echo"), Some(json!(1))).await;
+    assert_eq!(s.call(Some(&op), Method::GET, &inst_path, None).await.0, StatusCode::OK);
+    let (st, _) = s.call(Some(&op), Method::POST, &format!("{inst_path}/invoke/echo"), Some(json!(1))).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "the operator reads, never acts as the tenant");
-    let (st, _) = s.call(&op, Method::PATCH, &inst_path, Some(json!({"config": {}}))).await;
+    let (st, _) = s.call(Some(&op), Method::PATCH, &inst_path, Some(json!({"config": {}}))).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    let (st, demo) = s.call(&op, Method::GET, "/v1/tenants/demo", None).await;
+    let (st, demo) = s.call(Some(&op), Method::GET, "/v1/tenants/demo", None).await;
     assert_eq!(
         (st, demo["installations"].clone(), demo["suspended"].clone()),
         (StatusCode::OK, json!(1), json!(false))
@@ -167,10 +95,7 @@ async fn estate(postgres: bool) {
     // The tenant's own list is a page too, by id.
     let mut ids = vec![id.clone()];
     for _ in 0..2 {
-        let (st, inst) =
-            s.call(&tenant, Method::POST, "/v1/tenants/demo/installations", Some(json!({"app": "test/hostile"}))).await;
-        assert_eq!(st, StatusCode::CREATED, "{inst}");
-        ids.push(inst["id"].as_str().unwrap().to_string());
+        ids.push(s.install(&tenant, "demo", json!({"app": "test/hostile"})).await.id);
     }
     ids.sort();
     for token in [&tenant, &op] {
@@ -180,7 +105,8 @@ async fn estate(postgres: bool) {
 
     // Entitlements and versions across partners.
     for t in ["t01", "t02", "t03"] {
-        let (st, b) = s.call(&op, Method::PUT, &format!("/v1/entitlements/{t}/test/hostile"), Some(json!({}))).await;
+        let (st, b) =
+            s.call(Some(&op), Method::PUT, &format!("/v1/entitlements/{t}/test/hostile"), Some(json!({}))).await;
         assert_eq!(st, StatusCode::OK, "{b}");
     }
     let (items, pages) = s.walk(&op, "/v1/entitlements?partner=test", 2).await;
@@ -189,9 +115,9 @@ async fn estate(postgres: bool) {
     assert_eq!(field(&items, "app"), vec!["test/hostile"]);
     let (items, _) = s.walk(&op, "/v1/entitlements?partner=p01", 2).await;
     assert!(items.is_empty());
-    s.register("0.0.2").await.unwrap();
-    s.register("0.0.3").await.unwrap();
-    let (st, _) = s.call(&op, Method::POST, "/v1/apps/test/hostile/versions/0.0.3/yank", None).await;
+    register(&s, "0.0.2").await.unwrap();
+    register(&s, "0.0.3").await.unwrap();
+    let (st, _) = s.call(Some(&op), Method::POST, "/v1/apps/test/hostile/versions/0.0.3/yank", None).await;
     assert_eq!(st, StatusCode::OK);
     let (items, pages) = s.walk(&op, "/v1/versions?app=test/hostile", 2).await;
     assert_eq!((field(&items, "version"), pages), (vec!["0.0.1", "0.0.2", "0.0.3"], 2));
@@ -205,11 +131,11 @@ async fn estate(postgres: bool) {
     let (items, pages) = s.walk(&tenant, "/v1/catalog/apps/test/hostile/versions", 2).await;
     assert_eq!((field(&items, "version"), pages), (vec!["0.0.3", "0.0.2", "0.0.1"], 2));
     assert_eq!(items[0]["yanked"], true);
-    let (st, p) = s.call(&op, Method::GET, "/v1/versions?state=gone", None).await;
+    let (st, p) = s.call(Some(&op), Method::GET, "/v1/versions?state=gone", None).await;
     assert_eq!((st, p["field"].as_str()), (StatusCode::BAD_REQUEST, Some("state")), "{p}");
-    let (st, p) = s.call(&op, Method::GET, "/v1/partners?limit=0", None).await;
+    let (st, p) = s.call(Some(&op), Method::GET, "/v1/partners?limit=0", None).await;
     assert_eq!((st, p["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")), "{p}");
-    let (st, _) = s.call(&tenant, Method::GET, "/v1/partners", None).await;
+    let (st, _) = s.call(Some(&tenant), Method::GET, "/v1/partners", None).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "the estate is the operator's");
 
     // Tokens, the audit log and registries are pages too; no secret nor its hash anywhere.
@@ -243,15 +169,13 @@ async fn suspend_and_disable(postgres: bool) {
     let (_, tenant) = state.store().create_token(&Principal::Tenant("demo".into()), "t", "test").await.unwrap();
     let (_, partner) = state.store().create_token(&Principal::Partner("test".into()), "p", "test").await.unwrap();
     let installations = "/v1/tenants/demo/installations";
-    let (st, inst) = s.call(&tenant, Method::POST, installations, Some(json!({"app": "test/hostile"}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{inst}");
-    let id = inst["id"].as_str().unwrap().to_string();
+    let id = s.install(&tenant, "demo", json!({"app": "test/hostile"})).await.id;
     let inst_path = format!("{installations}/{id}");
     let echo = json!("hi");
-    s.register("0.0.2").await.unwrap();
+    register(&s, "0.0.2").await.unwrap();
 
     // Suspended: calls, installs, configures and upgrades refused; reads allowed.
-    let (st, t) = s.call(&op, Method::POST, "/v1/tenants/demo/suspend", None).await;
+    let (st, t) = s.call(Some(&op), Method::POST, "/v1/tenants/demo/suspend", None).await;
     assert_eq!((st, t["suspended"].clone()), (StatusCode::OK, json!(true)), "{t}");
     let refused = [
         (Method::POST, format!("{inst_path}/invoke/echo"), Some(echo.clone())),
@@ -261,12 +185,12 @@ async fn suspend_and_disable(postgres: bool) {
     ];
     let before = state.store().table_counts().await.unwrap();
     for (method, path, body) in &refused {
-        let (st, p) = s.call(&tenant, method.clone(), path, body.clone()).await;
+        let (st, p) = s.call(Some(&tenant), method.clone(), path, body.clone()).await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: {p}");
         assert_eq!(p["type"], "urn:kiosk:problem:tenant-suspended", "{method} {path}: {p}");
     }
     assert_eq!(state.store().table_counts().await.unwrap(), before, "a refused request writes nothing");
-    let (st, view) = s.call(&tenant, Method::GET, &inst_path, None).await;
+    let (st, view) = s.call(Some(&tenant), Method::GET, &inst_path, None).await;
     assert_eq!((st, view["version"].as_str()), (StatusCode::OK, Some("0.0.1")), "reads stay allowed: {view}");
     // The collector skips the suspended tenant's installation (1 ms windows: every
     // installation has completed windows to collect).
@@ -274,57 +198,55 @@ async fn suspend_and_disable(postgres: bool) {
     let replica: Arc<str> = Arc::from("test-replica");
     let started = kiosk::collector::collect_once(&state, &places, &replica, 1, 60_000).await.unwrap();
     assert_eq!(started, 0, "a suspended tenant's installation is not collected");
-    let (st, t) = s.call(&op, Method::POST, "/v1/tenants/demo/resume", None).await;
+    let (st, t) = s.call(Some(&op), Method::POST, "/v1/tenants/demo/resume", None).await;
     assert_eq!((st, t["suspended"].clone()), (StatusCode::OK, json!(false)), "{t}");
-    let (st, out) = s.call(&tenant, Method::POST, &format!("{inst_path}/invoke/echo"), Some(echo.clone())).await;
+    let (st, out) = s.call(Some(&tenant), Method::POST, &format!("{inst_path}/invoke/echo"), Some(echo.clone())).await;
     assert_eq!((st, out["output"].clone()), (StatusCode::OK, json!("hi")), "{out}");
     let started = kiosk::collector::collect_once(&state, &places, &replica, 1, 60_000).await.unwrap();
     assert!(started > 0, "collected again once resumed");
 
     // Disabled: out of the catalog, not installable, calls refused; the partner still reads.
-    let (st, p) = s.call(&op, Method::POST, "/v1/partners/test/disable", None).await;
+    let (st, p) = s.call(Some(&op), Method::POST, "/v1/partners/test/disable", None).await;
     assert_eq!((st, p["disabled"].clone()), (StatusCode::OK, json!(true)), "{p}");
-    let (_, catalog) = s.call(&tenant, Method::GET, "/v1/catalog/apps", None).await;
+    let (_, catalog) = s.call(Some(&tenant), Method::GET, "/v1/catalog/apps", None).await;
     assert_eq!(catalog, json!({"items": [], "next": null}), "the only app is out");
-    assert_eq!(s.call(&tenant, Method::GET, "/v1/catalog/apps/test/hostile", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.call(Some(&tenant), Method::GET, "/v1/catalog/apps/test/hostile", None).await.0,
+        StatusCode::NOT_FOUND
+    );
     for (method, path, body) in &refused {
-        let (st, p) = s.call(&tenant, method.clone(), path, body.clone()).await;
+        let (st, p) = s.call(Some(&tenant), method.clone(), path, body.clone()).await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: {p}");
         assert_eq!(p["type"], "urn:kiosk:problem:partner-disabled", "{method} {path}: {p}");
     }
-    let err = s.register("0.0.3").await.unwrap_err();
+    let err = register(&s, "0.0.3").await.unwrap_err();
     assert!(format!("{err:#}").contains("partner test is disabled"), "{err:#}");
     assert!(state.store().version("test/hostile", "0.0.3").await.unwrap().is_none());
-    let (st, apps) = s.call(&partner, Method::GET, "/v1/partners/test/apps", None).await;
+    let (st, apps) = s.call(Some(&partner), Method::GET, "/v1/partners/test/apps", None).await;
     assert_eq!(
         (st, apps["items"][0]["app"].as_str()),
         (StatusCode::OK, Some("test/hostile")),
         "the partner still reads: {apps}"
     );
-    let (st, p) = s.call(&partner, Method::GET, "/v1/partners/test", None).await;
+    let (st, p) = s.call(Some(&partner), Method::GET, "/v1/partners/test", None).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "the estate is the operator's: {p}");
-    let (st, p) = s.call(&op, Method::POST, "/v1/partners/test/enable", None).await;
+    let (st, p) = s.call(Some(&op), Method::POST, "/v1/partners/test/enable", None).await;
     assert_eq!((st, p["disabled"].clone()), (StatusCode::OK, json!(false)), "{p}");
-    let (st, out) = s.call(&tenant, Method::POST, &format!("{inst_path}/invoke/echo"), Some(echo.clone())).await;
+    let (st, out) = s.call(Some(&tenant), Method::POST, &format!("{inst_path}/invoke/echo"), Some(echo.clone())).await;
     assert_eq!(st, StatusCode::OK, "{out}");
-    assert_eq!(s.call(&tenant, Method::GET, "/v1/catalog/apps/test/hostile", None).await.0, StatusCode::OK);
+    assert_eq!(s.call(Some(&tenant), Method::GET, "/v1/catalog/apps/test/hostile", None).await.0, StatusCode::OK);
 
     // A suspended tenant can still leave.
-    assert_eq!(s.call(&op, Method::POST, "/v1/tenants/demo/suspend", None).await.0, StatusCode::OK);
-    let (st, b) = s.call(&tenant, Method::DELETE, &inst_path, None).await;
+    assert_eq!(s.call(Some(&op), Method::POST, "/v1/tenants/demo/suspend", None).await.0, StatusCode::OK);
+    let (st, b) = s.call(Some(&tenant), Method::DELETE, &inst_path, None).await;
     assert!(st == StatusCode::NO_CONTENT || st == StatusCode::OK, "{st} {b}");
-    assert_eq!(s.call(&tenant, Method::GET, &inst_path, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.call(Some(&tenant), Method::GET, &inst_path, None).await.0, StatusCode::NOT_FOUND);
 
     // Unknown names are 404; every switch is audited.
-    assert_eq!(s.call(&op, Method::POST, "/v1/tenants/nobody/suspend", None).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(s.call(&op, Method::POST, "/v1/partners/nobody/disable", None).await.0, StatusCode::NOT_FOUND);
-    let (_, log) = s.call(&op, Method::GET, "/v1/audit?limit=1000", None).await;
-    let actions: Vec<(&str, &str)> = log["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["action"].as_str().unwrap(), r["target"].as_str().unwrap()))
-        .collect();
+    assert_eq!(s.call(Some(&op), Method::POST, "/v1/tenants/nobody/suspend", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.call(Some(&op), Method::POST, "/v1/partners/nobody/disable", None).await.0, StatusCode::NOT_FOUND);
+    let log = s.audit(&op).await;
+    let actions: Vec<(&str, &str)> = log.iter().map(|r| (r.action.as_str(), r.target.as_str())).collect();
     for expected in
         [("tenant.suspend", "demo"), ("tenant.resume", "demo"), ("partner.disable", "test"), ("partner.enable", "test")]
     {

@@ -6,94 +6,64 @@
 use std::collections::BTreeMap;
 
 use futures_util::future::join_all;
-use kiosk::server::serve::{ServeOptions, Started, spawn};
 use kiosk::store::Principal;
+use kiosk_api::usage::RecordResult;
+use kiosk_api::usage::RecordStatus::{Recorded, Refused};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::{PROBLEM_JSON, Reply, TestServer};
 
 const OPERATOR: &str = "operator-token-for-the-hygiene-tests";
 /// 2^53 − 1, the largest quantity (SPEC §7).
 const MAX_QUANTITY: u64 = (1 << 53) - 1;
 
 struct Env {
-    _dir: tempfile::TempDir,
-    started: Started,
-    http: reqwest::Client,
-    base: String,
+    s: TestServer,
     tenant: String,
     partner: String,
     pacing: String,
     hostile: String,
 }
 
+impl std::ops::Deref for Env {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.s
+    }
+}
+
 async fn env(database: Option<String>) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kiosk.toml");
     // No usage window completes during the test: the ledger holds only what the test sends.
-    let text = format!(
-        "data-dir = \"{}\"\n[server]\noperator-token = \"{OPERATOR}\"\n[usage]\nwindow-seconds = 315360000\n",
-        dir.path().join("data").display()
-    );
-    std::fs::write(&config, text).unwrap();
-    let demo = |name: &str| format!("{}={}", common::manifest_path(name).display(), common::guest_path(name).display());
-    let options = ServeOptions {
-        config: Some(config),
-        database,
-        demo_apps: vec![demo("budget-pacing"), demo("hostile-guest")],
-        ..Default::default()
-    };
-    let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let store = &started.state.store();
+    let toml = format!("[server]\noperator-token = \"{OPERATOR}\"\n[usage]\nwindow-seconds = 315360000\n");
+    let demo_apps = vec![common::demo_app("budget-pacing"), common::demo_app("hostile-guest")];
+    let s = TestServer::fresh_with(database, &toml, demo_apps).await;
+    let store = s.store();
     let (_, tenant) = store.create_token(&Principal::Tenant("demo".into()), "test", "operator").await.unwrap();
     let (_, partner) = store.create_token(&Principal::Partner("acme".into()), "test", "operator").await.unwrap();
-    let mut env = Env {
-        _dir: dir,
-        started,
-        http: reqwest::Client::new(),
-        base: String::new(),
-        tenant,
-        partner,
-        pacing: String::new(),
-        hostile: String::new(),
-    };
-    env.base = format!("http://{}", env.started.addr);
-    let tenant = env.tenant.clone();
-    for (app, config) in [("acme/budget-pacing", json!({"apiKey": "k"})), ("test/hostile", json!({}))] {
-        let body = json!({"app": app, "config": config});
-        let (status, inst) = env.call(&tenant, Method::POST, "/v1/tenants/demo/installations", Some(body)).await;
-        assert_eq!(status, StatusCode::CREATED, "{inst}");
-        let id = inst["id"].as_str().unwrap().to_string();
-        if app == "test/hostile" { env.hostile = id } else { env.pacing = id }
-    }
-    env
+    let pacing = s.install(&tenant, "demo", json!({"app": "acme/budget-pacing", "config": {"apiKey": "k"}})).await.id;
+    let hostile = s.install(&tenant, "demo", json!({"app": "test/hostile", "config": {}})).await.id;
+    Env { s, tenant, partner, pacing, hostile }
 }
 
 impl Env {
-    /// One request; every failure must be a problem+json.
+    /// One request; every failure must be a problem, and say nothing of the database.
     async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let text = resp.text().await.unwrap();
-        if !status.is_success() {
-            assert_eq!(content_type, "application/problem+json", "{status} {path}: {text}");
+        let reply = self.s.send(Some(token), method, path, body).await;
+        if !reply.status.is_success() {
             for leak in ["database", "sqlx", "invalid byte sequence", "0x00", "error returned from"] {
-                assert!(!text.contains(leak), "{path}: the answer leaks {leak:?}: {text}");
+                assert!(!reply.text.contains(leak), "{path}: the answer leaks {leak:?}: {}", reply.text);
             }
         }
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        (reply.status, reply.json())
     }
 
     /// Every table's row count, the ledger's included.
     async fn counts(&self) -> BTreeMap<String, i64> {
         use sqlx::Row as _;
-        let store = &self.started.state.store();
+        let store = self.store();
         let mut counts: BTreeMap<String, i64> =
             store.table_counts().await.unwrap().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         let row = sqlx::query("SELECT COUNT(*) AS n FROM usage_events").fetch_one(store.pool()).await.unwrap();
@@ -112,11 +82,8 @@ impl Env {
         assert_eq!(self.counts().await, before, "{method} {path}: the database is unchanged");
     }
 
-    async fn post_usage(&self, records: Value) -> Vec<Value> {
-        let (status, body) =
-            self.call(&self.partner, Method::POST, "/v1/partners/acme/usage", Some(json!({"records": records}))).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["results"].as_array().unwrap().clone()
+    async fn post_usage(&self, records: Value) -> Vec<RecordResult> {
+        self.s.post_usage(&self.partner, "acme", records).await
     }
 
     async fn invoke(&self, installation: &str, operation: &str, input: Value) -> (StatusCode, Value) {
@@ -176,7 +143,7 @@ async fn text_suite(database: Option<String>) {
     // The same fields without U+0000 are stored: the refusal was about the text only.
     let (s, b) = e.call(op, Method::POST, "/v1/tenants", Some(json!({"id": "nul-t", "display": "a b"}))).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    assert_eq!(e.post_usage(json!([record("rows-scanned", json!(1), "fine")])).await[0]["status"], "recorded");
+    assert_eq!(e.post_usage(json!([record("rows-scanned", json!(1), "fine")])).await[0].status, Recorded);
 
     // Every other rejection of a path, query or body is a problem naming the parameter.
     let usage = "/v1/tenants/demo/usage";
@@ -215,18 +182,11 @@ async fn text_suite(database: Option<String>) {
     );
     // A body over the limit is a problem too, whether announced or streamed.
     let big = format!("{{\"id\": \"big\", \"display\": \"{}\"}}", "x".repeat(3 * 1024 * 1024));
-    let resp = e
-        .http
-        .post(format!("{}/v1/tenants", e.base))
-        .bearer_auth(op)
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(resp.headers()["content-type"], "application/problem+json");
-    assert!(resp.text().await.unwrap().contains("urn:kiosk:problem:body-too-large"));
+    let request = e.request(Some(op), Method::POST, "/v1/tenants").header("content-type", "application/json");
+    let reply = Reply::of(request.body(big).send().await.unwrap()).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.content_type(), PROBLEM_JSON);
+    assert!(reply.text.contains("urn:kiosk:problem:body-too-large"));
 }
 
 #[tokio::test]
@@ -256,23 +216,20 @@ async fn numbers_suite(database: Option<String>) {
             record("campaigns-monitored", json!(1e300), "q-float"),
         ]))
         .await;
-    let statuses: Vec<_> = results.iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["refused", "refused", "recorded", "recorded", "refused", "refused"], "{results:?}");
+    let statuses: Vec<_> = results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [Refused, Refused, Recorded, Recorded, Refused, Refused], "{results:?}");
     for r in [&results[0], &results[1]] {
-        assert!(r["reason"].as_str().unwrap().contains("at most 2^53 - 1 (9007199254740991)"), "{r}");
+        assert!(r.reason.as_deref().unwrap().contains("at most 2^53 - 1 (9007199254740991)"), "{r:?}");
     }
     // Two of the largest quantity total exactly 2^54 − 2: no wrap, never negative.
-    let (s, report) = e.call(t, Method::GET, "/v1/tenants/demo/usage", None).await;
-    assert_eq!(s, StatusCode::OK, "{report}");
-    assert_eq!(report["totals"]["campaigns-monitored"].as_u64(), Some(2 * MAX_QUANTITY), "{report}");
-    let (s, by_day) = e.call(t, Method::GET, "/v1/tenants/demo/usage?granularity=day", None).await;
-    assert_eq!(s, StatusCode::OK);
-    let sum: u64 = by_day["usage"]
-        .as_array()
-        .unwrap()
+    let report = e.usage(t, "/v1/tenants/demo/usage").await;
+    assert_eq!(report.totals["campaigns-monitored"], u128::from(2 * MAX_QUANTITY), "{report:?}");
+    let by_day = e.usage(t, "/v1/tenants/demo/usage?granularity=day").await;
+    let sum: u64 = by_day
+        .usage
         .iter()
-        .filter(|r| r["sku"] == "campaigns-monitored")
-        .map(|r| r["quantity"].as_u64().unwrap())
+        .filter(|r| r.sku == "campaigns-monitored")
+        .map(|r| u64::try_from(r.quantity).unwrap())
         .sum();
     assert_eq!(sum, 18_014_398_509_481_982);
     // The guest can meter no more than a partner: `record-usage` refuses the quantity
@@ -291,9 +248,7 @@ async fn numbers_suite(database: Option<String>) {
         assert_eq!(s, StatusCode::OK, "{b}");
     }
     let csv = e
-        .http
-        .get(format!("{}/v1/tenants/demo/usage?format=csv&granularity=day", e.base))
-        .bearer_auth(t)
+        .request(Some(t), Method::GET, "/v1/tenants/demo/usage?format=csv&granularity=day")
         .send()
         .await
         .unwrap()
@@ -324,10 +279,10 @@ async fn numbers_suite(database: Option<String>) {
             record("rows-scanned", json!(1), ""),
         ]))
         .await;
-    assert_eq!(keys[0]["status"], "refused");
-    assert!(keys[0]["reason"].as_str().unwrap().contains("1-200 bytes"), "{keys:?}");
-    assert_eq!(keys[1]["status"], "recorded", "{keys:?}");
-    assert_eq!(keys[2]["status"], "refused", "{keys:?}");
+    assert_eq!(keys[0].status, Refused);
+    assert!(keys[0].reason.as_deref().unwrap().contains("1-200 bytes"), "{keys:?}");
+    assert_eq!(keys[1].status, Recorded, "{keys:?}");
+    assert_eq!(keys[2].status, Refused, "{keys:?}");
     let (s, _) = e.call(&e.partner, Method::POST, "/v1/partners/acme/usage", Some(json!({"records": []}))).await;
     assert_eq!(s, StatusCode::OK);
 
@@ -366,21 +321,19 @@ async fn numbers_suite(database: Option<String>) {
     }
     // The longest periods still answer, zeros included, and so does the end of time.
     let end = format!("?fromMs={}&toMs={}&zeros=true&granularity=day", i64::MAX - 10, i64::MAX);
-    let (s, b) = e.call(t, Method::GET, &format!("/v1/tenants/demo/usage{end}"), None).await;
-    assert_eq!((s, b["usage"].as_array().map(Vec::len)), (StatusCode::OK, Some(5)), "{b}");
+    let b = e.usage(t, &format!("/v1/tenants/demo/usage{end}")).await;
+    assert_eq!(b.usage.len(), 5, "{b:?}");
     let year = format!("?fromMs={}&toMs={now}&granularity=day&zeros=true", now - 3_650 * 86_400_000);
     let (s, b) = e.call(t, Method::GET, &format!("/v1/tenants/demo/usage{year}"), None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let hours = format!("?fromMs={}&toMs={now}&zeros=true", now - 400 * 86_400_000);
-    let (s, b) = e.call(t, Method::GET, &format!("/v1/tenants/demo/usage{hours}"), None).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    assert!(b["usage"].as_array().unwrap().len() >= 5 * 9_600, "5 subscribed SKUs x 9,600 hours");
+    let b = e.usage(t, &format!("/v1/tenants/demo/usage{hours}")).await;
+    assert!(b.usage.len() >= 5 * 9_600, "5 subscribed SKUs x 9,600 hours");
     // Zero records are bounded: subscriptions x periods over 100,000 is refused.
     for tenant in ["z1", "z2", "z3"] {
         let (s, _) = e.call(OPERATOR, Method::POST, "/v1/tenants", Some(json!({"id": tenant}))).await;
         assert_eq!(s, StatusCode::CREATED);
-        let (_, token) =
-            e.started.state.store().create_token(&Principal::Tenant(tenant.into()), "z", "operator").await.unwrap();
+        let (_, token) = e.store().create_token(&Principal::Tenant(tenant.into()), "z", "operator").await.unwrap();
         let body = json!({"app": "acme/budget-pacing", "config": {"apiKey": "k"}});
         let path = format!("/v1/tenants/{tenant}/installations");
         assert_eq!(e.call(&token, Method::POST, &path, Some(body)).await.0, StatusCode::CREATED);
@@ -389,9 +342,8 @@ async fn numbers_suite(database: Option<String>) {
     assert_eq!((s, b["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("zeros")), "{b}");
     let (s, b) = e.call(OPERATOR, Method::GET, &format!("/v1/usage{year}"), None).await;
     assert_eq!(s, StatusCode::OK, "by day the same subscriptions fit: {}", b["detail"]);
-    let (s, b) = e.call(OPERATOR, Method::GET, &format!("/v1/usage?fromMs={}&toMs={now}", now - 3_600_000), None).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(b["totals"]["campaigns-monitored"].as_u64(), Some(2 * MAX_QUANTITY));
+    let b = e.usage(OPERATOR, &format!("/v1/usage?fromMs={}&toMs={now}", now - 3_600_000)).await;
+    assert_eq!(b.totals["campaigns-monitored"], u128::from(2 * MAX_QUANTITY), "{b:?}");
 }
 
 #[tokio::test]
@@ -426,13 +378,10 @@ async fn concurrency_suite(database: Option<String>) {
             records.push(record("rows-scanned", json!(1), &"k".repeat(201)));
             records.push(record("no-such-sku", json!(1), &format!("bad-sku-{i}")));
             let results = e.post_usage(Value::Array(records)).await;
-            let statuses: Vec<String> = results.iter().map(|r| r["status"].as_str().unwrap().to_string()).collect();
+            let statuses: Vec<_> = results.iter().map(|r| r.status).collect();
             assert_eq!(
                 statuses,
-                [
-                    "recorded", "refused", "recorded", "refused", "recorded", "recorded", "recorded", "refused",
-                    "refused"
-                ],
+                [Recorded, Refused, Recorded, Refused, Recorded, Recorded, Recorded, Refused, Refused],
                 "post {i}: {results:?}"
             );
         }
@@ -460,11 +409,11 @@ async fn concurrency_suite(database: Option<String>) {
     });
     // All at once: the ledger groups what queues up while a commit is in flight.
     tokio::join!(join_all(posts), join_all(invokes));
-    let (_, report) = e.call(&e.tenant, Method::GET, "/v1/tenants/demo/usage", None).await;
-    let good: u64 = (0..16u64).flat_map(|i| (0..5u64).map(move |j| i * 10 + j + 1)).sum();
-    assert_eq!(report["totals"]["rows-scanned"].as_u64(), Some(good + 8 * 3), "{report}");
-    assert_eq!(report["totals"]["pacing-check"].as_u64(), Some(8));
-    assert_eq!(report["totals"]["events"].as_u64(), Some(8 * 7));
+    let report = e.usage(&e.tenant, "/v1/tenants/demo/usage").await;
+    let good: u128 = (0..16u128).flat_map(|i| (0..5u128).map(move |j| i * 10 + j + 1)).sum();
+    assert_eq!(report.totals["rows-scanned"], good + 8 * 3, "{report:?}");
+    assert_eq!(report.totals["pacing-check"], 8, "{report:?}");
+    assert_eq!(report.totals["events"], 8 * 7, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,71 +2,51 @@
 //! the answer, partner batches idempotent per record, each refusal with its own reason,
 //! and hour buckets that split exactly at the hour.
 
-use kiosk::server::serve::{ServeOptions, spawn};
+use std::collections::BTreeMap;
+
 use kiosk::store::Principal;
+use kiosk_api::usage::RecordStatus;
+use kiosk_api::usage::{RecordResult, UsageReport};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::TestServer;
 
 struct Setup {
-    _dir: tempfile::TempDir,
-    http: reqwest::Client,
-    base: String,
+    s: TestServer,
     tenant: String,
     partner: String,
     installation: String,
 }
 
+impl std::ops::Deref for Setup {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.s
+    }
+}
+
 async fn setup(database: Option<String>) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kiosk.toml");
     // No usage window completes during the test: its totals count invokes and posts only.
-    let text = format!("data-dir = \"{}\"\n[usage]\nwindow-seconds = 315360000\n", dir.path().join("data").display());
-    std::fs::write(&config, text).unwrap();
-    let demo = format!(
-        "{}={}",
-        common::manifest_path("budget-pacing").display(),
-        common::guest_path("budget-pacing").display()
-    );
-    let options = ServeOptions { config: Some(config), database, demo_apps: vec![demo], ..Default::default() };
-    let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let store = &started.state.store();
+    let toml = "[usage]\nwindow-seconds = 315360000\n";
+    let s = TestServer::fresh_with(database, toml, vec![common::demo_app("budget-pacing")]).await;
+    let store = s.store();
     let (_, tenant) = store.create_token(&Principal::Tenant("demo".into()), "test", "operator").await.unwrap();
     let (_, partner) = store.create_token(&Principal::Partner("acme".into()), "test", "operator").await.unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", started.addr);
     let install = json!({"app": "acme/budget-pacing", "version": "1.4.34", "config": {"apiKey": "k"}});
-    let resp = http
-        .post(format!("{base}/v1/tenants/demo/installations"))
-        .bearer_auth(&tenant)
-        .json(&install)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let installation = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    Setup { _dir: dir, http, base, tenant, partner, installation }
+    let installation = s.install(&tenant, "demo", install).await.id;
+    Setup { s, tenant, partner, installation }
 }
 
 impl Setup {
-    async fn post_usage(&self, records: Value) -> Vec<Value> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/partners/acme/usage", self.base))
-            .bearer_auth(&self.partner)
-            .json(&json!({"records": records}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json::<Value>().await.unwrap()["results"].as_array().unwrap().clone()
+    async fn post_usage(&self, records: Value) -> Vec<RecordResult> {
+        self.s.post_usage(&self.partner, "acme", records).await
     }
 
-    async fn tenant_usage(&self, query: &str) -> Value {
-        let url = format!("{}/v1/tenants/demo/usage{query}", self.base);
-        let resp = self.http.get(url).bearer_auth(&self.tenant).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json().await.unwrap()
+    async fn tenant_usage(&self, query: &str) -> UsageReport {
+        self.usage(&self.tenant, &format!("/v1/tenants/demo/usage{query}")).await
     }
 }
 
@@ -79,22 +59,21 @@ async fn ledger_suite(database: Option<String>) {
 
     // An invoke's usage is in the ledger when its answer arrives.
     let input = json!({"campaignId": "c", "budget": 300, "flightDays": 30, "dailySpend": [10, 10]});
-    let url = format!("{}/v1/tenants/demo/installations/{}/invoke/evaluate", s.base, s.installation);
-    let resp = s.http.post(url).bearer_auth(&s.tenant).json(&input).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let totals = s.tenant_usage("").await["totals"].clone();
-    assert_eq!(totals, json!({"pacing-check": 1, "rows-scanned": 2}));
+    let (status, body) = s.invoke(&s.tenant, "demo", &s.installation, "evaluate", input).await;
+    assert_eq!(status, 200, "{body}");
+    let totals = s.tenant_usage("").await.totals;
+    assert_eq!(totals, BTreeMap::from([("pacing-check".to_string(), 1), ("rows-scanned".to_string(), 2)]));
 
     // A partner batch: recorded once; the replay is a duplicate; another quantity conflicts.
     let t = now_ms() - 60_000;
     let record = |key: &str, qty: Value| json!({"tenant": "demo", "app": "acme/budget-pacing", "sku": "rows-scanned", "quantity": qty, "timestampMs": t, "idempotencyKey": key});
     let first = s.post_usage(json!([record("batch-1", json!(1000)), record("batch-2", json!(500))])).await;
-    assert_eq!(first.iter().map(|r| r["status"].as_str().unwrap()).collect::<Vec<_>>(), ["recorded", "recorded"]);
+    assert_eq!(first.iter().map(|r| r.status).collect::<Vec<_>>(), [RecordStatus::Recorded, RecordStatus::Recorded]);
     let replay = s.post_usage(json!([record("batch-1", json!(1000)), record("batch-2", json!(7))])).await;
-    assert_eq!(replay[0]["status"], "duplicate");
-    assert_eq!(replay[1]["status"], "conflict");
-    assert!(replay[1]["reason"].as_str().unwrap().contains("quantity 500"), "{replay:?}");
-    let totals = s.tenant_usage("").await["totals"].clone();
+    assert_eq!(replay[0].status, RecordStatus::Duplicate);
+    assert_eq!(replay[1].status, RecordStatus::Conflict);
+    assert!(replay[1].reason.as_deref().unwrap().contains("quantity 500"), "{replay:?}");
+    let totals = s.tenant_usage("").await.totals;
     assert_eq!(totals["rows-scanned"], 2 + 1000 + 500, "the replay counted once, the conflict not at all");
 
     // Each refused record says why, per record.
@@ -110,14 +89,14 @@ async fn ledger_suite(database: Option<String>) {
             record("good-one", json!(3)),
         ]))
         .await;
-    let reasons: Vec<String> = refused.iter().map(|r| r["reason"].as_str().unwrap_or("").to_string()).collect();
+    let reasons: Vec<String> = refused.iter().map(|r| r.reason.clone().unwrap_or_default()).collect();
     assert!(reasons[0].contains(r#"SKU "no-such-sku" is not declared by acme/budget-pacing@1.4.34"#), "{reasons:?}");
     assert!(reasons[1].contains("more than 5 minutes in the future"), "{reasons:?}");
     assert!(reasons[2].contains("older than the acceptance window of 72 hours"), "{reasons:?}");
     assert!(reasons[3].contains("positive integer") && reasons[4].contains("positive integer"), "{reasons:?}");
     assert!(reasons[5].contains("tenant nobody has no installation"), "{reasons:?}");
     assert!(reasons[6].contains("not an app of partner acme"), "{reasons:?}");
-    assert_eq!(refused[7]["status"], "recorded", "the good record of a mixed batch is recorded");
+    assert_eq!(refused[7].status, RecordStatus::Recorded, "the good record of a mixed batch is recorded");
 
     // 10:59:59.999 and 11:00:00.000 land in different hours.
     let hour = (now_ms() - 2 * 3_600_000) / 3_600_000 * 3_600_000;
@@ -125,26 +104,19 @@ async fn ledger_suite(database: Option<String>) {
     s.post_usage(json!([edge("edge-before", hour - 1), edge("edge-at", hour)])).await;
     let report =
         s.tenant_usage(&format!("?fromMs={}&toMs={}&granularity=hour", hour - 3_600_000, hour + 3_600_000)).await;
-    let rows: Vec<(i64, i64)> = report["usage"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["sku"] == "pacing-check")
-        .map(|r| (r["periodStartMs"].as_i64().unwrap(), r["quantity"].as_i64().unwrap()))
-        .collect();
+    let rows: Vec<(i64, u128)> =
+        report.usage.iter().filter(|r| r.sku == "pacing-check").map(|r| (r.period_start_ms, r.quantity)).collect();
     assert_eq!(rows, [(hour - 3_600_000, 1), (hour, 1)]);
 
     // Exports: ids are UUIDv5 of (tenant, app, SKU, hour), the same in every export; CSV
     // carries the same records; zeros fill a subscribed tenant's idle hours.
     let q = format!("?fromMs={}&toMs={}&granularity=hour", hour - 3_600_000, hour + 3_600_000);
     let (a, b) = (s.tenant_usage(&q).await, s.tenant_usage(&q).await);
-    assert_eq!(a["usage"], b["usage"]);
+    assert_eq!(serde_json::to_value(&a.usage).unwrap(), serde_json::to_value(&b.usage).unwrap());
     let expected = kiosk::server::export_id("demo", "acme/budget-pacing", "pacing-check", hour).to_string();
-    assert!(a["usage"].as_array().unwrap().iter().any(|r| r["id"] == expected.as_str() && r["periodStartMs"] == hour));
+    assert!(a.usage.iter().any(|r| r.id == expected && r.period_start_ms == hour), "{a:?}");
     let csv = s
-        .http
-        .get(format!("{}/v1/tenants/demo/usage{q}&format=csv", s.base))
-        .bearer_auth(&s.tenant)
+        .request(Some(&s.tenant), Method::GET, &format!("/v1/tenants/demo/usage{q}&format=csv"))
         .send()
         .await
         .unwrap()
@@ -154,31 +126,29 @@ async fn ledger_suite(database: Option<String>) {
     // RFC 4180: CRLF after every record.
     assert!(csv.starts_with("id,period_start_ms,tenant,app,sku,quantity\r\n"), "{csv}");
     assert!(csv.contains(&format!("{expected},{hour},demo,acme/budget-pacing,pacing-check,1\r\n")), "{csv}");
-    assert_eq!(csv.lines().count(), 1 + a["usage"].as_array().unwrap().len());
+    assert_eq!(csv.lines().count(), 1 + a.usage.len());
     let zeros = s.tenant_usage(&format!("{q}&zeros=true")).await;
-    let idle: Vec<_> =
-        zeros["usage"].as_array().unwrap().iter().filter(|r| r["sku"] == "campaigns-monitored").collect();
-    assert_eq!(idle.len(), 2, "one zero record per idle hour of a declared SKU: {zeros}");
-    assert!(idle.iter().all(|r| r["quantity"] == 0));
+    let idle: Vec<_> = zeros.usage.iter().filter(|r| r.sku == "campaigns-monitored").collect();
+    assert_eq!(idle.len(), 2, "one zero record per idle hour of a declared SKU: {zeros:?}");
+    assert!(idle.iter().all(|r| r.quantity == 0));
 
     // After an uninstall, usage from while it was installed is still accepted; usage
     // from after is refused.
-    let url = format!("{}/v1/tenants/demo/installations/{}", s.base, s.installation);
-    assert_eq!(s.http.delete(url).bearer_auth(&s.tenant).send().await.unwrap().status(), 204);
+    let path = format!("/v1/tenants/demo/installations/{}", s.installation);
+    assert_eq!(s.call(Some(&s.tenant), Method::DELETE, &path, None).await.0, 204);
     let late = s
         .post_usage(json!([record("late-but-in-time", json!(4)), {"tenant": "demo", "app": "acme/budget-pacing",
         "sku": "rows-scanned", "quantity": 1, "timestampMs": now_ms() + 1000, "idempotencyKey": "after-uninstall"}]))
         .await;
-    assert_eq!(late[0]["status"], "recorded", "{late:?}");
+    assert_eq!(late[0].status, RecordStatus::Recorded, "{late:?}");
     assert!(
-        late[1]["reason"].as_str().unwrap().contains("no installation of acme/budget-pacing at that time"),
+        late[1].reason.as_deref().unwrap().contains("no installation of acme/budget-pacing at that time"),
         "{late:?}"
     );
 
     // The partner reads its apps' usage; the operator reads everything.
-    let resp = s.http.get(format!("{}/v1/partners/acme/usage", s.base)).bearer_auth(&s.partner).send().await.unwrap();
-    let partner_view: Value = resp.json().await.unwrap();
-    assert_eq!(partner_view["totals"]["rows-scanned"], 2 + 1000 + 500 + 3 + 4);
+    let partner_view = s.usage(&s.partner, "/v1/partners/acme/usage").await;
+    assert_eq!(partner_view.totals["rows-scanned"], 2 + 1000 + 500 + 3 + 4, "{partner_view:?}");
 }
 
 #[tokio::test]

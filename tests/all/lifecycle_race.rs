@@ -5,23 +5,18 @@
 //! configure that answered 200, if any. Over the HTTP API, on SQLite and PostgreSQL.
 
 use kiosk::store::Principal;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::{Installation, kind};
 
 const ROUNDS: usize = 20;
 const OLD: &str = "1.4.34";
 const NEW: &str = "1.5.0";
 
-fn kind(b: &Value) -> &str {
-    b["type"].as_str().unwrap_or("").trim_start_matches("urn:kiosk:problem:")
-}
-
 /// 200, or a 409 `installation-changed` that says so: `true` if it succeeded.
-async fn succeeded(what: &str, round: usize, resp: reqwest::Response) -> bool {
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap();
+fn succeeded(what: &str, round: usize, (status, body): (StatusCode, Value)) -> bool {
     match status {
         StatusCode::OK => true,
         StatusCode::CONFLICT => {
@@ -39,44 +34,38 @@ async fn succeeded(what: &str, round: usize, resp: reqwest::Response) -> bool {
 }
 
 async fn configure_races_upgrade(database: Option<String>) {
-    let (started, _dir) = common::budget_pacing_server(database, &[OLD, NEW]).await;
-    let token = started.state.store().create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap().1;
-    let base = format!("http://{}/v1/tenants/demo/installations", started.addr);
-    let http = reqwest::Client::new();
+    let server = common::budget_pacing_server(database, &[OLD, NEW]).await;
+    let token = server.store().create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap().1;
     let (mut conflicts, mut upgrades, mut configures) = (0, 0, 0);
     for round in 0..ROUNDS {
         let install = json!({"app": "acme/budget-pacing", "version": OLD, "config": {"apiKey": "k", "threshold": 0.1}});
-        let resp = http.post(&base).bearer_auth(&token).json(&install).send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        let installed: Value = resp.json().await.unwrap();
-        assert_eq!(installed["rowVersion"], 0, "{installed}");
-        let url = format!("{base}/{}", installed["id"].as_str().unwrap());
+        let installed = server.install(&token, "demo", install).await;
+        assert_eq!(installed.row_version, 0, "{installed:?}");
+        let path = format!("/v1/tenants/demo/installations/{}", installed.id);
 
         let threshold = 0.2 + round as f64 / 100.0;
-        let configure = http
-            .patch(&url)
-            .bearer_auth(&token)
-            .json(&json!({"config": {"apiKey": "k", "threshold": threshold}}))
-            .send();
-        let upgrade = http.post(format!("{url}/upgrade")).bearer_auth(&token).json(&json!({"version": NEW})).send();
+        let config = json!({"config": {"apiKey": "k", "threshold": threshold}});
+        let configure = server.call(Some(&token), Method::PATCH, &path, Some(config));
+        let upgrade_path = format!("{path}/upgrade");
+        let upgrade = server.call(Some(&token), Method::POST, &upgrade_path, Some(json!({"version": NEW})));
         let (configured, upgraded) = tokio::join!(configure, upgrade);
-        let configured = succeeded("configure", round, configured.unwrap()).await;
-        let upgraded = succeeded("upgrade", round, upgraded.unwrap()).await;
+        let configured = succeeded("configure", round, configured);
+        let upgraded = succeeded("upgrade", round, upgraded);
         assert!(configured || upgraded, "round {round}: the first writer cannot lose");
         conflicts += usize::from(!configured) + usize::from(!upgraded);
         (configures, upgrades) = (configures + usize::from(configured), upgrades + usize::from(upgraded));
 
-        let now: Value = http.get(&url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        let now: Installation = server.call_as(Some(&token), Method::GET, &path, None, StatusCode::OK).await;
         let expected_version = if upgraded { NEW } else { OLD };
         assert_eq!(
-            now["version"], expected_version,
-            "round {round} (configure {configured}, upgrade {upgraded}): {now}"
+            now.version, expected_version,
+            "round {round} (configure {configured}, upgrade {upgraded}): {now:?}"
         );
         let expected_threshold = if configured { threshold } else { 0.1 };
-        assert_eq!(now["config"]["threshold"], expected_threshold, "round {round}: {now}");
-        assert_eq!(now["secretsSet"], json!(["/apiKey"]), "round {round}: {now}");
+        assert_eq!(now.config["threshold"], expected_threshold, "round {round}: {now:?}");
+        assert_eq!(now.secrets_set, ["/apiKey"], "round {round}: {now:?}");
         let writes = usize::from(configured) + usize::from(upgraded);
-        assert_eq!(now["rowVersion"], writes, "round {round}: one bump per write: {now}");
+        assert_eq!(now.row_version, writes as i64, "round {round}: one bump per write: {now:?}");
     }
     eprintln!(
         "{ROUNDS} rounds: {configures} configures and {upgrades} upgrades answered 200, {conflicts} answered 409"

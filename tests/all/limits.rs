@@ -8,68 +8,48 @@
 
 use std::collections::BTreeMap;
 
-use kiosk::server::serve::{ServeOptions, Started};
 use kiosk::store::Principal;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::{Reply, TestServer};
 
-/// One server over a database, and the tokens the test uses.
+/// One server over a database.
 struct Server {
-    started: Started,
-    base: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    s: TestServer,
 }
 
-async fn call_at(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = http.request(method, format!("{base}{path}")).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
+impl std::ops::Deref for Server {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.s
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let text = resp.text().await.unwrap();
-    if !status.is_success() {
-        assert_eq!(content_type, "application/problem+json", "{status} {path}: {text}");
-        for leak in ["sqlx", "error returned from", "violates", "constraint"] {
-            assert!(!text.contains(leak), "{path}: the answer leaks {leak:?}: {text}");
-        }
-    }
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 impl Server {
+    /// One request; a failure is a problem that says nothing of the database.
     async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        call_at(&self.http, &self.base, token, method, path, body).await
+        let reply = self.s.send(Some(token), method, path, body).await;
+        if !reply.status.is_success() {
+            for leak in ["sqlx", "error returned from", "violates", "constraint"] {
+                assert!(!reply.text.contains(leak), "{path}: the answer leaks {leak:?}: {}", reply.text);
+            }
+        }
+        (reply.status, reply.json())
     }
 
     /// A raw body (numbers serde_json cannot write, such as 2^64).
     async fn put_raw(&self, token: &str, path: &str, body: &str) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .put(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        let request = self.request(Some(token), Method::PUT, path);
+        let request = request.header("content-type", "application/json").body(body.to_string());
+        let reply = Reply::of(request.send().await.unwrap()).await.checked(path);
+        (reply.status, reply.json())
     }
 
     async fn counts(&self) -> BTreeMap<&'static str, i64> {
-        self.started.state.store().table_counts().await.unwrap()
+        self.store().table_counts().await.unwrap()
     }
 }
 
@@ -104,11 +84,10 @@ fn limit(view: &Value, name: &str) -> (u64, String) {
 async fn layered_limits(postgres: bool) {
     let shared = tempfile::tempdir().unwrap();
     let url = database(postgres, shared.path()).await;
-    let (started, dir) = common::hostile_server(Some(url.clone()), "", |_| {}).await;
-    let store = &started.state.store();
+    let a = Server { s: common::hostile_server(Some(url.clone()), "", |_| {}).await };
+    let store = a.store();
     let tenant = store.create_token(&Principal::Tenant("demo".into()), "t", "test").await.unwrap().1;
     let op = store.create_token(&Principal::Operator, "op", "test").await.unwrap().1;
-    let a = Server { base: format!("http://{}", started.addr), started, http: reqwest::Client::new(), _dir: dir };
 
     // The ceilings come from the config file: the defaults raised for Python and JS guests.
     let (status, limits) = a.call(&op, Method::GET, "/v1/limits", None).await;
@@ -177,17 +156,7 @@ async fn layered_limits(postgres: bool) {
     assert_eq!(loop_limit_ms(&a, &tenant, &id).await, "200");
 
     // A second server state over the same database, which has run the app already.
-    let dir_b = tempfile::tempdir().unwrap();
-    let config_b = dir_b.path().join("kiosk.toml");
-    std::fs::write(&config_b, format!("data-dir = \"{}\"\n", dir_b.path().join("data").display())).unwrap();
-    let options = ServeOptions { config: Some(config_b), database: Some(url.clone()), ..Default::default() };
-    let started_b = kiosk::server::serve::spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let b = Server {
-        base: format!("http://{}", started_b.addr),
-        started: started_b,
-        http: reqwest::Client::new(),
-        _dir: dir_b,
-    };
+    let b = Server { s: TestServer::fresh(Some(url.clone()), "").await };
     assert_eq!(loop_limit_ms(&b, &tenant, &id).await, "200");
 
     // A tenant override tightens the very next call, on both servers.
@@ -245,13 +214,12 @@ async fn layered_limits(postgres: bool) {
     assert_eq!(page["items"][0]["limits"], json!({"memoryMiB": 16, "timeoutMs": 100}));
 
     // Every change is audited.
-    let (_, log) = a.call(&op, Method::GET, "/v1/audit?limit=1000", None).await;
-    let actions: Vec<(String, String)> = log["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["action"].as_str().unwrap().starts_with("limits."))
-        .map(|r| (r["action"].as_str().unwrap().to_string(), r["target"].as_str().unwrap().to_string()))
+    let actions: Vec<(String, String)> = a
+        .audit(&op)
+        .await
+        .into_iter()
+        .filter(|r| r.action.starts_with("limits."))
+        .map(|r| (r.action, r.target))
         .collect();
     for expected in [
         ("limits.put", "tenant:demo"),

@@ -3,9 +3,10 @@
 //! Every suite is a module of this crate: `tests/all/<suite>.rs` (or
 //! `tests/all/<suite>/mod.rs` with its own submodules, as `egress`), and all of them
 //! share the helpers of [`common`] (`tests/all/common/`: guest components and
-//! manifests, an in-process `kiosk serve`, the real binary as a child process, a fresh
-//! PostgreSQL database per test, gpg keys, a real registry). One binary links wasmtime
-//! and the host once, instead of once per suite.
+//! manifests, an in-process `kiosk serve` and one HTTP client for every suite
+//! (`common::api`), the real binary as a child process, a fresh PostgreSQL database per
+//! test, gpg keys, a real registry). One binary links wasmtime and the host once, instead
+//! of once per suite.
 //!
 //! The guests the suites load (`tests/guests/`), the console's tests (`tests/console/`),
 //! the ORAS interop script (`tests/interop/`) and the committed snapshots

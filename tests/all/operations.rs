@@ -9,19 +9,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiosk::store::Principal;
-use reqwest::StatusCode;
+use kiosk_api::usage::RecordStatus;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::{Api, PROBLEM_JSON, Reply};
 
 /// Every sample of the scrape: (name, labels) → value.
 type Samples = Vec<(String, BTreeMap<String, String>, f64)>;
 
-async fn scrape(http: &reqwest::Client, base: &str, token: &str) -> Samples {
-    let resp = http.get(format!("{base}/metrics")).bearer_auth(token).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
-    let text = resp.text().await.unwrap();
+async fn scrape(api: &Api, token: &str) -> Samples {
+    let reply = Reply::of(api.request(Some(token), Method::GET, "/metrics").send().await.unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.content_type().starts_with("text/plain"), "{}", reply.content_type());
+    let text = reply.text;
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
     scrape
@@ -57,38 +59,24 @@ async fn metrics_after_a_journey() {
         return;
     }
     let extra = "[usage]\nwindow-seconds = 1\n[admission]\ntenant-max-concurrent = 1\n";
-    let (started, dir) = common::hostile_server(None, extra, |_| {}).await;
-    let state = started.state.clone();
+    let server = common::hostile_server(None, extra, |_| {}).await;
+    let state = server.started.state.clone();
     let store = &state.store();
     let tenant = store.create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap().1;
     let partner = store.create_token(&Principal::Partner("test".into()), "p", "operator").await.unwrap().1;
     let operator = store.create_token(&Principal::Operator, "op", "operator").await.unwrap().1;
-    let base = format!("http://{}", started.addr);
-    let http = reqwest::Client::new();
-    let install = |config: Value| {
-        let request = http
-            .post(format!("{base}/v1/tenants/demo/installations"))
-            .bearer_auth(&tenant)
-            .json(&json!({"app": "test/hostile", "version": "0.0.1", "config": config}));
-        async move {
-            let resp = request.send().await.unwrap();
-            assert_eq!(resp.status(), StatusCode::CREATED);
-            resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
-        }
+    let install = async |config: Value| {
+        server.install(&tenant, "demo", json!({"app": "test/hostile", "version": "0.0.1", "config": config})).await.id
     };
+    // The call's status (a task of its own may own the call).
     let invoke = |id: &str, op: &str, input: Value| {
-        let request = http
-            .post(format!("{base}/v1/tenants/demo/installations/{id}/invoke/{op}"))
-            .bearer_auth(&tenant)
-            .json(&input);
-        async move { request.send().await.unwrap().status() }
+        let (api, tenant, id, op) = (server.api.clone(), tenant.clone(), id.to_string(), op.to_string());
+        async move { api.invoke(&tenant, "demo", &id, &op, input).await.0 }
     };
 
     // Metrics are the operator's.
-    let resp = http.get(format!("{base}/metrics")).bearer_auth(&tenant).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    let resp = http.get(format!("{base}/metrics")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.call(Some(&tenant), Method::GET, "/metrics", None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(server.call(None, Method::GET, "/metrics", None).await.0, StatusCode::UNAUTHORIZED);
 
     let id = install(json!({})).await;
     // A report that always fails keeps a window uncollected: the collection lag grows.
@@ -106,19 +94,11 @@ async fn metrics_after_a_journey() {
     // A partner usage batch.
     let record = json!({"tenant": "demo", "app": "test/hostile", "installation": id, "sku": "events",
                         "quantity": 1, "timestampMs": now, "idempotencyKey": "metrics-1"});
-    let resp = http
-        .post(format!("{base}/v1/partners/test/usage"))
-        .bearer_auth(&partner)
-        .json(&json!({"records": [record]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let results = resp.json::<Value>().await.unwrap();
-    assert_eq!(results["results"][0]["status"], "recorded", "{results}");
+    let results = server.post_usage(&partner, "test", json!([record])).await;
+    assert_eq!(results[0].status, RecordStatus::Recorded, "{results:?}");
     // A registration refused by verification: the demo layout's artifact is
     // test/hostile, registered as another app.
-    let layout = dir.path().join("data/demo/layout");
+    let layout = server.dir().join("data/demo/layout");
     let refused = state
         .register(&kiosk::artifact::LayoutSource::new(&layout), "test/other", "0.0.1", "oci-layout", "operator")
         .await
@@ -129,7 +109,7 @@ async fn metrics_after_a_journey() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let samples = loop {
         let sleepers: Vec<_> = (0..3).map(|_| tokio::spawn(invoke(&id, "sleep", json!({})))).collect();
-        let samples = scrape(&http, &base, &operator).await;
+        let samples = scrape(&server, &operator).await;
         let statuses: Vec<StatusCode> =
             futures_util::future::join_all(sleepers).await.into_iter().map(|r| r.unwrap()).collect();
         assert!(
@@ -194,13 +174,13 @@ fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     rx
 }
 
-/// Starts `kiosk serve` (piped: not a terminal) with `args`; returns the child, its
-/// base URL and its stderr lines.
+/// Starts `kiosk serve` (piped: not a terminal) with `args`; returns the child, a
+/// client of it and its stderr lines.
 fn serve(
     dir: &std::path::Path,
     args: &[&str],
     env: &[(&str, &str)],
-) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+) -> (Child, Api, std::sync::mpsc::Receiver<String>) {
     let port = common::registry::free_port();
     let config = dir.join("kiosk.toml");
     std::fs::write(
@@ -225,14 +205,14 @@ fn serve(
     }
     let mut child = command.spawn().unwrap();
     let lines = lines_of(&mut child);
-    (child, format!("http://127.0.0.1:{port}"), lines)
+    (child, Api::new(format!("http://127.0.0.1:{port}")), lines)
 }
 
 /// Waits (bounded) until the server answers `/healthz`.
-async fn wait_ready(base: &str, child: &mut Child) {
+async fn wait_ready(api: &Api, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(resp) = reqwest::get(format!("{base}/healthz")).await
+        if let Ok(resp) = api.request(None, Method::GET, "/healthz").send().await
             && resp.status() == StatusCode::OK
         {
             return;
@@ -257,12 +237,10 @@ fn stop(mut child: Child, lines: std::sync::mpsc::Receiver<String>) -> Vec<Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_carries_the_clients_request_id() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, base, lines) = serve(dir.path(), &["--log-format", "json"], &[]);
-    wait_ready(&base, &mut child).await;
-    let http = reqwest::Client::new();
-    let resp = http
-        .get(format!("{base}/v1/tokens"))
-        .bearer_auth("operator-secret-token")
+    let (mut child, api, lines) = serve(dir.path(), &["--log-format", "json"], &[]);
+    wait_ready(&api, &mut child).await;
+    let resp = api
+        .request(Some("operator-secret-token"), Method::GET, "/v1/tokens")
         .header("x-request-id", "client-chosen-id-42")
         .send()
         .await
@@ -271,11 +249,11 @@ async fn json_log_carries_the_clients_request_id() {
     assert_eq!(resp.headers()["x-request-id"], "client-chosen-id-42");
     // An id that is not sane (too long, or not visible ASCII) is replaced by a new one.
     for bad in ["x".repeat(200), "has space".to_string()] {
-        let resp = http.get(format!("{base}/healthz")).header("x-request-id", &bad).send().await.unwrap();
+        let resp = api.request(None, Method::GET, "/healthz").header("x-request-id", &bad).send().await.unwrap();
         let echoed = resp.headers()["x-request-id"].to_str().unwrap().to_string();
         assert!(!echoed.is_empty() && echoed != bad, "{echoed}");
     }
-    let resp = http.get(format!("{base}/no/such/route")).send().await.unwrap();
+    let resp = api.request(None, Method::GET, "/no/such/route").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert!(resp.headers().contains_key("x-request-id"));
 
@@ -301,14 +279,9 @@ async fn json_log_carries_the_clients_request_id() {
 async fn text_log_is_plain_when_piped() {
     let dir = tempfile::tempdir().unwrap();
     // The format from the environment: text (also the default).
-    let (mut child, base, lines) = serve(dir.path(), &[], &[("KIOSK_LOG_FORMAT", "text")]);
-    wait_ready(&base, &mut child).await;
-    let resp = reqwest::Client::new()
-        .get(format!("{base}/readyz"))
-        .header("x-request-id", "plain-text-id")
-        .send()
-        .await
-        .unwrap();
+    let (mut child, api, lines) = serve(dir.path(), &[], &[("KIOSK_LOG_FORMAT", "text")]);
+    wait_ready(&api, &mut child).await;
+    let resp = api.request(None, Method::GET, "/readyz").header("x-request-id", "plain-text-id").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let lines = stop(child, lines);
     let text = lines.join("\n");
@@ -333,11 +306,9 @@ async fn a_bad_log_format_is_refused_by_name() {
 async fn readyz_says_why_it_is_not_ready() {
     let url = common::fresh_postgres_database().await;
     let name = url.rsplit('/').next().unwrap().to_string();
-    let (started, _dir) = common::hostile_server(Some(url), "", |_| {}).await;
-    let base = format!("http://{}", started.addr);
-    let http = reqwest::Client::new();
-    let ready = || async { http.get(format!("{base}/readyz")).send().await.unwrap() };
-    assert_eq!(ready().await.status(), StatusCode::OK);
+    let server = common::hostile_server(Some(url), "", |_| {}).await;
+    let ready = || async { Reply::of(server.request(None, Method::GET, "/readyz").send().await.unwrap()).await };
+    assert_eq!(ready().await.status, StatusCode::OK);
 
     // The database refuses connections: 503 naming the database, no database text.
     use sqlx::Connection as _;
@@ -349,12 +320,12 @@ async fn readyz_says_why_it_is_not_ready() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let problem = loop {
-        let resp = ready().await;
-        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
-            assert_eq!(resp.headers()["content-type"], "application/problem+json");
-            break resp.json::<Value>().await.unwrap();
+        let reply = ready().await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(reply.content_type(), PROBLEM_JSON);
+            break reply.json();
         }
-        assert!(Instant::now() < deadline, "readyz stayed {}", resp.status());
+        assert!(Instant::now() < deadline, "readyz stayed {}", reply.status);
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(problem["type"], "urn:kiosk:problem:not-ready");
@@ -362,19 +333,19 @@ async fn readyz_says_why_it_is_not_ready() {
     // It comes back by itself.
     sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ready().await.status() != StatusCode::OK {
+    while ready().await.status != StatusCode::OK {
         assert!(Instant::now() < deadline, "readyz did not recover");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // Shutting down: 503 with the reason and a retry time; liveness is unaffected.
-    started.state.runtime().shut_down();
-    let resp = ready().await;
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(resp.headers().contains_key("retry-after"));
-    let problem = resp.json::<Value>().await.unwrap();
+    server.started.state.runtime().shut_down();
+    let reply = ready().await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(reply.headers.contains_key("retry-after"));
+    let problem = reply.json();
     assert_eq!(problem["type"], "urn:kiosk:problem:shutting-down");
     assert!(problem["detail"].as_str().unwrap().contains("shutting down"), "{problem}");
-    let resp = http.get(format!("{base}/healthz")).send().await.unwrap();
+    let resp = server.http.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }

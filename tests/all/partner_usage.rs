@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use kiosk::store::Principal;
-use reqwest::StatusCode;
+use kiosk_api::usage::RecordStatus::{Recorded, Refused};
 use serde_json::{Value, json};
 use sqlx::Row as _;
 
@@ -16,34 +16,12 @@ fn now_ms() -> i64 {
 }
 
 async fn partner_usage(database: Option<String>) {
-    let (started, _dir) = common::hostile_server(database, "", |_| {}).await;
-    let store = &started.state.store();
+    let server = common::hostile_server(database, "", |_| {}).await;
+    let store = server.store();
     let tenant = store.create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap().1;
     let partner = store.create_token(&Principal::Partner("test".into()), "p", "operator").await.unwrap().1;
-    let base = format!("http://{}", started.addr);
-    let http = reqwest::Client::new();
-    let install = || async {
-        let resp = http
-            .post(format!("{base}/v1/tenants/demo/installations"))
-            .bearer_auth(&tenant)
-            .json(&json!({"app": "test/hostile", "version": "0.0.1"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
-    };
-    let post = |records: Vec<Value>| {
-        let request = http
-            .post(format!("{base}/v1/partners/test/usage"))
-            .bearer_auth(&partner)
-            .json(&json!({"records": records}));
-        async move {
-            let resp = request.send().await.unwrap();
-            assert_eq!(resp.status(), StatusCode::OK);
-            resp.json::<Value>().await.unwrap()["results"].as_array().unwrap().clone()
-        }
-    };
+    let install = async || server.install(&tenant, "demo", json!({"app": "test/hostile", "version": "0.0.1"})).await.id;
+    let post = async |records: Vec<Value>| server.post_usage(&partner, "test", Value::Array(records)).await;
     let record = |tenant: &str, key: &str, installation: Option<&str>| {
         let mut r = json!({"tenant": tenant, "app": "test/hostile", "sku": "events", "quantity": 1,
                            "timestampMs": now_ms(), "idempotencyKey": key});
@@ -58,13 +36,13 @@ async fn partner_usage(database: Option<String>) {
     let results =
         post(vec![record("%", "pct", None), record("_emo", "underscore", None), record("dem%", "prefix", None)]).await;
     for r in &results {
-        assert_eq!(r["status"], "refused", "{results:?}");
+        assert_eq!(r.status, Refused, "{results:?}");
     }
-    assert!(results[0]["reason"].as_str().unwrap().contains("is not a tenant id"), "{results:?}");
+    assert!(results[0].reason.as_deref().unwrap().contains("is not a tenant id"), "{results:?}");
 
     // One installation: found without naming it. Two: the partner must say which.
     let results = post(vec![record("demo", "one", None)]).await;
-    assert_eq!(results[0]["status"], "recorded", "{results:?}");
+    assert_eq!(results[0].status, Recorded, "{results:?}");
     let second = install().await;
     let results = post(vec![
         record("demo", "ambiguous", None),
@@ -72,10 +50,10 @@ async fn partner_usage(database: Option<String>) {
         record("demo", "to-nowhere", Some("no-such-installation")),
     ])
     .await;
-    assert_eq!(results[0]["status"], "refused");
-    assert!(results[0]["reason"].as_str().unwrap().contains("has 2 installations"), "{results:?}");
-    assert_eq!(results[1]["status"], "recorded", "{results:?}");
-    assert_eq!(results[2]["status"], "refused");
+    assert_eq!(results[0].status, Refused);
+    assert!(results[0].reason.as_deref().unwrap().contains("has 2 installations"), "{results:?}");
+    assert_eq!(results[1].status, Recorded, "{results:?}");
+    assert_eq!(results[2].status, Refused);
     let landed: Vec<(String, String)> =
         sqlx::query("SELECT idem_key, installation FROM usage_events WHERE source = 'partner' ORDER BY idem_key")
             .fetch_all(store.pool())
@@ -92,7 +70,7 @@ async fn partner_usage(database: Option<String>) {
     let results = post(big).await;
     let took = started_at.elapsed();
     assert_eq!(results.len(), 15_000);
-    assert!(results.iter().all(|r| r["status"] == "recorded"));
+    assert!(results.iter().all(|r| r.status == Recorded));
     println!("15,000-record partner batch: {took:?}");
 }
 

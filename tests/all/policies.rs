@@ -3,42 +3,46 @@
 //! ranges skip prereleases unless `includePrerelease`; the licence is checked on every
 //! call; a call's failure maps to its status (413, 502, 503).
 
-use kiosk::server::serve::Started;
 use kiosk::store::Principal;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Row as _;
 
 use crate::common;
+use crate::common::api::{Installation, TestServer, kind};
 
 const APP: &str = "test/hostile";
 
 struct Server {
-    started: Started,
-    base: String,
-    http: reqwest::Client,
+    s: TestServer,
     tenant: String,
     operator: String,
-    dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Server {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.s
+    }
 }
 
 impl Server {
     /// A server with the hostile guest (manifest edited by `edit`) registered as 0.0.1,
     /// the operator config `extra`, and tokens for the operator and tenant `demo`.
     async fn start(database: Option<String>, extra: &str, edit: impl FnOnce(&mut Value)) -> Self {
-        let (started, dir) = common::hostile_server(database, extra, edit).await;
-        let store = &started.state.store();
+        let s = common::hostile_server(database, extra, edit).await;
+        let store = s.store();
         let tenant = store.create_token(&Principal::Tenant("demo".into()), "t", "test").await.unwrap().1;
         let operator = store.create_token(&Principal::Operator, "op", "test").await.unwrap().1;
-        let base = format!("http://{}", started.addr);
-        Self { started, base, http: reqwest::Client::new(), tenant, operator, dir }
+        Self { s, tenant, operator }
     }
 
     /// Registers more versions of the hostile guest (same component, signed with the
     /// demo seed's local key).
     async fn register(&self, versions: &[&str]) {
         let wasm = common::guest_bytes("hostile-guest");
-        let key_dir = self.dir.path().join("data/demo");
+        let key_dir = self.dir().join("data/demo");
         for v in versions {
             let mut manifest = common::manifest_json("hostile-guest");
             manifest["version"] = (*v).into();
@@ -49,55 +53,29 @@ impl Server {
         }
     }
 
-    async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{status}: {body}");
-        }
-        (status, body)
-    }
-
     /// Installs `body` for tenant `demo`; returns the installation.
-    async fn install(&self, body: Value) -> Value {
-        let (s, b) = self.call(&self.tenant, Method::POST, "/v1/tenants/demo/installations", Some(body)).await;
-        assert_eq!(s, StatusCode::CREATED, "{b}");
-        b
+    async fn install(&self, body: Value) -> Installation {
+        self.s.install(&self.tenant, "demo", body).await
     }
 
     async fn upgrade(&self, id: &str, body: Value) -> (StatusCode, Value) {
         let path = format!("/v1/tenants/demo/installations/{id}/upgrade");
-        self.call(&self.tenant, Method::POST, &path, Some(body)).await
+        self.call(Some(&self.tenant), Method::POST, &path, Some(body)).await
     }
 
     async fn invoke(&self, id: &str, operation: &str, input: Value) -> (StatusCode, Value) {
-        let path = format!("/v1/tenants/demo/installations/{id}/invoke/{operation}");
-        self.call(&self.tenant, Method::POST, &path, Some(input)).await
+        self.s.invoke(&self.tenant, "demo", id, operation, input).await
     }
 
     async fn entitle(&self, body: Value) {
         let path = format!("/v1/entitlements/demo/{APP}");
-        let (s, b) = self.call(&self.operator, Method::PUT, &path, Some(body)).await;
+        let (s, b) = self.call(Some(&self.operator), Method::PUT, &path, Some(body)).await;
         assert_eq!(s, StatusCode::OK, "{b}");
     }
 
     async fn usage_events(&self) -> i64 {
-        sqlx::query("SELECT COUNT(*) AS n FROM usage_events")
-            .fetch_one(self.started.state.store().pool())
-            .await
-            .unwrap()
-            .get("n")
+        sqlx::query("SELECT COUNT(*) AS n FROM usage_events").fetch_one(self.store().pool()).await.unwrap().get("n")
     }
-}
-
-fn kind(b: &Value) -> &str {
-    b["type"].as_str().unwrap_or("").trim_start_matches("urn:kiosk:problem:")
 }
 
 fn detail(b: &Value) -> &str {
@@ -109,10 +87,10 @@ fn detail(b: &Value) -> &str {
 async fn version_policies(database: Option<String>) {
     let server = Server::start(database, "", |_| {}).await;
     server.register(&["1.0.1", "1.2.0", "1.3.0-beta.1", "2.0.0", "2.1.0-rc.1"]).await;
-    let store = &server.started.state.store();
+    let store = server.store();
 
     // `latest`, an install without a version, tracks and ranges skip prereleases.
-    let (s, app) = server.call(&server.tenant, Method::GET, &format!("/v1/catalog/apps/{APP}"), None).await;
+    let (s, app) = server.call(Some(&server.tenant), Method::GET, &format!("/v1/catalog/apps/{APP}"), None).await;
     assert_eq!((s, app["latest"].as_str()), (StatusCode::OK, Some("2.0.0")), "{app}");
     for (body, version) in [
         (json!({"app": APP}), "2.0.0"),
@@ -122,11 +100,11 @@ async fn version_policies(database: Option<String>) {
         (json!({"app": APP, "track": "1", "includePrerelease": true}), "1.3.0-beta.1"),
         (json!({"app": APP, "version": "2.1.0-rc.1"}), "2.1.0-rc.1"),
     ] {
-        assert_eq!(server.install(body.clone()).await["version"].as_str(), Some(version), "{body}");
+        assert_eq!(server.install(body.clone()).await.version, version, "{body}");
     }
     let (s, b) = server
         .call(
-            &server.tenant,
+            Some(&server.tenant),
             Method::POST,
             "/v1/tenants/demo/installations",
             Some(json!({"app": APP, "version": "^2.1"})),
@@ -136,7 +114,7 @@ async fn version_policies(database: Option<String>) {
     assert!(detail(&b).contains("includePrerelease"), "{b}");
 
     // An empty upgrade stays on the major version: 1.0.1 → 1.2.0, then nothing newer.
-    let id = server.install(json!({"app": APP, "version": "1.0.1"})).await["id"].as_str().unwrap().to_string();
+    let id = server.install(json!({"app": APP, "version": "1.0.1"})).await.id;
     let (s, b) = server.upgrade(&id, json!({})).await;
     assert_eq!((s, b["version"].as_str()), (StatusCode::OK, Some("1.2.0")), "{b}");
     let before = store.table_counts().await.unwrap();
@@ -151,7 +129,8 @@ async fn version_policies(database: Option<String>) {
         assert!(detail(&b).contains("allowMajor"), "{b}");
     }
     assert_eq!(store.table_counts().await.unwrap(), before, "refused upgrades change nothing");
-    let (s, b) = server.call(&server.tenant, Method::GET, &format!("/v1/tenants/demo/installations/{id}"), None).await;
+    let (s, b) =
+        server.call(Some(&server.tenant), Method::GET, &format!("/v1/tenants/demo/installations/{id}"), None).await;
     assert_eq!((s, b["version"].as_str()), (StatusCode::OK, Some("1.2.0")));
 
     // With the flag: the newest release; prereleases only when asked.
@@ -188,7 +167,7 @@ async fn upgrades_stay_on_their_major_version_and_prereleases_are_opt_in_on_post
 async fn entitlement_on_every_call(database: Option<String>) {
     let server = Server::start(database, "", |m| m["licensing"]["requiresEntitlement"] = true.into()).await;
     server.entitle(json!({})).await;
-    let id = server.install(json!({"app": APP, "version": "0.0.1"})).await["id"].as_str().unwrap().to_string();
+    let id = server.install(json!({"app": APP, "version": "0.0.1"})).await.id;
     let (s, b) = server.invoke(&id, "echo", json!("hello")).await;
     assert_eq!(
         (s, b["output"].as_str(), b["usage"][0]["sku"].as_str()),
@@ -199,14 +178,14 @@ async fn entitlement_on_every_call(database: Option<String>) {
 
     // Revoked: the installation's calls stop (invoke and configure), nothing is metered.
     server.entitle(json!({"revoked": true})).await;
-    let before = server.started.state.store().table_counts().await.unwrap();
+    let before = server.store().table_counts().await.unwrap();
     let (s, b) = server.invoke(&id, "echo", json!("hello")).await;
     assert_eq!((s, kind(&b)), (StatusCode::FORBIDDEN, "entitlement-revoked"), "{b}");
     let path = format!("/v1/tenants/demo/installations/{id}");
-    let (s, b) = server.call(&server.tenant, Method::PATCH, &path, Some(json!({"config": {}}))).await;
+    let (s, b) = server.call(Some(&server.tenant), Method::PATCH, &path, Some(json!({"config": {}}))).await;
     assert_eq!((s, kind(&b)), (StatusCode::FORBIDDEN, "entitlement-revoked"), "{b}");
     assert_eq!(server.usage_events().await, metered, "a refused call records no usage");
-    assert_eq!(server.started.state.store().table_counts().await.unwrap(), before);
+    assert_eq!(server.store().table_counts().await.unwrap(), before);
 
     // Granted again: calls go on.
     server.entitle(json!({})).await;
@@ -236,7 +215,7 @@ async fn a_revoked_or_expired_licence_stops_an_installations_calls_on_postgres()
 async fn call_failures(database: Option<String>) {
     let postgres = database.is_some();
     let server = Server::start(database, "[sandbox]\nmax-input-bytes = 1024\n", |_| {}).await;
-    let id = server.install(json!({"app": APP, "version": "0.0.1"})).await["id"].as_str().unwrap().to_string();
+    let id = server.install(json!({"app": APP, "version": "0.0.1"})).await.id;
     let metered = server.usage_events().await;
 
     // Input over its cap: 413, naming the limit.
@@ -253,7 +232,7 @@ async fn call_failures(database: Option<String>) {
     assert_eq!(server.usage_events().await, metered, "failed calls record no usage");
 
     // The host's storage failing: 503 with Retry-After, and no database text.
-    let pool = server.started.state.store().pool();
+    let pool = server.store().pool();
     let statements: &[&str] = if postgres {
         &[
             "CREATE FUNCTION kv_refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk-on-fire'; END $$ \
@@ -266,11 +245,11 @@ async fn call_failures(database: Option<String>) {
     for statement in statements {
         sqlx::query(statement).execute(pool).await.unwrap();
     }
-    let path = format!("{}/v1/tenants/demo/installations/{id}/invoke/kv-set", server.base);
-    let resp = server.http.post(path).bearer_auth(&server.tenant).json(&json!("k=v")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(resp.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("1"));
-    let b: Value = resp.json().await.unwrap();
+    let path = format!("/v1/tenants/demo/installations/{id}/invoke/kv-set");
+    let reply = server.send(Some(&server.tenant), Method::POST, &path, Some(json!("k=v"))).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    let b = reply.json();
     assert_eq!(kind(&b), "storage-unavailable", "{b}");
     assert!(!b.to_string().contains("disk-on-fire"), "database text stays in the server log: {b}");
     // (The guest's key is the input's text up to `=`, quote included.)

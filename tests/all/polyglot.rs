@@ -6,52 +6,43 @@
 //! the component (the first install does not wait for the compiler) and refusing one that
 //! cannot run under the operator's limits, naming the limit.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kiosk::server::serve::{ServeOptions, Started};
 use kiosk::store::Principal;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::TestServer;
 
+/// A server, and a token of its tenant `demo` (every call here is the tenant's).
 struct Server {
-    started: Started,
-    base: String,
-    http: reqwest::Client,
+    s: TestServer,
     tenant: String,
-    dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Server {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.s
+    }
 }
 
 /// `kiosk serve` in this process on SQLite with `extra` operator config and the example
 /// apps `apps` registered through the demo seed (signed, verified, compiled).
 async fn serve(extra: &str, apps: &[&str]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kiosk.toml");
-    std::fs::write(&config, format!("data-dir = \"{}\"\n{extra}", dir.path().join("data").display())).unwrap();
-    let demo_apps = apps
-        .iter()
-        .map(|app| format!("{}={}", common::manifest_path(app).display(), common::guest_path(app).display()))
-        .collect();
-    let options = ServeOptions { config: Some(config), demo_apps, ..Default::default() };
-    let started =
-        kiosk::server::serve::spawn(options, "127.0.0.1:0".parse().unwrap()).await.expect("kiosk serve starts");
-    let store = &started.state.store();
+    let s = TestServer::fresh_with(None, extra, apps.iter().map(|app| common::demo_app(app)).collect()).await;
+    let store = s.store();
     store.create_tenant("demo", "Demo", "test").await.unwrap();
     let (_, tenant) = store.create_token(&Principal::Tenant("demo".into()), "t", "test").await.unwrap();
-    Server { base: format!("http://{}", started.addr), started, http: reqwest::Client::new(), tenant, dir }
+    Server { s, tenant }
 }
 
 impl Server {
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.tenant);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.s.call(Some(&self.tenant), method, path, body).await
     }
 
     /// Installs `app` with `config`; returns the installation id and how long it took.
@@ -66,24 +57,22 @@ impl Server {
     }
 
     async fn invoke(&self, id: &str, operation: &str, input: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, &format!("/v1/tenants/demo/installations/{id}/invoke/{operation}"), Some(input)).await
+        self.s.invoke(&self.tenant, "demo", id, operation, input).await
     }
 
     /// The tenant's usage totals by SKU.
-    async fn totals(&self) -> Value {
-        let (status, body) = self.call(Method::GET, "/v1/tenants/demo/usage", None).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["totals"].clone()
+    async fn totals(&self) -> BTreeMap<String, u128> {
+        self.usage(&self.tenant, "/v1/tenants/demo/usage").await.totals
     }
 
     /// Waits (bounded) until the collector has collected a report of `sku`.
-    async fn reported(&self, sku: &str) -> u64 {
+    async fn reported(&self, sku: &str) -> u128 {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(total) = self.totals().await[sku].as_u64().filter(|t| *t > 0) {
+            if let Some(total) = self.totals().await.get(sku).copied().filter(|t| *t > 0) {
                 return total;
             }
-            assert!(Instant::now() < deadline, "no {sku} reported within 60 s: {}", self.totals().await);
+            assert!(Instant::now() < deadline, "no {sku} reported within 60 s: {:?}", self.totals().await);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -97,7 +86,7 @@ impl Server {
 
     /// The compile-cache entries of the server's data directory.
     fn compiled(&self) -> Vec<String> {
-        std::fs::read_dir(self.dir.path().join("data/components"))
+        std::fs::read_dir(self.dir().join("data/components"))
             .map(|dir| dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
             .unwrap_or_default()
     }
@@ -201,8 +190,8 @@ async fn javascript_app_through_the_api() {
     // Usage: one check per call (host), the characters the app scanned (guest,
     // `record-usage`), and the rules reported per window (2 per window).
     let totals = s.totals().await;
-    assert_eq!(totals["copy-check"], 2, "{totals}");
-    assert_eq!(totals["characters-scanned"], 29 + 21 + 11, "{totals}");
+    assert_eq!(totals["copy-check"], 2, "{totals:?}");
+    assert_eq!(totals["characters-scanned"], 29 + 21 + 11, "{totals:?}");
     let rules = s.reported("rules-active").await;
     assert_eq!(rules % 2, 0, "each window reports the 2 rules: {rules}");
 
@@ -215,7 +204,7 @@ async fn registration_refuses_a_component_beyond_the_operator_limits() {
     let s = serve("[sandbox.defaults]\ntable-elements = 5000\n", &[]).await;
     let manifest = std::fs::read(common::manifest_path("ad-copy-check")).unwrap();
     let wasm = common::guest_bytes("ad-copy-check");
-    let key_dir = s.dir.path().join("data/local");
+    let key_dir = s.dir().join("data/local");
     let mut refusals = Vec::new();
     for _ in 0..2 {
         let refused = kiosk_core::local::register_local_build(&s.started.state, &manifest, &wasm, &key_dir, "test")
@@ -243,7 +232,7 @@ async fn a_component_that_cannot_compile_under_the_engine_is_remembered() {
     let s = serve("[sandbox]\ninstances = 8\n", &[]).await;
     let manifest = std::fs::read(common::manifest_path("audience-forecast")).unwrap();
     let wasm = common::guest_bytes("audience-forecast");
-    let key_dir = s.dir.path().join("data/local");
+    let key_dir = s.dir().join("data/local");
     let mut refusals = Vec::new();
     for _ in 0..2 {
         let refused = kiosk_core::local::register_local_build(&s.started.state, &manifest, &wasm, &key_dir, "test")

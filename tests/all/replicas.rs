@@ -5,22 +5,31 @@
 use std::process::Child;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use kiosk::publish::{assemble, push, sign_detached};
 use kiosk::registry::{Registry, RegistrySettings, TransferSettings};
 
 use crate::common;
+use crate::common::api::{Api, kind};
 use crate::common::gpg::Gpg;
 use crate::common::registry::{Mode, TestRegistry};
 
 const OPERATOR: &str = "op-replicas-test-token-0123456789";
 const SECRETS_KEY: &str = "7f3a91bc7f3a91bc7f3a91bc7f3a91bc7f3a91bc7f3a91bc7f3a91bc7f3a91bc";
 
+/// A `kiosk serve` process, and a client of it (the replica derefs to it).
 struct Replica {
     child: Child,
-    base: String,
-    http: reqwest::Client,
+    api: Api,
+}
+
+impl std::ops::Deref for Replica {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Drop for Replica {
@@ -47,22 +56,8 @@ impl Replica {
         .unwrap();
         let (child, _) =
             common::spawn_serve(&["--config", config.to_str().unwrap()], &[], &dir.join(format!("{name}.log")));
-        Self { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() }
+        Self { child, api: Api::new(format!("http://127.0.0.1:{port}")) }
     }
-
-    async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-}
-
-fn kind(b: &Value) -> &str {
-    b["type"].as_str().unwrap_or("").trim_start_matches("urn:kiosk:problem:")
 }
 
 async fn publish(registry: &Registry, secret_key: &[u8], version: &str) {
@@ -87,28 +82,18 @@ async fn two_replicas_on_one_postgresql_behave_as_one_service() {
     let b = Replica::start(dir.path(), "b", &database);
 
     // The operator sets up on A: partner, certificate, registry, tenant, tokens.
-    let (st, _) = a.call(OPERATOR, Method::POST, "/v1/partners", Some(json!({"name": "acme"}))).await;
-    assert_eq!(st, StatusCode::CREATED);
+    a.create_partner(OPERATOR, "acme").await;
     let cert = String::from_utf8(gpg.export(&key)).unwrap();
-    let (st, body) =
-        a.call(OPERATOR, Method::POST, "/v1/partners/acme/certificates", Some(json!({"certificate": cert}))).await;
+    let (st, body) = a
+        .call(Some(OPERATOR), Method::POST, "/v1/partners/acme/certificates", Some(json!({"certificate": cert})))
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{body}");
     let reg = json!({"insecure": true, "partners": {"acme": ["acme/"]}});
-    let (st, body) = a.call(OPERATOR, Method::PUT, &format!("/v1/registries/{host}"), Some(reg)).await;
+    let (st, body) = a.call(Some(OPERATOR), Method::PUT, &format!("/v1/registries/{host}"), Some(reg)).await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    let (st, _) = a.call(OPERATOR, Method::POST, "/v1/tenants", Some(json!({"id": "t1"}))).await;
-    assert_eq!(st, StatusCode::CREATED);
-    let token = |role: &'static str, scope: &'static str| {
-        let a = &a;
-        async move {
-            let (st, body) =
-                a.call(OPERATOR, Method::POST, "/v1/tokens", Some(json!({"role": role, "scope": scope}))).await;
-            assert_eq!(st, StatusCode::CREATED, "{body}");
-            body["token"].as_str().unwrap().to_string()
-        }
-    };
-    let partner = token("partner", "acme").await;
-    let tenant = token("tenant", "t1").await;
+    a.create_tenant(OPERATOR, "t1").await;
+    let partner = a.create_token(OPERATOR, "partner", Some("acme")).await.token;
+    let tenant = a.create_token(OPERATOR, "tenant", Some("t1")).await.token;
 
     // Register on A → install and invoke on B.
     let registry = Registry::new(
@@ -121,52 +106,50 @@ async fn two_replicas_on_one_postgresql_behave_as_one_service() {
     for version in ["1.0.0", "1.1.0"] {
         let body = json!({"reference": format!("{host}/acme/budget-pacing:{version}")});
         let (st, body) =
-            a.call(&partner, Method::POST, "/v1/partners/acme/apps/budget-pacing/versions", Some(body)).await;
+            a.call(Some(&partner), Method::POST, "/v1/partners/acme/apps/budget-pacing/versions", Some(body)).await;
         assert_eq!(st, StatusCode::CREATED, "registered on A: {body}");
     }
     let install = json!({"app": "acme/budget-pacing", "version": "1.0.0", "config": {"apiKey": "k-1"}});
-    let (st, body) = b.call(&tenant, Method::POST, "/v1/tenants/t1/installations", Some(install)).await;
-    assert_eq!(st, StatusCode::CREATED, "installed on B: {body}");
-    let id = body["id"].as_str().unwrap().to_string();
+    let id = b.install(&tenant, "t1", install).await.id;
     let input = json!({"campaignId": "c-1", "budget": 30, "flightDays": 30, "dailySpend": [1]});
     let invoke = format!("/v1/tenants/t1/installations/{id}/invoke/evaluate");
-    let (st, body) = b.call(&tenant, Method::POST, &invoke, Some(input.clone())).await;
+    let (st, body) = b.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
     assert_eq!(st, StatusCode::OK, "invoked on B: {body}");
 
     // Logs written on A are read on B.
-    let (st, body) = a.call(&tenant, Method::POST, &invoke, Some(input.clone())).await;
-    assert_eq!(st, StatusCode::OK, "invoked on A: {body}");
-    let call_id = body["callId"].as_str().unwrap().to_string();
-    let (st, logs) = b.call(&tenant, Method::GET, &format!("/v1/tenants/t1/installations/{id}/logs"), None).await;
+    let call_id = a.invoked(&tenant, "t1", &id, "evaluate", input.clone()).await.call_id;
+    let (st, logs) = b.call(Some(&tenant), Method::GET, &format!("/v1/tenants/t1/installations/{id}/logs"), None).await;
     assert_eq!(st, StatusCode::OK, "{logs}");
     let line = logs["items"].as_array().unwrap().iter().find(|l| l["callId"] == call_id.as_str());
     assert!(line.is_some_and(|l| l["message"].as_str().unwrap().contains("campaign c-1")), "A's call on B: {logs}");
 
     // A tenant override set on A applies to B's next call (and A's), no restart: an
     // input cap of 16 bytes refuses the evaluate input on both.
-    let (st, body) = a.call(OPERATOR, Method::PUT, "/v1/limits/tenants/t1", Some(json!({"maxInputBytes": 16}))).await;
+    let (st, body) =
+        a.call(Some(OPERATOR), Method::PUT, "/v1/limits/tenants/t1", Some(json!({"maxInputBytes": 16}))).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     for replica in [&b, &a] {
-        let (st, body) = replica.call(&tenant, Method::POST, &invoke, Some(input.clone())).await;
+        let (st, body) = replica.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
         assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
         assert!(body["detail"].as_str().unwrap().contains("16"), "the limit is named: {body}");
     }
-    let (_, view) = b.call(&tenant, Method::GET, &format!("/v1/tenants/t1/installations/{id}"), None).await;
+    let (_, view) = b.call(Some(&tenant), Method::GET, &format!("/v1/tenants/t1/installations/{id}"), None).await;
     assert_eq!(view["limits"]["maxInputBytes"], json!({"value": 16, "source": "tenant"}), "{view}");
-    let (st, _) = b.call(OPERATOR, Method::DELETE, "/v1/limits/tenants/t1", None).await;
+    let (st, _) = b.call(Some(OPERATOR), Method::DELETE, "/v1/limits/tenants/t1", None).await;
     assert!(st.is_success());
-    let (st, body) = a.call(&tenant, Method::POST, &invoke, Some(input.clone())).await;
+    let (st, body) = a.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
     assert_eq!(st, StatusCode::OK, "the override removed on B applies on A: {body}");
 
     // Yank on B → install refused on A.
     let (st, body) =
-        b.call(&partner, Method::POST, "/v1/partners/acme/apps/budget-pacing/versions/1.1.0/yank", None).await;
+        b.call(Some(&partner), Method::POST, "/v1/partners/acme/apps/budget-pacing/versions/1.1.0/yank", None).await;
     assert!(st.is_success(), "{body}");
     let install = json!({"app": "acme/budget-pacing", "version": "1.1.0", "config": {"apiKey": "k-2"}});
-    let (st, body) = a.call(&tenant, Method::POST, "/v1/tenants/t1/installations", Some(install)).await;
+    let (st, body) = a.call(Some(&tenant), Method::POST, "/v1/tenants/t1/installations", Some(install)).await;
     assert_eq!(kind(&body), "version-yanked", "{st} {body}");
     // … and the upgrade path of the first installation on A skips it too.
-    let (st, body) =
-        a.call(&tenant, Method::POST, &format!("/v1/tenants/t1/installations/{id}/upgrade"), Some(json!({}))).await;
+    let (st, body) = a
+        .call(Some(&tenant), Method::POST, &format!("/v1/tenants/t1/installations/{id}/upgrade"), Some(json!({})))
+        .await;
     assert!(!st.is_success(), "no version to upgrade to once 1.1.0 is yanked: {body}");
 }

@@ -11,66 +11,27 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kiosk::publish::{assemble, push, sign_detached};
 use kiosk::registry::{Registry, RegistrySettings, TransferSettings};
-use kiosk::server::serve::{ServeOptions, Started, spawn};
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use kiosk_api::trust::{CertificateRemoved, CertificateView, CertificatesAdded, QuarantinedVersion, VersionState};
+
 use crate::common;
+use crate::common::api::{Page, TestServer, kind};
 use crate::common::gpg::Gpg;
 use crate::common::registry::{Mode, TestRegistry};
 use crate::common::{guest_bytes, manifest_json};
 
-struct Server {
-    started: Started,
-    base: String,
-    http: reqwest::Client,
+/// Starts a server on `database` (SQLite in `dir` when `None`) whose config sets
+/// `operator_token`; the data directory is the same across restarts.
+async fn start(dir: &Path, database: Option<String>, operator_token: &str) -> TestServer {
+    start_with(dir, database, operator_token, "").await
 }
 
-impl Server {
-    /// Starts a server on `database` (SQLite in `dir` when `None`) whose config sets
-    /// `operator_token`; the data directory is the same across restarts.
-    async fn start(dir: &Path, database: Option<String>, operator_token: &str) -> Self {
-        Self::start_with(dir, database, operator_token, "").await
-    }
-
-    /// Like `start`, with more TOML after the `[server]` table.
-    async fn start_with(dir: &Path, database: Option<String>, operator_token: &str, extra: &str) -> Self {
-        let config = dir.join(format!("kiosk-{}.toml", uuid::Uuid::new_v4().simple()));
-        let data = dir.join("data");
-        let text =
-            format!("data-dir = \"{}\"\n[server]\noperator-token = \"{operator_token}\"\n{extra}", data.display());
-        std::fs::write(&config, text).unwrap();
-        let options = ServeOptions { config: Some(config), database, ..Default::default() };
-        let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.expect("the server starts");
-        let base = format!("http://{}", started.addr);
-        Self { started, base, http: reqwest::Client::new() }
-    }
-
-    async fn call(&self, token: Option<&str>, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let text = resp.text().await.unwrap();
-        if !status.is_success() {
-            assert_eq!(content_type, "application/problem+json", "{status} {path}: {text}");
-        }
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn stop(self) {
-        self.started.state.store().close().await;
-    }
-}
-
-fn kind(b: &Value) -> &str {
-    b["type"].as_str().unwrap_or("").trim_start_matches("urn:kiosk:problem:")
+/// Like `start`, with more TOML after the `[server]` table.
+async fn start_with(dir: &Path, database: Option<String>, operator_token: &str, extra: &str) -> TestServer {
+    TestServer::start(dir, database, &format!("[server]\noperator-token = \"{operator_token}\"\n{extra}")).await
 }
 
 fn now_ms() -> i64 {
@@ -92,19 +53,39 @@ async fn publish_app(registry: &Registry, secret_key: &[u8], app: &str, version:
 }
 
 /// The app's versions (one page holds them all).
-async fn versions(s: &Server, token: &str) -> Value {
+async fn versions(s: &TestServer, token: &str) -> Value {
     let (st, b) = s.call(Some(token), Method::GET, "/v1/catalog/apps/acme/budget-pacing/versions", None).await;
     assert_eq!((st, &b["next"]), (StatusCode::OK, &Value::Null), "{b}");
     b["items"].clone()
 }
 
-fn find_version<'a>(list: &'a Value, version: &str) -> &'a Value {
-    list.as_array().unwrap().iter().find(|v| v["version"] == version).unwrap()
+/// Uploads `certificate` for `partner` (a certificate or a revocation), answering `status`.
+async fn add_certificate(
+    s: &TestServer,
+    op: &str,
+    partner: &str,
+    certificate: &str,
+    status: StatusCode,
+) -> CertificatesAdded {
+    let path = format!("/v1/partners/{partner}/certificates");
+    s.call_as(Some(op), Method::POST, &path, Some(json!({"certificate": certificate})), status).await
 }
 
-async fn audit_has(s: &Server, op: &str, action: &str, target: &str) -> bool {
-    let (_, log) = s.call(Some(op), Method::GET, "/v1/audit?limit=1000", None).await;
-    log["items"].as_array().unwrap().iter().any(|r| r["action"] == action && r["target"] == target)
+/// A partner's certificates (one page holds them all).
+async fn certificates(s: &TestServer, op: &str, partner: &str) -> Vec<CertificateView> {
+    let path = format!("/v1/partners/{partner}/certificates");
+    let page: Page<CertificateView> = s.call_as(Some(op), Method::GET, &path, None, StatusCode::OK).await;
+    page.items
+}
+
+/// A page of the quarantined versions (`query`: `?limit=…&after=…`).
+async fn quarantined(s: &TestServer, op: &str, query: &str) -> Page<QuarantinedVersion> {
+    let path = format!("/v1/versions/quarantined{query}");
+    s.call_as(Some(op), Method::GET, &path, None, StatusCode::OK).await
+}
+
+fn find_version<'a>(list: &'a Value, version: &str) -> &'a Value {
+    list.as_array().unwrap().iter().find(|v| v["version"] == version).unwrap()
 }
 
 #[tokio::test]
@@ -122,7 +103,7 @@ async fn revocation(database: Option<String>) {
     let registry_server = TestRegistry::start(Mode::Plain);
     let host = registry_server.host.clone();
     let op = "operator-token-one".to_string();
-    let s = Server::start(dir.path(), database.clone(), &op).await;
+    let s = start(dir.path(), database.clone(), &op).await;
 
     // The OpenAPI document lists the new routes.
     let (_, doc) = s.call(None, Method::GET, "/v1/openapi.json", None).await;
@@ -143,27 +124,12 @@ async fn revocation(database: Option<String>) {
 
     // Operator: partners, a tenant, tokens, the registry.
     for p in ["acme", "globex"] {
-        assert_eq!(
-            s.call(Some(&op), Method::POST, "/v1/partners", Some(json!({"name": p}))).await.0,
-            StatusCode::CREATED
-        );
+        s.create_partner(&op, p).await;
     }
-    assert_eq!(s.call(Some(&op), Method::POST, "/v1/tenants", Some(json!({"id": "t1"}))).await.0, StatusCode::CREATED);
-    let token = |role: &'static str, scope: &'static str| {
-        let s = &s;
-        let op = op.clone();
-        async move {
-            let (st, b) = s
-                .call(
-                    Some(&op),
-                    Method::POST,
-                    "/v1/tokens",
-                    Some(json!({"role": role, "scope": scope, "label": scope})),
-                )
-                .await;
-            assert_eq!(st, StatusCode::CREATED, "{b}");
-            (b["id"].as_str().unwrap().to_string(), b["token"].as_str().unwrap().to_string())
-        }
+    s.create_tenant(&op, "t1").await;
+    let token = async |role: &str, scope: &str| {
+        let created = s.create_token_with(&op, json!({"role": role, "scope": scope, "label": scope})).await;
+        (created.id, created.token)
     };
     let (_, acme) = token("partner", "acme").await;
     let (t1_id, t1) = token("tenant", "t1").await;
@@ -179,9 +145,8 @@ async fn revocation(database: Option<String>) {
         .collect();
     for k in &keys {
         let cert = String::from_utf8(gpg.export(k)).unwrap();
-        let (st, b) =
-            s.call(Some(&op), Method::POST, "/v1/partners/acme/certificates", Some(json!({"certificate": cert}))).await;
-        assert_eq!((st, b["fingerprints"].clone()), (StatusCode::CREATED, json!([k])), "{b}");
+        let added = add_certificate(&s, &op, "acme", &cert, StatusCode::CREATED).await;
+        assert_eq!(added.fingerprints, [k.as_str()], "{added:?}");
     }
     let registry = Registry::new(
         &RegistrySettings { host: host.clone(), insecure: true, ..Default::default() },
@@ -201,7 +166,7 @@ async fn revocation(database: Option<String>) {
             .await;
         assert_eq!((st, b["signer"].as_str()), (StatusCode::CREATED, Some(keys[key].as_str())), "{b}");
     }
-    let store = s.started.state.store().clone();
+    let store = s.store().clone();
 
     // A certificate of acme uploaded for globex: 409, not saying whose, nothing written.
     let before = store.table_counts().await.unwrap();
@@ -216,8 +181,8 @@ async fn revocation(database: Option<String>) {
         assert!(!b.to_string().contains("acme"), "does not name the owner: {b}");
         assert_eq!(store.table_counts().await.unwrap(), before, "nothing is written");
     }
-    let (_, globex_certs) = s.call(Some(&op), Method::GET, "/v1/partners/globex/certificates", None).await;
-    assert_eq!(globex_certs["items"], json!([]), "{globex_certs}");
+    let globex_certs = certificates(&s, &op, "globex").await;
+    assert!(globex_certs.is_empty(), "{globex_certs:?}");
 
     // A tenant installs 1.0.0 and calls it.
     let install = |version: &str| json!({"app": "acme/budget-pacing", "version": version, "config": {"apiKey": "k"}});
@@ -229,11 +194,11 @@ async fn revocation(database: Option<String>) {
     assert_eq!(s.call(Some(&t1), Method::POST, &invoke, Some(input.clone())).await.0, StatusCode::OK);
 
     // Removing key1 quarantines 1.0.0 and 1.1.0.
-    let (st, b) = s.call(Some(&op), Method::DELETE, &format!("/v1/partners/acme/certificates/{}", keys[0]), None).await;
-    assert_eq!(st, StatusCode::OK, "{b}");
-    assert_eq!(b["quarantined"], json!(["acme/budget-pacing@1.0.0", "acme/budget-pacing@1.1.0"]), "{b}");
-    assert!(audit_has(&s, &op, "certificate.remove", "acme").await);
-    assert!(audit_has(&s, &op, "version.quarantine", "acme/budget-pacing@1.1.0").await);
+    let path = format!("/v1/partners/acme/certificates/{}", keys[0]);
+    let removed: CertificateRemoved = s.call_as(Some(&op), Method::DELETE, &path, None, StatusCode::OK).await;
+    assert_eq!(removed.quarantined, ["acme/budget-pacing@1.0.0", "acme/budget-pacing@1.1.0"], "{removed:?}");
+    assert!(s.audit_has(&op, "certificate.remove", "acme").await);
+    assert!(s.audit_has(&op, "version.quarantine", "acme/budget-pacing@1.1.0").await);
     // No new install, no upgrade to them: a problem naming the certificate.
     let before = store.table_counts().await.unwrap();
     let (st, b) = s.call(Some(&t1), Method::POST, "/v1/tenants/t1/installations", Some(install("1.1.0"))).await;
@@ -258,15 +223,13 @@ async fn revocation(database: Option<String>) {
     // skips it, a range resolves below it.
     let rev = String::from_utf8(gpg.revocation_certificate(&keys[2])).unwrap();
     assert!(rev.contains(":-----BEGIN PGP PUBLIC KEY BLOCK-----"));
-    let (st, b) =
-        s.call(Some(&op), Method::POST, "/v1/partners/acme/certificates", Some(json!({"certificate": rev}))).await;
-    assert_eq!(st, StatusCode::OK, "{b}");
+    let b = add_certificate(&s, &op, "acme", &rev, StatusCode::OK).await;
     assert_eq!(
-        (b["certificates"][0]["state"].as_str(), b["quarantined"].clone()),
-        (Some("revoked"), json!(["acme/budget-pacing@1.3.0"])),
-        "{b}"
+        (b.certificates[0].state.as_str(), b.quarantined.as_slice()),
+        ("revoked", ["acme/budget-pacing@1.3.0".to_string()].as_slice()),
+        "{b:?}"
     );
-    assert!(audit_has(&s, &op, "certificate.revoke", "acme").await);
+    assert!(s.audit_has(&op, "certificate.revoke", "acme").await);
     let (_, app) = s.call(Some(&t1), Method::GET, "/v1/catalog/apps/acme/budget-pacing", None).await;
     assert_eq!(app["latest"], "1.2.0", "{app}");
     let (st, b) = s.call(Some(&t1), Method::POST, &format!("{base}/upgrade"), Some(json!({"version": "^1"}))).await;
@@ -275,9 +238,8 @@ async fn revocation(database: Option<String>) {
     assert_eq!((st, kind(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "version-quarantined"), "{b}");
     assert!(b["detail"].as_str().unwrap().contains(&keys[2]) && b["detail"].as_str().unwrap().contains("revoked"));
     // The same revocation again changes nothing.
-    let (st, b) =
-        s.call(Some(&op), Method::POST, "/v1/partners/acme/certificates", Some(json!({"certificate": rev}))).await;
-    assert_eq!((st, b["quarantined"].clone()), (StatusCode::OK, json!([])), "{b}");
+    let b = add_certificate(&s, &op, "acme", &rev, StatusCode::OK).await;
+    assert!(b.quarantined.is_empty(), "{b:?}");
     // A new version signed by the revoked key is refused at registration.
     publish(&registry, &gpg.export_secret(&keys[2]), "1.4.0").await;
     let reference = format!("{host}/acme/budget-pacing:1.4.0");
@@ -292,50 +254,46 @@ async fn revocation(database: Option<String>) {
     assert_eq!((st, kind(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "signature-refused"), "{b}");
 
     // The operator sees certificates with their state, and the quarantined versions.
-    let (st, certs) = s.call(Some(&op), Method::GET, "/v1/partners/acme/certificates", None).await;
-    assert_eq!(st, StatusCode::OK, "{certs}");
-    let state_of = |fpr: &str| {
-        certs["items"].as_array().unwrap().iter().find(|c| c["fingerprint"] == fpr).unwrap()["state"].clone()
-    };
+    let certs = certificates(&s, &op, "acme").await;
+    let state_of = |fpr: &str| certs.iter().find(|c| c.fingerprint == fpr).unwrap().state.as_str();
     assert_eq!(
         [state_of(&keys[0]), state_of(&keys[1]), state_of(&keys[2]), state_of(&keys[3])],
-        [json!("removed"), json!("valid"), json!("revoked"), json!("valid")],
-        "{certs}"
+        ["removed", "valid", "revoked", "valid"],
+        "{certs:?}"
     );
-    let (_, page1) = s.call(Some(&op), Method::GET, "/v1/versions/quarantined?limit=2", None).await;
-    assert_eq!(page1["items"].as_array().unwrap().len(), 2, "{page1}");
-    let next = page1["next"].as_str().unwrap().to_string();
-    let (_, page2) =
-        s.call(Some(&op), Method::GET, &format!("/v1/versions/quarantined?limit=2&after={next}"), None).await;
-    let all: Vec<String> = [&page1, &page2]
-        .iter()
-        .flat_map(|p| p["items"].as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap().to_string()))
-        .collect();
-    assert_eq!(all, ["1.0.0", "1.1.0", "1.3.0"], "{page2}");
-    assert_eq!(page2["next"], Value::Null);
+    let page1 = quarantined(&s, &op, "?limit=2").await;
+    assert_eq!(page1.items.len(), 2, "{page1:?}");
+    let next = page1.next.clone().unwrap();
+    let page2 = quarantined(&s, &op, &format!("?limit=2&after={next}")).await;
+    let all: Vec<&str> = page1.items.iter().chain(&page2.items).map(|v| v.version.as_str()).collect();
+    assert_eq!(all, ["1.0.0", "1.1.0", "1.3.0"], "{page2:?}");
+    assert_eq!(page2.next, None);
 
     // The operator releases 1.1.0 (the downgrade goes through), quarantines and yanks
     // others, and undoes it; each step audited.
     let v = |version: &str, action: &str| format!("/v1/apps/acme/budget-pacing/versions/{version}/{action}");
-    let (st, b) = s.call(Some(&op), Method::POST, &v("1.1.0", "release"), None).await;
-    assert_eq!((st, b["quarantined"].as_bool()), (StatusCode::OK, Some(false)), "{b}");
+    let set = async |version: &str, action: &str| -> VersionState {
+        s.call_as(Some(&op), Method::POST, &v(version, action), None, StatusCode::OK).await
+    };
+    let b = set("1.1.0", "release").await;
+    assert!(!b.quarantined, "{b:?}");
     let down = json!({"version": "1.1.0", "allowDowngrade": true});
     let (st, b) = s.call(Some(&t1), Method::POST, &format!("{base}/upgrade"), Some(down)).await;
     assert_eq!((st, b["version"].as_str()), (StatusCode::OK, Some("1.1.0")), "{b}");
-    let (st, b) = s.call(Some(&op), Method::POST, &v("1.2.0", "quarantine"), None).await;
-    assert_eq!((st, b["quarantineReason"].as_str()), (StatusCode::OK, Some("quarantined by the operator")), "{b}");
+    let b = set("1.2.0", "quarantine").await;
+    assert_eq!(b.quarantine_reason.as_deref(), Some("quarantined by the operator"), "{b:?}");
     let (st, b) = s.call(Some(&t1), Method::POST, "/v1/tenants/t1/installations", Some(install("1.2.0"))).await;
     assert_eq!((st, kind(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "version-quarantined"), "{b}");
     let (_, app) = s.call(Some(&t1), Method::GET, "/v1/catalog/apps/acme/budget-pacing", None).await;
     assert_eq!(app["latest"], "1.1.0", "{app}");
-    let (st, b) = s.call(Some(&op), Method::POST, &v("1.2.0", "release"), None).await;
-    assert_eq!((st, b["quarantined"].as_bool()), (StatusCode::OK, Some(false)), "{b}");
-    let (st, b) = s.call(Some(&op), Method::POST, &v("1.2.0", "yank"), None).await;
-    assert_eq!((st, b["yanked"].as_bool()), (StatusCode::OK, Some(true)), "{b}");
+    let b = set("1.2.0", "release").await;
+    assert!(!b.quarantined, "{b:?}");
+    let b = set("1.2.0", "yank").await;
+    assert!(b.yanked, "{b:?}");
     let (st, b) = s.call(Some(&t1), Method::POST, "/v1/tenants/t1/installations", Some(install("1.2.0"))).await;
     assert_eq!((st, kind(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "version-yanked"), "{b}");
-    let (st, b) = s.call(Some(&op), Method::POST, &v("1.2.0", "unyank"), None).await;
-    assert_eq!((st, b["yanked"].as_bool()), (StatusCode::OK, Some(false)), "{b}");
+    let b = set("1.2.0", "unyank").await;
+    assert!(!b.yanked, "{b:?}");
     assert_eq!(versions(&s, &t1).await.as_array().unwrap().iter().filter(|v| v["quarantined"] == true).count(), 2);
     for (action, target) in [
         ("version.release", "acme/budget-pacing@1.1.0"),
@@ -344,7 +302,7 @@ async fn revocation(database: Option<String>) {
         ("version.yank", "acme/budget-pacing@1.2.0"),
         ("version.unyank", "acme/budget-pacing@1.2.0"),
     ] {
-        assert!(audit_has(&s, &op, action, target).await, "{action} {target} audited");
+        assert!(s.audit_has(&op, action, target).await, "{action} {target} audited");
     }
     assert_eq!(s.call(Some(&op), Method::POST, &v("9.9.9", "yank"), None).await.0, StatusCode::NOT_FOUND);
     // The partner keeps its own yank.
@@ -368,7 +326,7 @@ async fn revocation(database: Option<String>) {
     assert_eq!(s.call(Some(&t1), Method::GET, "/v1/tenants/t1/installations", None).await.0, StatusCode::UNAUTHORIZED);
     let (_, list) = s.call(Some(&op), Method::GET, "/v1/tokens", None).await;
     assert!(list["items"].as_array().unwrap().iter().any(|t| t["id"] == t1_id.as_str() && t["revoked"] == true));
-    assert!(audit_has(&s, &op, "token.revoke", "tenant:t1").await);
+    assert!(s.audit_has(&op, "token.revoke", "tenant:t1").await);
     assert_eq!(s.call(Some(&op), Method::DELETE, "/v1/tokens/no-such-token", None).await.0, StatusCode::NOT_FOUND);
     let (st, b) = s.call(Some(&op), Method::DELETE, "/v1/tokens/bootstrap-operator", None).await;
     assert_eq!((st, kind(&b)), (StatusCode::CONFLICT, "last-operator-token"), "{b}");
@@ -414,16 +372,16 @@ async fn revocation(database: Option<String>) {
     let mut olds = vec![op.clone()];
     let mut current = None;
     for newest in ["operator-token-two", "operator-token-three"] {
-        let s = Server::start(dir.path(), database.clone(), newest).await;
+        let s = start(dir.path(), database.clone(), newest).await;
         assert_eq!(s.call(Some(newest), Method::GET, "/v1/tokens", None).await.0, StatusCode::OK);
         for old in &olds {
             assert_eq!(s.call(Some(old), Method::GET, "/v1/tokens", None).await.0, StatusCode::UNAUTHORIZED, "{old}");
         }
         assert_eq!(s.call(Some(&op_api), Method::GET, "/v1/tokens", None).await.0, StatusCode::OK);
-        assert!(audit_has(&s, newest, "token.rotate", "operator").await);
+        assert!(s.audit_has(newest, "token.rotate", "operator").await);
         olds.push(newest.to_string());
         if let Some(previous) = current.replace(s) {
-            Server::stop(previous).await;
+            previous.stop().await;
         }
     }
     let s = current.unwrap();
@@ -431,7 +389,7 @@ async fn revocation(database: Option<String>) {
     let (_, b) = s.call(Some(&t1b), Method::GET, "/v1/catalog/apps/acme/budget-pacing/versions/1.5.0", None).await;
     assert_eq!(b["quarantined"], true, "found revoked at start: {b}");
     assert!(b["quarantineReason"].as_str().unwrap().contains(&keys[3]), "{b}");
-    assert!(audit_has(&s, op, "certificate.found-revoked", "acme").await);
+    assert!(s.audit_has(op, "certificate.found-revoked", "acme").await);
     // Releases stick across restarts; the installation still invokes.
     let (_, b) = s.call(Some(&t1b), Method::GET, "/v1/catalog/apps/acme/budget-pacing/versions/1.1.0", None).await;
     assert_eq!(b["quarantined"], false, "{b}");
@@ -463,15 +421,12 @@ async fn config_certificates(database: Option<String>) {
     std::fs::write(&cert_path, gpg.export(&key)).unwrap();
     let with_cert = format!("[[partners]]\nname = \"globex\"\ncertificates = [\"{}\"]\n", cert_path.display());
     let op = "operator-token-config";
-    let s = Server::start_with(dir.path(), database.clone(), op, &with_cert).await;
+    let s = start_with(dir.path(), database.clone(), op, &with_cert).await;
     let created = s.call(Some(op), Method::POST, "/v1/partners", Some(json!({"name": "globex"}))).await;
     assert_eq!(created.0, StatusCode::CREATED);
     assert_eq!(s.call(Some(op), Method::POST, "/v1/tenants", Some(json!({"id": "t1"}))).await.0, StatusCode::CREATED);
-    let (_, b) =
-        s.call(Some(op), Method::POST, "/v1/tokens", Some(json!({"role": "partner", "scope": "globex"}))).await;
-    let globex = b["token"].as_str().unwrap().to_string();
-    let (_, b) = s.call(Some(op), Method::POST, "/v1/tokens", Some(json!({"role": "tenant", "scope": "t1"}))).await;
-    let t1 = b["token"].as_str().unwrap().to_string();
+    let globex = s.create_token(op, "partner", Some("globex")).await.token;
+    let t1 = s.create_token(op, "tenant", Some("t1")).await.token;
     let reg = json!({"insecure": true, "partners": {"globex": ["globex/"]}});
     let reg = s.call(Some(op), Method::PUT, &format!("/v1/registries/{host}"), Some(reg)).await;
     assert_eq!(reg.0, StatusCode::OK);
@@ -484,15 +439,14 @@ async fn config_certificates(database: Option<String>) {
     let body = json!({"reference": format!("{host}/globex/pacing:2.0.0")});
     let (st, b) = s.call(Some(&globex), Method::POST, "/v1/partners/globex/apps/pacing/versions", Some(body)).await;
     assert_eq!(st, StatusCode::CREATED, "{b}");
-    let (_, certs) = s.call(Some(op), Method::GET, "/v1/partners/globex/certificates", None).await;
-    let first = &certs["items"][0];
-    assert_eq!((first["source"].as_str(), first["state"].as_str()), (Some("config"), Some("valid")), "{certs}");
+    let certs = certificates(&s, op, "globex").await;
+    assert_eq!((certs[0].source.as_str(), certs[0].state.as_str()), ("config", "valid"), "{certs:?}");
     let (st, b) = s.call(Some(op), Method::DELETE, &format!("/v1/partners/globex/certificates/{key}"), None).await;
     assert_eq!((st, kind(&b)), (StatusCode::CONFLICT, "certificate-in-config"), "{b}");
     s.stop().await;
 
     // Restarted without the certificate: 2.0.0 is quarantined, installs refused.
-    let s = Server::start_with(dir.path(), database.clone(), op, "").await;
+    let s = start_with(dir.path(), database.clone(), op, "").await;
     let path = "/v1/catalog/apps/globex/pacing/versions/2.0.0";
     let (_, b) = s.call(Some(&t1), Method::GET, path, None).await;
     assert_eq!(b["quarantined"], true, "{b}");
@@ -500,15 +454,15 @@ async fn config_certificates(database: Option<String>) {
     let (st, b) = s.call(Some(&t1), Method::POST, "/v1/tenants/t1/installations", Some(install.clone())).await;
     assert_eq!((st, kind(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "version-quarantined"), "{b}");
     assert!(b["detail"].as_str().unwrap().contains(&key), "{b}");
-    assert!(audit_has(&s, op, "certificate.found-missing", "globex").await);
+    assert!(s.audit_has(op, "certificate.found-missing", "globex").await);
     s.stop().await;
 
     // Back in the file: released, installable again.
-    let s = Server::start_with(dir.path(), database, op, &with_cert).await;
+    let s = start_with(dir.path(), database, op, &with_cert).await;
     let (_, b) = s.call(Some(&t1), Method::GET, path, None).await;
     assert_eq!(b["quarantined"], false, "{b}");
-    assert!(audit_has(&s, op, "certificate.trust", "globex").await);
-    assert!(audit_has(&s, op, "version.release", "globex/pacing@2.0.0").await);
+    assert!(s.audit_has(op, "certificate.trust", "globex").await);
+    assert!(s.audit_has(op, "version.release", "globex/pacing@2.0.0").await);
     let (st, b) = s.call(Some(&t1), Method::POST, "/v1/tenants/t1/installations", Some(install)).await;
     assert_eq!(st, StatusCode::CREATED, "{b}");
     s.stop().await;

@@ -3,10 +3,11 @@
 //! in full, and never returned or stored in plain text, on SQLite and PostgreSQL.
 
 use kiosk::store::Principal;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::Installation;
 
 const MARKERS: [&str; 6] =
     ["s3cr3t-token", "s3cr3t-pass", "s3cr3t-key0", "s3cr3t-key1", "s3cr3t-either", "s3cr3t-header"];
@@ -44,30 +45,23 @@ fn leaks(bytes: &[u8]) -> Vec<&'static str> {
 }
 
 async fn secrets_everywhere(database: Option<String>) {
-    let (started, dir) = common::hostile_server(database.clone(), "", |m| m["config"] = schema()).await;
-    let token = started.state.store().create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap().1;
-    let base = format!("http://{}/v1/tenants/demo/installations", started.addr);
-    let http = reqwest::Client::new();
+    let server = common::hostile_server(database.clone(), "", |m| m["config"] = schema()).await;
+    let token = server.store().create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap().1;
+    let base = "/v1/tenants/demo/installations";
     let mut answers: Vec<String> = Vec::new();
 
-    let resp = http
-        .post(&base)
-        .bearer_auth(&token)
-        .json(&json!({"app": "test/hostile", "version": "0.0.1", "config": config()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let text = resp.text().await.unwrap();
-    let installed: Value = serde_json::from_str(&text).unwrap();
-    answers.push(text);
-    let id = installed["id"].as_str().unwrap().to_string();
+    let install = json!({"app": "test/hostile", "version": "0.0.1", "config": config()});
+    let reply = server.send(Some(&token), Method::POST, base, Some(install)).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let installed: Installation = reply.parse();
+    answers.push(reply.text);
+    let id = installed.id;
     assert_eq!(
-        installed["secretsSet"],
-        json!(["/auth/token", "/db/password", "/either", "/headers/x-api-key", "/servers/0/key", "/servers/1/key"])
+        installed.secrets_set,
+        ["/auth/token", "/db/password", "/either", "/headers/x-api-key", "/servers/0/key", "/servers/1/key"]
     );
     assert_eq!(
-        installed["config"],
+        installed.config,
         json!({"auth": {"user": "ann"}, "db": {}, "servers": [{"host": "a"}, {"host": "b"}], "headers": {}})
     );
 
@@ -75,25 +69,17 @@ async fn secrets_everywhere(database: Option<String>) {
     // `probe` (public) makes the app count the values it gets that start with it.
     let patch =
         json!({"config": {"auth": {"user": "bob"}, "servers": [{"host": "a"}, {"host": "b"}], "probe": "s3cr3t-"}});
-    let resp = http.patch(format!("{base}/{id}")).bearer_auth(&token).json(&patch).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let text = resp.text().await.unwrap();
-    let configured: Value = serde_json::from_str(&text).unwrap();
-    answers.push(text);
-    assert_eq!(configured["config"]["auth"], json!({"user": "bob"}));
-    assert_eq!(configured["secretsSet"].as_array().unwrap().len(), 6);
-    let resp = http
-        .post(format!("{base}/{id}/invoke/kv-get"))
-        .bearer_auth(&token)
-        .json(&json!("seen-in-configure"))
-        .send()
-        .await
-        .unwrap();
-    let seen: Value = resp.json().await.unwrap();
+    let reply = server.send(Some(&token), Method::PATCH, &format!("{base}/{id}"), Some(patch)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let configured: Installation = reply.parse();
+    answers.push(reply.text);
+    assert_eq!(configured.config["auth"], json!({"user": "bob"}));
+    assert_eq!(configured.secrets_set.len(), 6);
+    let (_, seen) = server.invoke(&token, "demo", &id, "kv-get", json!("seen-in-configure")).await;
     assert_eq!(seen["output"], 6, "the app was handed every secret: {seen}");
 
-    for path in [base.clone(), format!("{base}/{id}")] {
-        answers.push(http.get(path).bearer_auth(&token).send().await.unwrap().text().await.unwrap());
+    for path in [base.to_string(), format!("{base}/{id}")] {
+        answers.push(server.send(Some(&token), Method::GET, &path, None).await.text);
     }
     for answer in &answers {
         assert!(leaks(answer.as_bytes()).is_empty(), "a secret in a response: {answer}");
@@ -102,7 +88,7 @@ async fn secrets_everywhere(database: Option<String>) {
     // Nothing in the database is plain text.
     match &database {
         None => {
-            for entry in std::fs::read_dir(dir.path().join("data")).unwrap().flatten() {
+            for entry in std::fs::read_dir(server.dir().join("data")).unwrap().flatten() {
                 if entry.path().is_file() {
                     let found = leaks(&std::fs::read(entry.path()).unwrap());
                     assert!(found.is_empty(), "{found:?} in {}", entry.path().display());

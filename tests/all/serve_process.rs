@@ -5,9 +5,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::json;
 
 use crate::common;
+use crate::common::api::Api;
 
 const SECRET_1: &str = "sk-first-secret-7f3a";
 const SECRET_2: &str = "sk-rotated-secret-91bc";
@@ -23,43 +25,31 @@ async fn secrets_never_reach_the_log_and_sigterm_shuts_down_gracefully() {
     )
     .unwrap();
     let log_path = dir.path().join("kiosk.log");
-    let demo = format!(
-        "{}={}",
-        common::manifest_path("budget-pacing").display(),
-        common::guest_path("budget-pacing").display()
-    );
+    let demo = common::demo_app("budget-pacing");
     let (mut child, text) = common::spawn_serve(
         &["--config", config.to_str().unwrap(), "--demo-app", &demo],
         &[("KIOSK_LOG", "trace")],
         &log_path,
     );
-    let token = text.lines().find_map(|l| l.trim().strip_prefix("export TENANT_TOKEN=")).unwrap().to_string();
+    let token = common::demo_token(&text, "TENANT_TOKEN");
     assert!(text.contains("operator token (shown once"), "a bootstrap operator token is generated and printed");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let post = |path: String, body: Value| http.post(format!("{base}{path}")).bearer_auth(&token).json(&body).send();
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
 
     let install = json!({"app": "acme/budget-pacing", "version": "1.4.34", "config": {"apiKey": SECRET_1}});
-    let resp = post("/v1/tenants/demo/installations".into(), install).await.unwrap();
-    assert_eq!(resp.status(), 201);
-    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    let patch = http
-        .patch(format!("{base}/v1/tenants/demo/installations/{id}"))
-        .bearer_auth(&token)
-        .json(&json!({"config": {"apiKey": SECRET_2, "threshold": 0.3}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(patch.status(), 200);
+    let id = api.install(&token, "demo", install).await.id;
+    let patch = json!({"config": {"apiKey": SECRET_2, "threshold": 0.3}});
+    let (status, _) =
+        api.call(Some(&token), Method::PATCH, &format!("/v1/tenants/demo/installations/{id}"), Some(patch)).await;
+    assert_eq!(status, 200);
     // A config the schema refuses, carrying a secret: the problem names the rule, not the value.
     let bad =
         json!({"app": "acme/budget-pacing", "version": "1.4.34", "config": {"apiKey": SECRET_1, "threshold": "x"}});
-    let resp = post("/v1/tenants/demo/installations".into(), bad).await.unwrap();
-    assert_eq!(resp.status(), 422);
-    assert!(!resp.text().await.unwrap().contains(SECRET_1));
+    let reply = api.send(Some(&token), Method::POST, "/v1/tenants/demo/installations", Some(bad)).await;
+    assert_eq!(reply.status, 422);
+    assert!(!reply.text.contains(SECRET_1));
     let input = json!({"campaignId": "c", "budget": 30, "flightDays": 30, "dailySpend": [1]});
-    let resp = post(format!("/v1/tenants/demo/installations/{id}/invoke/evaluate"), input).await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let (status, _) = api.invoke(&token, "demo", &id, "evaluate", input).await;
+    assert_eq!(status, 200);
 
     // SIGTERM: in-flight work finishes, the process says so and exits cleanly.
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use kiosk::publish::{assemble, push, sign_detached};
 use kiosk::registry::{Registry, RegistrySettings, TransferSettings};
-use kiosk::server::serve::{ServeOptions, Started, spawn};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::{PROBLEM_JSON, Reply, TestServer};
 use crate::common::gpg::Gpg;
 use crate::common::registry::{Mode, TestRegistry};
 use crate::common::{guest_bytes, manifest_json};
@@ -20,10 +20,8 @@ const SECRET: &str = "sk-live-DO-NOT-LEAK-4242";
 
 struct World {
     _registry: TestRegistry,
-    _dir: tempfile::TempDir,
-    started: Started,
-    http: reqwest::Client,
-    base: String,
+    /// Its client keeps every body it reads: the secret must be in none.
+    s: TestServer,
     db_file: std::path::PathBuf,
     operator: String,
     acme: String,
@@ -31,56 +29,13 @@ struct World {
     t1: String,
     t2: String,
     registry_host: String,
-    seen: std::sync::Mutex<Vec<String>>,
 }
 
-impl World {
-    async fn call(&self, token: Option<&str>, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let text = resp.text().await.unwrap();
-        self.seen.lock().unwrap().push(text.clone());
-        if !status.is_success() && status != StatusCode::NOT_FOUND
-            || status == StatusCode::NOT_FOUND && !text.is_empty()
-        {
-            assert_eq!(content_type, "application/problem+json", "{status} {path}: {text}");
-        }
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
+impl std::ops::Deref for World {
+    type Target = TestServer;
 
-    /// Every item of a list (`{items, next}`), `limit` per page: checks each page's size
-    /// and that the cursor moves on; also the number of pages.
-    async fn walk(&self, token: &str, path: &str, limit: usize) -> (Vec<Value>, usize) {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let (mut items, mut after, mut pages) = (Vec::new(), None::<String>, 0);
-        loop {
-            let mut url = format!("{path}{sep}limit={limit}");
-            if let Some(a) = &after {
-                url.push_str(&format!("&after={}", a.replace('/', "%2F")));
-            }
-            let (status, page) = self.call(Some(token), Method::GET, &url, None).await;
-            assert_eq!(status, StatusCode::OK, "{url}: {page}");
-            let got = page["items"].as_array().unwrap();
-            assert!(got.len() <= limit, "{url}: {page}");
-            items.extend(got.iter().cloned());
-            pages += 1;
-            assert!(pages < 100, "{path}: the cursor does not move on");
-            match page["next"].as_str() {
-                Some(next) => {
-                    assert_eq!(got.len(), limit, "only full pages have a next: {page}");
-                    after = Some(next.to_string());
-                }
-                None => return (items, pages),
-            }
-        }
+    fn deref(&self) -> &TestServer {
+        &self.s
     }
 }
 
@@ -95,37 +50,20 @@ async fn publish(registry: &Registry, secret_key: &[u8], repo: &str, manifest: &
 }
 
 async fn world(database: Option<String>) -> World {
-    let dir = tempfile::tempdir().unwrap();
     let registry = TestRegistry::start(Mode::Plain);
     let operator = "operator-bootstrap-token-for-tests".to_string();
-    let config = dir.path().join("kiosk.toml");
-    std::fs::write(
-        &config,
-        format!("data-dir = \"{}\"\n[server]\noperator-token = \"{operator}\"\n", dir.path().join("data").display()),
-    )
-    .unwrap();
-    let options = ServeOptions { config: Some(config), database: database.clone(), ..Default::default() };
-    let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let base = format!("http://{}", started.addr);
-    let http = reqwest::Client::new();
-    let mut w = World {
+    let s = TestServer::fresh(database, &format!("[server]\noperator-token = \"{operator}\"\n")).await.recording();
+    World {
+        registry_host: registry.host.clone(),
         _registry: registry,
-        registry_host: String::new(),
-        _dir: dir,
-        db_file: std::path::PathBuf::new(),
-        started,
-        http,
-        base,
+        db_file: s.dir().join("data/kiosk.db"),
+        s,
         operator,
         acme: String::new(),
         globex: String::new(),
         t1: String::new(),
         t2: String::new(),
-        seen: Default::default(),
-    };
-    w.registry_host = w._registry.host.clone();
-    w.db_file = w._dir.path().join("data/kiosk.db");
-    w
+    }
 }
 
 fn paths_with_secret(dir: &Path) -> Vec<String> {
@@ -286,7 +224,7 @@ async fn journey(database: Option<String>) {
     future["hostApi"] = ">=0.3.0".into();
     publish(&registry, &acme_secret, "acme/budget-pacing", &future, &wasm).await;
     let r = format!("{}/acme/budget-pacing:2.0.0", w.registry_host);
-    let before = w.started.state.store().table_counts().await.unwrap();
+    let before = w.store().table_counts().await.unwrap();
     let (s, b) = w
         .call(
             Some(&w.acme),
@@ -301,7 +239,7 @@ async fn journey(database: Option<String>) {
         "{b}"
     );
     assert!(b["detail"].as_str().unwrap().contains("requires host API >=0.3.0"), "{b}");
-    assert_eq!(w.started.state.store().table_counts().await.unwrap(), before, "a refused registration records nothing");
+    assert_eq!(w.store().table_counts().await.unwrap(), before, "a refused registration records nothing");
 
     // Tenant: browse the catalog.
     let t1 = w.t1.clone();
@@ -318,6 +256,14 @@ async fn journey(database: Option<String>) {
     assert_eq!((field(&apps, "app"), pages), (vec!["acme/budget-pacing", "acme/pacing-pro"], 2), "filters stay");
     let (versions, pages) = w.walk(&t1, "/v1/catalog/apps/acme/budget-pacing/versions", 1).await;
     assert_eq!((field(&versions, "version"), pages), (vec!["1.5.0", "1.4.34"], 2), "highest first");
+    // A version cursor that names no registered version starts below it; empty is the start.
+    for (after, want) in
+        [("9.9.9", vec!["1.5.0", "1.4.34"]), ("1.5.0-rc.1", vec!["1.4.34"]), ("", vec!["1.5.0", "1.4.34"])]
+    {
+        let path = format!("/v1/catalog/apps/acme/budget-pacing/versions?after={after}");
+        let (st, page) = w.call(Some(&t1), Method::GET, &path, None).await;
+        assert_eq!((st, field(page["items"].as_array().unwrap(), "version")), (StatusCode::OK, want), "{path}");
+    }
     let acme = w.acme.clone();
     let (apps, pages) = w.walk(&acme, "/v1/partners/acme/apps", 1).await;
     assert_eq!((field(&apps, "app"), pages), (vec!["acme/budget-pacing", "acme/pacing-pro"], 2));
@@ -326,7 +272,7 @@ async fn journey(database: Option<String>) {
         "/v1/catalog/categories?limit=0",
         "/v1/catalog/apps?q=pacing&limit=1001",
         "/v1/catalog/apps/acme/budget-pacing/versions?limit=0",
-        "/v1/catalog/apps/acme/budget-pacing/versions?after=9.9.9",
+        "/v1/catalog/apps/acme/budget-pacing/versions?after=not-a-version",
         "/v1/partners/acme/apps?limit=-1",
         "/v1/tenants/t1/installations?limit=0",
     ] {
@@ -345,18 +291,15 @@ async fn journey(database: Option<String>) {
 
     // Install with a config (a track resolves to its highest version), invoke.
     let install = json!({"app": "acme/budget-pacing", "track": "1.4", "config": {"apiKey": SECRET, "threshold": 0.2}});
-    let (s, inst) = w.call(Some(&t1), Method::POST, "/v1/tenants/t1/installations", Some(install)).await;
-    assert_eq!(s, StatusCode::CREATED, "{inst}");
-    assert_eq!((inst["version"].as_str(), inst["secretsSet"].clone()), (Some("1.4.34"), json!(["/apiKey"])));
-    assert_eq!(inst["config"], json!({"threshold": 0.2, "alerts": {"channel": "none"}}), "defaults apply, nested too");
-    let id = inst["id"].as_str().unwrap().to_string();
+    let inst = w.install(&t1, "t1", install).await;
+    assert_eq!((inst.version.as_str(), inst.secrets_set.as_slice()), ("1.4.34", ["/apiKey".to_string()].as_slice()));
+    assert_eq!(inst.config, json!({"threshold": 0.2, "alerts": {"channel": "none"}}), "defaults apply, nested too");
+    let id = inst.id;
     let base = format!("/v1/tenants/t1/installations/{id}");
     let input = json!({"campaignId": "c1", "budget": 3000, "flightDays": 30, "dailySpend": [100, 100, 200]});
-    let (s, out) = w.call(Some(&t1), Method::POST, &format!("{base}/invoke/evaluate"), Some(input.clone())).await;
-    assert_eq!(s, StatusCode::OK, "{out}");
-    assert_eq!((out["output"]["status"].as_str(), out["output"]["threshold"].as_f64()), (Some("over"), Some(0.2)));
-    let skus: Vec<_> =
-        out["usage"].as_array().unwrap().iter().map(|u| u["sku"].as_str().unwrap().to_string()).collect();
+    let out = w.invoked(&t1, "t1", &id, "evaluate", input.clone()).await;
+    assert_eq!((out.output["status"].as_str(), out.output["threshold"].as_f64()), (Some("over"), Some(0.2)));
+    let skus: Vec<&str> = out.usage.iter().map(|u| u.sku.as_str()).collect();
     assert_eq!(skus, ["rows-scanned", "pacing-check"]);
 
     // Change config (the secret is kept when left out), upgrade, uninstall.
@@ -376,7 +319,7 @@ async fn journey(database: Option<String>) {
     assert_eq!((s, out["output"]["threshold"].as_f64()), (StatusCode::OK, Some(0.5)), "{out}");
 
     // Bad inputs: each a problem naming the cause, and the database as it was.
-    let store = w.started.state.store().clone();
+    let store = w.store().clone();
     let yank =
         w.call(Some(&w.acme), Method::POST, "/v1/partners/acme/apps/budget-pacing/versions/1.5.0/yank", None).await;
     assert_eq!(yank.0, StatusCode::OK);
@@ -466,18 +409,12 @@ async fn journey(database: Option<String>) {
     assert_eq!(st, StatusCode::CREATED, "{b}");
 
     let before = store.table_counts().await.unwrap();
-    let resp = w
-        .http
-        .post(format!("{}/v1/tenants/t1/installations", w.base))
-        .bearer_auth(&w.t1)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(resp.headers()["content-type"], "application/problem+json");
-    assert!(resp.text().await.unwrap().contains("malformed-json"));
+    let request = w.request(Some(&w.t1), Method::POST, "/v1/tenants/t1/installations");
+    let request = request.header("content-type", "application/json").body("{not json");
+    let reply = Reply::of(request.send().await.unwrap()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.content_type(), PROBLEM_JSON);
+    assert!(reply.text.contains("malformed-json"));
     assert_eq!(store.table_counts().await.unwrap(), before);
 
     // The authorization matrix: every route, every other role and foreign scope.
@@ -485,7 +422,7 @@ async fn journey(database: Option<String>) {
     whoami_and_console(&w).await;
 
     // While the installation is live, its secret is sealed everywhere it is stored.
-    assert_eq!(paths_with_secret(w._dir.path()), Vec::<String>::new());
+    assert_eq!(paths_with_secret(w.dir()), Vec::<String>::new());
     if let Some(url) = &database {
         assert!(!postgres_holds_secret(url).await, "the secret is in PostgreSQL in plain text");
     }
@@ -494,16 +431,16 @@ async fn journey(database: Option<String>) {
     assert_eq!(w.call(Some(&t1), Method::GET, &base, None).await.0, StatusCode::NOT_FOUND);
 
     // The secret never came back and is not in the database files in plain text.
-    assert!(w.seen.lock().unwrap().iter().all(|body| !body.contains(SECRET)), "a response leaked the secret");
+    assert!(w.seen().iter().all(|body| !body.contains(SECRET)), "a response leaked the secret");
     store.close().await;
     match &database {
         None => {
             assert!(w.db_file.exists());
-            assert_eq!(paths_with_secret(w._dir.path()), Vec::<String>::new());
+            assert_eq!(paths_with_secret(w.dir()), Vec::<String>::new());
         }
         Some(url) => {
             assert!(!postgres_holds_secret(url).await, "the secret is in PostgreSQL in plain text");
-            assert_eq!(paths_with_secret(w._dir.path()), Vec::<String>::new());
+            assert_eq!(paths_with_secret(w.dir()), Vec::<String>::new());
         }
     }
     w.acme.clear();
@@ -525,7 +462,7 @@ async fn whoami_and_console(w: &World) {
     assert_eq!((s, b["type"].as_str()), (StatusCode::UNAUTHORIZED, Some("urn:kiosk:problem:unauthorized")));
 
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let r = no_redirects.get(format!("{}/console", w.base)).send().await.unwrap();
+    let r = no_redirects.get(w.url("/console")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
     assert_eq!(r.headers()["location"], "/console/");
     for (path, content_type, needle) in [
@@ -533,7 +470,7 @@ async fn whoami_and_console(w: &World) {
         ("/console/console.js", "text/javascript; charset=utf-8", "sessionStorage"),
         ("/console/console.css", "text/css; charset=utf-8", ":root"),
     ] {
-        let r = w.http.get(format!("{}{path}", w.base)).send().await.unwrap();
+        let r = w.http.get(w.url(path)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         let headers = r.headers().clone();
         assert_eq!(headers["content-type"], content_type, "{path}");

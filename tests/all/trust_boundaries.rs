@@ -14,12 +14,13 @@ use std::time::Duration;
 use kiosk::artifact::{ArtifactError, BlobSource, LayoutSource, Part, SizeCaps, fetch_verified};
 use kiosk::publish::{assemble, push, sign_detached};
 use kiosk::registry::{Registry, RegistrySettings, TransferSettings};
-use kiosk::server::serve::{ServeOptions, Started, spawn};
 use kiosk::trust::TrustStore;
 use kiosk::world::HOST_API_VERSION;
+use kiosk_api::registries::RegistryView;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::api::{Page, TestServer, kind};
 use crate::common::gpg::Gpg;
 use crate::common::registry::{Mode, TestRegistry};
 use crate::common::{guest_bytes, manifest_json};
@@ -153,28 +154,21 @@ fn registry(tls: Option<Arc<rustls::ServerConfig>>, other: impl Fn(&str) -> Repl
 }
 
 struct World {
-    _dir: tempfile::TempDir,
-    _started: Started,
-    http: reqwest::Client,
-    base: String,
+    s: TestServer,
     operator: String,
     acme: String,
     globex: String,
 }
 
 impl World {
-    /// (status, problem or body, raw text).
+    /// (status, problem or body, raw text); no answer carries the internal service's
+    /// marker, in its headers or its body.
     async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value, String) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let headers = format!("{:?}", resp.headers());
-        let text = resp.text().await.unwrap();
+        let reply = self.s.send(Some(token), method, path, body).await;
+        let headers = format!("{:?}", reply.headers);
+        let text = &reply.text;
         assert!(!headers.contains(MARKER) && !text.contains(MARKER), "the internal body leaked: {headers} {text}");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+        (reply.status, reply.json(), reply.text)
     }
 
     /// Registers `reference` as acme/budget-pacing (or `app` of `partner`).
@@ -201,48 +195,21 @@ impl World {
     }
 }
 
-fn problem_type(v: &Value) -> &str {
-    v["type"].as_str().unwrap_or("").trim_start_matches("urn:kiosk:problem:")
-}
-
 /// Starts the server with `registries` (TOML `[[registries]]` tables) in its config.
 async fn world(registries: &str) -> World {
-    let dir = tempfile::tempdir().unwrap();
     let operator = "operator-token-for-trust-boundaries".to_string();
-    let config = dir.path().join("kiosk.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data-dir = \"{}\"\n[server]\noperator-token = \"{operator}\"\n\
-             [transfer]\nretries = 1\nbackoff-base-ms = 10\nbackoff-max-ms = 20\nconnect-timeout-ms = 1000\n\
-             read-timeout-ms = 2000\nrequest-timeout-ms = 4000\n{registries}",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let options = ServeOptions { config: Some(config), ..Default::default() };
-    let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let mut w = World {
-        base: format!("http://{}", started.addr),
-        _dir: dir,
-        _started: started,
-        http: reqwest::Client::new(),
-        operator,
-        acme: String::new(),
-        globex: String::new(),
-    };
+    let toml = format!(
+        "[server]\noperator-token = \"{operator}\"\n\
+         [transfer]\nretries = 1\nbackoff-base-ms = 10\nbackoff-max-ms = 20\nconnect-timeout-ms = 1000\n\
+         read-timeout-ms = 2000\nrequest-timeout-ms = 4000\n{registries}"
+    );
+    let s = TestServer::fresh(None, &toml).await;
     for p in ["acme", "globex"] {
-        let (s, _, t) = w.call(&w.operator, Method::POST, "/v1/partners", Some(json!({"name": p}))).await;
-        assert_eq!(s, StatusCode::CREATED, "{t}");
+        s.create_partner(&operator, p).await;
     }
-    for p in ["acme", "globex"] {
-        let (s, v, t) =
-            w.call(&w.operator, Method::POST, "/v1/tokens", Some(json!({"role": "partner", "scope": p}))).await;
-        assert_eq!(s, StatusCode::CREATED, "{t}");
-        let token = v["token"].as_str().unwrap().to_string();
-        if p == "acme" { w.acme = token } else { w.globex = token }
-    }
-    w
+    let acme = s.create_token(&operator, "partner", Some("acme")).await.token;
+    let globex = s.create_token(&operator, "partner", Some("globex")).await.token;
+    World { s, operator, acme, globex }
 }
 
 fn registry_toml(host: &str, extra: &str) -> String {
@@ -262,7 +229,7 @@ async fn partners_register_only_from_configured_registries_under_their_prefixes(
     // A host the operator never configured: refused before any network I/O.
     for host in [internal.host(), "registry.example".to_string(), "169.254.169.254".to_string()] {
         let (s, v) = w.register(&format!("{host}/acme/budget-pacing:1.4.34")).await;
-        assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
+        assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
         assert!(v["detail"].as_str().unwrap().contains("not configured by the operator"), "{v}");
         assert_eq!(v["field"], "reference");
     }
@@ -272,7 +239,7 @@ async fn partners_register_only_from_configured_registries_under_their_prefixes(
     let host = answering.host();
     for repo in ["globex/budget-pacing", "shared/globex-tools", "acmeish/app", "budget-pacing"] {
         let (s, v) = w.register(&format!("{host}/{repo}:1.4.34")).await;
-        assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{repo}: {v}");
+        assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{repo}: {v}");
         let detail = v["detail"].as_str().unwrap();
         assert!(detail.contains("outside the repository prefixes assigned to partner acme"), "{detail}");
         assert!(detail.contains("acme/, shared/acme-"), "{detail}");
@@ -280,26 +247,26 @@ async fn partners_register_only_from_configured_registries_under_their_prefixes(
     // Path tricks are not repository names at all.
     for repo in ["acme/../globex/app", "acme/./x", "acme//x", "ACME/app", "acme/app%2F..%2Fx"] {
         let (s, v) = w.register(&format!("{host}/{repo}:1.4.34")).await;
-        assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid-reference"), "{repo}: {v}");
+        assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid-reference"), "{repo}: {v}");
     }
     // A partner the operator assigned nothing on a registry: refused, and told so.
     let (s, v) = w.put_registry("registry.example", json!({"partners": {"acme": ["acme/"]}})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = w.register_as("globex", "app", "registry.example/globex/app:1.0.0").await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("no repository prefix"), "{v}");
     assert_eq!(answering.hits(), 0, "refusals come before any network I/O");
 
     // Inside the prefix the registry is contacted (it answers 404 with the marker: the
     // problem says "not found" in Kiosk's words).
     let (s, v) = w.register(&format!("{host}/acme/budget-pacing:1.4.34")).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::NOT_FOUND, "tag-not-found"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::NOT_FOUND, "tag-not-found"), "{v}");
     assert!(answering.hits() > 0);
 
     // A partner's oci-layout: reference is refused, whatever the path.
     for reference in ["oci-layout:/etc:shadow", "oci-layout:/tmp/some-layout:1.4.34"] {
         let (s, v) = w.register(reference).await;
-        assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "layout-not-allowed"), "{v}");
+        assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "layout-not-allowed"), "{v}");
         let detail = v["detail"].as_str().unwrap();
         assert!(!detail.contains("Not a directory") && !detail.contains("shadow"), "{detail}");
     }
@@ -356,30 +323,30 @@ async fn redirects_realms_and_remote_bodies_stay_outside() {
     // A redirect to a loopback internal service (another host, plain HTTP): refused
     // without contacting it.
     let (s, v) = w.register(&reference(&to_internal)).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
     let detail = v["detail"].as_str().unwrap();
     assert!(detail.contains("redirected to") && detail.contains("blob-hosts"), "{detail}");
     assert!(!detail.contains("/admin") && !detail.contains("token=1"), "no path or query of the target: {detail}");
 
     // Non-2xx answers carrying an internal body: the status in Kiosk's words only.
     let (s, v) = w.register(&reference(&server_error)).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::BAD_GATEWAY, "registry-unavailable"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::BAD_GATEWAY, "registry-unavailable"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("HTTP 500 (server error) (after 2 attempts)"), "{v}");
     let (s, v) = w.register(&reference(&unauthorized)).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::BAD_GATEWAY, "registry-refused"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::BAD_GATEWAY, "registry-refused"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("HTTP 401 (not authorized)"), "{v}");
     let (s, v) = w.register(&reference(&token_registry)).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::BAD_GATEWAY, "registry-refused"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::BAD_GATEWAY, "registry-refused"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("token service answered HTTP 401"), "{v}");
     // A 2xx body that is not a manifest: described, never quoted.
     let (s, v) = w.register(&reference(&bad_manifest)).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("the OCI manifest is not valid"), "{v}");
     let (s, v) = w.register(&reference(&odd_type)).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("artifactType is \"(not a media type)\""), "{v}");
     let (s, v) = w.register(&reference(&odd_digest)).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "artifact-refused"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("digest sha256:… is not a sha256 digest"), "{v}");
 
     // HTTPS registries (the operator's CA): a same-host redirect to plain HTTP, a plain
@@ -411,15 +378,15 @@ async fn redirects_realms_and_remote_bodies_stay_outside() {
         assert_eq!(s, StatusCode::OK, "{v}");
     }
     let (s, v) = w.register(&reference(&downgrade)).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("from HTTPS to plain HTTP"), "{v}");
     let (s, v) = w.register(&reference(&http_realm)).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
     assert!(
         v["detail"].as_str().unwrap().contains("token realm") && v["detail"].as_str().unwrap().contains("not HTTPS")
     );
     let (s, v) = w.register(&reference(&unlisted_realm)).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("token-hosts"), "{v}");
 
     assert_eq!(internal.hits(), 0, "the internal service was never contacted");
@@ -460,7 +427,7 @@ async fn names_resolving_to_private_addresses_need_the_operators_flag() {
     assert_eq!(s, StatusCode::OK, "{v}");
     let reference = format!("{host}/acme/budget-pacing:1.4.34");
     let (s, v) = w.register(&reference).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("resolves to a loopback address"), "{v}");
     assert_eq!(answering.hits(), 0, "refused at resolution, before connecting");
 
@@ -468,7 +435,7 @@ async fn names_resolving_to_private_addresses_need_the_operators_flag() {
     let (s, v) = w.put_registry(&host, body).await;
     assert_eq!((s, v["privateAddresses"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
     let (s, v) = w.register(&reference).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::NOT_FOUND, "tag-not-found"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::NOT_FOUND, "tag-not-found"), "{v}");
     assert!(answering.hits() > 0);
 }
 
@@ -502,7 +469,7 @@ async fn redirects_to_listed_blob_hosts_are_followed() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
 
     let (s, v) = w.register(&format!("{}/acme/budget-pacing:1.4.34", unlisted.host())).await;
-    assert_eq!((s, problem_type(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
+    assert_eq!((s, kind(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "registry-not-allowed"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("blob-hosts"), "{v}");
     let (s, v) = w.register(&format!("{}/acme/budget-pacing:1.4.34", listed.host())).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -521,7 +488,7 @@ async fn registry_settings_are_validated_and_shown() {
     ] {
         let (s, v) = w.put_registry("registry.example", body.clone()).await;
         assert_eq!(
-            (s, problem_type(&v), v["field"].as_str()),
+            (s, kind(&v), v["field"].as_str()),
             (StatusCode::UNPROCESSABLE_ENTITY, "invalid-registry", Some(field)),
             "{body}: {v}"
         );
@@ -533,13 +500,13 @@ async fn registry_settings_are_validated_and_shown() {
     let (s, v) = w.put_registry("Registry.Example", body).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (_, list, _) = w.call(&w.operator, Method::GET, "/v1/registries", None).await;
-    let entry = &list["items"][0];
-    assert_eq!(entry["partners"], json!({"acme": ["acme/", "shared/acme-"]}));
-    assert_eq!(
-        (entry["blobHosts"].clone(), entry["tokenHosts"].clone()),
-        (json!(["blobs.example"]), json!(["auth.example:8443"]))
-    );
-    assert_eq!(entry["privateAddresses"], false);
+    let list: Page<RegistryView> = serde_json::from_value(list).unwrap();
+    let entry = &list.items[0];
+    assert_eq!(entry.partners["acme"], ["acme/", "shared/acme-"], "{entry:?}");
+    assert_eq!(entry.partners.len(), 1, "{entry:?}");
+    assert_eq!(entry.blob_hosts, ["blobs.example"], "{entry:?}");
+    assert_eq!(entry.token_hosts, ["auth.example:8443"], "{entry:?}");
+    assert!(!entry.private_addresses, "{entry:?}");
 
     // The config file is checked the same way at start-up.
     let dir = tempfile::tempdir().unwrap();

@@ -3,41 +3,32 @@
 //! are gone, and later partner usage for it is refused. SQLite and PostgreSQL.
 
 use kiosk::store::Principal;
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+use kiosk_api::usage::RecordStatus;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 use sqlx::Row as _;
 
 use crate::common;
 
 async fn uninstall_cannot_be_refused(database: Option<String>) {
-    let (started, _dir) = common::hostile_server(database, "", |_| {}).await;
-    let store = &started.state.store();
+    let server = common::hostile_server(database, "", |_| {}).await;
+    let store = server.store();
     let tenant = store.create_token(&Principal::Tenant("demo".into()), "t", "operator").await.unwrap().1;
     let partner = store.create_token(&Principal::Partner("test".into()), "p", "operator").await.unwrap().1;
-    let base = format!("http://{}", started.addr);
-    let http = reqwest::Client::new();
 
     for (mode, says) in
         [("deny-uninstall", "the app refused: you may never leave"), ("trap-uninstall", "the hook failed")]
     {
-        let resp = http
-            .post(format!("{base}/v1/tenants/demo/installations"))
-            .bearer_auth(&tenant)
-            .json(&json!({"app": "test/hostile", "version": "0.0.1", "config": {"mode": mode}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-        let url = format!("{base}/v1/tenants/demo/installations/{id}");
+        let install = json!({"app": "test/hostile", "version": "0.0.1", "config": {"mode": mode}});
+        let id = server.install(&tenant, "demo", install).await.id;
+        let path = format!("/v1/tenants/demo/installations/{id}");
 
-        let resp = http.delete(&url).bearer_auth(&tenant).send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "{mode}");
-        let body: Value = resp.json().await.unwrap();
+        let (status, body) = server.call(Some(&tenant), Method::DELETE, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{mode}");
         assert_eq!(body["uninstalled"], true);
         assert_eq!(body["hook"]["succeeded"], false);
         assert!(body["hook"]["detail"].as_str().unwrap().contains(says), "{mode}: {body}");
-        assert_eq!(http.get(&url).bearer_auth(&tenant).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+        assert_eq!(server.call(Some(&tenant), Method::GET, &path, None).await.0, StatusCode::NOT_FOUND);
 
         // Audited, with the hook's failure, in the same transaction as the removal.
         let target = format!("demo/{id}");
@@ -65,15 +56,8 @@ async fn uninstall_cannot_be_refused(database: Option<String>) {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
         let record = json!({"tenant": "demo", "app": "test/hostile", "sku": "events", "quantity": 1,
                             "timestampMs": now + 1_000, "idempotencyKey": format!("after-{id}")});
-        let resp = http
-            .post(format!("{base}/v1/partners/test/usage"))
-            .bearer_auth(&partner)
-            .json(&json!({"records": [record]}))
-            .send()
-            .await
-            .unwrap();
-        let results: Value = resp.json().await.unwrap();
-        assert_eq!(results["results"][0]["status"], "refused", "{results}");
+        let results = server.post_usage(&partner, "test", json!([record])).await;
+        assert_eq!(results[0].status, RecordStatus::Refused, "{results:?}");
     }
 }
 

@@ -7,18 +7,17 @@
 //! upgrade once; on PostgreSQL two Kiosk states share the database and one polls a watch
 //! at a time.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kiosk::publish::{assemble, push, sign_detached};
 use kiosk::registry::{Registry, RegistrySettings, TransferSettings};
-use kiosk::server::serve::{ServeOptions, Started, spawn};
 use kiosk::upgrade::UpgradePolicy;
 use kiosk_core::lifecycle::InstallRequest;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common;
+use crate::common::api::{TestServer, kind};
 use crate::common::gpg::Gpg;
 use crate::common::registry::{Mode, TestRegistry};
 use crate::common::{guest_bytes, manifest_json};
@@ -27,66 +26,26 @@ use crate::common::{guest_bytes, manifest_json};
 /// deadline, never a pause: the condition is polled and the wait ends when it holds.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-struct Server {
-    started: Started,
-    base: String,
-    http: reqwest::Client,
+/// A server on SQLite whose config sets the operator token and `extra`.
+async fn start(extra: &str) -> TestServer {
+    TestServer::fresh(None, &format!("[server]\noperator-token = \"{OP}\"\n{extra}")).await
 }
 
-impl Server {
-    /// A server on SQLite in `dir` whose config sets the operator token and `extra`.
-    async fn start(dir: &Path, extra: &str) -> Self {
-        let config = dir.join("kiosk.toml");
-        let text =
-            format!("data-dir = \"{}\"\n[server]\noperator-token = \"{OP}\"\n{extra}", dir.join("data").display());
-        std::fs::write(&config, text).unwrap();
-        let options = ServeOptions { config: Some(config), ..Default::default() };
-        let started = spawn(options, "127.0.0.1:0".parse().unwrap()).await.expect("the server starts");
-        let base = format!("http://{}", started.addr);
-        Self { started, base, http: reqwest::Client::new() }
-    }
-
-    async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
+/// Calls `GET path` until `done` holds for the answer; panics at the deadline.
+async fn wait_for(s: &TestServer, token: &str, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (st, b) = s.call(Some(token), Method::GET, path, None).await;
+        if st == StatusCode::OK && done(&b) {
+            return b;
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let text = resp.text().await.unwrap();
-        if !status.is_success() {
-            assert_eq!(content_type, "application/problem+json", "{status} {path}: {text}");
-        }
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Calls `GET path` until `done` holds for the answer; panics at the deadline.
-    async fn wait_for(&self, token: &str, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let (st, b) = self.call(token, Method::GET, path, None).await;
-            if st == StatusCode::OK && done(&b) {
-                return b;
-            }
-            assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}; last answer {st} {b}");
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn audit(&self) -> Vec<Value> {
-        let (st, log) = self.call(OP, Method::GET, "/v1/audit?limit=1000", None).await;
-        assert_eq!(st, StatusCode::OK);
-        log["items"].as_array().unwrap().clone()
+        assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}; last answer {st} {b}");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 const OP: &str = "watch-test-operator-token";
-
-fn kind(b: &Value) -> &str {
-    b["type"].as_str().unwrap_or("").trim_start_matches("urn:kiosk:problem:")
-}
 
 /// Pushes budget-pacing as `app` at `version`, signed with `secret_key`; `edit` changes
 /// the manifest first.
@@ -104,7 +63,7 @@ async fn publish(registry: &Registry, secret_key: &[u8], app: &str, version: &st
 /// A real registry, a server with the operator's setup: partner acme (its gpg key
 /// registered, another key not), tenant t1, tokens, and the registry with acme's prefix.
 struct World {
-    s: Server,
+    s: TestServer,
     registry: Registry,
     reg: TestRegistry,
     gpg: Gpg,
@@ -112,34 +71,29 @@ struct World {
     stranger_key: Vec<u8>,
     acme: String,
     t1: String,
-    _dir: tempfile::TempDir,
 }
 
 impl World {
     async fn new(extra: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let reg = TestRegistry::start(Mode::Plain);
-        let s = Server::start(dir.path(), extra).await;
+        let s = start(extra).await;
         for p in ["acme", "globex"] {
-            assert_eq!(s.call(OP, Method::POST, "/v1/partners", Some(json!({"name": p}))).await.0, StatusCode::CREATED);
+            s.create_partner(OP, p).await;
         }
-        assert_eq!(s.call(OP, Method::POST, "/v1/tenants", Some(json!({"id": "t1"}))).await.0, StatusCode::CREATED);
+        s.create_tenant(OP, "t1").await;
         let token = async |role: &str, scope: &str| {
-            let body = json!({"role": role, "scope": scope, "label": scope});
-            let (st, b) = s.call(OP, Method::POST, "/v1/tokens", Some(body)).await;
-            assert_eq!(st, StatusCode::CREATED, "{b}");
-            b["token"].as_str().unwrap().to_string()
+            s.create_token_with(OP, json!({"role": role, "scope": scope, "label": scope})).await.token
         };
         let (acme, t1) = (token("partner", "acme").await, token("tenant", "t1").await);
         let settings = json!({"insecure": true, "partners": {"acme": ["acme/"], "globex": ["globex/"]}});
-        let (st, b) = s.call(OP, Method::PUT, &format!("/v1/registries/{}", reg.host), Some(settings)).await;
+        let (st, b) = s.call(Some(OP), Method::PUT, &format!("/v1/registries/{}", reg.host), Some(settings)).await;
         assert_eq!(st, StatusCode::OK, "{b}");
         let gpg = Gpg::new();
         let acme_fpr = gpg.generate("Acme <release@acme.example>", "ed25519", "sign", "1y", None);
         let stranger_fpr = gpg.generate("Stranger <x@stranger.example>", "ed25519", "sign", "1y", None);
         let cert = String::from_utf8(gpg.export(&acme_fpr)).unwrap();
         let (st, b) =
-            s.call(OP, Method::POST, "/v1/partners/acme/certificates", Some(json!({"certificate": cert}))).await;
+            s.call(Some(OP), Method::POST, "/v1/partners/acme/certificates", Some(json!({"certificate": cert}))).await;
         assert_eq!(st, StatusCode::CREATED, "{b}");
         let registry = Registry::new(
             &RegistrySettings { host: reg.host.clone(), insecure: true, ..Default::default() },
@@ -147,7 +101,7 @@ impl World {
         )
         .unwrap();
         let (acme_key, stranger_key) = (gpg.export_secret(&acme_fpr), gpg.export_secret(&stranger_fpr));
-        Self { s, registry, reg, gpg, acme_key, stranger_key, acme, t1, _dir: dir }
+        Self { s, registry, reg, gpg, acme_key, stranger_key, acme, t1 }
     }
 
     async fn publish(&self, version: &str) {
@@ -160,40 +114,37 @@ impl World {
         if let Some(p) = policy {
             body["upgradePolicy"] = p.into();
         }
-        let (st, b) = self.s.call(&self.t1, Method::POST, "/v1/tenants/t1/installations", Some(body)).await;
-        assert_eq!(st, StatusCode::CREATED, "{b}");
-        assert_eq!(b["upgradePolicy"], policy.unwrap_or("none"), "{b}");
-        b["id"].as_str().unwrap().to_string()
+        let installed = self.s.install(&self.t1, "t1", body).await;
+        assert_eq!(installed.upgrade_policy, policy.unwrap_or("none"), "{installed:?}");
+        installed.id
     }
 
     async fn version_of(&self, id: &str) -> String {
-        let (st, b) = self.s.call(&self.t1, Method::GET, &format!("/v1/tenants/t1/installations/{id}"), None).await;
+        let (st, b) =
+            self.s.call(Some(&self.t1), Method::GET, &format!("/v1/tenants/t1/installations/{id}"), None).await;
         assert_eq!(st, StatusCode::OK, "{b}");
         b["version"].as_str().unwrap().to_string()
     }
 
     async fn wait_version(&self, id: &str, version: &str) {
         let path = format!("/v1/tenants/t1/installations/{id}");
-        self.s.wait_for(&self.t1, &path, &format!("installation {id} on {version}"), |b| b["version"] == version).await;
+        wait_for(&self.s, &self.t1, &path, &format!("installation {id} on {version}"), |b| b["version"] == version)
+            .await;
     }
 
     async fn wait_catalog(&self, version: &str) {
         let path = "/v1/catalog/apps/acme/budget-pacing/versions";
         let what = format!("{version} in the catalog");
-        self.s
-            .wait_for(&self.t1, path, &what, |b| {
-                b["items"].as_array().is_some_and(|l| l.iter().any(|v| v["version"] == version))
-            })
-            .await;
+        wait_for(&self.s, &self.t1, path, &what, |b| {
+            b["items"].as_array().is_some_and(|l| l.iter().any(|v| v["version"] == version))
+        })
+        .await;
     }
 
     /// The lines the installation's log holds (the app's and Kiosk's notes), read by the
     /// tenant through the logs API.
     async fn log_lines(&self, id: &str) -> Vec<String> {
-        let path = format!("/v1/tenants/t1/installations/{id}/logs?limit=1000");
-        let (st, body) = self.s.call(&self.t1, Method::GET, &path, None).await;
-        assert_eq!(st, StatusCode::OK, "{body}");
-        body["items"].as_array().unwrap().iter().map(|l| l["message"].as_str().unwrap().to_string()).collect()
+        self.s.log_messages(&self.t1, "t1", id).await
     }
 }
 
@@ -207,7 +158,7 @@ async fn a_watched_repository_registers_signed_tags_and_upgrades_by_policy() {
     // the one a watch starts after it registered a version.
     let w = World::new("[watch]\nmin-interval-seconds = 1\nupgrade-pass-seconds = 86400\n").await;
     let (s, host) = (&w.s, w.reg.host.clone());
-    let store = s.started.state.store().clone();
+    let store = s.store().clone();
     w.publish("1.0.0").await;
     // A tag that is not a version: ignored.
     publish(&w.registry, &w.acme_key, "acme/budget-pacing", "latest", |m| m["version"] = "1.0.0".into()).await;
@@ -228,37 +179,37 @@ async fn a_watched_repository_registers_signed_tags_and_upgrades_by_policy() {
         (json!({"reference": reference, "app": "acme/budget-pacing\u{0}"}), "invalid-text"),
     ];
     for (body, expected) in refused {
-        let (st, b) = s.call(OP, Method::POST, "/v1/watches", Some(body.clone())).await;
+        let (st, b) = s.call(Some(OP), Method::POST, "/v1/watches", Some(body.clone())).await;
         assert_eq!((st, kind(&b)), (StatusCode::UNPROCESSABLE_ENTITY, expected), "{body}: {b}");
     }
     let (st, b) =
-        s.call(OP, Method::POST, "/v1/watches", Some(json!({"reference": reference, "app": "nobody/x"}))).await;
+        s.call(Some(OP), Method::POST, "/v1/watches", Some(json!({"reference": reference, "app": "nobody/x"}))).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{b}");
     let body = json!({"reference": reference, "app": "acme/budget-pacing", "intervalSeconds": 1});
-    assert_eq!(s.call(&w.t1, Method::POST, "/v1/watches", Some(body.clone())).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(s.call(&w.acme, Method::GET, "/v1/watches", None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(s.call(Some(&w.t1), Method::POST, "/v1/watches", Some(body.clone())).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(s.call(Some(&w.acme), Method::GET, "/v1/watches", None).await.0, StatusCode::FORBIDDEN);
     assert_eq!(store.table_counts().await.unwrap(), before, "refused watches write nothing");
 
     // The watch: due at once, 1.0.0 registered by it.
-    let (st, watch) = s.call(OP, Method::POST, "/v1/watches", Some(body.clone())).await;
+    let (st, watch) = s.call(Some(OP), Method::POST, "/v1/watches", Some(body.clone())).await;
     assert_eq!(st, StatusCode::CREATED, "{watch}");
     assert_eq!((watch["reference"].as_str(), watch["intervalSeconds"].as_i64()), (Some(reference.as_str()), Some(1)));
     let id = watch["id"].as_str().unwrap().to_string();
-    let (st, b) = s.call(OP, Method::POST, "/v1/watches", Some(body)).await;
+    let (st, b) = s.call(Some(OP), Method::POST, "/v1/watches", Some(body)).await;
     assert_eq!((st, kind(&b)), (StatusCode::CONFLICT, "watch-exists"), "{b}");
     assert!(b["detail"].as_str().unwrap().contains(&id), "{b}");
     w.wait_catalog("1.0.0").await;
     let path = format!("/v1/watches/{id}");
-    let watch = s.wait_for(OP, &path, "1.0.0 recorded", |b| outcome(b, "1.0.0").is_some()).await;
+    let watch = wait_for(s, OP, &path, "1.0.0 recorded", |b| outcome(b, "1.0.0").is_some()).await;
     let first = outcome(&watch, "1.0.0").unwrap();
     assert_eq!((first["outcome"].as_str(), first["attempts"].as_i64()), (Some("registered"), Some(1)), "{watch}");
     assert!(outcome(&watch, "latest").is_none(), "a tag that is no version is not recorded: {watch}");
-    let watch = s.wait_for(OP, &path, "a poll counted the tags", |b| b["lastPoll"]["tags"] == 2).await;
+    let watch = wait_for(s, OP, &path, "a poll counted the tags", |b| b["lastPoll"]["tags"] == 2).await;
     assert_eq!(watch["lastPoll"]["ignored"], 1, "{watch}");
     assert!(
-        s.audit().await.iter().any(|r| r["action"] == "version.register"
-            && r["actor"] == format!("watch:{id}").as_str()
-            && r["target"] == "acme/budget-pacing@1.0.0"),
+        s.audit(OP).await.iter().any(|r| r.action == "version.register"
+            && r.actor == format!("watch:{id}")
+            && r.target == "acme/budget-pacing@1.0.0"),
         "the watch registered 1.0.0 through the core"
     );
 
@@ -281,13 +232,13 @@ async fn a_watched_repository_registers_signed_tags_and_upgrades_by_policy() {
             w.log_lines(inst).await
         );
     }
-    let audit = s.audit().await;
+    let audit = s.audit(OP).await;
     let upgraded = |inst: &str, version: &str| {
         audit.iter().any(|r| {
-            r["action"] == "installation.upgrade"
-                && r["actor"] == "kiosk:auto-upgrade"
-                && r["target"] == format!("t1/{inst}").as_str()
-                && r["detail"] == format!("acme/budget-pacing@{version}").as_str()
+            r.action == "installation.upgrade"
+                && r.actor == "kiosk:auto-upgrade"
+                && r.target == format!("t1/{inst}")
+                && r.detail == format!("acme/budget-pacing@{version}")
         })
     };
     assert!(upgraded(&patch, "1.0.1") && upgraded(&minor, "1.0.1") && !upgraded(&none, "1.0.1"));
@@ -295,7 +246,7 @@ async fn a_watched_repository_registers_signed_tags_and_upgrades_by_policy() {
     // A tag signed by a key acme never registered: refused with the words an API
     // registration gives, listed on the watch, upgrades nobody, never retried.
     publish(&w.registry, &w.stranger_key, "acme/budget-pacing", "1.0.2", |_| {}).await;
-    let watch = s.wait_for(OP, &path, "1.0.2 refused", |b| outcome(b, "1.0.2").is_some()).await;
+    let watch = wait_for(s, OP, &path, "1.0.2 refused", |b| outcome(b, "1.0.2").is_some()).await;
     let bad = outcome(&watch, "1.0.2").unwrap().clone();
     assert_eq!(
         (bad["outcome"].as_str(), bad["problem"].as_str()),
@@ -304,7 +255,7 @@ async fn a_watched_repository_registers_signed_tags_and_upgrades_by_policy() {
     );
     let (st, api) = s
         .call(
-            &w.acme,
+            Some(&w.acme),
             Method::POST,
             "/v1/partners/acme/apps/budget-pacing/versions",
             Some(json!({"reference": format!("{reference}:1.0.2")})),
@@ -314,23 +265,18 @@ async fn a_watched_repository_registers_signed_tags_and_upgrades_by_policy() {
     assert_eq!(bad["detail"], api["detail"], "the watch lists the reason an API registration gives");
     // Later polls leave it alone.
     let refused_at = bad["atMs"].as_i64().unwrap();
-    let watch = s
-        .wait_for(OP, &path, "a later poll", |b| b["lastPoll"]["atMs"].as_i64().is_some_and(|t| t > refused_at + 1))
-        .await;
+    let watch =
+        wait_for(s, OP, &path, "a later poll", |b| b["lastPoll"]["atMs"].as_i64().is_some_and(|t| t > refused_at + 1))
+            .await;
     let again = outcome(&watch, "1.0.2").unwrap();
     assert_eq!((again["attempts"].as_i64(), again["atMs"].as_i64()), (Some(1), Some(refused_at)), "{watch}");
-    let (st, _) = s.call(&w.t1, Method::GET, "/v1/catalog/apps/acme/budget-pacing/versions/1.0.2", None).await;
+    let (st, _) = s.call(Some(&w.t1), Method::GET, "/v1/catalog/apps/acme/budget-pacing/versions/1.0.2", None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(
         [w.version_of(&patch).await, w.version_of(&none).await, w.version_of(&minor).await],
         ["1.0.1", "1.0.0", "1.0.1"]
     );
-    assert!(
-        s.audit()
-            .await
-            .iter()
-            .any(|r| r["action"] == "watch.tag-refused" && r["target"] == format!("{id}:1.0.2").as_str())
-    );
+    assert!(s.audit(OP).await.iter().any(|r| r.action == "watch.tag-refused" && r.target == format!("{id}:1.0.2")));
 
     // A minor release upgrades the minor installation, not the patch one.
     w.publish("1.1.0").await;
@@ -341,16 +287,18 @@ async fn a_watched_repository_registers_signed_tags_and_upgrades_by_policy() {
     // The tenant opts the `none` installation into patches: the next patch upgrades it
     // (and the patch installation); the policy change is audited.
     let policy = format!("/v1/tenants/t1/installations/{none}/upgrade-policy");
-    let (st, b) = s.call(&w.t1, Method::PUT, &policy, Some(json!({"policy": "patch"}))).await;
+    let (st, b) = s.call(Some(&w.t1), Method::PUT, &policy, Some(json!({"policy": "patch"}))).await;
     assert_eq!((st, b["upgradePolicy"].as_str()), (StatusCode::OK, Some("patch")), "{b}");
-    let (st, b) = s.call(&w.t1, Method::PUT, &policy, Some(json!({"policy": "major"}))).await;
+    let (st, b) = s.call(Some(&w.t1), Method::PUT, &policy, Some(json!({"policy": "major"}))).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
     let nope = "/v1/tenants/t1/installations/nope/upgrade-policy";
-    let (st, _) = s.call(&w.t1, Method::PUT, nope, Some(json!({"policy": "none"}))).await;
+    let (st, _) = s.call(Some(&w.t1), Method::PUT, nope, Some(json!({"policy": "none"}))).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
-    assert!(s.audit().await.iter().any(|r| r["action"] == "installation.upgrade-policy"
-        && r["target"] == format!("t1/{none}").as_str()
-        && r["detail"] == "patch"));
+    assert!(
+        s.audit(OP).await.iter().any(|r| r.action == "installation.upgrade-policy"
+            && r.target == format!("t1/{none}")
+            && r.detail == "patch")
+    );
     w.publish("1.0.3").await;
     w.wait_version(&none, "1.0.3").await;
     w.wait_version(&patch, "1.0.3").await;
@@ -359,11 +307,11 @@ async fn a_watched_repository_registers_signed_tags_and_upgrades_by_policy() {
     // A second watch, then pages of two watches; deleting one keeps its versions.
     publish(&w.registry, &w.acme_key, "acme/pacing-two", "0.1.0", |_| {}).await;
     let body = json!({"reference": format!("{host}/acme/pacing-two"), "app": "acme/pacing-two", "intervalSeconds": 1});
-    let (st, two) = s.call(OP, Method::POST, "/v1/watches", Some(body)).await;
+    let (st, two) = s.call(Some(OP), Method::POST, "/v1/watches", Some(body)).await;
     assert_eq!(st, StatusCode::CREATED, "{two}");
-    let (_, page1) = s.call(OP, Method::GET, "/v1/watches?limit=1", None).await;
+    let (_, page1) = s.call(Some(OP), Method::GET, "/v1/watches?limit=1", None).await;
     let next = page1["next"].as_str().unwrap().to_string();
-    let (_, page2) = s.call(OP, Method::GET, &format!("/v1/watches?limit=1&after={next}"), None).await;
+    let (_, page2) = s.call(Some(OP), Method::GET, &format!("/v1/watches?limit=1&after={next}"), None).await;
     assert_eq!(page2["next"], Value::Null, "{page2}");
     let mut ids = vec![page1["items"][0]["id"].clone(), page2["items"][0]["id"].clone()];
     ids.sort_by_key(|v| v.as_str().unwrap().to_string());
@@ -371,11 +319,11 @@ async fn a_watched_repository_registers_signed_tags_and_upgrades_by_policy() {
     expected.sort_by_key(|v| v.as_str().unwrap().to_string());
     assert_eq!(ids, expected);
     assert!(page1["items"][0].get("tags").is_none(), "lists carry no outcomes");
-    assert_eq!(s.call(OP, Method::GET, "/v1/watches?limit=0", None).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(s.call(OP, Method::DELETE, &path, None).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(s.call(OP, Method::GET, &path, None).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(s.call(OP, Method::DELETE, &path, None).await.0, StatusCode::NOT_FOUND);
-    assert!(s.audit().await.iter().any(|r| r["action"] == "watch.delete" && r["target"] == id.as_str()));
+    assert_eq!(s.call(Some(OP), Method::GET, "/v1/watches?limit=0", None).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(s.call(Some(OP), Method::DELETE, &path, None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(s.call(Some(OP), Method::GET, &path, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.call(Some(OP), Method::DELETE, &path, None).await.0, StatusCode::NOT_FOUND);
+    assert!(s.audit(OP).await.iter().any(|r| r.action == "watch.delete" && r.target == id));
     w.wait_catalog("1.0.3").await;
 }
 
@@ -386,7 +334,8 @@ async fn the_periodic_pass_upgrades_to_versions_registered_through_the_api_and_r
     let register = async |version: &str| {
         let reference = format!("{}/acme/budget-pacing:{version}", w.reg.host);
         let body = json!({"reference": reference});
-        let (st, b) = s.call(&w.acme, Method::POST, "/v1/partners/acme/apps/budget-pacing/versions", Some(body)).await;
+        let (st, b) =
+            s.call(Some(&w.acme), Method::POST, "/v1/partners/acme/apps/budget-pacing/versions", Some(body)).await;
         assert_eq!(st, StatusCode::CREATED, "{b}");
     };
     // A prerelease and a yanked release are never taken (both exist before the
@@ -395,7 +344,8 @@ async fn the_periodic_pass_upgrades_to_versions_registered_through_the_api_and_r
         w.publish(version).await;
         register(version).await;
     }
-    let (st, _) = s.call(&w.acme, Method::POST, "/v1/partners/acme/apps/budget-pacing/versions/1.0.5/yank", None).await;
+    let (st, _) =
+        s.call(Some(&w.acme), Method::POST, "/v1/partners/acme/apps/budget-pacing/versions/1.0.5/yank", None).await;
     assert_eq!(st, StatusCode::OK);
     let patch = w.install("1.0.0", Some("patch")).await;
     let none = w.install("1.0.0", Some("none")).await;
@@ -415,16 +365,14 @@ async fn the_periodic_pass_upgrades_to_versions_registered_through_the_api_and_r
     let target = format!("t1/{patch}");
     let deadline = Instant::now() + DEADLINE;
     let failure = loop {
-        let audit = s.audit().await;
-        if let Some(r) =
-            audit.iter().find(|r| r["action"] == "installation.auto-upgrade-failed" && r["target"] == target.as_str())
-        {
+        let audit = s.audit(OP).await;
+        if let Some(r) = audit.iter().find(|r| r.action == "installation.auto-upgrade-failed" && r.target == target) {
             break r.clone();
         }
         assert!(Instant::now() < deadline, "the failed upgrade is audited");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let detail = failure["detail"].as_str().unwrap();
+    let detail = failure.detail.as_str();
     assert!(
         detail.starts_with("to 1.0.2: ") && detail.contains("config-invalid") && detail.contains("region"),
         "{detail}"
@@ -457,10 +405,10 @@ async fn the_periodic_pass_upgrades_to_versions_registered_through_the_api_and_r
     };
     assert!(report.upgraded.is_empty() && report.failed.is_empty(), "{report:?}");
     let failures = s
-        .audit()
+        .audit(OP)
         .await
         .iter()
-        .filter(|r| r["action"] == "installation.auto-upgrade-failed" && r["target"] == target.as_str())
+        .filter(|r| r.action == "installation.auto-upgrade-failed" && r.target == target)
         .count();
     assert_eq!(failures, 1);
     // A later good patch is taken past the failed one.

@@ -1,6 +1,7 @@
 //! Shared helpers for Kiosk's end-to-end tests: real components built from
 //! `plugins-examples/` and `tests/guests/` for wasm32-wasip2 (by `.ci/test`).
 
+pub mod api;
 pub mod gpg;
 pub mod registry;
 
@@ -13,6 +14,8 @@ use kiosk::manifest::Manifest;
 use kiosk::metering::MemorySink;
 use kiosk::runtime::{AppVersion, Runtime, RuntimeSettings, Services};
 use kiosk::world::HOST_API_VERSION;
+
+use self::api::TestServer;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -146,59 +149,46 @@ pub async fn fresh_postgres_database() -> String {
     format!("{base}/{name}")
 }
 
+/// `manifest.json=component.wasm` of an example app or test guest, for the demo seed
+/// (`kiosk serve --demo-app`).
+pub fn demo_app(crate_name: &str) -> String {
+    format!("{}={}", manifest_path(crate_name).display(), guest_path(crate_name).display())
+}
+
 /// `kiosk serve` in this process on `database` (SQLite in a fresh data directory when
 /// `None`), with the operator config `extra` (TOML) and the hostile test guest registered
-/// through the demo seed, its manifest edited by `edit`. Keep the directory alive.
+/// through the demo seed, its manifest edited by `edit`.
 pub async fn hostile_server(
     database: Option<String>,
     extra: &str,
     edit: impl FnOnce(&mut serde_json::Value),
-) -> (kiosk::server::serve::Started, tempfile::TempDir) {
+) -> TestServer {
     guest_server("hostile-guest", database, extra, edit).await
 }
 
 /// `kiosk serve` in this process on `database` (SQLite in a fresh data directory when
 /// `None`), with the operator config `extra` (TOML) and the test guest `crate_name`
-/// registered through the demo seed, its manifest edited by `edit`. Keep the directory
-/// alive.
+/// registered through the demo seed, its manifest edited by `edit`.
 pub async fn guest_server(
     crate_name: &str,
     database: Option<String>,
     extra: &str,
     edit: impl FnOnce(&mut serde_json::Value),
-) -> (kiosk::server::serve::Started, tempfile::TempDir) {
+) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("kiosk.toml");
-    std::fs::write(&config, format!("data-dir = \"{}\"\n{extra}", dir.path().join("data").display()))
-        .expect("write config");
     let mut manifest = manifest_json(crate_name);
     edit(&mut manifest);
     let manifest_path = dir.path().join(format!("{crate_name}-manifest.json"));
     std::fs::write(&manifest_path, manifest.to_string()).expect("write manifest");
     let demo = format!("{}={}", manifest_path.display(), guest_path(crate_name).display());
-    let options = kiosk::server::serve::ServeOptions {
-        config: Some(config),
-        database,
-        demo_apps: vec![demo],
-        ..Default::default()
-    };
-    let started = kiosk::server::serve::spawn(options, "127.0.0.1:0".parse().expect("address"))
-        .await
-        .expect("kiosk serve starts");
-    (started, dir)
+    TestServer::start_with(dir.path(), database, extra, vec![demo]).await.keeping(dir)
 }
 
 /// `kiosk serve` in this process on `database` (SQLite in a fresh data directory when
 /// `None`) with the example app budget-pacing registered through the demo seed at each
-/// of `versions` (the same component, the manifest's version edited). Keep the directory
-/// alive.
-pub async fn budget_pacing_server(
-    database: Option<String>,
-    versions: &[&str],
-) -> (kiosk::server::serve::Started, tempfile::TempDir) {
+/// of `versions` (the same component, the manifest's version edited).
+pub async fn budget_pacing_server(database: Option<String>, versions: &[&str]) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("kiosk.toml");
-    std::fs::write(&config, format!("data-dir = \"{}\"\n", dir.path().join("data").display())).expect("write config");
     let wasm = guest_path("budget-pacing");
     let demo_apps = versions
         .iter()
@@ -210,12 +200,7 @@ pub async fn budget_pacing_server(
             format!("{}={}", path.display(), wasm.display())
         })
         .collect();
-    let options =
-        kiosk::server::serve::ServeOptions { config: Some(config), database, demo_apps, ..Default::default() };
-    let started = kiosk::server::serve::spawn(options, "127.0.0.1:0".parse().expect("address"))
-        .await
-        .expect("kiosk serve starts");
-    (started, dir)
+    TestServer::start_with(dir.path(), database, "", demo_apps).await.keeping(dir)
 }
 
 /// `kiosk serve ARGS` (the real binary) as a child process with `envs`, its stdout and

@@ -9,11 +9,12 @@
 
 use std::process::Command;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::support::{PartnerApi, Server, database_bytes, start_internal, start_partner_api};
 use crate::common;
+use crate::common::api::TestServer;
 
 /// A server with the example apps registered (budget-pacing 1.4.34 and 1.5.0,
 /// audience-forecast, ad-copy-check); the stand-in API answers for their partners.
@@ -24,7 +25,7 @@ async fn serve_examples(postgres: bool) -> (Server, PartnerApi, Option<String>) 
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("partner-ca.pem");
     std::fs::write(&ca_file, &api.ca_pem).unwrap();
-    let mut config = format!("data-dir = \"{}\"\n", dir.path().join("data").display());
+    let mut config = String::new();
     for host in ["reporting.acme.example", "audience.acme.example", "brand.acme.example"] {
         config.push_str(&format!(
             "[[egress.mocks]]\ndestination = \"https://{host}\"\nto = \"https://127.0.0.1:{port}\"\n\n\
@@ -39,21 +40,10 @@ async fn serve_examples(postgres: bool) -> (Server, PartnerApi, Option<String>) 
          [[egress.hosts]]\nhost = \"hooks.tenant.test\"\nprivate-addresses = true\nca-file = \"{}\"\n",
         ca_file.display()
     ));
-    let config_path = dir.path().join("kiosk.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let demo_apps = ["budget-pacing", "budget-pacing-online", "audience-forecast", "ad-copy-check"]
-        .iter()
-        .map(|name| format!("{}={}", common::manifest_path(name).display(), common::guest_path(name).display()))
-        .collect();
-    let options = kiosk::server::serve::ServeOptions {
-        config: Some(config_path),
-        database: database.clone(),
-        demo_apps,
-        ..Default::default()
-    };
-    let started = kiosk::server::serve::spawn(options, "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let base = format!("http://{}", started.addr);
-    let server = Server { base, started, app: String::new(), http: reqwest::Client::new(), dir };
+    let demo_apps =
+        ["budget-pacing", "budget-pacing-online", "audience-forecast", "ad-copy-check"].map(common::demo_app).to_vec();
+    let s = TestServer::start_with(dir.path(), database.clone(), &config, demo_apps).await.keeping(dir);
+    let server = Server { s, app: String::new() };
     (server, api, database)
 }
 
@@ -79,15 +69,9 @@ async fn examples(postgres: bool) {
     // never contacted, so an installation with a policy stays until the tenant upgrades.
     let auto_config = json!({"threshold": 0.1, "apiKey": "auto-key-0123"});
     let auto_id = server.install_version(&token, "demo", "acme/budget-pacing", "1.4.34", auto_config).await;
-    let resp = server
-        .http
-        .put(format!("{}/v1/tenants/demo/installations/{auto_id}/upgrade-policy", server.base))
-        .bearer_auth(&token)
-        .json(&json!({"policy": "minor"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+    let path = format!("/v1/tenants/demo/installations/{auto_id}/upgrade-policy");
+    let (status, body) = server.call(Some(&token), Method::PUT, &path, Some(json!({"policy": "minor"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let state = server.started.state.clone();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     // The periodic pass may hold the lease a moment; once ours runs, every pass before
@@ -104,15 +88,9 @@ async fn examples(postgres: bool) {
     let note = note.expect("the installation's log says why it was not upgraded");
     assert!(note.contains("https://reporting.acme.example (receives /apiKey)"), "{note}");
 
-    let resp = server
-        .http
-        .post(format!("{}/v1/tenants/demo/installations/{id}/upgrade", server.base))
-        .bearer_auth(&token)
-        .json(&json!({"version": "1.5.0"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+    let path = format!("/v1/tenants/demo/installations/{id}/upgrade");
+    let (status, body) = server.call(Some(&token), Method::POST, &path, Some(json!({"version": "1.5.0"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = server.invoke(&token, "demo", &id, "evaluate", offline).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let out = &body["output"];
@@ -214,7 +192,7 @@ async fn examples(postgres: bool) {
             }
         }
     }
-    let bytes = database_bytes(server.dir.path(), database.as_deref()).await;
+    let bytes = database_bytes(server.dir(), database.as_deref()).await;
     for secret in secrets {
         assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "a secret in the database");
     }

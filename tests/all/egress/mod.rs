@@ -16,7 +16,7 @@ mod support;
 
 use std::sync::atomic::Ordering;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common;
@@ -191,8 +191,8 @@ async fn outbound(postgres: bool) {
 
     // The tenant sees what the app contacts and what it receives there, narrows it to
     // the partner's API, then switches it off; each applies to the very next call.
-    let egress_path = format!("{}/v1/tenants/demo/installations/{id}/egress", server.base);
-    let view: Value = server.http.get(&egress_path).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let egress_path = format!("/v1/tenants/demo/installations/{id}/egress");
+    let (_, view) = server.call(Some(&token), Method::GET, &egress_path, None).await;
     assert_eq!(view["enabled"], true, "{view}");
     let api_key = format!("https://api.acme.test:{port}");
     assert!(
@@ -203,32 +203,24 @@ async fn outbound(postgres: bool) {
             .any(|d| d["destination"] == api_key.as_str() && d["receives"] == json!(["/apiKey"]) && d["kept"] == true),
         "{view}"
     );
-    let put = |body: Value| server.http.put(&egress_path).bearer_auth(&token).json(&body).send();
-    let resp = put(json!({"enabled": true, "destinations": [api_key.clone()]})).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let put = |body: Value| server.call(Some(&token), Method::PUT, &egress_path, Some(body));
+    let (status, _) = put(json!({"enabled": true, "destinations": [api_key.clone()]})).await;
+    assert_eq!(status, StatusCode::OK);
     let (_, body) = server
         .invoke(&token, "demo", &id, "fetch", json!({"url": format!("https://other.acme.test:{port}/echo")}))
         .await;
     assert!(error_of(&body).contains("HttpRequestDenied"), "narrowed away: {body}");
     let (_, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/echo")})).await;
     assert_eq!(body["output"]["status"], 200, "kept: {body}");
-    let resp = put(json!({"enabled": true, "destinations": ["https://evil.test"]})).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let problem: Value = resp.json().await.unwrap();
+    let (status, problem) = put(json!({"enabled": true, "destinations": ["https://evil.test"]})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(problem["field"], "destinations/0", "{problem}");
-    let resp = put(json!({"enabled": false})).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let (status, _) = put(json!({"enabled": false})).await;
+    assert_eq!(status, StatusCode::OK);
     let (_, body) = server.invoke(&token, "demo", &id, "fetch", json!({"url": api_url("/echo")})).await;
     assert!(error_of(&body).contains("HttpRequestDenied"), "switched off: {body}");
-    let resp = server
-        .http
-        .put(format!("{}/v1/tenants/demo/installations/{id}/egress", server.base))
-        .bearer_auth(&other_token)
-        .json(&json!({"enabled": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "another tenant cannot switch it");
+    let (status, _) = server.call(Some(&other_token), Method::PUT, &egress_path, Some(json!({"enabled": true}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another tenant cannot switch it");
 
     // The internal service was never connected to.
     assert_eq!(internal.connections.load(Ordering::SeqCst), 0, "the internal service was reached");
@@ -242,7 +234,7 @@ async fn outbound(postgres: bool) {
     assert!(all.contains("egress.max-response-body-bytes"), "{all}");
     assert!(all.contains("a private address") || all.contains("a loopback address"), "{all}");
     assert!(!all.contains(&secret), "the secret reached the log");
-    let bytes = database_bytes(server.dir.path(), database.as_deref()).await;
+    let bytes = database_bytes(server.dir(), database.as_deref()).await;
     assert!(
         !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
         "the secret is stored in plain text in the database"

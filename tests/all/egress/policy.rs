@@ -3,7 +3,7 @@
 //! partner, each applying from the next call and undone by removing it; bad hosts
 //! refused naming the entry; only the operator may set it.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use kiosk::store::Principal;
@@ -12,7 +12,7 @@ use super::support::{Setup, error_of, setup};
 
 async fn policy(postgres: bool) {
     let Setup { api, server, port, .. } = setup("outbound-guest", postgres).await;
-    let operator = server.started.state.store().create_token(&Principal::Operator, "test", "operator").await.unwrap().1;
+    let operator = server.store().create_token(&Principal::Operator, "test", "operator").await.unwrap().1;
     let token = server.token("demo").await;
     let id = server.install(&token, "demo", json!({"apiKey": "policy-test-key"})).await;
     let fetch = |host: &str| json!({"url": format!("https://{host}:{port}/echo")});
@@ -20,27 +20,8 @@ async fn policy(postgres: bool) {
         let (server, token, id, input) = (&server, &token, &id, fetch(host));
         async move { server.invoke(token, "demo", id, "fetch", input).await.1 }
     };
-    let put = |path: &'static str, body: Value| {
-        let (server, operator) = (&server, &operator);
-        async move {
-            let resp = server
-                .http
-                .put(format!("{}{path}", server.base))
-                .bearer_auth(operator)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status();
-            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
-    let delete = |path: &'static str| {
-        let (server, operator) = (&server, &operator);
-        async move {
-            server.http.delete(format!("{}{path}", server.base)).bearer_auth(operator).send().await.unwrap().status()
-        }
-    };
+    let put = async |path: &str, body: Value| server.call(Some(&operator), Method::PUT, path, Some(body)).await;
+    let delete = async |path: &str| server.call(Some(&operator), Method::DELETE, path, None).await.0;
     assert_eq!(call("api.acme.test").await["output"]["status"], 200);
 
     // Off for the partner's apps: the next call's request is refused, naming why.
@@ -65,9 +46,8 @@ async fn policy(postgres: bool) {
     assert!(logs.iter().any(|l| l.contains("the operator denies other.acme.test")), "{logs:?}");
 
     // The operator reads both layers, the file's and the API's.
-    let resp = server.http.get(format!("{}/v1/egress", server.base)).bearer_auth(&operator).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let body: Value = resp.json().await.unwrap();
+    let (status, body) = server.call(Some(&operator), Method::GET, "/v1/egress", None).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(body["everyPartner"]["deny"], json!(["*.acme.test"]), "{body}");
     assert_eq!(body["partners"][0]["partner"], "test", "{body}");
     assert_eq!(body["config"]["enabled"], true, "{body}");
@@ -98,14 +78,12 @@ async fn policy(postgres: bool) {
     assert_eq!(body["field"], "deny", "{body}");
     let (status, _) = put("/v1/egress/partners/nobody", json!({"enabled": false})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let resp = server.http.get(format!("{}/v1/egress", server.base)).bearer_auth(&operator).send().await.unwrap();
-    let body: Value = resp.json().await.unwrap();
+    let (_, body) = server.call(Some(&operator), Method::GET, "/v1/egress", None).await;
     assert_eq!((body["everyPartner"].clone(), body["partners"].clone()), (Value::Null, json!([])), "{body}");
 
     // Only the operator.
-    let resp =
-        server.http.put(format!("{}/v1/egress", server.base)).bearer_auth(&token).json(&json!({"enabled": false}));
-    assert_eq!(resp.send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    let (status, _) = server.call(Some(&token), Method::PUT, "/v1/egress", Some(json!({"enabled": false}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(call("api.acme.test").await["output"]["status"], 200);
     drop(api);
 }

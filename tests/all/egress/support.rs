@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiosk::server::serve::Started;
 use kiosk::store::Principal;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common;
+use crate::common::api::TestServer;
 
 /// A request the stand-in API received: method, path, Host, Authorization and body.
 #[derive(Debug, Clone)]
@@ -204,18 +203,24 @@ async fn json_answer<S: tokio::io::AsyncWrite + Unpin>(s: &mut S, body: &str) ->
     s.write_all(head.as_bytes()).await.is_ok() && s.write_all(body.as_bytes()).await.is_ok()
 }
 
+/// A server with a test guest or the example apps registered.
 pub(crate) struct Server {
-    pub(crate) started: Started,
+    pub(crate) s: TestServer,
     /// The app the test guest is registered as.
     pub(crate) app: String,
-    pub(crate) base: String,
-    pub(crate) http: reqwest::Client,
-    pub(crate) dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Server {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.s
+    }
 }
 
 impl Server {
     pub(crate) async fn token(&self, tenant: &str) -> String {
-        self.started.state.store().create_token(&Principal::Tenant(tenant.into()), "test", "operator").await.unwrap().1
+        self.store().create_token(&Principal::Tenant(tenant.into()), "test", "operator").await.unwrap().1
     }
 
     pub(crate) async fn install(&self, token: &str, tenant: &str, config: Value) -> String {
@@ -230,50 +235,12 @@ impl Server {
         version: &str,
         config: Value,
     ) -> String {
-        let resp = self
-            .http
-            .post(format!("{}/v1/tenants/{tenant}/installations", self.base))
-            .bearer_auth(token)
-            .json(&json!({"app": app, "version": version, "config": config}))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().to_string()
+        self.s.install(token, tenant, json!({"app": app, "version": version, "config": config})).await.id
     }
 
-    pub(crate) async fn invoke(
-        &self,
-        token: &str,
-        tenant: &str,
-        id: &str,
-        operation: &str,
-        input: Value,
-    ) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .post(format!("{}/v1/tenants/{tenant}/installations/{id}/invoke/{operation}", self.base))
-            .bearer_auth(token)
-            .json(&input)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
+    /// The messages of tenant `demo`'s installation `id`'s log.
     pub(crate) async fn logs(&self, token: &str, id: &str) -> Vec<String> {
-        let resp = self
-            .http
-            .get(format!("{}/v1/tenants/demo/installations/{id}/logs?limit=1000", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let body: Value = resp.json().await.unwrap();
-        body["items"].as_array().unwrap().iter().map(|l| l["message"].as_str().unwrap().to_string()).collect()
+        self.log_messages(token, "demo", id).await
     }
 }
 
@@ -373,14 +340,13 @@ ca-file = "{ca}"
 "#,
         ca = ca_file.display()
     );
-    let (started, dir) = common::guest_server(guest, database.clone(), &extra, |m| {
+    let s = common::guest_server(guest, database.clone(), &extra, |m| {
         let text = m.to_string().replace(":8443", &format!(":{port}"));
         *m = serde_json::from_str(&text).unwrap();
     })
     .await;
-    started.state.store().create_tenant("other", "Other", "operator").await.unwrap();
+    s.store().create_tenant("other", "Other", "operator").await.unwrap();
     let app = common::manifest_json(guest)["app"].as_str().unwrap().to_string();
-    let base = format!("http://{}", started.addr);
-    let server = Server { base, started, app, http: reqwest::Client::new(), dir };
+    let server = Server { s, app };
     Setup { internal, api, database, server, port, _ca_dir: ca_dir }
 }

@@ -41,7 +41,7 @@ pub struct RegistryBody {
 
 /// A registry the operator configured; its credentials are never returned (only
 /// whether they are set).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryView {
     pub host: String,

@@ -1,10 +1,10 @@
 //! Trust as the operator administers it: partner certificates (added, listed, removed)
 //! and the versions quarantined because of them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A certificate's fingerprint and state after an upload.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CertificateState {
     pub fingerprint: String,
     /// `valid`, `expired`, `revoked` or `invalid`.
@@ -13,7 +13,7 @@ pub struct CertificateState {
 
 /// What an upload registered; `quarantined` lists the versions (`app@version`) a revoked
 /// certificate signed, quarantined in the same transaction.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CertificatesAdded {
     pub partner: String,
     pub fingerprints: Vec<String>,
@@ -26,7 +26,7 @@ pub struct CertificatesAdded {
 
 /// Why a certificate's versions were quarantined: `revoked`, `removed` by the operator,
 /// or `missing` (gone from the config file).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Distrust {
     pub state: String,
@@ -37,7 +37,7 @@ pub struct Distrust {
 /// A partner's certificate: where it is registered (`api`, `config`, or `none` once
 /// removed), its state (`valid`, `expired`, `revoked`, `invalid`, `removed`) and the
 /// versions it signed.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateView {
     pub fingerprint: String,
@@ -53,7 +53,7 @@ pub struct CertificateView {
 }
 
 /// A removed certificate and the versions (`app@version`) it signed, now quarantined.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CertificateRemoved {
     pub partner: String,
     pub fingerprint: String,
@@ -62,7 +62,7 @@ pub struct CertificateRemoved {
 }
 
 /// A version's state as the operator sets it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionState {
     pub app: String,
@@ -75,7 +75,7 @@ pub struct VersionState {
 }
 
 /// A quarantined version with its signer and the reason (`quarantinedMs`: when).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QuarantinedVersion {
     pub app: String,

@@ -45,7 +45,7 @@ pub struct PartnerUsageRecord {
 }
 
 /// What became of one record of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RecordStatus {
     Recorded,
@@ -56,7 +56,7 @@ pub enum RecordStatus {
 
 /// The result of the record at `index`: `reason` for a conflict or a refusal; a conflict
 /// also gives the quantity recorded before under that key.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordResult {
     pub index: usize,
@@ -68,7 +68,7 @@ pub struct RecordResult {
 }
 
 /// One result per record, in order.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageResults {
     pub results: Vec<RecordResult>,
 }
@@ -76,7 +76,7 @@ pub struct UsageResults {
 /// One (tenant, app, SKU, period) of a usage read. Quantities are summed in `u128`: a sum
 /// of stored quantities (each below 2^64) never wraps. `id` is deterministic: the same
 /// period and SKU give the same id.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageRecord {
     pub id: String,
@@ -89,7 +89,7 @@ pub struct UsageRecord {
 }
 
 /// Usage in `[fromMs, toMs)` by period, with totals by SKU.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageReport {
     pub from_ms: i64,

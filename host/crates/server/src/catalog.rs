@@ -152,32 +152,57 @@ async fn catalog_app(
     }))
 }
 
+/// `?limit=&after=`: at most `limit` versions (1-1000, default 100) after the version
+/// `after` (the `next` of the previous page).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct VersionPage {
+    /// Most items on the page (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// The `next` of the previous page: the page holds the versions below it (empty: the
+    /// first page). A semantic version; numbers are bounded so that every string the
+    /// pattern admits parses.
+    #[param(
+        pattern = r"^$|^(0|[1-9][0-9]{0,15})\.(0|[1-9][0-9]{0,15})\.(0|[1-9][0-9]{0,15})(-(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9][0-9]{0,15}|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?(\+[0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*)?$"
+    )]
+    after: Option<String>,
+}
+
 /// `after` is the `version` of the last item of the previous page.
-#[utoipa::path(get, path = "/v1/catalog/apps/{partner}/{name}/versions", tag = "catalog", params(PageQuery),
+#[utoipa::path(get, path = "/v1/catalog/apps/{partner}/{name}/versions", tag = "catalog", params(VersionPage),
     responses((status = 200, description = "the app's versions, highest first (versions equal but for prerelease or build: newest first)", body = Page<VersionSummary>),
-              (status = 400, description = "`invalid-query`: `limit` out of range, or `after` not a version of the app", body = Problem),
+              (status = 400, description = "`invalid-query`: `limit` out of range, or `after` not a semantic version", body = Problem),
               (status = 404, description = "`not-found`: no such app", body = Problem)))]
 async fn catalog_versions(
     State(s): State<Shared>,
     _caller: Caller,
     Path((partner, name)): Path<(String, String)>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<VersionPage>,
 ) -> ApiResult<impl IntoResponse> {
-    let limit = q.limit()?;
+    let limit = super::admin::page_limit(q.limit)?;
     listed(&s, &partner, &name).await?;
-    let (app, versions) = s.app_versions(&partner, &name).await?;
-    // The order is the store's (semver, highest first), not the cursor's: the page
-    // starts after the cursor's version.
-    let start = match q.after.as_deref() {
+    let (_, versions) = s.app_versions(&partner, &name).await?;
+    // The order is the store's (semver, highest first), not the cursor's: the page starts
+    // after the cursor's version, or (a version not registered) below it.
+    let start = match q.after.as_deref().filter(|a| !a.is_empty()) {
         None => 0,
-        Some(after) => versions.iter().position(|v| v.version == after).map(|i| i + 1).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-query",
-                format!("after {after:?} is not a version of {app}: use the `next` of the previous page"),
-            )
-            .field("after")
-        })?,
+        Some(after) => match versions.iter().position(|v| v.version == after) {
+            Some(i) => i + 1,
+            None => {
+                let cursor = semver::Version::parse(after).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid-query",
+                        format!("after {after:?} is not a semantic version ({e}): use the `next` of the previous page"),
+                    )
+                    .field("after")
+                })?;
+                let below = |v: &&VersionRow| semver::Version::parse(&v.version).is_ok_and(|v| v < cursor);
+                versions.iter().position(|v| below(&v)).unwrap_or(versions.len())
+            }
+        },
     };
     let take = usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1);
     let items = versions.iter().skip(start).take(take).map(version_summary).collect();
