@@ -164,7 +164,13 @@ fn invoke_takes_any_json_value_and_partner_usage_records_are_typed() {
     let doc = document();
     let schemas = &doc["components"]["schemas"];
     let any = &schemas["AnyJson"];
-    assert_eq!(any["type"].as_array().map(Vec::len), Some(6), "{any}");
+    // One of the six JSON types, recursively, text without U+0000 at any depth.
+    let types: Vec<&str> = any["oneOf"].as_array().unwrap().iter().filter_map(|t| t["type"].as_str()).collect();
+    assert_eq!(types, ["object", "array", "string", "number", "boolean", "null"], "{any}");
+    let object = &any["oneOf"][0];
+    assert_eq!(object["additionalProperties"]["$ref"], "#/components/schemas/AnyJson", "{any}");
+    assert_eq!(object["propertyNames"]["pattern"], any["oneOf"][2]["pattern"], "{any}");
+    assert_eq!(any["oneOf"][1]["items"]["$ref"], "#/components/schemas/AnyJson", "{any}");
     let record = &schemas["PartnerUsageRecord"];
     let required: Vec<&str> = record["required"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     for field in ["tenant", "app", "sku", "quantity", "timestampMs", "idempotencyKey"] {

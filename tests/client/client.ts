@@ -20,9 +20,10 @@ export async function tenantJourney(baseUrl: string, token: string, tenant: stri
   const app: Schemas["CatalogApp"] | undefined = catalog.data?.items[0];
   if (!app) return 0;
   const [partner, name] = app.app.split("/");
+  const install: Schemas["InstallBody"] = { app: app.app, config: { apiKey: "k" } };
   const installed = await client.POST("/v1/tenants/{tenant}/installations", {
     params: { path: { tenant } },
-    body: { app: app.app, config: { apiKey: "k" } },
+    body: install,
   });
   const id = installed.data?.id ?? `${tenant}-${name}`;
   await client.POST("/v1/tenants/{tenant}/installations/{id}/invoke/{operation}", {

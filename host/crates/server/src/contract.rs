@@ -102,6 +102,14 @@ impl utoipa::Modify for Contract {
     }
 }
 
+fn is_object(t: &SchemaType) -> bool {
+    match t {
+        SchemaType::Type(t) => *t == Type::Object,
+        SchemaType::Array(types) => types.contains(&Type::Object),
+        SchemaType::AnyValue => false,
+    }
+}
+
 fn is_text(t: &SchemaType) -> bool {
     match t {
         SchemaType::Type(t) => *t == Type::String,
@@ -118,6 +126,12 @@ fn state_text_rule(schema: &mut RefOr<Schema>) {
         Schema::Object(o) => {
             if is_text(&o.schema_type) && o.pattern.is_none() && o.enum_values.is_none() && o.format.is_none() {
                 o.pattern = Some(TEXT_PATTERN.to_string());
+            }
+            // Member names are text too, wherever an object takes names it does not list.
+            let open = !matches!(o.additional_properties.as_deref(), Some(AdditionalProperties::FreeForm(false)));
+            if is_object(&o.schema_type) && open {
+                let names = ObjectBuilder::new().schema_type(Type::String).pattern(Some(TEXT_PATTERN));
+                o.property_names = Some(Box::new(names.into()));
             }
             for property in o.properties.values_mut() {
                 state_text_rule(property);

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::admin::PageQuery;
-use super::{AnyJson, ApiResult, AppState, Caller, Json, Page, Path, Problem, Query, Shared};
+use super::{AnyJson, ApiResult, AppState, Caller, Json, JsonObject, Page, Path, Problem, Query, Shared};
 use kiosk_core::lifecycle::{InstallRequest, UpgradeRequest};
 use kiosk_core::records::InstallationRow;
 use kiosk_domain::metering::UsageEvent;
@@ -44,6 +44,7 @@ struct InstallBody {
     include_prerelease: bool,
     /// The configuration, valid against the version's config schema.
     #[serde(default)]
+    #[schema(value_type = Option<JsonObject>)]
     config: Option<Value>,
     /// How far Kiosk upgrades the installation by itself (default `none`).
     #[serde(default, rename = "upgradePolicy")]
@@ -187,6 +188,7 @@ async fn get_installation(
 #[serde(deny_unknown_fields)]
 struct ConfigureBody {
     /// The new configuration; secret values left out keep their current value.
+    #[schema(value_type = JsonObject)]
     config: Value,
 }
 

@@ -125,7 +125,7 @@ fn slug(field: &str, value: &str) -> ApiResult<()> {
 #[openapi(
     info(title = "Kiosk API", description = "WebAssembly plugin host for marketplace apps (SPEC §8)."),
     // Enums only parameters name (utoipa references them without adding them).
-    components(schemas(Problem, usage::Granularity, usage::UsageFormat, estate::StateFilter))
+    components(schemas(Problem, AnyJson, usage::Granularity, usage::UsageFormat, estate::StateFilter))
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
@@ -267,16 +267,49 @@ impl<T> Page<T> {
 pub struct AnyJson(pub Value);
 
 impl utoipa::PartialSchema for AnyJson {
+    /// One of the JSON types, recursively: text (strings and member names) without U+0000
+    /// at any depth, as every backend stores it (`contract::TEXT_PATTERN`).
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
-        let any = [Type::Object, Type::Array, Type::String, Type::Number, Type::Boolean, Type::Null];
-        ObjectBuilder::new()
-            .schema_type(SchemaType::Array(any.to_vec()))
-            // An object of any members (generators otherwise read "no members").
-            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let text = || ObjectBuilder::new().schema_type(Type::String).pattern(Some(contract::TEXT_PATTERN));
+        let any = || Ref::from_schema_name("AnyJson");
+        OneOfBuilder::new()
             .description(Some("Any JSON value: object, array, string, number, boolean or null."))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property_names(Some(text()))
+                    .additional_properties(Some(AdditionalProperties::RefOr(any().into()))),
+            )
+            .item(ArrayBuilder::new().items(any()))
+            .item(text())
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
             .into()
     }
 }
+
+/// A JSON object of any members (a configuration): member names and text without U+0000
+/// at any depth.
+#[derive(Debug)]
+pub struct JsonObject;
+
+impl utoipa::PartialSchema for JsonObject {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+        let text = ObjectBuilder::new().schema_type(Type::String).pattern(Some(contract::TEXT_PATTERN));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some("A JSON object of any members."))
+            .property_names(Some(text))
+            .additional_properties(Some(AdditionalProperties::RefOr(Ref::from_schema_name("AnyJson").into())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for JsonObject {}
 
 impl utoipa::ToSchema for AnyJson {}
