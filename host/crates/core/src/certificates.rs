@@ -67,9 +67,7 @@ impl Kiosk {
     /// The certificates registered over the API, as a trust store.
     async fn stored_trust(&self) -> Result<TrustStore> {
         let mut trust = TrustStore::default();
-        for row in self.store.certificate_rows().await? {
-            trust.add_fingerprint(&row.partner, &row.cert, &row.fingerprint).map_err(Failure::internal)?;
-        }
+        self.add_stored_certificates(&mut trust).await?;
         Ok(trust)
     }
 

@@ -18,11 +18,18 @@ impl Kiosk {
     /// (`reconcile`).
     pub async fn trust(&self) -> Result<TrustStore> {
         let mut trust = self.config.trust_store().map_err(Failure::internal)?;
+        self.add_stored_certificates(&mut trust).await?;
+        self.reconcile(&trust).await?;
+        Ok(trust)
+    }
+
+    /// Adds the certificates registered in the database (over the API or `kiosk pull
+    /// --cert`) to `trust`.
+    pub(crate) async fn add_stored_certificates(&self, trust: &mut TrustStore) -> Result<()> {
         for row in self.store.certificate_rows().await? {
             trust.add_fingerprint(&row.partner, &row.cert, &row.fingerprint).map_err(Failure::internal)?;
         }
-        self.reconcile(&trust).await?;
-        Ok(trust)
+        Ok(())
     }
 
     /// Quarantines the versions of every signer the trust store finds revoked or no

@@ -131,15 +131,9 @@ async fn list_certificates(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     let limit = q.limit()?;
-    let after = q.after.as_deref().map(normalize_fingerprint).unwrap_or_default();
-    let items: Vec<CertificateView> = s
-        .certificates(&partner)
-        .await?
-        .into_iter()
-        .filter(|v| v.fingerprint.as_str() > after.as_str())
-        .take(usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1))
-        .collect();
-    Ok(axum::Json(Page::of(items, limit, |v| v.fingerprint.clone())))
+    let after = q.after.as_deref().map(normalize_fingerprint);
+    let items = s.certificates(&partner).await?;
+    Ok(axum::Json(Page::after(items, after.as_deref(), limit, |v: &CertificateView| &v.fingerprint)))
 }
 
 #[utoipa::path(delete, path = "/v1/partners/{partner}/certificates/{fingerprint}", tag = "operator",

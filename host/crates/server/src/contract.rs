@@ -102,18 +102,11 @@ impl utoipa::Modify for Contract {
     }
 }
 
-fn is_object(t: &SchemaType) -> bool {
+/// Whether a schema of type `t` admits values of type `of`.
+fn admits(t: &SchemaType, of: Type) -> bool {
     match t {
-        SchemaType::Type(t) => *t == Type::Object,
-        SchemaType::Array(types) => types.contains(&Type::Object),
-        SchemaType::AnyValue => false,
-    }
-}
-
-fn is_text(t: &SchemaType) -> bool {
-    match t {
-        SchemaType::Type(t) => *t == Type::String,
-        SchemaType::Array(types) => types.contains(&Type::String),
+        SchemaType::Type(t) => *t == of,
+        SchemaType::Array(types) => types.contains(&of),
         SchemaType::AnyValue => false,
     }
 }
@@ -124,12 +117,16 @@ fn state_text_rule(schema: &mut RefOr<Schema>) {
     let RefOr::T(schema) = schema else { return };
     match schema {
         Schema::Object(o) => {
-            if is_text(&o.schema_type) && o.pattern.is_none() && o.enum_values.is_none() && o.format.is_none() {
+            if admits(&o.schema_type, Type::String)
+                && o.pattern.is_none()
+                && o.enum_values.is_none()
+                && o.format.is_none()
+            {
                 o.pattern = Some(TEXT_PATTERN.to_string());
             }
             // Member names are text too, wherever an object takes names it does not list.
             let open = !matches!(o.additional_properties.as_deref(), Some(AdditionalProperties::FreeForm(false)));
-            if is_object(&o.schema_type) && open {
+            if admits(&o.schema_type, Type::Object) && open {
                 let names = ObjectBuilder::new().schema_type(Type::String).pattern(Some(TEXT_PATTERN));
                 o.property_names = Some(Box::new(names.into()));
             }

@@ -269,15 +269,7 @@ async fn list_registries(
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
     let limit = super::admin::page_limit(q.limit)?;
-    let after = q.after.unwrap_or_default();
-    let items: Vec<RegistryView> = s
-        .registries()
-        .await?
-        .into_iter()
-        .filter(|r| r.host.as_str() > after.as_str())
-        .take(usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1))
-        .collect();
-    Ok(axum::Json(Page::of(items, limit, |r: &RegistryView| r.host.clone())))
+    Ok(axum::Json(Page::after(s.registries().await?, q.after.as_deref(), limit, |r: &RegistryView| &r.host)))
 }
 
 #[utoipa::path(put, path = "/v1/registries/{host}", tag = "operator", request_body = RegistryBody,
