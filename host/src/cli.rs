@@ -14,8 +14,9 @@ use kiosk_core::error::{Failure, Kind};
 use kiosk_core::lifecycle::InstallRequest;
 use kiosk_core::local::register_local_build;
 use kiosk_distribution::artifact::{
-    ArtifactError, ArtifactRef, BlobSource, LayoutSource, VerifiedArtifact, fetch_verified,
+    ArtifactError, ArtifactRef, BlobSource, LayoutSource, SizeCaps, VerifiedArtifact, fetch_verified,
 };
+use kiosk_distribution::icon::{IconFormat, check_icon};
 use kiosk_distribution::registry::Registry;
 use kiosk_domain::manifest::Manifest;
 use kiosk_domain::metering::now_ms;
@@ -52,6 +53,9 @@ enum Command {
     Serve(ServeArgs),
     /// The operator's tasks over the HTTP API: partners, tenants, tokens, limits, logs, …
     Admin(crate::admin::AdminArgs),
+    /// The public catalog as static files: `export DIR`, signed for mirroring.
+    #[command(subcommand)]
+    Catalog(crate::catalog_export::CatalogCmd),
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +110,10 @@ struct PublishArgs {
     /// The partner's OpenPGP secret key (unencrypted), e.g. from `gpg --export-secret-keys`.
     #[arg(long)]
     key: PathBuf,
+    /// The app's icon for the catalog: a PNG or JPEG file (`.png`, `.jpg`), square,
+    /// 16-1024 px a side; checked here as Kiosk checks it, then signed and pushed as a layer.
+    #[arg(long, value_name = "FILE")]
+    icon: Option<PathBuf>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -207,6 +215,7 @@ pub fn main() -> std::process::ExitCode {
             ))
         }),
         Command::Admin(args) => tokio_runtime().and_then(|rt| rt.block_on(crate::admin::run(args))),
+        Command::Catalog(cmd) => tokio_runtime().and_then(|rt| rt.block_on(crate::catalog_export::run(cmd))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -478,14 +487,15 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let key = std::fs::read(&args.key).with_context(|| format!("cannot read key {}", args.key.display()))?;
     let (manifest_sig, signer) = kiosk_distribution::publish::sign_detached(&key, &manifest_bytes)?;
     let (wasm_sig, _) = kiosk_distribution::publish::sign_detached(&key, &wasm)?;
-    let blobs = kiosk_distribution::publish::assemble(&manifest_bytes, &wasm, &[manifest_sig, wasm_sig]);
+    let icon = args.icon.as_deref().map(read_icon).transpose()?;
+    let mut signatures = vec![manifest_sig, wasm_sig];
+    if let Some((_, bytes)) = &icon {
+        signatures.push(kiosk_distribution::publish::sign_detached(&key, bytes)?.0);
+    }
+    let icon_layer = icon.as_ref().map(|(format, bytes)| (*format, bytes.as_slice()));
+    let blobs = kiosk_distribution::publish::assemble_with_icon(&manifest_bytes, &wasm, icon_layer, &signatures);
     let digest = match &reference {
-        ArtifactRef::Layout { dir, tag } => LayoutSource::new(dir).write(
-            tag,
-            &manifest_bytes,
-            &wasm,
-            &blobs.layers[1..].iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
-        )?,
+        ArtifactRef::Layout { dir, tag } => LayoutSource::new(dir).write_artifact(tag, &blobs)?,
         ArtifactRef::Registry { host, repository, tag } => {
             let config = load_config(&args.registry)?;
             let registry = registry_for(&args.registry, &config, host)?;
@@ -500,6 +510,20 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     println!("published {}@{} as {digest}", manifest.app, manifest.version);
     println!("signed by  {signer}");
     Ok(())
+}
+
+/// The icon file of `kiosk publish --icon`: its format from its name, checked as
+/// registration checks it (size cap, one image of that format, dimensions).
+fn read_icon(path: &Path) -> anyhow::Result<(IconFormat, Vec<u8>)> {
+    let format = IconFormat::from_file_name(&path.to_string_lossy())
+        .with_context(|| format!("icon {}: name it .png, .jpg or .jpeg (its media type)", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read icon {}", path.display()))?;
+    let cap = SizeCaps::default().icon_bytes;
+    if bytes.len() as u64 > cap {
+        bail!("icon {} is {} bytes, over Kiosk's default cap of {cap} bytes", path.display(), bytes.len());
+    }
+    check_icon(format, &bytes).with_context(|| format!("icon {} refused", path.display()))?;
+    Ok((format, bytes))
 }
 
 async fn verify(args: SourceArgs, pull: bool) -> anyhow::Result<()> {

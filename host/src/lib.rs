@@ -5,6 +5,7 @@
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view and code map.
 
 mod admin;
+mod catalog_export;
 pub mod cli;
 mod new;
 

@@ -160,6 +160,17 @@ async fn operator_runs_the_estate_from_the_command_line() {
     assert_eq!(status, 403);
     assert_eq!(problem["type"], "urn:kiosk:problem:tenant-suspended");
     ok(&server, &["tenants", "resume", "demo"]);
+    // A tenant's own apps: switched on with its quota and ranges, shown, a bad range named.
+    let on =
+        json_of(&server, &["tenants", "set-private-apps", "t2", "--max-apps", "2", "--open-range", "10.20.0.0/16"]);
+    assert_eq!(
+        (&on["enabled"], &on["maxApps"], &on["openRanges"]),
+        (&json!(true), &json!(2), &json!(["10.20.0.0/16"]))
+    );
+    let shown = json_of(&server, &["tenants", "private-apps", "t2"]);
+    assert_eq!((&shown["source"], &shown["apps"]), (&json!("tenant"), &json!([])));
+    let err = fails(&server, &["tenants", "set-private-apps", "*", "--open-range", "0.0.0.0/0"]);
+    assert!(err.contains("invalid-private-app-policy") && err.contains("openRanges/0"), "{err}");
 }
 
 #[test]

@@ -54,7 +54,7 @@ enum AdminCommand {
     /// A partner's OpenPGP certificates: list, add, remove.
     #[command(subcommand)]
     Certificates(CertificatesCmd),
-    /// Tenants: list, show, create, suspend, resume.
+    /// Tenants: list, show, create, suspend, resume; their own apps' switch.
     #[command(subcommand)]
     Tenants(TenantsCmd),
     /// API tokens: list (never the secret), create, revoke.

@@ -25,6 +25,26 @@ pub(super) enum TenantsCmd {
     Resume {
         tenant: String,
     },
+    /// Switches a tenant's own apps on (with --off, off); `*` sets the policy of every
+    /// tenant without one of its own.
+    SetPrivateApps {
+        tenant: String,
+        #[arg(long)]
+        off: bool,
+        /// How many private apps the tenant may have (default 5).
+        #[arg(long)]
+        max_apps: Option<i64>,
+        /// A non-public range (CIDR) its registries may be on; repeatable.
+        #[arg(long = "open-range")]
+        open_ranges: Vec<String>,
+        /// Its registries may be plain HTTP.
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// The private-app policy that applies to a tenant, and its private apps.
+    PrivateApps {
+        tenant: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +106,20 @@ impl TenantsCmd {
             }
             TenantsCmd::Suspend { tenant } => Request::post(&["v1", "tenants", &tenant, "suspend"], None),
             TenantsCmd::Resume { tenant } => Request::post(&["v1", "tenants", &tenant, "resume"], None),
+            TenantsCmd::SetPrivateApps { tenant, off, max_apps, open_ranges, plain_http } => {
+                let mut body = json!({"enabled": !off, "openRanges": open_ranges, "plainHttp": plain_http});
+                if let Some(max) = max_apps {
+                    body["maxApps"] = max.into();
+                }
+                let path: &[&str] =
+                    if tenant == "*" { &["v1", "private-apps"] } else { &["v1", "tenants", &tenant, "private-apps"] };
+                Request::new(Method::PUT, path, Some(body), Shape::Object)
+            }
+            TenantsCmd::PrivateApps { tenant } => {
+                let path: &[&str] =
+                    if tenant == "*" { &["v1", "private-apps"] } else { &["v1", "tenants", &tenant, "private-apps"] };
+                Request::get(path, Shape::Object)
+            }
         }
     }
 }

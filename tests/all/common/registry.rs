@@ -1,6 +1,7 @@
 //! A real OCI registry (Debian's `docker-registry`, distribution 2.8) started on a free
 //! loopback port with a config of its own: plain HTTP, htpasswd basic auth, TLS from a
-//! test CA, or token auth. And TCP front ends that inject faults.
+//! test CA, TLS that demands a client certificate, or token auth. And TCP front ends
+//! that inject faults.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,6 +18,10 @@ pub enum Mode {
     Plain,
     Basic,
     Tls,
+    /// TLS from a test CA that demands a client certificate issued by a client CA
+    /// (distribution's `http.tls.clientcas`: the handshake requires and verifies one).
+    /// Pushes go to a second registry on the same storage ([`MutualTls::push_host`]).
+    MutualTls,
     /// Token auth: `realm` is the token endpoint; `cert` (PEM) signs tokens.
     Token {
         realm: String,
@@ -28,14 +33,33 @@ pub struct TestRegistry {
     child: Child,
     pub host: String,
     pub dir: tempfile::TempDir,
-    /// PEM of the CA that issued the registry's certificate (TLS mode).
+    /// PEM of the CA that issued the registry's certificate (TLS modes).
     pub ca_bundle: Option<PathBuf>,
+    /// The client side of [`Mode::MutualTls`].
+    pub mutual_tls: Option<MutualTls>,
+    /// The registry [`MutualTls::push_host`] names.
+    pusher: Option<Child>,
+}
+
+/// What a client of a [`Mode::MutualTls`] registry needs.
+#[derive(Debug, Clone)]
+pub struct MutualTls {
+    /// PEM of the CA that issued the registry's certificate.
+    pub ca_pem: String,
+    /// A client certificate the registry accepts, and its private key (PEM).
+    pub client_certificate_pem: String,
+    pub client_key_pem: String,
+    /// A plain-HTTP registry on the same storage, for pushes: oci-client (Kiosk's push
+    /// client) cannot present a client certificate.
+    pub push_host: String,
 }
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.pusher.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -49,11 +73,15 @@ impl TestRegistry {
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
         let storage = dir.path().join("storage");
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: kiosk-test-secret\n",
-            storage.display()
-        );
+        let base = |host: &str| {
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: kiosk-test-secret\n",
+                storage.display()
+            )
+        };
+        let mut config = base(&host);
         let mut ca_bundle = None;
+        let mut mutual_tls = None;
         match &mode {
             Mode::Plain => {}
             Mode::Basic => {
@@ -75,6 +103,23 @@ impl TestRegistry {
                 config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
                 ca_bundle = Some(ca);
             }
+            Mode::MutualTls => {
+                let (ca_pem, cert_pem, key_pem) = test_ca_and_server_cert();
+                let (client_ca_pem, client_certificate_pem, client_key_pem) = test_client_ca_and_cert();
+                let files = ["ca.pem", "cert.pem", "key.pem", "client-ca.pem"].map(|f| dir.path().join(f));
+                for (file, pem) in files.iter().zip([&ca_pem, &cert_pem, &key_pem, &client_ca_pem]) {
+                    std::fs::write(file, pem).unwrap();
+                }
+                config.push_str(&format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+                    files[1].display(),
+                    files[2].display(),
+                    files[3].display()
+                ));
+                ca_bundle = Some(files[0].clone());
+                let push_host = format!("127.0.0.1:{}", free_port());
+                mutual_tls = Some(MutualTls { ca_pem, client_certificate_pem, client_key_pem, push_host });
+            }
             Mode::Token { realm, cert_pem } => {
                 let bundle = dir.path().join("token-signer.pem");
                 std::fs::write(&bundle, cert_pem).unwrap();
@@ -84,42 +129,71 @@ impl TestRegistry {
                 ));
             }
         }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("docker-registry must be installed (apt-get install docker-registry)");
-        let mut registry = Self { child, host, dir, ca_bundle };
-        registry.wait_until_listening(port);
+        let child = spawn(dir.path(), "registry", &config);
+        let pusher = mutual_tls.as_ref().map(|m| spawn(dir.path(), "pusher", &base(&m.push_host)));
+        let mut registry = Self { child, host, dir, ca_bundle, mutual_tls, pusher };
+        wait_until_listening(&mut registry.child, &registry.host, &registry.dir.path().join("registry.log"));
+        if let (Some(pusher), Some(m)) = (registry.pusher.as_mut(), &registry.mutual_tls) {
+            wait_until_listening(pusher, &m.push_host, &registry.dir.path().join("pusher.log"));
+        }
         registry
     }
+}
 
-    /// Waits (bounded) until the registry accepts connections.
-    fn wait_until_listening(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
-                panic!("docker-registry exited with {status}: {log}");
-            }
-            assert!(Instant::now() < deadline, "docker-registry did not listen on port {port} within 15 s");
-            std::thread::sleep(Duration::from_millis(20));
+/// Starts `docker-registry serve` on `config` (written to `dir/{name}.yml`; its log
+/// `dir/{name}.log`).
+fn spawn(dir: &std::path::Path, name: &str, config: &str) -> Child {
+    let config_path = dir.join(format!("{name}.yml"));
+    std::fs::write(&config_path, config).unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("docker-registry must be installed (apt-get install docker-registry)")
+}
+
+/// Waits (bounded) until the registry `child` accepts connections on `host`.
+fn wait_until_listening(child: &mut Child, host: &str, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if TcpStream::connect(host).is_ok() {
+            return;
         }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("docker-registry exited with {status}: {log}");
+        }
+        assert!(Instant::now() < deadline, "docker-registry did not listen on {host} within 15 s");
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
 
+impl TestRegistry {
     /// The registry's storage directory of a blob, for tampering tests.
     pub fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self.dir.path().join("storage/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
     }
+}
+
+/// A client CA, and a client certificate (`clientAuth`) it issued: (ca, cert, key) as PEM.
+pub fn test_client_ca_and_cert() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.distinguished_name.push(DnType::CommonName, "Kiosk Test Client CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "kiosk");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 /// A CA, and a server certificate for 127.0.0.1 it issued: (ca, cert, key) as PEM.

@@ -1,5 +1,5 @@
-//! Registries the operator configures over the API: what is sent (credentials
-//! write-only) and what is shown (only whether credentials are set).
+//! Registries the operator configures over the API: what is sent (credentials and the
+//! client certificate write-only) and what is shown (only whether they are set).
 
 use serde::{Deserialize, Serialize};
 
@@ -16,10 +16,24 @@ pub struct RegistryBody {
     pub username: Option<String>,
     /// Write-only: never returned.
     #[serde(default)]
+    #[schema(write_only)]
     pub password: Option<String>,
     /// Write-only: never returned.
     #[serde(default)]
+    #[schema(write_only)]
     pub token: Option<String>,
+    /// PEM of the client certificate Kiosk presents to a registry that asks for one
+    /// (mutual TLS): the client's certificate first, then any intermediates. Needs
+    /// `clientKeyPem`. Sealed at rest; write-only: never returned (see
+    /// `clientCertificateSet`).
+    #[serde(default)]
+    #[schema(write_only, max_length = 65536)]
+    pub client_certificate_pem: Option<String>,
+    /// PEM of the client certificate's private key, unencrypted (PKCS#8, RSA or EC); it
+    /// must belong to `clientCertificatePem`. Sealed at rest; write-only: never returned.
+    #[serde(default)]
+    #[schema(write_only, max_length = 65536)]
+    pub client_key_pem: Option<String>,
     /// Repository prefixes per partner (`{"acme": ["acme/", "shared/acme-"]}`): a partner
     /// registers only from repositories under its prefixes; a partner without an entry
     /// may not use this registry.
@@ -49,6 +63,8 @@ pub struct RegistryView {
     pub ca_pem_set: bool,
     pub username: Option<String>,
     pub credentials_set: bool,
+    /// A client certificate (and its key) is set; they are never returned.
+    pub client_certificate_set: bool,
     pub partners: std::collections::BTreeMap<String, Vec<String>>,
     pub blob_hosts: Vec<String>,
     pub token_hosts: Vec<String>,
@@ -56,7 +72,7 @@ pub struct RegistryView {
 }
 
 impl std::fmt::Debug for RegistryBody {
-    /// Without the password and token.
+    /// Without the password, token and client certificate and key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryBody").field("username", &self.username).finish_non_exhaustive()
     }

@@ -54,6 +54,14 @@ impl Kiosk {
         }
     }
 
+    /// 404 unless tenant `id` exists.
+    pub async fn require_tenant(&self, id: &str) -> Result<()> {
+        match self.store.tenant_exists(id).await? {
+            true => Ok(()),
+            false => Err(Failure::not_found(format!("no tenant {id:?}")).field("tenant")),
+        }
+    }
+
     /// Sets tenant `tenant`'s entitlement to app `partner/name` (both must exist).
     pub async fn set_entitlement(
         &self,

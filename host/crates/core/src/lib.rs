@@ -6,6 +6,7 @@
 
 pub mod call_logs;
 pub mod catalog;
+pub mod catalog_meta;
 pub mod certificates;
 pub mod collector;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod lifecycle;
 pub mod local;
 pub mod log_trim;
 pub mod operator;
+pub mod private_apps;
 pub mod records;
 pub mod registration;
 pub mod registries;

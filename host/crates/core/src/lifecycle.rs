@@ -77,7 +77,9 @@ impl Kiosk {
 
     /// `check_entitlement` with the licence already read (`Store::call_context`).
     fn entitled(tenant: &str, app: &AppVersion, entitlement: Option<&EntitlementRow>) -> Result<()> {
-        if !app.manifest.licensing.requires_entitlement {
+        // A tenant's own private app needs no licence from anyone.
+        let own = app.manifest.app_id().is_some_and(|id| id.private_owner() == Some(tenant));
+        if !app.manifest.licensing.requires_entitlement || own {
             return Ok(());
         }
         let forbidden = |kind, detail: String| Failure::forbidden(kind, detail).field("app");
@@ -109,6 +111,10 @@ impl Kiosk {
     /// left behind on failure (the hooks' key-value data is removed).
     pub async fn install(&self, tenant: &str, request: InstallRequest, actor: &str) -> Result<InstallationRow> {
         let id = AppId::parse(&request.app).map_err(|e| Failure::not_found(e.to_string()).field("app"))?;
+        // Another tenant's private app does not exist for this one.
+        if id.private_owner().is_some_and(|owner| owner != tenant) {
+            return Err(Failure::not_found(format!("no app {:?}", request.app)).field("app"));
+        }
         let (app_id, versions) = self.app_versions(id.partner(), id.name()).await?;
         let candidates = Candidates { include_prerelease: request.include_prerelease, ..Candidates::default() };
         let row = resolve_version_among(

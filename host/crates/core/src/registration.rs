@@ -20,7 +20,6 @@ use kiosk_store::{InstallationRow, VersionRow};
 use crate::call_logs::call_failure;
 use crate::error::{Class, Failure, Kind};
 use crate::kiosk::{Kiosk, MAX_UNRUNNABLE};
-use crate::secrets::RegistrySecret;
 
 type Result<T, E = Failure> = std::result::Result<T, E>;
 
@@ -42,26 +41,7 @@ impl Kiosk {
         let Some(row) = self.store.registries().await?.into_iter().find(|r| r.host.eq_ignore_ascii_case(host)) else {
             return Ok(self.config.configured_registry(host).cloned());
         };
-        let secret: RegistrySecret = match &row.secret {
-            Some(sealed) => {
-                let plain = self.sealer.open(sealed, &format!("registry/{host}")).map_err(Failure::internal)?;
-                serde_json::from_slice(&plain).map_err(Failure::internal)?
-            }
-            None => RegistrySecret::default(),
-        };
-        Ok(Some(RegistrySettings {
-            host: row.host,
-            insecure: row.insecure,
-            ca_bundle: None,
-            ca_pem: row.ca_pem,
-            username: row.username,
-            password: secret.password,
-            token: secret.token,
-            partners: row.partners,
-            blob_hosts: row.blob_hosts,
-            token_hosts: row.token_hosts,
-            private_addresses: row.private_addresses,
-        }))
+        self.settings_from_row(row).map(Some)
     }
 
     // --- registration -----------------------------------------------------------------
@@ -303,7 +283,7 @@ impl Kiosk {
         }
         let manifest_json = String::from_utf8_lossy(&artifact.manifest_bytes).into_owned();
         self.store
-            .register_version(
+            .register_version_with_icon(
                 &artifact.manifest,
                 &manifest_json,
                 artifact.digest.as_str(),
@@ -311,6 +291,7 @@ impl Kiosk {
                 &artifact.component,
                 &artifact.signers.manifest.fingerprint,
                 reference,
+                crate::catalog_meta::new_icon(artifact).as_ref(),
                 actor,
             )
             .await?;
@@ -384,6 +365,7 @@ pub fn artifact_failure(e: ArtifactError) -> Failure {
             (Class::Unprocessable, Kind::HostApiMismatch)
         }
         ArtifactError::Manifest(_) => (Class::Unprocessable, Kind::ManifestInvalid),
+        ArtifactError::Icon(_) => (Class::Unprocessable, Kind::IconRefused),
         ArtifactError::Remote(r) if r.failure.is_policy() => (Class::Unprocessable, Kind::RegistryNotAllowed),
         ArtifactError::Remote(r) if r.failure.is_refusal() => (Class::Upstream, Kind::RegistryRefused),
         ArtifactError::Remote(_) | ArtifactError::Source { .. } => (Class::Upstream, Kind::RegistryUnavailable),

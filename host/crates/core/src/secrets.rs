@@ -12,13 +12,38 @@ use crate::kiosk::Kiosk;
 
 type Result<T, E = Failure> = std::result::Result<T, E>;
 
-/// Registry credentials, sealed at rest.
+/// Registry credentials, sealed at rest: the password or token, and the client
+/// certificate with its key (mutual TLS). Every member is optional, so what was sealed
+/// before a member existed still opens.
 #[derive(Serialize, Deserialize, Default)]
 pub struct RegistrySecret {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// PEM: the client certificate (chain, the client's first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_pem: Option<String>,
+    /// PEM: its private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_pem: Option<String>,
+}
+
+impl RegistrySecret {
+    /// Whether a password or token is set.
+    pub fn credentials_set(&self) -> bool {
+        self.password.is_some() || self.token.is_some()
+    }
+
+    /// Whether a client certificate is set.
+    pub fn client_certificate_set(&self) -> bool {
+        self.client_certificate_pem.is_some()
+    }
+
+    /// Whether nothing is set (nothing to seal).
+    pub fn is_empty(&self) -> bool {
+        !self.credentials_set() && self.client_certificate_pem.is_none() && self.client_key_pem.is_none()
+    }
 }
 
 impl std::fmt::Debug for RegistrySecret {

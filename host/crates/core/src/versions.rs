@@ -135,6 +135,7 @@ mod tests {
                 created_ms: 0,
                 quarantined: false,
                 quarantine_reason: None,
+                icon_digest: None,
             })
             .collect()
     }

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::trust::{SignatureError, TrustStore, Verified};
+use crate::icon::{IconError, VerifiedIcon};
+use crate::trust::{Blob, SignatureError, TrustStore, Verified};
 use kiosk_domain::digest::Digest;
 use kiosk_domain::manifest::{Manifest, ManifestError};
 
@@ -58,6 +59,7 @@ pub struct SizeCaps {
     pub app_manifest_bytes: u64,
     pub component_bytes: u64,
     pub signature_bytes: u64,
+    pub icon_bytes: u64,
 }
 
 impl Default for SizeCaps {
@@ -71,6 +73,7 @@ impl Default for SizeCaps {
             component_bytes: 50 * 1024 * 1024,
             // A detached signature is < 1 KiB; a few signatures per layer at most.
             signature_bytes: 64 * 1024,
+            icon_bytes: crate::icon::DEFAULT_ICON_BYTES,
         }
     }
 }
@@ -82,6 +85,7 @@ pub enum Part {
     AppManifest,
     Component,
     Signature,
+    Icon,
 }
 
 impl std::fmt::Display for Part {
@@ -91,6 +95,7 @@ impl std::fmt::Display for Part {
             Part::AppManifest => "app manifest (config blob)",
             Part::Component => "component (wasm layer)",
             Part::Signature => "signature layer",
+            Part::Icon => "icon (image layer)",
         })
     }
 }
@@ -115,7 +120,7 @@ pub enum ArtifactError {
     #[error("artifactType is {found:?}, expected {ARTIFACT_TYPE:?} (or absent)")]
     ArtifactType { found: String },
     #[error(
-        "the artifact has a layer of undeclared media type {found:?} (allowed: {WASM_MEDIA_TYPE}, {SIGNATURE_MEDIA_TYPE})"
+        "the artifact has a layer of undeclared media type {found:?} (allowed: {WASM_MEDIA_TYPE}, {SIGNATURE_MEDIA_TYPE}, and one icon: image/png or image/jpeg)"
     )]
     UndeclaredLayer { found: String },
     #[error("the artifact must have exactly one {WASM_MEDIA_TYPE} layer, found {found}")]
@@ -124,6 +129,8 @@ pub enum ArtifactError {
     Signature(#[from] SignatureError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Icon(#[from] IconError),
     #[error("manifest version {version} does not equal the tag {tag:?}")]
     VersionTag { version: String, tag: String },
     #[error("manifest app {found:?} is not the app being registered, {expected:?}")]
@@ -193,7 +200,7 @@ fn shown_digest(digest: &str) -> String {
 /// A media type found in a manifest, for a message: shown if it is one (RFC 6838
 /// characters, type/subtype, at most 127 each), else a placeholder, so a manifest
 /// cannot carry arbitrary text into an answer.
-fn shown_media_type(found: &str) -> String {
+pub(crate) fn shown_media_type(found: &str) -> String {
     let token = |part: &str| {
         !part.is_empty()
             && part.len() <= 127
@@ -252,6 +259,8 @@ pub struct VerifiedArtifact {
     pub component: Vec<u8>,
     pub component_digest: Digest,
     pub signers: Verified,
+    /// The icon layer, if the artifact has one (signed and checked like the rest).
+    pub icon: Option<VerifiedIcon>,
     /// Every blob read (OCI manifest included), by digest: what a blob cache may keep.
     pub blobs: Vec<(String, Vec<u8>)>,
 }
@@ -307,12 +316,12 @@ pub async fn fetch_verified(
             expected: CONFIG_MEDIA_TYPE,
         });
     }
-    let mut wasm = Vec::new();
-    let mut sigs = Vec::new();
+    let (mut wasm, mut sigs, mut images) = (Vec::new(), Vec::new(), Vec::new());
     for layer in &oci.layers {
         match layer.media_type.as_str() {
             WASM_MEDIA_TYPE => wasm.push(layer),
             SIGNATURE_MEDIA_TYPE => sigs.push(layer),
+            image if crate::icon::is_image(image) => images.push(layer),
             other => {
                 return Err(ArtifactError::UndeclaredLayer { found: shown_media_type(other) });
             }
@@ -321,11 +330,15 @@ pub async fn fetch_verified(
     let [wasm] = wasm.as_slice() else {
         return Err(ArtifactError::WasmLayers { found: wasm.len() });
     };
+    let icon = crate::icon::icon_layer(&images)?;
     // Every digest is well-formed before any is used to fetch.
     check_digest(Part::AppManifest, &oci.config)?;
     check_digest(Part::Component, wasm)?;
     for s in &sigs {
         check_digest(Part::Signature, s)?;
+    }
+    if let Some((icon, _)) = icon {
+        check_digest(Part::Icon, icon)?;
     }
     // Every cap is checked before any blob is downloaded.
     check_cap(Part::AppManifest, &oci.config, caps.app_manifest_bytes)?;
@@ -333,17 +346,31 @@ pub async fn fetch_verified(
     for s in &sigs {
         check_cap(Part::Signature, s, caps.signature_bytes)?;
     }
+    if let Some((icon, _)) = icon {
+        check_cap(Part::Icon, icon, caps.icon_bytes)?;
+    }
     let manifest_bytes = source.fetch(Part::AppManifest, &oci.config, caps.app_manifest_bytes).await?;
     let component = source.fetch(Part::Component, wasm, caps.component_bytes).await?;
     let mut signatures = Vec::with_capacity(sigs.len());
     for s in &sigs {
         signatures.push(source.fetch(Part::Signature, s, caps.signature_bytes).await?);
     }
+    let icon_bytes = match icon {
+        Some((icon, _)) => Some(source.fetch(Part::Icon, icon, caps.icon_bytes).await?),
+        None => None,
+    };
     let mut blobs = vec![(desc.digest.clone(), oci_bytes.clone()), (oci.config.digest.clone(), manifest_bytes.clone())];
     blobs.push((wasm.digest.clone(), component.clone()));
     blobs.extend(sigs.iter().map(|d| d.digest.clone()).zip(signatures.iter().cloned()));
     let partner = app.split_once('/').map_or(app, |(p, _)| p);
-    let signers = trust.verify_artifact(partner, &manifest_bytes, &component, &signatures)?;
+    let mut signed = vec![(Blob::Manifest, &manifest_bytes[..]), (Blob::Component, &component[..])];
+    signed.extend(icon_bytes.as_deref().map(|bytes| (Blob::Icon, bytes)));
+    let mut signers = trust.verify_blobs(partner, &signed, &signatures)?.into_iter();
+    let (Some(manifest_signer), Some(component_signer)) = (signers.next(), signers.next()) else {
+        return Err(SignatureError::Unsigned.into());
+    };
+    let icon_signer = signers.next();
+    let signers = Verified { manifest: manifest_signer, component: component_signer };
     let manifest = Manifest::parse(&manifest_bytes, host_api)?;
     if manifest.version.to_string() != tag {
         return Err(ArtifactError::VersionTag { version: manifest.version.to_string(), tag: tag.to_string() });
@@ -351,6 +378,13 @@ pub async fn fetch_verified(
     if manifest.app != app {
         return Err(ArtifactError::AppMismatch { found: manifest.app.clone(), expected: app.to_string() });
     }
+    let icon = match (icon, icon_bytes, icon_signer) {
+        (Some((desc, format)), Some(bytes), Some(signer)) => {
+            blobs.push((desc.digest.clone(), bytes.clone()));
+            Some(crate::icon::verified(desc, format, bytes, signer)?)
+        }
+        _ => None,
+    };
     Ok(VerifiedArtifact {
         digest: Digest::of(&oci_bytes),
         manifest,
@@ -358,6 +392,7 @@ pub async fn fetch_verified(
         component_digest: Digest::of(&component),
         component,
         signers,
+        icon,
         blobs,
     })
 }
@@ -529,7 +564,7 @@ impl LayoutSource {
     }
 
     /// Writes an artifact into the layout under `tag` (replacing the tag if present);
-    /// returns the manifest's digest. Used by `kiosk publish --layout` and tests.
+    /// returns the manifest's digest. Used by the demo seed, `kiosk run` and tests.
     pub fn write(
         &self,
         tag: &str,
@@ -537,43 +572,33 @@ impl LayoutSource {
         component: &[u8],
         signatures: &[Vec<u8>],
     ) -> std::io::Result<Digest> {
-        fs::create_dir_all(self.dir.join("blobs").join("sha256"))?;
-        let put = |bytes: &[u8], media_type: &str, title: &str| -> std::io::Result<Descriptor> {
-            let digest = Digest::of(bytes);
-            write_atomic(&self.dir.join("blobs").join("sha256").join(digest.hex()), bytes)?;
-            let mut annotations = BTreeMap::new();
-            if !title.is_empty() {
-                annotations.insert("org.opencontainers.image.title".to_string(), title.to_string());
-            }
-            Ok(Descriptor {
-                media_type: media_type.into(),
-                digest: digest.to_string(),
-                size: bytes.len() as u64,
-                annotations,
-            })
-        };
-        let config = put(app_manifest, CONFIG_MEDIA_TYPE, "")?;
-        let mut layers = vec![put(component, WASM_MEDIA_TYPE, "app.wasm")?];
-        for (i, sig) in signatures.iter().enumerate() {
-            layers.push(put(sig, SIGNATURE_MEDIA_TYPE, &format!("signature-{i}.asc"))?);
+        self.write_artifact(tag, &crate::publish::assemble(app_manifest, component, signatures))
+    }
+
+    /// Writes the assembled artifact `blobs` (`publish::assemble_with_icon`) into the
+    /// layout under `tag`, as it would be pushed (replacing the tag if present); returns
+    /// the manifest's digest. Used by `kiosk publish` to an `oci-layout:` reference.
+    pub fn write_artifact(&self, tag: &str, blobs: &crate::publish::ArtifactBlobs) -> std::io::Result<Digest> {
+        let dir = self.dir.join("blobs").join("sha256");
+        fs::create_dir_all(&dir)?;
+        let put = |bytes: &[u8]| write_atomic(&dir.join(Digest::of(bytes).hex()), bytes);
+        put(&blobs.config_bytes)?;
+        for (_, bytes) in &blobs.layers {
+            put(bytes)?;
         }
-        let manifest = OciManifest {
-            schema_version: 2,
-            media_type: Some(OCI_MANIFEST.into()),
-            artifact_type: Some(ARTIFACT_TYPE.into()),
-            config,
-            layers,
-            annotations: BTreeMap::new(),
+        put(&blobs.manifest)?;
+        let desc = Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: blobs.manifest_digest.to_string(),
+            size: blobs.manifest.len() as u64,
+            annotations: [(REF_NAME.to_string(), tag.to_string())].into_iter().collect(),
         };
-        let manifest_bytes = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
-        let mut desc = put(&manifest_bytes, OCI_MANIFEST, "")?;
-        desc.annotations.insert(REF_NAME.into(), tag.into());
         write_atomic(&self.dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         let mut index = self.index().unwrap_or(Index { schema_version: 2, manifests: Vec::new() });
         index.manifests.retain(|m| m.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
         index.manifests.push(desc);
         write_atomic(&self.dir.join("index.json"), &serde_json::to_vec_pretty(&index).map_err(std::io::Error::other)?)?;
-        Ok(Digest::of(&manifest_bytes))
+        Ok(blobs.manifest_digest.clone())
     }
 }
 

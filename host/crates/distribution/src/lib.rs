@@ -5,6 +5,7 @@
 //! `VerifiedArtifact` exists only as the result of verification.
 
 pub mod artifact;
+pub mod icon;
 pub mod publish;
 pub mod registry;
 pub mod trust;

@@ -11,6 +11,7 @@ use openpgp::types::SignatureType;
 use sequoia_openpgp as openpgp;
 
 use crate::artifact::{ArtifactError, Descriptor, OCI_MANIFEST, OciManifest};
+use crate::icon::IconFormat;
 use crate::registry::Registry;
 use kiosk_domain::digest::Digest;
 
@@ -55,12 +56,12 @@ pub fn sign_detached(tsk: &[u8], data: &[u8]) -> Result<(Vec<u8>, String), SignE
     Ok((out, fingerprint))
 }
 
-/// The blobs of one artifact, ready to push.
+/// The blobs of one artifact, ready to push (or to write into a layout).
 #[derive(Debug, Clone)]
 pub struct ArtifactBlobs {
     pub config: Descriptor,
     pub config_bytes: Vec<u8>,
-    /// Layers with their bytes, wasm first.
+    /// Layers with their bytes: wasm first, then the icon if any, then signatures.
     pub layers: Vec<(Descriptor, Vec<u8>)>,
     pub manifest: Vec<u8>,
     pub manifest_digest: Digest,
@@ -68,6 +69,18 @@ pub struct ArtifactBlobs {
 
 /// Assembles the artifact: config = app manifest, one wasm layer, signature layers.
 pub fn assemble(app_manifest: &[u8], component: &[u8], signatures: &[Vec<u8>]) -> ArtifactBlobs {
+    assemble_with_icon(app_manifest, component, None, signatures)
+}
+
+/// Assembles the artifact: config = app manifest, one wasm layer, the icon layer if
+/// `icon` (its format and bytes) is given, then the signature layers (by convention
+/// those of the manifest, the component and the icon, in that order).
+pub fn assemble_with_icon(
+    app_manifest: &[u8],
+    component: &[u8],
+    icon: Option<(IconFormat, &[u8])>,
+    signatures: &[Vec<u8>],
+) -> ArtifactBlobs {
     use crate::artifact::{ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, SIGNATURE_MEDIA_TYPE, WASM_MEDIA_TYPE};
     let describe = |bytes: &[u8], media_type: &str, title: Option<&str>| Descriptor {
         media_type: media_type.to_string(),
@@ -79,9 +92,13 @@ pub fn assemble(app_manifest: &[u8], component: &[u8], signatures: &[Vec<u8>]) -
     };
     let config = describe(app_manifest, CONFIG_MEDIA_TYPE, None);
     let mut layers = vec![(describe(component, WASM_MEDIA_TYPE, Some("app.wasm")), component.to_vec())];
-    let names = ["manifest.json.asc", "app.wasm.asc"];
+    let mut names = vec!["manifest.json.asc".to_string(), "app.wasm.asc".to_string()];
+    if let Some((format, bytes)) = icon {
+        layers.push((describe(bytes, format.media_type(), Some(format.file_name())), bytes.to_vec()));
+        names.push(format!("{}.asc", format.file_name()));
+    }
     for (i, sig) in signatures.iter().enumerate() {
-        let name = names.get(i).map_or_else(|| format!("signature-{i}.asc"), |n| n.to_string());
+        let name = names.get(i).cloned().unwrap_or_else(|| format!("signature-{i}.asc"));
         layers.push((describe(sig, SIGNATURE_MEDIA_TYPE, Some(&name)), sig.clone()));
     }
     let oci = OciManifest {

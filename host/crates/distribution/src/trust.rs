@@ -46,6 +46,8 @@ pub struct Signer {
 pub enum Blob {
     Manifest,
     Component,
+    /// The optional icon layer (catalog metadata), signed like the other two.
+    Icon,
 }
 
 impl fmt::Display for Blob {
@@ -53,6 +55,7 @@ impl fmt::Display for Blob {
         f.write_str(match self {
             Blob::Manifest => "manifest (config blob)",
             Blob::Component => "component (wasm blob)",
+            Blob::Icon => "icon (image layer)",
         })
     }
 }
@@ -194,6 +197,21 @@ impl TrustStore {
         component: &[u8],
         signature_layers: &[Vec<u8>],
     ) -> Result<Verified, SignatureError> {
+        let signers =
+            self.verify_blobs(partner, &[(Blob::Manifest, manifest), (Blob::Component, component)], signature_layers)?;
+        let [manifest, component] = <[Signer; 2]>::try_from(signers).map_err(|_| SignatureError::Unsigned)?;
+        Ok(Verified { manifest, component })
+    }
+
+    /// Verifies that each of `blobs` carries a good signature, among `signature_layers`,
+    /// from a certificate registered for `partner`; their signers, in order. The first
+    /// blob without one is the error, naming why each signature did not count for it.
+    pub fn verify_blobs(
+        &self,
+        partner: &str,
+        blobs: &[(Blob, &[u8])],
+        signature_layers: &[Vec<u8>],
+    ) -> Result<Vec<Signer>, SignatureError> {
         if signature_layers.is_empty() {
             return Err(SignatureError::Unsigned);
         }
@@ -210,22 +228,27 @@ impl TrustStore {
             }
         }
         let now = SystemTime::now();
-        let checks: Vec<[Result<Signer, Rejection>; 2]> = signatures
+        // checks[s][b]: signature s over blob b.
+        let checks: Vec<Vec<Result<Signer, Rejection>>> = signatures
             .iter()
-            .map(|sig| [self.check(partner, sig, manifest, now), self.check(partner, sig, component, now)])
+            .map(|sig| blobs.iter().map(|(_, data)| self.check(partner, sig, data, now)).collect())
             .collect();
-        let signer_for = |i: usize, blob: Blob| -> Result<Signer, SignatureError> {
+        let mut signers = Vec::with_capacity(blobs.len());
+        for (i, (blob, _)) in blobs.iter().enumerate() {
             if let Some(Ok(signer)) = checks.iter().map(|c| &c[i]).find(|r| r.is_ok()) {
-                return Ok(signer.clone());
+                signers.push(signer.clone());
+                continue;
             }
-            // Signatures that are good for the other blob are not failures for this one.
+            // Signatures that are good for another blob are not failures for this one.
+            let good_elsewhere =
+                |c: &Vec<Result<Signer, Rejection>>| c.iter().enumerate().any(|(j, r)| j != i && r.is_ok());
             let mut rejections: Vec<Rejection> =
-                checks.iter().filter(|c| c[1 - i].is_err()).filter_map(|c| c[i].clone().err()).collect();
+                checks.iter().filter(|c| !good_elsewhere(c)).filter_map(|c| c[i].clone().err()).collect();
             rejections.extend(malformed.iter().cloned());
             rejections.dedup();
-            Err(SignatureError::NotSigned { blob, partner: partner.to_string(), rejections })
-        };
-        Ok(Verified { manifest: signer_for(0, Blob::Manifest)?, component: signer_for(1, Blob::Component)? })
+            return Err(SignatureError::NotSigned { blob: *blob, partner: partner.to_string(), rejections });
+        }
+        Ok(signers)
     }
 
     fn owner_of(&self, issuers: &[KeyHandle]) -> Option<(&str, &Cert)> {

@@ -4,6 +4,7 @@
 //!
 //! Invariant: no I/O and no engine here — no wasmtime, sqlx, axum or network crates.
 
+pub mod catalog_meta;
 pub mod digest;
 pub mod effects;
 pub mod egress;

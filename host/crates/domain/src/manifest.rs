@@ -32,6 +32,12 @@ pub struct Manifest {
     pub licensing: Licensing,
     #[serde(default)]
     pub limits: RequestedLimits,
+    /// Who publishes the app (catalog metadata, `catalog_meta`).
+    #[serde(default)]
+    pub publisher: Option<crate::catalog_meta::Publisher>,
+    /// What changed in this version: plain text, shown as text (`catalog_meta`).
+    #[serde(default)]
+    pub changelog: Option<String>,
 }
 
 fn empty_object_schema() -> Value {
@@ -225,6 +231,8 @@ impl Manifest {
             ));
         }
         ConfigSchema::compile(&self.config)?;
+        crate::catalog_meta::check(self.publisher.as_ref(), self.changelog.as_deref())
+            .map_err(|(f, r)| invalid(f, r))?;
         for (field, value) in
             [("limits.memoryMiB", self.limits.memory_mib), ("limits.timeoutMs", self.limits.timeout_ms)]
         {
@@ -590,6 +598,24 @@ mod tests {
         v["skus"][1]["price"] = 3.into();
         let err = parse(&v).unwrap_err().to_string();
         assert!(err.contains("skus[1]") && err.contains("unknown field `price`"), "{err}");
+    }
+
+    #[test]
+    fn catalog_metadata_is_optional_and_every_refusal_names_its_field() {
+        let mut v = example();
+        v["publisher"] = json!({"name": "Acme Apps", "homepage": "https://acme.example/apps"});
+        v["changelog"] = "Faster checks.\n- <b>markup</b> stays text".into();
+        let m = parse(&v).unwrap();
+        assert_eq!(m.publisher.unwrap().homepage.as_deref(), Some("https://acme.example/apps"));
+        v["publisher"]["logo"] = "x".into();
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(err.contains("publisher") && err.contains("unknown field `logo`"), "{err}");
+        v["publisher"] = json!({"name": "Acme", "homepage": "javascript:alert(1)"});
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(err.contains("`publisher.homepage`") && err.contains("https://"), "{err}");
+        v["publisher"] = json!({"name": "Acme"});
+        v["changelog"] = "a\u{0}b".into();
+        assert!(parse(&v).unwrap_err().to_string().contains("`changelog`"));
     }
 
     #[test]

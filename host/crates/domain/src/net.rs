@@ -300,6 +300,39 @@ fn parse_port(text: &str) -> Result<u16, String> {
     }
 }
 
+/// The narrowest an opened range may be as wide: an IPv4 /8 or an IPv6 /16. Wider
+/// ranges (`0.0.0.0/0`) would open the metadata address and every private network at once.
+const WIDEST_OPEN_PREFIX: (u8, u8) = (8, 16);
+
+/// A non-public address range the operator opens (CIDR: `10.20.0.0/16`, `127.0.0.1/32`,
+/// `fd00:1::/48`); the address is truncated to the prefix.
+pub fn parse_open_range(text: &str) -> Result<ipnet::IpNet, String> {
+    let net: ipnet::IpNet =
+        text.parse().map_err(|_| format!("{text:?} is not a CIDR range (e.g. 10.20.0.0/16 or fd00:1::/48)"))?;
+    let widest = match net {
+        ipnet::IpNet::V4(_) => WIDEST_OPEN_PREFIX.0,
+        ipnet::IpNet::V6(_) => WIDEST_OPEN_PREFIX.1,
+    };
+    if net.prefix_len() < widest {
+        return Err(format!("{text:?} is wider than /{widest}: open the ranges the registry is on, not everything"));
+    }
+    Ok(net.trunc())
+}
+
+/// Whether `ip` may be contacted under `open` ranges: a public address, or one inside
+/// an opened range (an IPv4-mapped IPv6 address is judged as its IPv4 address).
+pub fn reachable(ip: IpAddr, open: &[ipnet::IpNet]) -> Result<(), &'static str> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match non_public(ip) {
+        None => Ok(()),
+        Some(_) if open.iter().any(|n| n.contains(&ip)) => Ok(()),
+        Some(what) => Err(what),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -366,6 +399,21 @@ mod tests {
             "https://api.acme.example?x",
         ] {
             assert!(Destination::parse(bad).is_err(), "{bad} is refused");
+        }
+    }
+
+    #[test]
+    fn opened_ranges_admit_only_what_they_contain() {
+        let open = vec![parse_open_range("127.0.0.0/8").unwrap(), parse_open_range("10.20.1.9/16").unwrap()];
+        assert_eq!(open[1].to_string(), "10.20.0.0/16");
+        for ok in ["127.0.0.1", "10.20.3.4", "::ffff:127.0.0.1", "93.184.216.34"] {
+            assert!(reachable(ok.parse().unwrap(), &open).is_ok(), "{ok}");
+        }
+        for bad in ["10.21.0.1", "192.168.1.1", "169.254.169.254", "::1", "fd00::1"] {
+            assert!(reachable(bad.parse().unwrap(), &open).is_err(), "{bad}");
+        }
+        for bad in ["0.0.0.0/0", "10.0.0.0/7", "::/0", "fd00::/8", "10.0.0.0", "x/8"] {
+            assert!(parse_open_range(bad).is_err(), "{bad}");
         }
     }
 }

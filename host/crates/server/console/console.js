@@ -11,6 +11,9 @@
 
 /** @typedef {import("../../../../tests/client/schema").components["schemas"]} Schemas */
 
+import { changelogPanel, changelogText, iconImage, publisherView } from "./catalog.js";
+import { viewOperatorPrivateApps, viewOwnApps } from "./private.js";
+
 const TOKEN_KEY = "kiosk.console.token";
 const DAY_MS = 86_400_000;
 
@@ -395,11 +398,11 @@ function schemaForm(schema, value, secretsSet = []) {
 const state = { who: null };
 
 const NAV = {
-  tenant: [["#/catalog", "Catalog"], ["#/installations", "Installations"], ["#/usage", "Usage"]],
+  tenant: [["#/catalog", "Catalog"], ["#/installations", "Installations"], ["#/usage", "Usage"], ["#/own-apps", "Own apps"]],
   partner: [["#/catalog", "Catalog"], ["#/partner/apps", "Our apps"], ["#/partner/usage", "Usage"]],
   operator: [["#/catalog", "Catalog"], ["#/operator/partners", "Partners"], ["#/operator/tenants", "Tenants"],
     ["#/operator/tokens", "Tokens"], ["#/operator/registries", "Registries"], ["#/operator/entitlements", "Entitlements"],
-    ["#/operator/limits", "Limits"], ["#/operator/egress", "Egress"], ["#/operator/installations", "Installations"], ["#/operator/usage", "Usage"], ["#/operator/audit", "Audit"]],
+    ["#/operator/limits", "Limits"], ["#/operator/egress", "Egress"], ["#/operator/private-apps", "Private apps"], ["#/operator/installations", "Installations"], ["#/operator/usage", "Usage"], ["#/operator/audit", "Audit"]],
 };
 
 function renderChrome() {
@@ -499,8 +502,10 @@ async function viewCatalog(main, _m, query) {
   });
   const list = apps.length
     ? h("ul", { class: "cards", "aria-label": "Apps" }, apps.map((a) => h("li", {},
-      h("h2", {}, h("a", { href: `#/apps/${a.app}`, text: a.name })),
+      h("div", { class: "card-head" }, a.iconUrl ? iconImage(a.iconUrl, `Icon of ${a.name}`, token) : null,
+        h("h2", {}, h("a", { href: `#/apps/${a.app}`, text: a.name }))),
       h("p", { class: "muted", text: a.app }),
+      a.publisher ? h("p", { class: "muted", text: `By ${a.publisher.name}` }) : null,
       h("p", { text: a.description }),
       h("p", {}, a.categories.map((c) => h("span", { class: "tag", text: c }))))))
     : h("p", { text: "No app matches." });
@@ -525,7 +530,9 @@ async function viewApp(main, m) {
     allItems(`/v1/catalog/apps/${appPath(app)}/versions`),
   ]);
   setTitle(detail.name);
-  put(main, h("h1", { text: detail.name }), h("p", { class: "muted", text: detail.app }), h("p", { text: detail.description }),
+  put(main, h("div", { class: "card-head" }, detail.iconUrl ? iconImage(detail.iconUrl, `Icon of ${detail.name}`, token, 64) : null,
+    h("h1", { text: detail.name })), h("p", { class: "muted", text: detail.app }), publisherView(detail.publisher),
+    h("p", { text: detail.description }),
     h("p", {}, detail.categories.map((c) => h("span", { class: "tag", text: c }))));
   const installable = versions.filter((v) => !v.yanked && !v.quarantined);
   put(main, h("h2", { text: "Versions" }), scroller(h("table", {},
@@ -552,6 +559,7 @@ async function viewApp(main, m) {
       h("dt", { text: "Licence model" }), h("dd", { text: `${lic.model || "—"}${lic.requiresEntitlement ? " (needs an entitlement from the operator)" : ""}` }),
       h("dt", { text: "Signed by" }), h("dd", { text: v.signer }),
       h("dt", { text: "Host API" }), h("dd", { text: v.hostApi })));
+    if (v.changelog) section.append(h("h3", { text: "What's new" }), changelogText(v.changelog));
     section.append(h("h3", { text: "SKUs" }), skuTable(v.skus || []));
     const outbound = v.capabilities?.outbound || [];
     if (outbound.length) {
@@ -776,12 +784,20 @@ async function viewInstallation(main, m) {
   const upVersion = h("input", { id: upId, type: "text", name: "version", autocomplete: "off", spellcheck: "false", "aria-describedby": `${upId}-hint` });
   const major = h("input", { id: majorId, type: "checkbox", name: "allowMajor" });
   const upOut = h("div");
+  // Before upgrading: the changelogs of the versions it moves through (catalog.js).
+  const upVersions = await allItems(`/v1/catalog/apps/${appPath(inst.app)}/versions`).catch(() => []);
+  const changes = changelogPanel(appPath(inst.app), inst.version, upVersions, (path) => api("GET", path));
+  const showChanges = () => changes.update(upVersion.value, major.checked).catch(() => {});
+  upVersion.addEventListener("input", showChanges);
+  major.addEventListener("change", showChanges);
   const upForm = h("form", { novalidate: true, "aria-labelledby": "upgrade-heading" },
     h("h2", { id: "upgrade-heading", text: "Upgrade" }),
     h("div", { class: "field" }, h("label", { for: upId, text: "Version or range" }), upVersion,
       h("p", { id: `${upId}-hint`, class: "hint", text: "Empty: the latest installable version." })),
     h("div", { class: "field check" }, major, h("label", { for: majorId, text: "Allow another major version" })),
+    changes.element,
     h("div", { class: "actions" }, h("button", { type: "submit", text: "Upgrade" })), upOut);
+  await showChanges();
   upForm.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     upOut.replaceChildren();
@@ -1154,10 +1170,14 @@ function createTokenForm() {
 
 // --- routing ----------------------------------------------------------------------------
 
+/** The helpers the pages of other modules (private.js) build with. */
+const ui = { h, put, api, enc, appPath, nextId, setTitle, dataTable, actionButton, problemBox, ProblemError, state };
+
 /** @type {Array<[RegExp, ?string, Function]>} */
 const ROUTES = [
   [/^#\/catalog$/, null, viewCatalog],
-  [/^#\/apps\/([a-z0-9-]+)\/([a-z0-9-]+)$/, null, viewApp],
+  [/^#\/apps\/(~?[a-z0-9-]+)\/([a-z0-9-]+)$/, null, viewApp],
+  [/^#\/own-apps$/, "tenant", (main) => viewOwnApps(main, ui)],
   [/^#\/installations$/, "tenant", viewInstallations],
   [/^#\/installations\/([^/]+)$/, "tenant", viewInstallation],
   [/^#\/usage$/, "tenant", (main) => viewUsage(main, `/v1/tenants/${enc(state.who.scope)}/usage`, "Usage")],
@@ -1167,6 +1187,7 @@ const ROUTES = [
   [/^#\/operator\/partners\/([a-z0-9-]+)$/, "operator", viewOperatorPartner],
   [/^#\/operator\/limits$/, "operator", viewOperatorLimits],
   [/^#\/operator\/egress$/, "operator", viewOperatorEgress],
+  [/^#\/operator\/private-apps$/, "operator", (main) => viewOperatorPrivateApps(main, ui)],
   [/^#\/operator\/usage$/, "operator", (main) => viewUsage(main, "/v1/usage", "Usage")],
 ];
 

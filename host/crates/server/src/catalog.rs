@@ -10,7 +10,9 @@ use utoipa_axum::routes;
 
 use super::admin::PageQuery;
 use super::{ApiError, ApiResult, Caller, Page, Path, Problem, Query, Shared};
-use kiosk_core::records::VersionRow;
+use kiosk_core::catalog::Viewer;
+use kiosk_core::catalog_meta::icon_path;
+use kiosk_core::records::{Principal, VersionRow};
 
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
@@ -19,6 +21,7 @@ pub(super) fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(catalog_app))
         .routes(routes!(catalog_versions))
         .routes(routes!(catalog_version))
+        .routes(routes!(catalog_icon))
 }
 
 /// A version of an app: whether it can be installed (neither yanked nor quarantined),
@@ -45,9 +48,27 @@ pub(super) fn version_summary(v: &VersionRow) -> VersionSummary {
     }
 }
 
-/// A disabled partner's apps are not in the catalog: 404 as for an unknown app.
-async fn listed(s: &super::AppState, partner: &str, name: &str) -> ApiResult<()> {
-    Ok(s.listed(partner, name).await?)
+/// A disabled partner's apps are not in the catalog, nor a tenant's private app for
+/// anyone but that tenant (and the operator): 404 as for an unknown app.
+async fn listed(s: &super::AppState, caller: &Caller, partner: &str, name: &str) -> ApiResult<()> {
+    Ok(s.listed(viewer(caller), partner, name).await?)
+}
+
+/// Who reads the catalog.
+fn viewer(caller: &Caller) -> Viewer<'_> {
+    match &caller.0 {
+        Principal::Operator => Viewer::Operator,
+        Principal::Tenant(t) => Viewer::Tenant(t),
+        Principal::Partner(_) => Viewer::Other,
+    }
+}
+
+/// The tenant whose private apps a caller's catalog lists.
+fn tenant_of(caller: &Caller) -> Option<&str> {
+    match &caller.0 {
+        Principal::Tenant(t) => Some(t),
+        _ => None,
+    }
 }
 
 /// `after` is the last category of the previous page.
@@ -55,11 +76,12 @@ async fn listed(s: &super::AppState, partner: &str, name: &str) -> ApiResult<()>
     responses((status = 200, description = "every category an app declares, by name", body = Page<String>)))]
 async fn categories(
     State(s): State<Shared>,
-    _caller: Caller,
+    caller: Caller,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let limit = q.limit()?;
-    let mut all: Vec<String> = s.catalog().await?.into_iter().flat_map(|a| a.categories).collect();
+    let mut all: Vec<String> =
+        s.catalog_seen_by(tenant_of(&caller)).await?.into_iter().flat_map(|a| a.categories).collect();
     all.sort();
     all.dedup();
     Ok(axum::Json(Page::after(all, q.after.as_deref(), limit, String::as_str)))
@@ -80,27 +102,33 @@ struct CatalogQuery {
     after: Option<String>,
 }
 
-/// An app in the catalog (`partner/name`).
+/// An app in the catalog (`partner/name`), with the publisher and icon of its latest
+/// installable version (null when it has none, or no version is installable).
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 struct CatalogApp {
     app: String,
     /// Display name.
     name: String,
     description: String,
     categories: Vec<String>,
+    publisher: Option<CatalogPublisher>,
+    /// The icon's path in this API (`…/versions/{version}/icon`), fetched with a token.
+    icon_url: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/catalog/apps", tag = "catalog", params(CatalogQuery),
     responses((status = 200, description = "the apps that match, by id", body = Page<CatalogApp>)))]
 async fn catalog_apps(
     State(s): State<Shared>,
-    _caller: Caller,
+    caller: Caller,
     Query(q): Query<CatalogQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let limit = super::admin::page_limit(q.limit)?;
     let needle = q.q.map(|t| t.to_lowercase());
+    let mut meta = s.catalog_listing_meta().await?;
     let apps: Vec<CatalogApp> = s
-        .catalog()
+        .catalog_seen_by(tenant_of(&caller))
         .await?
         .into_iter()
         .filter(|a| q.category.as_ref().is_none_or(|c| a.categories.contains(c)))
@@ -109,20 +137,63 @@ async fn catalog_apps(
                 .as_ref()
                 .is_none_or(|n| [&a.app, &a.name, &a.description].iter().any(|f| f.to_lowercase().contains(n)))
         })
-        .map(|a| CatalogApp { app: a.app, name: a.name, description: a.description, categories: a.categories })
+        .map(|a| {
+            let meta = meta.remove(&a.app);
+            let icon_url = meta.as_ref().filter(|m| m.has_icon).map(|m| icon_path(&a.app, &m.version));
+            let publisher = meta.and_then(|m| m.publisher).map(CatalogPublisher::from);
+            CatalogApp {
+                app: a.app,
+                name: a.name,
+                description: a.description,
+                categories: a.categories,
+                publisher,
+                icon_url,
+            }
+        })
         .collect();
     Ok(axum::Json(Page::after(apps, q.after.as_deref(), limit, |a: &CatalogApp| a.app.as_str())))
 }
 
 /// An app with its latest installable version (what an install without a version gets;
-/// null when every version is yanked or quarantined).
+/// null when every version is yanked or quarantined), and that version's publisher and
+/// icon.
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 struct CatalogAppDetail {
     app: String,
     name: String,
     description: String,
     categories: Vec<String>,
     latest: Option<String>,
+    publisher: Option<CatalogPublisher>,
+    /// The icon's path in this API, fetched with a token.
+    icon_url: Option<String>,
+}
+
+/// Who publishes an app, as its signed manifest says: a display name (plain text, shown
+/// as text) and `https://` links.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CatalogPublisher {
+    name: String,
+    homepage: Option<String>,
+    support: Option<String>,
+}
+
+impl From<kiosk_domain::catalog_meta::Publisher> for CatalogPublisher {
+    fn from(p: kiosk_domain::catalog_meta::Publisher) -> Self {
+        Self { name: p.name, homepage: p.homepage, support: p.support }
+    }
+}
+
+/// The publisher a stored manifest declares.
+fn publisher_of(manifest: &Value) -> Option<CatalogPublisher> {
+    let declared = manifest.get("publisher")?.clone();
+    serde_json::from_value::<kiosk_domain::catalog_meta::Publisher>(declared).ok().map(CatalogPublisher::from)
+}
+
+/// The icon's path of a version that has one.
+fn icon_url(app: &str, v: &VersionRow) -> Option<String> {
+    v.icon_digest.as_ref().map(|_| icon_path(app, &v.version))
 }
 
 fn text(v: &Value) -> String {
@@ -134,21 +205,24 @@ fn text(v: &Value) -> String {
               (status = 404, description = "`not-found`: no such app", body = Problem)))]
 async fn catalog_app(
     State(s): State<Shared>,
-    _caller: Caller,
+    caller: Caller,
     Path((partner, name)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    listed(&s, &partner, &name).await?;
+    listed(&s, &caller, &partner, &name).await?;
     let (app, versions) = s.app_versions(&partner, &name).await?;
     // What an install without a version gets: neither yanked nor quarantined.
-    let latest = kiosk_core::lifecycle::resolve_version(&app, &versions, None, None).ok().map(|v| v.version);
+    let latest = kiosk_core::lifecycle::resolve_version(&app, &versions, None, None).ok();
     let manifest: Value = serde_json::from_str(&versions[0].manifest).unwrap_or_default();
     let categories = manifest["categories"].as_array().map(|c| c.iter().map(text).collect()).unwrap_or_default();
+    let latest_manifest: Option<Value> = latest.as_ref().and_then(|v| serde_json::from_str(&v.manifest).ok());
     Ok(axum::Json(CatalogAppDetail {
-        app,
         name: text(&manifest["name"]),
         description: text(&manifest["description"]),
         categories,
-        latest,
+        publisher: latest_manifest.as_ref().and_then(publisher_of),
+        icon_url: latest.as_ref().and_then(|v| icon_url(&app, v)),
+        latest: latest.map(|v| v.version),
+        app,
     }))
 }
 
@@ -177,12 +251,12 @@ struct VersionPage {
               (status = 404, description = "`not-found`: no such app", body = Problem)))]
 async fn catalog_versions(
     State(s): State<Shared>,
-    _caller: Caller,
+    caller: Caller,
     Path((partner, name)): Path<(String, String)>,
     Query(q): Query<VersionPage>,
 ) -> ApiResult<impl IntoResponse> {
     let limit = super::admin::page_limit(q.limit)?;
-    listed(&s, &partner, &name).await?;
+    listed(&s, &caller, &partner, &name).await?;
     let (_, versions) = s.app_versions(&partner, &name).await?;
     // The order is the store's (semver, highest first), not the cursor's: the page starts
     // after the cursor's version, or (a version not registered) below it.
@@ -228,6 +302,11 @@ struct CatalogVersion {
     config_schema: Value,
     licensing: Value,
     capabilities: Value,
+    publisher: Option<CatalogPublisher>,
+    /// What changed in this version: plain text (show it as text, never as HTML).
+    changelog: Option<String>,
+    /// The icon's path in this API, fetched with a token; null without an icon.
+    icon_url: Option<String>,
     manifest: Value,
 }
 
@@ -236,16 +315,17 @@ struct CatalogVersion {
               (status = 404, description = "`not-found`: no such app or version", body = Problem)))]
 async fn catalog_version(
     State(s): State<Shared>,
-    _caller: Caller,
+    caller: Caller,
     Path((partner, name, version)): Path<(String, String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    listed(&s, &partner, &name).await?;
+    listed(&s, &caller, &partner, &name).await?;
     let (app, versions) = s.app_versions(&partner, &name).await?;
     let v = versions
         .iter()
         .find(|v| v.version == version)
         .ok_or_else(|| ApiError::not_found(format!("no version {app}@{version}")).field("version"))?;
     let manifest: Value = serde_json::from_str(&v.manifest).unwrap_or_default();
+    let icon_url = icon_url(&app, v);
     Ok(axum::Json(CatalogVersion {
         app,
         version: v.version.clone(),
@@ -259,6 +339,63 @@ async fn catalog_version(
         config_schema: manifest["config"].clone(),
         licensing: manifest["licensing"].clone(),
         capabilities: manifest["capabilities"].clone(),
+        publisher: publisher_of(&manifest),
+        changelog: manifest["changelog"].as_str().map(str::to_string),
+        icon_url,
         manifest,
     }))
+}
+
+/// An icon's bytes (`image/png` or `image/jpeg`).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // a schema only: the handler answers the stored bytes
+struct IconBytes(Vec<u8>);
+
+/// A version's icon, as it was signed: immutable (a registered version never changes),
+/// served with its own media type and headers that keep a browser from reading it as
+/// anything but an image.
+#[utoipa::path(get, path = "/v1/catalog/apps/{partner}/{name}/versions/{version}/icon", tag = "catalog",
+    responses((status = 200, description = "the icon (PNG or JPEG)",
+               content((IconBytes = "image/png"), (IconBytes = "image/jpeg")),
+               headers(("X-Content-Type-Options" = String, description = "`nosniff`"),
+                       ("Content-Security-Policy" = String, description = "`default-src 'none'; sandbox`"),
+                       ("Cache-Control" = String, description = "`public, max-age=31536000, immutable` (`private, …` for a tenant's private app)"))),
+              (status = 404, description = "`not-found`: no such app or version, or the version has no icon", body = Problem)))]
+async fn catalog_icon(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path((partner, name, version)): Path<(String, String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    use axum::http::{HeaderValue, header};
+    listed(&s, &caller, &partner, &name).await?;
+    let Some((media_type, bytes)) = s.catalog_icon(&partner, &name, &version).await? else {
+        return Err(ApiError::not_found(format!("{partner}/{name}@{version} has no icon")).field("version"));
+    };
+    // Only the two media types registration admits are ever stored.
+    let (content_type, file_name) = match media_type.as_str() {
+        "image/png" => ("image/png", "icon.png"),
+        "image/jpeg" => ("image/jpeg", "icon.jpg"),
+        other => return Err(ApiError::internal(format!("icon of {partner}/{name}@{version} stored as {other:?}"))),
+    };
+    let mut response = (StatusCode::OK, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    // A registered version's icon never changes (its artifact is pinned to its digest). A
+    // tenant's private app is that tenant's: no shared cache keeps its icon.
+    let private = partner.starts_with('~');
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if private {
+            "private, max-age=31536000, immutable"
+        } else {
+            "public, max-age=31536000, immutable"
+        }),
+    );
+    let disposition =
+        if file_name == "icon.png" { "inline; filename=\"icon.png\"" } else { "inline; filename=\"icon.jpg\"" };
+    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static(disposition));
+    Ok(response)
 }

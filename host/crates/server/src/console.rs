@@ -1,9 +1,10 @@
 //! The web console (`/console`) and the one API route it needs besides the others
 //! (`GET /v1/whoami`).
 //!
-//! The console is three static files compiled into the binary (`console/`): an HTML
-//! shell, a stylesheet and one ES module that reads and writes through the same typed
-//! API as any client, with the caller's bearer token. The server renders nothing per
+//! The console is static files compiled into the binary (`console/`): an HTML shell, a
+//! stylesheet and ES modules (`console.js` and the modules it imports, e.g. `catalog.js`:
+//! icons, publishers and changelogs) that read and write through the same typed API as
+//! any client, with the caller's bearer token. The server renders nothing per
 //! user here, so the console adds no second way to reach data: every authorisation
 //! decision stays in the API handlers. Assets are public (they hold no data) and served
 //! under a Content-Security-Policy that allows this origin's script, style and API only:
@@ -47,13 +48,17 @@ async fn whoami(caller: Caller) -> ApiResult<axum::Json<Identity>> {
 
 const INDEX: &str = include_str!("../console/index.html");
 const SCRIPT: &str = include_str!("../console/console.js");
+const CATALOG_SCRIPT: &str = include_str!("../console/catalog.js");
+const PRIVATE_SCRIPT: &str = include_str!("../console/private.js");
 const STYLE: &str = include_str!("../console/console.css");
 
 /// This origin's script, style and API; nothing inline, nothing framed, no form posts
 /// (the console submits with `fetch`), and no HTML from strings at all (Trusted Types
-/// with no policy: `innerHTML` and the like throw, so API text can only be text).
+/// with no policy: `innerHTML` and the like throw, so API text can only be text). Images
+/// only from `blob:` URLs the console makes of icons it fetched from the API with the
+/// token (an `<img src>` to the API would carry no token).
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-                   img-src 'none'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'; \
+                   img-src blob:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'; \
                    require-trusted-types-for 'script'; trusted-types 'none'";
 
 /// The console's routes (outside the OpenAPI document: they are pages, not API).
@@ -62,6 +67,8 @@ pub(super) fn pages() -> Router<Shared> {
         .route("/console", get(|| async { Redirect::permanent("/console/") }))
         .route("/console/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/console/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/console/catalog.js", get(|| async { asset("text/javascript; charset=utf-8", CATALOG_SCRIPT) }))
+        .route("/console/private.js", get(|| async { asset("text/javascript; charset=utf-8", PRIVATE_SCRIPT) }))
         .route("/console/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
 }
 

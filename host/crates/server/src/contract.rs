@@ -16,6 +16,10 @@ pub const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/v1/openapi.json"];
 /// A name the API creates: partner names, tenant ids, app names (`is_slug`).
 pub const SLUG_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,63}$";
 
+/// An app's owner: a partner's name, or `~` and a tenant's id for its private apps
+/// (`kiosk_domain::ids::is_owner`).
+pub const OWNER_PATTERN: &str = "^~?[a-z0-9][a-z0-9-]{0,63}$";
+
 /// Text every backend can store: no U+0000 (PostgreSQL refuses it in `TEXT`, SQLite
 /// keeps it; Kiosk refuses it everywhere alike, `invalid-text`). Stated on every string
 /// of the document that has no pattern of its own, so that clients and fuzzers know it.
@@ -208,7 +212,7 @@ fn complete(path: &str, public: bool, op: &mut Operation) {
 fn describe_path_parameter(path: &str, p: &mut utoipa::openapi::path::Parameter) {
     let (description, pattern): (&str, Option<&str>) = match p.name.as_str() {
         "tenant" => ("tenant id", Some(SLUG_PATTERN)),
-        "partner" => ("partner name", Some(SLUG_PATTERN)),
+        "partner" => ("partner name, or `~tenant`: a tenant's private apps", Some(OWNER_PATTERN)),
         "name" => ("app name (the app is `partner/name`)", Some(SLUG_PATTERN)),
         "version" => ("semantic version of the app", None),
         "id" if path.starts_with("/v1/tokens/") => ("token id", None),

@@ -293,7 +293,12 @@ where
         }
         // A name the API creates (tenant, partner, app) that breaks its pattern names
         // nothing: 404, as the document's pattern says, never an empty 200.
-        let slug = |(name, value): &(&str, &str)| ["tenant", "partner", "name"].contains(name) && !is_slug(value);
+        // An app's owner (`partner`) may also be a tenant's private namespace, `~tenant`.
+        let slug = |(name, value): &(&str, &str)| match *name {
+            "partner" => !kiosk_domain::ids::is_owner(value),
+            "tenant" | "name" => !is_slug(value),
+            _ => false,
+        };
         if let Some((name, value)) = raw.iter().find(slug) {
             return Err(
                 ApiError::not_found(format!("no {name} {value:?}: names are 1-64 of a-z, 0-9, '-'")).field(name)

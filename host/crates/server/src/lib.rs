@@ -22,6 +22,7 @@ mod logs;
 mod operator;
 pub mod ops;
 mod partners;
+mod private_apps;
 pub mod serve;
 mod usage;
 mod watches;
@@ -149,6 +150,7 @@ fn api() -> OpenApiRouter<Shared> {
         .merge(limits::routes())
         .merge(estate::routes())
         .merge(watches::routes())
+        .merge(private_apps::routes())
         .merge(console::routes())
 }
 
@@ -212,20 +214,9 @@ async fn openapi_document() -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], doc.as_str())
 }
 
-/// An optional integer member of a body: JSON has one number type, so an integral
-/// number written with a fraction or exponent (`5.0`, `1e3`) is that integer when it is
-/// exact (|n| ≤ 2^53); any other fraction, or a number out of the `i64` range, is refused.
+/// An optional integer member of a body (`kiosk_api::optional_integer`).
 fn optional_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    use serde::de::Error;
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
-    if let Some(i) = n.as_i64() {
-        return Ok(Some(i));
-    }
-    match n.as_f64() {
-        Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => Ok(Some(f as i64)),
-        _ => Err(D::Error::custom(format!("invalid value: {n}, expected an integer in the i64 range"))),
-    }
+    kiosk_api::optional_integer(d)
 }
 
 /// A page of a list (`?limit=&after=`): `next` is the `after` of the next page, null on

@@ -28,7 +28,7 @@ struct RegisterVersion {
 /// fingerprint of the certificate that signed it.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RegisteredVersion {
+pub(super) struct RegisteredVersion {
     app: String,
     version: String,
     digest: String,

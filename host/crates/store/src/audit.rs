@@ -79,6 +79,7 @@ impl Store {
             "tenants",
             "apps",
             "components",
+            "icons",
             "versions",
             "entitlements",
             "installations",

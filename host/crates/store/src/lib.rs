@@ -17,6 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
 mod audit;
 mod call_context;
+mod catalog_meta;
 mod certificates;
 mod egress;
 mod entitlements;
@@ -27,6 +28,7 @@ mod limits;
 pub mod logs;
 mod partners;
 mod passes;
+mod private_apps;
 mod registries;
 mod sqlite_reads;
 mod tenants;
@@ -39,6 +41,7 @@ mod write;
 
 pub use audit::AuditRow;
 pub use call_context::CallContext;
+pub use catalog_meta::{NewIcon, VersionHead};
 pub use certificates::{CertUpdate, CertificateRow, DistrustedCert};
 pub use egress::{EgressPolicyRow, EgressSwitchRow, OperatorEgress};
 pub use entitlements::EntitlementRow;
@@ -46,6 +49,7 @@ pub use installations::{Changed, InstallationRow, NotInstallable, RemovedInstall
 pub use kv::DbKv;
 pub use limits::{CallPolicy, LimitLayerRow};
 pub use partners::PartnerSummary;
+pub use private_apps::{PRIVATE_QUOTA_EXCEEDED, PrivateAppPolicyRow, TenantRegistryRow};
 pub use registries::RegistryRow;
 pub use tenants::{Inactive, TenantSummary};
 pub use tokens::{BootstrapToken, Principal, TokenRevocation, TokenRow, token_hash};

@@ -91,12 +91,13 @@ impl Store {
     }
 
     pub async fn partners_page(&self, after: &str, limit: i64) -> Result<Vec<PartnerSummary>, StoreError> {
-        let rows = sqlx::query(&format!("{PARTNER_SUMMARY} WHERE name > $1 ORDER BY name LIMIT $2"))
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(ctx("list partners"))?;
+        let rows =
+            sqlx::query(&format!("{PARTNER_SUMMARY} WHERE name > $1 AND name NOT LIKE '~%' ORDER BY name LIMIT $2"))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(ctx("list partners"))?;
         rows.iter().map(partner_summary).collect::<Result<_, _>>().map_err(ctx("read partners"))
     }
 

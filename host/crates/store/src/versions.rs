@@ -28,6 +28,8 @@ pub struct VersionRow {
     /// running installations go on.
     pub quarantined: bool,
     pub quarantine_reason: Option<String>,
+    /// The version's icon (`icons`), if its artifact had one.
+    pub icon_digest: Option<String>,
 }
 
 /// A quarantined version, for the operator.
@@ -54,7 +56,7 @@ const VERSION_COLUMNS: &str =
 
 /// What a read of a version selects: the inserted columns plus the quarantine.
 pub(crate) const VERSION_SELECT: &str = "app, version, manifest, manifest_digest, component_digest, signer, reference, yanked, \
-     created_ms, quarantined, quarantine_reason";
+     created_ms, quarantined, quarantine_reason, icon_digest";
 
 pub(crate) fn version_row(r: &AnyRow) -> Result<VersionRow, sqlx::Error> {
     Ok(VersionRow {
@@ -69,6 +71,7 @@ pub(crate) fn version_row(r: &AnyRow) -> Result<VersionRow, sqlx::Error> {
         created_ms: r.try_get("created_ms")?,
         quarantined: r.try_get::<i64, _>("quarantined")? != 0,
         quarantine_reason: r.try_get("quarantine_reason")?,
+        icon_digest: r.try_get("icon_digest")?,
     })
 }
 
@@ -106,11 +109,32 @@ impl Store {
         reference: &str,
         actor: &str,
     ) -> Result<(), StoreError> {
+        let (m, c) = (manifest_digest, component_digest);
+        self.register_version_with_icon(manifest, manifest_json, m, c, component, signer, reference, None, actor).await
+    }
+
+    /// `register_version`, keeping the version's verified icon too (catalog metadata,
+    /// `catalog_meta`), in the same transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn register_version_with_icon(
+        &self,
+        manifest: &kiosk_domain::manifest::Manifest,
+        manifest_json: &str,
+        manifest_digest: &str,
+        component_digest: &str,
+        component: &[u8],
+        signer: &str,
+        reference: &str,
+        icon: Option<&crate::catalog_meta::NewIcon<'_>>,
+        actor: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let partner = manifest.app.split_once('/').map_or("", |(p, _)| p);
         // Serialised with a revocation or removal of the partner's certificates, so a
         // version verified just before its signer was distrusted starts quarantined.
         lock_partner(&mut tx, partner).await?;
+        // A tenant's private app counts against its quota, checked under the lock.
+        crate::private_apps::check_private_quota(&mut tx, partner, &manifest.app).await?;
         let categories = serde_json::to_string(&manifest.categories).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "INSERT INTO apps (id, partner, display, description, categories, created_ms) VALUES ($1, $2, $3, $4, $5, $6)
@@ -152,6 +176,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(ctx(format!("record {}@{v}", manifest.app)))?;
+        crate::catalog_meta::record(&mut tx, manifest, icon).await?;
         audit(
             &mut tx,
             actor,

@@ -136,12 +136,16 @@ fn is_localhost(name: &str) -> bool {
 #[derive(Debug)]
 pub(super) struct GuardedResolver {
     pub(super) allow_private: bool,
+    /// A tenant's registry: every address must be public or in one of these ranges,
+    /// `localhost` included; `allow_private` is not consulted.
+    pub(super) open_ranges: Option<std::sync::Arc<Vec<ipnet::IpNet>>>,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
         let allow = self.allow_private || is_localhost(&host);
+        let open_ranges = self.open_ranges.clone();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), 0)).await {
                 Ok(found) => found.collect(),
@@ -153,7 +157,16 @@ impl reqwest::dns::Resolve for GuardedResolver {
             if addrs.is_empty() {
                 return Err(Box::new(Refusal::Dns) as Box<dyn std::error::Error + Send + Sync>);
             }
-            if !allow && let Some(class) = addrs.iter().find_map(|a| non_public(a.ip())) {
+            if let Some(open) = &open_ranges {
+                if let Some(class) = addrs.iter().find_map(|a| kiosk_domain::net::reachable(a.ip(), open).err()) {
+                    tracing::warn!(%host, ?addrs, "a tenant's registry resolves to a non-public address; refused");
+                    return Err(Box::new(Refusal::Address(format!(
+                        "{} resolves to a {class} address, which Kiosk does not contact for a tenant unless the \
+                         operator opens its range for the tenant",
+                        kiosk_domain::text::sanitize_capped(&host, 255)
+                    ))) as Box<dyn std::error::Error + Send + Sync>);
+                }
+            } else if !allow && let Some(class) = addrs.iter().find_map(|a| non_public(a.ip())) {
                 tracing::warn!(%host, ?addrs, "registry host name resolves to a non-public address; refused");
                 return Err(Box::new(Refusal::Address(format!(
                     "{} resolves to a {class} address, which Kiosk does not contact unless the operator marks \
@@ -238,5 +251,23 @@ mod tests {
         assert!(g.realm("https://user:pw@auth.example/token").unwrap_err().contains("credentials"));
         assert!(g.realm("not a url").is_err());
         assert!(guard(true).realm("http://auth.example/token").is_ok());
+    }
+
+    /// A tenant's registry: a name resolving to loopback is refused, `localhost` too,
+    /// unless every address it resolves to is in a range the operator opened.
+    #[tokio::test]
+    async fn a_tenants_names_resolve_only_to_public_or_opened_addresses() {
+        use reqwest::dns::Resolve as _;
+        let resolve = |open: Vec<&str>| {
+            let open = open.into_iter().map(|r| kiosk_domain::net::parse_open_range(r).unwrap()).collect();
+            let resolver = GuardedResolver { allow_private: true, open_ranges: Some(std::sync::Arc::new(open)) };
+            resolver.resolve("localhost".parse().unwrap())
+        };
+        let refused = resolve(vec![]).await.err().expect("localhost is loopback");
+        assert!(refused.to_string().contains("loopback"), "{refused}");
+        let only_v4 = resolve(vec!["10.0.0.0/8"]).await;
+        assert!(only_v4.is_err(), "a range that is not the address's opens nothing");
+        let opened = resolve(vec!["127.0.0.0/8", "::1/128"]).await.expect("opened");
+        assert!(opened.into_iter().all(|a| a.ip().is_loopback()));
     }
 }

@@ -17,11 +17,14 @@
 //!
 //! Every request is bounded by timeouts and retried with exponential backoff and jitter
 //! on 429, 5xx and connection errors; blobs are fetched by digest, size-capped and
-//! hashed while streaming. Pushes (`publish::push`, the partner's side) use oci-client.
+//! hashed while streaming. A registry that asks for a client certificate (mutual TLS)
+//! gets the one the operator configured (`identity`). Pushes (`publish::push`, the
+//! partner's side) use oci-client, which cannot present a client certificate.
 
 mod auth;
 mod error;
 mod guard;
+mod identity;
 mod pull;
 mod retry;
 mod settings;
@@ -38,6 +41,7 @@ use auth::Authorization;
 use guard::{Authority, Guard, GuardedResolver, Refusal};
 
 pub use error::{RemoteError, RemoteFailure};
+pub use identity::{ClientIdentity, IdentityError, MAX_CLIENT_PEM_BYTES};
 pub use kiosk_domain::net::non_public;
 pub use settings::{RegistrySettings, SettingsError, TransferSettings, valid_prefix};
 pub use tags::{TAGS_PAGE, TAGS_PAGE_CAP, TagList, TagsError};
@@ -48,7 +52,10 @@ const MAX_REDIRECTS: usize = 5;
 
 /// A configured registry client.
 pub struct Registry {
-    /// oci-client, for pushes (`publish::push`).
+    /// oci-client, for pushes (`publish::push`). oci-client 0.18's `ClientConfig` has no
+    /// client identity, so this client never presents the client certificate: a registry
+    /// that demands one refuses pushes at the TLS handshake (pulls, through `http`,
+    /// present it).
     client: Client,
     auth: RegistryAuth,
     /// Kiosk's pull client: guarded redirects and resolution.
@@ -73,6 +80,10 @@ pub enum RegistryConfigError {
     CaBundle { host: String, path: String, error: String },
     #[error("registry {host}: set either a token or username and password, not both")]
     Credentials { host: String },
+    #[error("registry {host}: cannot read {setting} {path}: {error}")]
+    ClientIdentityFile { host: String, setting: &'static str, path: String, error: String },
+    #[error("registry {host}: {setting}: {error}")]
+    ClientIdentity { host: String, setting: &'static str, error: IdentityError },
     #[error("{0}")]
     Invalid(String),
     #[error("registry {host}: cannot set up the HTTP client: {error}")]
@@ -103,6 +114,7 @@ impl Registry {
             (None, Some(user), pass) => RegistryAuth::Basic(user.clone(), pass.clone().unwrap_or_default()),
             _ => RegistryAuth::Anonymous,
         };
+        let identity = identity::from_settings(settings)?;
         let parse_all = |hosts: &[String]| hosts.iter().filter_map(|h| Authority::parse(h)).collect::<Vec<_>>();
         let guard = Arc::new(Guard {
             registry: Authority::parse(&host)
@@ -121,7 +133,10 @@ impl Registry {
                     Err(words) => attempt.error(Refusal::Redirect(words)),
                 }
             }))
-            .dns_resolver(GuardedResolver { allow_private: settings.private_addresses })
+            .dns_resolver(GuardedResolver {
+                allow_private: settings.private_addresses,
+                open_ranges: settings.open_ranges.clone().map(Arc::new),
+            })
             .connect_timeout(Duration::from_millis(transfer.connect_timeout_ms))
             .read_timeout(Duration::from_millis(transfer.read_timeout_ms))
             .user_agent(USER_AGENT);
@@ -129,6 +144,12 @@ impl Registry {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| RegistryConfigError::Client { host: host.clone(), error: e.to_string() })?;
             builder = builder.tls_certs_merge(certs);
+        }
+        if let Some(identity) = &identity {
+            let identity = identity
+                .reqwest()
+                .map_err(|e| RegistryConfigError::Client { host: host.clone(), error: e.to_string() })?;
+            builder = builder.identity(identity);
         }
         let http =
             builder.build().map_err(|e| RegistryConfigError::Client { host: host.clone(), error: e.to_string() })?;
@@ -156,7 +177,8 @@ impl Registry {
         RegistrySource { registry: self, repository: repository.to_string(), authorization: Default::default() }
     }
 
-    /// The oci-client client (pushes).
+    /// The oci-client client (pushes). It does not present the client certificate (see
+    /// the field).
     pub fn client(&self) -> &Client {
         &self.client
     }

@@ -9,8 +9,9 @@ use serde::Deserialize;
 use super::guard::Authority;
 
 /// Operator settings of one registry (`[[registries]]` in the operator config, or
-/// `PUT /v1/registries/{host}`).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `PUT /v1/registries/{host}`). Every setting defaults to absent, empty or `false`:
+/// HTTPS, the system's roots, anonymous, no client certificate, no partner.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RegistrySettings {
     /// `host[:port]` as it appears in references.
@@ -33,6 +34,25 @@ pub struct RegistrySettings {
     /// A pre-issued bearer token (instead of username/password).
     #[serde(default)]
     pub token: Option<String>,
+    /// PEM file of the client certificate Kiosk presents to a registry that asks for one
+    /// (mutual TLS): the client's certificate first, then any intermediates. Needs
+    /// `client-key`. Pulls present it; pushes (oci-client) cannot.
+    #[serde(default)]
+    pub client_certificate: Option<PathBuf>,
+    /// PEM file of the client certificate's private key, unencrypted (PKCS#8, RSA or EC).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// The client certificate, inline (PEM text), as the operator API stores it (sealed).
+    #[serde(default)]
+    pub client_certificate_pem: Option<String>,
+    /// Its private key, inline (PEM text), as the operator API stores it (sealed).
+    #[serde(default)]
+    pub client_key_pem: Option<String>,
+    /// Set by the core for a tenant's registry, never from a config file: every address
+    /// its names resolve to must be public or inside one of these ranges (the operator
+    /// opened them for the tenant), `localhost` included. `None`: the operator's rules.
+    #[serde(skip)]
+    pub open_ranges: Option<Vec<ipnet::IpNet>>,
     /// Repository prefixes per partner (`acme = ["acme/", "shared/acme-"]`): through the
     /// API a partner registers only from repositories under its prefixes. A partner
     /// without an entry may not use this registry at all.
@@ -67,6 +87,22 @@ impl RegistrySettings {
                 }
             }
         }
+        let pairs = [
+            ("client-certificate", self.client_certificate.is_some(), self.client_certificate_pem.is_some()),
+            ("client-key", self.client_key.is_some(), self.client_key_pem.is_some()),
+        ];
+        for (field, file, inline) in pairs {
+            if file && inline {
+                return error(field, format!("registry {}: set {field} (a file) or {field}-pem, not both", self.host));
+            }
+        }
+        let certificate = self.client_certificate.is_some() || self.client_certificate_pem.is_some();
+        let key = self.client_key.is_some() || self.client_key_pem.is_some();
+        if certificate != key {
+            let (field, other) =
+                if certificate { ("client-key", "client-certificate") } else { ("client-certificate", "client-key") };
+            return error(field, format!("registry {}: {other} needs {field}", self.host));
+        }
         for (partner, prefixes) in &self.partners {
             if partner.is_empty() {
                 return error("partners", format!("registry {}: partners has an empty partner name", self.host));
@@ -95,6 +131,24 @@ impl RegistrySettings {
     /// The repository prefixes assigned to `partner` on this registry.
     pub fn prefixes(&self, partner: &str) -> &[String] {
         self.partners.get(partner).map_or(&[], Vec::as_slice)
+    }
+}
+
+impl std::fmt::Debug for RegistrySettings {
+    /// Without the password, token and client key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySettings")
+            .field("host", &self.host)
+            .field("insecure", &self.insecure)
+            .field("ca_bundle", &self.ca_bundle)
+            .field("username", &self.username)
+            .field("client_certificate", &self.client_certificate)
+            .field("client_key", &self.client_key)
+            .field("partners", &self.partners)
+            .field("blob_hosts", &self.blob_hosts)
+            .field("token_hosts", &self.token_hosts)
+            .field("private_addresses", &self.private_addresses)
+            .finish_non_exhaustive()
     }
 }
 
@@ -169,5 +223,20 @@ mod tests {
         assert!(s.validate().is_err());
         s.blob_hosts = vec!["blobs.example:443".into(), "[::1]:5000".into()];
         s.validate().unwrap();
+        // A client certificate and its key come together, each from one place.
+        s.client_certificate = Some("client.pem".into());
+        assert_eq!(s.validate().unwrap_err().field, "client-key");
+        s.client_key_pem = Some("-----BEGIN PRIVATE KEY-----".into());
+        s.validate().unwrap();
+        s.client_key = Some("client.key".into());
+        let e = s.validate().unwrap_err();
+        assert!(e.field == "client-key" && e.message.contains("not both"), "{e}");
+        s.client_key_pem = None;
+        s.client_certificate = None;
+        assert_eq!(s.validate().unwrap_err().field, "client-certificate");
+        s.password = Some("hunter2".into());
+        s.client_key_pem = Some("secret key".into());
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("secret key"), "{shown}");
     }
 }
