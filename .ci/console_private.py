@@ -1,16 +1,22 @@
 """The console's flow for tenants' own apps (issue 30), run by .ci/console: the operator
 switches private apps on for tenant `demo` on its "Private apps" page (a bad range
 first, refused naming the field); `demo` builds and signs an app with `kiosk publish`,
-then on its "Own apps" page is refused a registry on a private address, connects the
-real registry, adds its gpg key, registers the app, opens it and installs it. The
-other tenant's catalog never shows it."""
+then on its "Own apps" page is refused a registry on a private address, connects a real
+docker-registry that demands a client certificate (mutual TLS, its CA and the client
+certificate and key pasted in the form), adds its gpg key, registers the app, opens it
+and installs it. The partner's catalog never shows it.
+
+`kiosk publish` cannot present a client certificate (oci-client has no setting for
+one), so the app is pushed to the plain registry .ci/console already runs, and the
+mutual-TLS registry serves the same storage."""
 
 import json
 import os
 import re
+import socket
 import subprocess
 
-from demo_server import GUESTS, ROOT, api
+from demo_server import GUESTS, ROOT, api, free_port, wait_for
 
 from playwright.sync_api import expect
 
@@ -40,10 +46,49 @@ def publish_private_app(scratch, registry):
     return certificate, reference
 
 
-def private_apps_flow(check, tokens, scratch, registry, sign_in, sign_out):
+def start_mutual_tls_registry(scratch, procs):
+    """A docker-registry over TLS that demands a client certificate issued by a test CA,
+    on the storage of the plain registry `start_registry` made. Returns (host, CA PEM,
+    client certificate PEM, client key PEM)."""
+    tls = os.path.join(scratch, "mtls")
+    os.makedirs(tls)
+    path = lambda name: os.path.join(tls, name)  # noqa: E731
+    run = lambda *args: subprocess.run(args, check=True, capture_output=True, cwd=tls)  # noqa: E731
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=kiosk console CA")
+    for name, usage in [("server", "serverAuth"), ("client", "clientAuth")]:
+        run("openssl", "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=kiosk console {name}")
+        with open(path(f"{name}.ext"), "w") as f:
+            f.write(f"basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n"
+                    + ("subjectAltName=IP:127.0.0.1\n" if name == "server" else ""))
+        run("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    port = free_port()
+    config = path("config.yml")
+    with open(config, "w") as f:
+        f.write(f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n"
+                f"  filesystem:\n    rootdirectory: {scratch}/registry/storage\nhttp:\n  addr: 127.0.0.1:{port}\n"
+                f"  secret: kiosk-ci\n  tls:\n    certificate: {path('server.pem')}\n    key: {path('server.key')}\n"
+                f"    clientcas:\n      - {path('ca.pem')}\n")
+    log = path("registry.log")
+    reg = subprocess.Popen(["docker-registry", "serve", config], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    procs.append(reg)
+
+    def listening():
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for("docker-registry (mutual TLS)", listening, 15, reg, log)
+    read = lambda name: open(path(name)).read()  # noqa: E731
+    return f"127.0.0.1:{port}", read("ca.pem"), read("client.pem"), read("client.key")
+
+
+def private_apps_flow(check, tokens, scratch, registry, procs, sign_in, sign_out):
     page = check.page
-    print("==> private apps: the operator's switch, a tenant's registry, key, registration and install")
-    certificate, reference = publish_private_app(scratch, registry)
+    print("==> private apps: the operator's switch, a tenant's mutual-TLS registry, key, registration and install")
+    certificate, pushed = publish_private_app(scratch, registry)
+    mtls_host, ca_pem, client_pem, client_key = start_mutual_tls_registry(scratch, procs)
+    reference = pushed.replace(registry, mtls_host, 1)
     sign_in(check, tokens["OPERATOR_TOKEN"], "Partners")
     page.get_by_role("navigation").get_by_role("link", name="Private apps").click()
     expect(page.get_by_role("heading", name="Private apps", level=1)).to_be_visible()
@@ -73,10 +118,12 @@ def private_apps_flow(check, tokens, scratch, registry, sign_in, sign_out):
     connect.get_by_role("button", name="Connect registry").click()
     text = check.problem()
     assert "registry-not-allowed" in text and "private" in text, text
-    connect.get_by_label("Host (host[:port])").fill(registry)
-    connect.get_by_label("Plain HTTP (only if the operator allows it)").check()
+    # The registry demands a client certificate: without one, registration fails at the
+    # TLS handshake; with it (and the registry's CA), it succeeds.
+    connect.get_by_label("Host (host[:port])").fill(mtls_host)
+    connect.get_by_label("CA certificates (PEM), if not a public CA").fill(ca_pem)
     connect.get_by_role("button", name="Connect registry").click()
-    expect(page.get_by_text(f"Connected {registry}.")).to_be_visible()
+    expect(page.get_by_text(f"Connected {mtls_host}.")).to_be_visible()
     add = page.locator("form", has=page.get_by_role("heading", name="Add a certificate"))
     add.get_by_label("OpenPGP public certificate (armoured: gpg --armor --export) (required)").fill(certificate)
     add.get_by_role("button", name="Add certificate").click()
@@ -84,6 +131,21 @@ def private_apps_flow(check, tokens, scratch, registry, sign_in, sign_out):
     register = page.locator("form", has=page.get_by_role("heading", name="Register a version"))
     register.get_by_label("App name (the app is ~demo/name) (required)").fill("notes")
     register.get_by_label("Reference (host/repository:tag on one of your registries) (required)").fill(reference)
+    register.get_by_role("button", name="Register version").click()
+    text = check.problem()
+    assert "registry-unavailable" in text and "TLS handshake" in text, text
+    connect.get_by_label("Host (host[:port])").fill(mtls_host)
+    connect.get_by_label("CA certificates (PEM), if not a public CA").fill(ca_pem)
+    connect.get_by_label("Client certificate (PEM), if the registry demands one").fill(client_pem)
+    connect.get_by_label("Client key (PEM, write-only)").fill(client_key)
+    connect.get_by_role("button", name="Connect registry").click()
+    expect(page.get_by_text(f"Connected {mtls_host} with a client certificate.")).to_be_visible()
+    # The key is gone from the form and never came back in an answer.
+    key_body = client_key.splitlines()[1]
+    values = page.evaluate("() => [...document.querySelectorAll('input, textarea')].map(e => e.value)")
+    assert not any(key_body in v for v in values), "the client key stayed in the form"
+    leaked = [url for url, body in check.responses if key_body in body]
+    assert not leaked, f"the client key is in the response of {leaked[0]}"
     register.get_by_role("button", name="Register version").click()
     expect(register.locator(".done")).to_contain_text("Registered ~demo/notes 1.0.0")
     check.axe("tenant own apps")

@@ -70,6 +70,7 @@ mod sandbox;
 mod secrets;
 mod serve_process;
 mod server;
+mod storage_down;
 mod store;
 mod trust;
 mod trust_boundaries;

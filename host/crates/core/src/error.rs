@@ -94,8 +94,25 @@ impl Failure {
     }
 }
 
+/// Seconds a caller waits before retrying when the database is unavailable: a dropped
+/// pooled connection is replaced at once, a restarting server takes a few seconds.
+pub const STORAGE_RETRY_AFTER_S: u64 = 1;
+
 impl From<kiosk_store::StoreError> for Failure {
+    /// The database unreachable or restarting is 503 `storage-unavailable` with
+    /// `Retry-After` (the request may succeed as it is); anything else is Kiosk's own
+    /// fault (500). Either way the database's words stay in the log.
     fn from(e: kiosk_store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "the database is unavailable");
+            metrics::counter!("kiosk_storage_unavailable_total").increment(1);
+            return Self::new(
+                Class::Unavailable,
+                Kind::StorageUnavailable,
+                "the database is unavailable for the moment; retry (see the server log)",
+            )
+            .retry_after(STORAGE_RETRY_AFTER_S);
+        }
         Self::internal(e)
     }
 }

@@ -7,7 +7,8 @@
 // @ts-check
 
 /** A form of `fields` ({name, label, kind: "text"|"password"|"textarea"|"checkbox",
- * required}) whose submit runs `onDone(values)` and shows its result or problem. */
+ * required, secret}) whose submit runs `onDone(values)` and shows its result or problem;
+ * `secret` fields are emptied once it succeeded. */
 function form(ui, heading, fields, submit, onDone) {
   const { h } = ui;
   const out = h("div");
@@ -30,6 +31,8 @@ function form(ui, heading, fields, submit, onDone) {
       const values = Object.fromEntries(Object.entries(inputs).map(([k, i]) =>
         [k, i.type === "checkbox" ? i.checked : (i.value.trim() || null)]));
       out.append(await onDone(values));
+      // Write-only values leave the page once the server has them.
+      for (const f of fields) if (f.secret) inputs[f.name].value = "";
     } catch (err) {
       out.append(ui.problemBox(err, "h3"));
     }
@@ -77,10 +80,10 @@ export async function viewOwnApps(main, ui) {
       { name: "insecure", label: "Plain HTTP (only if the operator allows it)", kind: "checkbox" },
       { name: "caPem", label: "CA certificates (PEM), if not a public CA", kind: "textarea" },
       { name: "username", label: "Username" },
-      { name: "password", label: "Password (write-only)", kind: "password" },
-      { name: "token", label: "Token, instead of a username (write-only)", kind: "password" },
+      { name: "password", label: "Password (write-only)", kind: "password", secret: true },
+      { name: "token", label: "Token, instead of a username (write-only)", kind: "password", secret: true },
       { name: "clientCertificatePem", label: "Client certificate (PEM), if the registry demands one", kind: "textarea" },
-      { name: "clientKeyPem", label: "Client key (PEM, write-only)", kind: "textarea" },
+      { name: "clientKeyPem", label: "Client key (PEM, write-only)", kind: "textarea", secret: true },
     ], "Connect registry", async (v) => {
       const { host, ...body } = v;
       if (!host) throw new ui.ProblemError(0, { title: "A host is needed", status: 422, field: "host", detail: "give the registry's host[:port]" });

@@ -76,6 +76,30 @@ pub struct StoreError {
     pub source: sqlx::Error,
 }
 
+impl StoreError {
+    /// Whether the database could not be reached or served the statement for a reason a
+    /// retry may not meet: a dropped or refused connection, an exhausted or closed pool,
+    /// a server shutting down or restarting (PostgreSQL class 08, 57P01-57P03), a busy,
+    /// locked, full or failing SQLite file. Anything else (a constraint, a bug) is not.
+    pub fn is_unavailable(&self) -> bool {
+        match &self.source {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(e) => {
+                let code = e.code().unwrap_or_default();
+                // SQLite's primary result codes: BUSY 5, LOCKED 6, IOERR 10, FULL 13, CANTOPEN 14.
+                let sqlite = ["5", "6", "10", "13", "14"].contains(&code.as_ref())
+                    || ["517", "261", "262"].contains(&code.as_ref());
+                sqlite || code.starts_with("08") || ["57P01", "57P02", "57P03", "53300"].contains(&code.as_ref())
+            }
+            _ => false,
+        }
+    }
+}
+
 fn ctx(action: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
     let action = action.into();
     move |source| StoreError { action, source }
