@@ -197,6 +197,11 @@ impl OperatorConfig {
         let config: Self =
             toml::from_str(&text).with_context(|| format!("operator config {} is not valid", path.display()))?;
         config.validate().map_err(anyhow::Error::msg).with_context(|| format!("operator config {}", path.display()))?;
+        // Client certificate files are read now: a missing or mismatched one stops the
+        // start, naming the registry and the setting, instead of failing registrations.
+        for registry in &config.registries {
+            registry.client_identity().with_context(|| format!("operator config {}", path.display()))?;
+        }
         Ok(config)
     }
 
@@ -285,5 +290,28 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(OperatorConfig::default().logs.max_bytes_total, 1 << 30);
         assert!(toml::from_str::<OperatorConfig>("[logs]\nmax-bytes = 1\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn a_client_certificate_file_that_cannot_be_used_stops_the_start() {
+        let dir = std::env::temp_dir().join(format!("kiosk-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("kiosk.toml");
+        let missing = dir.join("missing-client.pem");
+        std::fs::write(
+            &config,
+            format!(
+                "[[registries]]\nhost = \"registry.example:5000\"\nclient-certificate = \"{}\"\nclient-key = \"{}\"\n",
+                missing.display(),
+                missing.display()
+            ),
+        )
+        .unwrap();
+        let refused = format!("{:#}", OperatorConfig::load(&config).unwrap_err());
+        assert!(
+            refused.contains("registry.example:5000") && refused.contains("client-certificate"),
+            "the registry and the setting are named: {refused}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -90,6 +90,15 @@ pub enum RegistryConfigError {
     Client { host: String, error: String },
 }
 
+impl RegistrySettings {
+    /// The client certificate and key these settings name (files or inline PEM), read
+    /// and checked as a connection would use them; `None` without one. The operator's
+    /// config is checked with it when it is loaded, so a bad file stops the start.
+    pub fn client_identity(&self) -> Result<Option<ClientIdentity>, RegistryConfigError> {
+        identity::from_settings(self)
+    }
+}
+
 impl Registry {
     pub fn new(settings: &RegistrySettings, transfer: TransferSettings) -> Result<Self, RegistryConfigError> {
         settings.validate().map_err(|e| RegistryConfigError::Invalid(e.message))?;
