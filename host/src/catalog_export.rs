@@ -36,6 +36,8 @@ use kiosk_domain::digest::Digest;
 use kiosk_domain::manifest::is_slug;
 use kiosk_domain::text::sanitize_capped;
 
+use crate::admin::Client;
+
 /// Items per catalog page asked for (the API's largest page).
 const PAGE: &str = "1000";
 
@@ -91,7 +93,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
         bail!("--url {base} must be http:// or https://");
     }
     let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().context("cannot set up the HTTP client")?;
-    let api = Api { http, base, token };
+    let api = Api { client: Client { http, base, token } };
     let identity = api.get(&["v1", "whoami"], &[]).await?.unwrap_or_default();
     let role = identity["role"].as_str().unwrap_or("unknown");
     if role != "operator" {
@@ -304,32 +306,19 @@ fn write_export(
 
 /// The API, read with the operator's token.
 struct Api {
-    http: reqwest::Client,
-    base: Url,
-    token: String,
+    client: Client,
 }
 
 impl Api {
-    fn url(&self, path: &[&str], query: &[(&str, &str)]) -> anyhow::Result<Url> {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("--url {} cannot be a base URL", self.base))?
-            .pop_if_empty()
-            .extend(path);
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        Ok(url)
-    }
-
     async fn send(&self, path: &[&str], query: &[(&str, &str)]) -> anyhow::Result<reqwest::Response> {
-        let url = self.url(path, query)?;
-        self.http
+        let url = self.client.url(path, query)?;
+        self.client
+            .http
             .get(url)
-            .bearer_auth(&self.token)
+            .bearer_auth(&self.client.token)
             .send()
             .await
-            .with_context(|| format!("cannot reach Kiosk at {}", self.base))
+            .with_context(|| format!("cannot reach Kiosk at {}", self.client.base))
     }
 
     /// A JSON document; `None` for 404; another failure is an error with the problem's

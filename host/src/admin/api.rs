@@ -65,14 +65,16 @@ struct ApiProblem {
     detail: String,
 }
 
-pub(super) struct Client {
-    pub(super) http: reqwest::Client,
-    pub(super) base: Url,
-    pub(super) token: String,
+/// Kiosk's API at `base` with a bearer token (`kiosk admin`, `kiosk catalog export`).
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: Url,
+    pub(crate) token: String,
 }
 
 impl Client {
-    pub(super) fn url(&self, path: &[String], query: &[(&str, String)]) -> anyhow::Result<Url> {
+    /// `base` with `path` as its (percent-encoded) segments and `query`.
+    pub(crate) fn url<S: AsRef<str>, Q: AsRef<str>>(&self, path: &[S], query: &[(&str, Q)]) -> anyhow::Result<Url> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| anyhow::anyhow!("--url {} cannot be a base URL", self.base))?
@@ -134,7 +136,7 @@ mod tests {
             base: Url::parse("http://127.0.0.1:8080/").unwrap(),
             token: String::new(),
         };
-        let url = client.url(&["v1".into(), "registries".into(), "reg.local:5000/../x".into()], &[]).unwrap();
+        let url = client.url(&["v1", "registries", "reg.local:5000/../x"], &[] as &[(&str, &str)]).unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:8080/v1/registries/reg.local:5000%2F..%2Fx");
     }
 }

@@ -18,7 +18,8 @@ use clap::{Args, Subcommand};
 use reqwest::{Method, Url};
 use serde_json::Value;
 
-use api::{Client, Request, Shape};
+pub(crate) use api::Client;
+use api::{Request, Shape};
 use limits::LimitsCmd;
 use partners::{CertificatesCmd, PartnersCmd};
 use registries::{RegistriesCmd, WatchesCmd};

@@ -53,6 +53,11 @@ fn invalid_registry(field: &str, detail: impl Into<String>) -> Failure {
     Failure::unprocessable(Kind::InvalidRegistry, detail).field(field)
 }
 
+/// What a tenant's registry secret is sealed with (bound to the tenant and the host).
+fn seal_context(tenant: &str, host: &str) -> String {
+    format!("tenant-registry/{tenant}/{host}")
+}
+
 /// The tenant's private namespace, or 404 for a name that is not a tenant's id.
 fn namespace(tenant: &str) -> Result<String> {
     let ns = private_namespace(tenant);
@@ -266,7 +271,7 @@ impl Kiosk {
     // --- the tenant's registries --------------------------------------------------------
 
     fn tenant_registry_view(&self, r: &TenantRegistryRow) -> TenantRegistryView {
-        let secret = r.secret.as_ref().and_then(|sealed| self.open_tenant_secret(&r.tenant, &r.host, sealed).ok());
+        let secret = self.open_registry_secret(r.secret.as_deref(), &seal_context(&r.tenant, &r.host)).ok();
         TenantRegistryView {
             host: r.host.clone(),
             insecure: r.insecure,
@@ -278,11 +283,6 @@ impl Kiosk {
             token_hosts: r.token_hosts.clone(),
             updated_ms: r.updated_ms,
         }
-    }
-
-    fn open_tenant_secret(&self, tenant: &str, host: &str, sealed: &[u8]) -> Result<RegistrySecret> {
-        let plain = self.sealer.open(sealed, &format!("tenant-registry/{tenant}/{host}")).map_err(Failure::internal)?;
-        serde_json::from_slice(&plain).map_err(Failure::internal)
     }
 
     /// A tenant's registries, by host (what the tenant connected; secrets only as set).
@@ -319,20 +319,18 @@ impl Kiosk {
             text_field(field, value, MAX_CREDENTIAL_BYTES)?;
         }
         // The operator's rules for a registry body, on the parts a tenant may set.
-        crate::registries::check_registry_body(
-            &host,
-            &RegistryBody {
-                ca_pem: body.ca_pem.clone(),
-                username: body.username.clone(),
-                password: body.password.clone(),
-                token: body.token.clone(),
-                client_certificate_pem: body.client_certificate_pem.clone(),
-                client_key_pem: body.client_key_pem.clone(),
-                blob_hosts: body.blob_hosts.clone(),
-                token_hosts: body.token_hosts.clone(),
-                ..RegistryBody::default()
-            },
-        )?;
+        let checked = RegistryBody {
+            ca_pem: body.ca_pem.clone(),
+            username: body.username.clone(),
+            password: body.password,
+            token: body.token,
+            client_certificate_pem: body.client_certificate_pem,
+            client_key_pem: body.client_key_pem,
+            blob_hosts: body.blob_hosts.clone(),
+            token_hosts: body.token_hosts.clone(),
+            ..RegistryBody::default()
+        };
+        crate::registries::check_registry_body(&host, &checked)?;
         for (field, authority) in std::iter::once(("host", &host))
             .chain(body.blob_hosts.iter().map(|h| ("blobHosts", h)))
             .chain(body.token_hosts.iter().map(|h| ("tokenHosts", h)))
@@ -347,16 +345,7 @@ impl Kiosk {
                 format!("tenant {tenant} has {MAX_TENANT_REGISTRIES} registries, the most it may connect"),
             ));
         }
-        let secret = RegistrySecret {
-            password: body.password,
-            token: body.token,
-            client_certificate_pem: body.client_certificate_pem,
-            client_key_pem: body.client_key_pem,
-        };
-        let sealed = (secret.credentials_set() || secret.client_certificate_set()).then(|| {
-            let plain = serde_json::to_vec(&secret).unwrap_or_default();
-            self.sealer.seal(&plain, &format!("tenant-registry/{tenant}/{host}"))
-        });
+        let sealed = self.registry_secret_from_body(&checked, &seal_context(tenant, &host));
         let row = TenantRegistryRow {
             tenant: tenant.to_string(),
             host,
@@ -473,24 +462,17 @@ impl Kiosk {
         if new_app && known.len() as i64 >= effective.row.max_apps {
             return Err(self.over_quota(tenant, &effective));
         }
-        let secret = match &row.secret {
-            Some(sealed) => self.open_tenant_secret(tenant, &row.host, sealed)?,
-            None => RegistrySecret::default(),
-        };
-        let settings = RegistrySettings {
+        let mut settings = RegistrySettings {
             host: row.host.clone(),
             insecure: row.insecure,
             ca_pem: row.ca_pem.clone(),
             username: row.username.clone(),
-            password: secret.password,
-            token: secret.token,
-            client_certificate_pem: secret.client_certificate_pem,
-            client_key_pem: secret.client_key_pem,
             blob_hosts: row.blob_hosts.clone(),
             token_hosts: row.token_hosts.clone(),
             open_ranges: Some(open),
             ..Default::default()
         };
+        self.open_registry_secret(row.secret.as_deref(), &seal_context(tenant, &row.host))?.apply_to(&mut settings);
         let registry = Registry::new(&settings, self.config.transfer)
             .map_err(|e| invalid_registry("reference", format!("registry {host}: {e}")))?;
         // The policy's limits are the new app's cap before its probe runs under them.
