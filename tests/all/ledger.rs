@@ -402,6 +402,7 @@ async fn effects_suite(database: Option<String>) {
     // Each call puts a 12-byte entry ("kNN" + 9 bytes) and meters one unit: 8 fit in 100.
     let calls = (10..40).map(|i| {
         let effects = CallEffects {
+            call_id: format!("call-{i}"),
             scope: scope.clone(),
             kv: Some(KvWrite { changes: [(format!("k{i}"), Some(vec![b'v'; 9]))].into(), quota: 100 }),
             usage: vec![event(&format!("call-{i}"), "s", 1)],
@@ -435,6 +436,7 @@ async fn effects_suite(database: Option<String>) {
     let first = format!("k{}", kept[0]);
     let second = format!("k{}", kept[1]);
     let change = CallEffects {
+        call_id: "change".into(),
         scope: scope.clone(),
         kv: Some(KvWrite { changes: [(first, Some(vec![b'w'; 19])), (second, None)].into(), quota: 100 }),
         usage: Vec::new(),
@@ -443,6 +445,7 @@ async fn effects_suite(database: Option<String>) {
     assert_eq!(ledger.commit_call(change, bounds).await.unwrap(), Ok(Vec::new()));
     assert_eq!(kv_bytes(&store, &scope).await, 94);
     let over = CallEffects {
+        call_id: "over".into(),
         scope: scope.clone(),
         kv: Some(KvWrite { changes: [("k99".to_string(), Some(vec![b'v'; 9]))].into(), quota: 100 }),
         usage: vec![event("over", "s", 1)],

@@ -3,6 +3,9 @@
 //! or 409 `installation-changed`; an upgrade that answered 200 is never undone (the
 //! installation does not end on the old version), and the config is the one of the
 //! configure that answered 200, if any. Over the HTTP API, on SQLite and PostgreSQL.
+//! The hooks' key-value changes go with the write that won: budget-pacing's `configure`
+//! and `upgrade` both store the threshold they were given, and after every round the
+//! stored one is the installation's (a request that answered 409 kept nothing).
 
 use kiosk::store::Principal;
 use reqwest::{Method, StatusCode};
@@ -43,7 +46,8 @@ async fn configure_races_upgrade(database: Option<String>) {
         assert_eq!(installed.row_version, 0, "{installed:?}");
         let path = format!("/v1/tenants/demo/installations/{}", installed.id);
 
-        let threshold = 0.2 + round as f64 / 100.0;
+        // Binary fractions: the app reads and writes them back digit for digit.
+        let threshold = 0.25 + round as f64 / 128.0;
         let config = json!({"config": {"apiKey": "k", "threshold": threshold}});
         let configure = server.call(Some(&token), Method::PATCH, &path, Some(config));
         let upgrade_path = format!("{path}/upgrade");
@@ -66,6 +70,14 @@ async fn configure_races_upgrade(database: Option<String>) {
         assert_eq!(now.secrets_set, ["/apiKey"], "round {round}: {now:?}");
         let writes = usize::from(configured) + usize::from(upgraded);
         assert_eq!(now.row_version, writes as i64, "round {round}: one bump per write: {now:?}");
+        let scope = kiosk::kv::KvScope { tenant: "demo".into(), installation: installed.id.clone() };
+        let stored = server.store().kv_load(&scope).await.unwrap();
+        let settings: Value = serde_json::from_slice(&stored["settings"]).unwrap();
+        assert_eq!(
+            settings["threshold"], now.config["threshold"],
+            "round {round} (configure {configured}, upgrade {upgraded}): the hooks' stored settings are those of the \
+             write that won, never of a request that answered 409"
+        );
     }
     eprintln!(
         "{ROUNDS} rounds: {configures} configures and {upgrades} upgrades answered 200, {conflicts} answered 409"

@@ -86,6 +86,30 @@ impl CallLogs {
     }
 }
 
+impl CallLogs {
+    /// `run` for a call whose effects the runtime holds (`Installation::holding_effects`):
+    /// they are added to `held`, for the core to commit with the installation's row.
+    pub(crate) async fn run_held<T>(
+        &mut self,
+        held: &mut Vec<kiosk_domain::effects::CallEffects>,
+        call: &Installation,
+        operation: &str,
+        step: &str,
+        future: impl std::future::Future<Output = std::result::Result<CallOutcome<T>, CallFailure>>,
+    ) -> Result<(String, T, Vec<UsageEvent>)> {
+        let future = async {
+            let mut outcome = future.await;
+            if let Ok(done) = &mut outcome
+                && let Some(effects) = done.held.take()
+            {
+                held.push(effects);
+            }
+            outcome
+        };
+        self.run(call, operation, step, future).await
+    }
+}
+
 impl Kiosk {
     /// How much of each installation's log is kept (operator settings).
     pub fn log_bounds(&self) -> LogBounds {

@@ -18,7 +18,8 @@ use kiosk_domain::metering::UsageEvent;
 use kiosk_domain::upgrade::UpgradePolicy;
 use kiosk_runtime::error::{CallErrorKind, CallFailure};
 use kiosk_runtime::runtime::{AppVersion, CallOutcome, Installation};
-use kiosk_store::{Changed, EntitlementRow, InstallationRow, NotInstallable, UpgradeRefused};
+use kiosk_store::ledger::HookEffects;
+use kiosk_store::{Changed, EntitlementRow, InstallationRow, LifecycleRefused};
 
 use crate::call_logs::{CallLog, CallLogs};
 use crate::error::{Failure, Kind};
@@ -133,15 +134,18 @@ impl Kiosk {
         let config_text = crate::egress::hook_config(&app, &config, &secret_pointers);
         let operator = self.operator_egress(&app).await?;
         let egress = crate::egress::installation_egress(&app, &config, &secret_pointers, None, &operator);
+        // The hooks' key-value changes and usage are held and kept with the row, or not at all.
         let attach = |call: Installation| match &egress {
-            Some(layer) => call.with_egress(layer.clone()),
-            None => call,
+            Some(layer) => call.with_egress(layer.clone()).holding_effects(),
+            None => call.holding_effects(),
         };
         let mut logs = CallLogs::default();
+        let mut held = Vec::new();
         let outcome: Result<()> = async {
             let (call, _) = CallLogs::call(tenant, &inst_id);
             let call = attach(call);
-            logs.run(
+            logs.run_held(
+                &mut held,
                 &call,
                 "validate-config",
                 "validate-config",
@@ -150,7 +154,8 @@ impl Kiosk {
             .await?;
             let (call, _) = CallLogs::call(tenant, &inst_id);
             let call = attach(call);
-            logs.run(&call, "install", "install", self.runtime.install(&app, &call, &config_text)).await?;
+            logs.run_held(&mut held, &call, "install", "install", self.runtime.install(&app, &call, &config_text))
+                .await?;
             Ok(())
         }
         .await;
@@ -171,11 +176,15 @@ impl Kiosk {
         // The version is checked again as the row is written: a yank or a quarantine
         // committed while the hooks ran wins.
         let recorded = match outcome {
-            Ok(()) => match self.store.install_if_installable(&record, actor).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(NotInstallable(now))) => installable(&record.app, &now),
-                Err(e) => Err(Failure::from(e)),
-            },
+            Ok(()) => {
+                let effects = HookEffects { calls: &held, logs: self.log_bounds() };
+                match self.store.record_install(&record, actor, effects).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(LifecycleRefused::NotInstallable(now))) => installable(&record.app, &now.0),
+                    Ok(Err(refused)) => Err(self.lost(&record, "install", refused).await),
+                    Err(e) => Err(Failure::from(e)),
+                }
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = recorded {
@@ -213,28 +222,31 @@ impl Kiosk {
         let switch = self.egress_switch(&app, tenant, id).await?;
         let operator = self.operator_egress(&app).await?;
         let egress = crate::egress::installation_egress(&app, &config, &secret_pointers, switch.as_ref(), &operator);
+        // The hooks' key-value changes and usage are held and kept with the row, or not at all.
         let attach = |call: Installation| match &egress {
-            Some(layer) => call.with_egress(layer.clone()),
-            None => call,
+            Some(layer) => call.with_egress(layer.clone()).holding_effects(),
+            None => call.holding_effects(),
         };
         let mut logs = CallLogs::default();
+        let mut held = Vec::new();
         let hooks: Result<()> = async {
             let (call, _) = CallLogs::call(tenant, id);
             let call = attach(call);
-            logs.run(&call, "validate-config", "validate-config", self.runtime.validate_config(&app, &call, &new_text))
-                .await?;
+            let validate = self.runtime.validate_config(&app, &call, &new_text);
+            logs.run_held(&mut held, &call, "validate-config", "validate-config", validate).await?;
             let (call, _) = CallLogs::call(tenant, id);
             let call = attach(call);
-            logs.run(&call, "configure", "configure", self.runtime.configure(&app, &call, &old_text, &new_text))
-                .await?;
+            let configure = self.runtime.configure(&app, &call, &old_text, &new_text);
+            logs.run_held(&mut held, &call, "configure", "configure", configure).await?;
             Ok(())
         }
         .await;
         self.keep_logs(tenant, id, logs).await;
         hooks?;
         self.set_config(&mut row, &config, &secret_pointers);
-        if let Err(Changed) = self.store.update_installation(&row, "installation.configure", actor).await? {
-            return Err(self.changed(&row, "configure").await);
+        let effects = HookEffects { calls: &held, logs: self.log_bounds() };
+        if let Err(refused) = self.store.record_configure(&row, "installation.configure", actor, effects).await? {
+            return Err(self.lost(&row, "configure", refused).await);
         }
         self.installation(tenant, id).await
     }
@@ -279,10 +291,13 @@ impl Kiosk {
             Some(layer) => call.with_egress(layer),
             None => call,
         };
+        // The hook's key-value changes and usage are held and kept with the row, or not at all.
+        let call = call.holding_effects();
         let mut logs = CallLogs::default();
+        let mut held = Vec::new();
         let (from_text, config_text) = (from.to_string(), crate::egress::hook_config(&app, &config, &secret_pointers));
-        let hook =
-            logs.run(&call, "upgrade", "upgrade", self.runtime.upgrade(&app, &call, &from_text, &config_text)).await;
+        let upgrade = self.runtime.upgrade(&app, &call, &from_text, &config_text);
+        let hook = logs.run_held(&mut held, &call, "upgrade", "upgrade", upgrade).await;
         self.keep_logs(tenant, id, logs).await;
         hook?;
         row.version = target.version.clone();
@@ -290,10 +305,11 @@ impl Kiosk {
         // Checked again as the row is written (a yank or quarantine during the hook wins,
         // and so does a configure, upgrade or uninstall that wrote first); the old version
         // keeps running.
-        match self.store.upgrade_installation(&row, actor).await? {
+        let effects = HookEffects { calls: &held, logs: self.log_bounds() };
+        match self.store.record_upgrade(&row, actor, effects).await? {
             Ok(()) => {}
-            Err(UpgradeRefused::NotInstallable(blocked)) => installable(&row.app, &blocked.0)?,
-            Err(UpgradeRefused::Changed(Changed)) => return Err(self.changed(&row, "upgrade").await),
+            Err(LifecycleRefused::NotInstallable(blocked)) => installable(&row.app, &blocked.0)?,
+            Err(refused) => return Err(self.lost(&row, "upgrade", refused).await),
         }
         self.installation(tenant, id).await
     }
@@ -301,10 +317,22 @@ impl Kiosk {
     /// Removes an installation. The app's hook is asked, but never keeps the tenant in: a
     /// refusal, a trap or a limit is recorded (audit) and returned as `Some(detail)`, and
     /// the installation goes anyway. Only what a retry can fix (admission, shutdown, the
-    /// host's storage) stops the uninstall, and so does a configure or upgrade that wrote
-    /// the installation while the hook ran (`installation-changed`).
+    /// host's storage) stops the uninstall. The installation is claimed before the hook
+    /// runs (`Store::claim_uninstall`): a configure, upgrade or uninstall that wrote it
+    /// since it was read makes this one `installation-changed` without asking the app, and
+    /// none writes it while the hook runs.
     pub async fn uninstall(&self, tenant: &str, id: &str, actor: &str) -> Result<Option<String>> {
         let row = self.installation(tenant, id).await?;
+        // Claimed before the hook runs: an uninstall that would lose its race is refused
+        // here, without asking the app; after the claim no configure, upgrade or other
+        // uninstall writes the row, so this one cannot lose.
+        // The claim lapses after twice the longest call the operator allows, and a minute:
+        // only an uninstall whose process died holds it that long.
+        let hold_ms = self.config.sandbox.timeout_ms.saturating_mul(2).saturating_add(60_000);
+        let until = (kiosk_domain::metering::now_ms().saturating_add(hold_ms)).min(i64::MAX as u64) as i64;
+        if let Err(Changed) = self.store.claim_uninstall(tenant, id, row.row_version, until).await? {
+            return Err(self.changed(&row, "uninstall").await);
+        }
         let (inst, call_id) = CallLogs::call(tenant, id);
         let loaded = match self.installed_app(&row).await {
             Ok(app) => Ok(self.admit_call(tenant, &app, Purpose::Leave).await?),
@@ -338,6 +366,8 @@ impl Kiosk {
                     Ok(done) => done.result.err().map(|r| format!("the app refused: {} ({})", r.message, r.code)),
                     Err(e) => match e.kind {
                         CallErrorKind::Busy(_) | CallErrorKind::ShuttingDown | CallErrorKind::Storage(_) => {
+                            // Stopped: the claim is given back, the installation stays as it was.
+                            self.store.release_uninstall(tenant, id).await?;
                             return Err(call_failure(e).with_call_id(call_id));
                         }
                         kind => Some(format!("the hook failed: {kind}")),
@@ -345,12 +375,43 @@ impl Kiosk {
                 }
             }
         };
-        if let Err(Changed) =
-            self.store.delete_installation_noting(tenant, id, row.row_version, actor, hook_failure.as_deref()).await?
-        {
-            return Err(self.changed(&row, "uninstall").await);
+        let removed =
+            self.store.delete_installation_noting(tenant, id, row.row_version, actor, hook_failure.as_deref());
+        match removed.await {
+            Ok(Ok(())) => Ok(hook_failure),
+            // Held by the claim, the row cannot have changed; if it did, or the removal
+            // failed, the claim is given back and the installation stays as it was.
+            Ok(Err(Changed)) => {
+                self.store.release_uninstall(tenant, id).await?;
+                Err(self.changed(&row, "uninstall").await)
+            }
+            Err(e) => {
+                if let Err(release) = self.store.release_uninstall(tenant, id).await {
+                    tracing::error!(error = %release, tenant, installation = id, "an uninstall's claim could not be given back: it lapses");
+                }
+                Err(e.into())
+            }
         }
-        Ok(hook_failure)
+    }
+
+    /// The failure of a lifecycle write that wrote nothing: it lost a race, or its hooks'
+    /// key-value changes no longer fit the installation's quota (another call wrote).
+    async fn lost(&self, read: &InstallationRow, step: &str, refused: LifecycleRefused) -> Failure {
+        match refused {
+            LifecycleRefused::OverQuota(quota) => Failure::conflict(
+                Kind::InstallationChanged,
+                format!(
+                    "the {step} hooks' key-value changes would take installation {} over its quota of {quota} bytes \
+                     (another call of it wrote meanwhile); nothing was written: retry",
+                    read.id
+                ),
+            ),
+            LifecycleRefused::NotInstallable(now) => match installable(&read.app, &now.0) {
+                Err(failure) => failure,
+                Ok(()) => self.changed(read, step).await,
+            },
+            LifecycleRefused::Changed => self.changed(read, step).await,
+        }
     }
 
     /// The failure of a lifecycle write that lost a race: the installation was written

@@ -24,6 +24,11 @@ pub async fn sweep(state: &Kiosk, replica: &str) -> Result<Option<Trimmed>, Stor
         return Ok(None);
     }
     let trimmed = state.store.trim_logs_total(state.config.logs.max_bytes_total).await;
+    // The ledger's record of applied calls is kept for its retention, not for ever.
+    let horizon = now.saturating_sub(kiosk_store::ledger::APPLIED_CALLS_RETENTION_MS);
+    if let Err(e) = state.store.forget_applied_calls(horizon).await {
+        tracing::warn!(error = %e, "the ledger's applied call ids could not be trimmed: the next sweep tries again");
+    }
     if let Err(e) = state.store.release_pass("log-trim", replica).await {
         tracing::warn!(error = %e, "the log-trim lease could not be released: it expires");
     }

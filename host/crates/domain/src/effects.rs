@@ -42,6 +42,9 @@ pub struct KvWrite {
 /// kept together or not at all; the lines go with them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallEffects {
+    /// The call's id: the ledger applies one call's effects at most once (a retry after a
+    /// lost `COMMIT` reply finds them applied).
+    pub call_id: String,
     pub scope: KvScope,
     pub kv: Option<KvWrite>,
     pub usage: Vec<UsageEvent>,

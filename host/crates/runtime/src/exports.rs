@@ -241,6 +241,7 @@ impl CallOutcome<Answer> {
             usage: self.usage,
             logs: self.logs,
             logs_kept: self.logs_kept,
+            held: self.held,
         }
     }
 }

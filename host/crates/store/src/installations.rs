@@ -10,6 +10,7 @@ use kiosk_domain::upgrade::UpgradePolicy;
 
 use crate::audit::audit;
 use crate::kv::purge_kv;
+use crate::ledger::{HookEffects, write_held};
 use crate::sqlite_reads::Columns;
 use crate::versions::{VERSION_SELECT, VersionRow, version_row};
 use crate::{Store, StoreError, ctx};
@@ -50,6 +51,18 @@ pub enum UpgradeRefused {
     NotInstallable(Box<NotInstallable>),
     /// The installation changed (or went) since it was read.
     Changed(Changed),
+}
+
+/// Why a lifecycle write (with its hooks' effects) wrote nothing.
+#[derive(Debug, Clone)]
+pub enum LifecycleRefused {
+    /// The installation changed (or went) since it was read.
+    Changed,
+    /// The version became unavailable (yanked or quarantined) while the hooks ran.
+    NotInstallable(Box<NotInstallable>),
+    /// The hooks' key-value changes would take the installation over this quota (bytes):
+    /// another call wrote meanwhile.
+    OverQuota(u64),
 }
 
 /// The columns an insert of an installation writes (`row_version` starts at its default, 0).
@@ -153,10 +166,22 @@ impl Store {
         action: &str,
         actor: &str,
     ) -> Result<Result<(), Changed>, StoreError> {
+        Ok(self.record_configure(i, action, actor, HookEffects::none()).await?.map_err(|_| Changed))
+    }
+
+    /// `update_installation` with the hooks' effects (`held`) in the same transaction:
+    /// the row, the audit and the effects are kept together, or none of them.
+    pub async fn record_configure(
+        &self,
+        i: &InstallationRow,
+        action: &str,
+        actor: &str,
+        held: HookEffects<'_>,
+    ) -> Result<Result<(), LifecycleRefused>, StoreError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4,
-             row_version = row_version + 1 WHERE tenant = $5 AND id = $6 AND row_version = $7",
+             row_version = row_version + 1 WHERE tenant = $5 AND id = $6 AND row_version = $7 AND uninstalling < $4",
         )
         .bind(&i.version)
         .bind(&i.config)
@@ -170,7 +195,11 @@ impl Store {
         .map_err(ctx("update installation"))?;
         if done.rows_affected() != 1 {
             tx.rollback().await.map_err(ctx("rollback"))?;
-            return Ok(Err(Changed));
+            return Ok(Err(LifecycleRefused::Changed));
+        }
+        if let Err(quota) = write_held(&mut tx, held).await? {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(Err(LifecycleRefused::OverQuota(quota)));
         }
         audit(&mut tx, actor, action, &format!("{}/{}", i.tenant, i.id), &format!("{}@{}", i.app, i.version)).await?;
         tx.commit().await.map_err(ctx("commit"))?;
@@ -255,6 +284,49 @@ impl Store {
         Ok(Ok(()))
     }
 
+    /// Claims an installation for its uninstall before the app's hook runs, until
+    /// `until_ms`, if the row is still at `row_version` and no other uninstall holds it:
+    /// until then (or `release_uninstall`) no configure or upgrade writes it and another
+    /// uninstall is refused, so the holder's delete cannot lose. A claim whose process
+    /// died lapses at `until_ms`. `Err(Changed)`: nothing written, the hook must not run.
+    /// The row itself (and its row version) is left as it was.
+    pub async fn claim_uninstall(
+        &self,
+        tenant: &str,
+        id: &str,
+        row_version: i64,
+        until_ms: i64,
+    ) -> Result<Result<(), Changed>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE installations SET uninstalling = $4
+             WHERE tenant = $1 AND id = $2 AND row_version = $3 AND uninstalling < $5",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(row_version)
+        .bind(until_ms)
+        .bind(now_ms() as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx("claim the installation for its uninstall"))?;
+        tx.commit().await.map_err(ctx("commit"))?;
+        Ok(if done.rows_affected() == 1 { Ok(()) } else { Err(Changed) })
+    }
+
+    /// Gives back an uninstall's claim (an uninstall stopped by what a retry can fix, or
+    /// whose removal failed): the installation is as it was before the claim.
+    pub async fn release_uninstall(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE installations SET uninstalling = 0 WHERE tenant = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("release the uninstall's claim"))?;
+        tx.commit().await.map_err(ctx("commit"))
+    }
+
     /// Removes key-value data written for an installation that was never recorded
     /// (an install whose hooks or record failed).
     pub async fn delete_installation_data(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
@@ -296,6 +368,23 @@ impl Store {
         i: &InstallationRow,
         actor: &str,
     ) -> Result<Result<(), NotInstallable>, StoreError> {
+        match self.record_install(i, actor, HookEffects::none()).await? {
+            Ok(()) => Ok(Ok(())),
+            Err(LifecycleRefused::NotInstallable(blocked)) => Ok(Err(*blocked)),
+            Err(refused) => Err(StoreError {
+                action: format!("record installation: {refused:?} without hook effects"),
+                source: sqlx::Error::RowNotFound,
+            }),
+        }
+    }
+
+    /// `install_if_installable` with the hooks' effects (`held`) in the same transaction.
+    pub async fn record_install(
+        &self,
+        i: &InstallationRow,
+        actor: &str,
+        held: HookEffects<'_>,
+    ) -> Result<Result<(), LifecycleRefused>, StoreError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO installations (id, tenant, app, version, config, secrets, created_ms, updated_ms,
@@ -317,12 +406,16 @@ impl Store {
         if done.rows_affected() != 1 {
             tx.rollback().await.map_err(ctx("rollback"))?;
             return match self.not_installable(&i.app, &i.version).await? {
-                Err(blocked) => Ok(Err(blocked)),
+                Err(blocked) => Ok(Err(LifecycleRefused::NotInstallable(Box::new(blocked)))),
                 Ok(()) => Err(StoreError {
                     action: format!("record installation: no version {}@{}", i.app, i.version),
                     source: sqlx::Error::RowNotFound,
                 }),
             };
+        }
+        if let Err(quota) = write_held(&mut tx, held).await? {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(Err(LifecycleRefused::OverQuota(quota)));
         }
         let (target, detail) = (format!("{}/{}", i.tenant, i.id), format!("{}@{}", i.app, i.version));
         audit(&mut tx, actor, "installation.install", &target, &detail).await?;
@@ -338,11 +431,24 @@ impl Store {
         i: &InstallationRow,
         actor: &str,
     ) -> Result<Result<(), UpgradeRefused>, StoreError> {
+        Ok(self.record_upgrade(i, actor, HookEffects::none()).await?.map_err(|refused| match refused {
+            LifecycleRefused::NotInstallable(blocked) => UpgradeRefused::NotInstallable(blocked),
+            LifecycleRefused::Changed | LifecycleRefused::OverQuota(_) => UpgradeRefused::Changed(Changed),
+        }))
+    }
+
+    /// `upgrade_installation` with the hook's effects (`held`) in the same transaction.
+    pub async fn record_upgrade(
+        &self,
+        i: &InstallationRow,
+        actor: &str,
+        held: HookEffects<'_>,
+    ) -> Result<Result<(), LifecycleRefused>, StoreError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4,
              row_version = row_version + 1
-             WHERE tenant = $5 AND id = $6 AND row_version = $8 AND EXISTS
+             WHERE tenant = $5 AND id = $6 AND row_version = $8 AND uninstalling < $4 AND EXISTS
              (SELECT 1 FROM versions WHERE app = $7 AND version = $1 AND yanked = 0 AND quarantined = 0)",
         )
         .bind(&i.version)
@@ -360,9 +466,13 @@ impl Store {
             // The version became unavailable, or the installation changed or went.
             tx.rollback().await.map_err(ctx("rollback"))?;
             return Ok(Err(match self.not_installable(&i.app, &i.version).await? {
-                Err(blocked) => UpgradeRefused::NotInstallable(Box::new(blocked)),
-                Ok(()) => UpgradeRefused::Changed(Changed),
+                Err(blocked) => LifecycleRefused::NotInstallable(Box::new(blocked)),
+                Ok(()) => LifecycleRefused::Changed,
             }));
+        }
+        if let Err(quota) = write_held(&mut tx, held).await? {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(Err(LifecycleRefused::OverQuota(quota)));
         }
         let (target, detail) = (format!("{}/{}", i.tenant, i.id), format!("{}@{}", i.app, i.version));
         audit(&mut tx, actor, "installation.upgrade", &target, &detail).await?;

@@ -45,7 +45,7 @@ pub use catalog_meta::{NewIcon, VersionHead};
 pub use certificates::{CertUpdate, CertificateRow, DistrustedCert};
 pub use egress::{EgressPolicyRow, EgressSwitchRow, OperatorEgress};
 pub use entitlements::EntitlementRow;
-pub use installations::{Changed, InstallationRow, NotInstallable, RemovedInstallation, UpgradeRefused};
+pub use installations::{Changed, InstallationRow, LifecycleRefused, NotInstallable, RemovedInstallation, UpgradeRefused};
 pub use kv::DbKv;
 pub use limits::{CallPolicy, LimitLayerRow};
 pub use partners::PartnerSummary;

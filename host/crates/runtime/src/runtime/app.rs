@@ -90,11 +90,15 @@ pub struct Installation {
     /// switch, its configured URLs and the secrets bound requests may carry. `None`:
     /// no outbound request is let through.
     pub egress: Option<Arc<InstallationEgress>>,
+    /// `true` (`holding_effects`): a completed call's effects are handed back in
+    /// `CallOutcome::held` instead of being committed — a lifecycle hook's, which the core
+    /// commits in the transaction that writes the installation, or not at all.
+    pub hold_effects: bool,
 }
 
 impl Installation {
     pub fn new(tenant: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { tenant: tenant.into(), id: id.into(), call_id: None, log_as: None, egress: None }
+        Self { tenant: tenant.into(), id: id.into(), call_id: None, log_as: None, egress: None, hold_effects: false }
     }
 
     /// The same installation, its outbound requests under `egress`.
@@ -114,6 +118,13 @@ impl Installation {
     /// call's metered usage, so one id must name one call).
     pub fn with_call_id(mut self, call_id: impl Into<String>) -> Self {
         self.call_id = Some(call_id.into());
+        self
+    }
+
+    /// The same installation, its calls' effects held for the caller to commit
+    /// (`CallOutcome::held`) instead of committed when the call ends.
+    pub fn holding_effects(mut self) -> Self {
+        self.hold_effects = true;
         self
     }
 

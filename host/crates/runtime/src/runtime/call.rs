@@ -234,9 +234,11 @@ impl Runtime {
                         usage: Vec::new(),
                         logs: state.logs,
                         logs_kept: false,
+                        held: None,
                     });
                 }
                 let effects = CallEffects {
+                    call_id: call_id.clone(),
                     scope,
                     kv: state
                         .kv
@@ -246,6 +248,20 @@ impl Runtime {
                     lines,
                 };
                 let mut answer = answer;
+                if inst.hold_effects {
+                    // A lifecycle hook's: the core commits them with the installation's
+                    // row, or not at all (a write that lost its race keeps nothing).
+                    let usage = effects.usage.clone();
+                    let held = (!effects.is_empty()).then_some(effects);
+                    return Ok(CallOutcome {
+                        call_id,
+                        result: answer.map_err(AppRefusal::from),
+                        usage,
+                        logs: state.logs,
+                        logs_kept,
+                        held,
+                    });
+                }
                 if !effects.is_empty() {
                     let usage = effects.usage.clone();
                     let verdicts = self.services.commit.commit(effects).await.map_err(|e| {
@@ -280,6 +296,7 @@ impl Runtime {
                     usage: state.usage,
                     logs: state.logs,
                     logs_kept,
+                    held: None,
                 })
             }
             Err(kind) => {

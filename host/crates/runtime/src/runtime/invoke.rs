@@ -91,6 +91,7 @@ impl Runtime {
             usage: outcome.usage,
             logs: outcome.logs,
             logs_kept: outcome.logs_kept,
+            held: outcome.held,
         })
     }
 }

@@ -40,4 +40,7 @@ pub struct CallOutcome<T> {
     pub logs: Vec<LogLine>,
     /// The lines were committed with the call's effects (`Installation::with_log`).
     pub logs_kept: bool,
+    /// The call's effects, not committed (`Installation::holding_effects`; `None` when
+    /// it changed nothing, metered nothing and logged nothing, or when they were committed).
+    pub held: Option<kiosk_domain::effects::CallEffects>,
 }

@@ -77,7 +77,14 @@ impl Runtime {
             Ok(_) => Ok(ReportedUsage::default()),
             Err(refusal) => Err(refusal),
         };
-        Ok(CallOutcome { call_id: outcome.call_id, result, usage, logs: outcome.logs, logs_kept: outcome.logs_kept })
+        Ok(CallOutcome {
+            call_id: outcome.call_id,
+            result,
+            usage,
+            logs: outcome.logs,
+            logs_kept: outcome.logs_kept,
+            held: outcome.held,
+        })
     }
 }
 

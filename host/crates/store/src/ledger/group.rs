@@ -26,9 +26,16 @@ const USAGE_CHUNK: usize = 100;
 /// commits the transaction.
 pub(super) async fn write_group(tx: &mut impl WriteTx, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
     let mut refused: Vec<Option<u64>> = vec![None; group.len()];
+    // Calls whose effects a transaction that committed already applied (only its reply
+    // was lost): their key-value changes and lines are skipped, their usage comes out
+    // as duplicates.
+    let done = mark_applied(tx, group).await?;
     // The group is in scope order, so these maps visit scopes in lock order too.
     let mut by_scope: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     for (i, submission) in group.iter().enumerate() {
+        if done[i] {
+            continue;
+        }
         if let Some(CallWork { scope, kv: Some(_), .. }) = &submission.work {
             by_scope.entry((scope.tenant.as_str(), scope.installation.as_str())).or_default().push(i);
         }
@@ -43,10 +50,24 @@ pub(super) async fn write_group(tx: &mut impl WriteTx, group: &[Submission]) -> 
             refused[i] = verdict.err();
         }
     }
+    // A call refused over its quota applied nothing: it is not marked.
+    let unmark: Vec<&str> = group
+        .iter()
+        .zip(&refused)
+        .filter(|(_, r)| r.is_some())
+        .filter_map(|(s, _)| s.work.as_ref().map(|w| w.call_id.as_str()))
+        .collect();
+    for chunk in unmark.chunks(MARK_CHUNK) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|k| format!("${k}")).collect();
+        let sql = format!("DELETE FROM applied_calls WHERE call_id IN ({})", marks.join(", "));
+        let args: Vec<Arg<'_>> = chunk.iter().map(|id| Arg::Text(id)).collect();
+        tx.execute("unmark refused calls", &sql, &args).await?;
+    }
     let mut by_log: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     for (i, submission) in group.iter().enumerate() {
         if let Some(CallWork { scope, lines: Some(_), .. }) = &submission.work
             && refused[i].is_none()
+            && !done[i]
         {
             by_log.entry((scope.tenant.as_str(), scope.installation.as_str())).or_default().push(i);
         }
@@ -95,6 +116,39 @@ pub(super) async fn write_group(tx: &mut impl WriteTx, group: &[Submission]) -> 
         .map(|(submission, refused)| match refused {
             Some(quota) => Err(quota),
             None => Ok(outcomes.by_ref().take(submission.writable().count()).collect()),
+        })
+        .collect())
+}
+
+/// Rows per multi-row insert of applied call ids (2 parameters each).
+const MARK_CHUNK: usize = 200;
+
+/// Records the id of every call in `group` as applied (`applied_calls`, multi-row,
+/// `ON CONFLICT DO NOTHING … RETURNING` the ids that were new); per submission, `true`
+/// if its call was applied before — by a transaction that committed though its writer
+/// saw an error — or earlier in this group. On PostgreSQL an id inserted by a
+/// transaction still in flight waits for it, so the answer is never a guess.
+async fn mark_applied(tx: &mut impl WriteTx, group: &[Submission]) -> Result<Vec<bool>, StoreError> {
+    let ids: Vec<&str> = group.iter().filter_map(|s| s.work.as_ref().map(|w| w.call_id.as_str())).collect();
+    let mut new: HashSet<String> = HashSet::with_capacity(ids.len());
+    let now = now_ms() as i64;
+    for chunk in ids.chunks(MARK_CHUNK) {
+        let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${})", i * 2 + 1, i * 2 + 2)).collect();
+        let sql = format!(
+            "INSERT INTO applied_calls (call_id, at_ms) VALUES {} ON CONFLICT (call_id) DO NOTHING RETURNING call_id",
+            rows.join(", ")
+        );
+        let args: Vec<Arg<'_>> = chunk.iter().flat_map(|id| [Arg::Text(id), Arg::Int(now)]).collect();
+        for row in tx.fetch_all("mark applied calls", &sql, &args).await? {
+            new.insert(row.text("call_id").map_err(ctx("read applied calls"))?);
+        }
+    }
+    Ok(group
+        .iter()
+        .map(|s| match &s.work {
+            // `remove`: a second call of the same id in one group is a repeat of the first.
+            Some(work) => !new.remove(&work.call_id),
+            None => false,
         })
         .collect())
 }

@@ -16,7 +16,9 @@ use crate::logs::LogBounds;
 use crate::usage::WindowClose;
 use crate::write;
 use crate::{Store, StoreError};
-use writer::{PoolWriter, SqliteWriter, commit_group, gather};
+use writer::{Faulty, PoolWriter, SqliteWriter, commit_group, gather};
+
+pub use writer::LedgerFaults;
 
 mod group;
 mod reads;
@@ -142,6 +144,8 @@ type Reply = oneshot::Sender<Result<Written, String>>;
 /// A call's key-value changes and lines, written with its usage.
 #[derive(Debug)]
 struct CallWork {
+    /// Applied at most once (`applied_calls`).
+    call_id: String,
     scope: KvScope,
     kv: Option<KvWrite>,
     lines: Option<(CallLines, LogBounds)>,
@@ -176,9 +180,20 @@ impl Ledger {
     /// connection cannot be opened) a task on the current tokio runtime writing through
     /// the pool.
     pub fn start(store: Store) -> Self {
+        Self::start_faulty(store, None)
+    }
+
+    /// `start`, its writer failing as `faults` says (tests of the retry paths).
+    #[cfg(feature = "testing")]
+    pub fn start_with_faults(store: Store, faults: std::sync::Arc<LedgerFaults>) -> Self {
+        Self::start_faulty(store, Some(faults))
+    }
+
+    fn start_faulty(store: Store, faults: Option<std::sync::Arc<LedgerFaults>>) -> Self {
         if let Some(file) = store.sqlite_file() {
             match SqliteWriter::open(file, store.write_turns()) {
-                Ok(mut writer) => {
+                Ok(writer) => {
+                    let mut writer = Faulty { inner: writer, faults: faults.clone() };
                     let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
                     let spawned = std::thread::Builder::new().name("kiosk-ledger".into()).spawn(move || {
                         while let Some(first) = rx.blocking_recv() {
@@ -186,7 +201,7 @@ impl Ledger {
                             // `SqliteWriter` never suspends, so one poll writes the group.
                             if write::poll_once(commit_group(&mut writer, group)).is_none() {
                                 tracing::error!("the ledger's SQLite writer suspended; its group was dropped");
-                                writer.end_open_transaction();
+                                writer.inner.end_open_transaction();
                             }
                         }
                     });
@@ -203,7 +218,7 @@ impl Ledger {
             }
         }
         let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
-        let mut writer = PoolWriter(store);
+        let mut writer = Faulty { inner: PoolWriter(store), faults };
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let group = gather(first, &mut rx);
@@ -231,7 +246,12 @@ impl Ledger {
     /// meanwhile; returns once it committed. `Ok(Err(quota))`: the changes would exceed
     /// the quota, and nothing of the call was written.
     pub async fn commit_call(&self, effects: CallEffects, logs: LogBounds) -> Result<Written, LedgerError> {
-        let work = CallWork { scope: effects.scope, kv: effects.kv, lines: effects.lines.map(|l| (l, logs)) };
+        let work = CallWork {
+            call_id: effects.call_id,
+            scope: effects.scope,
+            kv: effects.kv,
+            lines: effects.lines.map(|l| (l, logs)),
+        };
         self.submit(effects.usage, Some(work)).await
     }
 
@@ -316,3 +336,67 @@ impl Submission {
 
 /// Submissions queued for the writer before senders wait.
 const QUEUE: usize = 4_096;
+
+/// How long a call's id stays in `applied_calls`: a submitter is written again within
+/// seconds of its failed group, so an hour is ample.
+pub const APPLIED_CALLS_RETENTION_MS: i64 = 60 * 60 * 1000;
+
+impl Store {
+    /// Forgets the ids of calls applied before `before_ms` (`applied_calls`); how many.
+    pub async fn forget_applied_calls(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM applied_calls WHERE at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(crate::ctx("forget applied calls"))?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Lifecycle hooks' effects (held by the runtime: `Installation::holding_effects`),
+/// written in the transaction that writes the installation's row.
+#[derive(Debug, Clone, Copy)]
+pub struct HookEffects<'a> {
+    pub calls: &'a [CallEffects],
+    pub logs: LogBounds,
+}
+
+impl HookEffects<'_> {
+    /// No hook effects.
+    pub fn none() -> Self {
+        HookEffects { calls: &[], logs: LogBounds { max_lines: 0, max_bytes: 0 } }
+    }
+}
+
+/// Writes `held` inside `tx` as the ledger writes a group (each call at most once, its
+/// key-value changes within its quota, its usage and lines); `Err(quota)` if a call's
+/// changes would pass its quota — the caller rolls back, so nothing of any is kept.
+pub(crate) async fn write_held(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    held: HookEffects<'_>,
+) -> Result<Result<(), u64>, StoreError> {
+    if held.calls.is_empty() {
+        return Ok(Ok(()));
+    }
+    let group: Vec<Submission> = held
+        .calls
+        .iter()
+        .cloned()
+        .map(|effects| {
+            let work = CallWork {
+                call_id: effects.call_id,
+                scope: effects.scope,
+                kv: effects.kv,
+                lines: effects.lines.map(|l| (l, held.logs)),
+            };
+            // Nobody waits on this answer: the writes' verdicts come back here.
+            Submission::new(effects.usage, Some(work), None, oneshot::channel().0)
+        })
+        .collect();
+    for written in group::write_group(tx, &group).await? {
+        if let Err(quota) = written {
+            return Ok(Err(quota));
+        }
+    }
+    Ok(Ok(()))
+}

@@ -4,6 +4,8 @@
 //! and the metrics of every committed group.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -117,10 +119,47 @@ impl GroupWriter for SqliteWriter {
     }
 }
 
-/// Writes a group in one transaction. If it fails, each submitter is written again in a
-/// transaction of its own, so only the one whose work the database refuses gets the
-/// error (re-writing is safe: the failed transaction wrote nothing, and the key makes an
-/// event that did land a duplicate).
+/// Failures a test asks the ledger's writer to have (`Ledger::start_with_faults`): the
+/// next `fail_groups` writes fail before their `COMMIT` (nothing written), the next
+/// `lose_replies` writes commit and then fail as if the reply to `COMMIT` was lost.
+#[derive(Debug, Default)]
+pub struct LedgerFaults {
+    pub fail_groups: AtomicUsize,
+    pub lose_replies: AtomicUsize,
+}
+
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+/// A writer with the faults a test injects (none in production: `faults` is `None`).
+pub(super) struct Faulty<W> {
+    pub(super) inner: W,
+    pub(super) faults: Option<Arc<LedgerFaults>>,
+}
+
+impl<W: GroupWriter> GroupWriter for Faulty<W> {
+    async fn write(&mut self, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
+        let Some(faults) = self.faults.clone() else { return self.inner.write(group).await };
+        let injected =
+            |what: &str| StoreError { action: what.into(), source: sqlx::Error::Protocol("injected".into()) };
+        if take_one(&faults.fail_groups) {
+            return Err(injected("the group failed before its COMMIT (injected)"));
+        }
+        let written = self.inner.write(group).await?;
+        if take_one(&faults.lose_replies) {
+            drop(written);
+            return Err(injected("the reply to COMMIT was lost (injected)"));
+        }
+        Ok(written)
+    }
+}
+
+/// Writes a group in one transaction. If it fails, each submitter (a lone one too) is
+/// written again in a transaction of its own, so only the one whose work the database
+/// refuses gets the error. Re-writing is safe even when the failed transaction did commit and only its
+/// reply was lost: the key makes an event that landed a duplicate, and a call whose id
+/// is in `applied_calls` has its key-value changes and lines skipped.
 pub(super) async fn commit_group(writer: &mut impl GroupWriter, mut group: Vec<Submission>) {
     // Calls in scope order: every group takes its row locks in the same order, so two
     // replicas' groups never wait on each other in a cycle.
@@ -137,13 +176,9 @@ pub(super) async fn commit_group(writer: &mut impl GroupWriter, mut group: Vec<S
                 submission.answer(written);
             }
         }
-        Err(e) if group.len() == 1 => {
-            tracing::error!(error = %e, "ledger commit failed; nothing in it was recorded");
-            for submission in group {
-                let _ = submission.reply.send(Err(e.to_string()));
-            }
-        }
         Err(e) => {
+            // A lone submitter is written again too: if only the reply to COMMIT was lost,
+            // the retry finds its effects applied and answers it as it should have been.
             tracing::warn!(error = %e, submitters = group.len(), "ledger group commit failed; writing each submitter alone");
             for submission in group {
                 match writer.write(std::slice::from_ref(&submission)).await {
