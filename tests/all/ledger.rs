@@ -381,7 +381,7 @@ async fn ledger_isolation_on_postgresql() {
 // --- a call's effects: key-value changes and usage in one write ------------------------
 
 use kiosk::effects::{CallEffects, KvWrite};
-use kiosk::kv::KvScope;
+use kiosk::kv::{KvScope, QuotaHit};
 use kiosk::store::logs::LogBounds;
 
 /// Bytes the scope's entries hold, counted from the rows themselves.
@@ -418,7 +418,7 @@ async fn effects_suite(database: Option<String>) {
                 assert_eq!(outcomes, [Recorded::Recorded], "call {i}");
                 kept.push(i);
             }
-            Err(quota) => assert_eq!(quota, 100, "call {i}"),
+            Err(quota) => assert_eq!(quota, QuotaHit::Installation(100), "call {i}"),
         }
     }
     assert_eq!(kept.len(), 8, "12-byte entries within a 100-byte quota: {kept:?}");
@@ -451,7 +451,7 @@ async fn effects_suite(database: Option<String>) {
         usage: vec![event("over", "s", 1)],
         lines: None,
     };
-    assert_eq!(ledger.commit_call(over, bounds).await.unwrap(), Err(100));
+    assert_eq!(ledger.commit_call(over, bounds).await.unwrap(), Err(QuotaHit::Installation(100)));
     assert!(!stored(&store).await.iter().any(|(k, _)| k == "over"), "a refused call's usage is not kept");
     // The store's own commit judges by the same count.
     let fits = [("k98".to_string(), Some(vec![b'v'; 3]))].into();

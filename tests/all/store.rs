@@ -64,7 +64,11 @@ async fn suite(store: Store) {
     let changes = [("a".to_string(), Some(b"1".to_vec())), ("b".to_string(), Some(b"22".to_vec()))].into();
     assert_eq!(store.kv_commit(&scope, changes, 100).await.unwrap(), Ok(()));
     let over = [("c".to_string(), Some(vec![0u8; 200]))].into();
-    assert_eq!(store.kv_commit(&scope, over, 100).await.unwrap(), Err(100), "over quota: refused");
+    assert_eq!(
+        store.kv_commit(&scope, over, 100).await.unwrap(),
+        Err(kiosk::kv::QuotaHit::Installation(100)),
+        "over quota: refused"
+    );
     let entries = store.kv_load(&scope).await.unwrap();
     assert_eq!(entries.keys().collect::<Vec<_>>(), ["a", "b"], "the refused change rolled back whole");
     let delete = [("a".to_string(), None)].into();

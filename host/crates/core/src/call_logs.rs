@@ -214,6 +214,7 @@ pub fn call_failure(e: CallFailure) -> Failure {
         }
         K::ShuttingDown => Failure::new(Class::Unavailable, Kind::ShuttingDown, e.to_string()).retry_after(1),
         K::InputTooLarge { .. } => Failure::new(Class::TooLarge, Kind::InputTooLarge, e.to_string()),
+        K::TenantKvQuota { .. } => Failure::unprocessable(Kind::TenantQuota, format!("{}: {}", e.call, e.kind)),
         // The host's own storage failed: its text (database errors) stays in the log.
         K::Storage(_) => {
             tracing::error!(failure = %e, "a call could not commit its key-value changes");

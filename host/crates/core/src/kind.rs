@@ -82,6 +82,7 @@ kinds! {
     TagListTooLarge = "tag-list-too-large",
     TagNotFound = "tag-not-found",
     TenantConcurrencyLimit = "tenant-concurrency-limit",
+    TenantQuota = "tenant-quota",
     TenantRateLimit = "tenant-rate-limit",
     TenantSuspended = "tenant-suspended",
     TooManyRecords = "too-many-records",

@@ -23,6 +23,7 @@ pub mod local;
 pub mod log_trim;
 pub mod operator;
 pub mod private_apps;
+pub mod quotas;
 pub mod records;
 pub mod registration;
 pub mod registries;

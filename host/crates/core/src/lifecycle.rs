@@ -128,6 +128,7 @@ impl Kiosk {
         let app = self.app_version(&row).await?;
         let app = self.admit_call(tenant, &app, Purpose::Run).await?;
         self.check_entitlement(tenant, &app).await?;
+        self.check_installation_quota(tenant).await?;
         let (config, secret_pointers) = resolve_config(&app, request.config).await?;
         let inst_id = request.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let inst = Installation::new(tenant, &inst_id);
@@ -398,7 +399,24 @@ impl Kiosk {
     /// key-value changes no longer fit the installation's quota (another call wrote).
     async fn lost(&self, read: &InstallationRow, step: &str, refused: LifecycleRefused) -> Failure {
         match refused {
-            LifecycleRefused::OverQuota(quota) => Failure::conflict(
+            LifecycleRefused::InstallationQuota(quota) => Failure::unprocessable(
+                Kind::TenantQuota,
+                format!(
+                    "tenant {} has {quota} installations, its quota (installations): uninstall one, or ask the \
+                     operator for a higher quota",
+                    read.tenant
+                ),
+            )
+            .field("app"),
+            LifecycleRefused::OverQuota(kiosk_domain::kv::QuotaHit::Tenant(quota)) => Failure::unprocessable(
+                Kind::TenantQuota,
+                format!(
+                    "the {step} hooks' key-value changes would take tenant {}'s installations together over its \
+                     quota of {quota} bytes (kvBytes); nothing was written",
+                    read.tenant
+                ),
+            ),
+            LifecycleRefused::OverQuota(kiosk_domain::kv::QuotaHit::Installation(quota)) => Failure::conflict(
                 Kind::InstallationChanged,
                 format!(
                     "the {step} hooks' key-value changes would take installation {} over its quota of {quota} bytes \

@@ -257,9 +257,12 @@ fn starts_as_markup(bytes: &[u8]) -> bool {
 /// in 2^40 bytes.
 fn holds_markup(bytes: &[u8]) -> bool {
     const TAGS: [&[u8]; 6] = [b"<svg", b"<html", b"<script", b"<iframe", b"<body", b"<!doctype"];
-    bytes.windows(10).any(|w| {
+    // Every position, to the end: a tag in the last bytes (before a JPEG's EOI) counts too.
+    (0..bytes.len()).any(|at| {
+        let w = &bytes[at..];
         TAGS.iter().any(|tag| {
-            w[..tag.len()].eq_ignore_ascii_case(tag)
+            w.len() > tag.len()
+                && w[..tag.len()].eq_ignore_ascii_case(tag)
                 && matches!(w[tag.len()], b' ' | b'\t' | b'\n' | b'\r' | b'>' | b'/')
         })
     })

@@ -437,6 +437,8 @@ pub fn parse_upload(bytes: &[u8]) -> Result<Upload, CertError> {
         if cert.is_tsk() {
             return Err(CertError::Secret(cert.fingerprint().to_hex()));
         }
+        // Kiosk stores a certificate armoured: one it cannot write out is refused here.
+        armored(&cert)?;
         certs.push(cert);
     }
     if certs.is_empty() {
@@ -451,7 +453,8 @@ pub fn apply_revocation(cert: Cert, sig: Signature) -> Result<Cert, CertError> {
     let fingerprint = cert.fingerprint().to_hex();
     let (revoked, _) = cert.insert_packets(Packet::from(sig)).map_err(|e| CertError::Parse(e.to_string()))?;
     match cert_state(&revoked, SystemTime::now()) {
-        CertState::Revoked { .. } => Ok(revoked),
+        // Stored armoured, like any certificate.
+        CertState::Revoked { .. } => armored(&revoked).map(|_| revoked),
         _ => Err(CertError::Parse(format!(
             "the revocation certificate does not validly revoke certificate {fingerprint} (not made by its primary key)"
         ))),

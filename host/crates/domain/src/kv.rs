@@ -26,8 +26,35 @@ pub type KvChanges = BTreeMap<String, Option<Vec<u8>>>;
 pub enum KvStoreError {
     #[error("key-value quota of {quota} bytes exceeded for installation {installation} of tenant {tenant}")]
     QuotaExceeded { tenant: String, installation: String, quota: u64 },
+    /// The changes would take the key-value bytes of all the tenant's installations
+    /// together over the tenant's quota.
+    #[error("the key-value quota of tenant {tenant} ({quota} bytes over all its installations) would be exceeded")]
+    TenantQuotaExceeded { tenant: String, quota: u64 },
     #[error("key-value storage unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Which key-value quota a call's changes would pass (nothing of the call is kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaHit {
+    /// The installation's quota, bytes.
+    Installation(u64),
+    /// The tenant's quota over all its installations, bytes.
+    Tenant(u64),
+}
+
+impl QuotaHit {
+    /// As the error the runtime's key-value storage reports for `scope`.
+    pub fn into_error(self, scope: &KvScope) -> KvStoreError {
+        match self {
+            QuotaHit::Installation(quota) => KvStoreError::QuotaExceeded {
+                tenant: scope.tenant.clone(),
+                installation: scope.installation.clone(),
+                quota,
+            },
+            QuotaHit::Tenant(quota) => KvStoreError::TenantQuotaExceeded { tenant: scope.tenant.clone(), quota },
+        }
+    }
 }
 
 /// Durable key-value storage behind the `key-value` import. Called only before a call's

@@ -37,6 +37,11 @@ pub struct SandboxLimits {
     pub log_buffer_bytes: u64,
     /// Key-value bytes (keys + values) per installation.
     pub kv_quota_bytes: u64,
+    /// Key-value bytes of all of one tenant's installations together (a tenant's own
+    /// quota, `PUT /v1/tenants/{t}/quotas`, may only be lower).
+    pub tenant_kv_bytes: u64,
+    /// Installations one tenant may have at once (its own quota may only be lower).
+    pub tenant_installations: u64,
     /// Longest key-value key, bytes.
     pub kv_max_key_bytes: u32,
     /// Usage events one call may record through `metering.record-usage`.
@@ -88,6 +93,12 @@ impl Default for SandboxLimits {
             log_buffer_bytes: 256 * 1024,
             // Config, cursors and small lists; bigger data belongs in the partner's backend.
             kv_quota_bytes: MIB,
+            // A quarter of what a full installation quota of full installations would
+            // hold: one tenant cannot make the operator store more than this.
+            tenant_kv_bytes: 256 * MIB,
+            // Tens of apps, or an installation per campaign, fit; a script creating
+            // installations in a loop stops here.
+            tenant_installations: 1_000,
             kv_max_key_bytes: 512,
             max_usage_events_per_call: 1_000,
             // Two cores serve far fewer concurrent calls than this; slots are cheap
@@ -165,7 +176,9 @@ impl SandboxLimits {
 
     /// Checks that the limits can run anything at all.
     pub fn validate(&self) -> Result<(), String> {
-        let positive: [(&str, u64); 9] = [
+        let positive: [(&str, u64); 11] = [
+            ("tenant-kv-bytes", self.tenant_kv_bytes),
+            ("tenant-installations", self.tenant_installations),
             ("memory-mib", self.memory_mib),
             ("timeout-ms", self.timeout_ms),
             ("max-wasm-stack-kib", self.max_wasm_stack_kib),

@@ -141,13 +141,15 @@ impl Manifest {
     /// Parses and validates a manifest against the host API version `host_api`.
     pub fn parse(bytes: &[u8], host_api: &semver::Version) -> Result<Self, ManifestError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let manifest: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let manifest: Manifest = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = match e.path().to_string() {
                 p if p == "." => "(top level)".to_string(),
                 p => p,
             };
             ManifestError::Format { path, message: e.into_inner().to_string() }
         })?;
+        // One JSON document: nothing may follow it but white space.
+        de.end().map_err(|e| ManifestError::Format { path: "(top level)".into(), message: e.to_string() })?;
         manifest.validate(host_api)?;
         Ok(manifest)
     }
@@ -349,6 +351,17 @@ impl ConfigSchema {
             if !kept.iter().any(|k| p.starts_with(&format!("{k}/"))) {
                 kept.push(p);
             }
+        }
+        // The whole configuration is secret (`writeOnly` on the root schema, or a root the
+        // walk could not follow): the root's pointer cannot be taken out of the public
+        // part, so each of its members is a secret.
+        if kept.iter().any(String::is_empty) {
+            kept = match config {
+                Value::Object(map) => map.keys().map(|k| format!("/{}", escape_pointer(k))).collect(),
+                Value::Array(items) => (0..items.len()).map(|i| format!("/{i}")).collect(),
+                _ => Vec::new(),
+            };
+            kept.sort();
         }
         kept
     }

@@ -46,6 +46,12 @@ pub enum CallErrorKind {
     Instantiate { message: String },
     #[error("{0}")]
     Storage(String),
+    /// The call's key-value changes would take its tenant's installations together over
+    /// the tenant's quota: nothing of the call was kept.
+    #[error(
+        "the key-value quota of tenant {tenant} ({quota} bytes over all its installations) would be exceeded; nothing the call did was kept"
+    )]
+    TenantKvQuota { tenant: String, quota: u64 },
     #[error("{0}")]
     Metering(String),
 }
@@ -65,6 +71,7 @@ impl CallErrorKind {
             Self::HandleLimit { .. } => "handles",
             Self::HostCopyLimit { .. } => "host-copy",
             Self::ReportTooLarge { .. } => "report-records",
+            Self::TenantKvQuota { .. } => "tenant-kv-bytes",
             Self::InputTooLarge { .. } => "input",
             Self::OutputTooLarge { .. } => "output",
             _ => return None,

@@ -108,7 +108,7 @@ pub(crate) async fn run(
                     limit,
                 })));
             }
-            let reported = judge_report(app, ctx, window, records);
+            let reported = judge_report(&app.skus, &app.guest_skus, ctx, window, records);
             store.data_mut().usage.extend(reported.accepted.iter().cloned());
             Ok(Answer::Reported(reported))
         }
@@ -118,8 +118,11 @@ pub(crate) async fn run(
 }
 
 /// Judges a report's records: accepted events and refused records with reasons.
-fn judge_report(
-    app: &AppVersion,
+/// `skus`: every SKU the version declares; `guest_skus`: those the guest may meter.
+/// Public (through the crate root) for the fuzz targets: a guest's records are hostile.
+pub fn judge_report(
+    skus: &HashSet<String>,
+    guest_skus: &HashSet<String>,
     ctx: &CallContext,
     window: UsageWindow,
     records: Vec<world::UsageRecord>,
@@ -127,14 +130,14 @@ fn judge_report(
     let mut reported = ReportedUsage::default();
     let mut seen = HashSet::new();
     for r in records {
-        let reason = if !app.skus.contains(&r.sku) {
+        let reason = if !skus.contains(&r.sku) {
             Some(format!(
                 "SKU {:?} is not declared by {}@{}",
                 logs::sanitize_capped(&r.sku, 200),
                 ctx.app_id,
                 ctx.app_version
             ))
-        } else if !app.guest_skus.contains(&r.sku) {
+        } else if !guest_skus.contains(&r.sku) {
             Some(format!("SKU {:?} is metered by the host for its operations; the app may not report it", r.sku))
         } else if r.quantity == 0 || r.quantity > MAX_QUANTITY {
             Some(format!("quantity {} is outside 1..={MAX_QUANTITY}", r.quantity))

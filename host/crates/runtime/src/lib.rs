@@ -10,6 +10,8 @@ pub mod cache;
 pub mod egress;
 pub mod error;
 mod exports;
+/// A guest's `usage.report` records judged, for the fuzz targets (tests/fuzz/).
+pub use exports::judge_report;
 mod kv_session;
 pub mod logs;
 pub mod runtime;

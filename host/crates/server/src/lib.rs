@@ -23,6 +23,7 @@ mod operator;
 pub mod ops;
 mod partners;
 mod private_apps;
+mod quotas;
 pub mod serve;
 mod usage;
 mod watches;
@@ -151,6 +152,7 @@ fn api() -> OpenApiRouter<Shared> {
         .merge(estate::routes())
         .merge(watches::routes())
         .merge(private_apps::routes())
+        .merge(quotas::routes())
         .merge(console::routes())
 }
 

@@ -60,9 +60,11 @@ pub enum LifecycleRefused {
     Changed,
     /// The version became unavailable (yanked or quarantined) while the hooks ran.
     NotInstallable(Box<NotInstallable>),
-    /// The hooks' key-value changes would take the installation over this quota (bytes):
-    /// another call wrote meanwhile.
-    OverQuota(u64),
+    /// The hooks' key-value changes would pass this quota (another call wrote meanwhile,
+    /// or the tenant's installations hold its quota's worth).
+    OverQuota(kiosk_domain::kv::QuotaHit),
+    /// The tenant has this many installations, its quota (install only).
+    InstallationQuota(u64),
 }
 
 /// The columns an insert of an installation writes (`row_version` starts at its default, 0).
@@ -88,6 +90,36 @@ pub(crate) fn installation_row(r: &impl Columns) -> Result<InstallationRow, sqlx
             .parse()
             .map_err(|e: kiosk_domain::upgrade::UnknownPolicy| sqlx::Error::Decode(Box::new(e)))?,
     })
+}
+
+/// The tenant's installation quota if it has reached it (`tenant_quotas`: the lower of
+/// its own row and the operator's, tenant ''). The tenant's row is locked first, so two
+/// installs racing for the last place (two replicas) are counted one after the other.
+async fn installation_quota(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: &str,
+) -> Result<Option<u64>, StoreError> {
+    let quota: Option<i64> = sqlx::query(
+        "SELECT MIN(installations) AS q FROM tenant_quotas WHERE tenant IN ($1, '') AND installations IS NOT NULL",
+    )
+    .bind(tenant)
+    .fetch_one(&mut **tx)
+    .await
+    .and_then(|row| row.try_get("q"))
+    .map_err(ctx("read the tenant's installation quota"))?;
+    let Some(quota) = quota else { return Ok(None) };
+    sqlx::query("UPDATE tenants SET display = display WHERE id = $1")
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await
+        .map_err(ctx("lock the tenant"))?;
+    let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM installations WHERE tenant = $1")
+        .bind(tenant)
+        .fetch_one(&mut **tx)
+        .await
+        .and_then(|row| row.try_get("n"))
+        .map_err(ctx("count the tenant's installations"))?;
+    Ok((count >= quota).then_some(u64::try_from(quota).unwrap_or(0)))
 }
 
 /// An installation that was uninstalled: its id and the version it ran.
@@ -386,6 +418,10 @@ impl Store {
         held: HookEffects<'_>,
     ) -> Result<Result<(), LifecycleRefused>, StoreError> {
         let mut tx = self.begin_write().await?;
+        if let Some(quota) = installation_quota(&mut tx, &i.tenant).await? {
+            tx.rollback().await.map_err(ctx("rollback"))?;
+            return Ok(Err(LifecycleRefused::InstallationQuota(quota)));
+        }
         let done = sqlx::query(
             "INSERT INTO installations (id, tenant, app, version, config, secrets, created_ms, updated_ms,
              upgrade_policy) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS
@@ -433,7 +469,9 @@ impl Store {
     ) -> Result<Result<(), UpgradeRefused>, StoreError> {
         Ok(self.record_upgrade(i, actor, HookEffects::none()).await?.map_err(|refused| match refused {
             LifecycleRefused::NotInstallable(blocked) => UpgradeRefused::NotInstallable(blocked),
-            LifecycleRefused::Changed | LifecycleRefused::OverQuota(_) => UpgradeRefused::Changed(Changed),
+            LifecycleRefused::Changed | LifecycleRefused::OverQuota(_) | LifecycleRefused::InstallationQuota(_) => {
+                UpgradeRefused::Changed(Changed)
+            }
         }))
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sqlx::Row as _;
 
-use kiosk_domain::kv::{KvChanges, KvEntries, KvScope, KvStore, KvStoreError, entry_size};
+use kiosk_domain::kv::{KvChanges, KvEntries, KvScope, KvStore, KvStoreError, QuotaHit, entry_size};
 
 use crate::sqlite_reads::Columns as _;
 use crate::write::{Arg, WriteTx};
@@ -30,17 +30,56 @@ pub(crate) async fn purge_kv(
     Ok(())
 }
 
+/// The tenant's key-value budget for calls that may grow `scope`: the bytes of its
+/// other installations and its quota (`tenant_quotas`: the lower of its own row and the
+/// operator's, tenant ''), or `None` when no quota applies or no call sets a value.
+/// The tenant's row is locked first — before any scope's byte count, in every writer —
+/// so two transactions growing two installations of one tenant (two replicas) judge
+/// the sum one after the other.
+async fn tenant_budget(
+    tx: &mut impl WriteTx,
+    scope: &KvScope,
+    calls: &[(&KvChanges, u64)],
+) -> Result<Option<(i128, u64)>, StoreError> {
+    if !calls.iter().any(|(changes, _)| changes.values().any(Option::is_some)) {
+        return Ok(None);
+    }
+    let tenant = Arg::Text(&scope.tenant);
+    let quota = tx
+        .fetch_optional(
+            "read the tenant's key-value quota",
+            "SELECT MIN(kv_bytes) AS q FROM tenant_quotas WHERE tenant IN ($1, '') AND kv_bytes IS NOT NULL",
+            &[tenant],
+        )
+        .await?
+        .and_then(|row| row.int("q").ok());
+    let Some(quota) = quota else { return Ok(None) };
+    tx.execute("lock the tenant", "UPDATE tenants SET display = display WHERE id = $1", &[tenant]).await?;
+    let others = tx
+        .fetch_optional(
+            "sum the tenant's key-value bytes",
+            "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS n FROM kv_usage WHERE tenant = $1 AND installation <> $2",
+            &[tenant, Arg::Text(&scope.installation)],
+        )
+        .await?
+        .map(|row| row.int("n"))
+        .transpose()
+        .map_err(ctx("read the tenant's key-value bytes"))?
+        .unwrap_or(0);
+    Ok(Some((i128::from(others), u64::try_from(quota).unwrap_or(0))))
+}
+
 /// Changed keys per size lookup (2 + n parameters; far under both backends' limits).
 const KV_LOOKUP_CHUNK: usize = 200;
 
 /// Applies `changes` to `scope` inside `tx` if the scope stays within `quota` bytes
-/// afterwards; `Err(quota)` (nothing written) if it would not.
+/// afterwards (and the tenant within its quota); `Err` (nothing written) if not.
 pub(crate) async fn kv_apply(
     tx: &mut impl WriteTx,
     scope: &KvScope,
     changes: &KvChanges,
     quota: u64,
-) -> Result<Result<(), u64>, StoreError> {
+) -> Result<Result<(), QuotaHit>, StoreError> {
     let mut verdicts = kv_apply_many(tx, scope, &[(changes, quota)]).await?;
     Ok(verdicts.pop().unwrap_or(Ok(())))
 }
@@ -60,11 +99,12 @@ pub(crate) async fn kv_apply_many(
     tx: &mut impl WriteTx,
     scope: &KvScope,
     calls: &[(&KvChanges, u64)],
-) -> Result<Vec<Result<(), u64>>, StoreError> {
+) -> Result<Vec<Result<(), QuotaHit>>, StoreError> {
     if calls.iter().all(|(changes, _)| changes.is_empty()) {
         return Ok(vec![Ok(()); calls.len()]);
     }
     let (tenant, installation) = (Arg::Text(&scope.tenant), Arg::Text(&scope.installation));
+    let tenant_budget = tenant_budget(tx, scope, calls).await?;
     let held = tx
         .fetch_optional(
             "lock key-value usage",
@@ -110,7 +150,16 @@ pub(crate) async fn kv_apply_many(
             }
         }
         if next > i128::from(*quota) {
-            verdicts.push(Err(*quota));
+            verdicts.push(Err(QuotaHit::Installation(*quota)));
+            continue;
+        }
+        // A call that grows the scope must keep the tenant within its quota (one that
+        // shrinks it always may, even over a quota lowered since).
+        if let Some((others, tenant_quota)) = tenant_budget
+            && next > total
+            && others + next > i128::from(tenant_quota)
+        {
+            verdicts.push(Err(QuotaHit::Tenant(tenant_quota)));
             continue;
         }
         total = next;
@@ -180,13 +229,14 @@ impl Store {
             .map_err(ctx("read key-value data"))
     }
 
-    /// Applies `changes` in one transaction; refuses them (nothing written) over `quota`.
+    /// Applies `changes` in one transaction; refuses them (nothing written) over `quota`
+    /// or over the tenant's quota.
     pub async fn kv_commit(
         &self,
         scope: &KvScope,
         changes: KvChanges,
         quota: u64,
-    ) -> Result<Result<(), u64>, StoreError> {
+    ) -> Result<Result<(), QuotaHit>, StoreError> {
         let mut tx = self.begin_write().await?;
         let applied = kv_apply(&mut tx, scope, &changes, quota).await?;
         if applied.is_ok() {
@@ -220,11 +270,7 @@ impl KvStore for DbKv {
     async fn commit(&self, scope: &KvScope, changes: KvChanges, quota: u64) -> Result<(), KvStoreError> {
         match self.store.kv_commit(scope, changes, quota).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(quota)) => Err(KvStoreError::QuotaExceeded {
-                tenant: scope.tenant.clone(),
-                installation: scope.installation.clone(),
-                quota,
-            }),
+            Ok(Err(hit)) => Err(hit.into_error(scope)),
             Err(e) => Err(kv_unavailable(e)),
         }
     }

@@ -31,6 +31,7 @@ mod passes;
 mod private_apps;
 mod registries;
 mod sqlite_reads;
+mod tenant_quotas;
 mod tenants;
 mod tokens;
 mod upgrades;
@@ -45,12 +46,15 @@ pub use catalog_meta::{NewIcon, VersionHead};
 pub use certificates::{CertUpdate, CertificateRow, DistrustedCert};
 pub use egress::{EgressPolicyRow, EgressSwitchRow, OperatorEgress};
 pub use entitlements::EntitlementRow;
-pub use installations::{Changed, InstallationRow, LifecycleRefused, NotInstallable, RemovedInstallation, UpgradeRefused};
+pub use installations::{
+    Changed, InstallationRow, LifecycleRefused, NotInstallable, RemovedInstallation, UpgradeRefused,
+};
 pub use kv::DbKv;
 pub use limits::{CallPolicy, LimitLayerRow};
 pub use partners::PartnerSummary;
 pub use private_apps::{PRIVATE_QUOTA_EXCEEDED, PrivateAppPolicyRow, TenantRegistryRow};
 pub use registries::RegistryRow;
+pub use tenant_quotas::{TenantQuotaRow, TenantUse};
 pub use tenants::{Inactive, TenantSummary};
 pub use tokens::{BootstrapToken, Principal, TokenRevocation, TokenRow, token_hash};
 pub use usage::{UsageWindowRow, WindowClose};
@@ -79,8 +83,9 @@ pub struct StoreError {
 impl StoreError {
     /// Whether the database could not be reached or served the statement for a reason a
     /// retry may not meet: a dropped or refused connection, an exhausted or closed pool,
-    /// a server shutting down or restarting (PostgreSQL class 08, 57P01-57P03), a busy,
-    /// locked, full or failing SQLite file. Anything else (a constraint, a bug) is not.
+    /// a server shutting down or restarting or out of resources (PostgreSQL classes 08
+    /// and 53, 57P01-57P03, 57P05), a busy, locked, full or failing SQLite file (any
+    /// extended code of those). Anything else (a constraint, a bug) is not.
     pub fn is_unavailable(&self) -> bool {
         match &self.source {
             sqlx::Error::Io(_)
@@ -90,10 +95,18 @@ impl StoreError {
             | sqlx::Error::WorkerCrashed => true,
             sqlx::Error::Database(e) => {
                 let code = e.code().unwrap_or_default();
-                // SQLite's primary result codes: BUSY 5, LOCKED 6, IOERR 10, FULL 13, CANTOPEN 14.
-                let sqlite = ["5", "6", "10", "13", "14"].contains(&code.as_ref())
-                    || ["517", "261", "262"].contains(&code.as_ref());
-                sqlite || code.starts_with("08") || ["57P01", "57P02", "57P03", "53300"].contains(&code.as_ref())
+                if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLite's codes come extended (IOERR_WRITE is 778, BUSY_SNAPSHOT 517):
+                    // the primary code is the low byte. BUSY 5, LOCKED 6, IOERR 10, FULL
+                    // 13, CANTOPEN 14.
+                    return code.parse::<i32>().is_ok_and(|c| [5, 6, 10, 13, 14].contains(&(c & 0xff)));
+                }
+                // PostgreSQL: class 08 (connection), 53 (insufficient resources: disk
+                // full, out of memory, too many connections), a server shutting down,
+                // restarting or closing an idle session.
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || ["57P01", "57P02", "57P03", "57P05"].contains(&code.as_ref())
             }
             _ => false,
         }
@@ -174,6 +187,13 @@ impl Store {
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
+                    // A connection sqlx still counts in a transaction is closed, not
+                    // reused: on a full disk SQLite rolls back a failed COMMIT itself, the
+                    // ROLLBACK of the dropped transaction then fails, and every later
+                    // `BEGIN IMMEDIATE` on that connection would fail (faults::disk_full).
+                    if sqlx::Connection::is_in_transaction(conn) {
+                        return Ok(false);
+                    }
                     if meta.idle_for >= PING_IF_IDLE {
                         sqlx::Connection::ping(conn).await?;
                     }

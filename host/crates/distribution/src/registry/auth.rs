@@ -26,13 +26,15 @@ pub(super) enum Authorization {
 
 /// One `WWW-Authenticate` challenge.
 #[derive(Debug, PartialEq, Eq)]
-struct Challenge {
-    scheme: String,
-    params: BTreeMap<String, String>,
+pub struct Challenge {
+    pub scheme: String,
+    /// Parameter names in lowercase.
+    pub params: BTreeMap<String, String>,
 }
 
-/// Parses `Bearer realm="…",service="…",scope="…"` (quoted or token values).
-fn parse_challenge(text: &str) -> Option<Challenge> {
+/// Parses `Bearer realm="…",service="…",scope="…"` (quoted or token values). Public for
+/// the fuzz targets (`tests/fuzz/`): a registry's header is hostile input.
+pub fn parse_challenge(text: &str) -> Option<Challenge> {
     let text = text.trim();
     let (scheme, mut rest) = text.split_once(' ').unwrap_or((text, ""));
     let mut params = BTreeMap::new();

@@ -40,6 +40,7 @@ use oci_client::secrets::RegistryAuth;
 use auth::Authorization;
 use guard::{Authority, Guard, GuardedResolver, Refusal};
 
+pub use auth::{Challenge, parse_challenge};
 pub use error::{RemoteError, RemoteFailure};
 pub use identity::{ClientIdentity, IdentityError, MAX_CLIENT_PEM_BYTES};
 pub use kiosk_domain::net::non_public;

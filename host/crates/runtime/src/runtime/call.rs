@@ -266,6 +266,9 @@ impl Runtime {
                     let usage = effects.usage.clone();
                     let verdicts = self.services.commit.commit(effects).await.map_err(|e| {
                         let kind = match e {
+                            CommitError::Kv(kiosk_domain::kv::KvStoreError::TenantQuotaExceeded { tenant, quota }) => {
+                                CallErrorKind::TenantKvQuota { tenant, quota }
+                            }
                             CommitError::Kv(e) => CallErrorKind::Storage(e.to_string()),
                             CommitError::Unavailable(message) => CallErrorKind::Storage(message),
                             CommitError::Metering(message) => {

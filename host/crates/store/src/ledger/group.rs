@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kiosk_domain::effects::CallLines;
-use kiosk_domain::kv::{KvChanges, KvScope};
+use kiosk_domain::kv::{KvChanges, KvScope, QuotaHit};
 use kiosk_domain::metering::{UsageEvent, now_ms};
 
 use super::{CallWork, Recorded, Submission, Written, stored_quantity};
@@ -25,7 +25,7 @@ const USAGE_CHUNK: usize = 100;
 /// (`append_logs_tx`); then every kept event in multi-row inserts. The caller begins and
 /// commits the transaction.
 pub(super) async fn write_group(tx: &mut impl WriteTx, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
-    let mut refused: Vec<Option<u64>> = vec![None; group.len()];
+    let mut refused: Vec<Option<QuotaHit>> = vec![None; group.len()];
     // Calls whose effects a transaction that committed already applied (only its reply
     // was lost): their key-value changes and lines are skipped, their usage comes out
     // as duplicates.

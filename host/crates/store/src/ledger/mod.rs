@@ -8,7 +8,7 @@
 //! into the runtime, and `reads` reads stored usage back.
 
 use kiosk_domain::effects::{CallEffects, CallLines, KvWrite};
-use kiosk_domain::kv::KvScope;
+use kiosk_domain::kv::{KvScope, QuotaHit};
 use kiosk_domain::metering::UsageEvent;
 use tokio::sync::{mpsc, oneshot};
 
@@ -127,7 +127,7 @@ pub enum LedgerError {
 
 /// What a submission came to: its events' outcomes, or the key-value quota its changes
 /// would have exceeded (then nothing of it was written).
-type Written = Result<Vec<Recorded>, u64>;
+type Written = Result<Vec<Recorded>, QuotaHit>;
 
 impl LedgerError {
     /// As a store error (a writer that is gone reads as a closed pool).
@@ -374,7 +374,7 @@ impl HookEffects<'_> {
 pub(crate) async fn write_held(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     held: HookEffects<'_>,
-) -> Result<Result<(), u64>, StoreError> {
+) -> Result<Result<(), QuotaHit>, StoreError> {
     if held.calls.is_empty() {
         return Ok(Ok(()));
     }

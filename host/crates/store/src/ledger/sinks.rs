@@ -3,7 +3,6 @@
 //! only once what they were given is durable.
 
 use kiosk_domain::effects::{CallCommitter, CallEffects, CommitError};
-use kiosk_domain::kv::KvStoreError;
 use kiosk_domain::metering::{MeteringSink, MeteringSinkError, SinkOutcome, UsageEvent};
 
 use super::{Ledger, Recorded};
@@ -53,11 +52,7 @@ impl CallCommitter for LedgerCommitter {
         let scope = effects.scope.clone();
         match self.ledger.commit_call(effects, self.logs).await {
             Ok(Ok(outcomes)) => Ok(outcomes.into_iter().map(sink_outcome).collect()),
-            Ok(Err(quota)) => Err(CommitError::Kv(KvStoreError::QuotaExceeded {
-                tenant: scope.tenant,
-                installation: scope.installation,
-                quota,
-            })),
+            Ok(Err(hit)) => Err(CommitError::Kv(hit.into_error(&scope))),
             Err(e) => {
                 tracing::error!(error = %e, "the ledger failed to commit a call's effects");
                 Err(CommitError::Unavailable("the database did not commit the call; see the server log".into()))
