@@ -50,6 +50,7 @@ mod containment;
 mod crash;
 mod egress;
 mod estate;
+mod faults;
 mod hygiene;
 mod ledger;
 mod ledger_model;

@@ -435,6 +435,19 @@ impl Kiosk {
     /// The failure of a lifecycle write that lost a race: the installation was written
     /// (or removed) by another request after `read` was read.
     async fn changed(&self, read: &InstallationRow, step: &str) -> Failure {
+        // Held by an uninstall: this one, or one whose process stopped (its claim lapses).
+        if let Ok(Some(until)) = self.store.uninstall_claim(&read.tenant, &read.id).await {
+            let wait_s = (until.saturating_sub(kiosk_domain::metering::now_ms() as i64) / 1000).max(1);
+            return Failure::conflict(
+                Kind::InstallationChanged,
+                format!(
+                    "installation {} is being uninstalled, so {step} wrote nothing; if that uninstall stopped, its \
+                     claim lapses within {wait_s} s: retry then",
+                    read.id
+                ),
+            )
+            .retry_after(u64::try_from(wait_s).unwrap_or(1));
+        }
         let now = match self.store.installation(&read.tenant, &read.id).await {
             Ok(Some(now)) => format!("now at row version {} on {}", now.row_version, now.version),
             Ok(None) => "it was uninstalled".to_string(),

@@ -114,7 +114,8 @@ impl Kiosk {
             }
         }
         let outcomes =
-            self.ledger.record(accepted.iter().map(|(_, e)| e.clone()).collect()).await.map_err(Failure::internal)?;
+            // Out of reach is 503 with Retry-After, like every storage failure.
+            self.ledger.record(accepted.iter().map(|(_, e)| e.clone()).collect()).await.map_err(|e| Failure::from(e.into_store()))?;
         for ((i, _), outcome) in accepted.iter().zip(outcomes) {
             let (status, reason, recorded_quantity) = match outcome {
                 Recorded::Recorded => (RecordStatus::Recorded, None, None),

@@ -346,6 +346,20 @@ impl Store {
         Ok(if done.rows_affected() == 1 { Ok(()) } else { Err(Changed) })
     }
 
+    /// Until when (ms) an uninstall holds the installation, if one holds it now.
+    pub async fn uninstall_claim(&self, tenant: &str, id: &str) -> Result<Option<i64>, StoreError> {
+        let until: Option<i64> = sqlx::query_scalar(
+            "SELECT uninstalling FROM installations WHERE tenant = $1 AND id = $2 AND uninstalling > $3",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(now_ms() as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(ctx("read the uninstall's claim"))?;
+        Ok(until)
+    }
+
     /// Gives back an uninstall's claim (an uninstall stopped by what a retry can fix, or
     /// whose removal failed): the installation is as it was before the claim.
     pub async fn release_uninstall(&self, tenant: &str, id: &str) -> Result<(), StoreError> {

@@ -139,7 +139,22 @@ impl LedgerError {
     }
 }
 
-type Reply = oneshot::Sender<Result<Written, String>>;
+type Reply = oneshot::Sender<Result<Written, WriteFailure>>;
+
+/// Why the writer could not write a submission: its text (for the server log) and
+/// whether the database was out of reach (`StoreError::is_unavailable`), which the
+/// submitter's caller answers as 503 with `Retry-After` rather than 500.
+#[derive(Debug)]
+pub(super) struct WriteFailure {
+    message: String,
+    unavailable: bool,
+}
+
+impl WriteFailure {
+    pub(super) fn of(e: &StoreError) -> Self {
+        Self { message: e.to_string(), unavailable: e.is_unavailable() }
+    }
+}
 
 /// A call's key-value changes and lines, written with its usage.
 #[derive(Debug)]
@@ -275,9 +290,14 @@ impl Ledger {
         self.tx.send((events, work, close, reply)).await.map_err(|_| LedgerError::Closed)?;
         match answer.await {
             Ok(Ok(written)) => Ok(written),
-            Ok(Err(message)) => Err(LedgerError::Store(StoreError {
+            // The writer's failure keeps its kind: out of reach reads as an I/O error.
+            Ok(Err(WriteFailure { message, unavailable })) => Err(LedgerError::Store(StoreError {
                 action: "group commit".into(),
-                source: sqlx::Error::Protocol(message),
+                source: if unavailable {
+                    sqlx::Error::Io(std::io::Error::other(message))
+                } else {
+                    sqlx::Error::Protocol(message)
+                },
             })),
             Err(_) => Err(LedgerError::Closed),
         }
@@ -329,7 +349,7 @@ impl Submission {
             })
             .collect::<Option<Vec<_>>>()
             .map(Ok)
-            .ok_or_else(|| "the ledger lost track of an event".to_string());
+            .ok_or_else(|| WriteFailure { message: "the ledger lost track of an event".into(), unavailable: false });
         let _ = self.reply.send(outcomes);
     }
 }

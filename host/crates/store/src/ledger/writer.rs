@@ -188,7 +188,7 @@ pub(super) async fn commit_group(writer: &mut impl GroupWriter, mut group: Vec<S
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "ledger commit failed; nothing of this submitter was recorded");
-                        let _ = submission.reply.send(Err(e.to_string()));
+                        let _ = submission.reply.send(Err(super::WriteFailure::of(&e)));
                     }
                 }
             }
