@@ -379,13 +379,13 @@ async fn sigterm_stops_promptly_while_a_guest_sleeps_in_a_call() {
     std::fs::write(
         &config,
         format!(
-            "data-dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[sandbox]\ntimeout-ms = 120000\n\
-             [usage]\nlease-seconds = 300\n",
+            "data-dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\ndrain-seconds = 1\n\
+             [sandbox]\ntimeout-ms = 120000\n[usage]\nlease-seconds = 300\n",
             dir.path().join("data").display()
         ),
     )
     .unwrap();
-    // The app may sleep for 100 s: far longer than any shutdown should take.
+    // The app may sleep for 100 s: far longer than the drain (1 s) lets it run on.
     let demo = hostile_manifest(dir.path(), |m| m["limits"]["timeoutMs"] = 100_000.into());
     let log_path = dir.path().join("kiosk.log");
     let (mut child, text) = common::spawn_serve(

@@ -194,7 +194,7 @@ async fn suspend_and_disable(postgres: bool) {
     assert_eq!((st, view["version"].as_str()), (StatusCode::OK, Some("0.0.1")), "reads stay allowed: {view}");
     // The collector skips the suspended tenant's installation (1 ms windows: every
     // installation has completed windows to collect).
-    let places = Arc::new(tokio::sync::Semaphore::new(kiosk::collector::PARALLELISM));
+    let places = Arc::new(kiosk::collector::Places::new());
     let replica: Arc<str> = Arc::from("test-replica");
     let started = kiosk::collector::collect_once(&state, &places, &replica, 1, 60_000).await.unwrap();
     assert_eq!(started, 0, "a suspended tenant's installation is not collected");

@@ -140,6 +140,26 @@ async fn two_replicas_on_one_postgresql_behave_as_one_service() {
     let (st, body) = a.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
     assert_eq!(st, StatusCode::OK, "the override removed on B applies on A: {body}");
 
+    // The stated staleness bound is zero calls: every call reads its token, licence and
+    // switches in its own statements (licences: suite `policies`), so a change made on one replica refuses the very
+    // next call on the other. A suspension on A, then its lifting on B:
+    let (st, _) = a.call(Some(OPERATOR), Method::POST, "/v1/tenants/t1/suspend", None).await;
+    assert!(st.is_success());
+    let (st, body) = b.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
+    assert_eq!((st, kind(&body)), (StatusCode::FORBIDDEN, "tenant-suspended"), "suspended on A, refused on B: {body}");
+    let (st, _) = b.call(Some(OPERATOR), Method::POST, "/v1/tenants/t1/resume", None).await;
+    assert!(st.is_success());
+    let (st, body) = a.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
+    assert_eq!(st, StatusCode::OK, "resumed on B, served on A: {body}");
+    // A token revoked on A is refused by B's next request.
+    let spare = a.create_token(OPERATOR, "tenant", Some("t1")).await;
+    let (st, body) = b.call(Some(&spare.token), Method::POST, &invoke, Some(input.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, _) = a.call(Some(OPERATOR), Method::DELETE, &format!("/v1/tokens/{}", spare.id), None).await;
+    assert!(st.is_success());
+    let (st, body) = b.call(Some(&spare.token), Method::POST, &invoke, Some(input.clone())).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "revoked on A, refused on B: {body}");
+
     // Yank on B → install refused on A.
     let (st, body) =
         b.call(Some(&partner), Method::POST, "/v1/partners/acme/apps/budget-pacing/versions/1.1.0/yank", None).await;

@@ -2,7 +2,8 @@
 //! installation quota is refused with 422 `tenant-quota` naming it and nothing is
 //! created; the key-value bytes of all its installations together never pass its
 //! key-value quota, however many installations write; the operator may only lower a
-//! tenant's quotas, and the tenant reads its quotas and its use of them.
+//! tenant's quotas (the collection share too, a percent), and the tenant reads its
+//! quotas and its use of them; the estate shows each tenant's key-value bytes.
 
 use kiosk::store::Principal;
 use reqwest::{Method, StatusCode};
@@ -19,7 +20,8 @@ fn install_body() -> Value {
 
 async fn quotas_hold(database: Option<String>) {
     let toml = format!(
-        "[sandbox]\ntenant-installations = 2\ntenant-kv-bytes = {KV_QUOTA}\n[usage]\nwindow-seconds = 315360000\n"
+        "[sandbox]\ntenant-installations = 2\ntenant-kv-bytes = {KV_QUOTA}\ntenant-collection-share = 50\n\
+         [usage]\nwindow-seconds = 315360000\n"
     );
     let s = TestServer::fresh_with(database, &toml, vec![common::demo_app("budget-pacing")]).await;
     let store = s.store();
@@ -30,6 +32,8 @@ async fn quotas_hold(database: Option<String>) {
     let q = quotas().await;
     assert_eq!(q["installations"], json!({"limit": 2, "default": 2, "own": null, "used": 0}), "{q}");
     assert_eq!(q["kvBytes"]["limit"], KV_QUOTA, "{q}");
+    let places = kiosk::collector::PARALLELISM / 2;
+    assert_eq!(q["collectionShare"], json!({"limit": 50, "default": 50, "own": null, "places": places}), "{q}");
 
     // The installation quota: the third install is refused, naming it, and creates nothing.
     let first = s.install(&tenant, "demo", install_body()).await.id;
@@ -71,6 +75,14 @@ async fn quotas_hold(database: Option<String>) {
     }
     let at = refused_at.expect("200 campaigns never reached the tenant's key-value quota");
     assert!(at > 2, "the quota was reached by writes of both installations, not at once: call {at}");
+    // The estate shows what the tenant's installations hold, in the list and alone.
+    let used = quotas().await["kvBytes"]["used"].clone();
+    assert!(used.as_u64().is_some_and(|u| u > 0), "{used}");
+    let listed: Value = s.call_as(Some(&operator), Method::GET, "/v1/tenants", None, StatusCode::OK).await;
+    let demo = listed["items"].as_array().unwrap().iter().find(|t| t["id"] == "demo").unwrap();
+    assert_eq!((&demo["kvBytes"], &demo["installations"]), (&used, &json!(2)), "{listed}");
+    let alone: Value = s.call_as(Some(&operator), Method::GET, "/v1/tenants/demo", None, StatusCode::OK).await;
+    assert_eq!(alone["kvBytes"], used, "{alone}");
     // A refused call kept nothing: its key is in neither installation.
     for id in ids {
         let scope = kiosk::kv::KvScope { tenant: "demo".into(), installation: id.into() };
@@ -86,6 +98,10 @@ async fn quotas_hold(database: Option<String>) {
         (json!({"installations": -1}), "installations", "invalid-limit"),
         (json!({"installations": "1"}), "installations", "invalid-limit"),
         (json!({"maxApps": 1}), "maxApps", "invalid-limit"),
+        (json!({"collectionShare": 51}), "collectionShare", "limit-above-ceiling"),
+        (json!({"collectionShare": 0}), "collectionShare", "invalid-limit"),
+        (json!({"collectionShare": 101}), "collectionShare", "invalid-limit"),
+        (json!({"installations": 1, "collectionShare": 0.5}), "collectionShare", "invalid-limit"),
     ] {
         let (status, problem) = s.call(Some(&operator), Method::PUT, path, Some(body.clone())).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {problem}");
@@ -93,9 +109,12 @@ async fn quotas_hold(database: Option<String>) {
     }
     let (status, _) = s.call(Some(&tenant), Method::PUT, path, Some(json!({"installations": 5}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a tenant cannot set its own quotas");
-    let set: Value =
-        s.call_as(Some(&operator), Method::PUT, path, Some(json!({"installations": 1})), StatusCode::OK).await;
+    let body = json!({"installations": 1, "collectionShare": 25});
+    let set: Value = s.call_as(Some(&operator), Method::PUT, path, Some(body), StatusCode::OK).await;
     assert_eq!(set["installations"], json!({"limit": 1, "default": 2, "own": 1, "used": 2}), "{set}");
+    let share = json!({"limit": 25, "default": 50, "own": 25, "places": kiosk::collector::PARALLELISM / 4});
+    assert_eq!(set["collectionShare"], share, "{set}");
+    assert_eq!(quotas().await["collectionShare"], share, "the tenant reads its share");
 
     // Uninstalling frees a place only under the quota that applies now.
     let uninstall = format!("/v1/tenants/demo/installations/{first}");
@@ -106,7 +125,8 @@ async fn quotas_hold(database: Option<String>) {
     assert_eq!((status, kind(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "tenant-quota"), "own quota 1: {body}");
     let (status, _) = s.call(Some(&operator), Method::DELETE, path, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(quotas().await["installations"]["own"], Value::Null);
+    let q = quotas().await;
+    assert_eq!((&q["installations"]["own"], &q["collectionShare"]["own"]), (&Value::Null, &Value::Null), "{q}");
     s.install(&tenant, "demo", install_body()).await;
 }
 

@@ -68,6 +68,17 @@ impl Db {
         checked + acked.partner_keys.len()
     }
 
+    /// The host's usage events (one per metered call), counted by the call id that keys
+    /// them.
+    pub async fn host_events_by_call(&self) -> HashMap<String, usize> {
+        let mut per_call: HashMap<String, usize> = HashMap::new();
+        for row in self.rows("SELECT idem_key FROM usage_events WHERE source = 'host'").await {
+            let key: String = row.get("idem_key");
+            *per_call.entry(key.split('/').next().unwrap().to_string()).or_default() += 1;
+        }
+        per_call
+    }
+
     /// Key-value data: every installation's bytes (keys + values) are what `kv_usage`
     /// counts and within `quota`; no data is left of an installation that is gone; each
     /// acknowledged key of an installation still there is stored.
@@ -205,6 +216,36 @@ impl Db {
         }
         assert!(audited <= collected as u64, "passes audit {audited} windows collected; {collected} are");
         collected
+    }
+
+    /// Every collected window is in the audit (`usage.windows-collected`, written with
+    /// its close), even when the pass that closed it was killed before its summary row;
+    /// and none is there twice. Returns the windows checked.
+    pub async fn windows_audited(&self) -> usize {
+        // The windows first: a window read as collected had its audit row committed with
+        // its close, so the audit read after it has it (the collector may run meanwhile).
+        let collected: Vec<String> = self
+            .windows()
+            .await
+            .iter()
+            .filter(|w| w.done == 1)
+            .map(|w| format!("{}@{}", w.installation, w.start))
+            .collect();
+        let mut audited: HashMap<String, usize> = HashMap::new();
+        for row in self.rows("SELECT detail FROM audit WHERE action = 'usage.windows-collected'").await {
+            let detail: String = row.get("detail");
+            let (count, names) = detail.split_once(" windows collected: ").unwrap_or_else(|| panic!("{detail}"));
+            let names: Vec<&str> = names.split(' ').collect();
+            assert_eq!(count.parse::<usize>().ok(), Some(names.len()), "{detail}");
+            for name in names {
+                *audited.entry(name.to_string()).or_default() += 1;
+            }
+        }
+        for name in &collected {
+            assert_eq!(audited.get(name), Some(&1), "collected window {name} must be in the audit once");
+        }
+        assert!(audited.values().all(|&n| n == 1), "a window audited as collected twice: {audited:?}");
+        collected.len()
     }
 
     /// Windows not lost: each installation that exists has every window from `from` (or

@@ -22,9 +22,13 @@
 //!   (`pg_terminate_backend`) under concurrent invokes and partner posts: 200 or 503
 //!   with `Retry-After`, never 500; the server recovers by itself; every usage event
 //!   answered 200 is in the ledger exactly once.
+//! - `failover`: two replicas on one PostgreSQL; one SIGKILLed under keyed invokes, its
+//!   unanswered requests sent again with their `Idempotency-Key` to the other: each
+//!   request billed exactly once, as the call it was answered with.
 
 mod check;
 mod disk_full;
+mod failover;
 mod pg_cut;
 mod sigkill;
 

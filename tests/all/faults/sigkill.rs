@@ -181,6 +181,8 @@ async fn sigkill_suite(database: String, label: &str) {
         let windows = windows_collected(&db, checked_until, restarted).await;
         checked_until = restarted - WINDOW_MS;
         let collected = db.windows_once().await;
+        let audited = db.windows_audited().await;
+        assert!(audited >= collected, "{audited} collected windows audited, {collected} seen before");
         eprintln!(
             "{label} kill {run}/{iterations} after {delay:?}: {} calls, {} partner events acknowledged so far \
              ({events} events checked), {} uninstalled, {live} installations ({claimed} still claimed by a \

@@ -5,7 +5,9 @@
 //! keys make a repeated report harmless; the lease makes it rare.
 //!
 //! One app cannot stall collection: windows are collected concurrently (at most
-//! `PARALLELISM` calls at once), each call under its own deadline; a failing report is
+//! `PARALLELISM` calls at once), each call under its own deadline; one tenant cannot take
+//! it (`fair`): tenants take turns, and a tenant's calls at once stay within its
+//! collection share (`[sandbox] tenant-collection-share`); a failing report is
 //! retried with exponential backoff at most `MAX_ATTEMPTS` times and then recorded as
 //! failed (`done = 2`, audited as `usage.collect-failed`), never retried forever.
 //!
@@ -21,6 +23,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+pub mod fair;
+
+pub use fair::Places;
 
 use crate::lifecycle::Kiosk as AppState;
 use kiosk_domain::metering::now_ms;
@@ -74,13 +80,14 @@ pub const MAX_ATTEMPTS: i64 = 5;
 /// One pass: for every installation, finds each completed window of the last
 /// `MAX_BACKLOG` (since the installation existed) that is not collected yet (one read of
 /// the closed windows), takes the leases it can in batches and starts collecting each
-/// window as a task of its own, at most `PARALLELISM` at once. The pass waits for a free
-/// place, never for a given report: a slow one holds one place until its deadline, and
-/// every other window goes on. Returns how many collections it started (some may still
-/// run).
+/// window as a task of its own, at most `PARALLELISM` at once, of one tenant at most its
+/// share (read once per pass). Windows are taken oldest first, tenants in turn
+/// (`fair::Schedule`). The pass waits for a free place, never for a given report: a slow
+/// one holds one place (of its tenant's) until its deadline, and every other window goes
+/// on. Returns how many collections it started (some may still run).
 pub async fn collect_once(
     state: &Arc<AppState>,
-    places: &Arc<tokio::sync::Semaphore>,
+    places: &Arc<Places>,
     replica: &Arc<str>,
     window_ms: i64,
     lease_ms: i64,
@@ -118,36 +125,55 @@ pub async fn collect_once(
         }
     }
     lag(oldest);
+    // Oldest windows first (stable: of one start, installations in turn), then tenants in
+    // turn, each within its share: the operator's (tenant '', as the last replica started
+    // wrote it) or the tenant's own, if lower.
+    open.sort_by_key(|&(_, start)| start);
+    let shares = state.store.collection_shares().await?;
+    let default = shares.get("").copied().unwrap_or(state.config.sandbox.tenant_collection_share);
+    let cap = |tenant: &str| fair::places_of(shares.get(tenant).map_or(default, |&own| own.min(default)));
+    let mut schedule = fair::Schedule::new(open.iter().map(|&(i, start)| (rows[i].tenant.as_str(), (i, start))), cap);
     // Leases are taken in batches of as many windows as there are free places (one
-    // transaction each); a window another replica holds is skipped. The pass waits for a
-    // place when all are busy — a slow report holds one until its deadline, the others
-    // free up — so it goes through every open window, never waiting for a given report.
+    // transaction each); a window another replica holds is its to collect. The pass waits
+    // for a place when all are busy — a slow report holds one until its deadline, the
+    // others free up — and for one of a tenant's collections to end when every tenant
+    // left is at its share, so it goes through every open window, never waiting for a
+    // given report of another tenant.
     let tally = Arc::new(PassTally::default());
     let mut pace = Pace::new(state.runtime.admission(), Duration::from_millis(u64::try_from(lease_ms).unwrap_or(0)));
-    let index: std::collections::HashMap<&str, usize> =
-        rows.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
-    let mut next = open.iter().peekable();
-    while next.peek().is_some() {
-        let Ok(first) = places.clone().acquire_owned().await else { break };
+    while !schedule.is_empty() {
+        let Some(first) = places.slot().await else { break };
         let mut held = vec![first];
         let busy = pace.busy(state.runtime.admission());
         let batch = if busy { BUSY_BATCH } else { usize::MAX };
         while held.len() < batch {
-            let Ok(place) = places.clone().try_acquire_owned() else { break };
+            let Some(place) = places.try_slot() else { break };
             held.push(place);
         }
-        let batch: Vec<(String, i64)> =
-            next.by_ref().take(held.len()).map(|&(i, start)| (rows[i].id.clone(), start)).collect();
-        let taken = match state.store.lease_windows(&batch, replica, now_ms() as i64, lease_ms).await {
-            Ok(taken) => taken,
-            Err(e) => {
-                // The collections already started still end, and the pass is audited.
-                tally.ended(state, replica).await;
-                return Err(e);
+        // Made before looking, so a collection ending meanwhile is not missed.
+        let freed = places.freed();
+        let picked = places.take(&mut schedule, held);
+        if picked.is_empty() {
+            freed.await;
+            continue;
+        }
+        let batch: Vec<(String, i64)> = picked.iter().map(|(_, (i, start))| (rows[*i].id.clone(), *start)).collect();
+        let taken: std::collections::HashSet<(String, i64)> =
+            match state.store.lease_windows(&batch, replica, now_ms() as i64, lease_ms).await {
+                Ok(taken) => taken.into_iter().collect(),
+                Err(e) => {
+                    // The collections already started still end, and the pass is audited.
+                    drop(picked);
+                    tally.ended(state, replica).await;
+                    return Err(e);
+                }
+            };
+        for (place, (i, this)) in picked {
+            // Another replica holds the lease: the place and the tenant's count go back
+            // now (`place` dropped).
+            if !taken.contains(&(rows[i].id.clone(), this)) {
+                continue;
             }
-        };
-        for (installation, this) in taken {
-            let (Some(&i), Some(place)) = (index.get(installation.as_str()), held.pop()) else { continue };
             // Only a batch leased while tenants called rests: it is small enough that its
             // last window starts well within its lease.
             if busy {
@@ -173,7 +199,6 @@ pub async fn collect_once(
             });
             started += 1;
         }
-        // The places of windows another replica held go back here.
     }
     tally.ended(state, replica).await;
     Ok(started)
@@ -393,7 +418,7 @@ async fn collect_window(
 /// Runs `collect_once` every quarter window (at least every 250 ms) until the process ends.
 pub fn spawn(state: Arc<AppState>, window: Duration, lease: Duration) -> tokio::task::JoinHandle<()> {
     let replica: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-    let places = Arc::new(tokio::sync::Semaphore::new(PARALLELISM));
+    let places = Arc::new(Places::new());
     let window_ms = window.as_millis().max(1) as i64;
     let lease_ms = lease.as_millis() as i64;
     let tick = (window / 4).max(Duration::from_millis(250));

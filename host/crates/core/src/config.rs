@@ -154,6 +154,23 @@ pub struct ServerSettings {
     /// How the server writes its log, `text` or `json` (`--log-format` and
     /// KIOSK_LOG_FORMAT override it; default text: what a person at a terminal reads).
     pub log_format: Option<LogFormat>,
+    /// How long SIGTERM lets calls in flight run on (each also ends at its own deadline)
+    /// before they are stopped, in seconds (`DEFAULT_DRAIN_SECONDS` when unset).
+    pub drain_seconds: Option<u64>,
+}
+
+/// The longest drain: an hour, beyond any call's deadline.
+pub const MAX_DRAIN_SECONDS: u64 = 3_600;
+
+impl ServerSettings {
+    /// Kubernetes' default termination grace period: a drain longer than it would be cut
+    /// by SIGKILL anyway.
+    pub const DEFAULT_DRAIN_SECONDS: u64 = 30;
+
+    /// The drain bound that applies.
+    pub fn drain(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_seconds.unwrap_or(Self::DEFAULT_DRAIN_SECONDS))
+    }
 }
 
 /// How the server's own log is written.
@@ -223,6 +240,11 @@ impl OperatorConfig {
             return Err(format!("[logs] max-bytes-total must be {MIN_LOG_BYTES_TOTAL}..={}, found {total}", i64::MAX));
         }
         self.watch.validate()?;
+        if let Some(drain) = self.server.drain_seconds
+            && drain > MAX_DRAIN_SECONDS
+        {
+            return Err(format!("[server] drain-seconds must be 0..={MAX_DRAIN_SECONDS}, found {drain}"));
+        }
         for registry in &self.registries {
             registry.validate().map_err(|e| e.message)?;
         }
@@ -290,6 +312,19 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(OperatorConfig::default().logs.max_bytes_total, 1 << 30);
         assert!(toml::from_str::<OperatorConfig>("[logs]\nmax-bytes = 1\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn a_collection_share_outside_a_percent_is_refused_by_name() {
+        for bad in [0, 101] {
+            let config: OperatorConfig =
+                toml::from_str(&format!("[sandbox]\ntenant-collection-share = {bad}\n")).unwrap();
+            let refused = config.validate().unwrap_err();
+            assert!(refused.contains("sandbox.tenant-collection-share is") && refused.contains(&bad.to_string()));
+        }
+        let config: OperatorConfig = toml::from_str("[sandbox]\ntenant-collection-share = 100\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(OperatorConfig::default().sandbox.tenant_collection_share, 25);
     }
 
     #[test]

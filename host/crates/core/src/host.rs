@@ -33,10 +33,12 @@ pub async fn open(
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("kiosk.db").display()));
     let store = Store::connect(&database).await.with_context(|| format!("database {}", redact(&database)))?;
     tracing::info!(database = %redact(&database), "database ready, migrations applied");
-    // The operator's tenant quotas, enforced by the store where the writes happen.
+    // The operator's tenant quotas, enforced by the store where the writes happen (the
+    // collection share by every replica's collector, which reads it at each pass).
     let defaults = kiosk_store::TenantQuotaRow {
         installations: Some(config.sandbox.tenant_installations),
         kv_bytes: Some(config.sandbox.tenant_kv_bytes),
+        collection_share: Some(config.sandbox.tenant_collection_share),
     };
     store.set_default_tenant_quotas(defaults).await.context("writing the default tenant quotas")?;
     let sealer = Sealer::from_hex(&secrets_key(&config, &data_dir)?).map_err(anyhow::Error::msg)?;

@@ -40,6 +40,8 @@ kinds! {
     Exists = "exists",
     HostApiMismatch = "host-api-mismatch",
     IconRefused = "icon-refused",
+    IdempotencyKeyInvalid = "idempotency-key-invalid",
+    IdempotencyKeyReused = "idempotency-key-reused",
     InputTooLarge = "input-too-large",
     InstallationChanged = "installation-changed",
     Internal = "internal",

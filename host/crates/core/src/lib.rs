@@ -16,6 +16,7 @@ pub mod egress_policy;
 pub mod error;
 pub mod estate;
 pub mod host;
+pub mod idempotency;
 pub mod kind;
 pub mod kiosk;
 pub mod lifecycle;

@@ -56,7 +56,7 @@ pub struct InstallRequest {
 }
 
 /// An invoke's answer: the operation's output and the usage it metered.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Invoked {
     /// The call's id (its log lines carry it).
     pub call_id: String,
@@ -111,6 +111,22 @@ impl Kiosk {
     /// validate the config → `validate-config` and `install` hooks → record. Nothing is
     /// left behind on failure (the hooks' key-value data is removed).
     pub async fn install(&self, tenant: &str, request: InstallRequest, actor: &str) -> Result<InstallationRow> {
+        match self.install_with(tenant, request, actor, None).await? {
+            Ok(row) => Ok(row),
+            Err(_) => Err(Failure::internal("an install without an idempotency key found one")),
+        }
+    }
+
+    /// `install`; with `keyed` (the client's key and what it asked), the key and the new
+    /// installation's id are kept with the row, unless a request with the key committed
+    /// first: then nothing is kept and its answer comes back (`Err`).
+    pub(crate) async fn install_with(
+        &self,
+        tenant: &str,
+        request: InstallRequest,
+        actor: &str,
+        keyed: Option<(&str, &str)>,
+    ) -> Result<std::result::Result<InstallationRow, Box<kiosk_store::StoredAnswer>>> {
         let id = AppId::parse(&request.app).map_err(|e| Failure::not_found(e.to_string()).field("app"))?;
         // Another tenant's private app does not exist for this one.
         if id.private_owner().is_some_and(|owner| owner != tenant) {
@@ -176,11 +192,23 @@ impl Kiosk {
         self.set_config(&mut record, &config, &secret_pointers);
         // The version is checked again as the row is written: a yank or a quarantine
         // committed while the hooks ran wins.
+        let answer = keyed.map(|(key, fingerprint)| kiosk_store::KeyedAnswer {
+            tenant,
+            key,
+            fingerprint,
+            call_id: &inst_id,
+            answer: &inst_id,
+        });
+        let mut first = None;
         let recorded = match outcome {
             Ok(()) => {
-                let effects = HookEffects { calls: &held, logs: self.log_bounds() };
+                let effects = HookEffects::of(&held, self.log_bounds()).keyed(answer);
                 match self.store.record_install(&record, actor, effects).await {
                     Ok(Ok(())) => Ok(()),
+                    Ok(Err(LifecycleRefused::KeyUsed(used))) => {
+                        first = Some(used);
+                        Ok(())
+                    }
                     Ok(Err(LifecycleRefused::NotInstallable(now))) => installable(&record.app, &now.0),
                     Ok(Err(refused)) => Err(self.lost(&record, "install", refused).await),
                     Err(e) => Err(Failure::from(e)),
@@ -193,8 +221,14 @@ impl Kiosk {
             self.store.delete_installation_data(tenant, &inst.id).await?;
             return Err(e);
         }
+        if let Some(used) = first {
+            // A copy of this request with the key was installed first: this one is undone.
+            Self::log_orphans(tenant, &inst.id, logs);
+            self.store.delete_installation_data(tenant, &inst.id).await?;
+            return Ok(Err(used));
+        }
         self.keep_logs(tenant, &inst.id, logs).await;
-        Ok(record)
+        Ok(Ok(record))
     }
 
     /// Replaces an installation's configuration: secret values the new config leaves
@@ -245,7 +279,7 @@ impl Kiosk {
         self.keep_logs(tenant, id, logs).await;
         hooks?;
         self.set_config(&mut row, &config, &secret_pointers);
-        let effects = HookEffects { calls: &held, logs: self.log_bounds() };
+        let effects = HookEffects::of(&held, self.log_bounds());
         if let Err(refused) = self.store.record_configure(&row, "installation.configure", actor, effects).await? {
             return Err(self.lost(&row, "configure", refused).await);
         }
@@ -271,10 +305,25 @@ impl Kiosk {
     /// row is still at that row version (an automatic upgrade decided on this row).
     pub(crate) async fn upgrade_row(
         &self,
-        mut row: InstallationRow,
+        row: InstallationRow,
         request: UpgradeRequest,
         actor: &str,
     ) -> Result<InstallationRow> {
+        match self.upgrade_row_with(row, request, actor, None).await? {
+            Ok(row) => Ok(row),
+            Err(_) => Err(Failure::internal("an upgrade without an idempotency key found one")),
+        }
+    }
+
+    /// `upgrade_row`; with `keyed` (the client's key and what it asked) the key is kept
+    /// with the row, unless a request with the key committed first (its answer: `Err`).
+    pub(crate) async fn upgrade_row_with(
+        &self,
+        mut row: InstallationRow,
+        request: UpgradeRequest,
+        actor: &str,
+        keyed: Option<(&str, &str)>,
+    ) -> Result<std::result::Result<InstallationRow, Box<kiosk_store::StoredAnswer>>> {
         let (tenant, id) = (row.tenant.clone(), row.id.clone());
         let (tenant, id) = (tenant.as_str(), id.as_str());
         let versions = self.store.versions(&row.app).await?;
@@ -306,13 +355,21 @@ impl Kiosk {
         // Checked again as the row is written (a yank or quarantine during the hook wins,
         // and so does a configure, upgrade or uninstall that wrote first); the old version
         // keeps running.
-        let effects = HookEffects { calls: &held, logs: self.log_bounds() };
+        let answer = keyed.map(|(key, fingerprint)| kiosk_store::KeyedAnswer {
+            tenant,
+            key,
+            fingerprint,
+            call_id: id,
+            answer: id,
+        });
+        let effects = HookEffects::of(&held, self.log_bounds()).keyed(answer);
         match self.store.record_upgrade(&row, actor, effects).await? {
             Ok(()) => {}
             Err(LifecycleRefused::NotInstallable(blocked)) => installable(&row.app, &blocked.0)?,
+            Err(LifecycleRefused::KeyUsed(used)) => return Ok(Err(used)),
             Err(refused) => return Err(self.lost(&row, "upgrade", refused).await),
         }
-        self.installation(tenant, id).await
+        Ok(Ok(self.installation(tenant, id).await?))
     }
 
     /// Removes an installation. The app's hook is asked, but never keeps the tenant in: a
@@ -428,7 +485,7 @@ impl Kiosk {
                 Err(failure) => failure,
                 Ok(()) => self.changed(read, step).await,
             },
-            LifecycleRefused::Changed => self.changed(read, step).await,
+            LifecycleRefused::Changed | LifecycleRefused::KeyUsed(_) => self.changed(read, step).await,
         }
     }
 
@@ -469,8 +526,25 @@ impl Kiosk {
     /// Calls `operation` of an installation with `input` (JSON). The licence is checked
     /// on every call.
     pub async fn invoke(&self, tenant: &str, id: &str, operation: &str, input: &Value) -> Result<Invoked> {
-        // One read of the database before the call (installation, limits, switches,
-        // licence), one group-committed write after it.
+        let (app, call, logged_as) = self.invocation(tenant, id, operation).await?;
+        let input = input.to_string();
+        let mut logs = CallLogs::default();
+        let done = logs.run(&call, &logged_as, operation, self.runtime.invoke(&app, &call, operation, &input)).await;
+        self.keep_logs(tenant, id, logs).await;
+        let (call_id, output, usage) = done?;
+        let output: Value = serde_json::from_str(&output).unwrap_or(Value::String(output));
+        Ok(Invoked { call_id, output, usage })
+    }
+
+    /// What a call of `operation` runs (the admitted version, the installation with its
+    /// egress, the name its log lines carry), from one read of the database (installation,
+    /// limits, switches, licence); its effects are written by one group commit after it.
+    pub(crate) async fn invocation(
+        &self,
+        tenant: &str,
+        id: &str,
+        operation: &str,
+    ) -> Result<(AppVersion, Installation, String)> {
         let context = self
             .store
             .call_context(tenant, id)
@@ -483,13 +557,7 @@ impl Kiosk {
         let (call, _) = CallLogs::logged_call(tenant, id, &logged_as);
         let call =
             self.with_egress_of(&app, &context.installation, context.egress.as_ref(), &context.operator_egress, call)?;
-        let input = input.to_string();
-        let mut logs = CallLogs::default();
-        let done = logs.run(&call, &logged_as, operation, self.runtime.invoke(&app, &call, operation, &input)).await;
-        self.keep_logs(tenant, id, logs).await;
-        let (call_id, output, usage) = done?;
-        let output: Value = serde_json::from_str(&output).unwrap_or(Value::String(output));
-        Ok(Invoked { call_id, output, usage })
+        Ok((app, call, logged_as))
     }
 }
 

@@ -29,6 +29,11 @@ pub async fn sweep(state: &Kiosk, replica: &str) -> Result<Option<Trimmed>, Stor
     if let Err(e) = state.store.forget_applied_calls(horizon).await {
         tracing::warn!(error = %e, "the ledger's applied call ids could not be trimmed: the next sweep tries again");
     }
+    // Client idempotency keys: a retry past their retention runs the request again.
+    let horizon = now.saturating_sub(kiosk_store::IDEMPOTENCY_RETENTION_MS);
+    if let Err(e) = state.store.forget_idempotency_keys(horizon).await {
+        tracing::warn!(error = %e, "expired idempotency keys could not be forgotten: the next sweep tries again");
+    }
     if let Err(e) = state.store.release_pass("log-trim", replica).await {
         tracing::warn!(error = %e, "the log-trim lease could not be released: it expires");
     }

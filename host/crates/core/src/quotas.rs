@@ -1,10 +1,13 @@
-//! Tenant quotas: how many installations a tenant may have and how many key-value bytes
-//! all of them together may hold. The operator's `[sandbox] tenant-installations` and
-//! `tenant-kv-bytes` apply to every tenant; a tenant's own quota may only be lower
-//! (tighten-only, like limits). The store enforces them in the writing transaction
-//! (`kiosk_store::tenant_quotas`); this module reads, sets and checks them up front.
+//! Tenant quotas: how many installations a tenant may have, how many key-value bytes
+//! all of them together may hold, and what share of the collector's concurrent report
+//! calls they may take. The operator's `[sandbox] tenant-installations`,
+//! `tenant-kv-bytes` and `tenant-collection-share` apply to every tenant; a tenant's own
+//! quota may only be lower (tighten-only, like limits). The store enforces the first two
+//! in the writing transaction (`kiosk_store::tenant_quotas`), the collector the share
+//! (`collector::fair`); this module reads, sets and checks them up front.
 
-use kiosk_store::TenantQuotaRow;
+/// A tenant's own quotas as set (`None`: the operator's applies).
+pub use kiosk_store::TenantQuotaRow as OwnQuotas;
 
 use crate::error::{Failure, Kind};
 use crate::lifecycle::Kiosk;
@@ -24,11 +27,27 @@ pub struct Quota {
     pub used: u64,
 }
 
+/// A tenant's share of collection work: percent of the collector's concurrent report
+/// calls. Nothing is "used" of it in the database: what runs is one replica's, for the
+/// length of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// What applies, percent: the tenant's own share if it has one, else the operator's.
+    pub limit: u64,
+    /// The operator's share for every tenant (the most a tenant's own may be).
+    pub default: u64,
+    /// The tenant's own share, if set.
+    pub own: Option<u64>,
+    /// The report calls of the tenant's installations one replica runs at once at most.
+    pub places: usize,
+}
+
 /// A tenant's quotas and its use of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TenantQuotas {
     pub installations: Quota,
     pub kv_bytes: Quota,
+    pub collection_share: Share,
 }
 
 impl Kiosk {
@@ -46,36 +65,47 @@ impl Kiosk {
             own,
             used,
         };
+        let default = sandbox.tenant_collection_share;
+        let share = own.collection_share.map_or(default, |own| own.min(default));
         Ok(TenantQuotas {
             installations: quota(sandbox.tenant_installations, own.installations, used.installations),
             kv_bytes: quota(sandbox.tenant_kv_bytes, own.kv_bytes, used.kv_bytes),
+            collection_share: Share {
+                limit: share,
+                default,
+                own: own.collection_share,
+                places: crate::collector::fair::places_of(share),
+            },
         })
     }
 
     /// Sets a tenant's own quotas (`None`: the operator's applies). Each may only lower
     /// the operator's (`limit-above-ceiling` names the field) and be at least 1
-    /// (`invalid-limit`). Applies from the next install or key-value commit; what the
-    /// tenant holds beyond a lowered quota stays (it can only shrink).
-    pub async fn set_tenant_quotas(
-        &self,
-        tenant: &str,
-        installations: Option<u64>,
-        kv_bytes: Option<u64>,
-        actor: &str,
-    ) -> Result<TenantQuotas> {
+    /// (`invalid-limit`); the collection share is a percent, at most 100. Applies from the
+    /// next install, key-value commit or collection pass; what the tenant holds beyond a
+    /// lowered quota stays (it can only shrink).
+    pub async fn set_tenant_quotas(&self, tenant: &str, own: OwnQuotas, actor: &str) -> Result<TenantQuotas> {
         if !self.store.tenant_exists(tenant).await? {
             return Err(Failure::not_found(format!("no tenant {tenant:?}")));
         }
         let sandbox = &self.config.sandbox;
         for (field, value, ceiling, setting) in [
-            ("installations", installations, sandbox.tenant_installations, "tenant-installations"),
-            ("kvBytes", kv_bytes, sandbox.tenant_kv_bytes, "tenant-kv-bytes"),
+            ("installations", own.installations, sandbox.tenant_installations, "tenant-installations"),
+            ("kvBytes", own.kv_bytes, sandbox.tenant_kv_bytes, "tenant-kv-bytes"),
+            ("collectionShare", own.collection_share, sandbox.tenant_collection_share, "tenant-collection-share"),
         ] {
             match value {
                 Some(0) => {
                     return Err(Failure::unprocessable(
                         Kind::InvalidLimit,
                         format!("{field} must be at least 1 (omit it for the operator's quota)"),
+                    )
+                    .field(field));
+                }
+                Some(v) if field == "collectionShare" && v > 100 => {
+                    return Err(Failure::unprocessable(
+                        Kind::InvalidLimit,
+                        format!("{field} is {v}, but it is a percent: from 1 to 100"),
                     )
                     .field(field));
                 }
@@ -89,12 +119,13 @@ impl Kiosk {
                 _ => {}
             }
         }
-        self.store.set_tenant_quota(tenant, TenantQuotaRow { installations, kv_bytes }, actor).await?;
+        self.store.set_tenant_quota(tenant, own, actor).await?;
         self.tenant_quotas(tenant).await
     }
 
-    /// `set_tenant_quotas` from a request body: `installations` and `kvBytes`, each a whole
-    /// number or null/absent; anything else is `invalid-limit` naming the field.
+    /// `set_tenant_quotas` from a request body: `installations`, `kvBytes` and
+    /// `collectionShare`, each a whole number or null/absent; anything else is
+    /// `invalid-limit` naming the field.
     pub async fn set_tenant_quotas_json(
         &self,
         tenant: &str,
@@ -103,13 +134,17 @@ impl Kiosk {
     ) -> Result<TenantQuotas> {
         let invalid = |field: &str, why: String| Failure::unprocessable(Kind::InvalidLimit, why).field(field);
         let Some(object) = body.as_object() else {
-            return Err(invalid("", "the body must be an object with installations and/or kvBytes".into()));
+            return Err(invalid(
+                "",
+                "the body must be an object with installations, kvBytes or collectionShare".into(),
+            ));
         };
-        if let Some(unknown) = object.keys().find(|k| !["installations", "kvBytes"].contains(&k.as_str())) {
+        const FIELDS: [&str; 3] = ["installations", "kvBytes", "collectionShare"];
+        if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             let shown: String = unknown.chars().take(64).collect();
             return Err(invalid(
                 &shown,
-                format!("unknown field {shown:?}: a tenant has quotas installations and kvBytes"),
+                format!("unknown field {shown:?}: a tenant has quotas installations, kvBytes and collectionShare"),
             ));
         }
         let value = |field: &str| match object.get(field) {
@@ -118,8 +153,12 @@ impl Kiosk {
                 invalid(field, format!("{field} must be a whole number from 1 to the operator's quota, or null"))
             }),
         };
-        let (installations, kv_bytes) = (value("installations")?, value("kvBytes")?);
-        self.set_tenant_quotas(tenant, installations, kv_bytes, actor).await
+        let own = OwnQuotas {
+            installations: value("installations")?,
+            kv_bytes: value("kvBytes")?,
+            collection_share: value("collectionShare")?,
+        };
+        self.set_tenant_quotas(tenant, own, actor).await
     }
 
     /// Refuses an install up front when the tenant holds its installation quota (the

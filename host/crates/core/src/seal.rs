@@ -10,6 +10,8 @@ use rand::RngCore;
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Aes256Gcm,
+    /// HMAC key for `fingerprint`, derived from the secrets key (never the key itself).
+    mac_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Sealer {
@@ -25,7 +27,27 @@ impl Sealer {
         if bytes.len() != 32 {
             return Err(format!("secrets key must be 32 bytes (64 hex digits), found {} bytes", bytes.len()));
         }
-        Ok(Self { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)) })
+        let mac_key: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::new().chain_update(b"kiosk request fingerprint\0").chain_update(&bytes).finalize().into()
+        };
+        Ok(Self { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)), mac_key })
+    }
+
+    /// A keyed digest (HMAC-SHA-256) of `parts`, each length-prefixed: what a request
+    /// asked, kept to compare with a retry's, which reveals nothing of the request (its
+    /// secret config values included) to a reader of the database.
+    pub fn fingerprint(&self, parts: &[&str]) -> String {
+        use hmac::Mac as _;
+        // HMAC takes a key of any length: this cannot fail.
+        let Ok(mut mac) = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.mac_key) else {
+            return String::new();
+        };
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// A new random key, as hex.
@@ -71,5 +93,19 @@ mod tests {
         assert_eq!(s.open(&sealed, "t1/i1").unwrap(), b"sk-live-123");
         assert!(s.open(&sealed, "t2/i1").is_err());
         assert!(Sealer::from_hex("abcd").unwrap_err().contains("32 bytes"));
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_and_separate_their_parts() {
+        let (a, b) = (Sealer::from_hex(&"11".repeat(32)).unwrap(), Sealer::from_hex(&"22".repeat(32)).unwrap());
+        let asked = ["install", r#"{"config":{"apiKey":"sk-live-123"}}"#];
+        assert_eq!(a.fingerprint(&asked), a.fingerprint(&asked));
+        assert_eq!(a.fingerprint(&asked).len(), 64);
+        assert_ne!(a.fingerprint(&asked), b.fingerprint(&asked), "another key, another digest");
+        assert_ne!(a.fingerprint(&["ab", "c"]), a.fingerprint(&["a", "bc"]));
+        // Not the plain digest a reader of the database could test guesses against.
+        use sha2::Digest as _;
+        let plain = hex::encode(sha2::Sha256::digest(asked.concat()));
+        assert_ne!(a.fingerprint(&asked), plain);
     }
 }

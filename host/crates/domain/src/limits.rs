@@ -42,6 +42,9 @@ pub struct SandboxLimits {
     pub tenant_kv_bytes: u64,
     /// Installations one tenant may have at once (its own quota may only be lower).
     pub tenant_installations: u64,
+    /// Percent (1-100) of the collector's concurrent report calls (`PARALLELISM` per
+    /// replica) one tenant's installations may hold at once (its own may only be lower).
+    pub tenant_collection_share: u64,
     /// Longest key-value key, bytes.
     pub kv_max_key_bytes: u32,
     /// Usage events one call may record through `metering.record-usage`.
@@ -99,6 +102,8 @@ impl Default for SandboxLimits {
             // Tens of apps, or an installation per campaign, fit; a script creating
             // installations in a loop stops here.
             tenant_installations: 1_000,
+            // Four tenants can fill the collector, one cannot take it all.
+            tenant_collection_share: 25,
             kv_max_key_bytes: 512,
             max_usage_events_per_call: 1_000,
             // Two cores serve far fewer concurrent calls than this; slots are cheap
@@ -193,6 +198,12 @@ impl SandboxLimits {
             if value == 0 {
                 return Err(format!("sandbox.{name} must be greater than 0"));
             }
+        }
+        if !(1..=100).contains(&self.tenant_collection_share) {
+            return Err(format!(
+                "sandbox.tenant-collection-share is {} but must be a percent from 1 to 100",
+                self.tenant_collection_share
+            ));
         }
         if self.memory_mib > 4096 {
             return Err(format!("sandbox.memory-mib is {} but wasm32 memories hold at most 4096 MiB", self.memory_mib));

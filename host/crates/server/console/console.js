@@ -1002,7 +1002,7 @@ function showPartnerApps(list, apps) {
 
 const OPERATOR_LISTS = {
   partners: ["Partners", "/v1/partners", ["name", "display", "disabled", "apps", "certificates", "createdMs"]],
-  tenants: ["Tenants", "/v1/tenants", ["id", "display", "suspended", "installations", "createdMs"]],
+  tenants: ["Tenants", "/v1/tenants", ["id", "display", "suspended", "installations", "kvBytes", "createdMs"]],
   tokens: ["Tokens", "/v1/tokens", ["id", "role", "scope", "label", "createdMs", "expiresMs", "revoked", "expired"]],
   registries: ["Registries", "/v1/registries", null],
   entitlements: ["Entitlements", "/v1/entitlements", null],

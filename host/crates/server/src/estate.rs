@@ -135,6 +135,8 @@ struct TenantView {
     suspended: bool,
     created_ms: i64,
     installations: i64,
+    /// Key-value bytes (keys and values) all its installations hold together.
+    kv_bytes: i64,
 }
 
 fn tenant_view(t: TenantSummary) -> TenantView {
@@ -144,6 +146,7 @@ fn tenant_view(t: TenantSummary) -> TenantView {
         suspended: t.suspended,
         created_ms: t.created_ms,
         installations: t.installations,
+        kv_bytes: t.kv_bytes,
     }
 }
 

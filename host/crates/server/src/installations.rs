@@ -126,7 +126,12 @@ async fn view(s: &AppState, row: &InstallationRow) -> ApiResult<InstallationView
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/installations", tag = "tenant", request_body = InstallBody,
-    responses((status = 201, description = "installed", body = InstallationView),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1-255 visible ASCII characters, the tenant's own: the same request sent again with the key within \
+                       24 h (on any replica) gets the installation the first one created, as it is now \
+                       (`Idempotent-Replayed: true`), and installs nothing; the key with another request is 422 \
+                       `idempotency-key-reused`.")),
+    responses((status = 201, description = "installed (or, with `Idempotent-Replayed: true`, installed by an earlier request with the same key)", body = InstallationView),
               (status = 403, description = "`forbidden`, or the tenant is not entitled to the app", body = Problem),
               (status = 404, description = "`not-found`: no such tenant, app or version", body = Problem),
               (status = 422, description = "`config-invalid` (the configuration against the schema: `errors` name the properties), a version or track that resolves to nothing installable", body = Problem),
@@ -136,6 +141,7 @@ async fn install(
     State(s): State<Shared>,
     caller: Caller,
     Path(tenant): Path<String>,
+    headers: axum::http::HeaderMap,
     Json(body): Json<InstallBody>,
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant(&tenant)?;
@@ -148,8 +154,18 @@ async fn install(
         id: None,
         upgrade_policy: body.upgrade_policy.into(),
     };
-    let row = s.install(&tenant, request, &caller.0.actor()).await?;
-    Ok((StatusCode::CREATED, axum::Json(view(&s, &row).await?)))
+    let (row, replayed) = match idempotency_key(&headers)? {
+        Some(key) => {
+            let keyed = s.install_keyed(&tenant, request, key, &caller.0.actor()).await?;
+            (keyed.row, keyed.replayed)
+        }
+        None => (s.install(&tenant, request, &caller.0.actor()).await?, false),
+    };
+    let mut response = (StatusCode::CREATED, axum::Json(view(&s, &row).await?)).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 /// `after` is the `id` of the last item of the previous page.
@@ -229,7 +245,11 @@ struct UpgradeBody {
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/installations/{id}/upgrade", tag = "tenant", request_body = UpgradeBody,
-    responses((status = 200, description = "upgraded (or downgraded)", body = InstallationView),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "as for install: the same request sent again with the key within 24 h gets the installation as it \
+                       is now (`Idempotent-Replayed: true`) and moves nothing again; the key with another request is \
+                       422 `idempotency-key-reused`.")),
+    responses((status = 200, description = "upgraded (or downgraded), or, with `Idempotent-Replayed: true`, by an earlier request with the same key", body = InstallationView),
               (status = 403, description = "`forbidden`, or the tenant is no longer entitled to the app", body = Problem),
               (status = 404, description = "`not-found`: no such installation or version", body = Problem),
               (status = 409, description = "`same-version`, or the installation changed meanwhile", body = Problem),
@@ -240,6 +260,7 @@ async fn upgrade(
     State(s): State<Shared>,
     caller: Caller,
     Path((tenant, id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
     Json(body): Json<UpgradeBody>,
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant(&tenant)?;
@@ -250,8 +271,18 @@ async fn upgrade(
         allow_major: body.allow_major,
         include_prerelease: body.include_prerelease,
     };
-    let row = s.upgrade(&tenant, &id, request, &caller.0.actor()).await?;
-    Ok(axum::Json(view(&s, &row).await?))
+    let (row, replayed) = match idempotency_key(&headers)? {
+        Some(key) => {
+            let keyed = s.upgrade_keyed(&tenant, &id, request, key, &caller.0.actor()).await?;
+            (keyed.row, keyed.replayed)
+        }
+        None => (s.upgrade(&tenant, &id, request, &caller.0.actor()).await?, false),
+    };
+    let mut response = axum::Json(view(&s, &row).await?).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -344,8 +375,15 @@ struct InvokeResult {
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/installations/{id}/invoke/{operation}", tag = "tenant",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1-255 visible ASCII characters, the tenant's own: a request sent again with the key within 24 h \
+                       (on any replica) gets the first answer (same call id and usage) and runs and meters nothing; \
+                       the key with another installation, operation or input is 422 `idempotency-key-reused`. A \
+                       failed call keeps no answer: retrying it runs it.")),
     request_body(content = AnyJson, description = "the operation's input: any JSON value"),
-    responses((status = 200, description = "the operation's output and metered usage", body = InvokeResult),
+    responses((status = 200, description = "the operation's output and metered usage; `Idempotent-Replayed: true` when \
+                                           it is the answer to an earlier request with the same `Idempotency-Key`",
+               body = InvokeResult),
               (status = 404, description = "`not-found`: no such installation or operation", body = Problem),
               (status = 413, description = "`body-too-large`, or `input-too-large` for the app's limits", body = Problem),
               (status = 422, body = Problem, description = "the app refused the input, or the installation cannot run (e.g. quarantined version, entitlement ended)"),
@@ -356,12 +394,40 @@ async fn invoke(
     State(s): State<Shared>,
     caller: Caller,
     Path((tenant, id, operation)): Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
     Json(input): Json<Value>,
 ) -> ApiResult<impl IntoResponse> {
     caller.tenant(&tenant)?;
-    let invoked = s.invoke(&tenant, &id, &operation, &input).await?;
+    let (invoked, replayed) = match idempotency_key(&headers)? {
+        Some(key) => {
+            let keyed = s.invoke_keyed(&tenant, &id, &operation, &input, key).await?;
+            (keyed.invoked, keyed.replayed)
+        }
+        None => (s.invoke(&tenant, &id, &operation, &input).await?, false),
+    };
     let usage = invoked.usage.iter().map(usage_view).collect();
-    Ok(axum::Json(InvokeResult { call_id: invoked.call_id, output: AnyJson(invoked.output), usage }))
+    let body = axum::Json(InvokeResult { call_id: invoked.call_id, output: AnyJson(invoked.output), usage });
+    let mut response = body.into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// The request's `Idempotency-Key`, if it sent one (one only, as text).
+fn idempotency_key(headers: &axum::http::HeaderMap) -> ApiResult<Option<&str>> {
+    use kiosk_core::idempotency::HEADER;
+    let mut values = headers.get_all(HEADER).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    let invalid = |why: &str| {
+        kiosk_core::error::Failure::unprocessable(kiosk_core::kind::Kind::IdempotencyKeyInvalid, why.to_string())
+            .field(HEADER)
+    };
+    if values.next().is_some() {
+        return Err(invalid("Idempotency-Key was sent more than once: send one key").into());
+    }
+    let key = value.to_str().map_err(|_| invalid("Idempotency-Key must be visible ASCII characters"))?;
+    Ok(Some(kiosk_core::idempotency::check_key(key)?))
 }
 
 fn usage_view(e: &UsageEvent) -> MeteredUsage {

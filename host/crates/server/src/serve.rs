@@ -107,10 +107,24 @@ pub async fn run(options: ServeOptions, filter: tracing_subscriber::EnvFilter) -
     println!("kiosk listening on http://{addr}");
     println!("console: http://{addr}/console/ (sign in with a token)");
     let kiosk = state.clone();
+    let mut signals = StopSignals::new();
     let stopping = async move {
-        shutdown_signal().await;
-        // Calls in flight stop now (a sleeping guest would otherwise hold the shutdown
-        // until its deadline); their requests answer 503 and the server drains.
+        signals.next().await;
+        tracing::info!("shutting down: /readyz is 503, new calls are refused, calls in flight finish");
+        // `/readyz` answers 503 and new calls are refused (503, `Retry-After`) from now;
+        // calls in flight run on to their end or deadline, within `[server]
+        // drain-seconds`, or until a second signal. Then any still running stop (503), the
+        // listener closes once their responses are out, and the ledger's last commits end
+        // before `close`.
+        kiosk.drain();
+        let grace = kiosk.config().server.drain();
+        tokio::select! {
+            () = kiosk.calls_finished() => tracing::info!("calls in flight finished"),
+            () = tokio::time::sleep(grace) => {
+                tracing::warn!(drain_seconds = grace.as_secs(), "calls still running after the drain: stopping them");
+            }
+            () = signals.next() => tracing::warn!("a second signal: stopping the calls in flight now"),
+        }
         kiosk.shut_down();
     };
     axum::serve(listener, router(state.clone())).with_graceful_shutdown(stopping).await?;
@@ -131,24 +145,41 @@ pub async fn spawn(options: ServeOptions, listen: SocketAddr) -> anyhow::Result<
     Ok(Started { addr, state })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT, listened to from the start so that a second one is told apart
+/// from the first (a listener made after a signal may see that signal again).
+struct StopSignals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+            if let Err(e) = &streams {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM/SIGINT: stop the server with SIGKILL");
             }
-            Err(_) => std::future::pending::<()>().await,
+            Self { streams: streams.ok() }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        #[cfg(not(unix))]
+        Self {}
     }
-    tracing::info!("shutting down: finishing in-flight requests");
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        match &mut self.streams {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

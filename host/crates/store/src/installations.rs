@@ -10,7 +10,7 @@ use kiosk_domain::upgrade::UpgradePolicy;
 
 use crate::audit::audit;
 use crate::kv::purge_kv;
-use crate::ledger::{HookEffects, write_held};
+use crate::ledger::{HeldRefused, HookEffects, write_held};
 use crate::sqlite_reads::Columns;
 use crate::versions::{VERSION_SELECT, VersionRow, version_row};
 use crate::{Store, StoreError, ctx};
@@ -65,6 +65,17 @@ pub enum LifecycleRefused {
     OverQuota(kiosk_domain::kv::QuotaHit),
     /// The tenant has this many installations, its quota (install only).
     InstallationQuota(u64),
+    /// Another request with the client's idempotency key committed first: its answer.
+    KeyUsed(Box<crate::StoredAnswer>),
+}
+
+impl From<HeldRefused> for LifecycleRefused {
+    fn from(refused: HeldRefused) -> Self {
+        match refused {
+            HeldRefused::Quota(quota) => LifecycleRefused::OverQuota(quota),
+            HeldRefused::KeyUsed(used) => LifecycleRefused::KeyUsed(used),
+        }
+    }
 }
 
 /// The columns an insert of an installation writes (`row_version` starts at its default, 0).
@@ -229,9 +240,9 @@ impl Store {
             tx.rollback().await.map_err(ctx("rollback"))?;
             return Ok(Err(LifecycleRefused::Changed));
         }
-        if let Err(quota) = write_held(&mut tx, held).await? {
+        if let Err(refused) = write_held(&mut tx, held).await? {
             tx.rollback().await.map_err(ctx("rollback"))?;
-            return Ok(Err(LifecycleRefused::OverQuota(quota)));
+            return Ok(Err(refused.into()));
         }
         audit(&mut tx, actor, action, &format!("{}/{}", i.tenant, i.id), &format!("{}@{}", i.app, i.version)).await?;
         tx.commit().await.map_err(ctx("commit"))?;
@@ -463,9 +474,9 @@ impl Store {
                 }),
             };
         }
-        if let Err(quota) = write_held(&mut tx, held).await? {
+        if let Err(refused) = write_held(&mut tx, held).await? {
             tx.rollback().await.map_err(ctx("rollback"))?;
-            return Ok(Err(LifecycleRefused::OverQuota(quota)));
+            return Ok(Err(refused.into()));
         }
         let (target, detail) = (format!("{}/{}", i.tenant, i.id), format!("{}@{}", i.app, i.version));
         audit(&mut tx, actor, "installation.install", &target, &detail).await?;
@@ -483,9 +494,10 @@ impl Store {
     ) -> Result<Result<(), UpgradeRefused>, StoreError> {
         Ok(self.record_upgrade(i, actor, HookEffects::none()).await?.map_err(|refused| match refused {
             LifecycleRefused::NotInstallable(blocked) => UpgradeRefused::NotInstallable(blocked),
-            LifecycleRefused::Changed | LifecycleRefused::OverQuota(_) | LifecycleRefused::InstallationQuota(_) => {
-                UpgradeRefused::Changed(Changed)
-            }
+            LifecycleRefused::Changed
+            | LifecycleRefused::OverQuota(_)
+            | LifecycleRefused::InstallationQuota(_)
+            | LifecycleRefused::KeyUsed(_) => UpgradeRefused::Changed(Changed),
         }))
     }
 
@@ -522,9 +534,9 @@ impl Store {
                 Ok(()) => LifecycleRefused::Changed,
             }));
         }
-        if let Err(quota) = write_held(&mut tx, held).await? {
+        if let Err(refused) = write_held(&mut tx, held).await? {
             tx.rollback().await.map_err(ctx("rollback"))?;
-            return Ok(Err(LifecycleRefused::OverQuota(quota)));
+            return Ok(Err(refused.into()));
         }
         let (target, detail) = (format!("{}/{}", i.tenant, i.id), format!("{}@{}", i.app, i.version));
         audit(&mut tx, actor, "installation.upgrade", &target, &detail).await?;

@@ -21,6 +21,7 @@ mod catalog_meta;
 mod certificates;
 mod egress;
 mod entitlements;
+mod idempotency;
 mod installations;
 mod kv;
 pub mod ledger;
@@ -46,6 +47,7 @@ pub use catalog_meta::{NewIcon, VersionHead};
 pub use certificates::{CertUpdate, CertificateRow, DistrustedCert};
 pub use egress::{EgressPolicyRow, EgressSwitchRow, OperatorEgress};
 pub use entitlements::EntitlementRow;
+pub use idempotency::{IDEMPOTENCY_RETENTION_MS, KeyedAnswer, KeyedWrite, StoredAnswer};
 pub use installations::{
     Changed, InstallationRow, LifecycleRefused, NotInstallable, RemovedInstallation, UpgradeRefused,
 };

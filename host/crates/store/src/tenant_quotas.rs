@@ -1,7 +1,10 @@
 //! Tenant quotas (`tenant_quotas`): the operator's defaults (tenant '') and each
 //! tenant's own, lower ones, and what a tenant uses of them. Enforced where the writes
 //! happen: `installations::installation_quota` at install, `kv::tenant_budget` at every
-//! key-value commit that grows a tenant's bytes.
+//! key-value commit that grows a tenant's bytes; the collection share by the collector,
+//! which reads every tenant's at the start of a pass (`collection_shares`).
+
+use std::collections::HashMap;
 
 use sqlx::Row as _;
 
@@ -15,6 +18,8 @@ use crate::{Store, StoreError, ctx};
 pub struct TenantQuotaRow {
     pub installations: Option<u64>,
     pub kv_bytes: Option<u64>,
+    /// Percent of the collector's concurrent report calls.
+    pub collection_share: Option<u64>,
 }
 
 /// What a tenant holds now.
@@ -38,12 +43,15 @@ impl Store {
     pub async fn set_default_tenant_quotas(&self, quotas: TenantQuotaRow) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO tenant_quotas (tenant, installations, kv_bytes, updated_ms) VALUES ('', $1, $2, $3)
+            "INSERT INTO tenant_quotas (tenant, installations, kv_bytes, collection_share, updated_ms)
+             VALUES ('', $1, $2, $3, $4)
              ON CONFLICT (tenant) DO UPDATE SET installations = excluded.installations,
-             kv_bytes = excluded.kv_bytes, updated_ms = excluded.updated_ms",
+             kv_bytes = excluded.kv_bytes, collection_share = excluded.collection_share,
+             updated_ms = excluded.updated_ms",
         )
         .bind(stored(quotas.installations))
         .bind(stored(quotas.kv_bytes))
+        .bind(stored(quotas.collection_share))
         .bind(now_ms() as i64)
         .execute(&mut *tx)
         .await
@@ -53,7 +61,7 @@ impl Store {
 
     /// A tenant's own quotas (all `None` without a row).
     pub async fn tenant_quota(&self, tenant: &str) -> Result<TenantQuotaRow, StoreError> {
-        let row = sqlx::query("SELECT installations, kv_bytes FROM tenant_quotas WHERE tenant = $1")
+        let row = sqlx::query("SELECT installations, kv_bytes, collection_share FROM tenant_quotas WHERE tenant = $1")
             .bind(tenant)
             .fetch_optional(&self.pool)
             .await
@@ -62,6 +70,7 @@ impl Store {
         Ok(TenantQuotaRow {
             installations: read(row.try_get("installations").map_err(ctx("read tenant quotas"))?),
             kv_bytes: read(row.try_get("kv_bytes").map_err(ctx("read tenant quotas"))?),
+            collection_share: read(row.try_get("collection_share").map_err(ctx("read tenant quotas"))?),
         })
     }
 
@@ -77,25 +86,46 @@ impl Store {
                 .map_err(ctx("remove tenant quotas"))?;
         } else {
             sqlx::query(
-                "INSERT INTO tenant_quotas (tenant, installations, kv_bytes, updated_ms) VALUES ($1, $2, $3, $4)
+                "INSERT INTO tenant_quotas (tenant, installations, kv_bytes, collection_share, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (tenant) DO UPDATE SET installations = excluded.installations,
-                 kv_bytes = excluded.kv_bytes, updated_ms = excluded.updated_ms",
+                 kv_bytes = excluded.kv_bytes, collection_share = excluded.collection_share,
+                 updated_ms = excluded.updated_ms",
             )
             .bind(tenant)
             .bind(stored(quotas.installations))
             .bind(stored(quotas.kv_bytes))
+            .bind(stored(quotas.collection_share))
             .bind(now_ms() as i64)
             .execute(&mut *tx)
             .await
             .map_err(ctx("write tenant quotas"))?;
         }
+        let shown = |v: Option<u64>| v.map_or("default".to_string(), |v| v.to_string());
         let detail = format!(
-            "installations={} kvBytes={}",
-            quotas.installations.map_or("default".to_string(), |v| v.to_string()),
-            quotas.kv_bytes.map_or("default".to_string(), |v| v.to_string())
+            "installations={} kvBytes={} collectionShare={}",
+            shown(quotas.installations),
+            shown(quotas.kv_bytes),
+            shown(quotas.collection_share)
         );
         audit(&mut tx, actor, "tenant.quotas", tenant, &detail).await?;
         tx.commit().await.map_err(ctx("commit"))
+    }
+
+    /// Every collection share set, by tenant ('' the operator's): one read per
+    /// collection pass.
+    pub async fn collection_shares(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let rows = sqlx::query("SELECT tenant, collection_share FROM tenant_quotas WHERE collection_share IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ctx("read collection shares"))?;
+        let mut shares = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let tenant: String = row.try_get("tenant").map_err(ctx("read collection shares"))?;
+            let share: i64 = row.try_get("collection_share").map_err(ctx("read collection shares"))?;
+            shares.insert(tenant, u64::try_from(share).unwrap_or(0));
+        }
+        Ok(shares)
     }
 
     /// What a tenant holds: its installations and the key-value bytes of all of them.

@@ -20,6 +20,8 @@ pub struct TenantSummary {
     pub suspended: bool,
     pub created_ms: i64,
     pub installations: i64,
+    /// Key-value bytes (keys and values) of all its installations together.
+    pub kv_bytes: i64,
 }
 
 fn tenant_summary(r: &AnyRow) -> Result<TenantSummary, sqlx::Error> {
@@ -29,11 +31,14 @@ fn tenant_summary(r: &AnyRow) -> Result<TenantSummary, sqlx::Error> {
         suspended: r.try_get::<i64, _>("suspended")? != 0,
         created_ms: r.try_get("created_ms")?,
         installations: r.try_get("installations")?,
+        kv_bytes: r.try_get("kv_bytes")?,
     })
 }
 
 const TENANT_SUMMARY: &str = "SELECT id, display, suspended, created_ms,
-    (SELECT COUNT(*) FROM installations i WHERE i.tenant = t.id) AS installations FROM tenants t";
+    (SELECT COUNT(*) FROM installations i WHERE i.tenant = t.id) AS installations,
+    (SELECT CAST(COALESCE(SUM(k.bytes), 0) AS BIGINT) FROM kv_usage k WHERE k.tenant = t.id) AS kv_bytes
+    FROM tenants t";
 
 /// Suspended tenants and disabled partners, by id and name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -241,8 +241,10 @@ pub struct WindowClose {
     pub detail: String,
 }
 
-pub(crate) async fn close_window_tx(tx: &mut impl WriteTx, close: &WindowClose) -> Result<(), StoreError> {
-    tx.execute(
+/// Closes a window this replica still holds; whether it did (a lease lost meanwhile
+/// closes nothing).
+pub(crate) async fn close_window_tx(tx: &mut impl WriteTx, close: &WindowClose) -> Result<bool, StoreError> {
+    let closed = tx.execute(
         "close usage window",
         "UPDATE usage_windows SET done = $1, detail = $5 WHERE installation = $2 AND window_start = $3 AND leased_by = $4",
         &[
@@ -254,10 +256,10 @@ pub(crate) async fn close_window_tx(tx: &mut impl WriteTx, close: &WindowClose) 
         ],
     )
     .await?;
-    if close.audited {
+    if close.audited && closed == 1 {
         audit(tx, &close.actor, &close.action, &close.target, &close.detail).await?;
     }
-    Ok(())
+    Ok(closed == 1)
 }
 
 /// One usage window of an installation as its tenant sees it.

@@ -186,6 +186,13 @@ impl calls::Guest for Hostile {
                 std::thread::sleep(LONG);
                 Ok("woke".into())
             }
+            // Sleeps `input` milliseconds, then answers: a call that is in flight for a
+            // while and ends well (a graceful stop lets it finish).
+            "nap" => {
+                let ms: u64 = input.trim().parse().map_err(|_| err("want milliseconds".into()))?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok("rested".into())
+            }
             "poll-block" => {
                 block_on_pollable();
                 Ok("woke".into())

@@ -123,7 +123,7 @@ impl Runtime {
             ));
         }
         let mut shutdown = self.shutdown.subscribe();
-        if *shutdown.borrow_and_update() {
+        if *shutdown.borrow_and_update() || self.is_shutting_down() {
             return Err(self.failure(app, inst, name, CallErrorKind::ShuttingDown));
         }
         let _permit = self

@@ -103,6 +103,8 @@ pub struct Runtime {
     services: Services,
     /// Set once by `shut_down`: running calls end, new ones are refused.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Set once by `drain`: new calls are refused, running ones go on.
+    draining: std::sync::atomic::AtomicBool,
     _ticker: EpochTicker,
 }
 
@@ -163,6 +165,7 @@ impl Runtime {
             admission,
             services,
             shutdown: tokio::sync::watch::Sender::new(false),
+            draining: std::sync::atomic::AtomicBool::new(false),
             _ticker: ticker,
         })
     }
@@ -184,9 +187,20 @@ impl Runtime {
         (self.limits.max_concurrent_instances as usize).saturating_sub(self.admission.free_slots())
     }
 
-    /// Whether `shut_down` was called (the server is then not ready).
+    /// Stops taking calls (refused with `ShuttingDown`) while calls in flight run on to
+    /// their end or deadline: the first step of a graceful stop (`shut_down` ends them).
+    pub fn drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether `drain` or `shut_down` was called (the server is then not ready).
     pub fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.draining.load(std::sync::atomic::Ordering::SeqCst) || *self.shutdown.borrow()
+    }
+
+    /// No call runs or waits for a sandbox slot (tenants' calls, reports and hooks alike).
+    pub fn is_idle(&self) -> bool {
+        self.slots_in_use() == 0 && self.admission.tenant_calls().running == 0
     }
 
     /// Admission control of this runtime's calls.

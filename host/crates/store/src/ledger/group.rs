@@ -12,7 +12,7 @@ use super::{CallWork, Recorded, Submission, Written, stored_quantity};
 use crate::kv::kv_apply_many;
 use crate::logs::{LogBatch, NewLogLine, append_logs_tx};
 use crate::sqlite_reads::Columns as _;
-use crate::usage::close_window_tx;
+use crate::usage::{WindowClose, close_window_tx};
 use crate::write::{Arg, WriteTx};
 use crate::{StoreError, ctx};
 
@@ -107,9 +107,13 @@ pub(super) async fn write_group(tx: &mut impl WriteTx, group: &[Submission]) -> 
         .flat_map(|(submission, _)| submission.writable())
         .collect();
     let mut outcomes = record_events(tx, &events).await?.into_iter();
+    let mut collected = Vec::new();
     for close in group.iter().filter_map(|s| s.close.as_ref()) {
-        close_window_tx(tx, close).await?;
+        if close_window_tx(tx, close).await? && !close.given_up {
+            collected.push(close);
+        }
     }
+    audit_collected(tx, &collected).await?;
     Ok(group
         .iter()
         .zip(refused)
@@ -118,6 +122,26 @@ pub(super) async fn write_group(tx: &mut impl WriteTx, group: &[Submission]) -> 
             None => Ok(outcomes.by_ref().take(submission.writable().count()).collect()),
         })
         .collect())
+}
+
+/// One audit row (`usage.windows-collected`) per group for the windows it closes as
+/// collected, naming each (`installation@window_start`), in the transaction that closes
+/// them: a window is collected if and only if the audit says so, even when the pass's own
+/// summary row (`usage.collect-pass`, written at its end) never comes because the process
+/// died mid-pass. (A window given up has its own row: `WindowClose::audited`.)
+async fn audit_collected(tx: &mut impl WriteTx, collected: &[&WindowClose]) -> Result<(), StoreError> {
+    let mut by_actor: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for close in collected {
+        by_actor
+            .entry(close.actor.as_str())
+            .or_default()
+            .push(format!("{}@{}", close.installation, close.window_start));
+    }
+    for (actor, windows) in by_actor {
+        let detail = format!("{} windows collected: {}", windows.len(), windows.join(" "));
+        crate::audit::audit(tx, actor, "usage.windows-collected", "usage", &detail).await?;
+    }
+    Ok(())
 }
 
 /// Rows per multi-row insert of applied call ids (2 parameters each).

@@ -12,6 +12,7 @@ use kiosk_domain::kv::{KvScope, QuotaHit};
 use kiosk_domain::metering::UsageEvent;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::idempotency::{KeyedAnswer, StoredAnswer};
 use crate::logs::LogBounds;
 use crate::usage::WindowClose;
 use crate::write;
@@ -379,22 +380,49 @@ impl Store {
 pub struct HookEffects<'a> {
     pub calls: &'a [CallEffects],
     pub logs: LogBounds,
+    /// A client's idempotency key and the answer to keep with the effects, if it sent one.
+    pub keyed: Option<KeyedAnswer<'a>>,
 }
 
-impl HookEffects<'_> {
+impl<'a> HookEffects<'a> {
     /// No hook effects.
     pub fn none() -> Self {
-        HookEffects { calls: &[], logs: LogBounds { max_lines: 0, max_bytes: 0 } }
+        HookEffects { calls: &[], logs: LogBounds { max_lines: 0, max_bytes: 0 }, keyed: None }
+    }
+
+    /// `calls`' effects, their lines kept within `logs`.
+    pub fn of(calls: &'a [CallEffects], logs: LogBounds) -> Self {
+        HookEffects { calls, logs, keyed: None }
+    }
+
+    /// With a client's key and answer (`Store::record_keyed_call`, keyed installs).
+    pub fn keyed(self, keyed: Option<KeyedAnswer<'a>>) -> Self {
+        HookEffects { keyed, ..self }
     }
 }
 
+/// Why held effects were not written (the caller rolls back: nothing of them is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeldRefused {
+    /// A call's key-value changes would pass this quota.
+    Quota(QuotaHit),
+    /// Another request with the client's key committed first: its answer.
+    KeyUsed(Box<StoredAnswer>),
+}
+
 /// Writes `held` inside `tx` as the ledger writes a group (each call at most once, its
-/// key-value changes within its quota, its usage and lines); `Err(quota)` if a call's
-/// changes would pass its quota — the caller rolls back, so nothing of any is kept.
+/// key-value changes within its quota, its usage and lines), and the client's key with
+/// its answer first; `Err` if the key was used or a call's changes would pass its quota —
+/// the caller rolls back, so nothing of any is kept.
 pub(crate) async fn write_held(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     held: HookEffects<'_>,
-) -> Result<Result<(), QuotaHit>, StoreError> {
+) -> Result<Result<(), HeldRefused>, StoreError> {
+    if let Some(keyed) = held.keyed
+        && let Some(used) = crate::idempotency::keep_answer(tx, keyed).await?
+    {
+        return Ok(Err(HeldRefused::KeyUsed(Box::new(used))));
+    }
     if held.calls.is_empty() {
         return Ok(Ok(()));
     }
@@ -415,7 +443,7 @@ pub(crate) async fn write_held(
         .collect();
     for written in group::write_group(tx, &group).await? {
         if let Err(quota) = written {
-            return Ok(Err(quota));
+            return Ok(Err(HeldRefused::Quota(quota)));
         }
     }
     Ok(Ok(()))
