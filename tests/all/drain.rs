@@ -44,7 +44,9 @@ async fn sigterm_turns_readyz_503_refuses_new_calls_and_lets_the_call_in_flight_
     let ready = api.request(None, Method::GET, "/readyz").send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 
-    // A call that naps 5 s is in flight once the server logged that it took the request.
+    // A call that naps 5 s is in flight once it holds a sandbox slot (the operator's
+    // `/metrics` says so).
+    let operator = common::demo_token(&text, "OPERATOR_TOKEN");
     let call = {
         let (api, token, id) = (api.clone(), token.clone(), id.clone());
         tokio::spawn(async move {
@@ -55,11 +57,13 @@ async fn sigterm_turns_readyz_503_refuses_new_calls_and_lets_the_call_in_flight_
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.lines().any(|l| l.contains("invoke/{operation}") && l.contains("request received")) {
+        let metrics = api.request(Some(&operator), Method::GET, "/metrics").send().await.unwrap();
+        let metrics = metrics.text().await.unwrap();
+        if metrics.lines().any(|l| l.starts_with("kiosk_sandbox_slots_in_use ") && !l.ends_with(" 0")) {
             break;
         }
-        assert!(Instant::now() < deadline, "the invoke never reached the server: {text}");
+        assert!(!call.is_finished(), "the call ended before it was seen running");
+        assert!(Instant::now() < deadline, "the call never took a sandbox slot: {metrics}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());

@@ -109,6 +109,17 @@ async fn keys_suite(database: Option<String>) {
     );
     assert_eq!(totals(&s, &demo, "demo").await["pacing-check"], 3, "a refused key ran nothing");
 
+    // The app's refusal is an answer too: a retry gets the same refusal of the same call
+    // and runs nothing.
+    let (status, _, refused) = keyed(&s, &demo, at, b"bad-input-1", json!({"campaignId": 5})).await;
+    assert_eq!((status, kind(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "app-refused"), "{refused}");
+    let refused_call = refused["callId"].as_str().expect("the refused call's id").to_string();
+    let logged = s.log_messages(&demo, "demo", &id).await.len();
+    let (status, _, again) = keyed(&s, &demo, at, b"bad-input-1", json!({"campaignId": 5})).await;
+    assert_eq!((status, again["callId"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(refused_call.as_str())));
+    assert_eq!(again["detail"], refused["detail"], "{again}");
+    assert_eq!(s.log_messages(&demo, "demo", &id).await.len(), logged, "the replayed refusal ran nothing");
+
     // Keys are the tenant's own: another tenant's "order-1" is a request of its own.
     let (status, replayed, theirs) = keyed(&s, &other, ("other", &other_id), b"order-1", evaluate("c1")).await;
     assert_eq!((status, replayed), (StatusCode::OK, None), "{theirs}");

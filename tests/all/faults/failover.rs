@@ -4,7 +4,10 @@
 //! with the same key, to replica B. Afterwards every request has exactly one answer
 //! behind it: B keeps serving, each key's usage is in the ledger exactly once, and it is
 //! the usage of the call whose id the client was answered — a call A committed without
-//! answering is answered by B from the stored answer, not run again.
+//! answering is answered by B from the stored answer, not run again. Usage windows (1 s)
+//! are collected by both replicas meanwhile: B takes over the windows A held once their
+//! leases lapse, and every window that ended before the kill is collected exactly once,
+//! and audited.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -85,8 +88,10 @@ async fn a_killed_replicas_unanswered_requests_are_billed_once_on_the_other() {
     let mut rng = StdRng::seed_from_u64(seed);
     let database = common::fresh_postgres_database().await;
     let dir = tempfile::tempdir().unwrap();
-    // No usage window completes during the test: the ledger holds the invokes' usage only.
-    let toml = "[usage]\nwindow-seconds = 315360000\n";
+    // One-second windows with two-second leases: the replicas share collection through
+    // the database, and A's leases lapse soon after it dies.
+    let toml = "[usage]\nwindow-seconds = 1\nlease-seconds = 2\n";
+    let started = super::now_ms();
     let a = Arc::new(Kiosk::start(dir.path(), &database, toml, "a"));
     std::fs::create_dir_all(dir.path().join("b")).unwrap();
     let b = Kiosk::start(&dir.path().join("b"), &database, toml, "b");
@@ -98,6 +103,7 @@ async fn a_killed_replicas_unanswered_requests_are_billed_once_on_the_other() {
     tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
     let pid = a.pid();
     std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    let killed = super::now_ms();
     for c in clients {
         c.await.unwrap();
     }
@@ -122,6 +128,20 @@ async fn a_killed_replicas_unanswered_requests_are_billed_once_on_the_other() {
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert!(seen.forbidden.is_empty(), "answers that must never be:\n{}", seen.forbidden.join("\n"));
     let db = Db::open(&database).await;
+    // Every window that ended before the kill is collected (B takes A's lapsed leases),
+    // once, and audited.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let windows = loop {
+        match db.windows_closed(1000, started, killed).await {
+            Some(Ok(count)) => break count,
+            Some(Err(lost)) => panic!("{lost}"),
+            None => {}
+        }
+        assert!(std::time::Instant::now() < deadline, "windows ended before the kill not collected within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let collected = db.windows_once().await;
+    assert!(db.windows_audited().await >= collected, "every collected window is audited");
     let billed = db.host_events_by_call().await;
     for (key, call) in &seen.answered {
         assert_eq!(billed.get(call), Some(&1), "{key} was answered with call {call}: its usage must count once");
@@ -132,7 +152,8 @@ async fn a_killed_replicas_unanswered_requests_are_billed_once_on_the_other() {
         "every metered call is one that a client was answered (no request billed twice)"
     );
     eprintln!(
-        "faults::failover: {} requests answered ({} by B after A was killed, {} of them from A's stored answer)",
+        "faults::failover: {} requests answered ({} by B after A was killed, {} of them from A's stored answer); \
+         {windows} windows ended before the kill, all collected; {collected} collected in all",
         seen.answered.len(),
         unanswered.len(),
         seen.replayed

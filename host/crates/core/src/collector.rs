@@ -141,6 +141,11 @@ pub async fn collect_once(
     // given report of another tenant.
     let tally = Arc::new(PassTally::default());
     let mut pace = Pace::new(state.runtime.admission(), Duration::from_millis(u64::try_from(lease_ms).unwrap_or(0)));
+    // A pass whose every tenant left is at its share ends once it has run a tick: the
+    // next pass (at once) reads the windows closed meanwhile, so other tenants' new
+    // windows never wait behind one tenant's backlog; the windows left are not leased,
+    // and the next pass takes them (the shares' counts outlive a pass, in `places`).
+    let ends_after = tokio::time::Instant::now() + tick_of(window_ms);
     while !schedule.is_empty() {
         let Some(first) = places.slot().await else { break };
         let mut held = vec![first];
@@ -152,10 +157,12 @@ pub async fn collect_once(
         }
         // Made before looking, so a collection ending meanwhile is not missed.
         let freed = places.freed();
-        let picked = places.take(&mut schedule, held);
+        let picked = places.take(&mut schedule, held, &|&(i, _): &(usize, i64)| rows[i].id.clone());
         if picked.is_empty() {
-            freed.await;
-            continue;
+            tokio::select! {
+                () = freed => continue,
+                () = tokio::time::sleep_until(ends_after) => break,
+            }
         }
         let batch: Vec<(String, i64)> = picked.iter().map(|(_, (i, start))| (rows[*i].id.clone(), *start)).collect();
         let taken: std::collections::HashSet<(String, i64)> =
@@ -415,13 +422,18 @@ async fn collect_window(
     }
 }
 
+/// How often passes start: every quarter window, at most every 250 ms.
+fn tick_of(window_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(window_ms / 4).unwrap_or(0)).max(Duration::from_millis(250))
+}
+
 /// Runs `collect_once` every quarter window (at least every 250 ms) until the process ends.
 pub fn spawn(state: Arc<AppState>, window: Duration, lease: Duration) -> tokio::task::JoinHandle<()> {
     let replica: Arc<str> = uuid::Uuid::new_v4().to_string().into();
     let places = Arc::new(Places::new());
     let window_ms = window.as_millis().max(1) as i64;
     let lease_ms = lease.as_millis() as i64;
-    let tick = (window / 4).max(Duration::from_millis(250));
+    let tick = tick_of(window_ms);
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

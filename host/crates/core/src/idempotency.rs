@@ -7,8 +7,9 @@
 //!
 //! Two requests racing with one key may both run the app (its outbound requests too);
 //! the first to commit keeps its effects and answer, the other keeps nothing and answers
-//! as the first did. A failed call keeps no answer: nothing of it was metered, and a
-//! retry runs it again.
+//! as the first did. An app's refusal (`app-refused`) keeps its effects, as without a key,
+//! and is the answer a retry gets; any other failure keeps nothing and no answer, so a
+//! retry runs the call again.
 
 use serde_json::{Value, json};
 
@@ -68,22 +69,53 @@ impl Kiosk {
         if let Some(stored) = self.store.keyed_answer(tenant, key).await? {
             return replay_invoke(stored, &asked, key);
         }
+        let ran = self.invoke_held(tenant, id, operation, &input, key, &asked).await;
+        match ran {
+            Ok(outcome) => outcome.into_result(false),
+            Err(failure) => match self.answered_meanwhile(tenant, key, &asked).await {
+                Some(stored) => replay_invoke(stored, &asked, key),
+                None => Err(failure),
+            },
+        }
+    }
+
+    /// Runs the call with its effects held and keeps them with its answer (or its
+    /// refusal); what the request gets back. A failure that kept nothing is `Err`.
+    async fn invoke_held(
+        &self,
+        tenant: &str,
+        id: &str,
+        operation: &str,
+        input: &str,
+        key: &str,
+        asked: &str,
+    ) -> Result<KeyedOutcome> {
         let (app, call, logged_as) = self.invocation(tenant, id, operation).await?;
         let call = call.holding_effects();
         let mut logs = CallLogs::default();
         let mut held = Vec::new();
-        let run = self.runtime.invoke(&app, &call, operation, &input);
+        let run = self.runtime.invoke(&app, &call, operation, input);
         let done = logs.run_held(&mut held, &call, &logged_as, operation, run).await;
         self.keep_logs(tenant, id, logs).await;
-        let (call_id, output, usage) = done?;
-        let output: Value = serde_json::from_str(&output).unwrap_or(Value::String(output));
-        let invoked = Invoked { call_id, output, usage };
-        let answer = serde_json::to_string(&invoked).map_err(Failure::internal)?;
-        let keyed = KeyedAnswer { tenant, key, fingerprint: &asked, call_id: &invoked.call_id, answer: &answer };
+        // An app's refusal keeps its effects and lines (the work happened), as without a
+        // key, and is the request's answer; any other failure kept nothing.
+        let outcome = match done {
+            Ok((call_id, output, usage)) => {
+                let output: Value = serde_json::from_str(&output).unwrap_or(Value::String(output));
+                KeyedOutcome::Answered(Invoked { call_id, output, usage })
+            }
+            Err(failure) if failure.kind == Kind::AppRefused => {
+                KeyedOutcome::Refused { detail: failure.detail, call_id: failure.call_id.map(String::from) }
+            }
+            Err(failure) => return Err(failure),
+        };
+        let answer = serde_json::to_string(&outcome).map_err(Failure::internal)?;
+        let call_id = outcome.call_id().unwrap_or_default();
+        let keyed = KeyedAnswer { tenant, key, fingerprint: asked, call_id: &call_id, answer: &answer };
         let held = HookEffects::of(&held, self.log_bounds()).keyed(Some(keyed));
         match self.store.record_keyed_call(held).await? {
-            KeyedWrite::Written => Ok(KeyedInvoke { invoked, replayed: false }),
-            KeyedWrite::Existing(stored) => replay_invoke(stored, &asked, key),
+            KeyedWrite::Written => Ok(outcome),
+            KeyedWrite::Existing(stored) => Ok(stored_outcome(&stored, asked, key)?.replayed()),
             KeyedWrite::OverQuota(kiosk_domain::kv::QuotaHit::Tenant(quota)) => Err(Failure::unprocessable(
                 Kind::TenantQuota,
                 format!(
@@ -98,6 +130,15 @@ impl Kiosk {
                      (another call of it wrote meanwhile); nothing was kept: retry with the same {HEADER}"
                 ),
             )),
+        }
+    }
+
+    /// The answer a copy of this request with the key got meanwhile, if one did (a racing
+    /// copy that committed first: this one then failed, e.g. finding the row moved).
+    async fn answered_meanwhile(&self, tenant: &str, key: &str, asked: &str) -> Option<StoredAnswer> {
+        match self.store.keyed_answer(tenant, key).await {
+            Ok(Some(stored)) if stored.fingerprint == asked => Some(stored),
+            _ => None,
         }
     }
 
@@ -123,9 +164,13 @@ impl Kiosk {
         if let Some(stored) = self.store.keyed_answer(tenant, key).await? {
             return self.replay_install(tenant, stored, &asked, key).await;
         }
-        match self.install_with(tenant, request, actor, Some((key, &asked))).await? {
-            Ok(row) => Ok(KeyedInstall { row, replayed: false }),
-            Err(stored) => self.replay_install(tenant, *stored, &asked, key).await,
+        match self.install_with(tenant, request, actor, Some((key, &asked))).await {
+            Ok(Ok(row)) => Ok(KeyedInstall { row, replayed: false }),
+            Ok(Err(stored)) => self.replay_install(tenant, *stored, &asked, key).await,
+            Err(failure) => match self.answered_meanwhile(tenant, key, &asked).await {
+                Some(stored) => self.replay_install(tenant, stored, &asked, key).await,
+                None => Err(failure),
+            },
         }
     }
 
@@ -152,9 +197,13 @@ impl Kiosk {
             return self.replay_install(tenant, stored, &asked, key).await;
         }
         let row = self.installation(tenant, id).await?;
-        match self.upgrade_row_with(row, request, actor, Some((key, &asked))).await? {
-            Ok(row) => Ok(KeyedInstall { row, replayed: false }),
-            Err(stored) => self.replay_install(tenant, *stored, &asked, key).await,
+        match self.upgrade_row_with(row, request, actor, Some((key, &asked))).await {
+            Ok(Ok(row)) => Ok(KeyedInstall { row, replayed: false }),
+            Ok(Err(stored)) => self.replay_install(tenant, *stored, &asked, key).await,
+            Err(failure) => match self.answered_meanwhile(tenant, key, &asked).await {
+                Some(stored) => self.replay_install(tenant, stored, &asked, key).await,
+                None => Err(failure),
+            },
         }
     }
 
@@ -192,9 +241,60 @@ fn reused(stored: &StoredAnswer, asked: &str, key: &str, what: &str) -> Result<(
 
 /// The kept answer for an invoke that asked `asked`, or the refusal of a reused key.
 fn replay_invoke(stored: StoredAnswer, asked: &str, key: &str) -> Result<KeyedInvoke> {
-    reused(&stored, asked, key, "another installation, operation or input")?;
-    let invoked: Invoked = serde_json::from_str(&stored.answer).map_err(Failure::internal)?;
-    Ok(KeyedInvoke { invoked, replayed: true })
+    stored_outcome(&stored, asked, key)?.into_result(true)
+}
+
+/// What a keyed invoke answered: the operation's output, or the app's refusal (422
+/// `app-refused`, whose effects were kept too).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum KeyedOutcome {
+    Answered(Invoked),
+    Refused {
+        detail: String,
+        call_id: Option<String>,
+    },
+    /// Read back from the store: the first request's (`into_result` marks it replayed).
+    #[serde(skip)]
+    Replayed(Box<KeyedOutcome>),
+}
+
+impl KeyedOutcome {
+    fn call_id(&self) -> Option<String> {
+        match self {
+            Self::Answered(invoked) => Some(invoked.call_id.clone()),
+            Self::Refused { call_id, .. } => call_id.clone(),
+            Self::Replayed(inner) => inner.call_id(),
+        }
+    }
+
+    fn replayed(self) -> Self {
+        match self {
+            Self::Replayed(_) => self,
+            other => Self::Replayed(Box::new(other)),
+        }
+    }
+
+    /// The request's answer (`replayed`: the first request's, sent again).
+    fn into_result(self, replayed: bool) -> Result<KeyedInvoke> {
+        match self {
+            Self::Answered(invoked) => Ok(KeyedInvoke { invoked, replayed }),
+            Self::Refused { detail, call_id } => {
+                let refused = Failure::unprocessable(Kind::AppRefused, detail);
+                Err(match call_id {
+                    Some(call_id) => refused.with_call_id(call_id),
+                    None => refused,
+                })
+            }
+            Self::Replayed(inner) => inner.into_result(true),
+        }
+    }
+}
+
+/// The outcome kept for `asked`, or the refusal of a reused key.
+fn stored_outcome(stored: &StoredAnswer, asked: &str, key: &str) -> Result<KeyedOutcome> {
+    reused(stored, asked, key, "another installation, operation or input")?;
+    serde_json::from_str(&stored.answer).map_err(Failure::internal)
 }
 
 #[cfg(test)]

@@ -105,6 +105,22 @@ pub(crate) async fn keep_answer(
     stored(&row).map(Some).map_err(ctx("read an idempotency key"))
 }
 
+/// Keeps `held`'s key and answer (if it has one) inside `tx` before anything else the
+/// transaction writes, so a racing copy of the request waits for this one (PostgreSQL) and
+/// finds its answer rather than the row it moved; `held` without its key, or the answer a
+/// copy kept first.
+pub(crate) async fn key_first<'a>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    held: HookEffects<'a>,
+) -> Result<Result<HookEffects<'a>, Box<StoredAnswer>>, StoreError> {
+    if let Some(keyed) = held.keyed
+        && let Some(used) = keep_answer(tx, keyed).await?
+    {
+        return Ok(Err(Box::new(used)));
+    }
+    Ok(Ok(held.keyed(None)))
+}
+
 impl Store {
     /// The answer kept for `key` of `tenant`, if any (and not older than the retention).
     pub async fn keyed_answer(&self, tenant: &str, key: &str) -> Result<Option<StoredAnswer>, StoreError> {

@@ -9,6 +9,7 @@ use kiosk_domain::metering::now_ms;
 use kiosk_domain::upgrade::UpgradePolicy;
 
 use crate::audit::audit;
+use crate::idempotency::key_first;
 use crate::kv::purge_kv;
 use crate::ledger::{HeldRefused, HookEffects, write_held};
 use crate::sqlite_reads::Columns;
@@ -443,6 +444,13 @@ impl Store {
         held: HookEffects<'_>,
     ) -> Result<Result<(), LifecycleRefused>, StoreError> {
         let mut tx = self.begin_write().await?;
+        let held = match key_first(&mut tx, held).await? {
+            Ok(held) => held,
+            Err(used) => {
+                tx.rollback().await.map_err(ctx("rollback"))?;
+                return Ok(Err(LifecycleRefused::KeyUsed(used)));
+            }
+        };
         if let Some(quota) = installation_quota(&mut tx, &i.tenant).await? {
             tx.rollback().await.map_err(ctx("rollback"))?;
             return Ok(Err(LifecycleRefused::InstallationQuota(quota)));
@@ -509,6 +517,13 @@ impl Store {
         held: HookEffects<'_>,
     ) -> Result<Result<(), LifecycleRefused>, StoreError> {
         let mut tx = self.begin_write().await?;
+        let held = match key_first(&mut tx, held).await? {
+            Ok(held) => held,
+            Err(used) => {
+                tx.rollback().await.map_err(ctx("rollback"))?;
+                return Ok(Err(LifecycleRefused::KeyUsed(used)));
+            }
+        };
         let done = sqlx::query(
             "UPDATE installations SET version = $1, config = $2, secrets = $3, updated_ms = $4,
              row_version = row_version + 1

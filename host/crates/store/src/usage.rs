@@ -244,18 +244,20 @@ pub struct WindowClose {
 /// Closes a window this replica still holds; whether it did (a lease lost meanwhile
 /// closes nothing).
 pub(crate) async fn close_window_tx(tx: &mut impl WriteTx, close: &WindowClose) -> Result<bool, StoreError> {
-    let closed = tx.execute(
-        "close usage window",
-        "UPDATE usage_windows SET done = $1, detail = $5 WHERE installation = $2 AND window_start = $3 AND leased_by = $4",
-        &[
-            Arg::Int(if close.given_up { 2 } else { 1 }),
-            Arg::Text(&close.installation),
-            Arg::Int(close.window_start),
-            Arg::Text(&close.replica),
-            Arg::Text(&close.detail),
-        ],
-    )
-    .await?;
+    let closed = tx
+        .execute(
+            "close usage window",
+            "UPDATE usage_windows SET done = $1, detail = $5
+         WHERE installation = $2 AND window_start = $3 AND leased_by = $4 AND done = 0",
+            &[
+                Arg::Int(if close.given_up { 2 } else { 1 }),
+                Arg::Text(&close.installation),
+                Arg::Int(close.window_start),
+                Arg::Text(&close.replica),
+                Arg::Text(&close.detail),
+            ],
+        )
+        .await?;
     if close.audited && closed == 1 {
         audit(tx, &close.actor, &close.action, &close.target, &close.detail).await?;
     }

@@ -3,15 +3,16 @@
 //! turn, so one tenant with thousands of installations never puts another's windows
 //! behind its own — and this replica never runs more of one tenant's collections at once
 //! than its share of the `PARALLELISM` places (`places_of`). A tenant at its cap waits:
-//! its windows are taken later in the same pass, never skipped (a skipped window would
-//! wait for the next pass, and a tenant always at its cap would never be collected).
+//! its windows are taken later in the pass, or by the next one when every tenant left is
+//! at its cap for a whole tick (`collect_once`); the oldest first, so none is passed over
+//! for ever.
 //!
 //! `Schedule` (one pass's order) and `Running` (this replica's collections by tenant) are
 //! plain data; `Places` shares them between a pass and its collections: a `Collecting`
 //! holds a place and counts for its tenant until it is dropped — when the collection
 //! ends, or at once when another replica held the window's lease.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -25,10 +26,13 @@ pub fn places_of(share: u64) -> usize {
     (PARALLELISM * share / 100).max(1)
 }
 
-/// This replica's collections running, by tenant.
+/// This replica's collections running, by tenant, and the installations they collect
+/// (one window of an installation at a time: a report that sleeps to its deadline holds
+/// one place, never its tenant's whole share).
 #[derive(Debug, Default)]
 pub(crate) struct Running {
     by_tenant: HashMap<Arc<str>, usize>,
+    units: HashSet<String>,
 }
 
 impl Running {
@@ -39,6 +43,16 @@ impl Running {
 
     fn start(&mut self, tenant: &Arc<str>) {
         *self.by_tenant.entry(tenant.clone()).or_insert(0) += 1;
+    }
+
+    /// Whether a window of `unit` (an installation) is being collected.
+    fn busy(&self, unit: &str) -> bool {
+        self.units.contains(unit)
+    }
+
+    /// The collection of `unit`'s window ended (or was not leased).
+    pub(crate) fn end_unit(&mut self, unit: &str) {
+        self.units.remove(unit);
     }
 
     /// One of `tenant`'s collections ended (or a window taken for it was not leased).
@@ -103,9 +117,11 @@ impl<W> Schedule<W> {
     /// Up to `n` windows, round after round: in each, every tenant under its cap gives
     /// one, then goes behind those that did not (a tenant at its cap keeps its place, so
     /// it is first once a collection of its own ends). Each window taken counts as
-    /// running for its tenant until `Running::end`. Fewer than `n` when every tenant
-    /// left is at its cap; none when all are.
-    pub(crate) fn take(&mut self, n: usize, running: &mut Running) -> Vec<(Arc<str>, W)> {
+    /// running for its tenant until `Running::end`, and its `unit` (installation) until
+    /// `Running::end_unit`; a tenant's next window is its first whose unit is not being
+    /// collected. Fewer than `n` when every tenant left is at its cap (or has only busy
+    /// units); none when all are.
+    pub(crate) fn take(&mut self, n: usize, running: &mut Running, unit: &dyn Fn(&W) -> String) -> Vec<(Arc<str>, W)> {
         let mut taken = Vec::new();
         while taken.len() < n && !self.turns.is_empty() {
             let before = taken.len();
@@ -117,8 +133,16 @@ impl<W> Schedule<W> {
                     waiting.push_back(at);
                     continue;
                 }
-                let Some(window) = queue.pending.pop_front() else { continue };
+                if queue.pending.is_empty() {
+                    continue;
+                }
+                let Some(at_window) = queue.pending.iter().position(|w| !running.busy(&unit(w))) else {
+                    waiting.push_back(at);
+                    continue;
+                };
+                let Some(window) = queue.pending.remove(at_window) else { continue };
                 running.start(&queue.tenant);
+                running.units.insert(unit(&window));
                 self.pending -= 1;
                 taken.push((queue.tenant.clone(), window));
                 if !queue.pending.is_empty() {
@@ -157,12 +181,16 @@ impl Default for Places {
 pub(crate) struct Collecting {
     places: Arc<Places>,
     tenant: Arc<str>,
+    unit: String,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Drop for Collecting {
     fn drop(&mut self) {
-        self.places.running.lock().unwrap_or_else(PoisonError::into_inner).end(&self.tenant);
+        let mut running = self.places.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.end(&self.tenant);
+        running.end_unit(&self.unit);
+        drop(running);
         self.places.freed.notify_waiters();
     }
 }
@@ -187,13 +215,17 @@ impl Places {
         self: &Arc<Self>,
         schedule: &mut Schedule<W>,
         mut slots: Vec<OwnedSemaphorePermit>,
+        unit: &dyn Fn(&W) -> String,
     ) -> Vec<(Collecting, W)> {
-        let taken = schedule.take(slots.len(), &mut self.running.lock().unwrap_or_else(PoisonError::into_inner));
+        let taken = schedule.take(slots.len(), &mut self.running.lock().unwrap_or_else(PoisonError::into_inner), unit);
         slots.truncate(taken.len());
         taken
             .into_iter()
             .zip(slots)
-            .map(|((tenant, window), slot)| (Collecting { places: self.clone(), tenant, _slot: slot }, window))
+            .map(|((tenant, window), slot)| {
+                let unit = unit(&window);
+                (Collecting { places: self.clone(), tenant, unit, _slot: slot }, window)
+            })
             .collect()
     }
 
@@ -222,6 +254,11 @@ mod tests {
         of.iter().flat_map(|&(tenant, count)| (0..count).map(move |n| (tenant, (tenant, n)))).collect()
     }
 
+    /// Every window its own installation.
+    fn each(window: &(&str, usize)) -> String {
+        format!("{}#{}", window.0, window.1)
+    }
+
     fn tenants(taken: &[(Arc<str>, (&str, usize))]) -> Vec<String> {
         taken.iter().map(|(t, _)| t.to_string()).collect()
     }
@@ -238,7 +275,7 @@ mod tests {
     fn tenants_take_turns_whatever_their_number_of_windows() {
         let mut running = Running::default();
         let mut schedule = Schedule::new(windows(&[("big", 2000), ("a", 2), ("b", 1)]), |_| PARALLELISM);
-        let first = schedule.take(5, &mut running);
+        let first = schedule.take(5, &mut running, &each);
         assert_eq!(tenants(&first), ["big", "a", "b", "big", "a"]);
         // Each tenant's windows in the order given.
         assert_eq!(first[0].1, ("big", 0));
@@ -247,7 +284,7 @@ mod tests {
         // A take stopped mid-round goes on where it stopped.
         let mut schedule = Schedule::new(windows(&[("x", 3), ("y", 3), ("z", 3)]), |_| PARALLELISM);
         let mut running = Running::default();
-        let order: Vec<String> = (0..9).flat_map(|_| tenants(&schedule.take(1, &mut running))).collect();
+        let order: Vec<String> = (0..9).flat_map(|_| tenants(&schedule.take(1, &mut running, &each))).collect();
         assert_eq!(order, ["x", "y", "z", "x", "y", "z", "x", "y", "z"]);
         assert!(schedule.is_empty());
     }
@@ -257,15 +294,15 @@ mod tests {
         let mut running = Running::default();
         let cap = |tenant: &str| if tenant == "big" { 2 } else { 4 };
         let mut schedule = Schedule::new(windows(&[("big", 100), ("small", 3)]), cap);
-        let taken = schedule.take(16, &mut running);
+        let taken = schedule.take(16, &mut running, &each);
         assert_eq!(tenants(&taken), ["big", "small", "big", "small", "small"]);
         assert_eq!((running.of("big"), running.of("small")), (2, 3));
         // Every tenant left is at its cap: nothing, and nothing lost.
-        assert!(schedule.take(16, &mut running).is_empty());
+        assert!(schedule.take(16, &mut running, &each).is_empty());
         assert_eq!(schedule.len(), 98);
         // One of big's ends: big's next window, one only.
         running.end("big");
-        let next = schedule.take(16, &mut running);
+        let next = schedule.take(16, &mut running, &each);
         assert_eq!(next.iter().map(|(_, w)| *w).collect::<Vec<_>>(), [("big", 2)]);
         assert_eq!(running.of("big"), 2);
     }
@@ -274,9 +311,9 @@ mod tests {
     fn a_tenant_at_its_cap_is_first_once_it_frees() {
         let mut running = Running::default();
         let mut schedule = Schedule::new(windows(&[("a", 5), ("b", 5), ("c", 5)]), |t| if t == "a" { 1 } else { 9 });
-        assert_eq!(tenants(&schedule.take(4, &mut running)), ["a", "b", "c", "b"]);
+        assert_eq!(tenants(&schedule.take(4, &mut running, &each)), ["a", "b", "c", "b"]);
         running.end("a");
-        assert_eq!(tenants(&schedule.take(3, &mut running)), ["a", "c", "b"]);
+        assert_eq!(tenants(&schedule.take(3, &mut running, &each)), ["a", "c", "b"]);
     }
 
     #[test]
@@ -292,7 +329,7 @@ mod tests {
         while !schedule.is_empty() || !in_flight.is_empty() {
             // Places free: at most 5 at once; collections end in a varying order.
             let free = 5 - in_flight.len();
-            for (tenant, window) in schedule.take(free, &mut running) {
+            for (tenant, window) in schedule.take(free, &mut running, &each) {
                 assert!(running.of(&tenant) <= cap(&tenant), "{tenant} over its cap");
                 seen.push(window);
                 in_flight.push_back((tenant, window));
@@ -315,7 +352,7 @@ mod tests {
         let places = Arc::new(Places::new());
         let mut schedule = Schedule::new(windows(&[("a", 3)]), |_| 1);
         let slots = vec![places.try_slot().unwrap(), places.try_slot().unwrap()];
-        let mut taken = places.take(&mut schedule, slots);
+        let mut taken = places.take(&mut schedule, slots, &each);
         assert_eq!(taken.len(), 1, "a's cap is 1: the other place goes back");
         assert_eq!(places.slots.available_permits(), PARALLELISM - 1);
         // Another replica held the window's lease: dropped, its place and count are back.
@@ -325,8 +362,26 @@ mod tests {
         assert_eq!(places.running.lock().unwrap().of("a"), 0);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(std::pin::pin!(freed).poll(&mut cx).is_ready(), "a waiting pass is woken");
-        let again = places.take(&mut schedule, vec![places.try_slot().unwrap()]);
+        let again = places.take(&mut schedule, vec![places.try_slot().unwrap()], &each);
         assert_eq!(again.len(), 1, "a's next window is taken");
+        assert_eq!(schedule.len(), 1);
+    }
+
+    #[test]
+    fn one_window_of_an_installation_at_a_time() {
+        // Tenant a: installation "slow" has three windows first, "x" one; cap 4.
+        let mut running = Running::default();
+        let windows = vec![("a", ("slow", 0)), ("a", ("slow", 1)), ("a", ("slow", 2)), ("a", ("x", 0))];
+        let mut schedule = Schedule::new(windows, |_| 4);
+        let by_installation = |w: &(&str, usize)| w.0.to_string();
+        let taken = schedule.take(4, &mut running, &by_installation);
+        let got: Vec<_> = taken.iter().map(|(_, w)| *w).collect();
+        assert_eq!(got, [("slow", 0), ("x", 0)], "slow's next windows wait for its first");
+        assert!(schedule.take(4, &mut running, &by_installation).is_empty());
+        running.end("a");
+        running.end_unit("slow");
+        let next: Vec<_> = schedule.take(4, &mut running, &by_installation).iter().map(|(_, w)| *w).collect();
+        assert_eq!(next, [("slow", 1)]);
         assert_eq!(schedule.len(), 1);
     }
 }
