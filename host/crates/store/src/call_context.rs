@@ -101,12 +101,10 @@ impl Store {
         if let Some(context) = inline {
             return context.transpose().map_err(ctx("read call context"));
         }
-        let row = sqlx::query(CALL_CONTEXT)
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(ctx("read call context"))?;
+        let row = crate::read_once_more("read call context", || {
+            sqlx::query(CALL_CONTEXT).bind(tenant).bind(id).fetch_optional(&self.pool)
+        })
+        .await?;
         row.as_ref().map(call_context_row).transpose().map_err(ctx("read call context"))
     }
 }

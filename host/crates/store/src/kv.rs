@@ -217,12 +217,10 @@ impl Store {
         if let Some(entries) = inline {
             return Ok(entries);
         }
-        let rows = sqlx::query(SQL)
-            .bind(&scope.tenant)
-            .bind(&scope.installation)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(ctx("load key-value data"))?;
+        let rows = crate::read_once_more("load key-value data", || {
+            sqlx::query(SQL).bind(scope.tenant.as_str()).bind(scope.installation.as_str()).fetch_all(&self.pool)
+        })
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
             .collect::<Result<BTreeMap<String, Vec<u8>>, sqlx::Error>>()

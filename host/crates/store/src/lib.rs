@@ -155,6 +155,23 @@ fn connection_lost(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A read on the pool, sent once more if the connection it went out on was lost (a
+/// backend terminated, the database restarted): a read is safe to repeat, and the second
+/// try goes out on another connection (sqlx pings a connection as it comes back and drops
+/// a dead one). A second loss is the caller's (503 `storage-unavailable`).
+pub(crate) async fn read_once_more<T, Fut>(what: &str, read: impl Fn() -> Fut) -> Result<T, StoreError>
+where
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    match read().await {
+        Err(e) if connection_lost(&e) => {
+            tracing::warn!(error = %e, read = what, "a pooled connection was lost during a read: reading on another");
+            read().await.map_err(ctx(what))
+        }
+        done => done.map_err(ctx(what)),
+    }
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://…`) and runs migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {

@@ -135,8 +135,10 @@ impl Store {
         if let Some(token) = inline {
             return Ok(token.and_then(|(role, scope)| principal_of(&role, scope)));
         }
-        let row =
-            sqlx::query(SQL).bind(&hash).bind(now).fetch_optional(&self.pool).await.map_err(ctx("authenticate"))?;
+        let row = crate::read_once_more("authenticate", || {
+            sqlx::query(SQL).bind(hash.as_str()).bind(now).fetch_optional(&self.pool)
+        })
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let role: String = row.try_get("role").map_err(ctx("read token"))?;
         let scope: Option<String> = row.try_get("scope").map_err(ctx("read token"))?;
