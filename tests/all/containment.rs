@@ -17,15 +17,6 @@ use crate::common::api::{Api, TestServer};
 
 const APP: &str = "test/hostile";
 
-/// The hostile guest's manifest with `edit` applied, written beside the test's data.
-fn hostile_manifest(dir: &std::path::Path, edit: impl FnOnce(&mut Value)) -> String {
-    let mut manifest = common::manifest_json("hostile-guest");
-    edit(&mut manifest);
-    let path = dir.join("hostile-manifest.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
-    format!("{}={}", path.display(), common::guest_path("hostile-guest").display())
-}
-
 /// The hostile app's server with tenants `demo` and `other`.
 struct Server {
     s: TestServer,
@@ -333,7 +324,7 @@ async fn a_backtracking_schema_is_refused_at_registration_and_a_heavy_pattern_ca
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kiosk.toml");
     std::fs::write(&config, format!("data-dir = \"{}\"\n", dir.path().join("data").display())).unwrap();
-    let demo = hostile_manifest(dir.path(), |m| {
+    let demo = common::hostile_manifest(dir.path(), |m| {
         m["config"] = json!({"type": "object", "properties": {"name": {"type": "string", "pattern": "^(\\w+)*\\1$"}}});
     });
     let options = ServeOptions { config: Some(config), demo_apps: vec![demo], ..Default::default() };
@@ -386,7 +377,7 @@ async fn sigterm_stops_promptly_while_a_guest_sleeps_in_a_call() {
     )
     .unwrap();
     // The app may sleep for 100 s: far longer than the drain (1 s) lets it run on.
-    let demo = hostile_manifest(dir.path(), |m| m["limits"]["timeoutMs"] = 100_000.into());
+    let demo = common::hostile_manifest(dir.path(), |m| m["limits"]["timeoutMs"] = 100_000.into());
     let log_path = dir.path().join("kiosk.log");
     let (mut child, text) = common::spawn_serve(
         &["--config", config.to_str().unwrap(), "--demo-app", &demo],

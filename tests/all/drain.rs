@@ -25,11 +25,8 @@ async fn sigterm_turns_readyz_503_refuses_new_calls_and_lets_the_call_in_flight_
         ),
     )
     .unwrap();
-    let mut manifest = common::manifest_json("hostile-guest");
-    manifest["limits"]["timeoutMs"] = 30_000.into();
-    let manifest_path = dir.path().join("hostile-manifest.json");
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
-    let demo = format!("{}={}", manifest_path.display(), common::guest_path("hostile-guest").display());
+    let demo = common::hostile_manifest(dir.path(), |m| m["limits"]["timeoutMs"] = 30_000.into());
+    let manifest = common::manifest_json("hostile-guest");
     let log_path = dir.path().join("kiosk.log");
     let (mut child, text) = common::spawn_serve(
         &["--config", config.to_str().unwrap(), "--demo-app", &demo],

@@ -18,11 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use kiosk::effects::{CallEffects, CallLines, KvWrite, LogEntry};
 use kiosk::kv::{KvChanges, KvEntries, KvScope, QuotaHit};
 use kiosk::ledger::{Ledger, LedgerFaults, MAX_KEY_BYTES, MAX_QUANTITY, Recorded, Refusal};
-use kiosk::manifest::Manifest;
 use kiosk::metering::{UsageEvent, UsageSource};
+use kiosk::store::Store;
 use kiosk::store::logs::LogBounds;
-use kiosk::store::{InstallationRow, Store};
-use kiosk::world::HOST_API_VERSION;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::Row as _;
@@ -463,28 +461,10 @@ async fn check_all(store: &Store, model: &Model, at: &str, every_row: bool) {
 async fn setup(database: Option<String>, dir: &std::path::Path) -> Store {
     let url = database.unwrap_or_else(|| format!("sqlite://{}", dir.join("model.db").display()));
     let store = Store::connect(&url).await.unwrap();
-    store.create_partner("acme", "Acme", "operator").await.unwrap();
-    store.add_certificate("acme", "ABCD", b"cert bytes", "operator").await.unwrap();
-    let text = std::fs::read_to_string(common::manifest_path("budget-pacing")).unwrap();
-    let manifest = Manifest::parse(text.as_bytes(), &HOST_API_VERSION).unwrap();
-    store
-        .register_version(&manifest, &text, "sha256:m", "sha256:c", b"\0asm", "ABCD", "ref", "partner:acme")
-        .await
-        .unwrap();
+    common::register_budget_pacing(&store).await;
     for (tenant, id, _) in SCOPES {
         store.create_tenant(tenant, tenant, "operator").await.unwrap();
-        let row = InstallationRow {
-            id: id.into(),
-            tenant: tenant.into(),
-            app: "acme/budget-pacing".into(),
-            version: "1.4.34".into(),
-            config: "{}".into(),
-            secrets: Vec::new(),
-            created_ms: 1,
-            updated_ms: 1,
-            row_version: 0,
-            upgrade_policy: Default::default(),
-        };
+        let row = common::budget_pacing_row(tenant, id);
         store.insert_installation(&row, &format!("tenant:{tenant}")).await.unwrap();
     }
     store

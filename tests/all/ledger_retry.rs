@@ -11,11 +11,9 @@ use std::sync::atomic::Ordering;
 use kiosk::effects::{CallEffects, CallLines, KvWrite, LogEntry};
 use kiosk::kv::KvScope;
 use kiosk::ledger::{Ledger, LedgerFaults, Recorded};
-use kiosk::manifest::Manifest;
 use kiosk::metering::{UsageEvent, UsageSource};
+use kiosk::store::Store;
 use kiosk::store::logs::LogBounds;
-use kiosk::store::{InstallationRow, Store};
-use kiosk::world::HOST_API_VERSION;
 use sqlx::Row as _;
 
 use crate::common;
@@ -27,26 +25,8 @@ async fn store_with_installation(database: Option<String>, dir: &std::path::Path
     let url = database.unwrap_or_else(|| format!("sqlite://{}", dir.join("retry.db").display()));
     let store = Store::connect(&url).await.unwrap();
     store.create_tenant("t", "Tenant", "operator").await.unwrap();
-    store.create_partner("acme", "Acme", "operator").await.unwrap();
-    store.add_certificate("acme", "ABCD", b"cert bytes", "operator").await.unwrap();
-    let text = std::fs::read_to_string(common::manifest_path("budget-pacing")).unwrap();
-    let manifest = Manifest::parse(text.as_bytes(), &HOST_API_VERSION).unwrap();
-    store
-        .register_version(&manifest, &text, "sha256:m", "sha256:c", b"\0asm", "ABCD", "ref", "partner:acme")
-        .await
-        .unwrap();
-    let row = InstallationRow {
-        id: "i".into(),
-        tenant: "t".into(),
-        app: "acme/budget-pacing".into(),
-        version: "1.4.34".into(),
-        config: "{}".into(),
-        secrets: Vec::new(),
-        created_ms: 1,
-        updated_ms: 1,
-        row_version: 0,
-        upgrade_policy: Default::default(),
-    };
+    common::register_budget_pacing(&store).await;
+    let row = common::budget_pacing_row("t", "i");
     store.insert_installation(&row, "tenant:t").await.unwrap();
     store
 }

@@ -150,18 +150,7 @@ async fn seed_budget_pacing(store: &Store) {
 
 /// Tenant t1's installation `id` of budget-pacing 1.4.34, empty config.
 fn installation_of(id: &str) -> InstallationRow {
-    InstallationRow {
-        id: id.into(),
-        tenant: "t1".into(),
-        app: "acme/budget-pacing".into(),
-        version: "1.4.34".into(),
-        config: "{}".into(),
-        secrets: Vec::new(),
-        created_ms: 1,
-        updated_ms: 1,
-        row_version: 0,
-        upgrade_policy: Default::default(),
-    }
+    common::budget_pacing_row("t1", id)
 }
 
 /// What a call reads before it runs, in one statement (`Store::call_context`): the

@@ -13,6 +13,7 @@ use kiosk::limits::SandboxLimits;
 use kiosk::manifest::Manifest;
 use kiosk::metering::MemorySink;
 use kiosk::runtime::{AppVersion, Runtime, RuntimeSettings, Services};
+use kiosk::store::{InstallationRow, Store};
 use kiosk::world::HOST_API_VERSION;
 
 use self::api::TestServer;
@@ -235,4 +236,42 @@ pub fn spawn_serve(args: &[&str], envs: &[(&str, &str)], log_path: &std::path::P
 /// The value of `export NAME=…` in `kiosk serve --demo-app`'s output.
 pub fn demo_token(log: &str, name: &str) -> String {
     log.lines().find_map(|l| l.trim().strip_prefix(&format!("export {name}=")).map(str::to_string)).unwrap()
+}
+
+/// Partner `acme` with a certificate and budget-pacing 1.4.34 written straight into
+/// `store` (no registry, no signature check): enough for rows that need a version.
+pub async fn register_budget_pacing(store: &Store) {
+    store.create_partner("acme", "Acme", "operator").await.unwrap();
+    store.add_certificate("acme", "ABCD", b"cert bytes", "operator").await.unwrap();
+    let text = std::fs::read_to_string(manifest_path("budget-pacing")).unwrap();
+    let manifest = Manifest::parse(text.as_bytes(), &HOST_API_VERSION).unwrap();
+    store
+        .register_version(&manifest, &text, "sha256:m", "sha256:c", b"\0asm", "ABCD", "ref", "partner:acme")
+        .await
+        .unwrap();
+}
+
+/// `tenant`'s installation `id` of budget-pacing 1.4.34, empty config.
+pub fn budget_pacing_row(tenant: &str, id: &str) -> InstallationRow {
+    InstallationRow {
+        id: id.into(),
+        tenant: tenant.into(),
+        app: "acme/budget-pacing".into(),
+        version: "1.4.34".into(),
+        config: "{}".into(),
+        secrets: Vec::new(),
+        created_ms: 1,
+        updated_ms: 1,
+        row_version: 0,
+        upgrade_policy: Default::default(),
+    }
+}
+
+/// The hostile guest's manifest with `edit` applied, written beside the test's data.
+pub fn hostile_manifest(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut manifest = manifest_json("hostile-guest");
+    edit(&mut manifest);
+    let path = dir.join("hostile-manifest.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    format!("{}={}", path.display(), guest_path("hostile-guest").display())
 }

@@ -328,6 +328,16 @@ mod tests {
     }
 
     #[test]
+    fn a_drain_past_an_hour_is_refused_and_the_default_is_thirty_seconds() {
+        let config: OperatorConfig = toml::from_str("[server]\ndrain-seconds = 3601\n").unwrap();
+        assert!(config.validate().unwrap_err().contains("[server] drain-seconds must be 0..=3600, found 3601"));
+        assert!(toml::from_str::<OperatorConfig>("[server]\ndrain-seconds = -1\n").is_err(), "negative");
+        let config: OperatorConfig = toml::from_str("[server]\ndrain-seconds = 3600\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(OperatorConfig::default().server.drain(), std::time::Duration::from_secs(30));
+    }
+
+    #[test]
     fn a_client_certificate_file_that_cannot_be_used_stops_the_start() {
         let dir = std::env::temp_dir().join(format!("kiosk-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

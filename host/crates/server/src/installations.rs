@@ -161,11 +161,7 @@ async fn install(
         }
         None => (s.install(&tenant, request, &caller.0.actor()).await?, false),
     };
-    let mut response = (StatusCode::CREATED, axum::Json(view(&s, &row).await?)).into_response();
-    if replayed {
-        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(marked_replayed((StatusCode::CREATED, axum::Json(view(&s, &row).await?)).into_response(), replayed))
 }
 
 /// `after` is the `id` of the last item of the previous page.
@@ -278,11 +274,7 @@ async fn upgrade(
         }
         None => (s.upgrade(&tenant, &id, request, &caller.0.actor()).await?, false),
     };
-    let mut response = axum::Json(view(&s, &row).await?).into_response();
-    if replayed {
-        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(marked_replayed(axum::Json(view(&s, &row).await?).into_response(), replayed))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -407,11 +399,16 @@ async fn invoke(
     };
     let usage = invoked.usage.iter().map(usage_view).collect();
     let body = axum::Json(InvokeResult { call_id: invoked.call_id, output: AnyJson(invoked.output), usage });
-    let mut response = body.into_response();
+    Ok(marked_replayed(body.into_response(), replayed))
+}
+
+/// `response` with `Idempotent-Replayed: true` when it answers an earlier request with
+/// the same `Idempotency-Key`.
+fn marked_replayed(mut response: axum::response::Response, replayed: bool) -> axum::response::Response {
     if replayed {
         response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 /// The request's `Idempotency-Key`, if it sent one (one only, as text).

@@ -37,25 +37,35 @@ fn read(value: Option<i64>) -> Option<u64> {
     value.map(|v| u64::try_from(v).unwrap_or(0))
 }
 
+/// Writes `tenant`'s row of quotas (tenant '': the operator's defaults).
+async fn upsert(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: &str,
+    quotas: TenantQuotaRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tenant_quotas (tenant, installations, kv_bytes, collection_share, updated_ms)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant) DO UPDATE SET installations = excluded.installations,
+         kv_bytes = excluded.kv_bytes, collection_share = excluded.collection_share,
+         updated_ms = excluded.updated_ms",
+    )
+    .bind(tenant)
+    .bind(stored(quotas.installations))
+    .bind(stored(quotas.kv_bytes))
+    .bind(stored(quotas.collection_share))
+    .bind(now_ms() as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Writes the operator's defaults (tenant ''), as this process's config says; every
     /// replica writes them at start, so replicas should share one config.
     pub async fn set_default_tenant_quotas(&self, quotas: TenantQuotaRow) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO tenant_quotas (tenant, installations, kv_bytes, collection_share, updated_ms)
-             VALUES ('', $1, $2, $3, $4)
-             ON CONFLICT (tenant) DO UPDATE SET installations = excluded.installations,
-             kv_bytes = excluded.kv_bytes, collection_share = excluded.collection_share,
-             updated_ms = excluded.updated_ms",
-        )
-        .bind(stored(quotas.installations))
-        .bind(stored(quotas.kv_bytes))
-        .bind(stored(quotas.collection_share))
-        .bind(now_ms() as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(ctx("write the default tenant quotas"))?;
+        upsert(&mut tx, "", quotas).await.map_err(ctx("write the default tenant quotas"))?;
         tx.commit().await.map_err(ctx("commit"))
     }
 
@@ -85,21 +95,7 @@ impl Store {
                 .await
                 .map_err(ctx("remove tenant quotas"))?;
         } else {
-            sqlx::query(
-                "INSERT INTO tenant_quotas (tenant, installations, kv_bytes, collection_share, updated_ms)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant) DO UPDATE SET installations = excluded.installations,
-                 kv_bytes = excluded.kv_bytes, collection_share = excluded.collection_share,
-                 updated_ms = excluded.updated_ms",
-            )
-            .bind(tenant)
-            .bind(stored(quotas.installations))
-            .bind(stored(quotas.kv_bytes))
-            .bind(stored(quotas.collection_share))
-            .bind(now_ms() as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(ctx("write tenant quotas"))?;
+            upsert(&mut tx, tenant, quotas).await.map_err(ctx("write tenant quotas"))?;
         }
         let shown = |v: Option<u64>| v.map_or("default".to_string(), |v| v.to_string());
         let detail = format!(
