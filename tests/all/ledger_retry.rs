@@ -4,6 +4,8 @@
 //! its usage counts once, and every submitter is answered as if nothing had failed.
 //! A group that failed before its `COMMIT` is written again whole. On SQLite and
 //! PostgreSQL. (Without `applied_calls`, the lost-reply case keeps every line twice.)
+//! On PostgreSQL the reply is also lost on the wire, by a proxy between the store and
+//! the server (`common::pg_proxy`): the server commits and the connection closes.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -119,4 +121,41 @@ async fn a_retry_after_a_lost_commit_reply_applies_nothing_twice_on_sqlite() {
 #[tokio::test]
 async fn a_retry_after_a_lost_commit_reply_applies_nothing_twice_on_postgresql() {
     retry_applies_nothing_twice(Some(common::fresh_postgres_database().await)).await;
+}
+
+/// The reply to a group's `COMMIT` lost on the wire (PostgreSQL committed; the proxy
+/// closed the connection instead of answering): the ledger writes each call again on
+/// another connection and keeps nothing twice.
+#[tokio::test]
+async fn a_commit_reply_lost_on_the_wire_applies_nothing_twice_on_postgresql() {
+    let database = common::fresh_postgres_database().await;
+    let proxy = common::pg_proxy::PgProxy::start(&database).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_installation(Some(proxy.url(&database)), dir.path()).await;
+    let ledger = Ledger::start(store.clone());
+    let bounds = LogBounds { max_lines: 1_000, max_bytes: 1 << 20 };
+    proxy.lose_next_commit_reply();
+    let answers = futures_util::future::join_all((0..CALLS).map(|n| {
+        let ledger = ledger.clone();
+        async move { (n, ledger.commit_call(call(n), bounds).await) }
+    }))
+    .await;
+    assert_eq!(proxy.replies_lost(), 1, "a COMMIT's reply was lost on the wire");
+    for (n, answer) in answers {
+        let outcomes = answer.unwrap_or_else(|e| panic!("call {n} failed: {e}")).unwrap();
+        assert!(
+            matches!(outcomes[..], [Recorded::Recorded | Recorded::Duplicate]),
+            "call {n}: answered, its usage counted once: {outcomes:?}"
+        );
+    }
+    // Read directly, not through the proxy.
+    let direct = Store::connect(&database).await.unwrap();
+    assert_eq!(count(&direct, "SELECT COUNT(*) FROM installation_logs").await, CALLS as i64, "one line per call");
+    assert_eq!(count(&direct, "SELECT COUNT(*) FROM usage_events").await, CALLS as i64, "one event per call");
+    let scope = KvScope { tenant: "t".into(), installation: "i".into() };
+    let entries = direct.kv_load(&scope).await.unwrap();
+    assert_eq!(entries.len(), CALLS, "every call's key");
+    let bytes = count(&direct, "SELECT bytes FROM kv_usage WHERE tenant = 't' AND installation = 'i'").await;
+    let stored: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert_eq!(bytes, stored as i64, "the key-value byte count is not doubled");
 }

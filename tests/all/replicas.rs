@@ -3,6 +3,7 @@
 //! Real parts: two server processes, PostgreSQL, Debian's docker-registry, gpg keys.
 
 use std::process::Child;
+use std::time::Instant;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -123,42 +124,68 @@ async fn two_replicas_on_one_postgresql_behave_as_one_service() {
     let line = logs["items"].as_array().unwrap().iter().find(|l| l["callId"] == call_id.as_str());
     assert!(line.is_some_and(|l| l["message"].as_str().unwrap().contains("campaign c-1")), "A's call on B: {logs}");
 
-    // A tenant override set on A applies to B's next call (and A's), no restart: an
-    // input cap of 16 bytes refuses the evaluate input on both.
+    // A tenant override set on A applies to A's next call at once and to B's within the
+    // stated bound (`CALL_READS_FRESH`, the call cache's), no restart: an input cap of
+    // 16 bytes refuses the evaluate input on both.
     let (st, body) =
         a.call(Some(OPERATOR), Method::PUT, "/v1/limits/tenants/t1", Some(json!({"maxInputBytes": 16}))).await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    for replica in [&b, &a] {
-        let (st, body) = replica.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
-        assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
-        assert!(body["detail"].as_str().unwrap().contains("16"), "the limit is named: {body}");
-    }
+    let changed = Instant::now();
+    let (st, body) = a.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "A's next call: {body}");
+    assert!(body["detail"].as_str().unwrap().contains("16"), "the limit is named: {body}");
+    let body = holds_within_bound(changed, "the override set on A, on B", async || {
+        let (st, body) = b.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
+        (st == StatusCode::PAYLOAD_TOO_LARGE, body)
+    })
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("16"), "the limit is named: {body}");
     let (_, view) = b.call(Some(&tenant), Method::GET, &format!("/v1/tenants/t1/installations/{id}"), None).await;
     assert_eq!(view["limits"]["maxInputBytes"], json!({"value": 16, "source": "tenant"}), "{view}");
     let (st, _) = b.call(Some(OPERATOR), Method::DELETE, "/v1/limits/tenants/t1", None).await;
     assert!(st.is_success());
-    let (st, body) = a.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
-    assert_eq!(st, StatusCode::OK, "the override removed on B applies on A: {body}");
+    let changed = Instant::now();
+    holds_within_bound(changed, "the override removed on B, on A", async || {
+        let (st, body) = a.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
+        (st == StatusCode::OK, body)
+    })
+    .await;
 
-    // The stated staleness bound is zero calls: every call reads its token, licence and
-    // switches in its own statements (licences: suite `policies`), so a change made on one replica refuses the very
-    // next call on the other. A suspension on A, then its lifting on B:
+    // A suspension on A, then its lifting on B, each holding on the other replica within
+    // the bound:
     let (st, _) = a.call(Some(OPERATOR), Method::POST, "/v1/tenants/t1/suspend", None).await;
     assert!(st.is_success());
-    let (st, body) = b.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
-    assert_eq!((st, kind(&body)), (StatusCode::FORBIDDEN, "tenant-suspended"), "suspended on A, refused on B: {body}");
+    let changed = Instant::now();
+    let body = holds_within_bound(changed, "the suspension on A, on B", async || {
+        let (st, body) = b.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
+        (st == StatusCode::FORBIDDEN, body)
+    })
+    .await;
+    assert_eq!(kind(&body), "tenant-suspended", "{body}");
     let (st, _) = b.call(Some(OPERATOR), Method::POST, "/v1/tenants/t1/resume", None).await;
     assert!(st.is_success());
-    let (st, body) = a.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
-    assert_eq!(st, StatusCode::OK, "resumed on B, served on A: {body}");
-    // A token revoked on A is refused by B's next request.
+    let changed = Instant::now();
+    holds_within_bound(changed, "the resumption on B, on A", async || {
+        let (st, body) = a.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
+        (st == StatusCode::OK, body)
+    })
+    .await;
+    // A token revoked on A: A refuses its next request at once, B within the bound.
     let spare = a.create_token(OPERATOR, "tenant", Some("t1")).await;
-    let (st, body) = b.call(Some(&spare.token), Method::POST, &invoke, Some(input.clone())).await;
-    assert_eq!(st, StatusCode::OK, "{body}");
+    for replica in [&a, &b] {
+        let (st, body) = replica.call(Some(&spare.token), Method::POST, &invoke, Some(input.clone())).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+    }
     let (st, _) = a.call(Some(OPERATOR), Method::DELETE, &format!("/v1/tokens/{}", spare.id), None).await;
     assert!(st.is_success());
-    let (st, body) = b.call(Some(&spare.token), Method::POST, &invoke, Some(input.clone())).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED, "revoked on A, refused on B: {body}");
+    let changed = Instant::now();
+    let (st, body) = a.call(Some(&spare.token), Method::POST, &invoke, Some(input.clone())).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "revoked on A, refused by A's next request: {body}");
+    holds_within_bound(changed, "the revocation on A, on B", async || {
+        let (st, body) = b.call(Some(&spare.token), Method::POST, &invoke, Some(input.clone())).await;
+        (st == StatusCode::UNAUTHORIZED, body)
+    })
+    .await;
 
     // Yank on B → install refused on A.
     let (st, body) =
@@ -172,4 +199,25 @@ async fn two_replicas_on_one_postgresql_behave_as_one_service() {
         .call(Some(&tenant), Method::POST, &format!("/v1/tenants/t1/installations/{id}/upgrade"), Some(json!({})))
         .await;
     assert!(!st.is_success(), "no version to upgrade to once 1.1.0 is yanked: {body}");
+}
+
+/// Sends `call` until it answers that a change made on the other replica holds (its
+/// `.0`), and fails if a call sent `CALL_READS_FRESH` or more after `changed` (when the
+/// change's answer was received) does not: the bound each replica's call cache keeps
+/// (`kiosk_store::call_cache`). Calls sent before may still be served as before. The
+/// answer that showed the change is returned.
+async fn holds_within_bound(
+    changed: Instant,
+    what: &str,
+    mut call: impl AsyncFnMut() -> (bool, serde_json::Value),
+) -> serde_json::Value {
+    let bound = kiosk::store::CALL_READS_FRESH;
+    loop {
+        let sent = changed.elapsed();
+        let (holds, body) = call().await;
+        if holds {
+            return body;
+        }
+        assert!(sent < bound, "{what}: a call sent {sent:?} after the change did not see it (bound {bound:?}): {body}");
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod gpg;
+pub mod pg_proxy;
 pub mod registry;
 
 use std::path::PathBuf;

@@ -92,19 +92,30 @@ impl Store {
     /// installation row, its limit layers, the tenant's and partner's switches and the
     /// tenant's licence for the app. `None` if there is no such installation. The four
     /// possible layers are four indexed left joins (primary key `(tenant, app)`), so the
-    /// statement is one row on SQLite and PostgreSQL alike.
+    /// statement is one row on SQLite and PostgreSQL alike. Kept for `CALL_READS_FRESH`
+    /// at most, and dropped when a write of this process ends (`call_cache`).
     pub async fn call_context(&self, tenant: &str, id: &str) -> Result<Option<CallContext>, StoreError> {
+        if let Some(context) = self.cache.context(tenant, id) {
+            return Ok(Some(context));
+        }
+        let start = self.cache.start();
         let inline = self.read_inline("call context", CALL_CONTEXT, |statement| {
             let mut rows = statement.query(rusqlite::named_params! {"$1": tenant, "$2": id})?;
             Ok(rows.next()?.map(call_context_row))
         });
-        if let Some(context) = inline {
-            return context.transpose().map_err(ctx("read call context"));
+        let context = match inline {
+            Some(context) => context.transpose().map_err(ctx("read call context"))?,
+            None => {
+                let row = crate::read_once_more("read call context", || {
+                    sqlx::query(CALL_CONTEXT).bind(tenant).bind(id).fetch_optional(&self.pool)
+                })
+                .await?;
+                row.as_ref().map(call_context_row).transpose().map_err(ctx("read call context"))?
+            }
+        };
+        if let Some(context) = &context {
+            self.cache.keep_context(tenant, id, context.clone(), start);
         }
-        let row = crate::read_once_more("read call context", || {
-            sqlx::query(CALL_CONTEXT).bind(tenant).bind(id).fetch_optional(&self.pool)
-        })
-        .await?;
-        row.as_ref().map(call_context_row).transpose().map_err(ctx("read call context"))
+        Ok(context)
     }
 }

@@ -4,7 +4,6 @@
 //! Written in the registration's transaction (`Store::register_version_with_icon`).
 
 use sqlx::Row as _;
-use sqlx::{Any, Transaction};
 
 use kiosk_domain::catalog_meta::Publisher;
 use kiosk_domain::manifest::Manifest;
@@ -37,7 +36,7 @@ pub struct VersionHead {
 /// Keeps `icon` (once per digest) and the version's publisher and icon digest, in the
 /// registration's transaction, after its `versions` row.
 pub(crate) async fn record(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut crate::WriteTransaction,
     manifest: &Manifest,
     icon: Option<&NewIcon<'_>>,
 ) -> Result<(), StoreError> {

@@ -3,7 +3,7 @@
 //! (`distrusted_certs`) and the quarantine of the versions they signed. Every change
 //! writes its audit rows in its own transaction.
 
-use sqlx::{Any, Row as _, Transaction};
+use sqlx::Row as _;
 
 use kiosk_domain::metering::now_ms;
 
@@ -44,7 +44,7 @@ pub struct DistrustedCert {
 /// Quarantines a just-registered version if its signer is distrusted (its certificate
 /// was revoked or removed after the artifact was verified).
 pub(crate) async fn quarantine_if_distrusted(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut crate::WriteTransaction,
     app: &str,
     version: &str,
     signer: &str,
@@ -76,7 +76,7 @@ pub(crate) async fn quarantine_if_distrusted(
 /// Quarantines every not yet quarantined version of `partner`'s apps that `fingerprint`
 /// signed; returns them as `app@version`.
 async fn quarantine_signed(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut crate::WriteTransaction,
     partner: &str,
     fingerprint: &str,
     reason: &str,
@@ -128,7 +128,7 @@ fn state_rank(state: &str) -> u8 {
 /// it was only `missing` (e.g. a config file without it, by mistake): then the versions
 /// still quarantined for that reason alone are released with it.
 async fn trust_again_tx(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut crate::WriteTransaction,
     partner: &str,
     fingerprint: &str,
     actor: &str,
@@ -197,7 +197,7 @@ async fn trust_again_tx(
 /// release of a version is not undone by the same news told again (a revoked
 /// certificate uploaded twice), only by worse news (a removed certificate found revoked).
 async fn distrust_tx(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut crate::WriteTransaction,
     partner: &str,
     fingerprint: &str,
     state: &str,

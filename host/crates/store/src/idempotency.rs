@@ -68,7 +68,7 @@ const READ: &str =
 /// written then). A key past its retention is free again. On PostgreSQL an insert of a key
 /// another transaction holds waits for it, so two requests racing with one key keep one.
 pub(crate) async fn keep_answer(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut crate::WriteTransaction,
     keyed: KeyedAnswer<'_>,
 ) -> Result<Option<StoredAnswer>, StoreError> {
     let now = now_ms() as i64;
@@ -110,7 +110,7 @@ pub(crate) async fn keep_answer(
 /// finds its answer rather than the row it moved; `held` without its key, or the answer a
 /// copy kept first.
 pub(crate) async fn key_first<'a>(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut crate::WriteTransaction,
     held: HookEffects<'a>,
 ) -> Result<Result<HookEffects<'a>, Box<StoredAnswer>>, StoreError> {
     if let Some(keyed) = held.keyed

@@ -107,10 +107,7 @@ pub(crate) fn installation_row(r: &impl Columns) -> Result<InstallationRow, sqlx
 /// The tenant's installation quota if it has reached it (`tenant_quotas`: the lower of
 /// its own row and the operator's, tenant ''). The tenant's row is locked first, so two
 /// installs racing for the last place (two replicas) are counted one after the other.
-async fn installation_quota(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    tenant: &str,
-) -> Result<Option<u64>, StoreError> {
+async fn installation_quota(tx: &mut crate::WriteTransaction, tenant: &str) -> Result<Option<u64>, StoreError> {
     let quota: Option<i64> = sqlx::query(
         "SELECT MIN(installations) AS q FROM tenant_quotas WHERE tenant IN ($1, '') AND installations IS NOT NULL",
     )

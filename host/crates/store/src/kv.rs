@@ -15,11 +15,7 @@ use crate::write::{Arg, WriteTx};
 use crate::{Store, StoreError, ctx};
 
 /// Removes a scope's key-value data and its byte count.
-pub(crate) async fn purge_kv(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    tenant: &str,
-    id: &str,
-) -> Result<(), StoreError> {
+pub(crate) async fn purge_kv(tx: &mut crate::WriteTransaction, tenant: &str, id: &str) -> Result<(), StoreError> {
     for sql in [
         "DELETE FROM kv WHERE tenant = $1 AND installation = $2",
         "DELETE FROM kv_usage WHERE tenant = $1 AND installation = $2",

@@ -16,6 +16,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
 mod audit;
+mod call_cache;
 mod call_context;
 mod catalog_meta;
 mod certificates;
@@ -42,6 +43,7 @@ mod watches;
 mod write;
 
 pub use audit::AuditRow;
+pub use call_cache::{FRESH as CALL_READS_FRESH, WriteTransaction};
 pub use call_context::CallContext;
 pub use catalog_meta::{NewIcon, VersionHead};
 pub use certificates::{CertUpdate, CertificateRow, DistrustedCert};
@@ -131,6 +133,8 @@ pub struct Store {
     /// Turns at SQLite's writer lock, in arrival order, for this process's writers (the
     /// ledger's thread and the pool's write transactions). See `write_turn`.
     turn: Arc<tokio::sync::Mutex<()>>,
+    /// Tokens and call contexts read by this process (`call_cache`).
+    cache: Arc<call_cache::CallCache>,
 }
 
 /// How long a pooled connection may sit idle and still be used without a ping first:
@@ -248,7 +252,7 @@ impl Store {
                 }
             },
         };
-        Ok(Self { pool, backend, reader, turn: Arc::default() })
+        Ok(Self { pool, backend, reader, turn: Arc::default(), cache: Arc::new(call_cache::CallCache::new()) })
     }
 
     /// `read` of the statement `sql` (sqlx's text: `$n` parameters, bound by name) on
@@ -290,7 +294,16 @@ impl Store {
     /// for another connection's or process's commit instead of failing at its first
     /// write with `SQLITE_BUSY_SNAPSHOT` (517), which no timeout retries. It takes the
     /// lock in its turn (`write_turn`).
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    ///
+    /// Its end clears this process's call cache (`call_cache`): a change committed here
+    /// holds from the next call here.
+    pub async fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        Ok(WriteTransaction::new(self.begin_transaction().await?, self.cache.clone()))
+    }
+
+    /// `begin_write` without clearing the call cache, for the ledger's group commits
+    /// (they write no token or call context).
+    pub(crate) async fn begin_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         match self.backend {
             Backend::Sqlite => {
                 let _turn = self.write_turn().await;

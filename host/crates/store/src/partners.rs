@@ -2,8 +2,8 @@
 //! summaries (with their certificate and app counts), and the partner row lock that
 //! serialises a partner's registrations and revocations.
 
+use sqlx::Row as _;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row as _, Transaction};
 
 use kiosk_domain::metering::now_ms;
 
@@ -38,7 +38,7 @@ const PARTNER_SUMMARY: &str = "SELECT name, display, disabled, created_ms,
 
 /// Takes the partner's row lock for the rest of the transaction: registrations and
 /// revocations of one partner are serialised (on SQLite every writer already is).
-pub(crate) async fn lock_partner(tx: &mut Transaction<'_, Any>, partner: &str) -> Result<(), StoreError> {
+pub(crate) async fn lock_partner(tx: &mut crate::WriteTransaction, partner: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE partners SET display = display WHERE name = $1")
         .bind(partner)
         .execute(&mut **tx)

@@ -231,7 +231,7 @@ pub const PRIVATE_QUOTA_EXCEEDED: &str = "private-app quota exceeded";
 /// private app of `namespace` (`~tenant`) that the tenant's policy does not allow
 /// (switched off, or as many apps as the quota). Partners' apps pass untouched.
 pub(crate) async fn check_private_quota(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut crate::WriteTransaction,
     namespace: &str,
     app: &str,
 ) -> Result<(), StoreError> {

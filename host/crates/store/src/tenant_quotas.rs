@@ -38,11 +38,7 @@ fn read(value: Option<i64>) -> Option<u64> {
 }
 
 /// Writes `tenant`'s row of quotas (tenant '': the operator's defaults).
-async fn upsert(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    tenant: &str,
-    quotas: TenantQuotaRow,
-) -> Result<(), sqlx::Error> {
+async fn upsert(tx: &mut crate::WriteTransaction, tenant: &str, quotas: TenantQuotaRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO tenant_quotas (tenant, installations, kv_bytes, collection_share, updated_ms)
          VALUES ($1, $2, $3, $4, $5)

@@ -8,6 +8,7 @@ use sqlx::Row as _;
 use kiosk_domain::metering::now_ms;
 
 use crate::audit::audit;
+use crate::call_cache::CachedToken;
 use crate::{Store, StoreError, ctx};
 
 /// The id of the operator token configured in the config file or the environment.
@@ -120,29 +121,51 @@ impl Store {
     }
 
     /// The principal a token secret stands for, if it is known, not revoked and not
-    /// expired. Asked on every request: a revocation holds from the next request on.
+    /// expired. Asked on every request: a revocation made through this process holds from
+    /// the next request, one made by another replica within `CALL_READS_FRESH`
+    /// (`call_cache`).
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, StoreError> {
-        const SQL: &str = "SELECT role, scope FROM tokens WHERE hash = $1 AND revoked = 0 AND (expires_ms IS NULL OR expires_ms > $2)";
+        const SQL: &str = "SELECT role, scope, expires_ms FROM tokens WHERE hash = $1 AND revoked = 0 AND (expires_ms IS NULL OR expires_ms > $2)";
         let hash = token_hash(secret);
         let now = now_ms() as i64;
+        let live = |token: CachedToken| token.expires_ms.is_none_or(|at| at > now).then_some(token.principal);
+        if let Some(token) = self.cache.token(&hash) {
+            return Ok(live(token));
+        }
+        let start = self.cache.start();
         let inline = self.read_inline("token", SQL, |statement| {
             let mut rows = statement.query(rusqlite::named_params! {"$1": hash, "$2": now})?;
             match rows.next()? {
                 None => Ok(None),
-                Some(row) => Ok(Some((row.get::<_, String>("role")?, row.get::<_, Option<String>>("scope")?))),
+                Some(row) => Ok(Some((
+                    row.get::<_, String>("role")?,
+                    row.get::<_, Option<String>>("scope")?,
+                    row.get::<_, Option<i64>>("expires_ms")?,
+                ))),
             }
         });
-        if let Some(token) = inline {
-            return Ok(token.and_then(|(role, scope)| principal_of(&role, scope)));
-        }
-        let row = crate::read_once_more("authenticate", || {
-            sqlx::query(SQL).bind(hash.as_str()).bind(now).fetch_optional(&self.pool)
-        })
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let role: String = row.try_get("role").map_err(ctx("read token"))?;
-        let scope: Option<String> = row.try_get("scope").map_err(ctx("read token"))?;
-        Ok(principal_of(&role, scope))
+        let token = match inline {
+            Some(token) => token,
+            None => {
+                let row = crate::read_once_more("authenticate", || {
+                    sqlx::query(SQL).bind(hash.as_str()).bind(now).fetch_optional(&self.pool)
+                })
+                .await?;
+                match row {
+                    None => None,
+                    Some(row) => Some((
+                        row.try_get::<String, _>("role").map_err(ctx("read token"))?,
+                        row.try_get::<Option<String>, _>("scope").map_err(ctx("read token"))?,
+                        row.try_get::<Option<i64>, _>("expires_ms").map_err(ctx("read token"))?,
+                    )),
+                }
+            }
+        };
+        let Some((role, scope, expires_ms)) = token else { return Ok(None) };
+        let Some(principal) = principal_of(&role, scope) else { return Ok(None) };
+        let token = CachedToken { principal, expires_ms };
+        self.cache.keep_token(&hash, token.clone(), start);
+        Ok(live(token))
     }
 
     pub async fn count_operator_tokens(&self) -> Result<i64, StoreError> {

@@ -107,6 +107,18 @@ impl WriteTx for sqlx::Transaction<'_, sqlx::Any> {
     }
 }
 
+impl WriteTx for crate::WriteTransaction {
+    type Row = AnyRow;
+
+    async fn execute(&mut self, what: &str, sql: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
+        self.inner().execute(what, sql, args).await
+    }
+
+    async fn fetch_all(&mut self, what: &str, sql: &str, args: &[Arg<'_>]) -> Result<Vec<AnyRow>, StoreError> {
+        self.inner().fetch_all(what, sql, args).await
+    }
+}
+
 /// A write transaction on a rusqlite connection that has begun one (`BEGIN IMMEDIATE`).
 pub(crate) struct SqliteWriteTx<'c> {
     pub conn: &'c rusqlite::Connection,

@@ -21,6 +21,7 @@ use writer::{Faulty, PoolWriter, SqliteWriter, commit_group, gather};
 
 pub use writer::LedgerFaults;
 
+mod checkpoint;
 mod group;
 mod reads;
 mod sinks;
@@ -209,9 +210,13 @@ impl Ledger {
         if let Some(file) = store.sqlite_file() {
             match SqliteWriter::open(file, store.write_turns()) {
                 Ok(writer) => {
+                    // Most of each checkpoint's copying off this thread (`checkpoint`).
+                    let checkpointer = checkpoint::Checkpointer::start(file);
                     let mut writer = Faulty { inner: writer, faults: faults.clone() };
                     let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
                     let spawned = std::thread::Builder::new().name("kiosk-ledger".into()).spawn(move || {
+                        // Stops the checkpointer when the writer ends.
+                        let _checkpointer = checkpointer;
                         while let Some(first) = rx.blocking_recv() {
                             let group = gather(first, &mut rx);
                             // `SqliteWriter` never suspends, so one poll writes the group.
@@ -415,7 +420,7 @@ pub enum HeldRefused {
 /// its answer first; `Err` if the key was used or a call's changes would pass its quota —
 /// the caller rolls back, so nothing of any is kept.
 pub(crate) async fn write_held(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut crate::WriteTransaction,
     held: HookEffects<'_>,
 ) -> Result<Result<(), HeldRefused>, StoreError> {
     if let Some(keyed) = held.keyed

@@ -44,7 +44,7 @@ pub(super) struct PoolWriter(pub(super) Store);
 
 impl GroupWriter for PoolWriter {
     async fn write(&mut self, group: &[Submission]) -> Result<Vec<Written>, StoreError> {
-        let mut tx = self.0.begin_write().await?;
+        let mut tx = self.0.begin_transaction().await?;
         let written = write_group(&mut tx, group).await?;
         tx.commit().await.map_err(ctx("commit usage"))?;
         Ok(written)
