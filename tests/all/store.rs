@@ -287,3 +287,51 @@ async fn global_log_bound_on_sqlite() {
 async fn global_log_bound_on_postgresql() {
     global_log_bound(Store::connect(&common::fresh_postgres_database().await).await.unwrap()).await;
 }
+
+/// Key-value snapshots asked for at once (on PostgreSQL, read together in batches,
+/// `kv_batch`) are each their own scope's, duplicates and empty scopes included, and each
+/// holds every change committed before it was asked for.
+async fn snapshots_at_once(store: Store) {
+    seed_budget_pacing(&store).await;
+    let scope = |i: usize| KvScope { tenant: "t1".into(), installation: format!("i{i}") };
+    for i in 0..12 {
+        store.insert_installation(&installation_of(&format!("i{i}")), "tenant:t1").await.unwrap();
+        if i % 4 != 3 {
+            let changes = [(format!("k{i}"), Some(format!("v{i}").into_bytes()))].into();
+            store.kv_commit(&scope(i), changes, 1 << 20).await.unwrap().unwrap();
+        }
+    }
+    let asks: Vec<usize> = (0..96).map(|n| (n * 7) % 12).collect();
+    let snapshots = futures_util::future::join_all(asks.iter().map(|&i| {
+        let (store, scope) = (store.clone(), scope(i));
+        async move { store.kv_load(&scope).await.unwrap() }
+    }))
+    .await;
+    for (&i, snapshot) in asks.iter().zip(&snapshots) {
+        if i % 4 == 3 {
+            assert!(snapshot.is_empty(), "i{i} has no data: {snapshot:?}");
+        } else {
+            let only: Vec<(&String, &Vec<u8>)> = snapshot.iter().collect();
+            assert_eq!(only, [(&format!("k{i}"), &format!("v{i}").into_bytes())], "i{i}'s own entry only");
+        }
+    }
+    // A change committed, then asked for by many at once: every answer holds it.
+    store.kv_commit(&scope(0), [("k0".to_string(), Some(b"new".to_vec()))].into(), 1 << 20).await.unwrap().unwrap();
+    let first = scope(0);
+    let again = futures_util::future::join_all((0..32).map(|_| store.kv_load(&first))).await;
+    for snapshot in again {
+        assert_eq!(snapshot.unwrap().get("k0").map(Vec::as_slice), Some(&b"new"[..]));
+    }
+}
+
+#[tokio::test]
+async fn snapshots_at_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("kiosk.db").display())).await.unwrap();
+    snapshots_at_once(store).await;
+}
+
+#[tokio::test]
+async fn snapshots_at_once_on_postgresql() {
+    snapshots_at_once(Store::connect(&common::fresh_postgres_database().await).await.unwrap()).await;
+}

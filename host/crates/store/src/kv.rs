@@ -213,6 +213,9 @@ impl Store {
         if let Some(entries) = inline {
             return Ok(entries);
         }
+        if let Some(batch) = &self.kv_batch {
+            return batch.load(scope).await;
+        }
         let rows = crate::read_once_more("load key-value data", || {
             sqlx::query(SQL).bind(scope.tenant.as_str()).bind(scope.installation.as_str()).fetch_all(&self.pool)
         })

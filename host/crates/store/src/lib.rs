@@ -25,6 +25,7 @@ mod entitlements;
 mod idempotency;
 mod installations;
 mod kv;
+mod kv_batch;
 pub mod ledger;
 mod limits;
 pub mod logs;
@@ -135,6 +136,8 @@ pub struct Store {
     turn: Arc<tokio::sync::Mutex<()>>,
     /// Tokens and call contexts read by this process (`call_cache`).
     cache: Arc<call_cache::CallCache>,
+    /// Key-value snapshots read together, on PostgreSQL (`kv_batch`).
+    kv_batch: Option<kv_batch::KvBatcher>,
 }
 
 /// How long a pooled connection may sit idle and still be used without a ping first:
@@ -252,7 +255,15 @@ impl Store {
                 }
             },
         };
-        Ok(Self { pool, backend, reader, turn: Arc::default(), cache: Arc::new(call_cache::CallCache::new()) })
+        let kv_batch = (backend == Backend::Postgres).then(|| kv_batch::KvBatcher::start(pool.clone()));
+        Ok(Self {
+            pool,
+            backend,
+            reader,
+            turn: Arc::default(),
+            cache: Arc::new(call_cache::CallCache::new()),
+            kv_batch,
+        })
     }
 
     /// `read` of the statement `sql` (sqlx's text: `$n` parameters, bound by name) on
