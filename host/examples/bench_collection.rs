@@ -55,11 +55,13 @@ async fn main() {
     // below are the bench's. Report calls are the host's, outside tenant admission.
     // The invokers are one tenant calling as fast as they can: no rate limit. The
     // installations are all one tenant's: its collection share is the whole collector,
-    // so the figures are the collector's (`PARALLELISM` calls at once), as before shares.
+    // so the figures are the collector's (`PARALLELISM` calls at once), as before shares,
+    // and its installation quota is above the count.
     let text = format!(
         "data-dir = \"{}\"\n[usage]\nwindow-seconds = 315360000\n[admission]\ntenant-calls-per-second = 1000000\n\
-         tenant-burst = 1000000\n[sandbox]\ntenant-collection-share = 100\n",
-        dir.path().join("data").display()
+         tenant-burst = 1000000\n[sandbox]\ntenant-collection-share = 100\ntenant-installations = {}\n",
+        dir.path().join("data").display(),
+        count + 1
     );
     std::fs::write(&config, text).unwrap();
     let options = ServeOptions {

@@ -7,6 +7,7 @@
 //! refused by name with nothing written.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use kiosk::store::Principal;
 use reqwest::{Method, StatusCode};
@@ -68,6 +69,16 @@ async fn invoke(s: &Server, token: &str, id: &str, operation: &str, input: Value
 }
 
 /// The wall-time limit a looping call was stopped at, from its problem's detail.
+/// `loop_limit_ms` on `s` until it is `expected`, which a call sent `CALL_READS_FRESH`
+/// after `changed` (a change made through another server) must see.
+async fn limit_within_bound(s: &Server, token: &str, id: &str, changed: Instant, expected: &str) {
+    common::holds_within_bound(changed, "a limit changed through the other server", async || {
+        let ms = loop_limit_ms(s, token, id).await;
+        (ms == expected, ms)
+    })
+    .await;
+}
+
 async fn loop_limit_ms(s: &Server, token: &str, id: &str) -> String {
     let (status, body) = invoke(s, token, id, "loop", json!(null)).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
@@ -159,15 +170,17 @@ async fn layered_limits(postgres: bool) {
     let b = Server { s: TestServer::fresh(Some(url.clone()), "").await };
     assert_eq!(loop_limit_ms(&b, &tenant, &id).await, "200");
 
-    // A tenant override tightens the very next call, on both servers.
+    // A tenant override tightens the very next call on the server it was set on, and the
+    // other's within `CALL_READS_FRESH` (each keeps call contexts that long at most).
     let (status, set) = a.call(&op, Method::PUT, "/v1/limits/tenants/demo", Some(json!({"timeoutMs": 50}))).await;
     assert_eq!(status, StatusCode::OK, "{set}");
+    let changed = Instant::now();
     assert_eq!(
         (set["tenant"].clone(), set["app"].clone(), set["limits"].clone()),
         (json!("demo"), Value::Null, json!({"timeoutMs": 50}))
     );
-    assert_eq!(loop_limit_ms(&b, &tenant, &id).await, "50");
     assert_eq!(loop_limit_ms(&a, &tenant, &id).await, "50");
+    limit_within_bound(&b, &tenant, &id, changed, "50").await;
     let (_, view) = b.call(&op, Method::GET, &format!("/v1/tenants/demo/installations/{id}"), None).await;
     assert_eq!(limit(&view, "timeoutMs"), (50, "tenant".into()), "the operator reads it: {view}");
     let (status, got) = b.call(&op, Method::GET, "/v1/limits/tenants/demo", None).await;
@@ -176,7 +189,7 @@ async fn layered_limits(postgres: bool) {
     let path = "/v1/limits/tenants/demo/apps/test/hostile";
     let (status, set) = a.call(&op, Method::PUT, path, Some(json!({"timeoutMs": 40}))).await;
     assert_eq!((status, set["app"].as_str()), (StatusCode::OK, Some("test/hostile")), "{set}");
-    assert_eq!(loop_limit_ms(&b, &tenant, &id).await, "40");
+    limit_within_bound(&b, &tenant, &id, Instant::now(), "40").await;
     let (status, page) = a.call(&op, Method::GET, "/v1/limits/tenants?limit=1", None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!((page["items"][0]["app"].clone(), page["next"].clone()), (Value::Null, json!("demo")));
@@ -187,9 +200,10 @@ async fn layered_limits(postgres: bool) {
     assert_eq!(a.call(&op, Method::DELETE, path, None).await.0, StatusCode::NO_CONTENT);
     assert_eq!(a.call(&op, Method::DELETE, "/v1/limits/tenants/demo", None).await.0, StatusCode::NO_CONTENT);
     assert_eq!(a.call(&op, Method::DELETE, "/v1/limits/tenants/demo", None).await.0, StatusCode::NOT_FOUND);
+    let changed = Instant::now();
     let (_, view) = a.call(&tenant, Method::GET, &format!("/v1/tenants/demo/installations/{id}"), None).await;
     assert_eq!(limit(&view, "timeoutMs"), (200, "manifest".into()));
-    assert_eq!(loop_limit_ms(&b, &tenant, &id).await, "200");
+    limit_within_bound(&b, &tenant, &id, changed, "200").await;
 
     // An app cap tighter than the manifest wins; an operator default applies below it.
     let (status, cap) = a
@@ -197,13 +211,14 @@ async fn layered_limits(postgres: bool) {
         .await;
     assert_eq!((status, cap["app"].as_str()), (StatusCode::OK, Some("test/hostile")), "{cap}");
     let (status, d) = a.call(&op, Method::PUT, "/v1/limits/defaults", Some(json!({"maxOutputBytes": 1000}))).await;
+    let changed = Instant::now();
     assert_eq!((status, d["defaults"].clone()), (StatusCode::OK, json!({"maxOutputBytes": 1000})), "{d}");
     let (_, view) = a.call(&tenant, Method::GET, &format!("/v1/tenants/demo/installations/{id}"), None).await;
     assert_eq!(limit(&view, "timeoutMs"), (100, "app".into()));
     assert_eq!(limit(&view, "memoryMiB"), (16, "app".into()));
     assert_eq!(limit(&view, "maxOutputBytes"), (1000, "default".into()));
     assert_eq!(limit(&view, "maxInputBytes"), (1024 * 1024, "ceiling".into()));
-    assert_eq!(loop_limit_ms(&b, &tenant, &id).await, "100");
+    limit_within_bound(&b, &tenant, &id, changed, "100").await;
     let (status, p) = invoke(&b, &tenant, &id, "huge-output", json!(2000)).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("the limit is 1000 bytes"), "{p}");

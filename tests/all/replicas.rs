@@ -134,7 +134,7 @@ async fn two_replicas_on_one_postgresql_behave_as_one_service() {
     let (st, body) = a.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "A's next call: {body}");
     assert!(body["detail"].as_str().unwrap().contains("16"), "the limit is named: {body}");
-    let body = holds_within_bound(changed, "the override set on A, on B", async || {
+    let body = common::holds_within_bound(changed, "the override set on A, on B", async || {
         let (st, body) = b.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
         (st == StatusCode::PAYLOAD_TOO_LARGE, body)
     })
@@ -145,7 +145,7 @@ async fn two_replicas_on_one_postgresql_behave_as_one_service() {
     let (st, _) = b.call(Some(OPERATOR), Method::DELETE, "/v1/limits/tenants/t1", None).await;
     assert!(st.is_success());
     let changed = Instant::now();
-    holds_within_bound(changed, "the override removed on B, on A", async || {
+    common::holds_within_bound(changed, "the override removed on B, on A", async || {
         let (st, body) = a.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
         (st == StatusCode::OK, body)
     })
@@ -156,7 +156,7 @@ async fn two_replicas_on_one_postgresql_behave_as_one_service() {
     let (st, _) = a.call(Some(OPERATOR), Method::POST, "/v1/tenants/t1/suspend", None).await;
     assert!(st.is_success());
     let changed = Instant::now();
-    let body = holds_within_bound(changed, "the suspension on A, on B", async || {
+    let body = common::holds_within_bound(changed, "the suspension on A, on B", async || {
         let (st, body) = b.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
         (st == StatusCode::FORBIDDEN, body)
     })
@@ -165,7 +165,7 @@ async fn two_replicas_on_one_postgresql_behave_as_one_service() {
     let (st, _) = b.call(Some(OPERATOR), Method::POST, "/v1/tenants/t1/resume", None).await;
     assert!(st.is_success());
     let changed = Instant::now();
-    holds_within_bound(changed, "the resumption on B, on A", async || {
+    common::holds_within_bound(changed, "the resumption on B, on A", async || {
         let (st, body) = a.call(Some(&tenant), Method::POST, &invoke, Some(input.clone())).await;
         (st == StatusCode::OK, body)
     })
@@ -181,7 +181,7 @@ async fn two_replicas_on_one_postgresql_behave_as_one_service() {
     let changed = Instant::now();
     let (st, body) = a.call(Some(&spare.token), Method::POST, &invoke, Some(input.clone())).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "revoked on A, refused by A's next request: {body}");
-    holds_within_bound(changed, "the revocation on A, on B", async || {
+    common::holds_within_bound(changed, "the revocation on A, on B", async || {
         let (st, body) = b.call(Some(&spare.token), Method::POST, &invoke, Some(input.clone())).await;
         (st == StatusCode::UNAUTHORIZED, body)
     })
@@ -199,25 +199,4 @@ async fn two_replicas_on_one_postgresql_behave_as_one_service() {
         .call(Some(&tenant), Method::POST, &format!("/v1/tenants/t1/installations/{id}/upgrade"), Some(json!({})))
         .await;
     assert!(!st.is_success(), "no version to upgrade to once 1.1.0 is yanked: {body}");
-}
-
-/// Sends `call` until it answers that a change made on the other replica holds (its
-/// `.0`), and fails if a call sent `CALL_READS_FRESH` or more after `changed` (when the
-/// change's answer was received) does not: the bound each replica's call cache keeps
-/// (`kiosk_store::call_cache`). Calls sent before may still be served as before. The
-/// answer that showed the change is returned.
-async fn holds_within_bound(
-    changed: Instant,
-    what: &str,
-    mut call: impl AsyncFnMut() -> (bool, serde_json::Value),
-) -> serde_json::Value {
-    let bound = kiosk::store::CALL_READS_FRESH;
-    loop {
-        let sent = changed.elapsed();
-        let (holds, body) = call().await;
-        if holds {
-            return body;
-        }
-        assert!(sent < bound, "{what}: a call sent {sent:?} after the change did not see it (bound {bound:?}): {body}");
-    }
 }

@@ -276,3 +276,27 @@ pub fn hostile_manifest(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json
     std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
     format!("{}={}", path.display(), guest_path("hostile-guest").display())
 }
+
+/// Sends `call` until it answers that a change made on the other replica holds (its
+/// `.0`), and fails if a call sent `CALL_READS_FRESH` or more after `changed` (when the
+/// change's answer was received) does not: the bound each replica's call cache keeps
+/// (`kiosk_store::call_cache`). Calls sent before may still be served as before. The
+/// answer that showed the change is returned.
+pub async fn holds_within_bound<T: std::fmt::Debug>(
+    changed: std::time::Instant,
+    what: &str,
+    mut call: impl AsyncFnMut() -> (bool, T),
+) -> T {
+    let bound = kiosk::store::CALL_READS_FRESH;
+    loop {
+        let sent = changed.elapsed();
+        let (holds, body) = call().await;
+        if holds {
+            return body;
+        }
+        assert!(
+            sent < bound,
+            "{what}: a call sent {sent:?} after the change did not see it (bound {bound:?}): {body:?}"
+        );
+    }
+}

@@ -140,28 +140,44 @@ impl CallCache {
 }
 
 /// A write transaction of the store (`Store::begin_write`): sqlx's, which clears the
-/// call cache when it commits or rolls back (see the module's bound). Statements run on
+/// call cache when it ends — committed, rolled back or dropped (a request cancelled while
+/// it waited for the reply to `COMMIT` may still have committed). Statements run on
 /// `&mut *tx` as on sqlx's transaction.
 pub struct WriteTransaction {
     tx: sqlx::Transaction<'static, sqlx::Any>,
-    cache: Arc<CallCache>,
+    /// `None` for the writes that change no token or call context
+    /// (`Store::begin_write_keeping_calls`).
+    clear: Option<ClearOnEnd>,
+}
+
+/// Clears the cache when dropped: after the transaction's end, whatever ended it.
+struct ClearOnEnd(Arc<CallCache>);
+
+impl Drop for ClearOnEnd {
+    fn drop(&mut self) {
+        self.0.invalidate();
+    }
 }
 
 impl WriteTransaction {
-    pub(crate) fn new(tx: sqlx::Transaction<'static, sqlx::Any>, cache: Arc<CallCache>) -> Self {
-        Self { tx, cache }
+    pub(crate) fn new(tx: sqlx::Transaction<'static, sqlx::Any>, cache: Option<Arc<CallCache>>) -> Self {
+        Self { tx, clear: cache.map(ClearOnEnd) }
     }
 
     /// Commits, then clears the cache (also when the commit's answer is an error: the
     /// transaction may have committed and only its reply been lost).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let committed = self.tx.commit().await;
-        self.cache.invalidate();
+        let Self { tx, clear } = self;
+        let committed = tx.commit().await;
+        drop(clear);
         committed
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+        let Self { tx, clear } = self;
+        let rolled_back = tx.rollback().await;
+        drop(clear);
+        rolled_back
     }
 
     /// sqlx's transaction, for the statements shared with the ledger (`WriteTx`).

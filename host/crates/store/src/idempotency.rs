@@ -137,7 +137,7 @@ impl Store {
     /// Keeps a keyed call's effects (`held`: usage, key-value changes, lines) and its answer
     /// in one transaction, unless another request with the key committed first.
     pub async fn record_keyed_call(&self, held: HookEffects<'_>) -> Result<KeyedWrite, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_write_keeping_calls().await?;
         match write_held(&mut tx, held).await? {
             Ok(()) => {
                 tx.commit().await.map_err(ctx("commit"))?;

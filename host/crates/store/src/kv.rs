@@ -234,7 +234,7 @@ impl Store {
         changes: KvChanges,
         quota: u64,
     ) -> Result<Result<(), QuotaHit>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_write_keeping_calls().await?;
         let applied = kv_apply(&mut tx, scope, &changes, quota).await?;
         if applied.is_ok() {
             tx.commit().await.map_err(ctx("commit"))?;

@@ -30,6 +30,10 @@ const MAX_BATCH: usize = 64;
 /// every batch held one scope and nothing changed; with one, PostgreSQL's CPU per call
 /// went from 410–431 to 321–384 µs and the rate up 5–20%. A lone read still goes at once.
 const IN_FLIGHT: usize = 1;
+/// How long a batch's statement may take before its callers get a 503 to retry: far
+/// beyond a healthy read (milliseconds), short enough that a stalled connection (a
+/// half-open socket after a failover) does not hold every call's snapshot behind it.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Reads waiting for a batch; a full queue makes callers wait their turn.
 const QUEUE: usize = 4_096;
 
@@ -92,13 +96,20 @@ async fn answer(pool: &sqlx::AnyPool, batch: Vec<(KvScope, Reply)>) {
         "SELECT tenant, installation, key, value FROM kv WHERE (tenant, installation) IN ({})",
         pairs.join(", ")
     );
-    let read = crate::read_once_more("read key-value data", || {
-        scopes
-            .iter()
-            .fold(sqlx::query(&sql), |q, s| q.bind(s.tenant.as_str()).bind(s.installation.as_str()))
-            .fetch_all(pool)
-    })
-    .await;
+    let read = tokio::time::timeout(
+        READ_TIMEOUT,
+        crate::read_once_more("read key-value data", || {
+            scopes
+                .iter()
+                .fold(sqlx::query(&sql), |q, s| q.bind(s.tenant.as_str()).bind(s.installation.as_str()))
+                .fetch_all(pool)
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        let late = std::io::Error::new(std::io::ErrorKind::TimedOut, "the key-value read took too long");
+        Err(StoreError { action: "read key-value data".into(), source: sqlx::Error::Io(late) })
+    });
     let rows = match read {
         Ok(rows) => rows,
         Err(e) => {

@@ -309,7 +309,14 @@ impl Store {
     /// Its end clears this process's call cache (`call_cache`): a change committed here
     /// holds from the next call here.
     pub async fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
-        Ok(WriteTransaction::new(self.begin_transaction().await?, self.cache.clone()))
+        Ok(WriteTransaction::new(self.begin_transaction().await?, Some(self.cache.clone())))
+    }
+
+    /// `begin_write` for the writes that change no token and no call context (log
+    /// lines, leases, keyed answers, key-value data, watch outcomes): frequent ones that
+    /// would otherwise empty the call cache for every tenant.
+    pub(crate) async fn begin_write_keeping_calls(&self) -> Result<WriteTransaction, StoreError> {
+        Ok(WriteTransaction::new(self.begin_transaction().await?, None))
     }
 
     /// `begin_write` without clearing the call cache, for the ledger's group commits

@@ -79,7 +79,7 @@ impl Store {
             return Ok(trimmed);
         }
         loop {
-            let mut tx = self.begin_write().await?;
+            let mut tx = self.begin_write_keeping_calls().await?;
             let total: i64 = sqlx::query(LOG_BYTES_TOTAL)
                 .fetch_one(&mut *tx)
                 .await
@@ -166,7 +166,7 @@ impl Store {
         if lines.is_empty() || bounds.max_lines == 0 {
             return Ok(true);
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_write_keeping_calls().await?;
         let batch = LogBatch { call_id, operation, lines };
         let written = append_logs_tx(&mut tx, tenant, installation, &[batch], bounds).await?;
         if written {

@@ -60,7 +60,7 @@ impl Store {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_write_keeping_calls().await?;
         let mut taken = Vec::new();
         for chunk in windows.chunks(LEASE_CHUNK) {
             let marks: Vec<String> =
@@ -168,7 +168,7 @@ impl Store {
     /// Audits one collection pass of `replica` (its summary: the windows it collected and
     /// gave up), in a transaction of its own.
     pub async fn audit_collection_pass(&self, actor: &str, detail: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_write_keeping_calls().await?;
         audit(&mut tx, actor, "usage.collect-pass", "usage", detail).await?;
         tx.commit().await.map_err(ctx("commit"))
     }

@@ -330,7 +330,7 @@ impl Store {
         row: &TagOutcomeRow,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_write_keeping_calls().await?;
         // Written only while the lease is this replica's; the update takes the row lock.
         let held = sqlx::query("UPDATE watches SET leased_by = leased_by WHERE id = $1 AND leased_by = $2")
             .bind(watch)
