@@ -63,6 +63,17 @@ async fn count(store: &Store, sql: &str) -> i64 {
     sqlx::query(sql).fetch_one(store.pool()).await.unwrap().get::<i64, _>(0)
 }
 
+/// Every call's key is stored, and the installation's key-value byte count is the rows'
+/// (not doubled by a retry).
+async fn every_key_once(store: &Store) {
+    let scope = KvScope { tenant: "t".into(), installation: "i".into() };
+    let entries = store.kv_load(&scope).await.unwrap();
+    assert_eq!(entries.len(), CALLS, "every call's key");
+    let bytes = count(store, "SELECT bytes FROM kv_usage WHERE tenant = 't' AND installation = 'i'").await;
+    let stored: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert_eq!(bytes, stored as i64, "the key-value byte count matches the rows, not doubled");
+}
+
 async fn retry_applies_nothing_twice(database: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_installation(database, dir.path()).await;
@@ -100,12 +111,7 @@ async fn retry_applies_nothing_twice(database: Option<String>) {
     .await;
     assert_eq!(per_call, 0, "no call's lines are kept twice");
     assert_eq!(count(&store, "SELECT COUNT(*) FROM usage_events").await, CALLS as i64);
-    let scope = KvScope { tenant: "t".into(), installation: "i".into() };
-    let entries = store.kv_load(&scope).await.unwrap();
-    assert_eq!(entries.len(), CALLS, "every call's key");
-    let bytes = count(&store, "SELECT bytes FROM kv_usage WHERE tenant = 't' AND installation = 'i'").await;
-    let stored: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
-    assert_eq!(bytes, stored as i64, "the byte count matches the rows");
+    every_key_once(&store).await;
 
     // The same call submitted again (a retry of a retry) keeps nothing more.
     let again = ledger.commit_call(call(0), bounds).await.unwrap().unwrap();
@@ -152,10 +158,5 @@ async fn a_commit_reply_lost_on_the_wire_applies_nothing_twice_on_postgresql() {
     let direct = Store::connect(&database).await.unwrap();
     assert_eq!(count(&direct, "SELECT COUNT(*) FROM installation_logs").await, CALLS as i64, "one line per call");
     assert_eq!(count(&direct, "SELECT COUNT(*) FROM usage_events").await, CALLS as i64, "one event per call");
-    let scope = KvScope { tenant: "t".into(), installation: "i".into() };
-    let entries = direct.kv_load(&scope).await.unwrap();
-    assert_eq!(entries.len(), CALLS, "every call's key");
-    let bytes = count(&direct, "SELECT bytes FROM kv_usage WHERE tenant = 't' AND installation = 'i'").await;
-    let stored: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
-    assert_eq!(bytes, stored as i64, "the key-value byte count is not doubled");
+    every_key_once(&direct).await;
 }

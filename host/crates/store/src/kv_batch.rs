@@ -15,21 +15,15 @@
 //! behind a load balancer must see what its previous call wrote on another replica.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use kiosk_domain::kv::{KvEntries, KvScope};
 use sqlx::Row as _;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
 
 /// Scopes per statement (two parameters each).
 const MAX_BATCH: usize = 64;
-/// Statements in flight at once: one, so reads that arrive meanwhile gather into the
-/// next. Measured at 16 connections (this 2-core machine, same runs): with four in flight
-/// every batch held one scope and nothing changed; with one, PostgreSQL's CPU per call
-/// went from 410–431 to 321–384 µs and the rate up 5–20%. A lone read still goes at once.
-const IN_FLIGHT: usize = 1;
 /// How long a batch's statement may take before its callers get a 503 to retry: far
 /// beyond a healthy read (milliseconds), short enough that a stalled connection (a
 /// half-open socket after a failover) does not hold every call's snapshot behind it.
@@ -62,12 +56,12 @@ impl KvBatcher {
     }
 }
 
+/// Answers batches one at a time: reads that arrive while one is in flight gather into the
+/// next. Measured at 16 connections (this 2-core machine, same runs): with four batches in
+/// flight every batch held one scope and nothing changed; with one, PostgreSQL's CPU per
+/// call went from 410–431 to 321–384 µs and the rate up 5–20%. A lone read goes at once.
 async fn run(pool: sqlx::AnyPool, mut rx: mpsc::Receiver<(KvScope, Reply)>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        // The slot first: reads that arrive while the slot is busy join the next batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let Some(first) = rx.recv().await else { return };
+    while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -75,11 +69,7 @@ async fn run(pool: sqlx::AnyPool, mut rx: mpsc::Receiver<(KvScope, Reply)>) {
                 Err(_) => break,
             }
         }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            answer(&pool, batch).await;
-            drop(slot);
-        });
+        answer(&pool, batch).await;
     }
 }
 
