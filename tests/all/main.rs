@@ -82,4 +82,5 @@ mod trust;
 mod trust_boundaries;
 mod uninstall;
 mod uninstall_race;
+mod usage_export;
 mod watch;

@@ -309,8 +309,14 @@ pub(crate) async fn setup(guest: &str, postgres: bool) -> Setup {
     let ca_file = ca_dir.path().join("partner-ca.pem");
     std::fs::write(&ca_file, &api.ca_pem).unwrap();
     let port = api.port;
+    // A call's deadline of 10 s (the default is 1 s): a call here makes up to 20 HTTPS
+    // requests in series, which a CI machine running every suite at once must not race;
+    // the deadline itself is tested by sandbox:: and containment::.
     let extra = format!(
         r#"
+[sandbox]
+timeout-ms = 10000
+
 [egress]
 max-requests-per-call = 20
 max-concurrent-requests-per-call = 4
@@ -343,6 +349,7 @@ ca-file = "{ca}"
     let s = common::guest_server(guest, database.clone(), &extra, |m| {
         let text = m.to_string().replace(":8443", &format!(":{port}"));
         *m = serde_json::from_str(&text).unwrap();
+        m["limits"]["timeoutMs"] = 10_000.into();
     })
     .await;
     s.store().create_tenant("other", "Other", "operator").await.unwrap();

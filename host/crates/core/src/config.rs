@@ -41,6 +41,9 @@ pub struct OperatorConfig {
     pub logs: LogSettings,
     #[serde(default)]
     pub watch: WatchSettings,
+    /// Where usage is pushed (billing systems), each with its mapping.
+    #[serde(default)]
+    pub sinks: Vec<crate::export::settings::SinkSettings>,
 }
 
 /// `[logs]`: how much of each installation's log the database keeps (the bytes kept
@@ -229,6 +232,13 @@ impl OperatorConfig {
         self.sandbox.validate()?;
         self.admission.validate()?;
         self.egress.validate()?;
+        let mut names = std::collections::HashSet::new();
+        for sink in &self.sinks {
+            sink.validate()?;
+            if !names.insert(sink.name.as_str()) {
+                return Err(format!("[[sinks]] {:?} is named twice", sink.name));
+            }
+        }
         let lines = self.logs.max_lines_per_installation;
         if !(1..=MAX_LOG_LINES_CEILING).contains(&lines) {
             return Err(format!(

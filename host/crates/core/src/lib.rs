@@ -15,6 +15,7 @@ pub mod egress;
 pub mod egress_policy;
 pub mod error;
 pub mod estate;
+pub mod export;
 pub mod host;
 pub mod idempotency;
 pub mod kind;

@@ -25,6 +25,7 @@ mod partners;
 mod private_apps;
 mod quotas;
 pub mod serve;
+mod sinks;
 mod usage;
 mod watches;
 
@@ -153,6 +154,7 @@ fn api() -> OpenApiRouter<Shared> {
         .merge(watches::routes())
         .merge(private_apps::routes())
         .merge(quotas::routes())
+        .merge(sinks::routes())
         .merge(console::routes())
 }
 

@@ -52,6 +52,7 @@ pub async fn prepare(options: &ServeOptions) -> anyhow::Result<Arc<AppState>> {
     // Registry watches and automatic upgrades, in every replica (leases decide who works).
     kiosk_core::watch::spawn(state.clone());
     kiosk_core::log_trim::spawn(state.clone());
+    kiosk_core::export::spawn(state.clone()).await.context("usage sinks")?;
     kiosk_core::upgrades::spawn(
         state.clone(),
         std::time::Duration::from_secs(state.config().watch.upgrade_pass_seconds),

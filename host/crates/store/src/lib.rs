@@ -22,6 +22,7 @@ mod catalog_meta;
 mod certificates;
 mod egress;
 mod entitlements;
+pub mod export;
 mod idempotency;
 mod installations;
 mod kv;

@@ -16,8 +16,8 @@ use crate::usage::{WindowClose, close_window_tx};
 use crate::write::{Arg, WriteTx};
 use crate::{StoreError, ctx};
 
-/// Rows per multi-row usage insert (10 parameters each).
-const USAGE_CHUNK: usize = 100;
+/// Rows per multi-row usage insert (11 parameters each).
+const USAGE_CHUNK: usize = 90;
 
 /// One transaction's statements for `group`, a few whatever its size: per scope, the
 /// key-value changes of its calls in order (`kv_apply_many`: a call over the quota is
@@ -177,6 +177,27 @@ async fn mark_applied(tx: &mut impl WriteTx, group: &[Submission]) -> Result<Vec
         .collect())
 }
 
+/// Takes `count` numbers of the ledger's commit order (`usage_seq`) and returns the one
+/// before the first. The row stays locked until this transaction ends, so numbers become
+/// visible in order: a sink that has read number n has seen every smaller one that will
+/// ever exist. Numbers of events that turn out duplicates are simply never used.
+async fn take_numbers(tx: &mut impl WriteTx, count: usize) -> Result<i64, StoreError> {
+    if count == 0 {
+        return Ok(0);
+    }
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    let row = tx
+        .fetch_optional(
+            "number usage events",
+            "UPDATE usage_seq SET next = next + $1 WHERE id = 1 RETURNING next",
+            &[Arg::Int(count)],
+        )
+        .await?
+        .ok_or_else(|| StoreError { action: "number usage events".into(), source: sqlx::Error::RowNotFound })?;
+    let next: i64 = row.int("next").map_err(ctx("number usage events"))?;
+    Ok(next - count)
+}
+
 /// Inserts `events` (multi-row, `ON CONFLICT DO NOTHING … RETURNING` the keys that were
 /// new) and reads back the quantity of every key that was already there: recorded,
 /// duplicate or conflict per event, in order. An event whose key came earlier in the same
@@ -184,23 +205,25 @@ async fn mark_applied(tx: &mut impl WriteTx, group: &[Submission]) -> Result<Vec
 async fn record_events(tx: &mut impl WriteTx, events: &[&UsageEvent]) -> Result<Vec<Recorded>, StoreError> {
     let now = now_ms() as i64;
     let mut inserted: HashSet<(&str, &str)> = HashSet::new();
+    let mut seq = take_numbers(tx, events.len()).await?;
     for chunk in events.chunks(USAGE_CHUNK) {
         let mut sql = String::from(
-            "INSERT INTO usage_events (source, idem_key, tenant, installation, app, version, sku, quantity, at_ms, recorded_ms) VALUES ",
+            "INSERT INTO usage_events (source, idem_key, tenant, installation, app, version, sku, quantity, at_ms, recorded_ms, seq) VALUES ",
         );
         for i in 0..chunk.len() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            let p = i * 10;
+            let p = i * 11;
             sql.push('(');
-            sql.push_str(&(1..=10).map(|k| format!("${}", p + k)).collect::<Vec<_>>().join(", "));
+            sql.push_str(&(1..=11).map(|k| format!("${}", p + k)).collect::<Vec<_>>().join(", "));
             sql.push(')');
         }
         sql.push_str(" ON CONFLICT (source, idem_key) DO NOTHING RETURNING source, idem_key");
         let args: Vec<Arg<'_>> = chunk
             .iter()
             .flat_map(|e| {
+                seq += 1;
                 [
                     Arg::Text(e.source.as_str()),
                     Arg::Text(&e.idempotency_key),
@@ -213,6 +236,7 @@ async fn record_events(tx: &mut impl WriteTx, events: &[&UsageEvent]) -> Result<
                     Arg::Int(e.quantity as i64),
                     Arg::Int(e.at_ms as i64),
                     Arg::Int(now),
+                    Arg::Int(seq),
                 ]
             })
             .collect();
