@@ -102,3 +102,59 @@ pub(super) fn describe(e: &reqwest::Error) -> String {
         "the request to the receiver failed".into()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sink(endpoint: &str, private_addresses: bool) -> SinkSettings {
+        let text = format!(
+            "name = \"om\"\nkind = \"cloudevents\"\nendpoint = \"{endpoint}\"\nsecret-env = \"K\"\n\
+             private-addresses = {private_addresses}\ntimeout-seconds = 2\n"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    /// A name the operator maps to loopback, or that resolves there, is refused before
+    /// any connection unless the sink is `private-addresses`; the refusal names it.
+    #[tokio::test]
+    async fn names_resolving_to_private_addresses_need_the_sinks_flag() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let mut resolve = BTreeMap::new();
+        resolve.insert("billing.test".to_string(), vec!["127.0.0.1".parse().unwrap()]);
+        resolve.insert("meta.test".to_string(), vec!["8.8.8.8".parse().unwrap(), "169.254.169.254".parse().unwrap()]);
+        for (host, words) in [
+            ("billing.test", "billing.test resolves to 127.0.0.1, a loopback address"),
+            ("meta.test", "meta.test resolves to 169.254.169.254, a link-local address"),
+            ("localhost", "a loopback address"),
+        ] {
+            let s = sink(&format!("http://{host}:{port}/e"), false);
+            let client = build(&SinkSettings { http: true, ..s }, &resolve).unwrap();
+            let error = client.post(format!("http://{host}:{port}/e")).send().await.unwrap_err();
+            let said = describe(&error);
+            assert!(said.contains(words), "{host}: {said}");
+        }
+        assert!(listener.accept().is_err(), "nothing connected to the loopback listener");
+        // With the flag the same name is reached (and refused by nobody but the receiver).
+        let s = sink(&format!("http://billing.test:{port}/e"), true);
+        let client = build(&SinkSettings { http: true, ..s }, &resolve).unwrap();
+        let sent = tokio::spawn(async move { client.post(format!("http://billing.test:{port}/e")).send().await });
+        listener.set_nonblocking(false).unwrap();
+        let accepted = tokio::task::spawn_blocking(move || listener.accept().is_ok());
+        assert!(accepted.await.unwrap(), "the flagged sink connected");
+        sent.abort();
+    }
+
+    #[tokio::test]
+    async fn https_only_unless_the_sink_allows_http() {
+        let resolve = BTreeMap::new();
+        let client = build(&sink("https://billing.example/e", false), &resolve).unwrap();
+        let error = client.post("http://billing.example/e").send().await.unwrap_err();
+        assert!(error.is_builder(), "plain http is refused before any lookup: {error}");
+        let bad_ca = SinkSettings { ca_file: Some("/nonexistent/ca.pem".into()), ..sink("https://b.example/", false) };
+        assert!(build(&bad_ca, &resolve).unwrap_err().contains("ca-file /nonexistent/ca.pem cannot be read"));
+    }
+}

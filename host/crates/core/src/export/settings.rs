@@ -209,3 +209,98 @@ impl SinkSettings {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sink(extra: &str) -> Result<SinkSettings, String> {
+        let text = format!(
+            "name = \"om\"\nkind = \"cloudevents\"\nendpoint = \"https://billing.example/events\"\n\
+             secret-env = \"KIOSK_TEST_SINK_KEY\"\n{extra}"
+        );
+        let sink: SinkSettings = toml::from_str(&text).map_err(|e| e.to_string())?;
+        sink.validate()?;
+        Ok(sink)
+    }
+
+    fn refused(extra: &str, words: &str) {
+        let error = sink(extra).unwrap_err();
+        assert!(error.contains(words), "{extra:?}: {error}");
+    }
+
+    #[test]
+    fn a_sink_is_refused_naming_the_setting() {
+        assert!(sink("").is_ok());
+        refused("batch = 0", "batch must be 1-10000");
+        refused("batch = 10001", "batch must be 1-10000");
+        refused("timeout-seconds = 0", "timeout-seconds must be 1-300");
+        refused("secret-file = \"/k\"", "exactly one of secret-env and secret-file");
+        refused("colour = \"red\"", "unknown field `colour`");
+        refused("[customers]\ndemo = \"\"", "customers.\"demo\" must be 1-256 characters");
+        refused("[[meters]]\nsku = \"s\"\nmeter = \"a\\u0007b\"", "the meter of sku \"s\"");
+        for (endpoint, words) in [
+            ("http://billing.example/e", "plain http; set http = true"),
+            ("ftp://billing.example/e", "scheme \"ftp\""),
+            ("https://user:pw@billing.example/e", "carries credentials"),
+            ("https://billing.example/e?key=1", "query or fragment"),
+            ("https://127.1/e", "loopback address"),
+            ("https://2130706433/e", "loopback address"),
+            ("https://0x7f.1/e", "loopback address"),
+            ("https://[::ffff:169.254.169.254]/e", "address; set private-addresses"),
+            ("https://10.0.0.8/e", "private address"),
+            ("not a url", "endpoint is not a URL"),
+        ] {
+            let text = format!("name = \"om\"\nkind = \"webhook\"\nendpoint = \"{endpoint}\"\nsecret-env = \"K\"\n");
+            let error = toml::from_str::<SinkSettings>(&text).unwrap().validate().unwrap_err();
+            assert!(error.contains(words), "{endpoint}: {error}");
+        }
+        let named = |name: &str| {
+            let text = format!(
+                "name = \"{name}\"\nkind = \"webhook\"\nendpoint = \"https://b.example/\"\nsecret-env = \"K\"\n"
+            );
+            toml::from_str::<SinkSettings>(&text).unwrap().validate()
+        };
+        assert!(named("Billing").unwrap_err().contains("lowercase"));
+        assert!(named(&"a".repeat(65)).is_err());
+        assert!(named("").is_err());
+        // The operator may open a private receiver, by sink.
+        let text = "name = \"om\"\nkind = \"webhook\"\nendpoint = \"https://10.0.0.8/e\"\nsecret-env = \"K\"\n\
+                    private-addresses = true\n";
+        assert!(toml::from_str::<SinkSettings>(text).unwrap().validate().is_ok());
+    }
+
+    #[test]
+    fn unmapped_tenants_and_skus_are_named() {
+        let s = sink(
+            "[customers]\ndemo = \"cus_1\"\n[[meters]]\nsku = \"calls\"\nmeter = \"api_calls\"\n\
+             [[meters]]\napp = \"acme/x\"\nsku = \"calls\"\nmeter = \"x_calls\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.customer("demo").unwrap(), "cus_1");
+        assert!(s.customer("other").unwrap_err().contains("tenant \"other\" has no customer id in sink \"om\""));
+        assert_eq!(s.meter("acme/y", "calls").unwrap(), "api_calls");
+        assert_eq!(s.meter("acme/x", "calls").unwrap(), "x_calls", "a rule naming the app wins");
+        assert!(s.meter("acme/y", "rows").unwrap_err().contains("sku \"rows\" of acme/y has no meter"));
+        let open = sink("tenant-is-customer = true\nsku-is-meter = true").unwrap();
+        assert_eq!(open.customer("other").unwrap(), "other");
+        assert_eq!(open.meter("acme/y", "rows").unwrap(), "rows");
+    }
+
+    #[test]
+    fn a_short_or_missing_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "abc\n").unwrap();
+        let mut s = sink("").unwrap();
+        s.secret_env = None;
+        s.secret_file = Some(short);
+        assert!(s.secret().unwrap_err().contains("at least 16 bytes"));
+        s.secret_file = Some(dir.path().join("absent"));
+        assert!(s.secret().unwrap_err().contains("cannot be read"));
+        s.secret_file = None;
+        s.secret_env = Some("KIOSK_TEST_SINK_KEY_NEVER_SET".into());
+        assert!(s.secret().unwrap_err().contains("KIOSK_TEST_SINK_KEY_NEVER_SET is not set"));
+    }
+}
