@@ -13,6 +13,7 @@
 
 import { changelogPanel, changelogText, iconImage, publisherView } from "./catalog.js";
 import { viewOperatorPrivateApps, viewOwnApps } from "./private.js";
+import { viewOperatorSinks } from "./sinks.js";
 
 const TOKEN_KEY = "kiosk.console.token";
 const DAY_MS = 86_400_000;
@@ -402,7 +403,7 @@ const NAV = {
   partner: [["#/catalog", "Catalog"], ["#/partner/apps", "Our apps"], ["#/partner/usage", "Usage"]],
   operator: [["#/catalog", "Catalog"], ["#/operator/partners", "Partners"], ["#/operator/tenants", "Tenants"],
     ["#/operator/tokens", "Tokens"], ["#/operator/registries", "Registries"], ["#/operator/entitlements", "Entitlements"],
-    ["#/operator/limits", "Limits"], ["#/operator/egress", "Egress"], ["#/operator/private-apps", "Private apps"], ["#/operator/installations", "Installations"], ["#/operator/usage", "Usage"], ["#/operator/audit", "Audit"]],
+    ["#/operator/limits", "Limits"], ["#/operator/egress", "Egress"], ["#/operator/private-apps", "Private apps"], ["#/operator/installations", "Installations"], ["#/operator/usage", "Usage"], ["#/operator/sinks", "Sinks"], ["#/operator/audit", "Audit"]],
 };
 
 function renderChrome() {
@@ -1189,6 +1190,7 @@ const ROUTES = [
   [/^#\/operator\/egress$/, "operator", viewOperatorEgress],
   [/^#\/operator\/private-apps$/, "operator", (main) => viewOperatorPrivateApps(main, ui)],
   [/^#\/operator\/usage$/, "operator", (main) => viewUsage(main, "/v1/usage", "Usage")],
+  [/^#\/operator\/sinks$/, "operator", (main) => viewOperatorSinks(main, ui)],
 ];
 
 let generation = 0;

@@ -50,6 +50,7 @@ const INDEX: &str = include_str!("../console/index.html");
 const SCRIPT: &str = include_str!("../console/console.js");
 const CATALOG_SCRIPT: &str = include_str!("../console/catalog.js");
 const PRIVATE_SCRIPT: &str = include_str!("../console/private.js");
+const SINKS_SCRIPT: &str = include_str!("../console/sinks.js");
 const STYLE: &str = include_str!("../console/console.css");
 
 /// This origin's script, style and API; nothing inline, nothing framed, no form posts
@@ -69,6 +70,7 @@ pub(super) fn pages() -> Router<Shared> {
         .route("/console/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/console/catalog.js", get(|| async { asset("text/javascript; charset=utf-8", CATALOG_SCRIPT) }))
         .route("/console/private.js", get(|| async { asset("text/javascript; charset=utf-8", PRIVATE_SCRIPT) }))
+        .route("/console/sinks.js", get(|| async { asset("text/javascript; charset=utf-8", SINKS_SCRIPT) }))
         .route("/console/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
 }
 
