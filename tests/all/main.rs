@@ -75,6 +75,7 @@ mod sandbox;
 mod secrets;
 mod serve_process;
 mod server;
+mod statements;
 mod storage_down;
 mod store;
 mod tenant_quotas;

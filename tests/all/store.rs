@@ -335,3 +335,82 @@ async fn snapshots_at_once_on_sqlite() {
 async fn snapshots_at_once_on_postgresql() {
     snapshots_at_once(Store::connect(&common::fresh_postgres_database().await).await.unwrap()).await;
 }
+
+/// The export's state (`store::export`): a sink's lease, its cursor moved only by the
+/// replica holding it and only from where its push began (a replay is never undone by
+/// a push in flight), parked events kept with their reason until re-driven, the
+/// backoff after a failure, and the ledger read in commit order.
+async fn sink_cursors(store: Store) {
+    use kiosk::store::export::PushOutcome;
+    for seq in 1..=10i64 {
+        sqlx::query(
+            "INSERT INTO usage_events (source, idem_key, tenant, installation, app, version, sku, quantity, at_ms,
+             recorded_ms, seq) VALUES ('partner', $1, 't1', 'i1', 'acme/budget-pacing', '1.4.34', 'rows', 1, $2, $2, $3)",
+        )
+        .bind(format!("k{seq}"))
+        .bind(seq * 1000)
+        .bind(seq)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    store.ensure_sink("s", 0).await.unwrap();
+    store.ensure_sink("late", 5_500).await.unwrap();
+    store.ensure_sink("late", 0).await.unwrap(); // exists: unchanged
+    assert_eq!(store.sink_state("late").await.unwrap().unwrap().cursor, 5, "starts after what was recorded before");
+    let now = 100_000;
+    assert_eq!(store.lease_sink("s", "a", now, 60_000).await.unwrap(), Some((0, 0)));
+    assert_eq!(store.lease_sink("s", "b", now, 60_000).await.unwrap(), None, "held by a");
+    let read: Vec<i64> = store.usage_after(0, 4).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(read, [1, 2, 3, 4]);
+
+    let push = |from, cursor, sent, parked: Vec<(i64, &'static str)>, delivered: Vec<i64>| PushOutcome {
+        from,
+        cursor,
+        sent,
+        parked,
+        delivered_parked: delivered,
+    };
+    assert!(store.record_push("s", "a", now, &push(0, 4, 3, vec![(2, "no meter")], vec![])).await.unwrap());
+    let state = store.sink_state("s").await.unwrap().unwrap();
+    assert_eq!((state.cursor, state.sent, state.parked, state.oldest_unsent_ms), (4, 3, 1, Some(5_000)));
+    assert!(!store.record_push("s", "a", now, &push(0, 8, 4, vec![], vec![])).await.unwrap(), "a stale push");
+    assert!(!store.record_push("s", "b", now, &push(4, 8, 4, vec![], vec![])).await.unwrap(), "not the holder");
+    assert_eq!(store.sink_state("s").await.unwrap().unwrap().cursor, 4);
+    // A replay while a push from 4 is in flight: the push's outcome is not written.
+    assert_eq!(store.replay_sink("s", 2_500).await.unwrap(), Some(2));
+    assert!(!store.record_push("s", "a", now, &push(4, 8, 4, vec![], vec![])).await.unwrap());
+    assert_eq!(store.sink_state("s").await.unwrap().unwrap().cursor, 2);
+    assert_eq!(store.replay_sink("nope", 0).await.unwrap(), None);
+
+    // Parked: listed with the event and reason; re-driven, then delivered.
+    let parked = store.parked("s", false, 0, 10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!((parked[0].event.seq, parked[0].reason.as_str(), parked[0].redrive), (2, "no meter", false));
+    assert!(store.parked("s", true, 0, 10).await.unwrap().is_empty());
+    assert_eq!(store.redrive_parked("s").await.unwrap(), 1);
+    assert_eq!(store.parked("s", true, 0, 10).await.unwrap().len(), 1);
+    assert!(store.record_push("s", "a", now, &push(2, 10, 9, vec![], vec![2])).await.unwrap());
+    let state = store.sink_state("s").await.unwrap().unwrap();
+    assert_eq!((state.cursor, state.parked, state.oldest_unsent_ms), (10, 0, None));
+
+    // A failure: the error kept, no lease until the backoff passed.
+    store.sink_failed("s", "a", "the receiver failed (HTTP 503)", now + 5_000).await.unwrap();
+    let state = store.sink_state("s").await.unwrap().unwrap();
+    assert_eq!((state.attempts, state.last_error.as_deref()), (1, Some("the receiver failed (HTTP 503)")));
+    store.release_sink("s", "a").await.unwrap();
+    assert_eq!(store.lease_sink("s", "b", now + 1_000, 60_000).await.unwrap(), None, "waiting out its backoff");
+    assert_eq!(store.lease_sink("s", "b", now + 5_000, 60_000).await.unwrap(), Some((10, 1)));
+}
+
+#[tokio::test]
+async fn sink_cursors_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("kiosk.db").display())).await.unwrap();
+    sink_cursors(store).await;
+}
+
+#[tokio::test]
+async fn sink_cursors_on_postgresql() {
+    sink_cursors(Store::connect(&common::fresh_postgres_database().await).await.unwrap()).await;
+}

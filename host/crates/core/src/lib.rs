@@ -31,6 +31,7 @@ pub mod registration;
 pub mod registries;
 pub mod seal;
 pub mod secrets;
+pub mod statements;
 pub mod tokens;
 pub mod trust;
 pub mod upgrades;

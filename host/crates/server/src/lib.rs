@@ -26,6 +26,7 @@ mod private_apps;
 mod quotas;
 pub mod serve;
 mod sinks;
+mod statements;
 mod usage;
 mod watches;
 
@@ -155,6 +156,7 @@ fn api() -> OpenApiRouter<Shared> {
         .merge(private_apps::routes())
         .merge(quotas::routes())
         .merge(sinks::routes())
+        .merge(statements::routes())
         .merge(console::routes())
 }
 

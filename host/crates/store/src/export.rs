@@ -74,6 +74,9 @@ pub struct Parked {
 /// What one push did, written at once.
 #[derive(Debug, Clone, Default)]
 pub struct PushOutcome<'a> {
+    /// The cursor the push started from: nothing is written if it moved meanwhile (a
+    /// replay), so a replay is never undone by a push that was in flight.
+    pub from: i64,
     /// The new cursor (unchanged when the push only re-drove parked events).
     pub cursor: i64,
     /// Events the receiver acknowledged.
@@ -179,8 +182,10 @@ impl Store {
             .map_err(ctx(format!("read sink {sink}'s parked usage")))
     }
 
-    /// Writes what one push did, if `replica` still holds `sink`'s lease (else nothing:
-    /// another replica took over and resends; the receiver deduplicates by id).
+    /// Writes what one push did, if `replica` still holds `sink`'s lease and its cursor
+    /// is still where the push began (else nothing: another replica took over, or a
+    /// replay moved the cursor; the events are sent again and the receiver deduplicates
+    /// them by id).
     pub async fn record_push(
         &self,
         sink: &str,
@@ -191,15 +196,17 @@ impl Store {
         let what = format!("record sink {sink}'s push");
         let mut tx = self.begin_write_keeping_calls().await?;
         let held = sqlx::query(
-            "UPDATE sink_cursors SET cursor = CASE WHEN cursor > $5 THEN cursor ELSE $5 END, sent = sent + $1,
-             last_success_ms = $2, last_error = NULL, attempts = 0, next_attempt_ms = 0
-             WHERE sink = $3 AND leased_by = $4",
+            "UPDATE sink_cursors SET cursor = $5, sent = sent + $1,
+             last_success_ms = CASE WHEN $1 > 0 THEN $2 ELSE last_success_ms END, last_error = NULL, attempts = 0,
+             next_attempt_ms = 0
+             WHERE sink = $3 AND leased_by = $4 AND cursor = $6",
         )
         .bind(outcome.sent)
         .bind(now)
         .bind(sink)
         .bind(replica)
         .bind(outcome.cursor)
+        .bind(outcome.from)
         .execute(&mut *tx)
         .await
         .map_err(ctx(what.clone()))?;
@@ -330,5 +337,68 @@ impl Store {
         .await
         .map_err(ctx(format!("replay sink {sink}")))?;
         row.map(|r| r.try_get("cursor")).transpose().map_err(ctx(format!("replay sink {sink}")))
+    }
+}
+
+/// One (tenant, app, version, SKU) of the events recorded in a period: a statement's
+/// raw line. Quantities are summed in two halves by SQL (each far from overflowing) and
+/// put together in `u128`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementGroup {
+    pub tenant: String,
+    pub app: String,
+    pub version: String,
+    pub sku: String,
+    pub quantity: u128,
+    pub events: i64,
+    pub first_seq: i64,
+    pub last_seq: i64,
+}
+
+impl Store {
+    /// The events recorded (`recorded_ms`) in `[from_ms, to_ms)` of `tenant`, or of
+    /// `partner`'s apps, by (tenant, app, version, SKU), in that order.
+    pub async fn statement_groups(
+        &self,
+        tenant: Option<&str>,
+        partner: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<StatementGroup>, StoreError> {
+        let prefix = partner.map(|p| format!("{p}/")).unwrap_or_default();
+        let rows = sqlx::query(
+            "SELECT tenant, app, version, sku,
+                CAST(SUM(quantity / 4294967296) AS BIGINT) AS hi, CAST(SUM(quantity % 4294967296) AS BIGINT) AS lo,
+                COUNT(*) AS n, COALESCE(MIN(seq), 0) AS first_seq, COALESCE(MAX(seq), 0) AS last_seq
+             FROM usage_events
+             WHERE recorded_ms >= $1 AND recorded_ms < $2 AND ($3 = '' OR tenant = $3)
+               AND ($4 = '' OR substr(app, 1, CAST($5 AS INTEGER)) = $4)
+             GROUP BY tenant, app, version, sku ORDER BY tenant, app, version, sku",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(tenant.unwrap_or(""))
+        .bind(prefix.as_str())
+        .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx("read a statement's usage"))?;
+        rows.iter()
+            .map(|r| {
+                let hi: i64 = r.try_get("hi")?;
+                let lo: i64 = r.try_get("lo")?;
+                Ok(StatementGroup {
+                    tenant: r.try_get("tenant")?,
+                    app: r.try_get("app")?,
+                    version: r.try_get("version")?,
+                    sku: r.try_get("sku")?,
+                    quantity: (u128::from(hi.unsigned_abs()) << 32) + u128::from(lo.unsigned_abs()),
+                    events: r.try_get("n")?,
+                    first_seq: r.try_get("first_seq")?,
+                    last_seq: r.try_get("last_seq")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx("read a statement's usage"))
     }
 }

@@ -195,7 +195,7 @@ impl SinkSettings {
         match self.customers.get(tenant) {
             Some(customer) => Ok(customer),
             None if self.tenant_is_customer => Ok(tenant),
-            None => Err(format!("tenant {tenant:?} has no customer id in sink {:?}'s customers", self.name)),
+            None => Err(format!("tenant {tenant:?} has no customer id in the customers of sink {}", self.name)),
         }
     }
 
@@ -205,7 +205,7 @@ impl SinkSettings {
         match named.or_else(|| self.meters.iter().find(|r| r.sku == sku && r.app.is_none())) {
             Some(rule) => Ok(&rule.meter),
             None if self.sku_is_meter => Ok(sku),
-            None => Err(format!("sku {sku:?} of {app} has no meter in sink {:?}'s meters", self.name)),
+            None => Err(format!("sku {sku:?} of {app} has no meter in the meters of sink {}", self.name)),
         }
     }
 }
@@ -279,7 +279,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.customer("demo").unwrap(), "cus_1");
-        assert!(s.customer("other").unwrap_err().contains("tenant \"other\" has no customer id in sink \"om\""));
+        assert!(
+            s.customer("other")
+                .unwrap_err()
+                .contains("tenant \"other\" has no customer id in the customers of sink om")
+        );
         assert_eq!(s.meter("acme/y", "calls").unwrap(), "api_calls");
         assert_eq!(s.meter("acme/x", "calls").unwrap(), "x_calls", "a rule naming the app wins");
         assert!(s.meter("acme/y", "rows").unwrap_err().contains("sku \"rows\" of acme/y has no meter"));

@@ -138,6 +138,39 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     }
 
+    fn settings(kind: &str) -> SinkSettings {
+        let text = format!("name = \"om\"\nkind = \"{kind}\"\nendpoint = \"https://b.example/\"\nsecret-env = \"K\"\n");
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn each_kind_carries_id_customer_meter_and_quantity() {
+        let e = event("report", "inst-1/report/w1");
+        let mapped = [Mapped { event: &e, customer: "cus_1", meter: "rows" }];
+        let (body, content_type) = body(&settings("cloudevents"), &mapped);
+        assert_eq!(content_type, "application/cloudevents-batch+json");
+        let batch: Value = serde_json::from_slice(&body).unwrap();
+        let one = &batch[0];
+        assert_eq!(one["specversion"], "1.0");
+        assert_eq!(one["id"], event_id(&e));
+        assert_eq!(one["source"], "kiosk/installations/i");
+        assert_eq!(one["subject"], "cus_1");
+        assert_eq!(one["time"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(one["data"]["meter"], "rows");
+        assert_eq!(one["data"]["quantity"], 3);
+        assert_eq!(one["data"]["usageSource"], "report");
+        let (body, content_type) = body(&settings("webhook"), &mapped);
+        assert_eq!(content_type, "application/json");
+        let hook: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(hook["sink"], "om");
+        let record = &hook["records"][0];
+        assert_eq!(record["id"], event_id(&e));
+        assert_eq!(record["customer"], "cus_1");
+        assert_eq!(record["meter"], "rows");
+        assert_eq!(record["quantity"], 3);
+        assert_eq!(record["installation"], "i");
+    }
+
     #[test]
     fn the_signature_covers_time_and_body() {
         let s = signature(b"0123456789abcdef", 1, b"{}");
