@@ -374,6 +374,7 @@ async fn sink_cursors(store: Store) {
     assert!(store.record_push("s", "a", now, &push(0, 4, 3, vec![(2, "no meter")], vec![])).await.unwrap());
     let state = store.sink_state("s").await.unwrap().unwrap();
     assert_eq!((state.cursor, state.sent, state.parked, state.oldest_unsent_ms), (4, 3, 1, Some(5_000)));
+    assert_eq!(store.replay_sink("s", 8_500).await.unwrap(), Some(4), "a replay never moves the cursor on");
     assert!(!store.record_push("s", "a", now, &push(0, 8, 4, vec![], vec![])).await.unwrap(), "a stale push");
     assert!(!store.record_push("s", "b", now, &push(4, 8, 4, vec![], vec![])).await.unwrap(), "not the holder");
     assert_eq!(store.sink_state("s").await.unwrap().unwrap().cursor, 4);
@@ -401,6 +402,17 @@ async fn sink_cursors(store: Store) {
     store.release_sink("s", "a").await.unwrap();
     assert_eq!(store.lease_sink("s", "b", now + 1_000, 60_000).await.unwrap(), None, "waiting out its backoff");
     assert_eq!(store.lease_sink("s", "b", now + 5_000, 60_000).await.unwrap(), Some((10, 1)));
+
+    // A replica whose clock is slow books a later number at an earlier time: a replay
+    // from 2.5 s still sends everything numbered after the first event booked from then.
+    sqlx::query(
+        "INSERT INTO usage_events (source, idem_key, tenant, installation, app, version, sku, quantity, at_ms,
+         recorded_ms, seq) VALUES ('partner', 'slow', 't1', 'i1', 'acme/budget-pacing', '1.4.34', 'rows', 1, 1500, 1500, 11)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(store.replay_sink("s", 2_500).await.unwrap(), Some(2));
 }
 
 #[tokio::test]

@@ -12,9 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use kiosk_domain::manifest::Manifest;
 use kiosk_domain::metering::now_ms;
-use kiosk_runtime::world::HOST_API_VERSION;
 
 use crate::error::{Failure, Kind, Result};
 use crate::lifecycle::Kiosk;
@@ -100,6 +98,9 @@ impl Kiosk {
             .field("period")
         })?;
         let (kind, owner, tenant, partner) = match scope {
+            StatementScope::Tenant("") | StatementScope::Partner("") => {
+                return Err(Failure::not_found("no such tenant or partner").field("owner"));
+            }
             StatementScope::Tenant(t) => ("tenant", t, Some(t), None),
             StatementScope::Partner(p) => ("partner", p, None, Some(p)),
         };
@@ -111,12 +112,21 @@ impl Kiosk {
         for g in groups {
             let key = (g.app.clone(), g.version.clone());
             if !units.contains_key(&key) {
+                // Read from the stored manifest as it is (not re-validated by this host: a
+                // final statement does not change when the host does).
                 let skus = self
                     .store
                     .version(&g.app, &g.version)
                     .await?
-                    .and_then(|v| Manifest::parse(v.manifest.as_bytes(), &HOST_API_VERSION).ok())
-                    .map(|m| m.skus.into_iter().map(|s| (s.id, s.unit)).collect())
+                    .and_then(|v| serde_json::from_str::<serde_json::Value>(&v.manifest).ok())
+                    .map(|m| {
+                        m["skus"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|s| Some((s["id"].as_str()?.to_string(), s["unit"].as_str()?.to_string())))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 units.insert(key.clone(), skus);
             }

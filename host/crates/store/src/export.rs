@@ -24,6 +24,12 @@ pub struct LedgerEvent {
     pub recorded_ms: i64,
 }
 
+/// The cursor before the first event recorded at or after `$2` (every event when none is:
+/// the last `seq`). By the first such `seq`, not by the last one recorded before: clocks of
+/// replicas differ, so `recorded_ms` does not follow `seq` exactly.
+const BEFORE_RECORDED: &str = "COALESCE((SELECT MIN(seq) FROM usage_events WHERE recorded_ms >= $2) - 1,
+    (SELECT COALESCE(MAX(seq), 0) FROM usage_events))";
+
 const EVENT_COLUMNS: &str =
     "seq, source, idem_key, tenant, installation, app, version, sku, quantity, at_ms, recorded_ms";
 
@@ -83,7 +89,8 @@ pub struct PushOutcome<'a> {
     pub sent: i64,
     /// Events parked now, with their reasons.
     pub parked: Vec<(i64, &'a str)>,
-    /// Parked events re-driven and acknowledged now (no longer parked).
+    /// Events acknowledged now: any of them parked before (re-driven, or sent again
+    /// after a replay) is no longer parked.
     pub delivered_parked: Vec<i64>,
 }
 
@@ -92,16 +99,15 @@ impl Store {
     /// `start_ms` (`0`: from the ledger's beginning).
     pub async fn ensure_sink(&self, sink: &str, start_ms: i64) -> Result<(), StoreError> {
         let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO sink_cursors (sink, cursor)
-             VALUES ($1, (SELECT COALESCE(MAX(seq), 0) FROM usage_events WHERE recorded_ms < $2))
-             ON CONFLICT (sink) DO NOTHING",
-        )
-        .bind(sink)
-        .bind(start_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(ctx(format!("create sink {sink}")))?;
+        let sql = format!(
+            "INSERT INTO sink_cursors (sink, cursor) VALUES ($1, {BEFORE_RECORDED}) ON CONFLICT (sink) DO NOTHING"
+        );
+        sqlx::query(&sql)
+            .bind(sink)
+            .bind(start_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(ctx(format!("create sink {sink}")))?;
         Ok(())
     }
 
@@ -226,13 +232,14 @@ impl Store {
             .await
             .map_err(ctx(what.clone()))?;
         }
-        for seq in &outcome.delivered_parked {
-            sqlx::query("DELETE FROM sink_parked WHERE sink = $1 AND seq = $2")
-                .bind(sink)
-                .bind(*seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(ctx(what.clone()))?;
+        for chunk in outcome.delivered_parked.chunks(1000) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!("DELETE FROM sink_parked WHERE sink = $1 AND seq IN ({})", marks.join(", "));
+            let mut query = sqlx::query(&sql).bind(sink);
+            for seq in chunk {
+                query = query.bind(*seq);
+            }
+            query.execute(&mut *tx).await.map_err(ctx(what.clone()))?;
         }
         tx.commit().await.map_err(ctx(what))?;
         Ok(true)
@@ -322,20 +329,23 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Moves `sink`'s cursor back (or on) so that every event recorded from `from_ms` on
-    /// is sent again; the new cursor. Resent events keep their ids: a receiver that
+    /// Moves `sink`'s cursor back (never on) so that every event recorded from `from_ms`
+    /// on is sent again; the new cursor. Resent events keep their ids: a receiver that
     /// deduplicates counts them once.
     pub async fn replay_sink(&self, sink: &str, from_ms: i64) -> Result<Option<i64>, StoreError> {
         let _turn = self.write_turn().await;
-        let row = sqlx::query(
-            "UPDATE sink_cursors SET cursor = (SELECT COALESCE(MAX(seq), 0) FROM usage_events WHERE recorded_ms < $1),
-             next_attempt_ms = 0 WHERE sink = $2 RETURNING cursor",
-        )
-        .bind(from_ms)
-        .bind(sink)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(ctx(format!("replay sink {sink}")))?;
+        // Never forward: events after the cursor are sent anyway.
+        let before = BEFORE_RECORDED.replace("$2", "$1");
+        let sql = format!(
+            "UPDATE sink_cursors SET cursor = CASE WHEN cursor > {before} THEN {before} ELSE cursor END,
+             next_attempt_ms = 0 WHERE sink = $2 RETURNING cursor"
+        );
+        let row = sqlx::query(&sql)
+            .bind(from_ms)
+            .bind(sink)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(ctx(format!("replay sink {sink}")))?;
         row.map(|r| r.try_get("cursor")).transpose().map_err(ctx(format!("replay sink {sink}")))
     }
 }

@@ -50,7 +50,7 @@ struct Active {
 /// What happened to one request.
 enum Sent {
     Acknowledged,
-    /// The receiver refused these events for good (a 4xx other than 408 and 429).
+    /// The receiver refused these events for good (400, 413 or 422).
     Refused(u16),
     /// Out of reach, failing, or asking to wait: retried later, the cursor waits.
     Failed(String),
@@ -144,6 +144,12 @@ async fn push_once(kiosk: &Kiosk, sink: &Active, replica: &str) -> Result<bool> 
     let mut acknowledged: Vec<i64> = Vec::new();
     let mut pending: Vec<&[Mapped<'_>]> = if mapped.is_empty() { Vec::new() } else { vec![&mapped[..]] };
     while let Some(part) = pending.pop() {
+        // The lease is renewed before each request (a refused batch is split into many):
+        // a push that lost it, or whose cursor a replay moved, stops and records nothing.
+        let renewed = kiosk.store.lease_sink(name, replica, now_ms() as i64, sink.lease_ms).await?;
+        if renewed.map(|(c, _)| c) != Some(cursor) {
+            return Ok(false);
+        }
         match send(sink, part).await {
             Sent::Acknowledged => acknowledged.extend(part.iter().map(|m| m.event.seq)),
             Sent::Refused(status) if part.len() == 1 => {
@@ -168,7 +174,8 @@ async fn push_once(kiosk: &Kiosk, sink: &Active, replica: &str) -> Result<bool> 
         from: cursor,
         cursor: fresh.last().map_or(cursor, |e| e.seq),
         sent: acknowledged.len() as i64,
-        delivered_parked: acknowledged.iter().copied().filter(|s| redriven.contains(s)).collect(),
+        // Any acknowledged event parked before (re-driven, or sent again after a replay).
+        delivered_parked: acknowledged.clone(),
         parked: parked_now,
     };
     if kiosk.store.record_push(name, replica, now_ms() as i64, &outcome).await? {
@@ -210,8 +217,11 @@ async fn send(sink: &Active, events: &[Mapped<'_>]) -> Sent {
                 300..=399 => {
                     Sent::Failed(format!("the receiver redirected (HTTP {status}), which Kiosk never follows"))
                 }
-                400..=499 => Sent::Refused(status),
-                _ => Sent::Failed(format!("the receiver failed (HTTP {status})")),
+                // What the events themselves can cause: the batch is split to find them.
+                400 | 413 | 422 => Sent::Refused(status),
+                // A wrong key, path or method refuses every batch alike: the sink's setting
+                // is at fault, not the events, so nothing is parked and the cursor waits.
+                _ => Sent::Failed(format!("the receiver answered HTTP {status}")),
             }
         }
         Err(e) => Sent::Failed(client::describe(&e)),

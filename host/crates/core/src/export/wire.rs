@@ -147,9 +147,9 @@ mod tests {
     fn each_kind_carries_id_customer_meter_and_quantity() {
         let e = event("report", "inst-1/report/w1");
         let mapped = [Mapped { event: &e, customer: "cus_1", meter: "rows" }];
-        let (body, content_type) = body(&settings("cloudevents"), &mapped);
+        let (bytes, content_type) = body(&settings("cloudevents"), &mapped);
         assert_eq!(content_type, "application/cloudevents-batch+json");
-        let batch: Value = serde_json::from_slice(&body).unwrap();
+        let batch: Value = serde_json::from_slice(&bytes).unwrap();
         let one = &batch[0];
         assert_eq!(one["specversion"], "1.0");
         assert_eq!(one["id"], event_id(&e));
@@ -159,9 +159,9 @@ mod tests {
         assert_eq!(one["data"]["meter"], "rows");
         assert_eq!(one["data"]["quantity"], 3);
         assert_eq!(one["data"]["usageSource"], "report");
-        let (body, content_type) = body(&settings("webhook"), &mapped);
+        let (bytes, content_type) = body(&settings("webhook"), &mapped);
         assert_eq!(content_type, "application/json");
-        let hook: Value = serde_json::from_slice(&body).unwrap();
+        let hook: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(hook["sink"], "om");
         let record = &hook["records"][0];
         assert_eq!(record["id"], event_id(&e));

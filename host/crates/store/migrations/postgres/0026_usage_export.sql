@@ -11,6 +11,9 @@ FROM (
     FROM usage_events
 ) AS numbered
 WHERE numbered.s = usage_events.source AND numbered.k = usage_events.idem_key;
+-- A binary from before this migration cannot insert an unnumbered event (it would never be
+-- exported): every replica runs this version or none does.
+ALTER TABLE usage_events ALTER COLUMN seq SET NOT NULL;
 CREATE UNIQUE INDEX usage_by_seq ON usage_events (seq);
 CREATE TABLE usage_seq (
     id   INTEGER PRIMARY KEY,

@@ -203,9 +203,10 @@ async fn take_numbers(tx: &mut impl WriteTx, count: usize) -> Result<i64, StoreE
 /// duplicate or conflict per event, in order. An event whose key came earlier in the same
 /// group is a duplicate (or conflict) of that one, as if written after it.
 async fn record_events(tx: &mut impl WriteTx, events: &[&UsageEvent]) -> Result<Vec<Recorded>, StoreError> {
-    let now = now_ms() as i64;
     let mut inserted: HashSet<(&str, &str)> = HashSet::new();
     let mut seq = take_numbers(tx, events.len()).await?;
+    // Read once the numbers are ours: later numbers are booked no earlier on this clock.
+    let now = now_ms() as i64;
     for chunk in events.chunks(USAGE_CHUNK) {
         let mut sql = String::from(
             "INSERT INTO usage_events (source, idem_key, tenant, installation, app, version, sku, quantity, at_ms, recorded_ms, seq) VALUES ",
