@@ -133,6 +133,7 @@ struct RedriveBody {
 /// Where a replay starts.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // The schema of the body; the handler reads it after the caller's check.
 struct ReplayRequest {
     /// Every event recorded from this time on (ms since the Unix epoch) is sent again,
     /// with its id: a receiver that deduplicates counts it once.
@@ -167,7 +168,21 @@ async fn get_sink(State(s): State<Shared>, caller: Caller, Path(sink): Path<Stri
     Ok(axum::Json(view(s.sink(&sink).await?)))
 }
 
-#[utoipa::path(get, path = "/v1/sinks/{sink}/parked", tag = "operator", params(PageQuery),
+/// `?limit=&after=`: at most `limit` parked events (1-1000, default 100) after the
+/// `seq` `after` (the `next` of the previous page).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ParkedQuery {
+    /// Most items on the page (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// The `next` of the previous page (a `seq`).
+    #[param(pattern = "^[0-9]{1,18}$")]
+    after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/sinks/{sink}/parked", tag = "operator", params(ParkedQuery),
     responses((status = 200, description = "the sink's parked events, oldest first, each with its reason", body = Page<ParkedBody>),
               (status = 400, description = "`invalid-query`: an `after` that is not a cursor, a `limit` out of 1-1000", body = Problem),
               (status = 404, description = "`not-found`: no such sink in the config", body = Problem)))]
@@ -175,10 +190,10 @@ async fn sink_parked(
     State(s): State<Shared>,
     caller: Caller,
     Path(sink): Path<String>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<ParkedQuery>,
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
-    let limit = q.limit()?;
+    let limit = super::admin::page_limit(q.limit)?;
     let after = match q.after.as_deref() {
         Some(after) => super::admin::cursor("after", after, "the seq of a parked event")?,
         None => 0,
@@ -198,20 +213,33 @@ async fn redrive(State(s): State<Shared>, caller: Caller, Path(sink): Path<Strin
 
 #[utoipa::path(post, path = "/v1/sinks/{sink}/replay", tag = "operator", request_body = ReplayRequest,
     responses((status = 202, description = "the sink's cursor moved: every event recorded from `fromMs` on is sent again", body = ReplayBody),
-              (status = 400, description = "`invalid-request`: `fromMs` missing or negative", body = Problem),
+              (status = 400, description = "`invalid-request`: `fromMs` missing, negative or not a whole number, or another member", body = Problem),
               (status = 404, description = "`not-found`: no such sink in the config, or not started yet", body = Problem)))]
 async fn replay(
     State(s): State<Shared>,
     caller: Caller,
     Path(sink): Path<String>,
-    Json(body): Json<ReplayRequest>,
+    Json(body): Json<serde_json::Value>,
 ) -> ApiResult<impl IntoResponse> {
     caller.operator()?;
-    if body.from_ms < 0 {
-        return Err(
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid-request", "fromMs must be 0 or more").field("fromMs")
-        );
+    let bad = |detail: &str, field: &str| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid-request", detail.to_string()).field(field.to_string())
+    };
+    let Some(fields) = body.as_object() else {
+        return Err(bad("the body must be an object {\"fromMs\": …}", "/"));
+    };
+    if let Some(other) = fields.keys().find(|k| k.as_str() != "fromMs") {
+        return Err(bad("the body takes fromMs only", &format!("/{}", other.replace('~', "~0").replace('/', "~1"))));
     }
-    let cursor = s.replay_sink(&sink, body.from_ms).await?;
+    // A whole number of ms, 0 or more (157.0 is one: JSON does not tell them apart).
+    let from_ms = match fields.get("fromMs") {
+        Some(n) if n.is_i64() => n.as_i64(),
+        Some(n) => n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e18).map(|f| f as i64),
+        None => None,
+    };
+    let Some(from_ms) = from_ms.filter(|ms| *ms >= 0) else {
+        return Err(bad("fromMs must be a whole number of ms since the Unix epoch, 0 or more", "fromMs"));
+    };
+    let cursor = s.replay_sink(&sink, from_ms).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(ReplayBody { cursor: cursor.to_string() })))
 }
