@@ -64,7 +64,6 @@ struct SinkBody {
 }
 
 fn view(v: SinkView) -> SinkBody {
-    let now = kiosk_domain::metering::now_ms() as i64;
     SinkBody {
         name: v.settings.name.clone(),
         kind: v.settings.kind.as_str().to_string(),
@@ -77,7 +76,7 @@ fn view(v: SinkView) -> SinkBody {
         cursor: v.state.cursor.to_string(),
         sent: v.state.sent,
         parked: v.state.parked,
-        lag_seconds: v.state.oldest_unsent_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0),
+        lag_seconds: v.lag_seconds,
         last_success_ms: v.state.last_success_ms,
         last_error: v.state.last_error,
         attempts: v.state.attempts,

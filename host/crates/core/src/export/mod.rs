@@ -143,12 +143,16 @@ async fn push_once(kiosk: &Kiosk, sink: &Active, replica: &str) -> Result<bool> 
     // stops the push (what was acknowledged is sent again next time, with its ids).
     let mut acknowledged: Vec<i64> = Vec::new();
     let mut pending: Vec<&[Mapped<'_>]> = if mapped.is_empty() { Vec::new() } else { vec![&mapped[..]] };
+    let mut first = true;
     while let Some(part) = pending.pop() {
-        // The lease is renewed before each request (a refused batch is split into many):
-        // a push that lost it, or whose cursor a replay moved, stops and records nothing.
-        let renewed = kiosk.store.lease_sink(name, replica, now_ms() as i64, sink.lease_ms).await?;
-        if renewed.map(|(c, _)| c) != Some(cursor) {
-            return Ok(false);
+        // The lease is renewed before each later request (a refused batch is split into
+        // many): a push that lost it, or whose cursor a replay moved, stops and records
+        // nothing. The first request goes under the lease just taken.
+        if !std::mem::take(&mut first) {
+            let renewed = kiosk.store.lease_sink(name, replica, now_ms() as i64, sink.lease_ms).await?;
+            if renewed.map(|(c, _)| c) != Some(cursor) {
+                return Ok(false);
+            }
         }
         match send(sink, part).await {
             Sent::Acknowledged => acknowledged.extend(part.iter().map(|m| m.event.seq)),
@@ -233,6 +237,8 @@ async fn send(sink: &Active, events: &[Mapped<'_>]) -> Sent {
 pub struct SinkView {
     pub settings: SinkSettings,
     pub state: SinkState,
+    /// Seconds since the oldest event not yet sent was recorded (0: nothing waits).
+    pub lag_seconds: f64,
 }
 
 impl Kiosk {
@@ -267,12 +273,10 @@ impl Kiosk {
             parked: 0,
             oldest_unsent_ms: None,
         });
-        if let Some(oldest) = state.oldest_unsent_ms {
-            let lag = (now_ms() as i64 - oldest).max(0) as f64 / 1000.0;
-            metrics::gauge!("kiosk_export_lag_seconds", "sink" => name.to_string()).set(lag);
-        }
+        let lag_seconds = state.oldest_unsent_ms.map_or(0.0, |t| (now_ms() as i64 - t).max(0) as f64 / 1000.0);
+        metrics::gauge!("kiosk_export_lag_seconds", "sink" => name.to_string()).set(lag_seconds);
         metrics::gauge!("kiosk_export_parked", "sink" => name.to_string()).set(state.parked as f64);
-        Ok(SinkView { settings, state })
+        Ok(SinkView { settings, state, lag_seconds })
     }
 
     /// A page of `name`'s parked events, oldest first, after `after` (a `seq`).
