@@ -359,7 +359,8 @@ async fn sink_cursors(store: Store) {
     store.ensure_sink("late", 0).await.unwrap(); // exists: unchanged
     assert_eq!(store.sink_state("late").await.unwrap().unwrap().cursor, 5, "starts after what was recorded before");
     let now = 100_000;
-    assert_eq!(store.lease_sink("s", "a", now, 60_000).await.unwrap(), Some((0, 0)));
+    let lease = |l: Option<kiosk::store::export::Lease>| l.map(|l| (l.cursor, l.attempts, l.period_ms));
+    assert_eq!(lease(store.lease_sink("s", "a", now, 60_000).await.unwrap()), Some((0, 0, 0)));
     assert_eq!(store.lease_sink("s", "b", now, 60_000).await.unwrap(), None, "held by a");
     let read: Vec<i64> = store.usage_after(0, 4).await.unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(read, [1, 2, 3, 4]);
@@ -370,19 +371,20 @@ async fn sink_cursors(store: Store) {
         sent,
         parked,
         delivered_parked: delivered,
+        period_ms: None,
     };
     assert!(store.record_push("s", "a", now, &push(0, 4, 3, vec![(2, "no meter")], vec![])).await.unwrap());
     let state = store.sink_state("s").await.unwrap().unwrap();
     assert_eq!((state.cursor, state.sent, state.parked, state.oldest_unsent_ms), (4, 3, 1, Some(5_000)));
-    assert_eq!(store.replay_sink("s", 8_500).await.unwrap(), Some(4), "a replay never moves the cursor on");
+    assert_eq!(store.replay_sink("s", 8_500, 0).await.unwrap(), Some(4), "a replay never moves the cursor on");
     assert!(!store.record_push("s", "a", now, &push(0, 8, 4, vec![], vec![])).await.unwrap(), "a stale push");
     assert!(!store.record_push("s", "b", now, &push(4, 8, 4, vec![], vec![])).await.unwrap(), "not the holder");
     assert_eq!(store.sink_state("s").await.unwrap().unwrap().cursor, 4);
     // A replay while a push from 4 is in flight: the push's outcome is not written.
-    assert_eq!(store.replay_sink("s", 2_500).await.unwrap(), Some(2));
+    assert_eq!(store.replay_sink("s", 2_500, 0).await.unwrap(), Some(2));
     assert!(!store.record_push("s", "a", now, &push(4, 8, 4, vec![], vec![])).await.unwrap());
     assert_eq!(store.sink_state("s").await.unwrap().unwrap().cursor, 2);
-    assert_eq!(store.replay_sink("nope", 0).await.unwrap(), None);
+    assert_eq!(store.replay_sink("nope", 0, 0).await.unwrap(), None);
 
     // Parked: listed with the event and reason; re-driven, then delivered.
     let parked = store.parked("s", false, 0, 10).await.unwrap();
@@ -391,9 +393,15 @@ async fn sink_cursors(store: Store) {
     assert!(store.parked("s", true, 0, 10).await.unwrap().is_empty());
     assert_eq!(store.redrive_parked("s").await.unwrap(), 1);
     assert_eq!(store.parked("s", true, 0, 10).await.unwrap().len(), 1);
-    assert!(store.record_push("s", "a", now, &push(2, 10, 9, vec![], vec![2])).await.unwrap());
+    // A sink of aggregates also notes the first period it has not sent.
+    let aggregates = PushOutcome { period_ms: Some(7_200_000), ..push(2, 10, 9, vec![], vec![2]) };
+    assert!(store.record_push("s", "a", now, &aggregates).await.unwrap());
     let state = store.sink_state("s").await.unwrap().unwrap();
-    assert_eq!((state.cursor, state.parked, state.oldest_unsent_ms), (10, 0, None));
+    assert_eq!((state.cursor, state.parked, state.oldest_unsent_ms, state.period_ms), (10, 0, None, 7_200_000));
+    // Its replay sends again every period from the one holding the time (the hour at 0).
+    assert_eq!(store.replay_sink("s", 9_500, 3_600_000).await.unwrap(), Some(9));
+    assert_eq!(store.sink_state("s").await.unwrap().unwrap().period_ms, 0);
+    assert!(store.record_push("s", "a", now, &push(9, 10, 1, vec![], vec![])).await.unwrap());
 
     // A failure: the error kept, no lease until the backoff passed.
     store.sink_failed("s", "a", "the receiver failed (HTTP 503)", now + 5_000).await.unwrap();
@@ -401,7 +409,7 @@ async fn sink_cursors(store: Store) {
     assert_eq!((state.attempts, state.last_error.as_deref()), (1, Some("the receiver failed (HTTP 503)")));
     store.release_sink("s", "a").await.unwrap();
     assert_eq!(store.lease_sink("s", "b", now + 1_000, 60_000).await.unwrap(), None, "waiting out its backoff");
-    assert_eq!(store.lease_sink("s", "b", now + 5_000, 60_000).await.unwrap(), Some((10, 1)));
+    assert_eq!(lease(store.lease_sink("s", "b", now + 5_000, 60_000).await.unwrap()), Some((10, 1, 0)));
 
     // A replica whose clock is slow books a later number at an earlier time: a replay
     // from 2.5 s still sends everything numbered after the first event booked from then.
@@ -412,7 +420,7 @@ async fn sink_cursors(store: Store) {
     .execute(store.pool())
     .await
     .unwrap();
-    assert_eq!(store.replay_sink("s", 2_500).await.unwrap(), Some(2));
+    assert_eq!(store.replay_sink("s", 2_500, 0).await.unwrap(), Some(2));
 }
 
 #[tokio::test]

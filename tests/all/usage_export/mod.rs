@@ -7,6 +7,7 @@
 //! the end the receiver holds every event of the ledger exactly once by its id, each
 //! resend identical to the first, on SQLite and on PostgreSQL with two replicas.
 
+mod kinds;
 mod receiver;
 
 use std::collections::BTreeSet;
@@ -24,7 +25,7 @@ use crate::common::api::Api;
 const OPERATOR: &str = "op-export-test-token-0123456789";
 const SECRETS_KEY: &str = "5b1c0e7a5b1c0e7a5b1c0e7a5b1c0e7a5b1c0e7a5b1c0e7a5b1c0e7a5b1c0e7a";
 const SIGNING_KEY: &str = "whsec-kiosk-export-test-0123456789";
-const SINK: &str = "openmeter";
+const SINK: &str = "billing";
 
 struct Replica {
     child: Child,
@@ -41,6 +42,16 @@ impl Drop for Replica {
 /// The operator config of every replica of a round; `campaigns` maps the SKU
 /// `campaigns-monitored` (round 1 leaves it unmapped).
 fn config(dir: &Path, name: &str, database: &str, rx_port: u16, campaigns: bool) -> std::path::PathBuf {
+    let sink = format!(
+        "kind = \"cloudevents\"\nendpoint = \"https://billing.test:{rx_port}/api/v1/events\"\nbatch = 25\n\
+         secret-file = \"{}\"\n",
+        dir.join("signing-key").display()
+    );
+    config_of(dir, name, database, &sink, campaigns)
+}
+
+/// The operator config of a replica whose sink is `sink` (its kind, endpoint and key).
+fn config_of(dir: &Path, name: &str, database: &str, sink: &str, campaigns: bool) -> std::path::PathBuf {
     let port = common::registry::free_port();
     let path = dir.join(format!("{name}.toml"));
     let campaigns_rule =
@@ -63,13 +74,9 @@ window-seconds = 315360000
 
 [[sinks]]
 name = "{SINK}"
-kind = "cloudevents"
-endpoint = "https://billing.test:{rx_port}/api/v1/events"
-private-addresses = true
+{sink}private-addresses = true
 ca-file = "{ca}"
-secret-file = "{secret}"
 start = "beginning"
-batch = 25
 timeout-seconds = 2
 
 [sinks.customers]
@@ -87,7 +94,6 @@ meter = "rows"
 {campaigns_rule}"#,
             data = dir.join(name).display(),
             ca = dir.join("billing-ca.pem").display(),
-            secret = dir.join("signing-key").display(),
         ),
     )
     .unwrap();

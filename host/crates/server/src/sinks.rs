@@ -30,7 +30,7 @@ pub(super) fn routes() -> OpenApiRouter<Shared> {
 #[serde(rename_all = "camelCase")]
 struct SinkBody {
     name: String,
-    /// `cloudevents` or `webhook`.
+    /// `cloudevents`, `webhook`, `stripe` or `aws-marketplace`.
     kind: String,
     /// Where batches are POSTed.
     endpoint: String,
@@ -42,8 +42,19 @@ struct SinkBody {
     meter_rules: usize,
     /// Whether a SKU without a rule is its own meter (else it is parked).
     sku_is_meter: bool,
-    /// Events per request.
+    /// Records per request.
     batch: u32,
+    /// `0`: a record per event; else the length of a period in seconds: a record per
+    /// customer, meter and period, sent once the period ended and settled.
+    aggregate_seconds: u32,
+    /// How long after a period's end its aggregates are sent.
+    settle_seconds: u32,
+    /// For aggregates: ms since the Unix epoch of the first period not yet sent.
+    next_period_ms: Option<i64>,
+    /// The lag at which the sink is lagging.
+    alert_lag_seconds: u64,
+    /// The lag reached `alertLagSeconds`: the receiver's deadline is near.
+    lagging: bool,
     /// Everything in the ledger's commit order up to this number was acknowledged or
     /// parked.
     cursor: String,
@@ -72,7 +83,12 @@ fn view(v: SinkView) -> SinkBody {
         tenant_is_customer: v.settings.tenant_is_customer,
         meter_rules: v.settings.meters.len(),
         sku_is_meter: v.settings.sku_is_meter,
-        batch: v.settings.batch,
+        batch: v.settings.batch(),
+        aggregate_seconds: (v.settings.period_ms() / 1000) as u32,
+        settle_seconds: v.settings.settle_seconds,
+        next_period_ms: (v.settings.period_ms() > 0).then_some(v.state.period_ms),
+        alert_lag_seconds: v.settings.alert_lag_seconds(),
+        lagging: v.lagging,
         cursor: v.state.cursor.to_string(),
         sent: v.state.sent,
         parked: v.state.parked,

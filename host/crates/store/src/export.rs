@@ -66,6 +66,18 @@ pub struct SinkState {
     pub parked: i64,
     /// When the oldest event not yet sent was recorded (none: nothing waits).
     pub oldest_unsent_ms: Option<i64>,
+    /// For a sink of aggregates: the start of the first period not yet sent.
+    pub period_ms: i64,
+}
+
+/// A sink's lease as its pusher holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub cursor: i64,
+    /// Failed attempts since the last success.
+    pub attempts: i64,
+    /// For a sink of aggregates: the start of the first period not yet sent.
+    pub period_ms: i64,
 }
 
 /// A parked event with its reason.
@@ -89,9 +101,11 @@ pub struct PushOutcome<'a> {
     pub sent: i64,
     /// Events parked now, with their reasons.
     pub parked: Vec<(i64, &'a str)>,
-    /// Events acknowledged now: any of them parked before (re-driven, or sent again
-    /// after a replay) is no longer parked.
+    /// Re-driven events acknowledged now (no longer parked; one the cursor passed is
+    /// unparked anyway).
     pub delivered_parked: Vec<i64>,
+    /// For a sink of aggregates: the start of the first period not yet sent, after it.
+    pub period_ms: Option<i64>,
 }
 
 impl Store {
@@ -120,12 +134,12 @@ impl Store {
         replica: &str,
         now: i64,
         lease_ms: i64,
-    ) -> Result<Option<(i64, i64)>, StoreError> {
+    ) -> Result<Option<Lease>, StoreError> {
         let _turn = self.write_turn().await;
         let row = sqlx::query(
             "UPDATE sink_cursors SET leased_by = $1, lease_until = $2
              WHERE sink = $3 AND (lease_until < $4 OR leased_by = $1) AND next_attempt_ms <= $4
-             RETURNING cursor, attempts",
+             RETURNING cursor, attempts, period_ms",
         )
         .bind(replica)
         .bind(now.saturating_add(lease_ms))
@@ -134,9 +148,15 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
         .map_err(ctx(format!("lease sink {sink}")))?;
-        row.map(|r| Ok((r.try_get("cursor")?, r.try_get("attempts")?)))
-            .transpose()
-            .map_err(ctx(format!("lease sink {sink}")))
+        row.map(|r| {
+            Ok(Lease {
+                cursor: r.try_get("cursor")?,
+                attempts: r.try_get("attempts")?,
+                period_ms: r.try_get("period_ms")?,
+            })
+        })
+        .transpose()
+        .map_err(ctx(format!("lease sink {sink}")))
     }
 
     /// Up to `limit` events after `cursor`, in commit order.
@@ -204,7 +224,7 @@ impl Store {
         let held = sqlx::query(
             "UPDATE sink_cursors SET cursor = $5, sent = sent + $1,
              last_success_ms = CASE WHEN $1 > 0 THEN $2 ELSE last_success_ms END, last_error = NULL, attempts = 0,
-             next_attempt_ms = 0
+             next_attempt_ms = 0, period_ms = COALESCE($7, period_ms)
              WHERE sink = $3 AND leased_by = $4 AND cursor = $6",
         )
         .bind(outcome.sent)
@@ -213,12 +233,22 @@ impl Store {
         .bind(replica)
         .bind(outcome.cursor)
         .bind(outcome.from)
+        .bind(outcome.period_ms)
         .execute(&mut *tx)
         .await
         .map_err(ctx(what.clone()))?;
         if held.rows_affected() != 1 {
             return Ok(false);
         }
+        // Every event the cursor passed was acknowledged or is parked below: one parked
+        // before (sent again after a replay) is no longer.
+        sqlx::query("DELETE FROM sink_parked WHERE sink = $1 AND seq > $2 AND seq <= $3")
+            .bind(sink)
+            .bind(outcome.from)
+            .bind(outcome.cursor)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx(what.clone()))?;
         for (seq, reason) in &outcome.parked {
             sqlx::query(
                 "INSERT INTO sink_parked (sink, seq, reason, parked_ms, redrive) VALUES ($1, $2, $3, $4, 0)
@@ -286,6 +316,7 @@ impl Store {
         let what = format!("read sink {sink}");
         let row = sqlx::query(
             "SELECT c.sink, c.cursor, c.last_success_ms, c.last_error, c.attempts, c.next_attempt_ms, c.sent,
+                c.period_ms,
                 (SELECT COUNT(*) FROM sink_parked p WHERE p.sink = c.sink) AS parked,
                 (SELECT u.recorded_ms FROM usage_events u WHERE u.seq > c.cursor ORDER BY u.seq LIMIT 1)
                     AS oldest_unsent_ms
@@ -306,6 +337,7 @@ impl Store {
                 sent: r.try_get("sent")?,
                 parked: r.try_get("parked")?,
                 oldest_unsent_ms: r.try_get("oldest_unsent_ms")?,
+                period_ms: r.try_get("period_ms")?,
             })
         })
         .transpose()
@@ -331,18 +363,23 @@ impl Store {
 
     /// Moves `sink`'s cursor back (never on) so that every event recorded from `from_ms`
     /// on is sent again; the new cursor. Resent events keep their ids: a receiver that
-    /// deduplicates counts them once.
-    pub async fn replay_sink(&self, sink: &str, from_ms: i64) -> Result<Option<i64>, StoreError> {
+    /// deduplicates counts them once. A sink of aggregates (`period_ms` > 0, its length)
+    /// sends again every period from the one holding `from_ms`, with the same ids.
+    pub async fn replay_sink(&self, sink: &str, from_ms: i64, period_ms: i64) -> Result<Option<i64>, StoreError> {
         let _turn = self.write_turn().await;
         // Never forward: events after the cursor are sent anyway.
         let before = BEFORE_RECORDED.replace("$2", "$1");
         let sql = format!(
             "UPDATE sink_cursors SET cursor = CASE WHEN cursor > {before} THEN {before} ELSE cursor END,
+             period_ms = CASE WHEN period_ms > $3 THEN $3 ELSE period_ms END,
              next_attempt_ms = 0 WHERE sink = $2 RETURNING cursor"
         );
+        let period_from =
+            if period_ms > 0 { from_ms.div_euclid(period_ms).saturating_mul(period_ms) } else { i64::MAX };
         let row = sqlx::query(&sql)
             .bind(from_ms)
             .bind(sink)
+            .bind(period_from)
             .fetch_optional(&self.pool)
             .await
             .map_err(ctx(format!("replay sink {sink}")))?;

@@ -14,19 +14,20 @@
 pub mod settings;
 pub mod wire;
 
+mod aggregate;
 mod client;
+mod deliver;
+mod push;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::records::{LedgerEvent, Parked, SinkState};
+use crate::records::{Parked, SinkState};
 use kiosk_domain::metering::now_ms;
-use kiosk_store::export::PushOutcome;
 
 use crate::error::{Failure, Result};
 use crate::lifecycle::Kiosk;
 use settings::{SinkSettings, SinkStart};
-use wire::Mapped;
 
 /// How often an idle sink looks for new usage.
 const TICK: Duration = Duration::from_millis(500);
@@ -36,6 +37,8 @@ const TICK: Duration = Duration::from_millis(500);
 pub const BUSY_SHARE_PERCENT: u32 = 20;
 /// The longest rest between two pushes while tenants call.
 const MAX_REST: Duration = Duration::from_secs(2);
+/// How often each replica refreshes a sink's gauges (lag, parked, alert).
+const GAUGES: Duration = Duration::from_secs(10);
 /// The longest a retry waits (the backoff doubles from 1 s up to this).
 const MAX_BACKOFF_MS: i64 = 300_000;
 
@@ -45,15 +48,6 @@ struct Active {
     key: Vec<u8>,
     http: reqwest::Client,
     lease_ms: i64,
-}
-
-/// What happened to one request.
-enum Sent {
-    Acknowledged,
-    /// The receiver refused these events for good (400, 413 or 422).
-    Refused(u16),
-    /// Out of reach, failing, or asking to wait: retried later, the cursor waits.
-    Failed(String),
 }
 
 /// Builds every configured sink (keys read, CA files loaded): a sink that cannot be
@@ -89,7 +83,15 @@ pub async fn spawn(kiosk: Arc<Kiosk>) -> anyhow::Result<()> {
         let (kiosk, replica) = (kiosk.clone(), replica.clone());
         tokio::spawn(async move {
             let mut seen = kiosk.runtime.admission().tenant_calls().started;
+            let mut gauged = tokio::time::Instant::now() - GAUGES;
             loop {
+                // The lag and parked gauges stay current without an API read.
+                if gauged.elapsed() >= GAUGES {
+                    gauged = tokio::time::Instant::now();
+                    if let Err(e) = kiosk.sink(&sink.settings.name).await {
+                        tracing::warn!(sink = %sink.settings.name, error = %e, "a usage sink's state cannot be read");
+                    }
+                }
                 let began = tokio::time::Instant::now();
                 let pushed = push_once(&kiosk, &sink, &replica).await;
                 // While tenants call, the export takes about `BUSY_SHARE_PERCENT` of the
@@ -113,84 +115,18 @@ pub async fn spawn(kiosk: Arc<Kiosk>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One push of `sink` if this replica holds (or takes) its lease: parked events marked
-/// for re-drive first, then new events after the cursor. Whether a full batch was read.
+/// One push of `sink` if this replica holds (or takes) its lease; whether more is likely
+/// waiting.
 async fn push_once(kiosk: &Kiosk, sink: &Active, replica: &str) -> Result<bool> {
-    let name = sink.settings.name.as_str();
     let now = now_ms() as i64;
-    let Some((cursor, attempts)) = kiosk.store.lease_sink(name, replica, now, sink.lease_ms).await? else {
+    let Some(lease) = kiosk.store.lease_sink(&sink.settings.name, replica, now, sink.lease_ms).await? else {
         return Ok(false);
     };
-    let batch = i64::from(sink.settings.batch);
-    let redrive: Vec<Parked> = kiosk.store.parked(name, true, 0, batch).await?;
-    let fresh: Vec<LedgerEvent> = kiosk.store.usage_after(cursor, batch).await?;
-    let full = fresh.len() as i64 == batch;
-    if redrive.is_empty() && fresh.is_empty() {
-        return Ok(false);
+    if sink.settings.period_ms() > 0 {
+        aggregate::period(kiosk, sink, replica, lease).await
+    } else {
+        push::events(kiosk, sink, replica, lease).await
     }
-    let mut parked: Vec<(i64, String)> = Vec::new();
-    let mut mapped: Vec<Mapped<'_>> = Vec::new();
-    // After a replay a parked event may also come after the cursor: sent once.
-    let redriven: std::collections::HashSet<i64> = redrive.iter().map(|p| p.event.seq).collect();
-    let events = redrive.iter().map(|p| &p.event).chain(fresh.iter().filter(|e| !redriven.contains(&e.seq)));
-    for event in events {
-        match (sink.settings.customer(&event.tenant), sink.settings.meter(&event.app, &event.sku)) {
-            (Ok(customer), Ok(meter)) => mapped.push(Mapped { event, customer, meter }),
-            (Err(why), _) | (_, Err(why)) => parked.push((event.seq, why)),
-        }
-    }
-    // Bisect a refused batch down to the events the receiver refuses; any failure
-    // stops the push (what was acknowledged is sent again next time, with its ids).
-    let mut acknowledged: Vec<i64> = Vec::new();
-    let mut pending: Vec<&[Mapped<'_>]> = if mapped.is_empty() { Vec::new() } else { vec![&mapped[..]] };
-    let mut first = true;
-    while let Some(part) = pending.pop() {
-        // The lease is renewed before each later request (a refused batch is split into
-        // many): a push that lost it, or whose cursor a replay moved, stops and records
-        // nothing. The first request goes under the lease just taken.
-        if !std::mem::take(&mut first) {
-            let renewed = kiosk.store.lease_sink(name, replica, now_ms() as i64, sink.lease_ms).await?;
-            if renewed.map(|(c, _)| c) != Some(cursor) {
-                return Ok(false);
-            }
-        }
-        match send(sink, part).await {
-            Sent::Acknowledged => acknowledged.extend(part.iter().map(|m| m.event.seq)),
-            Sent::Refused(status) if part.len() == 1 => {
-                parked.push((part[0].event.seq, format!("the receiver refused it (HTTP {status})")));
-            }
-            Sent::Refused(_) => {
-                let (a, b) = part.split_at(part.len() / 2);
-                pending.push(b);
-                pending.push(a);
-            }
-            Sent::Failed(why) => {
-                let wait = backoff(attempts);
-                metrics::counter!("kiosk_export_failures_total", "sink" => name.to_string()).increment(1);
-                tracing::warn!(sink = name, error = %why, retry_in_ms = wait, "a usage sink's receiver failed");
-                kiosk.store.sink_failed(name, replica, &why, now_ms() as i64 + wait).await?;
-                return Ok(false);
-            }
-        }
-    }
-    let parked_now: Vec<(i64, &str)> = parked.iter().map(|(s, r)| (*s, r.as_str())).collect();
-    let outcome = PushOutcome {
-        from: cursor,
-        cursor: fresh.last().map_or(cursor, |e| e.seq),
-        sent: acknowledged.len() as i64,
-        // Any acknowledged event parked before (re-driven, or sent again after a replay).
-        delivered_parked: acknowledged.clone(),
-        parked: parked_now,
-    };
-    if kiosk.store.record_push(name, replica, now_ms() as i64, &outcome).await? {
-        metrics::counter!("kiosk_export_events_total", "sink" => name.to_string()).increment(outcome.sent as u64);
-        let newly = parked.iter().filter(|(s, _)| !redriven.contains(s)).count();
-        metrics::counter!("kiosk_export_parked_total", "sink" => name.to_string()).increment(newly as u64);
-        for (seq, why) in &parked {
-            tracing::warn!(sink = name, seq, reason = %why, "a usage event was parked");
-        }
-    }
-    Ok(full)
 }
 
 /// 1 s doubling per failed attempt, up to `MAX_BACKOFF_MS`, with ±20% jitter so
@@ -201,37 +137,6 @@ fn backoff(attempts: i64) -> i64 {
     (base + jitter).max(100)
 }
 
-/// POSTs one batch; what came of it (the receiver's words are never kept: only its status).
-async fn send(sink: &Active, events: &[Mapped<'_>]) -> Sent {
-    let (body, content_type) = wire::body(&sink.settings, events);
-    let signature = wire::signature(&sink.key, now_ms() as i64 / 1000, &body);
-    let request = sink
-        .http
-        .post(&sink.settings.endpoint)
-        .header("content-type", content_type)
-        .header("kiosk-signature", signature)
-        .header("kiosk-sink", sink.settings.name.as_str())
-        .body(body);
-    match request.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            match status {
-                200..=299 => Sent::Acknowledged,
-                408 | 429 => Sent::Failed(format!("the receiver asked to wait (HTTP {status})")),
-                300..=399 => {
-                    Sent::Failed(format!("the receiver redirected (HTTP {status}), which Kiosk never follows"))
-                }
-                // What the events themselves can cause: the batch is split to find them.
-                400 | 413 | 422 => Sent::Refused(status),
-                // A wrong key, path or method refuses every batch alike: the sink's setting
-                // is at fault, not the events, so nothing is parked and the cursor waits.
-                _ => Sent::Failed(format!("the receiver answered HTTP {status}")),
-            }
-        }
-        Err(e) => Sent::Failed(client::describe(&e)),
-    }
-}
-
 /// A sink as the operator reads it: its settings (never its key) and state.
 #[derive(Debug, Clone)]
 pub struct SinkView {
@@ -239,6 +144,8 @@ pub struct SinkView {
     pub state: SinkState,
     /// Seconds since the oldest event not yet sent was recorded (0: nothing waits).
     pub lag_seconds: f64,
+    /// The lag reached the sink's `alert-lag-seconds`: the receiver's deadline is near.
+    pub lagging: bool,
 }
 
 impl Kiosk {
@@ -272,11 +179,14 @@ impl Kiosk {
             sent: 0,
             parked: 0,
             oldest_unsent_ms: None,
+            period_ms: 0,
         });
         let lag_seconds = state.oldest_unsent_ms.map_or(0.0, |t| (now_ms() as i64 - t).max(0) as f64 / 1000.0);
         metrics::gauge!("kiosk_export_lag_seconds", "sink" => name.to_string()).set(lag_seconds);
         metrics::gauge!("kiosk_export_parked", "sink" => name.to_string()).set(state.parked as f64);
-        Ok(SinkView { settings, state, lag_seconds })
+        let lagging = lag_seconds >= settings.alert_lag_seconds() as f64;
+        metrics::gauge!("kiosk_export_lagging", "sink" => name.to_string()).set(f64::from(u8::from(lagging)));
+        Ok(SinkView { settings, state, lag_seconds, lagging })
     }
 
     /// A page of `name`'s parked events, oldest first, after `after` (a `seq`).
@@ -293,9 +203,9 @@ impl Kiosk {
 
     /// Sends every event recorded from `from_ms` on to `name` again; the new cursor.
     pub async fn replay_sink(&self, name: &str, from_ms: i64) -> Result<i64> {
-        self.sink_settings(name)?;
+        let period = self.sink_settings(name)?.period_ms();
         self.store
-            .replay_sink(name, from_ms)
+            .replay_sink(name, from_ms, period)
             .await?
             .ok_or_else(|| Failure::not_found(format!("sink {name:?} has not started yet; retry")).field("sink"))
     }

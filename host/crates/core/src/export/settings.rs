@@ -20,6 +20,14 @@ pub enum SinkKind {
     Cloudevents,
     /// A JSON array of Kiosk's own usage records, signed the same way.
     Webhook,
+    /// Stripe's meter events (`POST /v1/billing/meter_events`, form-encoded, one event a
+    /// request, the key as a bearer token, `identifier` and `Idempotency-Key` the event's
+    /// id); events older than Stripe's 35 days are parked, not sent.
+    Stripe,
+    /// AWS Marketplace's `BatchMeterUsage` (`x-amz-json-1.1`, at most 25 records a request,
+    /// one record per customer, dimension and hour); records 6 hours old or more are
+    /// parked, not sent.
+    AwsMarketplace,
 }
 
 impl SinkKind {
@@ -27,6 +35,26 @@ impl SinkKind {
         match self {
             SinkKind::Cloudevents => "cloudevents",
             SinkKind::Webhook => "webhook",
+            SinkKind::Stripe => "stripe",
+            SinkKind::AwsMarketplace => "aws-marketplace",
+        }
+    }
+
+    /// The most records the receiver takes in one request.
+    pub fn max_batch(self) -> u32 {
+        match self {
+            SinkKind::Cloudevents | SinkKind::Webhook => MAX_BATCH,
+            SinkKind::Stripe => 1,
+            SinkKind::AwsMarketplace => 25,
+        }
+    }
+
+    /// How old a record the receiver still takes, in ms (none: any).
+    pub fn max_age_ms(self) -> Option<i64> {
+        match self {
+            SinkKind::Cloudevents | SinkKind::Webhook => None,
+            SinkKind::Stripe => Some(35 * 86_400_000),
+            SinkKind::AwsMarketplace => Some(6 * 3_600_000),
         }
     }
 }
@@ -94,17 +122,35 @@ pub struct SinkSettings {
     pub sku_is_meter: bool,
     #[serde(default)]
     pub start: SinkStart,
-    /// Events per request.
-    #[serde(default = "default_batch")]
-    pub batch: u32,
+    /// Records per request (absent: 500, or the most the kind takes if fewer).
+    #[serde(default)]
+    pub batch: Option<u32>,
+    /// `0`: one record per event. Else the length of a period in seconds (a divisor of
+    /// 3,600, e.g. 3,600 for hourly): one record per customer, meter and period, sent once
+    /// the period has ended and `settle-seconds` passed. `aws-marketplace` needs periods.
+    #[serde(default)]
+    pub aggregate_seconds: Option<u32>,
+    /// How long after a period's end its aggregates are sent.
+    #[serde(default = "default_settle")]
+    pub settle_seconds: u32,
+    /// The lag (oldest usage not yet sent) at which the sink is shown as lagging.
+    #[serde(default)]
+    pub alert_lag_seconds: Option<u64>,
+    /// `aws-marketplace`: the product code every record is metered under.
+    #[serde(default)]
+    pub product_code: Option<String>,
     /// The longest one request may take.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
 }
 
 /// 500 events are ~200 KiB of CloudEvents: one request a receiver takes at once.
-fn default_batch() -> u32 {
-    500
+const DEFAULT_BATCH: u32 = 500;
+
+/// Five minutes cover a replica's clock behind the others and a group commit in flight
+/// (the same margin as a statement's).
+fn default_settle() -> u32 {
+    300
 }
 
 /// A receiver that has not answered in 10 s is retried later.
@@ -113,6 +159,26 @@ fn default_timeout() -> u64 {
 }
 
 impl SinkSettings {
+    /// Records per request.
+    pub fn batch(&self) -> u32 {
+        self.batch.unwrap_or(DEFAULT_BATCH).min(self.kind.max_batch())
+    }
+
+    /// The length of a period in ms (`0`: one record per event).
+    pub fn period_ms(&self) -> i64 {
+        let default = if self.kind == SinkKind::AwsMarketplace { 3600 } else { 0 };
+        i64::from(self.aggregate_seconds.unwrap_or(default)) * 1000
+    }
+
+    /// The lag at which the sink is shown as lagging: a third of the time the receiver
+    /// still takes a record (AWS: 2 hours of 6), else an hour (a period's length and its
+    /// settling are added: they are lag by design).
+    pub fn alert_lag_seconds(&self) -> u64 {
+        let by_kind = self.kind.max_age_ms().map_or(3600, |ms| (ms / 3000) as u64);
+        let by_design = (self.period_ms() / 1000) as u64 + u64::from(self.settle_seconds);
+        self.alert_lag_seconds.unwrap_or(by_kind + if self.period_ms() > 0 { by_design } else { 0 })
+    }
+
     /// Checks what can be checked without the network; the error names the setting.
     pub fn validate(&self) -> Result<(), String> {
         let at = format!("[[sinks]] {:?}", self.name);
@@ -149,8 +215,44 @@ impl SinkSettings {
         if self.secret_env.is_some() == self.secret_file.is_some() {
             return Err(format!("{at}: exactly one of secret-env and secret-file names the signing key"));
         }
-        if self.batch == 0 || self.batch > MAX_BATCH {
-            return Err(format!("{at}: batch must be 1-{MAX_BATCH}, found {}", self.batch));
+        let most = self.kind.max_batch();
+        if let Some(batch) = self.batch
+            && (batch == 0 || batch > most)
+        {
+            return Err(format!("{at}: batch must be 1-{most} for kind {}, found {batch}", self.kind.as_str()));
+        }
+        if let Some(seconds) = self.aggregate_seconds
+            && (seconds > 3600 || (seconds > 0 && 3600 % seconds != 0))
+        {
+            return Err(format!("{at}: aggregate-seconds must be 0 or a divisor of 3600, found {seconds}"));
+        }
+        if self.kind == SinkKind::AwsMarketplace && self.period_ms() == 0 {
+            return Err(format!("{at}: kind aws-marketplace takes aggregates; aggregate-seconds must not be 0"));
+        }
+        if self.kind == SinkKind::Stripe && self.period_ms() > 0 {
+            return Err(format!("{at}: kind stripe takes one event a request; aggregate-seconds must be 0"));
+        }
+        if self.settle_seconds > 3600 {
+            return Err(format!("{at}: settle-seconds must be 0-3600, found {}", self.settle_seconds));
+        }
+        if let Some(seconds) = self.alert_lag_seconds
+            && (seconds == 0 || seconds > 400 * 86_400)
+        {
+            return Err(format!("{at}: alert-lag-seconds must be 1-34560000, found {seconds}"));
+        }
+        match (&self.product_code, self.kind) {
+            (None, SinkKind::AwsMarketplace) => {
+                return Err(format!("{at}: kind aws-marketplace needs product-code"));
+            }
+            (Some(_), kind) if kind != SinkKind::AwsMarketplace => {
+                return Err(format!("{at}: product-code is for kind aws-marketplace only"));
+            }
+            (Some(code), _)
+                if code.is_empty() || code.len() > 255 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                return Err(format!("{at}: product-code must be 1-255 letters or digits"));
+            }
+            _ => {}
         }
         if self.timeout_seconds == 0 || self.timeout_seconds > MAX_TIMEOUT_SECONDS {
             return Err(format!(
@@ -235,6 +337,33 @@ mod tests {
         assert!(sink("").is_ok());
         refused("batch = 0", "batch must be 1-10000");
         refused("batch = 10001", "batch must be 1-10000");
+        refused("aggregate-seconds = 7", "aggregate-seconds must be 0 or a divisor of 3600");
+        refused("aggregate-seconds = 7200", "aggregate-seconds must be 0 or a divisor of 3600");
+        refused("settle-seconds = 3601", "settle-seconds must be 0-3600");
+        refused("alert-lag-seconds = 0", "alert-lag-seconds must be");
+        refused("product-code = \"p1\"", "product-code is for kind aws-marketplace only");
+        let kind = |kind: &str, extra: &str| {
+            let text = format!(
+                "name = \"k\"\nkind = \"{kind}\"\nendpoint = \"https://b.example/\"\nsecret-env = \"K\"\n{extra}"
+            );
+            toml::from_str::<SinkSettings>(&text).unwrap().validate()
+        };
+        assert!(kind("aws-marketplace", "").unwrap_err().contains("needs product-code"));
+        assert!(kind("aws-marketplace", "product-code = \"a-b\"").unwrap_err().contains("letters or digits"));
+        assert!(kind("aws-marketplace", "product-code = \"p1\"\nbatch = 26").unwrap_err().contains("1-25"));
+        assert!(
+            kind("aws-marketplace", "product-code = \"p1\"\naggregate-seconds = 0")
+                .unwrap_err()
+                .contains("must not be 0")
+        );
+        assert!(kind("stripe", "aggregate-seconds = 60").unwrap_err().contains("aggregate-seconds must be 0"));
+        assert!(kind("stripe", "batch = 2").unwrap_err().contains("batch must be 1-1 for kind stripe"));
+        let aws = toml::from_str::<SinkSettings>(
+            "name = \"k\"\nkind = \"aws-marketplace\"\nendpoint = \"https://b.example/\"\nsecret-env = \"K\"\nproduct-code = \"p1\"",
+        )
+        .unwrap();
+        assert_eq!((aws.batch(), aws.period_ms()), (25, 3_600_000), "AWS: 25 records, hourly");
+        assert_eq!(aws.alert_lag_seconds(), 7200 + 3600 + 300, "a third of 6 hours, after the hour and its settling");
         refused("timeout-seconds = 0", "timeout-seconds must be 1-300");
         refused("secret-file = \"/k\"", "exactly one of secret-env and secret-file");
         refused("colour = \"red\"", "unknown field `colour`");

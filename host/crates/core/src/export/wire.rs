@@ -29,64 +29,150 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }
 
-/// An event as the sink names it: its customer and meter (both checked before).
-#[derive(Debug)]
-pub struct Mapped<'a> {
-    pub event: &'a LedgerEvent,
-    pub customer: &'a str,
-    pub meter: &'a str,
+/// The id of an aggregate: stable for a customer, meter and period of a given length.
+pub fn aggregate_id(customer: &str, meter: &str, period_start_ms: i64, period_ms: i64) -> String {
+    let key = format!("period/{period_ms}/{period_start_ms}/{}/{customer}/{meter}", customer.len());
+    uuid::Uuid::new_v5(&namespace(), key.as_bytes()).to_string()
 }
 
-/// The body of one batch and its content type.
-pub fn body(sink: &SinkSettings, events: &[Mapped<'_>]) -> (Vec<u8>, &'static str) {
+/// One record a receiver is sent: an event, or the sum of a customer's events of one
+/// meter in one period. Its customer and meter were checked before.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    pub id: String,
+    pub customer: &'a str,
+    pub meter: &'a str,
+    pub quantity: i64,
+    /// The event's time, or the period's start.
+    pub time_ms: i64,
+    /// The event (a record of one event); none for an aggregate.
+    pub event: Option<&'a LedgerEvent>,
+    /// The ledger events it stands for (`seq`).
+    pub seqs: Vec<i64>,
+}
+
+impl<'a> Record<'a> {
+    /// The record of one event.
+    pub fn of_event(event: &'a LedgerEvent, customer: &'a str, meter: &'a str) -> Self {
+        Record {
+            id: event_id(event),
+            customer,
+            meter,
+            quantity: event.quantity,
+            time_ms: event.at_ms,
+            event: Some(event),
+            seqs: vec![event.seq],
+        }
+    }
+}
+
+/// The body of one request and its content type.
+pub fn body(sink: &SinkSettings, records: &[Record<'_>]) -> (Vec<u8>, &'static str) {
     match sink.kind {
         SinkKind::Cloudevents => {
-            let batch: Vec<Value> = events
-                .iter()
-                .map(|m| {
-                    json!({
-                        "specversion": "1.0",
-                        "id": event_id(m.event),
-                        "source": format!("kiosk/installations/{}", m.event.installation),
-                        "type": "kiosk.usage",
-                        "subject": m.customer,
-                        "time": rfc3339(m.event.at_ms),
-                        "datacontenttype": "application/json",
-                        "data": {
-                            "meter": m.meter,
-                            "quantity": m.event.quantity,
-                            "tenant": m.event.tenant,
-                            "app": m.event.app,
-                            "version": m.event.version,
-                            "sku": m.event.sku,
-                            "usageSource": m.event.source,
-                        },
-                    })
-                })
-                .collect();
+            let batch: Vec<Value> = records.iter().map(|r| cloudevent(sink, r)).collect();
             (Value::Array(batch).to_string().into_bytes(), "application/cloudevents-batch+json")
         }
         SinkKind::Webhook => {
-            let records: Vec<Value> = events
-                .iter()
-                .map(|m| {
-                    json!({
-                        "id": event_id(m.event),
-                        "customer": m.customer,
-                        "meter": m.meter,
-                        "quantity": m.event.quantity,
-                        "at": rfc3339(m.event.at_ms),
-                        "tenant": m.event.tenant,
-                        "installation": m.event.installation,
-                        "app": m.event.app,
-                        "version": m.event.version,
-                        "sku": m.event.sku,
-                        "usageSource": m.event.source,
-                    })
-                })
-                .collect();
+            let records: Vec<Value> = records.iter().map(|r| webhook_record(sink, r)).collect();
             (json!({"sink": sink.name, "records": records}).to_string().into_bytes(), "application/json")
         }
+        SinkKind::Stripe => {
+            // One event a request (`SinkKind::max_batch`).
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            if let Some(r) = records.first() {
+                form.append_pair("event_name", r.meter)
+                    .append_pair("identifier", &r.id)
+                    .append_pair("timestamp", &r.time_ms.div_euclid(1000).to_string())
+                    .append_pair("payload[stripe_customer_id]", r.customer)
+                    .append_pair("payload[value]", &r.quantity.to_string());
+            }
+            (form.finish().into_bytes(), "application/x-www-form-urlencoded")
+        }
+        SinkKind::AwsMarketplace => {
+            let usage: Vec<Value> = records.iter().map(aws_record).collect();
+            let product = sink.product_code.as_deref().unwrap_or_default();
+            (
+                json!({"ProductCode": product, "UsageRecords": usage}).to_string().into_bytes(),
+                "application/x-amz-json-1.1",
+            )
+        }
+    }
+}
+
+/// A `BatchMeterUsage` usage record (`Timestamp` in seconds); the answer names it by
+/// customer, dimension and timestamp.
+pub fn aws_record(r: &Record<'_>) -> Value {
+    json!({
+        "Timestamp": r.time_ms.div_euclid(1000),
+        "CustomerIdentifier": r.customer,
+        "Dimension": r.meter,
+        "Quantity": r.quantity,
+    })
+}
+
+fn cloudevent(sink: &SinkSettings, r: &Record<'_>) -> Value {
+    match r.event {
+        Some(e) => json!({
+            "specversion": "1.0",
+            "id": r.id,
+            "source": format!("kiosk/installations/{}", e.installation),
+            "type": "kiosk.usage",
+            "subject": r.customer,
+            "time": rfc3339(r.time_ms),
+            "datacontenttype": "application/json",
+            "data": {
+                "meter": r.meter,
+                "quantity": r.quantity,
+                "tenant": e.tenant,
+                "app": e.app,
+                "version": e.version,
+                "sku": e.sku,
+                "usageSource": e.source,
+            },
+        }),
+        None => json!({
+            "specversion": "1.0",
+            "id": r.id,
+            "source": format!("kiosk/sinks/{}", sink.name),
+            "type": "kiosk.usage.aggregate",
+            "subject": r.customer,
+            "time": rfc3339(r.time_ms),
+            "datacontenttype": "application/json",
+            "data": {
+                "meter": r.meter,
+                "quantity": r.quantity,
+                "periodSeconds": sink.period_ms() / 1000,
+                "events": r.seqs.len(),
+            },
+        }),
+    }
+}
+
+fn webhook_record(sink: &SinkSettings, r: &Record<'_>) -> Value {
+    match r.event {
+        Some(e) => json!({
+            "id": r.id,
+            "customer": r.customer,
+            "meter": r.meter,
+            "quantity": r.quantity,
+            "at": rfc3339(r.time_ms),
+            "tenant": e.tenant,
+            "installation": e.installation,
+            "app": e.app,
+            "version": e.version,
+            "sku": e.sku,
+            "usageSource": e.source,
+        }),
+        None => json!({
+            "id": r.id,
+            "customer": r.customer,
+            "meter": r.meter,
+            "quantity": r.quantity,
+            "at": rfc3339(r.time_ms),
+            "periodSeconds": sink.period_ms() / 1000,
+            "events": r.seqs.len(),
+        }),
     }
 }
 
@@ -146,7 +232,7 @@ mod tests {
     #[test]
     fn each_kind_carries_id_customer_meter_and_quantity() {
         let e = event("report", "inst-1/report/w1");
-        let mapped = [Mapped { event: &e, customer: "cus_1", meter: "rows" }];
+        let mapped = [Record::of_event(&e, "cus_1", "rows")];
         let (bytes, content_type) = body(&settings("cloudevents"), &mapped);
         assert_eq!(content_type, "application/cloudevents-batch+json");
         let batch: Value = serde_json::from_slice(&bytes).unwrap();
@@ -169,6 +255,41 @@ mod tests {
         assert_eq!(record["meter"], "rows");
         assert_eq!(record["quantity"], 3);
         assert_eq!(record["installation"], "i");
+        let (bytes, content_type) = body(&settings("stripe"), &mapped);
+        assert_eq!(content_type, "application/x-www-form-urlencoded");
+        let form: std::collections::BTreeMap<String, String> =
+            form_urlencoded::parse(&bytes).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        assert_eq!(form["event_name"], "rows");
+        assert_eq!(form["identifier"], event_id(&e));
+        assert_eq!(form["timestamp"], "1700000000");
+        assert_eq!(form["payload[stripe_customer_id]"], "cus_1");
+        assert_eq!(form["payload[value]"], "3");
+    }
+
+    #[test]
+    fn an_aggregate_names_its_period() {
+        let mut aws = settings("aws-marketplace");
+        aws.product_code = Some("prod1".into());
+        let hour = 1_700_000_000_000 / 3_600_000 * 3_600_000;
+        let id = aggregate_id("cus_1", "rows", hour, 3_600_000);
+        assert_eq!(id, aggregate_id("cus_1", "rows", hour, 3_600_000), "the same every time");
+        assert_ne!(id, aggregate_id("cus_1", "rows", hour + 3_600_000, 3_600_000));
+        assert_ne!(id, aggregate_id("cus_1", "rows", hour, 60_000));
+        assert_ne!(aggregate_id("a/b", "c", hour, 60_000), aggregate_id("a", "b/c", hour, 60_000));
+        let record =
+            Record { id, customer: "cus_1", meter: "rows", quantity: 7, time_ms: hour, event: None, seqs: vec![1, 2] };
+        let (bytes, content_type) = body(&aws, std::slice::from_ref(&record));
+        assert_eq!(content_type, "application/x-amz-json-1.1");
+        let call: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(call["ProductCode"], "prod1");
+        assert_eq!(
+            call["UsageRecords"][0],
+            json!({"Timestamp": hour / 1000, "CustomerIdentifier": "cus_1", "Dimension": "rows", "Quantity": 7})
+        );
+        let (bytes, _) = body(&settings("cloudevents"), &[record]);
+        let event: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(event[0]["source"], "kiosk/sinks/om");
+        assert_eq!(event[0]["data"]["events"], 2);
     }
 
     #[test]
