@@ -47,11 +47,12 @@ fn config(dir: &Path, name: &str, database: &str, rx_port: u16, campaigns: bool)
          secret-file = \"{}\"\n",
         dir.join("signing-key").display()
     );
-    config_of(dir, name, database, &sink, campaigns)
+    config_of(dir, name, database, &sink, campaigns, 315_360_000)
 }
 
-/// The operator config of a replica whose sink is `sink` (its kind, endpoint and key).
-fn config_of(dir: &Path, name: &str, database: &str, sink: &str, campaigns: bool) -> std::path::PathBuf {
+/// The operator config of a replica whose sink is `sink` (its kind, endpoint and key), with
+/// usage windows (the report source) of `window` seconds.
+fn config_of(dir: &Path, name: &str, database: &str, sink: &str, campaigns: bool, window: u64) -> std::path::PathBuf {
     let port = common::registry::free_port();
     let path = dir.join(format!("{name}.toml"));
     let campaigns_rule =
@@ -67,7 +68,7 @@ operator-token = "{OPERATOR}"
 secrets-key = "{SECRETS_KEY}"
 
 [usage]
-window-seconds = 315360000
+window-seconds = {window}
 
 [egress.resolve]
 "billing.test" = ["127.0.0.1"]

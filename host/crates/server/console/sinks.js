@@ -13,11 +13,21 @@ function age(ms) {
   return s < 120 ? `${s} s ago` : s < 7200 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
 }
 
-/** One sink's state in words: caught up, behind, or failing (and why). */
+/** One sink's state in words: caught up, behind, lagging toward its receiver's
+ * deadline, or failing (and why). */
 function stateText(s) {
-  if (s.lastError) return `Failing (${s.attempts} attempts): ${s.lastError}`;
+  const late = s.lagging ? `Lagging: ${Math.round(s.lagSeconds)} s behind (alert at ${s.alertLagSeconds} s)` : null;
+  if (s.lastError) return `${late ? late + "; f" : "F"}ailing (${s.attempts} attempts): ${s.lastError}`;
+  if (late) return late;
   if (s.lagSeconds > 0) return `Behind by ${Math.round(s.lagSeconds)} s`;
   return "Caught up";
+}
+
+/** How the sink sends: a record per event, or per customer, meter and period. */
+function granularity(s) {
+  if (!s.aggregateSeconds) return `A record per event, ${s.batch} a request`;
+  const next = s.nextPeriodMs ? `; next period from ${new Date(s.nextPeriodMs).toISOString()}` : "";
+  return `Sums per customer, meter and ${s.aggregateSeconds} s, sent ${s.settleSeconds} s after the period ends, ${s.batch} a request${next}`;
 }
 
 export async function viewOperatorSinks(main, ui) {
@@ -32,6 +42,7 @@ export async function viewOperatorSinks(main, ui) {
       ["State", stateText(s)],
       ["Kind", s.kind],
       ["Endpoint", s.endpoint],
+      ["Records", granularity(s)],
       ["Events sent", String(s.sent)],
       ["Lag", `${s.lagSeconds} s`],
       ["Last success", age(s.lastSuccessMs)],
