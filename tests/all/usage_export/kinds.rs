@@ -202,6 +202,20 @@ async fn kind_suite(kind: Kind, database: String, replicas: usize) {
         assert_eq!((state["aggregateSeconds"].as_i64(), state["batch"].as_i64()), (Some(1), Some(25)), "{state}");
         assert!(state["nextPeriodMs"].as_i64().unwrap() > 0, "{state}");
     }
+
+    // SIGTERM: each replica gives its lease back as it stops, so another replica (or the
+    // next start) takes the sink over at once rather than after the lease.
+    for mut replica in round2 {
+        let pid = replica.child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(replica.child.wait().unwrap().success(), "a clean stop");
+    }
+    let lease: i64 = sqlx::query_scalar("SELECT lease_until FROM sink_cursors WHERE sink = $1")
+        .bind(SINK)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(lease, 0, "the lease was given back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

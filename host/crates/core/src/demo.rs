@@ -67,8 +67,10 @@ impl Kiosk {
         self.runtime.shut_down();
     }
 
-    /// Closes the database pool (after the server drained).
+    /// Gives the usage sinks' leases back and closes the database pool (after the server
+    /// drained).
     pub async fn close(&self) {
+        self.release_sinks().await;
         self.store.close().await;
     }
 }

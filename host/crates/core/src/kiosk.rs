@@ -36,6 +36,10 @@ pub struct Kiosk {
     loads: Arc<tokio::sync::Semaphore>,
     /// Registrations compiling and checking a component at once: one.
     registering: tokio::sync::Semaphore,
+    /// This process's name in leases it takes (usage sinks).
+    pub(crate) replica: Arc<str>,
+    /// The usage sinks' pushers, stopped at shutdown before their leases are given back.
+    pub(crate) pushers: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// Components compiled or read from the cache at once. wasmtime already compiles one
@@ -71,6 +75,8 @@ impl Kiosk {
             unrunnable: Mutex::default(),
             loads: Arc::new(tokio::sync::Semaphore::new(MAX_LOADS)),
             registering: tokio::sync::Semaphore::new(1),
+            replica: uuid::Uuid::new_v4().to_string().into(),
+            pushers: Mutex::default(),
         }
     }
 

@@ -73,7 +73,7 @@ fn activate(kiosk: &Kiosk) -> std::result::Result<Vec<Arc<Active>>, String> {
 /// Starts one pusher per configured sink, in every replica (leases decide who works).
 pub async fn spawn(kiosk: Arc<Kiosk>) -> anyhow::Result<()> {
     let sinks = activate(&kiosk).map_err(anyhow::Error::msg)?;
-    let replica: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    let replica = kiosk.replica.clone();
     for sink in sinks {
         let start = match sink.settings.start {
             SinkStart::Now => now_ms() as i64,
@@ -81,7 +81,8 @@ pub async fn spawn(kiosk: Arc<Kiosk>) -> anyhow::Result<()> {
         };
         kiosk.store.ensure_sink(&sink.settings.name, start).await?;
         let (kiosk, replica) = (kiosk.clone(), replica.clone());
-        tokio::spawn(async move {
+        let pushers = kiosk.clone();
+        let pusher = tokio::spawn(async move {
             let mut seen = kiosk.runtime.admission().tenant_calls().started;
             let mut gauged = tokio::time::Instant::now() - GAUGES;
             loop {
@@ -111,8 +112,25 @@ pub async fn spawn(kiosk: Arc<Kiosk>) -> anyhow::Result<()> {
                 tokio::time::sleep(TICK).await;
             }
         });
+        pushers.pushers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(pusher.abort_handle());
     }
     Ok(())
+}
+
+impl Kiosk {
+    /// Stops this replica's pushers and gives their leases back, so another replica takes
+    /// each sink over at once rather than after the lease (a push stopped mid-request is
+    /// sent again, under the same ids).
+    pub async fn release_sinks(&self) {
+        for pusher in self.pushers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
+            pusher.abort();
+        }
+        for sink in &self.config.sinks {
+            if let Err(e) = self.store.release_sink(&sink.name, &self.replica).await {
+                tracing::warn!(sink = %sink.name, error = %e, "a usage sink's lease could not be given back");
+            }
+        }
+    }
 }
 
 /// One push of `sink` if this replica holds (or takes) its lease; whether more is likely
