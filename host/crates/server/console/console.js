@@ -14,55 +14,14 @@
 import { changelogPanel, changelogText, iconImage, publisherView } from "./catalog.js";
 import { viewOperatorPrivateApps, viewOwnApps } from "./private.js";
 import { viewOperatorSinks } from "./sinks.js";
+import { h, put, scroller, nextId, when } from "./dom.js";
+import { viewUsage } from "./usage.js";
+import { useConsole, viewOperatorEgress, viewOperatorLimits, viewOperatorList, viewOperatorPartner } from "./operator.js";
+import { pointerToken, resolveRef, schemaForm } from "./forms.js";
 
 const TOKEN_KEY = "kiosk.console.token";
-const DAY_MS = 86_400_000;
 
-// --- DOM helpers ----------------------------------------------------------------------
-
-/** An element: `attrs` are attributes, except `text`, `on*` handlers and `dataset`. */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "text") el.textContent = String(value);
-    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else el.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === undefined || child === null || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return el;
-}
-
-/** Appends the children that are there: `Element.append(null)` would add the text "null". */
-function put(parent, ...children) {
-  parent.append(...children.flat().filter((c) => c !== undefined && c !== null && c !== false));
-}
-
-const svgNs = "http://www.w3.org/2000/svg";
-function s(tag, attrs = {}, ...children) {
-  const el = document.createElementNS(svgNs, tag);
-  for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
-  for (const child of children) el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  return el;
-}
-
-/** A region that scrolls sideways when its table is wide: focusable, so the keyboard
- * can scroll it, and named after what it holds. */
-function scroller(table, label) {
-  const name = label || table.querySelector("caption")?.textContent || "Table";
-  return h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": name }, table);
-}
-
-let uid = 0;
-const nextId = (prefix) => `${prefix}-${++uid}`;
-
-function when(ms) {
-  if (ms === undefined || ms === null) return "—";
-  return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
-}
+// --- Helpers (the DOM's are in dom.js) ------------------------------------------------
 
 // A status message lasts until the next navigation after the one it announced.
 let sayFresh = false;
@@ -160,239 +119,6 @@ function problemBox(err, heading = "h2") {
   return box;
 }
 
-// --- JSON Schema forms ----------------------------------------------------------------
-//
-// Renders the subset of JSON Schema (2020-12) app manifests use: objects (nested, as
-// fieldsets), strings (enum → select, writeOnly → password input never pre-filled,
-// email/uri formats), integers and numbers (min/max), booleans, arrays of scalars (one
-// per line), local $refs; anything else is edited as JSON. The server validates against
-// the full schema (the one validator): its problem's `errors` ("/pointer: violates
-// `keyword`") are shown at the fields they name.
-
-function resolveRef(root, schema, depth = 0) {
-  if (schema && typeof schema.$ref === "string" && schema.$ref.startsWith("#/") && depth < 16) {
-    let target = root;
-    for (const part of schema.$ref.slice(2).split("/")) target = target?.[part.replace(/~1/g, "/").replace(/~0/g, "~")];
-    if (!target || typeof target !== "object") return schema;
-    // Keywords beside a $ref (2020-12) apply too: `writeOnly`, `title`, `default`…
-    const { $ref: _ref, ...siblings } = schema;
-    return { ...resolveRef(root, target, depth + 1), ...siblings };
-  }
-  return schema || {};
-}
-
-const MAX_FORM_DEPTH = 8;
-const pointerToken = (key) => key.replace(/~/g, "~0").replace(/\//g, "~1");
-const typeOf = (schema) => (Array.isArray(schema.type) ? schema.type.find((t) => t !== "null") : schema.type)
-  || (schema.properties ? "object" : schema.enum ? "enum" : undefined);
-
-const plural = (n, one) => `${n} ${one}${n === 1 ? "" : "s"}`;
-
-function constraintsOf(schema) {
-  const out = [];
-  if (schema.minimum !== undefined) out.push(`at least ${schema.minimum}`);
-  if (schema.maximum !== undefined) out.push(`at most ${schema.maximum}`);
-  if (schema.minLength !== undefined) out.push(`at least ${plural(schema.minLength, "character")}`);
-  if (schema.maxLength !== undefined) out.push(`at most ${plural(schema.maxLength, "character")}`);
-  if (schema.maxItems !== undefined) out.push(`at most ${plural(schema.maxItems, "item")}`);
-  return out;
-}
-
-/** The server's "violates `keyword`" said with the field's own schema. */
-function explain(message, schema) {
-  const m = /^violates `(\w+)`$/.exec(message);
-  if (!m || !schema) return message;
-  const said = {
-    maximum: schema.maximum !== undefined && `must be at most ${schema.maximum}`,
-    minimum: schema.minimum !== undefined && `must be at least ${schema.minimum}`,
-    exclusiveMaximum: schema.exclusiveMaximum !== undefined && `must be below ${schema.exclusiveMaximum}`,
-    exclusiveMinimum: schema.exclusiveMinimum !== undefined && `must be above ${schema.exclusiveMinimum}`,
-    minLength: schema.minLength !== undefined && `must be at least ${plural(schema.minLength, "character")}`,
-    maxLength: schema.maxLength !== undefined && `must be at most ${plural(schema.maxLength, "character")}`,
-    maxItems: schema.maxItems !== undefined && `must have at most ${plural(schema.maxItems, "item")}`,
-    enum: Array.isArray(schema.enum) && `must be one of ${schema.enum.map((v) => JSON.stringify(v)).join(", ")}`,
-    type: schema.type && `must be ${Array.isArray(schema.type) ? schema.type.join(" or ") : schema.type === "integer" ? "a whole number" : `a ${schema.type}`}`,
-    pattern: "does not have the expected form",
-    format: schema.format && `must be a valid ${schema.format}`,
-  }[m[1]];
-  return said ? `${said} (${message})` : message;
-}
-
-const sentence = (text) => (/[.!?]$/.test(text) ? text : `${text}.`);
-
-/**
- * A form body for `schema`: { element, read(), showErrors(errors) → unplaced errors, clearErrors(), clearSecrets() }.
- * `value` pre-fills every field but secrets; `secretsSet` (JSON pointers) marks the
- * secrets that have a stored value (left empty, they keep it).
- */
-function schemaForm(schema, value, secretsSet = []) {
-  const root = schema || {};
-  const fields = new Map(); // pointer → { input, wrapper, errorParent, schema }
-  const secretInputs = [];
-
-  function field(sch, val, required, pointer, label, depth = 0) {
-    sch = resolveRef(root, sch);
-    // Deeper than any form a person fills in (and a schema that refers to itself):
-    // the rest is edited as JSON.
-    const type = depth > MAX_FORM_DEPTH ? undefined : typeOf(sch);
-    const title = sch.title || label;
-    if (type === "object" && sch.properties && !(sch.writeOnly === true)) {
-      const legend = h("legend", {}, title);
-      const descId = nextId("d");
-      const set = h("fieldset", { "data-pointer": pointer, "aria-describedby": sch.description ? descId : undefined }, legend);
-      if (sch.description) set.append(h("p", { id: descId, class: "hint", text: sch.description }));
-      const req = new Set(sch.required || []);
-      const inner = [];
-      // The API's JSON has sorted keys, so the schema's own order is lost: required
-      // fields first, then optional ones, nested groups last (each group alphabetical).
-      const rank = ([name, child]) => (req.has(name) ? 0 : 2) + (typeOf(resolveRef(root, child)) === "object" ? 1 : 0);
-      const entries = Object.entries(sch.properties).map((e, i) => /** @type {[[string, any], number]} */ ([e, i])).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([e]) => e);
-      for (const [name, child] of entries) {
-        const r = field(child, val && typeof val === "object" ? val[name] : undefined, req.has(name), `${pointer}/${pointerToken(name)}`, name, depth + 1);
-        set.append(r.element);
-        inner.push([name, r.read]);
-      }
-      fields.set(pointer, { input: set, wrapper: set, errorParent: set });
-      return {
-        element: set,
-        read() {
-          // Keys the form has no field for (`additionalProperties`, `patternProperties`)
-          // keep their current values: a configure replaces the whole configuration.
-          const out = {};
-          if (val && typeof val === "object" && !Array.isArray(val)) {
-            for (const [k, v] of Object.entries(val)) if (!(k in sch.properties)) out[k] = v;
-          }
-          for (const [name, read] of inner) {
-            const v = read();
-            if (v !== undefined) out[name] = v;
-          }
-          return Object.keys(out).length || required ? out : undefined;
-        },
-      };
-    }
-    const id = nextId("f");
-    const hintId = `${id}-hint`;
-    const wrapper = h("div", { class: "field", "data-pointer": pointer });
-    const labelEl = h("label", { for: id }, title, required ? h("span", { class: "req", text: " (required)" }) : null);
-    const limits = constraintsOf(sch);
-    const hints = [sch.description && sentence(sch.description), limits.length && `Allowed: ${limits.join(", ")}.`].filter(Boolean);
-    const secret = sch.writeOnly === true;
-    const isSet = secret && secretsSet.includes(pointer);
-    if (secret) hints.push(isSet ? "Secret: set. Leave empty to keep it." : "Secret: stored encrypted, never shown again.");
-    const described = hints.length ? hintId : undefined;
-    let input;
-    let read;
-    const initial = val !== undefined ? val : sch.default;
-    if (secret) {
-      // A secret of any type is typed, never chosen or pre-filled, and sent only when
-      // typed (left empty, the stored value stays).
-      input = h("input", {
-        id, name: pointer, type: "password", "aria-describedby": described, required: (required && !isSet) || undefined,
-        minlength: sch.minLength, maxlength: sch.maxLength, autocomplete: "new-password", spellcheck: "false",
-        placeholder: isSet ? "•••••• (set)" : undefined,
-      });
-      secretInputs.push(input);
-      read = () => {
-        if (input.value === "") return undefined;
-        if (type === "string" || type === undefined) return input.value;
-        try { return JSON.parse(input.value); } catch { return input.value; }
-      };
-    } else if (Array.isArray(sch.enum) || (type === "string" && Array.isArray(sch.oneOf) && sch.oneOf.every((o) => "const" in o))) {
-      const options = Array.isArray(sch.enum) ? sch.enum.map((v) => [v, String(v)]) : sch.oneOf.map((o) => [o.const, o.title || String(o.const)]);
-      input = h("select", { id, name: pointer, "aria-describedby": described, required: required || undefined });
-      if (!required || initial === undefined) input.append(h("option", { value: "", text: required ? "Choose…" : "(not set)" }));
-      options.forEach(([v, text], i) => input.append(h("option", { value: String(i), text, selected: initial !== undefined && JSON.stringify(initial) === JSON.stringify(v) })));
-      read = () => (input.value === "" ? undefined : options[Number(input.value)][0]);
-    } else if (type === "boolean") {
-      input = h("input", { id, name: pointer, type: "checkbox", "aria-describedby": described, checked: initial === true });
-      wrapper.classList.add("check");
-      read = () => input.checked;
-    } else if (type === "integer" || type === "number") {
-      // A text input (with a numeric keyboard): whatever is typed reaches the server,
-      // which names a non-number at the field; a number input would drop it silently.
-      input = h("input", {
-        id, name: pointer, type: "text", inputmode: type === "integer" ? "numeric" : "decimal",
-        value: typeof initial === "number" ? String(initial) : undefined, autocomplete: "off", spellcheck: "false",
-        "aria-describedby": described, required: required || undefined,
-      });
-      read = () => {
-        const text = input.value.trim();
-        if (text === "") return undefined;
-        const n = Number(text);
-        return Number.isFinite(n) ? n : text; // the server names a non-number
-      };
-    } else if (type === "string") {
-      const kind = sch.format === "email" ? "email" : sch.format === "uri" ? "url" : "text";
-      input = h("input", {
-        id, name: pointer, type: kind, "aria-describedby": described, required: required || undefined,
-        minlength: sch.minLength, maxlength: sch.maxLength, autocomplete: "off", spellcheck: "false",
-      });
-      if (typeof initial === "string") input.value = initial;
-      read = () => (input.value === "" ? undefined : input.value);
-    } else if (type === "array" && ["string", "integer", "number"].includes(typeOf(resolveRef(root, sch.items || {})))) {
-      const itemType = typeOf(resolveRef(root, sch.items));
-      hints.unshift("One per line.");
-      input = h("textarea", { id, name: pointer, rows: "4", "aria-describedby": hintId, spellcheck: "false" });
-      if (Array.isArray(initial)) input.value = initial.join("\n");
-      read = () => {
-        const lines = input.value.split("\n").map((l) => l.trim()).filter(Boolean);
-        if (!lines.length && !required && initial === undefined) return undefined;
-        return itemType === "string" ? lines : lines.map((l) => (Number.isFinite(Number(l)) ? Number(l) : l));
-      };
-    } else {
-      hints.unshift("JSON value.");
-      input = h("textarea", { id, name: pointer, rows: "4", "aria-describedby": hintId, spellcheck: "false" });
-      if (initial !== undefined) input.value = JSON.stringify(initial, null, 2);
-      read = () => {
-        if (input.value.trim() === "") return undefined;
-        try { return JSON.parse(input.value); } catch { return input.value; }
-      };
-    }
-    wrapper.append(labelEl, input);
-    if (hints.length) wrapper.append(h("p", { id: hintId, class: "hint", text: hints.join(" ") }));
-    fields.set(pointer, { input, wrapper, errorParent: wrapper, schema: sch });
-    return { element: wrapper, read };
-  }
-
-  const top = field(root, value, true, "", "Configuration");
-  return {
-    element: top.element,
-    read: () => top.read() || {},
-    clearErrors() {
-      for (const { input, errorParent } of fields.values()) {
-        input.removeAttribute("aria-invalid");
-        const desc = (input.getAttribute("aria-describedby") || "").split(" ").filter((d) => d && !d.endsWith("-err"));
-        if (desc.length) input.setAttribute("aria-describedby", desc.join(" ")); else input.removeAttribute("aria-describedby");
-        errorParent.querySelectorAll(":scope > .error").forEach((e) => e.remove());
-      }
-    },
-    /** Shows each "/pointer: message" at its field; returns the ones no field shows. */
-    showErrors(errors) {
-      const unplaced = [];
-      let first = null;
-      for (const e of errors || []) {
-        const at = e.lastIndexOf(": ");
-        let pointer = at >= 0 ? e.slice(0, at) : "";
-        const message = at >= 0 ? e.slice(at + 2) : e;
-        // An error inside a value the form edits whole (an array item, a JSON field) is
-        // shown at that field: the nearest pointer with one.
-        while (pointer && !fields.has(pointer)) pointer = pointer.slice(0, Math.max(0, pointer.lastIndexOf("/")));
-        const target = fields.get(pointer);
-        if (!target || pointer === "") { unplaced.push(e); continue; }
-        const errId = `${nextId("e")}-err`;
-        target.errorParent.append(h("p", { id: errId, class: "error", text: explain(message, target.schema) }));
-        target.input.setAttribute("aria-invalid", "true");
-        const desc = (target.input.getAttribute("aria-describedby") || "").split(" ").filter(Boolean);
-        target.input.setAttribute("aria-describedby", [...desc, errId].join(" "));
-        if (!first) first = target.input;
-      }
-      const focusable = first?.matches?.("fieldset") ? first.querySelector("input, select, textarea") : first;
-      if (focusable) focusable.focus();
-      return unplaced;
-    },
-    clearSecrets() { for (const input of secretInputs) input.value = ""; },
-  };
-}
 
 // --- chrome: sign-in, navigation -------------------------------------------------------
 
@@ -857,85 +583,6 @@ async function showLogs(container, path) {
       h("td", { text: when(l.atMs) }), h("td", { text: l.level }), h("td", { text: l.operation }), h("td", { text: l.message })))))));
 }
 
-// --- usage, as a chart and a table ------------------------------------------------------
-
-const PALETTE = ["#0b4f9c", "#c2410c", "#15803d", "#7e22ce", "#a16207", "#be123c", "#0e7490", "#4d4d4d"];
-
-async function viewUsage(main, path, heading) {
-  setTitle(heading);
-  const to = Math.floor(Date.now() / DAY_MS) * DAY_MS + DAY_MS;
-  const from = to - 30 * DAY_MS;
-  const report = await api("GET", `${path}?granularity=day&fromMs=${from}&toMs=${to}`);
-  put(main, h("h1", { text: heading }), h("p", { class: "muted", text: `Per SKU per day, ${when(from).slice(0, 10)} to ${when(to - DAY_MS).slice(0, 10)} (UTC).` }));
-  put(main, usageChart(report.usage, from, to));
-}
-
-function usageChart(records, from, to) {
-  const wrap = h("div", { class: "chart" });
-  if (!records.length) {
-    wrap.append(h("p", { text: "No usage in this period." }));
-    return wrap;
-  }
-  const series = [...new Set(records.map((r) => `${r.app} ${r.sku}`))].sort();
-  // Every day of the period on the axis, used or not; the table lists the days with usage.
-  const days = [];
-  for (let d = from; d < to; d += DAY_MS) days.push(d);
-  const used = [...new Set(records.map((r) => r.periodStartMs))].sort((a, b) => a - b);
-  // A partner's or the operator's read has one record per tenant: summed per day and SKU.
-  // (Quantities beyond 2^53 lose precision here; the chart only needs their size.)
-  const qty = new Map();
-  for (const r of records) {
-    const key = `${r.periodStartMs}|${r.app} ${r.sku}`;
-    qty.set(key, (qty.get(key) || 0) + Number(r.quantity));
-  }
-  const max = Math.max(1, ...qty.values());
-  const W = 720, H = 260, left = 56, bottom = 40, top = 12;
-  const groupW = (W - left - 8) / days.length;
-  const barW = Math.max(2, Math.min(28, (groupW - 6) / series.length));
-  const titleId = nextId("chart-title");
-  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": titleId, width: W, height: H });
-  svg.append(s("title", { id: titleId }, `Usage per SKU per day: ${series.length} series over ${days.length} days, ${used.length} with usage, largest ${max}`));
-  const y = (v) => H - bottom - (Number(v) / max) * (H - bottom - top);
-  svg.append(s("line", { x1: left, y1: H - bottom, x2: W - 4, y2: H - bottom, stroke: "#333" }));
-  for (const tick of [0, max / 2, max]) {
-    svg.append(s("text", { x: left - 6, y: y(tick) + 4, "text-anchor": "end", "font-size": 11, fill: "#333" }, formatQty(tick)));
-  }
-  days.forEach((day, d) => {
-    const x0 = left + d * groupW + 3;
-    series.forEach((name, i) => {
-      const v = qty.get(`${day}|${name}`) || 0;
-      if (!v) return;
-      const rect = s("rect", { x: x0 + i * barW, y: y(v), width: barW - 1, height: Math.max(1, H - bottom - y(v)), fill: PALETTE[i % PALETTE.length] });
-      rect.append(s("title", {}, `${when(day).slice(0, 10)} ${name}: ${v}`));
-      svg.append(rect);
-    });
-    if (d % 5 === 4 || d === days.length - 1) {
-      svg.append(s("text", { x: x0 + (series.length * barW) / 2, y: H - bottom + 16, "text-anchor": "middle", "font-size": 11, fill: "#333" }, when(day).slice(5, 10)));
-    }
-  });
-  // Swatches are SVG (a fill attribute): the CSP allows no inline style.
-  const swatch = (color) => {
-    const sw = s("svg", { width: 14, height: 14, viewBox: "0 0 14 14", class: "swatch", "aria-hidden": "true" });
-    sw.append(s("rect", { x: 0.5, y: 0.5, width: 13, height: 13, fill: color, stroke: "#333" }));
-    return sw;
-  };
-  wrap.append(svg, h("ul", { class: "legend", "aria-label": "Series" }, series.map((name, i) =>
-    h("li", {}, swatch(PALETTE[i % PALETTE.length]), name))));
-  wrap.append(scroller(h("table", {},
-    h("caption", { text: "Usage per day" }),
-    h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Day (UTC)" }), series.map((n) => h("th", { scope: "col", class: "num", text: n })))),
-    h("tbody", {}, used.map((day) => h("tr", {}, h("th", { scope: "row", text: when(day).slice(0, 10) }),
-      series.map((n) => h("td", { class: "num", text: String(qty.get(`${day}|${n}`) || 0) }))))))));
-  return wrap;
-}
-
-function formatQty(v) {
-  if (v >= 1e9) return `${(v / 1e9).toFixed(1)}G`;
-  if (v >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
-  if (v >= 1e3) return `${(v / 1e3).toFixed(1)}k`;
-  return String(Math.round(v));
-}
-
 // --- partner ----------------------------------------------------------------------------
 
 async function viewPartnerApps(main) {
@@ -1001,16 +648,6 @@ function showPartnerApps(list, apps) {
 
 // --- operator ---------------------------------------------------------------------------
 
-const OPERATOR_LISTS = {
-  partners: ["Partners", "/v1/partners", ["name", "display", "disabled", "apps", "certificates", "createdMs"]],
-  tenants: ["Tenants", "/v1/tenants", ["id", "display", "suspended", "installations", "kvBytes", "createdMs"]],
-  tokens: ["Tokens", "/v1/tokens", ["id", "role", "scope", "label", "createdMs", "expiresMs", "revoked", "expired"]],
-  registries: ["Registries", "/v1/registries", null],
-  entitlements: ["Entitlements", "/v1/entitlements", null],
-  installations: ["Installations", "/v1/installations", null],
-  audit: ["Audit", "/v1/audit", ["id", "atMs", "actor", "action", "target", "detail"]],
-};
-
 function cell(key, value) {
   if (value === null || value === undefined) return "—";
   if (/Ms$|_ms$/.test(key) && typeof value === "number") return when(value);
@@ -1052,127 +689,11 @@ function actionButton(text, act, out) {
   return button;
 }
 
-async function viewOperatorList(main, m, query) {
-  const [title, path, columns] = OPERATOR_LISTS[m[1]];
-  setTitle(title);
-  const after = query.get("after");
-  const r = await api("GET", `${path}${after ? `?after=${enc(after)}` : ""}`);
-  const items = Array.isArray(r) ? r : r.items;
-  put(main, h("h1", { text: title }));
-  if (m[1] === "tenants") put(main, createTenantForm());
-  if (m[1] === "tokens") put(main, createTokenForm());
-  const link = m[1] === "partners" ? (p) => `#/operator/partners/${enc(p.name)}` : null;
-  const out = h("div");
-  const actions = m[1] === "tokens"
-    ? (tok) => (tok.revoked ? [] : [actionButton(`Revoke ${tok.id}`, () => api("DELETE", `/v1/tokens/${enc(tok.id)}`), out)])
-    : null;
-  put(main, out, items.length ? dataTable(items, columns, `${items.length} shown`, link, actions) : h("p", { text: "None." }));
-  if (r.next) put(main, h("p", {}, h("a", { href: `#/operator/${m[1]}?after=${enc(r.next)}`, text: "Next page" })));
-}
-
-async function viewOperatorPartner(main, m) {
-  const name = decodeURIComponent(m[1]);
-  const [partner, certs, versions] = await Promise.all([
-    api("GET", `/v1/partners/${enc(name)}`),
-    api("GET", `/v1/partners/${enc(name)}/certificates`),
-    api("GET", "/v1/versions?limit=1000"),
-  ]);
-  const theirs = versions.items.filter((v) => v.app.startsWith(`${name}/`));
-  const out = h("div");
-  const verb = (v, action) => () => api("POST", `/v1/apps/${appPath(v.app)}/versions/${enc(v.version)}/${action}`);
-  const versionActions = (v) => [
-    actionButton(`${v.yanked ? "Unyank" : "Yank"} ${v.app} ${v.version}`, verb(v, v.yanked ? "unyank" : "yank"), out),
-    actionButton(`${v.quarantined ? "Release" : "Quarantine"} ${v.app} ${v.version}`, verb(v, v.quarantined ? "release" : "quarantine"), out),
-  ];
-  setTitle(`Partner ${name}`);
-  put(main, h("h1", { text: `${partner.display} (${partner.name})` }),
-    h("p", { text: partner.disabled ? "Disabled: registers nothing; its apps are hidden and do not run." : "Enabled." }),
-    h("h2", { text: "Certificates" }),
-    certs.items.length ? dataTable(certs.items, null) : h("p", { text: "No certificate registered over the API." }),
-    h("h2", { text: "Versions" }), out,
-    theirs.length ? dataTable(theirs, ["app", "version", "yanked", "quarantined", "quarantineReason", "signer", "createdMs"], null, null, versionActions) : h("p", { text: "None." }),
-    versions.next ? h("p", { class: "muted", text: "Of the first 1,000 versions registered; `kiosk admin versions list` lists them all." }) : null);
-}
-
-async function viewOperatorLimits(main) {
-  setTitle("Limits");
-  const [overview, apps, tenants] = await Promise.all([api("GET", "/v1/limits"), api("GET", "/v1/limits/apps"), api("GET", "/v1/limits/tenants")]);
-  put(main, h("h1", { text: "Limits" }), h("h2", { text: "In effect" }), h("pre", { text: JSON.stringify(overview, null, 2) }),
-    h("h2", { text: "Per app" }), apps.items.length ? dataTable(apps.items, null) : h("p", { text: "No app override." }),
-    h("h2", { text: "Per tenant" }), tenants.items.length ? dataTable(tenants.items, null) : h("p", { text: "No tenant override." }));
-}
-
-async function viewOperatorEgress(main) {
-  setTitle("Egress");
-  const policy = await api("GET", "/v1/egress");
-  const layers = [policy.everyPartner ? { partner: "every partner", ...policy.everyPartner } : null, ...policy.partners].filter(Boolean);
-  const shown = layers.map((l) => ({ partner: l.partner, enabled: l.enabled ? "on" : "off", deny: l.deny.join(", ") || "none", updatedMs: l.updatedMs }));
-  put(main, h("h1", { text: "Egress" }),
-    h("p", { text: "Where apps' outbound requests may go. The config file's [egress] decides first (it alone opens private addresses or plain HTTP); the policies below only narrow it, from each app's next call." }),
-    h("h2", { text: "The config file's [egress]" }), h("pre", { text: JSON.stringify(policy.config, null, 2) }),
-    h("h2", { text: "Set over the API" }),
-    shown.length ? dataTable(shown, ["partner", "enabled", "deny", "updatedMs"]) : h("p", { text: "No policy set over the API." }),
-    simpleForm("Set a policy", [
-      { name: "partner", label: "Partner (empty: every partner)" },
-      { name: "enabled", label: "Outbound requests", options: ["on", "off"] },
-      { name: "deny", label: "Hosts denied (comma-separated; *.example.com for a domain)" },
-    ], "Save policy", async (v) => {
-      const deny = (v.deny || "").split(",").map((x) => x.trim()).filter(Boolean);
-      const path = v.partner ? `/v1/egress/partners/${enc(v.partner)}` : "/v1/egress";
-      await api("PUT", path, { enabled: v.enabled === "on", deny });
-      return h("p", { class: "done", role: "status", text: `Egress policy saved for ${v.partner || "every partner"}. Reload to see it listed.` });
-    }));
-}
-
-function simpleForm(heading, fields, submit, onDone) {
-  const out = h("div");
-  const inputs = {};
-  const form = h("form", { novalidate: true }, h("h2", { text: heading }));
-  for (const f of fields) {
-    const id = nextId(f.name);
-    const input = f.options
-      ? h("select", { id, name: f.name }, f.options.map((o) => h("option", { value: o, text: o })))
-      : h("input", { id, name: f.name, type: "text", autocomplete: "off", spellcheck: "false", required: f.required || undefined });
-    inputs[f.name] = input;
-    form.append(h("div", { class: "field" }, h("label", { for: id }, f.label, f.required ? h("span", { class: "req", text: " (required)" }) : null), input));
-  }
-  form.append(h("div", { class: "actions" }, h("button", { type: "submit", text: submit })), out);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    out.replaceChildren();
-    try {
-      const values = Object.fromEntries(Object.entries(inputs).map(([k, i]) => [k, i.value.trim() || null]));
-      out.append(await onDone(values));
-    } catch (err) {
-      out.append(problemBox(err, "h3"));
-    }
-  });
-  return h("section", { class: "panel" }, form);
-}
-
-function createTenantForm() {
-  return simpleForm("Create a tenant", [{ name: "id", label: "Tenant id", required: true }, { name: "display", label: "Display name" }], "Create tenant",
-    async (v) => {
-      const r = await api("POST", "/v1/tenants", { id: v.id, display: v.display });
-      return h("p", { class: "done", role: "status", text: `Created tenant ${r.id ?? v.id}. Reload to see it listed.` });
-    });
-}
-
-function createTokenForm() {
-  return simpleForm("Issue a token", [{ name: "role", label: "Role", options: ["tenant", "partner", "operator"] }, { name: "scope", label: "Tenant id or partner name" }, { name: "label", label: "Label" }], "Issue token",
-    async (v) => {
-      const r = await api("POST", "/v1/tokens", { role: v.role, scope: v.role === "operator" ? null : v.scope, label: v.label });
-      const id = nextId("secret");
-      return h("div", { class: "done", role: "status" },
-        h("p", { text: `Token ${r.id} (${r.role}${r.scope ? ` ${r.scope}` : ""}). Its secret is shown this once:` }),
-        h("label", { for: id, text: "Token secret" }), h("input", { id, type: "text", readonly: true, value: r.token, size: 60 }));
-    });
-}
-
 // --- routing ----------------------------------------------------------------------------
 
 /** The helpers the pages of other modules (private.js) build with. */
 const ui = { h, put, api, enc, appPath, nextId, setTitle, dataTable, actionButton, problemBox, ProblemError, state };
+useConsole(ui);
 
 /** @type {Array<[RegExp, ?string, Function]>} */
 const ROUTES = [
@@ -1181,15 +702,15 @@ const ROUTES = [
   [/^#\/own-apps$/, "tenant", (main) => viewOwnApps(main, ui)],
   [/^#\/installations$/, "tenant", viewInstallations],
   [/^#\/installations\/([^/]+)$/, "tenant", viewInstallation],
-  [/^#\/usage$/, "tenant", (main) => viewUsage(main, `/v1/tenants/${enc(state.who.scope)}/usage`, "Usage")],
+  [/^#\/usage$/, "tenant", (main) => viewUsage(main, `/v1/tenants/${enc(state.who.scope)}/usage`, "Usage", ui)],
   [/^#\/partner\/apps$/, "partner", viewPartnerApps],
-  [/^#\/partner\/usage$/, "partner", (main) => viewUsage(main, `/v1/partners/${enc(state.who.scope)}/usage`, "Usage of our apps")],
+  [/^#\/partner\/usage$/, "partner", (main) => viewUsage(main, `/v1/partners/${enc(state.who.scope)}/usage`, "Usage of our apps", ui)],
   [/^#\/operator\/(partners|tenants|tokens|registries|entitlements|installations|audit)$/, "operator", viewOperatorList],
   [/^#\/operator\/partners\/([a-z0-9-]+)$/, "operator", viewOperatorPartner],
   [/^#\/operator\/limits$/, "operator", viewOperatorLimits],
   [/^#\/operator\/egress$/, "operator", viewOperatorEgress],
   [/^#\/operator\/private-apps$/, "operator", (main) => viewOperatorPrivateApps(main, ui)],
-  [/^#\/operator\/usage$/, "operator", (main) => viewUsage(main, "/v1/usage", "Usage")],
+  [/^#\/operator\/usage$/, "operator", (main) => viewUsage(main, "/v1/usage", "Usage", ui)],
   [/^#\/operator\/sinks$/, "operator", (main) => viewOperatorSinks(main, ui)],
 ];
 

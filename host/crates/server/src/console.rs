@@ -51,6 +51,10 @@ const SCRIPT: &str = include_str!("../console/console.js");
 const CATALOG_SCRIPT: &str = include_str!("../console/catalog.js");
 const PRIVATE_SCRIPT: &str = include_str!("../console/private.js");
 const SINKS_SCRIPT: &str = include_str!("../console/sinks.js");
+const DOM_SCRIPT: &str = include_str!("../console/dom.js");
+const FORMS_SCRIPT: &str = include_str!("../console/forms.js");
+const USAGE_SCRIPT: &str = include_str!("../console/usage.js");
+const OPERATOR_SCRIPT: &str = include_str!("../console/operator.js");
 const STYLE: &str = include_str!("../console/console.css");
 
 /// This origin's script, style and API; nothing inline, nothing framed, no form posts
@@ -71,6 +75,10 @@ pub(super) fn pages() -> Router<Shared> {
         .route("/console/catalog.js", get(|| async { asset("text/javascript; charset=utf-8", CATALOG_SCRIPT) }))
         .route("/console/private.js", get(|| async { asset("text/javascript; charset=utf-8", PRIVATE_SCRIPT) }))
         .route("/console/sinks.js", get(|| async { asset("text/javascript; charset=utf-8", SINKS_SCRIPT) }))
+        .route("/console/dom.js", get(|| async { asset("text/javascript; charset=utf-8", DOM_SCRIPT) }))
+        .route("/console/forms.js", get(|| async { asset("text/javascript; charset=utf-8", FORMS_SCRIPT) }))
+        .route("/console/usage.js", get(|| async { asset("text/javascript; charset=utf-8", USAGE_SCRIPT) }))
+        .route("/console/operator.js", get(|| async { asset("text/javascript; charset=utf-8", OPERATOR_SCRIPT) }))
         .route("/console/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
 }
 
