@@ -239,3 +239,14 @@ async fn usage_reaches_aws_batch_meter_usage_with_two_replicas_on_postgresql() {
 async fn usage_reaches_a_webhook_exactly_once_with_two_replicas_on_postgresql() {
     kind_suite(Kind::Webhook, common::fresh_postgres_database().await, 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_reaches_stripe_meter_events_with_two_replicas_on_postgresql() {
+    kind_suite(Kind::Stripe, common::fresh_postgres_database().await, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_reaches_a_webhook_exactly_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    kind_suite(Kind::Webhook, format!("sqlite://{}", dir.path().join("k.db").display()), 1).await;
+}

@@ -7,6 +7,7 @@
 //! the end the receiver holds every event of the ledger exactly once by its id, each
 //! resend identical to the first, on SQLite and on PostgreSQL with two replicas.
 
+mod api;
 mod kinds;
 mod receiver;
 

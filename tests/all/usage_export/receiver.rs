@@ -336,16 +336,33 @@ pub(crate) async fn start(name: &str, key: &[u8]) -> Receiver {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
     let inbox = Arc::new(Inbox::default());
-    let shared = Arc::new(Shared { inbox: inbox.clone(), key: key.to_vec(), product: "kioskprod1".into() });
-    let app = axum::Router::new()
-        .route("/api/v1/events", post(ingest))
-        .route("/hooks/usage", post(webhook))
-        .route("/v1/billing/meter_events", post(stripe))
-        .route("/", post(aws))
-        .with_state(shared);
+    let app = routes(inbox.clone(), key);
     let listener = TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) };
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     Receiver { port, ca_pem: ca.pem(), inbox }
+}
+
+fn routes(inbox: Arc<Inbox>, key: &[u8]) -> axum::Router {
+    let shared = Arc::new(Shared { inbox, key: key.to_vec(), product: "kioskprod1".into() });
+    axum::Router::new()
+        .route("/api/v1/events", post(ingest))
+        .route("/hooks/usage", post(webhook))
+        .route("/v1/billing/meter_events", post(stripe))
+        .route("/", post(aws))
+        .with_state(shared)
+}
+
+/// The same receivers over plain HTTP (a sink set through the API trusts the web's roots
+/// only; `http = true` reaches this one).
+pub(crate) async fn start_plain(key: &[u8]) -> Receiver {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let inbox = Arc::new(Inbox::default());
+    let app = routes(inbox.clone(), key);
+    tokio::spawn(async move {
+        let _ = axum::serve(tcp, app).await;
+    });
+    Receiver { port, ca_pem: String::new(), inbox }
 }

@@ -44,6 +44,32 @@ pub struct OperatorConfig {
     /// Where usage is pushed (billing systems), each with its mapping.
     #[serde(default)]
     pub sinks: Vec<crate::export::settings::SinkSettings>,
+    #[serde(default)]
+    pub export: ExportSettings,
+}
+
+/// `[export]`: what sinks set through the API may do.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExportSettings {
+    /// Hosts (`billing.example`, or `*.example` for its subdomains) the endpoint of a sink
+    /// set through the API may name. None by default: a stolen operator token cannot send
+    /// the ledger anywhere the operator did not name in the file.
+    pub api_hosts: Vec<String>,
+}
+
+impl ExportSettings {
+    /// Whether a sink set through the API may send to `host`.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.api_hosts.iter().any(|allowed| {
+            let allowed = allowed.to_ascii_lowercase();
+            match allowed.strip_prefix("*.") {
+                Some(parent) => host.strip_suffix(parent).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => host == allowed,
+            }
+        })
+    }
 }
 
 /// `[logs]`: how much of each installation's log the database keeps (the bytes kept

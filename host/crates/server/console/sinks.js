@@ -2,8 +2,8 @@
 // sends, how far it is (lag, last success, last error, retries) and its parked events
 // with their reasons; re-drive parked events. Imported by console.js, which hands it
 // its helpers (`ui`); like it, nothing fetched but this server's API, and text from the
-// API only ever set as text. Sinks are configured in the config file; their signing
-// keys never reach the API.
+// API only ever set as text. Sinks are set in the config file or through the API; their
+// keys never come back from the API.
 // @ts-check
 
 /** "3 s ago" style age of a time in ms since the epoch; "never" when absent. */
@@ -41,6 +41,7 @@ export async function viewOperatorSinks(main, ui) {
     const rows = [
       ["State", stateText(s)],
       ["Kind", s.kind],
+      ["Set in", s.source === "api" ? "the API (PUT /v1/sinks/…)" : "the config file ([[sinks]])"],
       ["Endpoint", s.endpoint],
       ["Records", granularity(s)],
       ["Events sent", String(s.sent)],

@@ -245,16 +245,22 @@ where
         if let Some(problem) = find_nul(&value, &mut String::new()) {
             return Err(problem);
         }
-        serde_path_to_error::deserialize(value).map(Json).map_err(|e| {
-            let mut field = serde_pointer(e.path());
-            if let Some(name) = member_named(&e.inner().to_string()) {
-                field = format!("{field}/{}", pointer_token(name));
-            }
-            let detail = format!("{}: {}", display_pointer(&field), e.inner());
-            let problem = ApiError::new(StatusCode::BAD_REQUEST, "malformed-json", detail);
-            if field.is_empty() { problem } else { problem.field(field) }
-        })
+        typed(value).map(Json)
     }
+}
+
+/// `value` read as a `T` (a body read as JSON first, e.g. to check the caller before its
+/// shape): an error is a 400 `malformed-json` naming the JSON pointer at fault.
+pub fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut field = serde_pointer(e.path());
+        if let Some(name) = member_named(&e.inner().to_string()) {
+            field = format!("{field}/{}", pointer_token(name));
+        }
+        let detail = format!("{}: {}", display_pointer(&field), e.inner());
+        let problem = ApiError::new(StatusCode::BAD_REQUEST, "malformed-json", detail);
+        if field.is_empty() { problem } else { problem.field(field) }
+    })
 }
 
 /// Largest request body (the router's `DefaultBodyLimit`).

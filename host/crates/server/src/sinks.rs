@@ -1,7 +1,7 @@
 //! Usage sinks (issue 29), the operator's: each configured sink with its lag, last
 //! success and parked events; re-driving parked events after a mapping fix; replaying a
-//! sink from a point in time. Sinks are configured in the config file (`[[sinks]]`);
-//! their signing keys are never shown.
+//! sink from a point in time. Sinks are set in the config file (`[[sinks]]`) or here
+//! (`PUT`, `DELETE`); their keys are never shown.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,7 +19,7 @@ use kiosk_core::records::Parked;
 pub(super) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(list_sinks))
-        .routes(routes!(get_sink))
+        .routes(routes!(get_sink, put_sink, delete_sink))
         .routes(routes!(sink_parked))
         .routes(routes!(redrive))
         .routes(routes!(replay))
@@ -30,6 +30,8 @@ pub(super) fn routes() -> OpenApiRouter<Shared> {
 #[serde(rename_all = "camelCase")]
 struct SinkBody {
     name: String,
+    /// `config` (the config file's `[[sinks]]`: changed there) or `api` (`PUT`).
+    source: String,
     /// `cloudevents`, `webhook`, `stripe` or `aws-marketplace`.
     kind: String,
     /// Where batches are POSTed.
@@ -77,6 +79,7 @@ struct SinkBody {
 fn view(v: SinkView) -> SinkBody {
     SinkBody {
         name: v.settings.name.clone(),
+        source: v.source.as_str().to_string(),
         kind: v.settings.kind.as_str().to_string(),
         endpoint: v.settings.endpoint.clone(),
         mapped_tenants: v.settings.customers.len(),
@@ -160,6 +163,170 @@ struct ReplayRequest {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ReplayBody {
     cursor: String,
+}
+
+/// What a billing system speaks.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+enum SinkKindBody {
+    Cloudevents,
+    Webhook,
+    Stripe,
+    AwsMarketplace,
+}
+
+/// Where a new sink starts: with usage from now on, or the whole ledger.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+enum SinkStartBody {
+    Now,
+    Beginning,
+}
+
+/// A SKU's name in the billing system (a rule naming the app wins).
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MeterRuleBody {
+    #[schema(max_length = 200)]
+    app: Option<String>,
+    #[schema(max_length = 128)]
+    sku: String,
+    #[schema(max_length = 256)]
+    meter: String,
+}
+
+/// A sink set through the API: the settings of the config file's `[[sinks]]` (camelCase
+/// here), and its key. Absent settings take their defaults.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SinkRequest {
+    kind: SinkKindBody,
+    /// `https://host[:port]/path` (plain `http` only with `http`).
+    #[schema(max_length = 2048)]
+    endpoint: String,
+    http: Option<bool>,
+    /// The endpoint may resolve to loopback, private or link-local addresses.
+    private_addresses: Option<bool>,
+    /// The HMAC-SHA256 key of `Kiosk-Signature` (Stripe: the secret key). Needed to create
+    /// a sink; absent on a replace, the stored key is kept. Never shown again.
+    #[schema(write_only, min_length = 16, max_length = 1024)]
+    secret: Option<String>,
+    /// Tenant id → the billing system's customer id.
+    customers: Option<std::collections::BTreeMap<String, String>>,
+    tenant_is_customer: Option<bool>,
+    meters: Option<Vec<MeterRuleBody>>,
+    sku_is_meter: Option<bool>,
+    start: Option<SinkStartBody>,
+    #[schema(minimum = 1, maximum = 10000)]
+    batch: Option<u32>,
+    #[schema(minimum = 1, maximum = 300)]
+    timeout_seconds: Option<u64>,
+    /// `0`: a record per event; else a divisor of 3600: sums per customer, meter and period.
+    #[schema(minimum = 0, maximum = 3600)]
+    aggregate_seconds: Option<u32>,
+    #[schema(minimum = 0, maximum = 3600)]
+    settle_seconds: Option<u32>,
+    #[schema(minimum = 1, maximum = 34560000)]
+    alert_lag_seconds: Option<u64>,
+    /// `aws-marketplace`: the product code.
+    #[schema(max_length = 255)]
+    product_code: Option<String>,
+}
+
+/// The settings `request` makes of the sink `name` (the core checks them).
+fn settings_of(name: String, r: SinkRequest) -> Result<kiosk_core::export::settings::SinkSettings, ApiError> {
+    use kiosk_core::export::settings::{MeterRule, SinkSettings};
+    // The core's enums read the same words.
+    let word = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let kind = serde_json::from_value(serde_json::Value::String(word(serde_json::json!(r.kind))))
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid-request", "kind is not known").field("kind"))?;
+    let start = match r.start {
+        Some(start) => {
+            serde_json::from_value(serde_json::Value::String(word(serde_json::json!(start)))).map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid-request", "start is not known").field("start")
+            })?
+        }
+        None => Default::default(),
+    };
+    // The defaults the config file gives (`#[serde(default)]`), from the same code.
+    let defaults: SinkSettings =
+        serde_json::from_value(serde_json::json!({"name": name, "kind": "webhook", "endpoint": "https://x.invalid/"}))
+            .map_err(|_| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+            })?;
+    Ok(SinkSettings {
+        name,
+        kind,
+        endpoint: r.endpoint,
+        http: r.http.unwrap_or(false),
+        private_addresses: r.private_addresses.unwrap_or(false),
+        customers: r.customers.unwrap_or_default(),
+        tenant_is_customer: r.tenant_is_customer.unwrap_or(false),
+        meters: r
+            .meters
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| MeterRule { app: m.app, sku: m.sku, meter: m.meter })
+            .collect(),
+        sku_is_meter: r.sku_is_meter.unwrap_or(false),
+        start,
+        batch: r.batch,
+        timeout_seconds: r.timeout_seconds.unwrap_or(defaults.timeout_seconds),
+        aggregate_seconds: r.aggregate_seconds,
+        settle_seconds: r.settle_seconds.unwrap_or(defaults.settle_seconds),
+        alert_lag_seconds: r.alert_lag_seconds,
+        product_code: r.product_code,
+        ..defaults
+    })
+}
+
+#[utoipa::path(put, path = "/v1/sinks/{sink}", tag = "operator", request_body = SinkRequest,
+    responses((status = 200, description = "the sink replaced (its key kept unless `secret` is given), with its state; every replica pushes with the new settings within 2 s", body = SinkBody),
+              (status = 201, description = "the sink created, with its state; every replica starts pushing it within 2 s", body = SinkBody),
+              (status = 400, description = "`malformed-json`: a body that is not the object described (the field names where)", body = Problem),
+              (status = 409, description = "`sink-in-config`: the sink is set in the operator config file", body = Problem),
+              (status = 422, description = "`invalid-sink`: a setting the sink cannot have (the field names it), an endpoint host not in the operator config's `[export] api-hosts`, or no `secret` for a new sink", body = Problem)))]
+async fn put_sink(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(sink): Path<String>,
+    Json(body): Json<serde_json::Value>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    let actor = caller.0.actor();
+    let mut body = body;
+    // A whole number written 158.0 is still a whole number (JSON does not tell them apart).
+    if let Some(fields) = body.as_object_mut() {
+        for key in ["batch", "timeoutSeconds", "aggregateSeconds", "settleSeconds", "alertLagSeconds"] {
+            if let Some(n) = fields.get(key).and_then(serde_json::Value::as_f64)
+                && n.fract() == 0.0
+                && (0.0..9.0e15).contains(&n)
+                && !fields[key].is_u64()
+            {
+                fields.insert(key.to_string(), serde_json::json!(n as u64));
+            }
+        }
+    }
+    let request: SinkRequest = super::error::typed(body)?;
+    let secret = request.secret.clone();
+    let settings = settings_of(sink.clone(), request)?;
+    let created = s.put_sink(settings, secret, &actor).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(view(s.sink(&sink).await?))))
+}
+
+#[utoipa::path(delete, path = "/v1/sinks/{sink}", tag = "operator",
+    responses((status = 204, description = "the sink removed with its cursor and parked events; every replica stops pushing it within 2 s"),
+              (status = 404, description = "`not-found`: no sink of that name set through the API", body = Problem),
+              (status = 409, description = "`sink-in-config`: the sink is set in the operator config file", body = Problem)))]
+async fn delete_sink(
+    State(s): State<Shared>,
+    caller: Caller,
+    Path(sink): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    caller.operator()?;
+    s.delete_sink(&sink, &caller.0.actor()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/sinks", tag = "operator", params(PageQuery),

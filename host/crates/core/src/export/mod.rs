@@ -15,11 +15,15 @@ pub mod settings;
 pub mod wire;
 
 mod aggregate;
+mod api;
 mod client;
 mod deliver;
 mod push;
+mod pushers;
 
-use std::sync::Arc;
+pub use api::SinkSource;
+pub use pushers::spawn;
+
 use std::time::Duration;
 
 use crate::records::{Parked, SinkState};
@@ -27,7 +31,7 @@ use kiosk_domain::metering::now_ms;
 
 use crate::error::{Failure, Result};
 use crate::lifecycle::Kiosk;
-use settings::{SinkSettings, SinkStart};
+use settings::SinkSettings;
 
 /// How often an idle sink looks for new usage.
 const TICK: Duration = Duration::from_millis(500);
@@ -48,94 +52,19 @@ struct Active {
     key: Vec<u8>,
     http: reqwest::Client,
     lease_ms: i64,
-}
-
-/// Builds every configured sink (keys read, CA files loaded): a sink that cannot be
-/// built stops the start, naming its setting.
-fn activate(kiosk: &Kiosk) -> std::result::Result<Vec<Arc<Active>>, String> {
-    kiosk
-        .config
-        .sinks
-        .iter()
-        .map(|s| {
-            let key = s.secret()?;
-            let http = client::build(s, &kiosk.config.egress.resolve)?;
-            // A push is a few requests of at most `timeout-seconds` each (a refused batch is
-            // split in two until the refused events are found); a replica that died holding
-            // the lease is replaced after it.
-            let lease_ms =
-                i64::try_from(s.timeout_seconds.saturating_mul(4).saturating_add(10)).unwrap_or(i64::MAX) * 1000;
-            Ok(Arc::new(Active { settings: s.clone(), key, http, lease_ms }))
-        })
-        .collect()
-}
-
-/// Starts one pusher per configured sink, in every replica (leases decide who works).
-pub async fn spawn(kiosk: Arc<Kiosk>) -> anyhow::Result<()> {
-    let sinks = activate(&kiosk).map_err(anyhow::Error::msg)?;
-    let replica = kiosk.replica.clone();
-    for sink in sinks {
-        let start = match sink.settings.start {
-            SinkStart::Now => now_ms() as i64,
-            SinkStart::Beginning => 0,
-        };
-        kiosk.store.ensure_sink(&sink.settings.name, start).await?;
-        let (kiosk, replica) = (kiosk.clone(), replica.clone());
-        let pushers = kiosk.clone();
-        let pusher = tokio::spawn(async move {
-            let mut seen = kiosk.runtime.admission().tenant_calls().started;
-            let mut gauged = tokio::time::Instant::now() - GAUGES;
-            loop {
-                // The lag and parked gauges stay current without an API read.
-                if gauged.elapsed() >= GAUGES {
-                    gauged = tokio::time::Instant::now();
-                    if let Err(e) = kiosk.sink(&sink.settings.name).await {
-                        tracing::warn!(sink = %sink.settings.name, error = %e, "a usage sink's state cannot be read");
-                    }
-                }
-                let began = tokio::time::Instant::now();
-                let pushed = push_once(&kiosk, &sink, &replica).await;
-                // While tenants call, the export takes about `BUSY_SHARE_PERCENT` of the
-                // time: it rests for the rest (its lag drains when they stop).
-                let calls = kiosk.runtime.admission().tenant_calls();
-                if calls.running > 0 || calls.started != seen {
-                    let rest = began.elapsed().saturating_mul(100 / BUSY_SHARE_PERCENT - 1);
-                    tokio::time::sleep(rest.min(MAX_REST)).await;
-                }
-                seen = calls.started;
-                match pushed {
-                    // A full batch went out: more is likely waiting.
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(sink = %sink.settings.name, error = %e, "usage export failed"),
-                }
-                tokio::time::sleep(TICK).await;
-            }
-        });
-        pushers.pushers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(pusher.abort_handle());
-    }
-    Ok(())
-}
-
-impl Kiosk {
-    /// Stops this replica's pushers and gives their leases back, so another replica takes
-    /// each sink over at once rather than after the lease (a push stopped mid-request is
-    /// sent again, under the same ids).
-    pub async fn release_sinks(&self) {
-        for pusher in self.pushers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
-            pusher.abort();
-        }
-        for sink in &self.config.sinks {
-            if let Err(e) = self.store.release_sink(&sink.name, &self.replica).await {
-                tracing::warn!(sink = %sink.name, error = %e, "a usage sink's lease could not be given back");
-            }
-        }
-    }
+    /// A sink set through the API: when it was set. A push checks it first, so no push
+    /// that begins after a change or removal goes out with the settings before it.
+    version: Option<i64>,
 }
 
 /// One push of `sink` if this replica holds (or takes) its lease; whether more is likely
 /// waiting.
 async fn push_once(kiosk: &Kiosk, sink: &Active, replica: &str) -> Result<bool> {
+    if let Some(version) = sink.version
+        && kiosk.store.api_sink_version(&sink.settings.name).await? != Some(version)
+    {
+        return Ok(false); // replaced or removed: its watcher restarts or stops this pusher
+    }
     let now = now_ms() as i64;
     let Some(lease) = kiosk.store.lease_sink(&sink.settings.name, replica, now, sink.lease_ms).await? else {
         return Ok(false);
@@ -159,6 +88,8 @@ fn backoff(attempts: i64) -> i64 {
 #[derive(Debug, Clone)]
 pub struct SinkView {
     pub settings: SinkSettings,
+    /// Where the operator set it.
+    pub source: SinkSource,
     pub state: SinkState,
     /// Seconds since the oldest event not yet sent was recorded (0: nothing waits).
     pub lag_seconds: f64,
@@ -167,26 +98,23 @@ pub struct SinkView {
 }
 
 impl Kiosk {
-    fn sink_settings(&self, name: &str) -> Result<&SinkSettings> {
-        self.config
-            .sinks
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| Failure::not_found(format!("no sink {name:?} in the operator config")).field("sink"))
-    }
-
-    /// Every configured sink with its state.
+    /// Every sink, the config file's then the API's, with its state.
     pub async fn sinks(&self) -> Result<Vec<SinkView>> {
         let mut views = Vec::new();
-        for settings in &self.config.sinks {
-            views.push(self.sink(&settings.name).await?);
+        for (settings, source) in self.all_sinks().await? {
+            views.push(self.view(settings, source).await?);
         }
         Ok(views)
     }
 
     /// One sink with its state.
     pub async fn sink(&self, name: &str) -> Result<SinkView> {
-        let settings = self.sink_settings(name)?.clone();
+        let (settings, source) = self.find_sink(name).await?;
+        self.view(settings, source).await
+    }
+
+    async fn view(&self, settings: SinkSettings, source: SinkSource) -> Result<SinkView> {
+        let name = settings.name.as_str();
         let state = self.store.sink_state(name).await?.unwrap_or_else(|| SinkState {
             sink: name.to_string(),
             cursor: 0,
@@ -204,24 +132,24 @@ impl Kiosk {
         metrics::gauge!("kiosk_export_parked", "sink" => name.to_string()).set(state.parked as f64);
         let lagging = lag_seconds >= settings.alert_lag_seconds() as f64;
         metrics::gauge!("kiosk_export_lagging", "sink" => name.to_string()).set(f64::from(u8::from(lagging)));
-        Ok(SinkView { settings, state, lag_seconds, lagging })
+        Ok(SinkView { settings, source, state, lag_seconds, lagging })
     }
 
     /// A page of `name`'s parked events, oldest first, after `after` (a `seq`).
     pub async fn sink_parked(&self, name: &str, after: i64, limit: i64) -> Result<Vec<Parked>> {
-        self.sink_settings(name)?;
+        self.find_sink(name).await?;
         Ok(self.store.parked(name, false, after, limit).await?)
     }
 
     /// Sends `name`'s parked events again (through the mapping as it is now); how many.
     pub async fn redrive_sink(&self, name: &str) -> Result<u64> {
-        self.sink_settings(name)?;
+        self.find_sink(name).await?;
         Ok(self.store.redrive_parked(name).await?)
     }
 
     /// Sends every event recorded from `from_ms` on to `name` again; the new cursor.
     pub async fn replay_sink(&self, name: &str, from_ms: i64) -> Result<i64> {
-        let period = self.sink_settings(name)?.period_ms();
+        let period = self.find_sink(name).await?.0.period_ms();
         self.store
             .replay_sink(name, from_ms, period)
             .await?

@@ -4,15 +4,17 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The most events one request carries.
 pub const MAX_BATCH: u32 = 10_000;
+/// The most tenants (or SKU rules) a sink maps: a marketplace's customers, with room.
+pub const MAX_MAPPED: usize = 100_000;
 /// The longest one request to a receiver may take.
 pub const MAX_TIMEOUT_SECONDS: u64 = 300;
 
 /// What the receiver speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SinkKind {
     /// CloudEvents 1.0 JSON batches (`application/cloudevents-batch+json`), as OpenMeter
@@ -60,7 +62,7 @@ impl SinkKind {
 }
 
 /// Where a new sink starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SinkStart {
     /// With usage recorded from the sink's first start on (a new billing system is not
@@ -72,7 +74,7 @@ pub enum SinkStart {
 }
 
 /// `[[sinks.meters]]`: the name a SKU has in the billing system.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MeterRule {
     /// Only this app's SKU (absent: the SKU of any app).
@@ -83,7 +85,7 @@ pub struct MeterRule {
 }
 
 /// `[[sinks]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SinkSettings {
     /// Lowercase letters, digits and `-`, at most 64: the sink's name in the API.
@@ -182,92 +184,156 @@ impl SinkSettings {
     /// Checks what can be checked without the network; the error names the setting.
     pub fn validate(&self) -> Result<(), String> {
         let at = format!("[[sinks]] {:?}", self.name);
+        self.check().map_err(|(_, why)| format!("{at}: {why}"))?;
+        if self.secret_env.is_some() == self.secret_file.is_some() {
+            return Err(format!("{at}: exactly one of secret-env and secret-file names the signing key"));
+        }
+        Ok(())
+    }
+
+    /// Checks a sink set through the API: its key comes with it (sealed in the database),
+    /// never from the server's environment or files; the error names the setting
+    /// (kebab-case, as in the config file).
+    pub fn validate_api(&self) -> Result<(), (&'static str, String)> {
+        self.check()?;
+        for (set, field) in [
+            (self.secret_env.is_some(), "secret-env"),
+            (self.secret_file.is_some(), "secret-file"),
+            (self.ca_file.is_some(), "ca-file"),
+        ] {
+            if set {
+                return Err((
+                    field,
+                    format!("{field} is for the config file; a sink set through the API carries its secret"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What every sink must hold; the setting at fault and why.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let bad = |field: &'static str, why: String| Err((field, why));
         if self.name.is_empty()
             || self.name.len() > 64
             || !self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            return Err(format!("{at}: name must be 1-64 lowercase letters, digits or '-'"));
+            return bad("name", "name must be 1-64 lowercase letters, digits or '-'".to_string());
         }
-        let url = reqwest::Url::parse(&self.endpoint).map_err(|e| format!("{at}: endpoint is not a URL ({e})"))?;
+        let url =
+            reqwest::Url::parse(&self.endpoint).map_err(|e| ("endpoint", format!("endpoint is not a URL ({e})")))?;
         match url.scheme() {
             "https" => {}
             "http" if self.http => {}
-            "http" => return Err(format!("{at}: endpoint is plain http; set http = true to allow it")),
-            other => return Err(format!("{at}: endpoint scheme {other:?} is not http(s)")),
+            "http" => return bad("endpoint", "endpoint is plain http; set http = true to allow it".to_string()),
+            other => return bad("endpoint", format!("endpoint scheme {other:?} is not http(s)")),
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(format!("{at}: endpoint carries credentials; use secret-env or secret-file"));
+            return bad("endpoint", "endpoint carries credentials; use secret-env or secret-file".to_string());
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(format!("{at}: endpoint must not have a query or fragment"));
+            return bad("endpoint", "endpoint must not have a query or fragment".to_string());
         }
         // A literal address is never resolved, so it is checked here.
         let Some(host) = url.host_str() else {
-            return Err(format!("{at}: endpoint has no host"));
+            return bad("endpoint", "endpoint has no host".to_string());
         };
         let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok();
         if let Some(ip) = literal
             && !self.private_addresses
             && let Some(class) = kiosk_domain::net::non_public(ip)
         {
-            return Err(format!("{at}: endpoint is a {class} address; set private-addresses = true to allow it"));
-        }
-        if self.secret_env.is_some() == self.secret_file.is_some() {
-            return Err(format!("{at}: exactly one of secret-env and secret-file names the signing key"));
+            return bad("endpoint", format!("endpoint is a {class} address; set private-addresses = true to allow it"));
         }
         let most = self.kind.max_batch();
         if let Some(batch) = self.batch
             && (batch == 0 || batch > most)
         {
-            return Err(format!("{at}: batch must be 1-{most} for kind {}, found {batch}", self.kind.as_str()));
+            return bad("batch", format!("batch must be 1-{most} for kind {}, found {batch}", self.kind.as_str()));
         }
         if let Some(seconds) = self.aggregate_seconds
             && (seconds > 3600 || (seconds > 0 && 3600 % seconds != 0))
         {
-            return Err(format!("{at}: aggregate-seconds must be 0 or a divisor of 3600, found {seconds}"));
+            return bad(
+                "aggregate-seconds",
+                format!("aggregate-seconds must be 0 or a divisor of 3600, found {seconds}"),
+            );
         }
         if self.kind == SinkKind::AwsMarketplace && self.period_ms() == 0 {
-            return Err(format!("{at}: kind aws-marketplace takes aggregates; aggregate-seconds must not be 0"));
+            return bad(
+                "aggregate-seconds",
+                "kind aws-marketplace takes aggregates; aggregate-seconds must not be 0".to_string(),
+            );
         }
         if self.kind == SinkKind::Stripe && self.period_ms() > 0 {
-            return Err(format!("{at}: kind stripe takes one event a request; aggregate-seconds must be 0"));
+            return bad(
+                "aggregate-seconds",
+                "kind stripe takes one event a request; aggregate-seconds must be 0".to_string(),
+            );
         }
         if self.settle_seconds > 3600 {
-            return Err(format!("{at}: settle-seconds must be 0-3600, found {}", self.settle_seconds));
+            return bad("settle-seconds", format!("settle-seconds must be 0-3600, found {}", self.settle_seconds));
         }
         if let Some(seconds) = self.alert_lag_seconds
             && (seconds == 0 || seconds > 400 * 86_400)
         {
-            return Err(format!("{at}: alert-lag-seconds must be 1-34560000, found {seconds}"));
+            return bad("alert-lag-seconds", format!("alert-lag-seconds must be 1-34560000, found {seconds}"));
         }
         match (&self.product_code, self.kind) {
             (None, SinkKind::AwsMarketplace) => {
-                return Err(format!("{at}: kind aws-marketplace needs product-code"));
+                return bad("product-code", "kind aws-marketplace needs product-code".to_string());
             }
             (Some(_), kind) if kind != SinkKind::AwsMarketplace => {
-                return Err(format!("{at}: product-code is for kind aws-marketplace only"));
+                return bad("product-code", "product-code is for kind aws-marketplace only".to_string());
             }
             (Some(code), _)
                 if code.is_empty() || code.len() > 255 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) =>
             {
-                return Err(format!("{at}: product-code must be 1-255 letters or digits"));
+                return bad("product-code", "product-code must be 1-255 letters or digits".to_string());
             }
             _ => {}
         }
         if self.timeout_seconds == 0 || self.timeout_seconds > MAX_TIMEOUT_SECONDS {
-            return Err(format!(
-                "{at}: timeout-seconds must be 1-{MAX_TIMEOUT_SECONDS}, found {}",
-                self.timeout_seconds
-            ));
+            return bad(
+                "timeout-seconds",
+                format!("timeout-seconds must be 1-{MAX_TIMEOUT_SECONDS}, found {}", self.timeout_seconds),
+            );
+        }
+        if self.endpoint.len() > 2048 {
+            return bad("endpoint", "endpoint must be at most 2048 characters".to_string());
+        }
+        if self.customers.len() > MAX_MAPPED || self.meters.len() > MAX_MAPPED {
+            let field = if self.meters.len() > MAX_MAPPED { "meters" } else { "customers" };
+            return bad(field, format!("{field} holds at most {MAX_MAPPED} entries"));
+        }
+        let text_ok = |t: &str, most: usize| !t.is_empty() && t.len() <= most && !t.chars().any(char::is_control);
+        if let Some(tenant) = self.customers.keys().find(|t| !text_ok(t, 64)) {
+            let shown = kiosk_domain::text::sanitize_capped(tenant, 64);
+            return bad(
+                "customers",
+                format!("customers: tenant {shown:?} must be 1-64 characters, no control characters"),
+            );
+        }
+        if let Some(rule) =
+            self.meters.iter().find(|r| !text_ok(&r.sku, 128) || !r.app.as_deref().is_none_or(|a| text_ok(a, 200)))
+        {
+            let shown = kiosk_domain::text::sanitize_capped(&rule.sku, 128);
+            return bad(
+                "meters",
+                format!("meters: the sku {shown:?} or its app must be 1-128 characters, no control characters"),
+            );
         }
         for (tenant, customer) in &self.customers {
             if customer.is_empty() || customer.len() > 256 || customer.chars().any(char::is_control) {
-                return Err(format!("{at}: customers.{tenant:?} must be 1-256 characters, no control characters"));
+                return bad(
+                    "customers",
+                    format!("customers.{tenant:?} must be 1-256 characters, no control characters"),
+                );
             }
         }
         for rule in &self.meters {
             if rule.meter.is_empty() || rule.meter.len() > 256 || rule.meter.chars().any(char::is_control) {
-                return Err(format!("{at}: the meter of sku {:?} must be 1-256 characters", rule.sku));
+                return bad("meters", format!("the meter of sku {:?} must be 1-256 characters", rule.sku));
             }
         }
         Ok(())
