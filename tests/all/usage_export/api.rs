@@ -117,6 +117,11 @@ async fn api_sinks(database: String) {
     };
     eventually("the API sink delivers the ledger", async || delivered("cus_1").await).await;
 
+    // A new endpoint needs the key again; a replace of the mapping alone keeps it.
+    let mut moved = sink("cus_2");
+    moved["endpoint"] = json!(format!("http://127.0.0.1:{}/hooks/usage/v2", rx.port));
+    let (status, problem) = put(&api, "billing", moved).await;
+    assert_eq!((status, problem["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("secret")), "{problem}");
     // Replaced without a key: the stored key signs on, under the new mapping.
     let (status, body) = put(&api, "billing", sink("cus_2")).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -130,7 +130,20 @@ impl Kiosk {
                 }
                 self.sealer.seal(key.as_bytes(), &seal_context(&name))
             }
-            (None, Some(row)) => row.secret.clone(),
+            // The kept key goes only where it went: a new endpoint or kind needs the key again
+            // (else a changed endpoint would carry a Stripe key to another host).
+            (None, Some(row))
+                if stored_settings(row).is_some_and(|s| s.endpoint == settings.endpoint && s.kind == settings.kind) =>
+            {
+                row.secret.clone()
+            }
+            (None, Some(_)) => {
+                return Err(Failure::unprocessable(
+                    Kind::InvalidSink,
+                    "a new endpoint or kind needs the key again (secret): the stored one goes only where it went",
+                )
+                .field("secret"));
+            }
             (None, None) => {
                 return Err(
                     Failure::unprocessable(Kind::InvalidSink, "a new sink needs its secret (its key)").field("secret")

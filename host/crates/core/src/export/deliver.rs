@@ -98,7 +98,9 @@ fn aws_answer(answer: &[u8], records: &[Record<'_>]) -> Sent {
         let key = wire::aws_record(record);
         let named = results.iter().find(|r| {
             let u = &r["UsageRecord"];
-            ["CustomerIdentifier", "Dimension", "Timestamp"].iter().all(|f| u[f] == key[f])
+            // AWS may write the timestamp as a float (`1.6094592E9`): compared as a number.
+            let same_time = u["Timestamp"].as_f64().is_some_and(|t| Some(t) == key["Timestamp"].as_f64());
+            same_time && ["CustomerIdentifier", "Dimension"].iter().all(|f| u[f] == key[f])
         });
         let Some(result) = named else {
             return Sent::Failed("the receiver's answer does not name every record".into());
@@ -135,6 +137,9 @@ mod tests {
         ], "UnprocessedRecords": []});
         let Sent::Answered(outcome) = aws_answer(answer.to_string().as_bytes(), &records) else { panic!() };
         assert_eq!(outcome, vec![None, Some("the receiver answered DuplicateRecord".to_string())]);
+        let float = br#"{"Results": [{"UsageRecord": {"CustomerIdentifier": "a", "Dimension": "rows",
+            "Timestamp": 3.6E3}, "Status": "Success"}]}"#;
+        assert!(matches!(aws_answer(float, &records[..1]), Sent::Answered(_)), "a timestamp written as a float");
         let unprocessed = json!({"Results": [], "UnprocessedRecords": [usage("a")]});
         assert!(matches!(aws_answer(unprocessed.to_string().as_bytes(), &records), Sent::Failed(_)));
         let partial = json!({"Results": [{"UsageRecord": usage("a"), "Status": "Success"}]});

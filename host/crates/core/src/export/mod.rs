@@ -150,6 +150,9 @@ impl Kiosk {
     /// Sends every event recorded from `from_ms` on to `name` again; the new cursor.
     pub async fn replay_sink(&self, name: &str, from_ms: i64) -> Result<i64> {
         let period = self.find_sink(name).await?.0.period_ms();
+        // A sink of aggregates sends whole periods again: from the start of the one holding
+        // `from_ms`, so a period is never sent again with part of its events.
+        let from_ms = if period > 0 { from_ms.div_euclid(period).saturating_mul(period) } else { from_ms };
         self.store
             .replay_sink(name, from_ms, period)
             .await?
